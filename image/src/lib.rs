@@ -1,0 +1,1 @@
+//! berth-image (in progress).

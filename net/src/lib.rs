@@ -1,0 +1,1 @@
+//! berth-net (in progress).

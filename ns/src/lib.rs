@@ -1,0 +1,1 @@
+//! berth-ns (in progress).

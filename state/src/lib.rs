@@ -1,0 +1,1 @@
+//! berth-state (in progress).
