@@ -1,1 +1,63 @@
-//! berth-state (in progress).
+//! Container records for berth: one JSON file per container, written
+//! atomically (temp file, fsync, rename, fsync of the directory) and guarded
+//! by a store-wide lock so that concurrent `berth` processes never lose an
+//! update or hand out one name twice.
+//!
+//! ```no_run
+//! use berth_state::{ContainerRecord, ContainerStore, generate_id};
+//!
+//! let store = ContainerStore::open("/var/lib/berth/containers")?;
+//! let record = ContainerRecord::new(generate_id(), "web".into(), "busybox".into());
+//! store.create(&record)?;
+//! let found = store.find("web")?;
+//! assert_eq!(found.id, record.id);
+//! # Ok::<(), berth_state::StateError>(())
+//! ```
+
+mod atomic;
+mod names;
+mod record;
+mod store;
+mod time;
+
+pub use atomic::write_atomic;
+pub use names::{generate_id, generate_name, validate_name};
+pub use record::{ContainerRecord, Status};
+pub use store::{ContainerStore, StoreLock};
+pub use time::Timestamp;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong with container records.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt container record: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid container name {name:?}: names must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")]
+    InvalidName { name: String },
+    #[error("the container name {name:?} is already in use by container {id}; remove it or choose another name")]
+    NameInUse { name: String, id: String },
+    #[error("no such container: {query}")]
+    NotFound { query: String },
+    #[error("container id prefix {query:?} is ambiguous: it matches {count} containers")]
+    Ambiguous { query: String, count: usize },
+}
+
+impl StateError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StateError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

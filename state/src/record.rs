@@ -1,0 +1,117 @@
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The record and write layer exist; the init process has not started
+    /// the user's command yet (or berth died before it could).
+    Created,
+    Running,
+    Paused,
+    Exited,
+}
+
+/// Everything berth knows about one container; stored as its `config.json`.
+///
+/// New fields must be `#[serde(default)]` so that records written by an
+/// older berth stay readable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub image_id: String,
+    /// The command as executed: entrypoint/cmd already resolved.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub interactive: bool,
+    /// `--rm`: remove the container when it exits.
+    #[serde(default)]
+    pub auto_remove: bool,
+    pub created: Timestamp,
+    pub status: Status,
+    /// Host PID of the container's PID 1 while it runs.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// Start time of `pid` (field 22 of /proc/PID/stat, in clock ticks since
+    /// boot): a reused PID has a different start time, so a stale record is
+    /// never mistaken for a live container.
+    #[serde(default)]
+    pub pid_start_time: Option<u64>,
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+}
+
+impl ContainerRecord {
+    /// A fresh record in the `Created` state; the caller fills in the rest.
+    pub fn new(id: String, name: String, image: String) -> Self {
+        ContainerRecord {
+            id,
+            name,
+            image,
+            image_id: String::new(),
+            command: Vec::new(),
+            env: Vec::new(),
+            hostname: String::new(),
+            workdir: None,
+            tty: false,
+            interactive: false,
+            auto_remove: false,
+            created: Timestamp::now(),
+            status: Status::Created,
+            pid: None,
+            pid_start_time: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            oom_killed: false,
+        }
+    }
+
+    /// The first 12 hex digits, as `ps` shows them.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    /// Record that the container's PID 1 started.
+    pub fn mark_running(&mut self, pid: i32, pid_start_time: Option<u64>) {
+        self.status = Status::Running;
+        self.pid = Some(pid);
+        self.pid_start_time = pid_start_time;
+        self.started_at = Some(Timestamp::now());
+    }
+
+    /// Record that the container ended with `exit_code` (docker's numbering:
+    /// 128+N for a death by signal N).
+    pub fn mark_exited(&mut self, exit_code: i32) {
+        self.status = Status::Exited;
+        self.pid = None;
+        self.pid_start_time = None;
+        self.exit_code = Some(exit_code);
+        self.finished_at = Some(Timestamp::now());
+    }
+
+    /// Whether the record claims a live process (running or paused).
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, Status::Running | Status::Paused)
+    }
+}
