@@ -15,12 +15,14 @@
 //! ```
 
 mod atomic;
+mod liveness;
 mod names;
 mod record;
 mod store;
 mod time;
 
 pub use atomic::write_atomic;
+pub use liveness::{is_same_process, process_start_time};
 pub use names::{generate_id, generate_name, validate_name};
 pub use record::{ContainerRecord, Status};
 pub use store::{ContainerStore, StoreLock};
