@@ -1,0 +1,204 @@
+//! The one error type of this crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while assembling or entering a rootfs.
+///
+/// There is one variant per step, and each names the path it was about, so a
+/// failure says exactly which step failed and on what.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    /// Making the mount tree private (`MS_REC|MS_PRIVATE` on `/`) failed.
+    #[error("cannot make the mounts under {path} private: {source}")]
+    MakePrivate {
+        /// The mount point whose propagation was changed (`/`).
+        path: PathBuf,
+        /// The errno returned by mount(2).
+        source: nix::Error,
+    },
+
+    /// A mount(2) call failed.
+    #[error("cannot mount {fstype} on {target}: {source}")]
+    Mount {
+        /// Where the filesystem was to be mounted.
+        target: PathBuf,
+        /// The filesystem type (`overlay`, `proc`, ...; `bind` for bind mounts).
+        fstype: String,
+        /// The errno returned by mount(2).
+        source: nix::Error,
+    },
+
+    /// /proc/filesystems (or the file given instead) could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadFilesystems {
+        /// The file that was read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+
+    /// The kernel has neither overlay nor aufs.
+    #[error(
+        "the kernel offers neither overlay nor aufs (per /proc/filesystems); \
+         load the overlay module (modprobe overlay)"
+    )]
+    NoUnionFs,
+
+    /// An overlay rootfs was asked for without any lower layer.
+    #[error("cannot mount a union rootfs on {target}: the image has no layer")]
+    NoLowerLayers {
+        /// The mount target.
+        target: PathBuf,
+    },
+
+    /// A layer, upper or work path cannot be passed in mount options.
+    #[error("cannot use {path} as a union filesystem branch: {reason}")]
+    UnusableBranchPath {
+        /// The offending path.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+
+    /// The mount option string would exceed the kernel's one-page limit.
+    #[error(
+        "cannot mount the union rootfs on {target}: the mount options are {len} bytes, \
+         more than the kernel accepts ({max}); the image has too many layers or their \
+         paths are too long"
+    )]
+    MountOptionsTooLong {
+        /// The mount target.
+        target: PathBuf,
+        /// Length of the option string.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A directory could not be created.
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+
+    /// A path could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The path.
+        path: PathBuf,
+        /// The errno returned by open(2)/openat(2).
+        source: nix::Error,
+    },
+
+    /// A path could not be stat'ed.
+    #[error("cannot stat {path}: {source}")]
+    Stat {
+        /// The path.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+
+    /// An entry of the rootfs that something is mounted on is a symlink.
+    #[error("rootfs {entry} is a symlink: refusing to mount over it ({path})")]
+    MountPointIsSymlink {
+        /// The entry inside the rootfs (`/proc`, `/sys`, `/dev`).
+        entry: String,
+        /// The full host path.
+        path: PathBuf,
+    },
+
+    /// A path that must be a directory is something else.
+    #[error("{path} is not a directory")]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// A component of a path inside the container root is a symlink.
+    #[error(
+        "{path} is a symlink: refusing to follow it (it could lead out of the container root)"
+    )]
+    SymlinkInPath {
+        /// The path up to and including the symlink.
+        path: PathBuf,
+    },
+
+    /// A path inside the container root contains something that is not a
+    /// plain name (e.g. a NUL byte).
+    #[error("invalid path {path:?} inside the container root")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+    },
+
+    /// mknod(2) failed.
+    #[error("cannot create device node {path}: {source}")]
+    Mknod {
+        /// The device node.
+        path: PathBuf,
+        /// The errno returned by mknod(2).
+        source: nix::Error,
+    },
+
+    /// Setting the permissions of a file failed.
+    #[error("cannot set the permissions of {path}: {source}")]
+    Chmod {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+
+    /// symlink(2) failed.
+    #[error("cannot create symlink {path} -> {target}: {source}")]
+    Symlink {
+        /// The link being created.
+        path: PathBuf,
+        /// What it points to.
+        target: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+
+    /// chdir(2)/fchdir(2) failed.
+    #[error("cannot change directory to {path}: {source}")]
+    Chdir {
+        /// The directory.
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+
+    /// pivot_root(2) failed.
+    #[error("cannot pivot_root into {path}: {source}")]
+    PivotRoot {
+        /// The new root.
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+
+    /// Making the old root a slave mount (before detaching it) failed.
+    #[error("cannot make the old root (previously {path}) a slave mount: {source}")]
+    MakeOldRootSlave {
+        /// The old root, as it was named before pivot_root (`/`).
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+
+    /// Detaching the old root failed.
+    #[error("cannot detach the old root (previously {path}): {source}")]
+    UnmountOldRoot {
+        /// The old root, as it was named before pivot_root (`/`).
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+}

@@ -1,0 +1,297 @@
+//! The container's root filesystem as a union of read-only image layers and
+//! a per-container writable layer: overlay, or aufs where only aufs exists.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, MsFlags};
+
+use crate::FsError;
+
+/// Where the kernel lists the filesystems it supports.
+pub const PROC_FILESYSTEMS: &str = "/proc/filesystems";
+
+/// The kernel copies at most one page of mount data; the string must fit
+/// with its terminating NUL.
+const MAX_MOUNT_DATA: usize = 4095;
+
+/// A union filesystem the kernel offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnionFs {
+    /// overlayfs (preferred).
+    Overlay,
+    /// aufs (older kernels carrying the aufs patches).
+    Aufs,
+}
+
+impl UnionFs {
+    /// The filesystem type as passed to mount(2).
+    pub fn fstype(self) -> &'static str {
+        match self {
+            UnionFs::Overlay => "overlay",
+            UnionFs::Aufs => "aufs",
+        }
+    }
+}
+
+/// Pick the union filesystem from the content of `/proc/filesystems`:
+/// overlay if listed, else aufs, else [`FsError::NoUnionFs`].
+pub fn detect_union_fs(proc_filesystems: &str) -> Result<UnionFs, FsError> {
+    let mut has_aufs = false;
+    for line in proc_filesystems.lines() {
+        // "nodev\toverlay" or "\text4": the name is the last field.
+        match line.split_whitespace().last() {
+            Some("overlay") => return Ok(UnionFs::Overlay),
+            Some("aufs") => has_aufs = true,
+            _ => {}
+        }
+    }
+    if has_aufs {
+        Ok(UnionFs::Aufs)
+    } else {
+        Err(FsError::NoUnionFs)
+    }
+}
+
+/// Read `path` (normally [`PROC_FILESYSTEMS`]) and call [`detect_union_fs`].
+pub fn detect_union_fs_at(path: &Path) -> Result<UnionFs, FsError> {
+    let content = std::fs::read_to_string(path).map_err(|source| FsError::ReadFilesystems {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    detect_union_fs(&content)
+}
+
+/// A container root filesystem: read-only image layers under a writable
+/// per-container layer, mounted on `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayRootfs {
+    /// Read-only image layers, topmost first.
+    pub lower: Vec<PathBuf>,
+    /// The container's writable layer (created if missing).
+    pub upper: PathBuf,
+    /// overlay's work directory, on the same filesystem as `upper` (created
+    /// if missing; unused with aufs).
+    pub work: PathBuf,
+    /// Mount point (created if missing).
+    pub target: PathBuf,
+}
+
+impl OverlayRootfs {
+    /// Mount the union with whatever the kernel offers (see
+    /// [`detect_union_fs`]). If `/proc/filesystems` lists neither overlay nor
+    /// aufs, overlay is still tried, because mounting it loads the module.
+    pub fn mount(&self) -> Result<(), FsError> {
+        match detect_union_fs_at(Path::new(PROC_FILESYSTEMS)) {
+            Ok(kind) => self.mount_with(kind),
+            Err(FsError::NoUnionFs) => match self.mount_with(UnionFs::Overlay) {
+                Err(FsError::Mount {
+                    source: Errno::ENODEV,
+                    ..
+                }) => Err(FsError::NoUnionFs),
+                other => other,
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Mount the union with the given filesystem.
+    pub fn mount_with(&self, kind: UnionFs) -> Result<(), FsError> {
+        let data = self.mount_data(kind)?;
+        let dirs: &[&PathBuf] = match kind {
+            UnionFs::Overlay => &[&self.upper, &self.work, &self.target],
+            UnionFs::Aufs => &[&self.upper, &self.target],
+        };
+        for dir in dirs {
+            std::fs::create_dir_all(dir).map_err(|source| FsError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        mount(
+            Some(kind.fstype()),
+            &self.target,
+            Some(kind.fstype()),
+            MsFlags::empty(),
+            Some(data.as_os_str()),
+        )
+        .map_err(|source| FsError::Mount {
+            target: self.target.clone(),
+            fstype: kind.fstype().to_owned(),
+            source,
+        })
+    }
+
+    /// The option string passed to mount(2) for `kind`.
+    ///
+    /// overlay: `lowerdir=L1:L2,upperdir=U,workdir=W`;
+    /// aufs: `br=U=rw:L1=ro+wh:L2=ro+wh` (the `+wh` makes aufs honour the
+    /// whiteouts inside image layers, as docker's aufs driver does).
+    pub fn mount_data(&self, kind: UnionFs) -> Result<OsString, FsError> {
+        if self.lower.is_empty() {
+            return Err(FsError::NoLowerLayers {
+                target: self.target.clone(),
+            });
+        }
+        for path in self.lower.iter().chain([&self.upper, &self.work]) {
+            check_branch_path(path)?;
+        }
+        let mut data: Vec<u8> = Vec::new();
+        match kind {
+            UnionFs::Overlay => {
+                data.extend_from_slice(b"lowerdir=");
+                for (i, layer) in self.lower.iter().enumerate() {
+                    if i > 0 {
+                        data.push(b':');
+                    }
+                    data.extend_from_slice(layer.as_os_str().as_bytes());
+                }
+                data.extend_from_slice(b",upperdir=");
+                data.extend_from_slice(self.upper.as_os_str().as_bytes());
+                data.extend_from_slice(b",workdir=");
+                data.extend_from_slice(self.work.as_os_str().as_bytes());
+            }
+            UnionFs::Aufs => {
+                data.extend_from_slice(b"br=");
+                data.extend_from_slice(self.upper.as_os_str().as_bytes());
+                data.extend_from_slice(b"=rw");
+                for layer in &self.lower {
+                    data.push(b':');
+                    data.extend_from_slice(layer.as_os_str().as_bytes());
+                    data.extend_from_slice(b"=ro+wh");
+                }
+            }
+        }
+        if data.len() > MAX_MOUNT_DATA {
+            return Err(FsError::MountOptionsTooLong {
+                target: self.target.clone(),
+                len: data.len(),
+                max: MAX_MOUNT_DATA,
+            });
+        }
+        Ok(OsString::from_vec(data))
+    }
+}
+
+/// Branch paths go into a `,`/`:`/`=`-separated option string: refuse those
+/// that would be misparsed rather than escaping them.
+fn check_branch_path(path: &Path) -> Result<(), FsError> {
+    let bytes = path.as_os_str().as_bytes();
+    let reason = if !path.is_absolute() {
+        "the path must be absolute"
+    } else if bytes
+        .iter()
+        .any(|b| matches!(b, b',' | b':' | b'=' | b'\\'))
+    {
+        "the path contains one of , : = \\"
+    } else if bytes.iter().any(|b| b.is_ascii_control()) {
+        "the path contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(FsError::UnusableBranchPath {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OVERLAY_HOST: &str =
+        "nodev\tsysfs\nnodev\ttmpfs\n\text3\n\text4\nnodev\toverlay\nnodev\tmqueue\n";
+
+    #[test]
+    fn overlay_is_detected() {
+        assert_eq!(detect_union_fs(OVERLAY_HOST).unwrap(), UnionFs::Overlay);
+    }
+
+    #[test]
+    fn overlay_is_preferred_over_aufs() {
+        let s = "nodev\taufs\nnodev\toverlay\n";
+        assert_eq!(detect_union_fs(s).unwrap(), UnionFs::Overlay);
+    }
+
+    #[test]
+    fn aufs_when_no_overlay() {
+        let s = "nodev\tsysfs\n\text4\nnodev\taufs\n";
+        assert_eq!(detect_union_fs(s).unwrap(), UnionFs::Aufs);
+    }
+
+    #[test]
+    fn neither_is_an_error() {
+        let s = "nodev\tsysfs\n\text4\nnodev\toverlayfs_not_really\n";
+        assert!(matches!(detect_union_fs(s), Err(FsError::NoUnionFs)));
+        assert!(matches!(detect_union_fs(""), Err(FsError::NoUnionFs)));
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = detect_union_fs_at(Path::new("/nonexistent/filesystems")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/filesystems"),
+            "{err}"
+        );
+    }
+
+    fn rootfs() -> OverlayRootfs {
+        OverlayRootfs {
+            lower: vec!["/l/top".into(), "/l/base".into()],
+            upper: "/c/upper".into(),
+            work: "/c/work".into(),
+            target: "/c/merged".into(),
+        }
+    }
+
+    #[test]
+    fn overlay_options() {
+        let data = rootfs().mount_data(UnionFs::Overlay).unwrap();
+        assert_eq!(
+            data,
+            "lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work"
+        );
+    }
+
+    #[test]
+    fn aufs_options() {
+        let data = rootfs().mount_data(UnionFs::Aufs).unwrap();
+        assert_eq!(data, "br=/c/upper=rw:/l/top=ro+wh:/l/base=ro+wh");
+    }
+
+    #[test]
+    fn bad_branch_paths_are_refused() {
+        let mut r = rootfs();
+        r.lower.push("/l/a:b".into());
+        let err = r.mount_data(UnionFs::Overlay).unwrap_err();
+        assert!(err.to_string().contains("/l/a:b"), "{err}");
+
+        let mut r = rootfs();
+        r.upper = "relative/upper".into();
+        assert!(matches!(
+            r.mount_data(UnionFs::Overlay),
+            Err(FsError::UnusableBranchPath { .. })
+        ));
+
+        let mut r = rootfs();
+        r.lower.clear();
+        assert!(matches!(
+            r.mount_data(UnionFs::Overlay),
+            Err(FsError::NoLowerLayers { .. })
+        ));
+    }
+
+    #[test]
+    fn too_long_options_are_refused() {
+        let mut r = rootfs();
+        r.lower = (0..200)
+            .map(|i| PathBuf::from(format!("/var/lib/berth/layers/{i:064}")))
+            .collect();
+        assert!(matches!(
+            r.mount_data(UnionFs::Overlay),
+            Err(FsError::MountOptionsTooLong { .. })
+        ));
+    }
+}

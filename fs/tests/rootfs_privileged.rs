@@ -1,0 +1,197 @@
+//! The whole rootfs sequence for real, in a forked child with its own mount
+//! namespace. Needs root; skips otherwise.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
+use std::path::Path;
+
+use berth_fs::{
+    ensure_dir_in_root, make_mounts_private, mount_kernel_filesystems, pivot_root, OverlayRootfs,
+};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::{major, minor};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, geteuid, pipe, ForkResult};
+
+/// Mount points listed in a mountinfo text (5th field, octal escapes kept).
+fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .collect()
+}
+
+/// Runs in the forked child: everything that needs the new mount namespace.
+fn in_container(rootfs: &OverlayRootfs, host_tmp: &Path) -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
+    make_mounts_private().map_err(|e| e.to_string())?;
+    rootfs.mount().map_err(|e| e.to_string())?;
+    mount_kernel_filesystems(&rootfs.target).map_err(|e| e.to_string())?;
+    pivot_root(&rootfs.target).map_err(|e| e.to_string())?;
+
+    let cwd = std::env::current_dir().map_err(|e| format!("cwd: {e}"))?;
+    if cwd != Path::new("/") {
+        return Err(format!("cwd after pivot_root is {cwd:?}"));
+    }
+    if !Path::new("/proc/self").exists() {
+        return Err("/proc/self is missing".into());
+    }
+
+    let null = std::fs::symlink_metadata("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    use std::os::unix::fs::MetadataExt;
+    if !null.file_type().is_char_device()
+        || major(null.rdev()) != 1
+        || minor(null.rdev()) != 3
+        || null.permissions().mode() & 0o777 != 0o666
+    {
+        return Err(format!("/dev/null is not char 1:3 0666: {null:?}"));
+    }
+    for dev in ["zero", "full", "random", "urandom", "tty"] {
+        let m = std::fs::symlink_metadata(format!("/dev/{dev}"))
+            .map_err(|e| format!("/dev/{dev}: {e}"))?;
+        if !m.file_type().is_char_device() {
+            return Err(format!("/dev/{dev} is not a char device"));
+        }
+    }
+    let ptmx = std::fs::read_link("/dev/ptmx").map_err(|e| format!("/dev/ptmx: {e}"))?;
+    if ptmx != Path::new("pts/ptmx") || !Path::new("/dev/pts/ptmx").exists() {
+        return Err(format!("/dev/ptmx -> {ptmx:?}"));
+    }
+    let stdout = std::fs::read_link("/dev/stdout").map_err(|e| format!("/dev/stdout: {e}"))?;
+    if stdout != Path::new("/proc/self/fd/1") {
+        return Err(format!("/dev/stdout -> {stdout:?}"));
+    }
+    let shm = std::fs::metadata("/dev/shm").map_err(|e| format!("/dev/shm: {e}"))?;
+    if shm.permissions().mode() & 0o7777 != 0o1777 {
+        return Err(format!("/dev/shm mode {:o}", shm.permissions().mode()));
+    }
+
+    let sys = statvfs("/sys").map_err(|e| format!("statvfs /sys: {e}"))?;
+    if !sys.flags().contains(FsFlags::ST_RDONLY) {
+        return Err("/sys is writable".into());
+    }
+    if std::fs::write("/sys/kernel/berth-test", b"x").is_ok() {
+        return Err("wrote into /sys".into());
+    }
+
+    // The old root is gone.
+    if host_tmp.exists() {
+        return Err(format!(
+            "{} still visible after pivot_root",
+            host_tmp.display()
+        ));
+    }
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("mountinfo: {e}"))?;
+    let allowed = [
+        "/",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/dev/mqueue",
+    ];
+    for mp in mount_points(&mountinfo) {
+        if !allowed.contains(&mp.as_str()) {
+            return Err(format!("unexpected mount {mp} in:\n{mountinfo}"));
+        }
+    }
+
+    // Writes land in the upper layer (checked by the parent).
+    std::fs::write("/hello", b"from the container").map_err(|e| format!("/hello: {e}"))?;
+    let wd = ensure_dir_in_root(Path::new("/"), "/work/dir").map_err(|e| e.to_string())?;
+    if wd != Path::new("/work/dir") || !wd.is_dir() {
+        return Err(format!("workdir {wd:?}"));
+    }
+
+    // The rootfs is usable: run the shell from the image.
+    let status = std::process::Command::new("/bin/sh")
+        .args(["-c", "test -c /dev/null && echo ok > /from-sh"])
+        .status()
+        .map_err(|e| format!("/bin/sh: {e}"))?;
+    if !status.success() {
+        return Err(format!("/bin/sh: {status}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn full_rootfs_sequence_in_a_mount_namespace() {
+    if !geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let lower = base.join("lower");
+    std::fs::create_dir_all(lower.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", lower.join("bin/busybox")).unwrap();
+    symlink("busybox", lower.join("bin/sh")).unwrap();
+    let rootfs = OverlayRootfs {
+        lower: vec![lower.clone()],
+        upper: base.join("upper"),
+        work: base.join("work"),
+        target: base.join("merged"),
+    };
+
+    let (read_end, write_end) = pipe().unwrap();
+    // SAFETY: the child only runs `in_container` and then `_exit`s, never
+    // returning into the test harness; glibc makes malloc usable after fork
+    // even though the harness is multi-threaded.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            drop(read_end);
+            let result = std::panic::catch_unwind(|| in_container(&rootfs, base))
+                .unwrap_or_else(|_| Err("panicked".into()));
+            let code = match result {
+                Ok(()) => 0,
+                Err(msg) => {
+                    let _ = File::from(write_end).write_all(msg.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: _exit is async-signal-safe and skips the destructors
+            // (e.g. the TempDir) that belong to the parent.
+            unsafe { libc::_exit(code) };
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut msg = String::new();
+            File::from(read_end).read_to_string(&mut msg).unwrap();
+            let status = waitpid(child, None).unwrap();
+            assert_eq!(status, WaitStatus::Exited(child, 0), "child failed: {msg}");
+        }
+    }
+
+    // Nothing leaked into the host's mount namespace.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let prefix = base.to_str().unwrap();
+    for mp in mount_points(&mountinfo) {
+        assert!(!mp.starts_with(prefix), "leaked mount {mp}");
+    }
+    // Writes went to the upper layer, never to the image layer.
+    let upper = &rootfs.upper;
+    assert_eq!(
+        std::fs::read(upper.join("hello")).unwrap(),
+        b"from the container"
+    );
+    assert!(upper.join("work/dir").is_dir());
+    assert_eq!(std::fs::read(upper.join("from-sh")).unwrap(), b"ok\n");
+    assert!(!lower.join("hello").exists());
+    assert!(!lower.join("work").exists());
+    // pivot_root(".", ".") left no put_old directory behind, and the mount
+    // points created in the rootfs are the only other entries.
+    let mut entries: Vec<String> = std::fs::read_dir(upper)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["dev", "from-sh", "hello", "proc", "sys", "work"],
+        "upper layer content"
+    );
+}
