@@ -1,1 +1,59 @@
-fn main() {}
+//! `berth`: the command-line container engine. This crate is the only one
+//! that knows every subsystem; it composes the library crates.
+#![allow(clippy::print_stdout)]
+
+mod args;
+mod container;
+mod exit;
+mod images;
+mod init;
+mod paths;
+mod ps;
+mod run;
+mod table;
+mod tty;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command, ImageCommand};
+use exit::Failure;
+use paths::Paths;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // docker: usage errors are berth's failure (125); --help is not.
+            return ExitCode::from(if e.use_stderr() { 125 } else { 0 });
+        }
+    };
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            let failure = Failure::from(error);
+            eprintln!("berth: {}", failure.message);
+            failure.code
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(125))
+}
+
+/// Run one command; `Ok` carries the exit code (a container's own code for
+/// `run`).
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let paths = Paths::new(cli.root);
+    match cli.command {
+        Command::Run(args) => run::run(&paths, args),
+        Command::Ps(args) => ps::ps(&paths, &args).map(|()| 0),
+        Command::Rm(args) => container::rm(&paths, &args),
+        Command::Inspect(args) => container::inspect(&paths, &args),
+        Command::Images | Command::Image(ImageCommand::List) => images::list(&paths).map(|()| 0),
+        Command::Image(ImageCommand::Import { file, name }) => {
+            images::import(&paths, &file, &name).map(|()| 0)
+        }
+        Command::Image(ImageCommand::Rm { names }) => images::remove(&paths, &names),
+    }
+}

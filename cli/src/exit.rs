@@ -1,0 +1,86 @@
+//! Docker's exit-code convention and the one-line error a user sees.
+
+/// berth itself failed (bad input, missing image, setup error).
+pub const BERTH_FAILED: i32 = 125;
+/// The container's command exists but could not be invoked.
+pub const CANNOT_INVOKE: i32 = 126;
+/// The container's command was not found.
+pub const NOT_FOUND: i32 = 127;
+
+/// An error that must end berth with a specific exit code; any other error
+/// ends it with 125.
+#[derive(Debug)]
+pub struct CodedError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl std::fmt::Display for CodedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CodedError {}
+
+/// What `main` prints and returns for an error.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        let code = error
+            .downcast_ref::<CodedError>()
+            .map_or(BERTH_FAILED, |c| c.code);
+        // `{:#}` puts the whole cause chain on one line.
+        let message = format!("{error:#}").replace('\n', " ");
+        Failure { code, message }
+    }
+}
+
+/// docker's numbering for how a process ended: its exit code, or 128+N
+/// when signal N killed it.
+pub fn status_code(status: nix::sys::wait::WaitStatus) -> Option<i32> {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+    use nix::sys::wait::WaitStatus;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn codes_follow_docker() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(status_code(WaitStatus::Exited(pid, 3)), Some(3));
+        assert_eq!(
+            status_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(137)
+        );
+        assert_eq!(status_code(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn coded_errors_keep_their_code_and_context_stays_on_one_line() {
+        let err = anyhow::Error::new(CodedError {
+            code: NOT_FOUND,
+            message: "nope".into(),
+        })
+        .context("starting");
+        let failure = Failure::from(err);
+        assert_eq!(failure.code, NOT_FOUND);
+        assert_eq!(failure.message, "starting: nope");
+        let failure = Failure::from(anyhow::anyhow!("line one\nline two"));
+        assert_eq!(failure.code, BERTH_FAILED);
+        assert!(!failure.message.contains('\n'));
+    }
+}

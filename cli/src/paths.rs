@@ -1,0 +1,42 @@
+//! Where berth keeps things, all below one root (`--root`, `BERTH_ROOT`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_image::ImageStore;
+use berth_state::ContainerStore;
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: PathBuf) -> Self {
+        Paths { root }
+    }
+
+    pub fn containers(&self) -> anyhow::Result<ContainerStore> {
+        self.ensure_root()?;
+        let dir = self.root.join("containers");
+        ContainerStore::open(&dir)
+            .with_context(|| format!("cannot open the container store {}", dir.display()))
+    }
+
+    pub fn images(&self) -> anyhow::Result<ImageStore> {
+        self.ensure_root()?;
+        let dir = self.root.join("images");
+        ImageStore::open(&dir)
+            .with_context(|| format!("cannot open the image store {}", dir.display()))
+    }
+
+    /// The root holds every container's files: only root may enter it.
+    fn ensure_root(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)
+            .with_context(|| format!("cannot create the state root {}", self.root.display()))
+    }
+}
