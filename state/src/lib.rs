@@ -16,6 +16,7 @@
 
 mod atomic;
 mod liveness;
+mod log;
 mod names;
 mod record;
 mod store;
@@ -23,6 +24,7 @@ mod time;
 
 pub use atomic::write_atomic;
 pub use liveness::{is_same_process, process_start_time};
+pub use log::{read_log, read_log_from, LogEntry, LogLimits, LogWriter, Stream};
 pub use names::{generate_id, generate_name, validate_name};
 pub use record::{ContainerRecord, Status};
 pub use store::{ContainerStore, StoreLock};
