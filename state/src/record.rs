@@ -59,6 +59,20 @@ pub struct ContainerRecord {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub oom_killed: bool,
+    /// `-d`: started in the background under a monitor process.
+    #[serde(default)]
+    pub detached: bool,
+    /// The process that is the parent of PID 1 and records its exit: the
+    /// monitor of a detached container, or the foreground `berth run`.
+    #[serde(default)]
+    pub monitor_pid: Option<i32>,
+    #[serde(default)]
+    pub monitor_start_time: Option<u64>,
+    /// Volumes as given with `-v` (HOST:CONTAINER[:ro]).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub log_limits: crate::LogLimits,
 }
 
 impl ContainerRecord {
@@ -84,6 +98,11 @@ impl ContainerRecord {
             finished_at: None,
             exit_code: None,
             oom_killed: false,
+            detached: false,
+            monitor_pid: None,
+            monitor_start_time: None,
+            volumes: Vec::new(),
+            log_limits: crate::LogLimits::default(),
         }
     }
 
@@ -106,6 +125,8 @@ impl ContainerRecord {
         self.status = Status::Exited;
         self.pid = None;
         self.pid_start_time = None;
+        self.monitor_pid = None;
+        self.monitor_start_time = None;
         self.exit_code = Some(exit_code);
         self.finished_at = Some(Timestamp::now());
     }
