@@ -201,4 +201,141 @@ pub enum FsError {
         /// The errno.
         source: nix::Error,
     },
+
+    /// A path could not be resolved inside a container root.
+    #[error("cannot resolve {path} inside {root}: {source}")]
+    Resolve {
+        /// The root the path is relative to.
+        root: PathBuf,
+        /// The path, as given (relative to `root`).
+        path: String,
+        /// The errno of openat2(2) (or of the component walk).
+        source: nix::Error,
+    },
+
+    /// Resolving a path inside a container root met a /proc magic link or
+    /// too many symlinks (ELOOP): refused.
+    #[error(
+        "refusing to resolve {path} inside {root}: it goes through a /proc magic link \
+         (such as /proc/self/fd/N) or through more than 40 symlinks"
+    )]
+    UnsafeLink {
+        /// The root the path is relative to.
+        root: PathBuf,
+        /// The path, as given (relative to `root`).
+        path: String,
+    },
+
+    /// A path resolved to somewhere that is not below the root it was
+    /// resolved in.
+    #[error("{path} resolved to {resolved}, which is outside {root}")]
+    OutsideRoot {
+        /// The root.
+        root: PathBuf,
+        /// The path, as given.
+        path: String,
+        /// Where it ended up.
+        resolved: PathBuf,
+    },
+
+    /// A file could not be created.
+    #[error("cannot create file {path}: {source}")]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+
+    /// The path behind a file descriptor could not be read from
+    /// /proc/self/fd.
+    #[error("cannot read the path of {path}: {source}")]
+    ReadLink {
+        /// The /proc/self/fd/N link.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+
+    /// After changing into the working directory, the kernel reports a
+    /// current directory that is not a reachable path inside the root.
+    #[error("working directory {path} is not inside the container root (getcwd: {cwd})")]
+    WorkdirOutsideRoot {
+        /// The working directory, as given.
+        path: String,
+        /// What getcwd(3) returned (or its error).
+        cwd: String,
+    },
+
+    /// A `-v` specification is malformed.
+    #[error("invalid volume {spec:?}: {reason}")]
+    InvalidVolume {
+        /// The specification as given (`HOST:CONTAINER[:ro|rw]`).
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Two volumes have the same container path.
+    #[error("duplicate volume mount point {target}")]
+    DuplicateVolumeTarget {
+        /// The container path.
+        target: String,
+    },
+
+    /// A volume's host path is a directory and its mount point is not, or
+    /// the other way round.
+    #[error("cannot mount {host} ({host_kind}) on {target} ({target_kind})")]
+    VolumeKindMismatch {
+        /// The host path.
+        host: PathBuf,
+        /// "a directory" or "a file".
+        host_kind: &'static str,
+        /// The mount point inside the rootfs.
+        target: PathBuf,
+        /// "a directory" or "a file".
+        target_kind: &'static str,
+    },
+
+    /// A volume's mount point resolved into the container's /proc or /sys.
+    #[error("refusing to mount a volume on {target}: it is inside the container's {fs}")]
+    VolumeTargetForbidden {
+        /// The mount point inside the rootfs.
+        target: PathBuf,
+        /// "procfs" or "sysfs".
+        fs: &'static str,
+    },
+
+    /// After the bind mount, the volume's mount point no longer resolves to
+    /// the volume (something moved it).
+    #[error("the volume mount point {target} changed while the volume was mounted on it")]
+    VolumeTargetMoved {
+        /// The mount point inside the rootfs.
+        target: PathBuf,
+    },
+
+    /// Making a volume read-only failed.
+    #[error("cannot make the volume at {target} read-only: {source}")]
+    ReadOnly {
+        /// The mount point inside the rootfs.
+        target: PathBuf,
+        /// The errno of mount_setattr(2) or mount(2).
+        source: nix::Error,
+    },
+
+    /// A volume is still writable after being made read-only.
+    #[error("the volume at {target} is still writable after the read-only remount")]
+    StillWritable {
+        /// The mount point inside the rootfs.
+        target: PathBuf,
+    },
+
+    /// The container's /dev/null is not the null device.
+    #[error("{path} is not the null device (char 1:3) but {found}: refusing this rootfs")]
+    NotNullDevice {
+        /// The full path of /dev/null inside the rootfs.
+        path: PathBuf,
+        /// What it is instead.
+        found: String,
+    },
 }

@@ -4,8 +4,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{openat, OFlag};
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::sys::stat::{fstat, major, makedev, minor, mknod, Mode, SFlag};
 
 use crate::resolve::{open_child_dir, open_trusted_dir};
 use crate::FsError;
@@ -48,6 +49,10 @@ const DEV_SYMLINKS: &[(&str, &str)] = &[
 /// either. This needs `/proc/self/fd` of the caller (the host's /proc is
 /// still visible to the container's init at that point).
 ///
+/// Finally `<rootfs>/dev/null` (now in the fresh tmpfs) must be the
+/// character device 1:3, looked at without following a symlink, else
+/// [`FsError::NotNullDevice`].
+///
 /// Must run in the container's own mount namespace: the mounts are not
 /// undone on error, they vanish with the namespace.
 pub fn mount_kernel_filesystems(rootfs: &Path) -> Result<(), FsError> {
@@ -73,7 +78,54 @@ pub fn mount_kernel_filesystems(rootfs: &Path) -> Result<(), FsError> {
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    populate_dev(&rootfs.join("dev"))
+    populate_dev(&rootfs.join("dev"))?;
+
+    // Belt and braces: what the container will see as /dev/null (through
+    // the mount we just made, not the image's /dev) is the null device.
+    let dev = openat(
+        &root,
+        "dev",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| FsError::Open {
+        path: rootfs.join("dev"),
+        source,
+    })?;
+    check_dev_null(&dev, &rootfs.join("dev/null"))
+}
+
+/// Check that `null` in the directory `dev` is the character device 1:3
+/// (looked at through an `O_PATH|O_NOFOLLOW` handle, so a symlink is seen
+/// as one); `shown` names it in errors.
+pub(crate) fn check_dev_null(dev: &OwnedFd, shown: &Path) -> Result<(), FsError> {
+    let fd = openat(
+        dev,
+        "null",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| FsError::Open {
+        path: shown.to_path_buf(),
+        source,
+    })?;
+    let st = fstat(&fd).map_err(|e| FsError::Stat {
+        path: shown.to_path_buf(),
+        source: e.into(),
+    })?;
+    let found = match st.st_mode & libc::S_IFMT {
+        libc::S_IFCHR if major(st.st_rdev) == 1 && minor(st.st_rdev) == 3 => return Ok(()),
+        libc::S_IFCHR => format!("char device {}:{}", major(st.st_rdev), minor(st.st_rdev)),
+        libc::S_IFLNK => "a symlink".to_owned(),
+        libc::S_IFREG => "a regular file".to_owned(),
+        libc::S_IFDIR => "a directory".to_owned(),
+        libc::S_IFBLK => "a block device".to_owned(),
+        _ => "a special file".to_owned(),
+    };
+    Err(FsError::NotNullDevice {
+        path: shown.to_path_buf(),
+        found,
+    })
 }
 
 /// Check that `<rootfs>/<name>` is a real directory (creating it if
@@ -242,6 +294,33 @@ mod tests {
         assert!(
             matches!(err, FsError::NotADirectory { ref path } if *path == rootfs.path().join("sys"))
         );
+    }
+
+    #[test]
+    fn dev_null_must_be_char_1_3() {
+        let dev = tempfile::tempdir().unwrap();
+        let fd = open_trusted_dir(dev.path()).unwrap();
+        let shown = dev.path().join("null");
+        symlink("/etc/passwd", &shown).unwrap();
+        let err = check_dev_null(&fd, &shown).unwrap_err();
+        assert!(
+            matches!(err, FsError::NotNullDevice { ref found, .. } if found == "a symlink"),
+            "{err:?}"
+        );
+        std::fs::remove_file(&shown).unwrap();
+        std::fs::write(&shown, b"").unwrap();
+        assert!(matches!(
+            check_dev_null(&fd, &shown),
+            Err(FsError::NotNullDevice { ref found, .. }) if found == "a regular file"
+        ));
+        std::fs::remove_file(&shown).unwrap();
+        assert!(matches!(
+            check_dev_null(&fd, &shown),
+            Err(FsError::Open { .. })
+        ));
+        // The host's own /dev/null passes.
+        let host_dev = open_trusted_dir(Path::new("/dev")).unwrap();
+        check_dev_null(&host_dev, Path::new("/dev/null")).unwrap();
     }
 
     #[test]

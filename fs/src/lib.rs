@@ -9,22 +9,47 @@
 //! 2. [`OverlayRootfs::mount`]: image layers + the container's writable
 //!    layer, with overlay (or aufs where the kernel has only aufs);
 //! 3. [`mount_kernel_filesystems`]: /proc, read-only /sys and a minimal /dev,
-//!    refusing rootfs entries that are symlinks;
-//! 4. [`pivot_root`]: enter the rootfs and drop the host's mounts;
-//! 5. [`ensure_dir_in_root`]: create the working directory (`-w`) without
-//!    following symlinks out of the root.
+//!    refusing rootfs entries that are symlinks, and checking that the
+//!    resulting /dev/null is the null device;
+//! 4. [`mount_volumes`]: `-v HOST:CONTAINER[:ro]` bind mounts (parsed by
+//!    [`parse_volume`]; host sides created beforehand, in the parent, by
+//!    [`prepare_volume_sources`]), mount points resolved inside the rootfs
+//!    and mounted through file descriptors;
+//! 5. [`pivot_root`]: enter the rootfs and drop the host's mounts;
+//! 6. [`enter_workdir`]: create and enter the working directory (`-w`)
+//!    through a descriptor, then check that the kernel agrees it is inside
+//!    the root. `berth exec -w` calls it too, once it has joined the
+//!    container's mount namespace and root.
+//!
+//! # Paths inside the container root
+//!
+//! Every path that comes from the image or the user and is used before the
+//! container starts is resolved with [`open_in_root`] ([`resolve_in_root`],
+//! [`ensure_dir_in_root`]): openat2(2) with `RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS`, or an equivalent component walk on kernels
+//! before 5.6. Symlinks in the image are followed as if the rootfs were `/`
+//! (an image's `/data -> /etc` means the image's /etc, never the host's),
+//! `..` stops at the root, /proc magic links such as `/proc/self/fd/N` are
+//! refused, missing directories are created inside the root only, and the
+//! result is a descriptor, so nothing can be swapped between the check and
+//! the use.
 //!
 //! Every mount is made inside the caller's mount namespace and vanishes with
 //! it; nothing here touches the host's mount namespace (once step 1 is done).
+//! Every descriptor opened here is close-on-exec.
 //!
 //! ```no_run
 //! use std::path::{Path, PathBuf};
 //! use berth_fs::{
-//!     ensure_dir_in_root, make_mounts_private, mount_kernel_filesystems, pivot_root,
-//!     OverlayRootfs,
+//!     enter_workdir, make_mounts_private, mount_kernel_filesystems, mount_volumes,
+//!     parse_volume, pivot_root, prepare_volume_sources, OverlayRootfs,
 //! };
 //!
 //! # fn main() -> Result<(), berth_fs::FsError> {
+//! // In the parent, before creating the container:
+//! let volumes = vec![parse_volume("/srv/data:/data")?, parse_volume("/srv/conf:/etc/app:ro")?];
+//! prepare_volume_sources(&volumes)?;
+//!
 //! // In the container's init, after clone(CLONE_NEWNS | ...):
 //! make_mounts_private()?;
 //! let c = Path::new("/var/lib/berth/containers/0123abcd");
@@ -36,10 +61,10 @@
 //! };
 //! rootfs.mount()?;
 //! mount_kernel_filesystems(&rootfs.target)?;
+//! mount_volumes(&rootfs.target, &volumes)?;
 //! pivot_root(&rootfs.target)?;
-//! let cwd = ensure_dir_in_root(Path::new("/"), "/srv/app")?;
-//! std::env::set_current_dir(&cwd).expect("chdir");
-//! // ... then execve the user's command.
+//! enter_workdir("/srv/app")?;
+//! // ... then close the descriptors above 2 and execve the user's command.
 //! # Ok(())
 //! # }
 //! ```
@@ -49,9 +74,13 @@ mod kernel;
 mod pivot;
 mod resolve;
 mod union;
+mod volume;
 
 pub use error::FsError;
 pub use kernel::mount_kernel_filesystems;
 pub use pivot::{make_mounts_private, pivot_root};
-pub use resolve::ensure_dir_in_root;
+pub use resolve::{
+    ensure_dir_in_root, enter_workdir, open_in_root, resolve_in_root, Create, MAX_SYMLINKS,
+};
 pub use union::{detect_union_fs, detect_union_fs_at, OverlayRootfs, UnionFs, PROC_FILESYSTEMS};
+pub use volume::{mount_volumes, parse_volume, prepare_volume_sources, Volume};

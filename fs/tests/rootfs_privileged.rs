@@ -7,7 +7,8 @@ use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use berth_fs::{
-    ensure_dir_in_root, make_mounts_private, mount_kernel_filesystems, pivot_root, OverlayRootfs,
+    ensure_dir_in_root, enter_workdir, make_mounts_private, mount_kernel_filesystems, pivot_root,
+    OverlayRootfs,
 };
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::{major, minor};
@@ -105,6 +106,10 @@ fn in_container(rootfs: &OverlayRootfs, host_tmp: &Path) -> Result<(), String> {
     let wd = ensure_dir_in_root(Path::new("/"), "/work/dir").map_err(|e| e.to_string())?;
     if wd != Path::new("/work/dir") || !wd.is_dir() {
         return Err(format!("workdir {wd:?}"));
+    }
+    let cwd = enter_workdir("/work/dir/sub").map_err(|e| e.to_string())?;
+    if cwd != Path::new("/work/dir/sub") || std::env::current_dir().ok() != Some(cwd.clone()) {
+        return Err(format!("enter_workdir gave {cwd:?}"));
     }
 
     // The rootfs is usable: run the shell from the image.
