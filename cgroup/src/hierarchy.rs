@@ -1,0 +1,413 @@
+//! Hierarchy discovery: which cgroup filesystems are mounted where, which
+//! controller lives on which of them, and where the calling process sits in
+//! each.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::controller::cpuset::{self, Kind};
+use crate::controller::Dir;
+use crate::error::{CgroupError, Result};
+use crate::resources::Resources;
+use crate::{fsio, Controller, Layout, Version};
+
+/// v1 controller names as they appear in mount options and /proc/self/cgroup.
+const V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "debug",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "misc",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+];
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hierarchy {
+    version: Version,
+    mount_point: PathBuf,
+    mount_root: PathBuf,
+    controllers: Vec<String>,
+    own_cgroup: Option<PathBuf>,
+}
+
+impl Hierarchy {
+    /// cgroup v1 or v2.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Where the hierarchy is mounted, including the filesystem root prefix
+    /// given to [`Hierarchies::discover`].
+    pub fn mount_point(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// v1: the controllers named in the mount options (and `name=...` for a
+    /// named hierarchy); v2: the content of `cgroup.controllers` at the
+    /// mount, i.e. the controllers bound to v2.
+    pub fn controllers(&self) -> &[String] {
+        &self.controllers
+    }
+
+    /// The calling process's cgroup in this hierarchy, as in
+    /// /proc/self/cgroup (e.g. `/user.slice/session-1.scope`).
+    pub fn own_cgroup(&self) -> Option<&Path> {
+        self.own_cgroup.as_deref()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.controllers.iter().any(|c| c == name)
+    }
+
+    /// The directory of cgroup `cgroup` (a path inside the hierarchy, as in
+    /// /proc/self/cgroup) on the mounted filesystem.
+    pub fn dir_of(&self, cgroup: &Path) -> Result<PathBuf> {
+        let not_reachable = || CgroupError::NotReachable {
+            cgroup: cgroup.to_owned(),
+            mount_point: self.mount_point.clone(),
+        };
+        let relative = cgroup
+            .strip_prefix(&self.mount_root)
+            .map_err(|_| not_reachable())?;
+        if relative
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(not_reachable());
+        }
+        Ok(self.mount_point.join(relative))
+    }
+}
+
+/// All cgroup hierarchies of a host, and on which of them each controller
+/// is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hierarchies {
+    layout: Layout,
+    hierarchies: Vec<Hierarchy>,
+    placement: BTreeMap<Controller, usize>,
+}
+
+impl Hierarchies {
+    /// Discover the hierarchies of the running host, from
+    /// /proc/self/mountinfo and /proc/self/cgroup.
+    pub fn from_host() -> Result<Self> {
+        let mountinfo = fsio::read(Path::new("/proc/self/mountinfo"))?;
+        let own = fsio::read(Path::new("/proc/self/cgroup"))?;
+        Self::discover(&mountinfo, &own, Path::new("/"))
+    }
+
+    /// Discover the hierarchies from the text of /proc/self/mountinfo (or
+    /// /proc/self/mounts) and of /proc/self/cgroup. Every mount point is
+    /// taken below `fs_root` (`/` on a real host, a temporary directory in
+    /// tests); the cgroup2 mount's `cgroup.controllers` is read there.
+    pub fn discover(mounts: &str, proc_self_cgroup: &str, fs_root: &Path) -> Result<Self> {
+        let own = parse_proc_self_cgroup(proc_self_cgroup);
+        let mut hierarchies: Vec<Hierarchy> = Vec::new();
+        for mount in mounts.lines().filter_map(parse_mount_line) {
+            let version = match mount.fstype.as_str() {
+                "cgroup" => Version::V1,
+                "cgroup2" => Version::V2,
+                _ => continue,
+            };
+            let mount_point = under_root(fs_root, &mount.mount_point);
+            let controllers: Vec<String> = match version {
+                Version::V1 => mount
+                    .options
+                    .split(',')
+                    .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
+                    .map(str::to_owned)
+                    .collect(),
+                Version::V2 => fsio::read_opt(&mount_point.join("cgroup.controllers"))?
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+            };
+            if version == Version::V1 && controllers.is_empty() {
+                continue;
+            }
+            let own_cgroup = own
+                .iter()
+                .find(|line| match version {
+                    Version::V2 => line.id == "0" && line.controllers.is_empty(),
+                    Version::V1 => line.controllers.iter().any(|c| controllers.contains(c)),
+                })
+                .map(|line| PathBuf::from(&line.path));
+            let hierarchy = Hierarchy {
+                version,
+                mount_point,
+                mount_root: PathBuf::from(&mount.root),
+                controllers,
+                own_cgroup,
+            };
+            // The same hierarchy mounted twice (bind mounts): keep one,
+            // preferring a mount of the whole hierarchy.
+            if let Some(existing) = hierarchies.iter_mut().find(|h| {
+                h.version == version
+                    && (version == Version::V2 || h.controllers == hierarchy.controllers)
+            }) {
+                if existing.mount_root != Path::new("/") && hierarchy.mount_root == Path::new("/") {
+                    *existing = hierarchy;
+                }
+                continue;
+            }
+            hierarchies.push(hierarchy);
+        }
+
+        let v2 = hierarchies.iter().position(|h| h.version == Version::V2);
+        let v1_with_controllers = hierarchies.iter().any(|h| {
+            h.version == Version::V1 && h.controllers.iter().any(|c| !c.starts_with("name="))
+        });
+        let layout = match (v1_with_controllers, v2.is_some()) {
+            (true, true) => Layout::Hybrid,
+            (true, false) => Layout::Legacy,
+            (false, true) => Layout::Unified,
+            (false, false) => {
+                return Err(CgroupError::NoCgroupFs {
+                    source_name: "/proc/self/mountinfo".into(),
+                })
+            }
+        };
+
+        let mut placement = BTreeMap::new();
+        for controller in Controller::ALL {
+            let v1 = hierarchies
+                .iter()
+                .position(|h| h.version == Version::V1 && h.has(controller.name()));
+            let on_v2 = v2
+                .filter(|&i| controller.implicit_on_v2() || hierarchies[i].has(controller.name()));
+            if let Some(index) = v1.or(on_v2) {
+                placement.insert(controller, index);
+            }
+        }
+        Ok(Self {
+            layout,
+            hierarchies,
+            placement,
+        })
+    }
+
+    /// Unified, Legacy or Hybrid.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Every cgroup hierarchy mounted (named v1 hierarchies such as
+    /// `name=systemd` included).
+    pub fn hierarchies(&self) -> &[Hierarchy] {
+        &self.hierarchies
+    }
+
+    /// The hierarchy that has `controller`: a v1 mount naming it, or the
+    /// cgroup2 mount when the controller is bound to v2 (freezer, cpuacct
+    /// and devices need no binding on v2: cgroup.freeze, cpu.stat and BPF
+    /// device filters are always there).
+    pub fn hierarchy_of(&self, controller: Controller) -> Option<&Hierarchy> {
+        self.placement
+            .get(&controller)
+            .map(|&index| &self.hierarchies[index])
+    }
+
+    /// Which cgroup version `controller` is used with on this host, if any.
+    pub fn placement(&self, controller: Controller) -> Option<Version> {
+        self.hierarchy_of(controller).map(Hierarchy::version)
+    }
+
+    /// Check `resources` against this host before creating anything: every
+    /// controller they need must exist, and the CPUs and memory nodes must
+    /// be available to the caller's own cgroup. [`Cgroup::apply`] checks the
+    /// same again (against the container's parent cgroup).
+    ///
+    /// [`Cgroup::apply`]: crate::Cgroup::apply
+    pub fn check(&self, resources: &Resources) -> Result<()> {
+        let needs = [
+            (resources.memory_limit.is_some(), Controller::Memory),
+            (resources.cpu_shares.is_some(), Controller::Cpu),
+            (resources.cpu_quota.is_some(), Controller::Cpu),
+            (resources.cpuset_cpus.is_some(), Controller::Cpuset),
+            (resources.cpuset_mems.is_some(), Controller::Cpuset),
+            (resources.pids_limit.is_some(), Controller::Pids),
+        ];
+        for (needed, controller) in needs {
+            if needed && self.placement(controller).is_none() {
+                return Err(CgroupError::ControllerMissing { controller });
+            }
+        }
+        for (list, kind) in [
+            (&resources.cpuset_cpus, Kind::Cpus),
+            (&resources.cpuset_mems, Kind::Mems),
+        ] {
+            let (Some(list), Some(hierarchy)) = (list, self.hierarchy_of(Controller::Cpuset))
+            else {
+                continue;
+            };
+            let own = hierarchy
+                .own_cgroup()
+                .ok_or_else(|| CgroupError::NoOwnCgroup {
+                    mount_point: hierarchy.mount_point.clone(),
+                })?;
+            let own_dir = hierarchy.dir_of(own)?;
+            let start = match hierarchy.version {
+                Version::V1 => Dir::V1(&own_dir),
+                Version::V2 => Dir::V2(&own_dir),
+            };
+            let (available, from) = cpuset::available(start, &hierarchy.mount_point, kind)?;
+            cpuset::check(list, kind, &available, &from)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn index_of(&self, controller: Controller) -> Option<usize> {
+        self.placement.get(&controller).copied()
+    }
+}
+
+fn under_root(fs_root: &Path, mount_point: &str) -> PathBuf {
+    fs_root.join(mount_point.trim_start_matches('/'))
+}
+
+struct MountLine {
+    root: String,
+    mount_point: String,
+    fstype: String,
+    options: String,
+}
+
+/// One line of /proc/self/mountinfo (`36 35 98:0 /mnt1 /mnt2 rw,noatime
+/// master:1 - ext3 /dev/root rw,errors=continue`) or of /proc/self/mounts
+/// (`cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0`).
+fn parse_mount_line(line: &str) -> Option<MountLine> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if let Some(separator) = fields.iter().position(|f| *f == "-") {
+        if separator >= 6 {
+            return Some(MountLine {
+                root: unescape(fields[3]),
+                mount_point: unescape(fields[4]),
+                fstype: fields.get(separator + 1)?.to_string(),
+                options: format!("{},{}", fields[5], fields.get(separator + 3).unwrap_or(&"")),
+            });
+        }
+    }
+    if fields.len() >= 4 {
+        return Some(MountLine {
+            root: "/".into(),
+            mount_point: unescape(fields[1]),
+            fstype: fields[2].to_string(),
+            options: fields[3].to_string(),
+        });
+    }
+    None
+}
+
+/// Undo the octal escapes (`\040` for a space) of the mount tables.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = bytes[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            out.push(value as u8);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct OwnLine {
+    id: String,
+    controllers: Vec<String>,
+    path: String,
+}
+
+/// /proc/self/cgroup: `N:controllers:/path` per v1 hierarchy, `0::/path`
+/// for v2.
+fn parse_proc_self_cgroup(text: &str) -> Vec<OwnLine> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let id = parts.next()?.to_owned();
+            let controllers = parts
+                .next()?
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let path = parts.next()?.trim_end().to_owned();
+            Some(OwnLine {
+                id,
+                controllers,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// Read the controllers a v2 cgroup offers to its children.
+pub(crate) fn read_controller_list(path: &Path) -> Result<Vec<String>> {
+    Ok(fsio::read_opt(path)?
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|c| c.trim_start_matches('+').to_owned())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_lines_of_both_formats() {
+        let info = parse_mount_line(
+            "35 31 0:32 / /sys/fs/cgroup/memory rw,nosuid shared:9 - cgroup cgroup rw,memory",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                info.root.as_str(),
+                info.mount_point.as_str(),
+                info.fstype.as_str()
+            ),
+            ("/", "/sys/fs/cgroup/memory", "cgroup")
+        );
+        assert!(info.options.split(',').any(|o| o == "memory"));
+        let mounts = parse_mount_line("cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0").unwrap();
+        assert_eq!(
+            (mounts.root.as_str(), mounts.fstype.as_str()),
+            ("/", "cgroup2")
+        );
+        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+    }
+
+    #[test]
+    fn proc_self_cgroup_lines() {
+        let lines = parse_proc_self_cgroup("2:cpu,cpuacct:/a:b\n0::/\n");
+        assert_eq!(lines[0].controllers, ["cpu", "cpuacct"]);
+        assert_eq!(lines[0].path, "/a:b");
+        assert!(lines[1].controllers.is_empty());
+    }
+}
