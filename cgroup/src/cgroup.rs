@@ -325,6 +325,13 @@ impl Cgroup {
             if let Err(e) = remove_tree(&dir.path) {
                 first_error.get_or_insert(e);
             }
+            // Leave no trace once the last container is gone: the shared
+            // `berth` parent goes too when empty. rmdir refuses a cgroup
+            // that still has children, so a concurrent container is safe
+            // (and its create recreates the parent if it just vanished).
+            if let Some(parent) = dir.path.parent().filter(|p| p.ends_with(BERTH_CGROUP)) {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -33,6 +33,22 @@ pub enum Command {
     Ps(PsArgs),
     /// Remove one or more containers
     Rm(RmArgs),
+    /// Fetch the output of a container
+    Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL after a grace period)
+    Stop(StopArgs),
+    /// Send a signal to running containers
+    Kill(KillArgs),
+    /// Create a new image from a container's filesystem
+    Commit(CommitArgs),
+    /// Pause all processes in containers
+    Pause(ContainersArgs),
+    /// Resume paused containers
+    Unpause(ContainersArgs),
+    /// Show containers' resource usage
+    Stats(StatsArgs),
     /// Show the stored record of containers or images as JSON
     Inspect(InspectArgs),
     /// List images
@@ -54,9 +70,40 @@ pub struct RunArgs {
     /// Allocate a pseudo-TTY
     #[arg(short, long)]
     pub tty: bool,
+    /// Run in the background and print the container id
+    #[arg(short, long)]
+    pub detach: bool,
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Bind mount a volume (HOST:CONTAINER[:ro])
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    pub volume: Vec<String>,
+    /// Memory limit (e.g. 512m, 1g; units b, k, m, g)
+    #[arg(short, long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU shares (relative weight; default 1024)
+    #[arg(short = 'c', long, alias = "cpushare", value_name = "N")]
+    pub cpu_shares: Option<u64>,
+    /// Number of CPUs the container may use (e.g. 0.5)
+    #[arg(long, value_name = "DECIMAL", allow_negative_numbers = true)]
+    pub cpus: Option<String>,
+    /// CPUs the container may run on (e.g. 0-2,4)
+    #[arg(long, alias = "cpuset", value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use (e.g. 0)
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+    /// Maximum number of processes in the container
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<String>,
+    /// cgroup to create the container's cgroup under (absolute, or relative
+    /// to berth's own cgroup)
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
+    /// Log options: max-size=SIZE (e.g. 10m), max-file=N
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
     /// Assign a name to the container
     #[arg(long)]
     pub name: Option<String>,
@@ -74,6 +121,81 @@ pub struct RunArgs {
     /// Command and arguments (default: the image's command)
     #[arg(allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow log output until the container stops
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for all)
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct ExecArgs {
+    /// Keep STDIN open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    #[arg(required = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait for the container to stop before killing it
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send (name like KILL or SIGTERM, or number)
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ContainersArgs {
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Containers (default: all running)
+    #[arg(value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
 }
 
 #[derive(Debug, Args)]
@@ -111,4 +233,11 @@ pub enum ImageCommand {
     /// Remove an image
     #[command(alias = "remove")]
     Rm { names: Vec<String> },
+    /// Write an image to a tar archive that `image import` reads back
+    Save {
+        name: String,
+        /// Output file
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }

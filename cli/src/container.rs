@@ -9,7 +9,7 @@ use berth_state::{is_same_process, ContainerRecord, ContainerStore, Status};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::args::{InspectArgs, RmArgs};
+use crate::args::{InspectArgs, KillArgs, RmArgs, StopArgs};
 use crate::paths::Paths;
 
 /// Exit code recorded for a container whose end berth did not see (its
@@ -24,11 +24,30 @@ pub fn is_alive(record: &ContainerRecord) -> bool {
     }
 }
 
+/// Whether the process that records this container's exit (its monitor,
+/// or the foreground `berth run`) is alive.
+fn monitor_alive(record: &ContainerRecord) -> bool {
+    match record.monitor_pid {
+        Some(pid) => is_same_process(Path::new("/proc"), pid, record.monitor_start_time),
+        None => false,
+    }
+}
+
 /// A record that claims a live container whose process is gone is
-/// corrected (so `ps` never shows a dead container as running).
+/// corrected (so `ps` never shows a dead container as running). If the
+/// monitor is still alive it is about to record the real exit code: give
+/// it a moment first.
 pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Result<ContainerRecord> {
     if !record.is_active() || is_alive(&record) {
         return Ok(record);
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while monitor_alive(&record) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        let current = store.load(&record.id)?;
+        if !current.is_active() {
+            return Ok(current);
+        }
     }
     Ok(store.update(&record.id, |r| {
         if r.is_active() && !is_alive(r) {
@@ -52,21 +71,10 @@ pub fn find(store: &ContainerStore, query: &str) -> anyhow::Result<ContainerReco
 
 pub fn rm(paths: &Paths, args: &RmArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
-    let mut failed = false;
-    for query in &args.containers {
-        match remove_one(&store, query, args.force) {
-            Ok(_) => println!("{query}"),
-            Err(e) => {
-                eprintln!("berth: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { 1 } else { 0 })
+    Ok(for_each_container(&store, &args.containers, |record| remove_one(&store, record, args.force)))
 }
 
-fn remove_one(store: &ContainerStore, query: &str, force: bool) -> anyhow::Result<ContainerRecord> {
-    let record = find(store, query)?;
+fn remove_one(store: &ContainerStore, record: ContainerRecord, force: bool) -> anyhow::Result<()> {
     if record.is_active() {
         if !force {
             bail!(
@@ -74,34 +82,116 @@ fn remove_one(store: &ContainerStore, query: &str, force: bool) -> anyhow::Resul
                 record.name
             );
         }
+        crate::pause::thaw_for_signal(store, &record)?;
         kill_and_wait(&record)?;
+        // Let the monitor record the end and release what it holds.
+        refresh(store, record.clone())?;
     }
+    // A container whose monitor died still has its cgroup.
+    crate::limits::release(&record)?;
     store
         .remove(&record.id)
-        .with_context(|| format!("cannot remove container {}", record.name))?;
-    Ok(record)
+        .with_context(|| format!("cannot remove container {}", record.name))
 }
 
 /// SIGKILL the container's PID 1 (which takes the whole PID namespace with
 /// it) and wait until it is gone.
 fn kill_and_wait(record: &ContainerRecord) -> anyhow::Result<()> {
-    let Some(pid) = record.pid else { return Ok(()) };
-    if !is_alive(record) {
-        return Ok(());
-    }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while is_alive(record) {
-        if Instant::now() > deadline {
-            bail!(
-                "container {} (pid {pid}) did not die after SIGKILL",
-                record.name
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    signal_container(record, Signal::SIGKILL)?;
+    if !wait_until_dead(record, Duration::from_secs(10)) {
+        bail!("container {} did not die after SIGKILL", record.name);
     }
     Ok(())
 }
+
+/// Send `signal` to the container's PID 1, if it is still the process the
+/// record names (never to a recycled PID).
+fn signal_container(record: &ContainerRecord, signal: Signal) -> anyhow::Result<()> {
+    match record.pid {
+        Some(pid) if is_alive(record) => match kill(Pid::from_raw(pid), signal) {
+            Ok(()) | Err(nix::Error::ESRCH) => Ok(()),
+            Err(e) => bail!("cannot send {signal} to container {}: {e}", record.name),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Poll until PID 1 is gone; false on timeout.
+fn wait_until_dead(record: &ContainerRecord, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while is_alive(record) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Run `action` on each named container, docker style: the name is printed
+/// on success, an error line per failure, exit code 1 if any failed.
+pub fn for_each_container(
+    store: &ContainerStore,
+    queries: &[String],
+    mut action: impl FnMut(ContainerRecord) -> anyhow::Result<()>,
+) -> i32 {
+    let mut failed = false;
+    for query in queries {
+        match find(store, query).and_then(&mut action) {
+            Ok(()) => println!("{query}"),
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    i32::from(failed)
+}
+
+fn require_running(record: &ContainerRecord) -> anyhow::Result<()> {
+    if !record.is_active() {
+        bail!("container {} is not running", record.name);
+    }
+    Ok(())
+}
+
+/// `berth stop`: SIGTERM, wait up to the grace period, then SIGKILL; the
+/// exit is recorded (by the container's monitor) before this returns.
+pub fn stop(paths: &Paths, args: &StopArgs) -> anyhow::Result<i32> {
+    let store = paths.containers()?;
+    Ok(for_each_container(&store, &args.containers, |record| {
+        require_running(&record)?;
+        crate::pause::thaw_for_signal(&store, &record)?;
+        signal_container(&record, Signal::SIGTERM)?;
+        if !wait_until_dead(&record, Duration::from_secs(args.time)) {
+            kill_and_wait(&record)?;
+        }
+        refresh(&store, record).map(drop)
+    }))
+}
+
+/// `berth kill`: send a signal (default SIGKILL) to PID 1.
+pub fn kill_containers(paths: &Paths, args: &KillArgs) -> anyhow::Result<i32> {
+    let signal = parse_signal(&args.signal)?;
+    let store = paths.containers()?;
+    Ok(for_each_container(&store, &args.containers, |record| {
+        require_running(&record)?;
+        crate::pause::thaw_for_signal(&store, &record)?;
+        signal_container(&record, signal)
+    }))
+}
+
+/// "KILL", "SIGKILL", "kill" or "9".
+pub fn parse_signal(text: &str) -> anyhow::Result<Signal> {
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| anyhow::anyhow!("invalid signal {text:?}"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow::anyhow!("invalid signal {text:?}: use a name like TERM or a number"))
+}
+
 
 pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
@@ -156,5 +246,20 @@ pub fn status_text(record: &ContainerRecord, now: berth_state::Timestamp) -> Str
                 record.exit_code.unwrap_or(UNKNOWN_EXIT)
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("999").is_err());
     }
 }

@@ -8,11 +8,12 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+
 use berth_fs::OverlayRootfs;
-use berth_ns::Channel;
+use berth_ns::{Channel, Namespace};
 use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
@@ -42,13 +43,27 @@ pub enum FromInit {
 #[derive(Debug)]
 pub struct InitSpec {
     pub rootfs: OverlayRootfs,
+    pub volumes: Vec<berth_fs::Volume>,
+    /// Where and how the parent places the init before it may start.
+    pub hierarchies: berth_cgroup::Hierarchies,
+    pub resources: berth_cgroup::Resources,
     pub hostname: String,
+    pub cgroup_namespace: bool,
+    pub process: ProcessSpec,
+}
+
+/// The process to start inside the container: the init's command, or one
+/// started by `berth exec`.
+#[derive(Debug)]
+pub struct ProcessSpec {
     pub command: Vec<String>,
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub tty: bool,
     pub interactive: bool,
-    pub cgroup_namespace: bool,
+    /// Write ends of the pipes that become the command's stdout and stderr
+    /// (without `-t`; `None` keeps berth's own); inherited through the clone.
+    pub output_pipes: Option<(RawFd, RawFd)>,
 }
 
 struct InitFailure {
@@ -56,16 +71,50 @@ struct InitFailure {
     message: String,
 }
 
-fn setup_error(step: &str) -> impl FnOnce(String) -> InitFailure + '_ {
-    move |cause| InitFailure {
-        code: BERTH_FAILED,
-        message: format!("{step}: {cause}"),
+/// Tags a failed setup step with what it was, as berth's own failure (125).
+trait InitStep<T> {
+    fn step(self, what: &str) -> Result<T, InitFailure>;
+}
+
+impl<T, E: std::fmt::Display> InitStep<T> for Result<T, E> {
+    fn step(self, what: &str) -> Result<T, InitFailure> {
+        self.map_err(|e| InitFailure {
+            code: BERTH_FAILED,
+            message: format!("{what}: {e}"),
+        })
     }
 }
 
 /// Run the init; returns the exit code only on failure (success execs).
 pub fn run(spec: &InitSpec, channel: Channel<FromInit, ToInit>) -> i32 {
-    let failure = match setup_and_exec(spec, &channel) {
+    report(setup_and_exec(spec, &channel), channel)
+}
+
+/// Run a process joining the namespaces of the container whose PID 1 is
+/// `pid` (`berth exec`). This process must already be in the container's
+/// PID namespace (created after the parent's setns of it).
+pub fn run_exec(pid: i32, namespaces: &[Namespace], process: &ProcessSpec, channel: Channel<FromInit, ToInit>) -> i32 {
+    let result = (|| {
+        // No one in the container may ptrace this process or open its
+        // /proc entries while it still holds host state.
+        nix::sys::prctl::set_dumpable(false).step("set non-dumpable")?;
+        wait_for_start(&channel);
+        berth_ns::join(Path::new("/proc"), pid, namespaces).step("join the container")?;
+        start_process(process, &channel)
+    })();
+    report(result, channel)
+}
+
+fn wait_for_start(channel: &Channel<FromInit, ToInit>) {
+    match channel.recv() {
+        Ok(Some(ToInit::Start)) => {}
+        // The parent is gone (or broken): nothing to do but leave.
+        Ok(None) | Err(_) => std::process::exit(BERTH_FAILED),
+    }
+}
+
+fn report(result: Result<Infallible, InitFailure>, channel: Channel<FromInit, ToInit>) -> i32 {
+    let failure = match result {
         Ok(never) => match never {},
         Err(failure) => failure,
     };
@@ -76,58 +125,55 @@ pub fn run(spec: &InitSpec, channel: Channel<FromInit, ToInit>) -> i32 {
     failure.code
 }
 
-fn setup_and_exec(
-    spec: &InitSpec,
-    channel: &Channel<FromInit, ToInit>,
-) -> Result<Infallible, InitFailure> {
-    // Die with the parent: a foreground container must not outlive the
-    // berth that owns its terminal and record.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| setup_error("set parent-death signal")(e.to_string()))?;
-    match channel.recv() {
-        Ok(Some(ToInit::Start)) => {}
-        // The parent is gone (or broken): nothing to do but leave.
-        Ok(None) | Err(_) => std::process::exit(BERTH_FAILED),
-    }
+fn setup_and_exec(spec: &InitSpec, channel: &Channel<FromInit, ToInit>) -> Result<Infallible, InitFailure> {
+    // Die with the parent: a container must not outlive the berth process
+    // (foreground run or monitor) that records its exit.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step("set the parent-death signal")?;
+    wait_for_start(channel);
     if spec.cgroup_namespace {
         // After the parent placed us in our cgroup, so that the namespace's
         // root is the container's own cgroup.
-        unshare(CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| setup_error("create cgroup namespace")(e.to_string()))?;
+        unshare(CloneFlags::CLONE_NEWCGROUP).step("create the cgroup namespace")?;
     }
-    berth_net::set_link_up("lo").map_err(|e| setup_error("network")(e.to_string()))?;
-    nix::unistd::sethostname(&spec.hostname)
-        .map_err(|e| setup_error("set hostname")(e.to_string()))?;
+    berth_net::set_link_up("lo").step("network")?;
+    nix::unistd::sethostname(&spec.hostname).step("set the hostname")?;
 
     let target = &spec.rootfs.target;
-    berth_fs::make_mounts_private().map_err(|e| setup_error("rootfs")(e.to_string()))?;
-    spec.rootfs
-        .mount()
-        .map_err(|e| setup_error("rootfs")(e.to_string()))?;
-    berth_fs::mount_kernel_filesystems(target).map_err(|e| setup_error("rootfs")(e.to_string()))?;
-    berth_fs::pivot_root(target).map_err(|e| setup_error("rootfs")(e.to_string()))?;
+    berth_fs::make_mounts_private().step("rootfs")?;
+    spec.rootfs.mount().step("rootfs")?;
+    berth_fs::mount_kernel_filesystems(target).step("rootfs")?;
+    berth_fs::mount_volumes(target, &spec.volumes).step("volumes")?;
+    berth_fs::pivot_root(target).step("rootfs")?;
+    start_process(&spec.process, channel)
+}
 
+/// Inside the container's root: attach stdio (a new terminal, or pipes),
+/// enter the working directory and exec.
+fn start_process(spec: &ProcessSpec, channel: &Channel<FromInit, ToInit>) -> Result<Infallible, InitFailure> {
     if spec.tty {
-        let terminal = tty::open_in_container().map_err(setup_error("allocate a terminal"))?;
+        let terminal = tty::open_in_container().step("allocate a terminal")?;
         channel
             .send_with_fd(&FromInit::Terminal, terminal.master.as_fd())
-            .map_err(|e| setup_error("send the terminal")(e.to_string()))?;
+            .step("send the terminal")?;
         drop(terminal.master);
-        tty::make_controlling(terminal.slave, spec.interactive)
-            .map_err(setup_error("attach the terminal"))?;
-    } else if !spec.interactive {
-        // docker gives a container without -i an empty stdin.
-        let null = std::fs::File::open("/dev/null")
-            .map_err(|e| setup_error("open /dev/null")(e.to_string()))?;
-        nix::unistd::dup2_stdin(null.as_fd())
-            .map_err(|e| setup_error("redirect stdin")(e.to_string()))?;
+        tty::make_controlling(terminal.slave).step("attach the terminal")?;
+    } else {
+        if !spec.interactive {
+            // docker gives a container without -i an empty stdin.
+            let null = std::fs::File::open("/dev/null").step("open /dev/null")?;
+            nix::unistd::dup2_stdin(null.as_fd()).step("redirect stdin")?;
+        }
+        if let Some((out, err)) = spec.output_pipes {
+            // SAFETY: the parent created these pipes before the clone and
+            // this process's copies stay open until exec closes them.
+            let (out, err) = unsafe { (BorrowedFd::borrow_raw(out), BorrowedFd::borrow_raw(err)) };
+            nix::unistd::dup2_stdout(out).step("redirect stdout")?;
+            nix::unistd::dup2_stderr(err).step("redirect stderr")?;
+        }
     }
 
     if let Some(dir) = &spec.workdir {
-        let dir = berth_fs::ensure_dir_in_root(Path::new("/"), dir)
-            .map_err(|e| setup_error("working directory")(e.to_string()))?;
-        std::env::set_current_dir(&dir)
-            .map_err(|e| setup_error("working directory")(format!("{}: {e}", dir.display())))?;
+        berth_fs::enter_workdir(dir).step("working directory")?;
     }
 
     restore_signal_defaults();
@@ -135,14 +181,7 @@ fn setup_and_exec(
     // descriptor above stderr close-on-exec. The channel stays usable until
     // the exec itself, so an exec failure can still be reported.
     // SAFETY: close_range only changes descriptor flags; no memory is involved.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     Err(exec_command(&spec.command, &spec.env))
 }
 
@@ -155,7 +194,8 @@ fn restore_signal_defaults() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// PATH when neither the image nor `-e` sets one (docker's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// exec `command` with `env`, searching PATH (from `env`) as execvp does.
 /// Returns only on failure, with docker's code: 127 not found, 126 found

@@ -4,12 +4,18 @@
 
 mod args;
 mod container;
+mod exec;
 mod exit;
 mod images;
 mod init;
+mod logs;
+mod limits;
+mod monitor;
 mod paths;
+mod pause;
 mod ps;
 mod run;
+mod supervise;
 mod table;
 mod tty;
 
@@ -49,11 +55,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(&paths, args),
         Command::Ps(args) => ps::ps(&paths, &args).map(|()| 0),
         Command::Rm(args) => container::rm(&paths, &args),
+        Command::Logs(args) => logs::logs(&paths, &args),
+        Command::Exec(args) => exec::exec(&paths, &args),
+        Command::Stop(args) => container::stop(&paths, &args),
+        Command::Kill(args) => container::kill_containers(&paths, &args),
+        Command::Commit(args) => images::commit(&paths, &args),
+        Command::Pause(args) => pause::pause(&paths, &args),
+        Command::Unpause(args) => pause::unpause(&paths, &args),
+        Command::Stats(args) => pause::stats(&paths, &args),
         Command::Inspect(args) => container::inspect(&paths, &args),
         Command::Images | Command::Image(ImageCommand::List) => images::list(&paths).map(|()| 0),
         Command::Image(ImageCommand::Import { file, name }) => {
             images::import(&paths, &file, &name).map(|()| 0)
         }
         Command::Image(ImageCommand::Rm { names }) => images::remove(&paths, &names),
+        Command::Image(ImageCommand::Save { name, output }) => images::save(&paths, &name, &output),
     }
 }

@@ -1,6 +1,7 @@
 //! `berth run`: create a container from an image and run it in the
 //! foreground, passing its exit code through.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
@@ -8,17 +9,18 @@ use anyhow::{bail, Context};
 use berth_fs::OverlayRootfs;
 use berth_image::{Image, ImageStore};
 use berth_ns::{channel, Channel, Namespace};
-use berth_state::{generate_id, generate_name, ContainerRecord, ContainerStore, StateError};
+use berth_state::{generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter, StateError};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::args::RunArgs;
 use crate::exit::{status_code, CodedError};
-use crate::init::{self, FromInit, InitSpec, ToInit};
+use crate::init::{self, FromInit, InitSpec, ProcessSpec, ToInit, DEFAULT_PATH};
 use crate::paths::Paths;
-use crate::tty;
+use crate::supervise::{supervise, Attachment, Output};
 
 /// The image berth can build by itself from the host's static busybox.
 const DEFAULT_IMAGE: &str = "busybox";
@@ -37,18 +39,12 @@ const RELAYED_SIGNALS: [Signal; 8] = [
 ];
 
 pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
+    require_root()?;
     let images = paths.images()?;
     let image = resolve_image(&images, &args.image)?;
-    let command = if args.command.is_empty() {
-        image.config.cmd.clone()
-    } else {
-        args.command.clone()
-    };
+    let command = if args.command.is_empty() { image.config.cmd.clone() } else { args.command.clone() };
     if command.is_empty() {
-        bail!(
-            "no command specified: image {} has no default command, give one after the image name",
-            image.name
-        );
+        bail!("no command specified: image {} has no default command, give one after the image name", image.name);
     }
     let containers = paths.containers()?;
     let id = generate_id();
@@ -60,10 +56,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         None => record.short_id().to_owned(),
     };
     record.env = build_env(&image.config.env, &args.env, &record.hostname, args.tty)?;
-    record.workdir = args
-        .workdir
-        .clone()
-        .or_else(|| image.config.workdir.clone());
+    record.workdir = args.workdir.clone().or_else(|| image.config.workdir.clone());
     if let Some(dir) = &record.workdir {
         if !dir.starts_with('/') {
             bail!("the working directory {dir:?} is invalid: it must be an absolute path");
@@ -72,41 +65,161 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.tty = args.tty;
     record.interactive = args.interactive;
     record.auto_remove = args.rm;
+    record.detached = args.detach;
+    record.log_limits = parse_log_options(&args.log_opt)?;
+    let (resources, limits) = crate::limits::parse(&args)?;
+    let hierarchies = crate::limits::hierarchies_for(&resources)?;
+    record.limits = limits;
+    record.cgroup_parent = args.cgroup_parent.clone();
+    let volumes = args
+        .volume
+        .iter()
+        .map(|spec| berth_fs::parse_volume(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    berth_fs::prepare_volume_sources(&volumes)?;
+    record.volumes = args.volume.clone();
     create_record(&containers, &mut record, args.name.as_deref())?;
 
     // From here on a failure must take the container away again.
-    let mut guard = RemoveOnFailure {
-        store: &containers,
-        id: &id,
-        armed: true,
-    };
+    let guard = RemoveOnFailure { store: &containers, id: &id, armed: true };
     let dir = containers.container_dir(&id);
     let rootfs = prepare_layer_dirs(&dir, &image)?;
     let spec = InitSpec {
         rootfs,
+        volumes,
+        hierarchies,
+        resources,
         hostname: record.hostname.clone(),
-        command: record.command.clone(),
-        env: record.env.clone(),
-        workdir: record.workdir.clone(),
-        tty: args.tty,
-        interactive: args.interactive,
         cgroup_namespace: Namespace::Cgroup.is_supported(Path::new("/proc")),
+        process: ProcessSpec {
+            command: record.command.clone(),
+            env: record.env.clone(),
+            workdir: record.workdir.clone(),
+            tty: args.tty,
+            interactive: args.interactive && !args.detach,
+            output_pipes: None,
+        },
     };
-    let code = start_and_wait(&containers, &mut record, &spec)?;
-    guard.armed = false;
-    if args.rm {
-        containers
-            .remove(&id)
-            .with_context(|| format!("cannot remove container {id}"))?;
+    if args.detach {
+        crate::monitor::start_detached(&containers, record, spec, guard)
+    } else {
+        foreground(&containers, record, spec, guard)
     }
-    Ok(code)
+}
+
+fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("berth needs root to create containers: run it as root or with sudo");
+    }
+    Ok(())
+}
+
+/// Run the container attached to this terminal and pass its exit code on.
+fn foreground(
+    store: &ContainerStore,
+    mut record: ContainerRecord,
+    mut spec: InitSpec,
+    mut guard: RemoveOnFailure<'_>,
+) -> anyhow::Result<i32> {
+    let (mut signals, _restore_mask) = block_relayed_signals()?;
+    let launched = launch(store, &mut record, &mut spec)?;
+    guard.armed = false;
+    let mut log = open_log(store, &record)?;
+    let attach = Attachment {
+        echo: true,
+        forward_stdin: spec.process.interactive,
+        forward_signals: true,
+    };
+    let status = supervise(launched.pid(), launched.output, &mut signals, Some(&mut log), &attach);
+    launched.child.reaped.set(status.is_ok());
+    Ok(finish(store, &record.id, status?))
+}
+
+/// The container's log file (also read by `berth logs`).
+pub fn log_path(store: &ContainerStore, id: &str) -> std::path::PathBuf {
+    store.container_dir(id).join("container.log")
+}
+
+pub fn open_log(store: &ContainerStore, record: &ContainerRecord) -> anyhow::Result<LogWriter> {
+    Ok(LogWriter::open(log_path(store, &record.id), record.log_limits)?)
+}
+
+/// Record how the container ended and release what it held; returns
+/// docker's exit code. With `--rm` the container is removed.
+pub fn finish(store: &ContainerStore, id: &str, status: WaitStatus) -> i32 {
+    let code = status_code(status).unwrap_or(crate::exit::BERTH_FAILED);
+    let oom_killed = match store.load(id) {
+        Ok(record) => {
+            // Read before the cgroup goes away with the release.
+            let oom_killed = crate::limits::oom_killed(&record);
+            if let Err(e) = crate::limits::release(&record) {
+                eprintln!("berth: {e:#}");
+            }
+            oom_killed
+        }
+        Err(_) => false,
+    };
+    let recorded = store.update(id, |r| {
+        r.mark_exited(code);
+        r.oom_killed = oom_killed;
+    });
+    match recorded {
+        Ok(record) if record.auto_remove => {
+            if let Err(e) = store.remove(id) {
+                eprintln!("berth: cannot remove container {id}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("berth: cannot record the exit of container {id}: {e}"),
+    }
+    code
+}
+
+/// `--log-opt max-size=10m --log-opt max-file=3`, docker's json-file options.
+fn parse_log_options(options: &[String]) -> anyhow::Result<LogLimits> {
+    let mut limits = LogLimits::default();
+    for option in options {
+        match option.split_once('=') {
+            Some(("max-size", size)) => {
+                limits.max_size = parse_size(size)
+                    .filter(|&s| s > 0)
+                    .with_context(|| format!("invalid --log-opt {option:?}: max-size must be a positive size like 10m"))?;
+            }
+            Some(("max-file", n)) => {
+                limits.max_files = n
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .with_context(|| format!("invalid --log-opt {option:?}: max-file must be a positive number"))?;
+            }
+            _ => bail!("unknown --log-opt {option:?}: supported are max-size=SIZE and max-file=N"),
+        }
+    }
+    Ok(limits)
+}
+
+/// "512", "10k", "10m", "1g" (powers of 1024, as docker).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text.as_str(), ""),
+    };
+    let multiplier: u64 = match unit.trim_end_matches('b') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(multiplier)
 }
 
 /// Removes a half-made container (record and directory) unless disarmed.
-struct RemoveOnFailure<'a> {
-    store: &'a ContainerStore,
-    id: &'a str,
-    armed: bool,
+pub struct RemoveOnFailure<'a> {
+    pub store: &'a ContainerStore,
+    pub id: &'a str,
+    pub armed: bool,
 }
 
 impl Drop for RemoveOnFailure<'_> {
@@ -147,47 +260,39 @@ fn validate_hostname(name: &str) -> anyhow::Result<String> {
     Ok(name.to_owned())
 }
 
-/// The container's environment: the image's, then berth's defaults for
-/// what is missing, then `-e` (KEY=VALUE, or KEY to copy berth's own).
-fn build_env(
-    image_env: &[String],
-    flags: &[String],
-    hostname: &str,
-    tty: bool,
-) -> anyhow::Result<Vec<String>> {
-    let mut env: Vec<String> = Vec::new();
-    let mut set = |entry: String| {
-        let key = entry.split('=').next().unwrap_or_default().to_owned();
-        env.retain(|e| e.split('=').next() != Some(key.as_str()));
-        env.push(entry);
-    };
-    set(format!(
-        "PATH={}",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    ));
-    for entry in image_env {
-        set(entry.clone());
-    }
-    set(format!("HOSTNAME={hostname}"));
+/// The container's environment: berth's default PATH, the image's, the
+/// HOSTNAME (and TERM with `-t`), then `-e`, then HOME if still missing.
+fn build_env(image_env: &[String], flags: &[String], hostname: &str, tty: bool) -> anyhow::Result<Vec<String>> {
+    let mut env = vec![format!("PATH={DEFAULT_PATH}")];
+    env = merge_env(env, image_env)?;
+    let mut extra = vec![format!("HOSTNAME={hostname}")];
     if tty {
-        set("TERM=xterm".into());
+        extra.push("TERM=xterm".into());
     }
-    for flag in flags {
-        match flag.split_once('=') {
-            Some(("", _)) => bail!("invalid environment variable {flag:?}: the name is empty"),
-            Some(_) => set(flag.clone()),
-            None if flag.is_empty() => {
-                bail!("invalid environment variable \"\": the name is empty")
-            }
-            None => {
-                if let Ok(value) = std::env::var(flag) {
-                    set(format!("{flag}={value}"));
-                }
-            }
-        }
-    }
+    env = merge_env(env, &extra)?;
+    env = merge_env(env, flags)?;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push("HOME=/root".into());
+    }
+    Ok(env)
+}
+
+/// Apply `-e` style entries to `env`: KEY=VALUE replaces KEY, a bare KEY
+/// copies berth's own value (and is dropped if berth has none).
+pub fn merge_env(mut env: Vec<String>, entries: &[String]) -> anyhow::Result<Vec<String>> {
+    for entry in entries {
+        let resolved = match entry.split_once('=') {
+            Some(("", _)) => bail!("invalid environment variable {entry:?}: the name is empty"),
+            Some(_) => entry.clone(),
+            None if entry.is_empty() => bail!("invalid environment variable \"\": the name is empty"),
+            None => match std::env::var(entry) {
+                Ok(value) => format!("{entry}={value}"),
+                Err(_) => continue,
+            },
+        };
+        let key = resolved.split('=').next().unwrap_or_default().to_owned();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(resolved);
     }
     Ok(env)
 }
@@ -232,40 +337,69 @@ fn prepare_layer_dirs(dir: &Path, image: &Image) -> anyhow::Result<OverlayRootfs
     Ok(rootfs)
 }
 
-/// Clone the init, put it in place, let it exec, and wait for it to end;
-/// returns docker's exit code. Records the progress in `record`.
-fn start_and_wait(
-    store: &ContainerStore,
-    record: &mut ContainerRecord,
-    spec: &InitSpec,
-) -> anyhow::Result<i32> {
-    let namespaces = [
-        Namespace::Uts,
-        Namespace::Ipc,
-        Namespace::Pid,
-        Namespace::Net,
-        Namespace::Mount,
-    ];
-    // The cgroup namespace is created by the init itself, after it has been
-    // placed in its cgroup (see InitSpec::cgroup_namespace).
-    // Block the relayed signals before the clone so none is lost; the init
-    // unblocks them before exec.
+/// Wait until the process started in the container has exec'd its command
+/// (the channel closes) or reports why it could not; returns the terminal
+/// it sent, if any. On failure the process has been reaped.
+pub fn await_exec(parent: &Channel<ToInit, FromInit>, child: &ChildGuard) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
+    let mut terminal = None;
+    loop {
+        match parent.recv_with_fd()? {
+            None => return Ok(terminal),
+            Some((FromInit::Terminal, fd)) => terminal = fd,
+            Some((FromInit::Failed { code, message }, _)) => {
+                let _ = waitpid(child.pid, None);
+                child.reaped.set(true);
+                return Err(CodedError { code, message }.into());
+            }
+        }
+    }
+}
+
+/// Block the signals berth relays (and SIGCHLD) and collect them in a
+/// signalfd. Done before the clone so that none is lost; the init unblocks
+/// them before exec. The mask is restored when the guard drops.
+pub fn block_relayed_signals() -> anyhow::Result<(SignalFd, RestoreMask)> {
     let mut relayed = SigSet::empty();
     for signal in RELAYED_SIGNALS {
         relayed.add(signal);
     }
-    let mut previous_mask = SigSet::empty();
-    nix::sys::signal::sigprocmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&relayed),
-        Some(&mut previous_mask),
-    )?;
-    let _restore_mask = RestoreMask(previous_mask);
-    let mut signals = SignalFd::with_flags(&relayed, SfdFlags::SFD_CLOEXEC)?;
+    let mut previous = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&relayed), Some(&mut previous))?;
+    let restore = RestoreMask(previous);
+    let signals = SignalFd::with_flags(&relayed, SfdFlags::SFD_CLOEXEC)?;
+    Ok((signals, restore))
+}
 
+/// A container whose command is running.
+pub struct Launched {
+    pub child: ChildGuard,
+    pub output: Output,
+}
+
+impl Launched {
+    pub fn pid(&self) -> Pid {
+        self.child.pid
+    }
+}
+
+/// Clone the init, put it in place, let it exec the command. On success
+/// the record says "running"; on failure the init has been reaped and the
+/// error carries docker's exit code for it.
+pub fn launch(store: &ContainerStore, record: &mut ContainerRecord, spec: &mut InitSpec) -> anyhow::Result<Launched> {
+    let namespaces = [Namespace::Uts, Namespace::Ipc, Namespace::Pid, Namespace::Net, Namespace::Mount];
+    // The cgroup namespace is created by the init itself, after it has been
+    // placed in its cgroup (see InitSpec::cgroup_namespace).
+    let pipes = if spec.process.tty {
+        None
+    } else {
+        let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        spec.process.output_pipes = Some((out_write.as_raw_fd(), err_write.as_raw_fd()));
+        Some((out_read, err_read, out_write, err_write))
+    };
     let (parent, child): (Channel<ToInit, FromInit>, Channel<FromInit, ToInit>) = channel()?;
-    let parent_fd = std::os::fd::AsRawFd::as_raw_fd(&parent);
-    let pid = berth_ns::spawn(&namespaces, move || {
+    let parent_fd = parent.as_raw_fd();
+    let pid = berth_ns::spawn(&namespaces, || {
         // The parent's end must not stay open in the child, or the child
         // would never see end-of-file if berth died.
         // SAFETY: closing a descriptor number this process owns a copy of;
@@ -273,60 +407,39 @@ fn start_and_wait(
         unsafe { libc::close(parent_fd) };
         init::run(spec, child)
     })?;
+    let guard = ChildGuard::new(pid);
+    // Only the init may hold the write ends, so that end-of-file means the
+    // container closed its output.
+    let output_reads = pipes.map(|(out_read, err_read, _, _)| (out_read, err_read));
 
-    let mut reaped = ChildGuard { pid, reaped: false };
-    record.mark_running(
-        pid.as_raw(),
-        berth_state::process_start_time(Path::new("/proc"), pid.as_raw()),
-    );
-    store.save(record)?;
-    parent.send(&ToInit::Start)?;
-
-    let mut terminal = None;
-    loop {
-        match parent.recv_with_fd()? {
-            None => break, // the init exec'd the command
-            Some((FromInit::Terminal, fd)) => terminal = fd,
-            Some((FromInit::Failed { code, message }, _)) => {
-                let _ = waitpid(pid, None);
-                reaped.reaped = true;
-                return Err(CodedError { code, message }.into());
-            }
+    let cgroup = crate::limits::place(&spec.hierarchies, record, &spec.resources, pid.as_raw())?;
+    let started = (|| {
+        let me = std::process::id() as i32;
+        let proc_root = Path::new("/proc");
+        record.mark_running(pid.as_raw(), berth_state::process_start_time(proc_root, pid.as_raw()));
+        record.monitor_pid = Some(me);
+        record.monitor_start_time = berth_state::process_start_time(proc_root, me);
+        store.save(record)?;
+        parent.send(&ToInit::Start)?;
+        await_exec(&parent, &guard)
+    })();
+    let terminal = match started {
+        Ok(terminal) => terminal,
+        Err(error) => {
+            drop(guard);
+            let _ = cgroup.remove();
+            return Err(error);
         }
-    }
-    drop(parent);
-
-    let status = match terminal {
-        Some(master) => tty::relay(master, spec.interactive, &mut signals, pid)?,
-        None if spec.tty => bail!("the container did not send its terminal"),
-        None => wait_relaying_signals(&mut signals, pid)?,
     };
-    reaped.reaped = true;
-    let code = status_code(status).unwrap_or(125);
-    *record = store.update(&record.id, |r| r.mark_exited(code))?;
-    Ok(code)
+    let output = match (terminal, output_reads) {
+        (Some(master), _) => Output::Terminal(master),
+        (None, Some((stdout, stderr))) => Output::Pipes { stdout, stderr },
+        (None, None) => bail!("the container did not send its terminal"),
+    };
+    Ok(Launched { child: guard, output })
 }
 
-/// Wait for `child` to end, forwarding every relayed signal to it.
-fn wait_relaying_signals(signals: &mut SignalFd, child: Pid) -> anyhow::Result<WaitStatus> {
-    loop {
-        let status = waitpid(child, Some(WaitPidFlag::WNOHANG))?;
-        if !matches!(status, WaitStatus::StillAlive) {
-            return Ok(status);
-        }
-        let Some(info) = signals.read_signal()? else {
-            continue;
-        };
-        match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGCHLD | Signal::SIGWINCH) | Err(_) => {}
-            Ok(signal) => {
-                let _ = kill(child, signal);
-            }
-        }
-    }
-}
-
-struct RestoreMask(SigSet);
+pub struct RestoreMask(SigSet);
 
 impl Drop for RestoreMask {
     fn drop(&mut self) {
@@ -335,14 +448,20 @@ impl Drop for RestoreMask {
 }
 
 /// Kills and reaps the init if berth leaves early through an error.
-struct ChildGuard {
+pub struct ChildGuard {
     pid: Pid,
-    reaped: bool,
+    pub reaped: std::cell::Cell<bool>,
+}
+
+impl ChildGuard {
+    pub fn new(pid: Pid) -> Self {
+        ChildGuard { pid, reaped: std::cell::Cell::new(false) }
+    }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if !self.reaped {
+        if !self.reaped.get() {
             let _ = kill(self.pid, Signal::SIGKILL);
             let _ = waitpid(self.pid, None);
         }
@@ -381,6 +500,18 @@ mod tests {
             ]
         );
         assert!(build_env(&[], &["=x".into()], "h", false).is_err());
+    }
+
+    #[test]
+    fn log_options_and_sizes() {
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("2GB"), Some(2 << 30));
+        assert_eq!(parse_size("10x"), None);
+        let limits = parse_log_options(&["max-size=1k".into(), "max-file=3".into()]).unwrap();
+        assert_eq!(limits, LogLimits { max_size: 1024, max_files: 3 });
+        assert!(parse_log_options(&["max-size=0".into()]).is_err());
+        assert!(parse_log_options(&["colour=blue".into()]).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use atomic::write_atomic;
 pub use liveness::{is_same_process, process_start_time};
 pub use log::{read_log, read_log_from, LogEntry, LogLimits, LogWriter, Stream};
 pub use names::{generate_id, generate_name, validate_name};
-pub use record::{ContainerRecord, Status};
+pub use record::{ContainerRecord, Limits, Status};
 pub use store::{ContainerStore, StoreLock};
 pub use time::Timestamp;
 

@@ -73,6 +73,27 @@ pub struct ContainerRecord {
     pub volumes: Vec<String>,
     #[serde(default)]
     pub log_limits: crate::LogLimits,
+    /// Resource limits as the user gave them.
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
+    /// The container's cgroup as the code that created it serialized it
+    /// (for berth: `berth_cgroup::Cgroup`), so that any later command can
+    /// find and remove it even if berth's own cgroup has changed.
+    #[serde(default)]
+    pub cgroup: Option<serde_json::Value>,
+}
+
+/// Resource limits of a container (`None`: not limited).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub cpus: Option<f64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub pids_limit: Option<u64>,
 }
 
 impl ContainerRecord {
@@ -103,6 +124,9 @@ impl ContainerRecord {
             monitor_start_time: None,
             volumes: Vec::new(),
             log_limits: crate::LogLimits::default(),
+            limits: Limits::default(),
+            cgroup_parent: None,
+            cgroup: None,
         }
     }
 

@@ -1,0 +1,99 @@
+//! Resource limits: from docker's flags to cgroup settings, and the
+//! container's cgroup across its life (create and attach at start, freeze
+//! for pause, stats, OOM and removal at the end).
+
+use anyhow::Context;
+use berth_cgroup::{Cgroup, CpuQuota, Hierarchies, Resources};
+use berth_state::{ContainerRecord, Limits};
+
+use crate::args::RunArgs;
+
+/// Parse the limit flags of `run`; nothing is created here, so bad input
+/// leaves nothing behind.
+pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
+    let mut resources = Resources::default();
+    let mut limits = Limits::default();
+    if let Some(text) = &args.memory {
+        let bytes = berth_cgroup::parse_memory_size(text).context("--memory")?;
+        resources.memory_limit = Some(bytes);
+        limits.memory = Some(bytes);
+    }
+    if let Some(shares) = args.cpu_shares {
+        if !(2..=262_144).contains(&shares) {
+            anyhow::bail!("invalid --cpu-shares {shares}: it must be between 2 and 262144");
+        }
+        resources.cpu_shares = Some(shares);
+        limits.cpu_shares = Some(shares);
+    }
+    if let Some(text) = &args.cpus {
+        let cpus = berth_cgroup::parse_cpus(text).context("--cpus")?;
+        resources.cpu_quota = Some(CpuQuota::from_cpus(cpus)?);
+        limits.cpus = Some(cpus);
+    }
+    if let Some(text) = &args.cpuset_cpus {
+        resources.cpuset_cpus =
+            Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-cpus")?);
+        limits.cpuset_cpus = Some(text.clone());
+    }
+    if let Some(text) = &args.cpuset_mems {
+        resources.cpuset_mems =
+            Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-mems")?);
+        limits.cpuset_mems = Some(text.clone());
+    }
+    if let Some(text) = &args.pids_limit {
+        let n: u64 = text
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("invalid --pids-limit {text:?}: it must be a positive number"))?;
+        resources.pids_limit = Some(n);
+        limits.pids_limit = Some(n);
+    }
+    Ok((resources, limits))
+}
+
+/// The host's cgroup hierarchies, checked against what `resources` needs
+/// (a missing controller or CPU is an error before anything is made).
+pub fn hierarchies_for(resources: &Resources) -> anyhow::Result<Hierarchies> {
+    let hierarchies = Hierarchies::from_host().context("cannot read the host's cgroups")?;
+    hierarchies.check(resources)?;
+    Ok(hierarchies)
+}
+
+/// Create the container's cgroup, apply the limits and put `pid` in it;
+/// on failure nothing of the cgroup remains.
+pub fn place(
+    hierarchies: &Hierarchies,
+    record: &mut ContainerRecord,
+    resources: &Resources,
+    pid: i32,
+) -> anyhow::Result<Cgroup> {
+    let cgroup = Cgroup::create(hierarchies, &record.id, record.cgroup_parent.as_deref())?;
+    let applied = cgroup.apply(resources).and_then(|()| cgroup.add_task(pid));
+    if let Err(error) = applied {
+        let _ = cgroup.remove();
+        return Err(error.into());
+    }
+    record.cgroup = Some(serde_json::to_value(&cgroup)?);
+    Ok(cgroup)
+}
+
+/// The cgroup a record names, if any.
+pub fn of(record: &ContainerRecord) -> Option<Cgroup> {
+    record.cgroup.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok())
+}
+
+/// Whether the container's cgroup saw an OOM kill.
+pub fn oom_killed(record: &ContainerRecord) -> bool {
+    of(record).and_then(|c| c.oom_kill_count().ok()).is_some_and(|n| n > 0)
+}
+
+/// Remove the container's cgroup (killing anything left in it).
+pub fn release(record: &ContainerRecord) -> anyhow::Result<()> {
+    if let Some(cgroup) = of(record) {
+        cgroup
+            .remove()
+            .with_context(|| format!("cannot remove the cgroup of container {}", record.name))?;
+    }
+    Ok(())
+}

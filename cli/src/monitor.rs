@@ -1,0 +1,110 @@
+//! Detached containers (`run -d`): a small monitor process becomes the
+//! parent of the container's PID 1. It records the exit code, copies the
+//! output into the container's log, and cleans up when the container ends.
+//! The CLI returns as soon as the command is running.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::bail;
+use berth_state::{ContainerRecord, ContainerStore};
+use nix::fcntl::OFlag;
+use nix::unistd::{fork, ForkResult};
+
+use crate::exit::CodedError;
+use crate::init::InitSpec;
+use crate::run::{block_relayed_signals, finish, launch, open_log, RemoveOnFailure};
+use crate::supervise::{supervise, Attachment};
+
+/// Fork the monitor, let it start the container, and report: the id on
+/// success, the init's error (with its exit code) on failure.
+pub fn start_detached(
+    store: &ContainerStore,
+    record: ContainerRecord,
+    spec: InitSpec,
+    mut guard: RemoveOnFailure<'_>,
+) -> anyhow::Result<i32> {
+    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // SAFETY: berth is single-threaded here, so the child's copy of the
+    // process is consistent; it never returns into the caller's code.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(ready_read);
+            let code = monitor(store, record, spec, guard, ready_write);
+            std::process::exit(code);
+        }
+        ForkResult::Parent { .. } => {
+            drop(ready_write);
+            // The monitor owns the container now, including its cleanup.
+            guard.armed = false;
+            let mut report = String::new();
+            std::fs::File::from(ready_read).read_to_string(&mut report)?;
+            match report.split_once(' ') {
+                Some(("ok", _)) => {
+                    println!("{}", record.id);
+                    Ok(0)
+                }
+                Some(("error", rest)) => {
+                    let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+                    Err(CodedError { code: code.parse().unwrap_or(125), message: message.trim_end().to_owned() }.into())
+                }
+                _ => bail!("the monitor of container {} died while starting it", record.short_id()),
+            }
+        }
+    }
+}
+
+/// The monitor's life; returns its own exit code.
+fn monitor(
+    store: &ContainerStore,
+    mut record: ContainerRecord,
+    mut spec: InitSpec,
+    mut guard: RemoveOnFailure<'_>,
+    ready: OwnedFd,
+) -> i32 {
+    // Leave the CLI's session and terminal: the monitor must survive the
+    // shell that started it, and must not hold its terminal open.
+    let _ = nix::unistd::setsid();
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(null.as_fd());
+        let _ = nix::unistd::dup2_stdout(null.as_fd());
+    }
+    let mut ready = std::fs::File::from(ready);
+    let started = (|| {
+        let (signals, restore) = block_relayed_signals()?;
+        let launched = launch(store, &mut record, &mut spec)?;
+        let log = open_log(store, &record)?;
+        Ok::<_, anyhow::Error>((signals, restore, launched, log))
+    })();
+    let (mut signals, _restore, launched, mut log) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            let failure = crate::exit::Failure::from(error);
+            let _ = write!(ready, "error {} {}", failure.code, failure.message);
+            drop(guard);
+            return failure.code;
+        }
+    };
+    guard.armed = false;
+    let _ = write!(ready, "ok {}", launched.pid());
+    drop(ready);
+    // The monitor lives as long as the container: give back the heap the
+    // CLI used before the fork.
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    // From now on errors can only be logged to the container's log: the
+    // CLI is gone and stderr is still the user's terminal, so it is closed.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stderr(null.as_fd());
+    }
+    let attach = Attachment { echo: false, forward_stdin: false, forward_signals: false };
+    let status = supervise(launched.pid(), launched.output, &mut signals, Some(&mut log), &attach);
+    launched.child.reaped.set(status.is_ok());
+    match status {
+        Ok(status) => {
+            finish(store, &record.id, status);
+            0
+        }
+        Err(_) => 1,
+    }
+}

@@ -1,0 +1,221 @@
+//! Watching a running container: relay its output (to the user and to its
+//! log), the user's input and signals, until its PID 1 exits. The same loop
+//! serves `berth run` in the foreground and the monitor of a detached
+//! container; only what is attached differs.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use anyhow::Context;
+use berth_state::{LogWriter, Stream};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{isatty, read, Pid};
+
+use crate::tty::{copy_window_size, RawMode};
+
+/// Where the container's output comes from: its terminal (`-t`) or a pipe
+/// per stream.
+#[derive(Debug)]
+pub enum Output {
+    Terminal(OwnedFd),
+    Pipes { stdout: OwnedFd, stderr: OwnedFd },
+}
+
+/// What a supervisor is connected to.
+pub struct Attachment {
+    /// Copy output to berth's own stdout/stderr (foreground runs).
+    pub echo: bool,
+    /// Copy berth's stdin to the container's terminal (`-it`).
+    pub forward_stdin: bool,
+    /// Forward the signals berth receives to the container's PID 1.
+    pub forward_signals: bool,
+}
+
+fn stdin() -> BorrowedFd<'static> {
+    // SAFETY: berth never closes its standard streams, so fd 0 stays valid
+    // for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(0) }
+}
+
+fn stdout() -> BorrowedFd<'static> {
+    // SAFETY: as for stdin: fd 1 stays open for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(1) }
+}
+
+fn stderr() -> BorrowedFd<'static> {
+    // SAFETY: as for stdin: fd 2 stays open for the life of the process.
+    unsafe { BorrowedFd::borrow_raw(2) }
+}
+
+fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+struct Source {
+    fd: OwnedFd,
+    stream: Stream,
+    open: bool,
+}
+
+/// Run the relay until `child` exits; returns how it ended.
+pub fn supervise(
+    child: Pid,
+    output: Output,
+    signals: &mut SignalFd,
+    mut log: Option<&mut LogWriter>,
+    attach: &Attachment,
+) -> anyhow::Result<WaitStatus> {
+    let (mut sources, terminal) = match output {
+        Output::Terminal(fd) => {
+            let copy = fd.try_clone().context("duplicate the terminal")?;
+            (vec![Source { fd, stream: Stream::Stdout, open: true }], Some(copy))
+        }
+        Output::Pipes { stdout, stderr } => (
+            vec![
+                Source { fd: stdout, stream: Stream::Stdout, open: true },
+                Source { fd: stderr, stream: Stream::Stderr, open: true },
+            ],
+            None,
+        ),
+    };
+    let user_terminal = [stdin(), stdout()].into_iter().find(|fd| isatty(*fd).unwrap_or(false));
+    if let (Some(user), Some(container)) = (user_terminal, &terminal) {
+        copy_window_size(user, container.as_fd());
+    }
+    let _raw = match (&terminal, attach.forward_stdin) {
+        (Some(_), true) => RawMode::enter(stdin()),
+        _ => None,
+    };
+    let mut stdin_open = attach.forward_stdin && terminal.is_some();
+    // Small on purpose: a detached container's monitor lives as long as
+    // the container and its memory is paid per container.
+    let mut buf = vec![0u8; 16 * 1024];
+    let emit = |stream: Stream, bytes: &[u8], log: &mut Option<&mut LogWriter>| -> anyhow::Result<()> {
+        if attach.echo {
+            let target = if stream == Stream::Stdout { stdout() } else { stderr() };
+            // The user going away (closed pipe) must not kill the container.
+            let _ = write_all(target, bytes);
+        }
+        if let Some(log) = log {
+            log.write(stream, bytes)?;
+        }
+        Ok(())
+    };
+
+    let status = loop {
+        let mut fds: Vec<PollFd> = Vec::with_capacity(4);
+        let mut index_of_source = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            if source.open {
+                index_of_source.push(i);
+                fds.push(PollFd::new(source.fd.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let signal_slot = fds.len();
+        fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        let stdin_slot = fds.len();
+        if stdin_open {
+            fds.push(PollFd::new(stdin(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(anyhow::anyhow!("poll: {e}")),
+            Ok(_) => {}
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+
+        for (slot, &i) in index_of_source.iter().enumerate() {
+            if !ready[slot] {
+                continue;
+            }
+            let source = &mut sources[i];
+            match read(&source.fd, &mut buf) {
+                // EIO: every holder of the terminal's other side is gone.
+                Ok(0) | Err(Errno::EIO) => source.open = false,
+                Ok(n) => emit(source.stream, &buf[..n], &mut log)?,
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(e) => return Err(anyhow::anyhow!("read the container's output: {e}")),
+            }
+        }
+        if stdin_open && ready.get(stdin_slot).copied().unwrap_or(false) {
+            match read(stdin(), &mut buf) {
+                Ok(0) | Err(Errno::EIO) => stdin_open = false,
+                Ok(n) => {
+                    if let Some(terminal) = &terminal {
+                        write_all(terminal.as_fd(), &buf[..n])?;
+                    }
+                }
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(e) => return Err(anyhow::anyhow!("read stdin: {e}")),
+            }
+        }
+        if ready[signal_slot] {
+            if let Some(info) = signals.read_signal()? {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGWINCH) => {
+                        if let (Some(user), Some(container)) = (user_terminal, &terminal) {
+                            copy_window_size(user, container.as_fd());
+                        }
+                    }
+                    Ok(Signal::SIGCHLD) => {}
+                    Ok(signal) if attach.forward_signals => {
+                        let _ = kill(child, signal);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Checked every round, not only on SIGCHLD: signals of one kind
+        // coalesce, and the check is one cheap syscall.
+        let status = waitpid(child, Some(WaitPidFlag::WNOHANG))?;
+        if !matches!(status, WaitStatus::StillAlive) {
+            break status;
+        }
+    };
+    // Output written just before the exit may still be buffered.
+    for source in sources.iter_mut().filter(|s| s.open) {
+        fcntl(&source.fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        loop {
+            match read(&source.fd, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => emit(source.stream, &buf[..n], &mut log)?,
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    if let Some(log) = log {
+        log.flush()?;
+    }
+    Ok(status)
+}
+
+/// Wait for `child`, forwarding the signals berth receives, when its output
+/// goes straight to berth's own stdio (no relay needed).
+pub fn wait_forwarding_signals(child: Pid, signals: &mut SignalFd) -> anyhow::Result<WaitStatus> {
+    loop {
+        let status = waitpid(child, Some(WaitPidFlag::WNOHANG))?;
+        if !matches!(status, WaitStatus::StillAlive) {
+            return Ok(status);
+        }
+        let Some(info) = signals.read_signal()? else { continue };
+        match Signal::try_from(info.ssi_signo as i32) {
+            Ok(Signal::SIGCHLD | Signal::SIGWINCH) | Err(_) => {}
+            Ok(signal) => {
+                let _ = kill(child, signal);
+            }
+        }
+    }
+}
