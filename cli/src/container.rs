@@ -71,7 +71,9 @@ pub fn find(store: &ContainerStore, query: &str) -> anyhow::Result<ContainerReco
 
 pub fn rm(paths: &Paths, args: &RmArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
-    Ok(for_each_container(&store, &args.containers, |record| remove_one(&store, record, args.force)))
+    Ok(for_each_container(&store, &args.containers, |record| {
+        remove_one(&store, record, args.force)
+    }))
 }
 
 fn remove_one(store: &ContainerStore, record: ContainerRecord, force: bool) -> anyhow::Result<()> {
@@ -187,11 +189,14 @@ pub fn parse_signal(text: &str) -> anyhow::Result<Signal> {
         return Signal::try_from(number).map_err(|_| anyhow::anyhow!("invalid signal {text:?}"));
     }
     let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     name.parse::<Signal>()
         .map_err(|_| anyhow::anyhow!("invalid signal {text:?}: use a name like TERM or a number"))
 }
-
 
 pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;

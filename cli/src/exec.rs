@@ -18,14 +18,22 @@ use crate::supervise::{supervise, Attachment, Output};
 
 /// Namespaces the exec'd process joins itself; the PID namespace is joined
 /// by berth before the clone (it applies to children only).
-const JOINED: [Namespace; 5] = [Namespace::Cgroup, Namespace::Ipc, Namespace::Uts, Namespace::Net, Namespace::Mount];
+const JOINED: [Namespace; 5] = [
+    Namespace::Cgroup,
+    Namespace::Ipc,
+    Namespace::Uts,
+    Namespace::Net,
+    Namespace::Mount,
+];
 
 pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     let record = find(&store, &args.container)?;
     let pid = match record.pid {
         Some(pid) if record.status == Status::Running && is_alive(&record) => pid,
-        _ if record.status == Status::Paused => bail!("container {} is paused: unpause it first", record.name),
+        _ if record.status == Status::Paused => {
+            bail!("container {} is paused: unpause it first", record.name)
+        }
         _ => bail!("container {} is not running", record.name),
     };
     let process = ProcessSpec {
@@ -38,8 +46,10 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
     };
     let (mut signals, _restore_mask) = block_relayed_signals()?;
     let pid_ns_path = format!("/proc/{pid}/ns/pid");
-    let pid_ns = std::fs::File::open(&pid_ns_path).map_err(|e| anyhow::anyhow!("{pid_ns_path}: {e}"))?;
-    setns(&pid_ns, CloneFlags::CLONE_NEWPID).map_err(|e| anyhow::anyhow!("join {pid_ns_path}: {e}"))?;
+    let pid_ns =
+        std::fs::File::open(&pid_ns_path).map_err(|e| anyhow::anyhow!("{pid_ns_path}: {e}"))?;
+    setns(&pid_ns, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| anyhow::anyhow!("join {pid_ns_path}: {e}"))?;
     let namespaces: Vec<Namespace> = JOINED
         .into_iter()
         .filter(|ns| ns.is_supported(Path::new("/proc")))
@@ -63,8 +73,18 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
     let terminal = await_exec(&parent, &guard)?;
     let status = match terminal {
         Some(master) => {
-            let attach = Attachment { echo: true, forward_stdin: args.interactive, forward_signals: true };
-            supervise(child_pid, Output::Terminal(master), &mut signals, None, &attach)?
+            let attach = Attachment {
+                echo: true,
+                forward_stdin: args.interactive,
+                forward_signals: true,
+            };
+            supervise(
+                child_pid,
+                Output::Terminal(master),
+                &mut signals,
+                None,
+                &attach,
+            )?
         }
         None => crate::supervise::wait_forwarding_signals(child_pid, &mut signals)?,
     };

@@ -81,11 +81,20 @@ pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i
     let upper = containers.container_dir(&record.id).join("upper");
     let config = berth_image::ImageConfig {
         cmd: record.command.clone(),
-        env: record.env.iter().filter(|e| !e.starts_with("HOSTNAME=")).cloned().collect(),
+        env: record
+            .env
+            .iter()
+            .filter(|e| !e.starts_with("HOSTNAME="))
+            .cloned()
+            .collect(),
         workdir: record.workdir.clone(),
     };
     let image = images
-        .commit(&[upper.as_path(), base.rootfs.as_path()], &args.image, config)
+        .commit(
+            &[upper.as_path(), base.rootfs.as_path()],
+            &args.image,
+            config,
+        )
         .with_context(|| format!("cannot commit container {} as {}", record.name, args.image))?;
     println!("{}", image.id);
     Ok(0)
@@ -96,15 +105,20 @@ pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i
 pub fn save(paths: &Paths, name: &str, output: &Path) -> anyhow::Result<i32> {
     let images = paths.images()?;
     images.get(name)?;
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir, output)?;
     let result = (|| -> anyhow::Result<()> {
-        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut writer = std::io::BufWriter::new(file);
         images.save(name, &mut writer)?;
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        std::fs::rename(&tmp, output).with_context(|| format!("cannot write {}", output.display()))?;
+        std::fs::rename(&tmp, output)
+            .with_context(|| format!("cannot write {}", output.display()))?;
         Ok(())
     })();
     if result.is_err() {
@@ -114,6 +128,9 @@ pub fn save(paths: &Paths, name: &str, output: &Path) -> anyhow::Result<i32> {
 }
 
 fn tempfile_in(dir: &Path, output: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image.tar".into());
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image.tar".into());
     Ok(dir.join(format!(".{name}.{}.tmp", std::process::id())))
 }

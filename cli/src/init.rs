@@ -11,7 +11,6 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-
 use berth_fs::OverlayRootfs;
 use berth_ns::{Channel, Namespace};
 use nix::errno::Errno;
@@ -25,9 +24,12 @@ use crate::tty;
 /// Parent to init: one message per protocol step.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToInit {
-    /// The parent has placed the child (namespaces now; cgroups and network
-    /// before this message once they exist): go on and exec.
+    /// The parent has placed the child (cgroups; network once it exists):
+    /// go on and exec.
     Start,
+    /// The parent has sized the terminal it received: go on, so the
+    /// command never sees a 0x0 terminal.
+    TerminalReady,
 }
 
 /// Init to parent.
@@ -93,7 +95,12 @@ pub fn run(spec: &InitSpec, channel: Channel<FromInit, ToInit>) -> i32 {
 /// Run a process joining the namespaces of the container whose PID 1 is
 /// `pid` (`berth exec`). This process must already be in the container's
 /// PID namespace (created after the parent's setns of it).
-pub fn run_exec(pid: i32, namespaces: &[Namespace], process: &ProcessSpec, channel: Channel<FromInit, ToInit>) -> i32 {
+pub fn run_exec(
+    pid: i32,
+    namespaces: &[Namespace],
+    process: &ProcessSpec,
+    channel: Channel<FromInit, ToInit>,
+) -> i32 {
     let result = (|| {
         // No one in the container may ptrace this process or open its
         // /proc entries while it still holds host state.
@@ -109,7 +116,7 @@ fn wait_for_start(channel: &Channel<FromInit, ToInit>) {
     match channel.recv() {
         Ok(Some(ToInit::Start)) => {}
         // The parent is gone (or broken): nothing to do but leave.
-        Ok(None) | Err(_) => std::process::exit(BERTH_FAILED),
+        _ => std::process::exit(BERTH_FAILED),
     }
 }
 
@@ -125,7 +132,10 @@ fn report(result: Result<Infallible, InitFailure>, channel: Channel<FromInit, To
     failure.code
 }
 
-fn setup_and_exec(spec: &InitSpec, channel: &Channel<FromInit, ToInit>) -> Result<Infallible, InitFailure> {
+fn setup_and_exec(
+    spec: &InitSpec,
+    channel: &Channel<FromInit, ToInit>,
+) -> Result<Infallible, InitFailure> {
     // Die with the parent: a container must not outlive the berth process
     // (foreground run or monitor) that records its exit.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step("set the parent-death signal")?;
@@ -149,13 +159,20 @@ fn setup_and_exec(spec: &InitSpec, channel: &Channel<FromInit, ToInit>) -> Resul
 
 /// Inside the container's root: attach stdio (a new terminal, or pipes),
 /// enter the working directory and exec.
-fn start_process(spec: &ProcessSpec, channel: &Channel<FromInit, ToInit>) -> Result<Infallible, InitFailure> {
+fn start_process(
+    spec: &ProcessSpec,
+    channel: &Channel<FromInit, ToInit>,
+) -> Result<Infallible, InitFailure> {
     if spec.tty {
         let terminal = tty::open_in_container().step("allocate a terminal")?;
         channel
             .send_with_fd(&FromInit::Terminal, terminal.master.as_fd())
             .step("send the terminal")?;
         drop(terminal.master);
+        match channel.recv() {
+            Ok(Some(ToInit::TerminalReady)) => {}
+            _ => std::process::exit(BERTH_FAILED),
+        }
         tty::make_controlling(terminal.slave).step("attach the terminal")?;
     } else {
         if !spec.interactive {
@@ -181,7 +198,14 @@ fn start_process(spec: &ProcessSpec, channel: &Channel<FromInit, ToInit>) -> Res
     // descriptor above stderr close-on-exec. The channel stays usable until
     // the exec itself, so an exec failure can still be reported.
     // SAFETY: close_range only changes descriptor flags; no memory is involved.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     Err(exec_command(&spec.command, &spec.env))
 }
 

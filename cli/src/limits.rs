@@ -31,21 +31,17 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
         limits.cpus = Some(cpus);
     }
     if let Some(text) = &args.cpuset_cpus {
-        resources.cpuset_cpus =
-            Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-cpus")?);
+        resources.cpuset_cpus = Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-cpus")?);
         limits.cpuset_cpus = Some(text.clone());
     }
     if let Some(text) = &args.cpuset_mems {
-        resources.cpuset_mems =
-            Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-mems")?);
+        resources.cpuset_mems = Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-mems")?);
         limits.cpuset_mems = Some(text.clone());
     }
     if let Some(text) = &args.pids_limit {
-        let n: u64 = text
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .with_context(|| format!("invalid --pids-limit {text:?}: it must be a positive number"))?;
+        let n: u64 = text.parse().ok().filter(|&n| n > 0).with_context(|| {
+            format!("invalid --pids-limit {text:?}: it must be a positive number")
+        })?;
         resources.pids_limit = Some(n);
         limits.pids_limit = Some(n);
     }
@@ -80,12 +76,17 @@ pub fn place(
 
 /// The cgroup a record names, if any.
 pub fn of(record: &ContainerRecord) -> Option<Cgroup> {
-    record.cgroup.as_ref().and_then(|value| serde_json::from_value(value.clone()).ok())
+    record
+        .cgroup
+        .as_ref()
+        .and_then(|value| serde_json::from_value(value.clone()).ok())
 }
 
 /// Whether the container's cgroup saw an OOM kill.
 pub fn oom_killed(record: &ContainerRecord) -> bool {
-    of(record).and_then(|c| c.oom_kill_count().ok()).is_some_and(|n| n > 0)
+    of(record)
+        .and_then(|c| c.oom_kill_count().ok())
+        .is_some_and(|n| n > 0)
 }
 
 /// Remove the container's cgroup (killing anything left in it).

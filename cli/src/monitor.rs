@@ -46,9 +46,16 @@ pub fn start_detached(
                 }
                 Some(("error", rest)) => {
                     let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
-                    Err(CodedError { code: code.parse().unwrap_or(125), message: message.trim_end().to_owned() }.into())
+                    Err(CodedError {
+                        code: code.parse().unwrap_or(125),
+                        message: message.trim_end().to_owned(),
+                    }
+                    .into())
                 }
-                _ => bail!("the monitor of container {} died while starting it", record.short_id()),
+                _ => bail!(
+                    "the monitor of container {} died while starting it",
+                    record.short_id()
+                ),
             }
         }
     }
@@ -65,7 +72,11 @@ fn monitor(
     // Leave the CLI's session and terminal: the monitor must survive the
     // shell that started it, and must not hold its terminal open.
     let _ = nix::unistd::setsid();
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         let _ = nix::unistd::dup2_stdin(null.as_fd());
         let _ = nix::unistd::dup2_stdout(null.as_fd());
     }
@@ -97,8 +108,18 @@ fn monitor(
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stderr(null.as_fd());
     }
-    let attach = Attachment { echo: false, forward_stdin: false, forward_signals: false };
-    let status = supervise(launched.pid(), launched.output, &mut signals, Some(&mut log), &attach);
+    let attach = Attachment {
+        echo: false,
+        forward_stdin: false,
+        forward_signals: false,
+    };
+    let status = supervise(
+        launched.pid(),
+        launched.output,
+        &mut signals,
+        Some(&mut log),
+        &attach,
+    );
     launched.child.reaped.set(status.is_ok());
     match status {
         Ok(status) => {

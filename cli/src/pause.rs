@@ -67,7 +67,13 @@ struct Sample {
 fn sample(cgroup: &berth_cgroup::Cgroup) -> (berth_cgroup::Stats, Sample) {
     let stats = cgroup.stats().unwrap_or_default();
     let at = Instant::now();
-    (stats.clone(), Sample { cpu_ns: stats.cpu_usage_ns, at })
+    (
+        stats.clone(),
+        Sample {
+            cpu_ns: stats.cpu_usage_ns,
+            at,
+        },
+    )
 }
 
 /// docker's `stats` table: CPU over the sampling interval, memory against
@@ -77,17 +83,33 @@ pub fn stats(paths: &Paths, args: &StatsArgs) -> anyhow::Result<i32> {
     let host_memory = host_memory_bytes();
     loop {
         let records: Vec<ContainerRecord> = if args.containers.is_empty() {
-            list(&store)?.into_iter().filter(|r| r.is_active()).collect()
+            list(&store)?
+                .into_iter()
+                .filter(|r| r.is_active())
+                .collect()
         } else {
-            args.containers.iter().map(|q| find(&store, q)).collect::<anyhow::Result<_>>()?
+            args.containers
+                .iter()
+                .map(|q| find(&store, q))
+                .collect::<anyhow::Result<_>>()?
         };
         let cgroups: Vec<Option<berth_cgroup::Cgroup>> = records.iter().map(limits::of).collect();
-        let first: Vec<Option<Sample>> = cgroups.iter().map(|c| c.as_ref().map(|c| sample(c).1)).collect();
+        let first: Vec<Option<Sample>> = cgroups
+            .iter()
+            .map(|c| c.as_ref().map(|c| sample(c).1))
+            .collect();
         std::thread::sleep(Duration::from_millis(500));
         let mut rows = Vec::new();
         for ((record, cgroup), before) in records.iter().zip(&cgroups).zip(&first) {
             let (Some(cgroup), Some(before)) = (cgroup, before) else {
-                rows.push(vec![record.short_id().into(), record.name.clone(), "--".into(), "-- / --".into(), "--".into(), "--".into()]);
+                rows.push(vec![
+                    record.short_id().into(),
+                    record.name.clone(),
+                    "--".into(),
+                    "-- / --".into(),
+                    "--".into(),
+                    "--".into(),
+                ]);
                 continue;
             };
             let (stats, after) = sample(cgroup);
@@ -99,7 +121,10 @@ pub fn stats(paths: &Paths, args: &StatsArgs) -> anyhow::Result<i32> {
                 _ => "--".into(),
             };
             let usage = stats.memory_usage.unwrap_or(0);
-            let limit = stats.memory_limit.unwrap_or(host_memory).min(host_memory.max(1));
+            let limit = stats
+                .memory_limit
+                .unwrap_or(host_memory)
+                .min(host_memory.max(1));
             rows.push(vec![
                 record.short_id().into(),
                 record.name.clone(),
@@ -109,7 +134,17 @@ pub fn stats(paths: &Paths, args: &StatsArgs) -> anyhow::Result<i32> {
                 stats.pids_current.map_or("--".into(), |p| p.to_string()),
             ]);
         }
-        let table = render(&["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"], &rows);
+        let table = render(
+            &[
+                "CONTAINER ID",
+                "NAME",
+                "CPU %",
+                "MEM USAGE / LIMIT",
+                "MEM %",
+                "PIDS",
+            ],
+            &rows,
+        );
         if args.no_stream {
             print!("{table}");
             return Ok(0);

@@ -9,7 +9,9 @@ use anyhow::{bail, Context};
 use berth_fs::OverlayRootfs;
 use berth_image::{Image, ImageStore};
 use berth_ns::{channel, Channel, Namespace};
-use berth_state::{generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter, StateError};
+use berth_state::{
+    generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter, StateError,
+};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -42,9 +44,16 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
     let images = paths.images()?;
     let image = resolve_image(&images, &args.image)?;
-    let command = if args.command.is_empty() { image.config.cmd.clone() } else { args.command.clone() };
+    let command = if args.command.is_empty() {
+        image.config.cmd.clone()
+    } else {
+        args.command.clone()
+    };
     if command.is_empty() {
-        bail!("no command specified: image {} has no default command, give one after the image name", image.name);
+        bail!(
+            "no command specified: image {} has no default command, give one after the image name",
+            image.name
+        );
     }
     let containers = paths.containers()?;
     let id = generate_id();
@@ -56,7 +65,10 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         None => record.short_id().to_owned(),
     };
     record.env = build_env(&image.config.env, &args.env, &record.hostname, args.tty)?;
-    record.workdir = args.workdir.clone().or_else(|| image.config.workdir.clone());
+    record.workdir = args
+        .workdir
+        .clone()
+        .or_else(|| image.config.workdir.clone());
     if let Some(dir) = &record.workdir {
         if !dir.starts_with('/') {
             bail!("the working directory {dir:?} is invalid: it must be an absolute path");
@@ -81,7 +93,11 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     create_record(&containers, &mut record, args.name.as_deref())?;
 
     // From here on a failure must take the container away again.
-    let guard = RemoveOnFailure { store: &containers, id: &id, armed: true };
+    let guard = RemoveOnFailure {
+        store: &containers,
+        id: &id,
+        armed: true,
+    };
     let dir = containers.container_dir(&id);
     let rootfs = prepare_layer_dirs(&dir, &image)?;
     let spec = InitSpec {
@@ -130,7 +146,13 @@ fn foreground(
         forward_stdin: spec.process.interactive,
         forward_signals: true,
     };
-    let status = supervise(launched.pid(), launched.output, &mut signals, Some(&mut log), &attach);
+    let status = supervise(
+        launched.pid(),
+        launched.output,
+        &mut signals,
+        Some(&mut log),
+        &attach,
+    );
     launched.child.reaped.set(status.is_ok());
     Ok(finish(store, &record.id, status?))
 }
@@ -141,7 +163,10 @@ pub fn log_path(store: &ContainerStore, id: &str) -> std::path::PathBuf {
 }
 
 pub fn open_log(store: &ContainerStore, record: &ContainerRecord) -> anyhow::Result<LogWriter> {
-    Ok(LogWriter::open(log_path(store, &record.id), record.log_limits)?)
+    Ok(LogWriter::open(
+        log_path(store, &record.id),
+        record.log_limits,
+    )?)
 }
 
 /// Record how the container ended and release what it held; returns
@@ -181,16 +206,16 @@ fn parse_log_options(options: &[String]) -> anyhow::Result<LogLimits> {
     for option in options {
         match option.split_once('=') {
             Some(("max-size", size)) => {
-                limits.max_size = parse_size(size)
-                    .filter(|&s| s > 0)
-                    .with_context(|| format!("invalid --log-opt {option:?}: max-size must be a positive size like 10m"))?;
+                limits.max_size = parse_size(size).filter(|&s| s > 0).with_context(|| {
+                    format!(
+                        "invalid --log-opt {option:?}: max-size must be a positive size like 10m"
+                    )
+                })?;
             }
             Some(("max-file", n)) => {
-                limits.max_files = n
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .with_context(|| format!("invalid --log-opt {option:?}: max-file must be a positive number"))?;
+                limits.max_files = n.parse().ok().filter(|&n| n > 0).with_context(|| {
+                    format!("invalid --log-opt {option:?}: max-file must be a positive number")
+                })?;
             }
             _ => bail!("unknown --log-opt {option:?}: supported are max-size=SIZE and max-file=N"),
         }
@@ -262,7 +287,12 @@ fn validate_hostname(name: &str) -> anyhow::Result<String> {
 
 /// The container's environment: berth's default PATH, the image's, the
 /// HOSTNAME (and TERM with `-t`), then `-e`, then HOME if still missing.
-fn build_env(image_env: &[String], flags: &[String], hostname: &str, tty: bool) -> anyhow::Result<Vec<String>> {
+fn build_env(
+    image_env: &[String],
+    flags: &[String],
+    hostname: &str,
+    tty: bool,
+) -> anyhow::Result<Vec<String>> {
     let mut env = vec![format!("PATH={DEFAULT_PATH}")];
     env = merge_env(env, image_env)?;
     let mut extra = vec![format!("HOSTNAME={hostname}")];
@@ -284,7 +314,9 @@ pub fn merge_env(mut env: Vec<String>, entries: &[String]) -> anyhow::Result<Vec
         let resolved = match entry.split_once('=') {
             Some(("", _)) => bail!("invalid environment variable {entry:?}: the name is empty"),
             Some(_) => entry.clone(),
-            None if entry.is_empty() => bail!("invalid environment variable \"\": the name is empty"),
+            None if entry.is_empty() => {
+                bail!("invalid environment variable \"\": the name is empty")
+            }
             None => match std::env::var(entry) {
                 Ok(value) => format!("{entry}={value}"),
                 Err(_) => continue,
@@ -340,12 +372,21 @@ fn prepare_layer_dirs(dir: &Path, image: &Image) -> anyhow::Result<OverlayRootfs
 /// Wait until the process started in the container has exec'd its command
 /// (the channel closes) or reports why it could not; returns the terminal
 /// it sent, if any. On failure the process has been reaped.
-pub fn await_exec(parent: &Channel<ToInit, FromInit>, child: &ChildGuard) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
+pub fn await_exec(
+    parent: &Channel<ToInit, FromInit>,
+    child: &ChildGuard,
+) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
     let mut terminal = None;
     loop {
         match parent.recv_with_fd()? {
             None => return Ok(terminal),
-            Some((FromInit::Terminal, fd)) => terminal = fd,
+            Some((FromInit::Terminal, fd)) => {
+                if let (Some(fd), Some(user)) = (&fd, crate::supervise::user_terminal()) {
+                    crate::tty::copy_window_size(user, std::os::fd::AsFd::as_fd(fd));
+                }
+                parent.send(&ToInit::TerminalReady)?;
+                terminal = fd;
+            }
             Some((FromInit::Failed { code, message }, _)) => {
                 let _ = waitpid(child.pid, None);
                 child.reaped.set(true);
@@ -385,8 +426,18 @@ impl Launched {
 /// Clone the init, put it in place, let it exec the command. On success
 /// the record says "running"; on failure the init has been reaped and the
 /// error carries docker's exit code for it.
-pub fn launch(store: &ContainerStore, record: &mut ContainerRecord, spec: &mut InitSpec) -> anyhow::Result<Launched> {
-    let namespaces = [Namespace::Uts, Namespace::Ipc, Namespace::Pid, Namespace::Net, Namespace::Mount];
+pub fn launch(
+    store: &ContainerStore,
+    record: &mut ContainerRecord,
+    spec: &mut InitSpec,
+) -> anyhow::Result<Launched> {
+    let namespaces = [
+        Namespace::Uts,
+        Namespace::Ipc,
+        Namespace::Pid,
+        Namespace::Net,
+        Namespace::Mount,
+    ];
     // The cgroup namespace is created by the init itself, after it has been
     // placed in its cgroup (see InitSpec::cgroup_namespace).
     let pipes = if spec.process.tty {
@@ -416,7 +467,10 @@ pub fn launch(store: &ContainerStore, record: &mut ContainerRecord, spec: &mut I
     let started = (|| {
         let me = std::process::id() as i32;
         let proc_root = Path::new("/proc");
-        record.mark_running(pid.as_raw(), berth_state::process_start_time(proc_root, pid.as_raw()));
+        record.mark_running(
+            pid.as_raw(),
+            berth_state::process_start_time(proc_root, pid.as_raw()),
+        );
         record.monitor_pid = Some(me);
         record.monitor_start_time = berth_state::process_start_time(proc_root, me);
         store.save(record)?;
@@ -436,7 +490,10 @@ pub fn launch(store: &ContainerStore, record: &mut ContainerRecord, spec: &mut I
         (None, Some((stdout, stderr))) => Output::Pipes { stdout, stderr },
         (None, None) => bail!("the container did not send its terminal"),
     };
-    Ok(Launched { child: guard, output })
+    Ok(Launched {
+        child: guard,
+        output,
+    })
 }
 
 pub struct RestoreMask(SigSet);
@@ -455,7 +512,10 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn new(pid: Pid) -> Self {
-        ChildGuard { pid, reaped: std::cell::Cell::new(false) }
+        ChildGuard {
+            pid,
+            reaped: std::cell::Cell::new(false),
+        }
     }
 }
 
@@ -509,7 +569,13 @@ mod tests {
         assert_eq!(parse_size("2GB"), Some(2 << 30));
         assert_eq!(parse_size("10x"), None);
         let limits = parse_log_options(&["max-size=1k".into(), "max-file=3".into()]).unwrap();
-        assert_eq!(limits, LogLimits { max_size: 1024, max_files: 3 });
+        assert_eq!(
+            limits,
+            LogLimits {
+                max_size: 1024,
+                max_files: 3
+            }
+        );
         assert!(parse_log_options(&["max-size=0".into()]).is_err());
         assert!(parse_log_options(&["colour=blue".into()]).is_err());
     }

@@ -62,6 +62,13 @@ fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
     Ok(())
 }
 
+/// berth's stdin or stdout, whichever is a terminal (for its size).
+pub fn user_terminal() -> Option<BorrowedFd<'static>> {
+    [stdin(), stdout()]
+        .into_iter()
+        .find(|fd| isatty(*fd).unwrap_or(false))
+}
+
 struct Source {
     fd: OwnedFd,
     stream: Stream,
@@ -79,20 +86,32 @@ pub fn supervise(
     let (mut sources, terminal) = match output {
         Output::Terminal(fd) => {
             let copy = fd.try_clone().context("duplicate the terminal")?;
-            (vec![Source { fd, stream: Stream::Stdout, open: true }], Some(copy))
+            (
+                vec![Source {
+                    fd,
+                    stream: Stream::Stdout,
+                    open: true,
+                }],
+                Some(copy),
+            )
         }
         Output::Pipes { stdout, stderr } => (
             vec![
-                Source { fd: stdout, stream: Stream::Stdout, open: true },
-                Source { fd: stderr, stream: Stream::Stderr, open: true },
+                Source {
+                    fd: stdout,
+                    stream: Stream::Stdout,
+                    open: true,
+                },
+                Source {
+                    fd: stderr,
+                    stream: Stream::Stderr,
+                    open: true,
+                },
             ],
             None,
         ),
     };
-    let user_terminal = [stdin(), stdout()].into_iter().find(|fd| isatty(*fd).unwrap_or(false));
-    if let (Some(user), Some(container)) = (user_terminal, &terminal) {
-        copy_window_size(user, container.as_fd());
-    }
+    let user_terminal = user_terminal();
     let _raw = match (&terminal, attach.forward_stdin) {
         (Some(_), true) => RawMode::enter(stdin()),
         _ => None,
@@ -101,17 +120,22 @@ pub fn supervise(
     // Small on purpose: a detached container's monitor lives as long as
     // the container and its memory is paid per container.
     let mut buf = vec![0u8; 16 * 1024];
-    let emit = |stream: Stream, bytes: &[u8], log: &mut Option<&mut LogWriter>| -> anyhow::Result<()> {
-        if attach.echo {
-            let target = if stream == Stream::Stdout { stdout() } else { stderr() };
-            // The user going away (closed pipe) must not kill the container.
-            let _ = write_all(target, bytes);
-        }
-        if let Some(log) = log {
-            log.write(stream, bytes)?;
-        }
-        Ok(())
-    };
+    let emit =
+        |stream: Stream, bytes: &[u8], log: &mut Option<&mut LogWriter>| -> anyhow::Result<()> {
+            if attach.echo {
+                let target = if stream == Stream::Stdout {
+                    stdout()
+                } else {
+                    stderr()
+                };
+                // The user going away (closed pipe) must not kill the container.
+                let _ = write_all(target, bytes);
+            }
+            if let Some(log) = log {
+                log.write(stream, bytes)?;
+            }
+            Ok(())
+        };
 
     let status = loop {
         let mut fds: Vec<PollFd> = Vec::with_capacity(4);
@@ -133,7 +157,10 @@ pub fn supervise(
             Err(e) => return Err(anyhow::anyhow!("poll: {e}")),
             Ok(_) => {}
         }
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
         drop(fds);
 
         for (slot, &i) in index_of_source.iter().enumerate() {
@@ -210,7 +237,9 @@ pub fn wait_forwarding_signals(child: Pid, signals: &mut SignalFd) -> anyhow::Re
         if !matches!(status, WaitStatus::StillAlive) {
             return Ok(status);
         }
-        let Some(info) = signals.read_signal()? else { continue };
+        let Some(info) = signals.read_signal()? else {
+            continue;
+        };
         match Signal::try_from(info.ssi_signo as i32) {
             Ok(Signal::SIGCHLD | Signal::SIGWINCH) | Err(_) => {}
             Ok(signal) => {

@@ -1,0 +1,367 @@
+//! Bad input: one clear line on stderr, exit 125, and nothing created.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use berth_e2e::{assert_berth_error, noise, require_root, Berth, TarBuilder};
+
+/// Run `args`, expect berth's failure (125, one `berth: ` line), and check
+/// the state root is exactly as before. Returns the error line.
+fn fails_cleanly(berth: &Berth, args: &[&str]) -> String {
+    let before = berth.tree();
+    let images_before = image_names(berth);
+    let out = berth.output(args);
+    let line = assert_berth_error(&out, 125);
+    assert_eq!(
+        berth.tree(),
+        before,
+        "`berth {}` left files behind",
+        args.join(" ")
+    );
+    assert_eq!(
+        image_names(berth),
+        images_before,
+        "`berth {}` changed the images",
+        args.join(" ")
+    );
+    line
+}
+
+/// NAME and ID of each image `berth images` lists.
+fn image_names(berth: &Berth) -> Vec<String> {
+    berth
+        .run_ok(["images"])
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// A Berth whose store directories already exist (so that a failing
+/// command is compared against a settled tree), with the busybox image.
+fn warmed_up() -> Berth {
+    let berth = Berth::new();
+    berth.run_ok(["run", "--rm", "busybox", "true"]);
+    berth
+}
+
+#[test]
+fn unknown_image() {
+    require_root!();
+    let berth = warmed_up();
+    let line = fails_cleanly(&berth, &["run", "nosuchimage", "true"]);
+    assert!(
+        line.contains("nosuchimage"),
+        "the error names the image: {line}"
+    );
+    fails_cleanly(&berth, &["run", "--rm", "--name", "x", "nosuchimage"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn invalid_container_names_are_refused() {
+    require_root!();
+    let berth = warmed_up();
+    let parent = berth
+        .root()
+        .parent()
+        .expect("root has a parent")
+        .to_path_buf();
+    let etc_existed = parent.join("etc").exists();
+    for name in [
+        "../../etc",
+        "a b",
+        "",
+        "-dash",
+        "a/b",
+        ".hidden",
+        "ü",
+        "x\ny",
+    ] {
+        // `--name=VALUE`, so that a leading dash is a value, not a flag.
+        fails_cleanly(
+            &berth,
+            &["run", &format!("--name={name}"), "busybox", "true"],
+        );
+    }
+    assert_eq!(
+        parent.join("etc").exists(),
+        etc_existed,
+        "a name escaped the state dir"
+    );
+    assert!(berth.container_ids().is_empty());
+    berth.assert_clean();
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    require_root!();
+    let berth = warmed_up();
+    berth.run_ok(["run", "--name", "dup", "busybox", "true"]);
+    let line = fails_cleanly(&berth, &["run", "--name", "dup", "busybox", "true"]);
+    assert!(line.contains("dup"), "the error names the name: {line}");
+    assert_eq!(berth.container_ids().len(), 1);
+    // The name is free again once the container is removed.
+    berth.run_ok(["rm", "dup"]);
+    berth.run_ok(["run", "--rm", "--name", "dup", "busybox", "true"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn corrupt_archives_are_refused() {
+    require_root!();
+    let berth = warmed_up();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let valid = TarBuilder::new()
+        .dir("bin", 0o755)
+        .file("bin/data", 0o644, &noise(3000, 7))
+        .finish();
+    let mut gz_junk = vec![0x1f, 0x8b, 0x08, 0x00];
+    gz_junk.extend(noise(2000, 11));
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("random.tar", noise(10 * 1024, 42)),
+        // The header says 3000 bytes of data, the file ends before that.
+        ("truncated.tar", valid[..1536].to_vec()),
+        ("junk.tar.gz", gz_junk),
+        ("empty.tar", Vec::new()),
+    ];
+    for (file, bytes) in cases {
+        let path = dir.path().join(file);
+        fs::write(&path, bytes).expect("write archive");
+        let name = file.replace('.', "-");
+        fails_cleanly(
+            &berth,
+            &["image", "import", path.to_str().expect("utf-8 path"), &name],
+        );
+        assert!(
+            !berth.run_ok(["images"]).contains(&name),
+            "{file} became an image"
+        );
+    }
+    berth.assert_clean();
+}
+
+/// Everything under `dir`: relative path, size, link count, content.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).expect("read_dir").filter_map(Result::ok) {
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).expect("stat");
+            let content = if meta.is_file() {
+                fs::read(&path).expect("read")
+            } else {
+                Vec::new()
+            };
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push((
+                path.strip_prefix(dir).expect("prefix").to_path_buf(),
+                meta.len(),
+                meta.nlink(),
+                content,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn escaping_archives_are_refused_and_touch_nothing_outside() {
+    require_root!();
+    let berth = warmed_up();
+    let outside = tempfile::Builder::new()
+        .prefix("berth-e2e-outside-")
+        .tempdir()
+        .expect("tempdir");
+    let outside_path = outside.path().to_str().expect("utf-8 path").to_owned();
+    let secret = format!("{outside_path}/secret");
+    fs::write(&secret, "host secret\n").expect("write secret");
+    let up = "../".repeat(16);
+    let rel_outside = format!("{up}{}", outside_path.trim_start_matches('/'));
+    let before = snapshot(outside.path());
+
+    let ordinary = || {
+        TarBuilder::new()
+            .dir("etc", 0o755)
+            .file("etc/ok", 0o644, b"fine\n")
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dotdot",
+            ordinary().file("../escape", 0o644, b"escaped\n").finish(),
+        ),
+        (
+            "deep dotdot",
+            ordinary()
+                .file(&format!("{rel_outside}/escape"), 0o644, b"escaped\n")
+                .finish(),
+        ),
+        (
+            "inner dotdot",
+            ordinary()
+                .file("etc/../../escape", 0o644, b"escaped\n")
+                .finish(),
+        ),
+        (
+            "symlink to absolute dir, then write through it",
+            ordinary()
+                .symlink("a", &outside_path)
+                .file("a/pwned", 0o644, b"pwned\n")
+                .finish(),
+        ),
+        (
+            "symlink to relative escape, then write through it",
+            ordinary()
+                .symlink("b", &rel_outside)
+                .file("b/pwned", 0o644, b"pwned\n")
+                .finish(),
+        ),
+        (
+            "hardlink to an absolute host path",
+            ordinary().hardlink("h", &secret).finish(),
+        ),
+        (
+            "hardlink to an absolute host path, then write to it",
+            ordinary()
+                .hardlink("h", &secret)
+                .file("h", 0o644, b"overwritten\n")
+                .finish(),
+        ),
+        (
+            "hardlink through ..",
+            ordinary()
+                .hardlink("h", &format!("{rel_outside}/secret"))
+                .finish(),
+        ),
+    ];
+    let archives = tempfile::tempdir().expect("tempdir");
+    for (i, (what, bytes)) in cases.into_iter().enumerate() {
+        let path = archives.path().join(format!("escape{i}.tar"));
+        fs::write(&path, bytes).expect("write archive");
+        let name = format!("escape{i}");
+        let before_tree = berth.tree();
+        let out = berth.output(["image", "import", path.to_str().expect("utf-8"), &name]);
+        assert_eq!(
+            snapshot(outside.path()),
+            before,
+            "{what}: the directory outside the layer changed"
+        );
+        assert!(
+            !Path::new(&berth.root().join("images/escape")).exists()
+                && !berth.root().join("escape").exists()
+                && !berth
+                    .root()
+                    .parent()
+                    .expect("parent")
+                    .join("escape")
+                    .exists(),
+            "{what}: a file escaped the layer"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{what}: the archive was not refused\n{}",
+            berth_e2e::describe(&out)
+        );
+        assert_berth_error(&out, 125);
+        assert_eq!(berth.tree(), before_tree, "{what}: files left behind");
+        assert!(
+            !berth.run_ok(["images"]).contains(&name),
+            "{what}: became an image"
+        );
+    }
+    berth.assert_clean();
+}
+
+#[test]
+fn an_entry_over_an_earlier_link_replaces_the_link_not_its_target() {
+    require_root!();
+    let berth = warmed_up();
+    let outside = tempfile::Builder::new()
+        .prefix("berth-e2e-outside-")
+        .tempdir()
+        .expect("tempdir");
+    let secret = outside.path().join("secret");
+    fs::write(&secret, "host secret\n").expect("write secret");
+    let secret = secret.to_str().expect("utf-8").to_owned();
+    let before = snapshot(outside.path());
+    // A valid archive (a later entry replaces an earlier one), as long as
+    // the file is written in place of the link, never through it.
+    let archive = TarBuilder::new()
+        .symlink("s", &secret)
+        .file("s", 0o644, b"in the layer\n")
+        .finish();
+    let path = outside.path().join("relink.tar");
+    fs::write(&path, archive).expect("write archive");
+    let out = berth.output(["image", "import", path.to_str().expect("utf-8"), "relink"]);
+    fs::remove_file(&path).expect("rm archive");
+    assert_eq!(
+        snapshot(outside.path()),
+        before,
+        "the link's target outside the layer changed"
+    );
+    if out.status.success() {
+        let layers = berth.layer_rootfses();
+        let s = layers
+            .iter()
+            .map(|l| l.join("s"))
+            .find(|s| s.symlink_metadata().is_ok())
+            .expect("the imported layer has s");
+        assert_eq!(fs::read_to_string(&s).expect("read s"), "in the layer\n");
+        assert!(
+            s.symlink_metadata().expect("stat").is_file(),
+            "s is still a link"
+        );
+        berth.run_ok(["image", "rm", "relink"]);
+    } else {
+        assert_berth_error(&out, 125);
+    }
+    berth.assert_clean();
+}
+
+#[test]
+fn absolute_entry_names_stay_inside_the_layer() {
+    require_root!();
+    let berth = warmed_up();
+    let outside = tempfile::Builder::new()
+        .prefix("berth-e2e-outside-")
+        .tempdir()
+        .expect("tempdir");
+    let outside_path = outside.path().to_str().expect("utf-8").to_owned();
+    let before = snapshot(outside.path());
+    let archive = TarBuilder::new()
+        .dir("etc", 0o755)
+        .file(&format!("{outside_path}/abs"), 0o644, b"absolute\n")
+        .finish();
+    let archives = tempfile::tempdir().expect("tempdir");
+    let path = archives.path().join("absolute.tar");
+    fs::write(&path, archive).expect("write archive");
+    let out = berth.output(["image", "import", path.to_str().expect("utf-8"), "absolute"]);
+    assert_eq!(
+        snapshot(outside.path()),
+        before,
+        "the absolute name was written on the host"
+    );
+    // SECURITY.md: refuse it, or neutralise it (like docker and GNU tar,
+    // drop the leading `/`, so it lands inside the layer).
+    if out.status.success() {
+        let inside = format!("{}/abs", outside_path.trim_start_matches('/'));
+        let landed = berth
+            .layer_rootfses()
+            .iter()
+            .any(|l| fs::read(l.join(&inside)).is_ok_and(|c| c == b"absolute\n"));
+        assert!(
+            landed,
+            "the absolute entry is not at /{inside} in the layer"
+        );
+        berth.run_ok(["image", "rm", "absolute"]);
+    } else {
+        assert_berth_error(&out, 125);
+    }
+    berth.assert_clean();
+}

@@ -1,0 +1,180 @@
+//! `berth run`: exit codes, environment, working directory, stdin.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_e2e::{assert_berth_error, describe, require_root, stdout, wait_until, Berth};
+
+#[test]
+fn exit_codes_follow_docker() {
+    require_root!();
+    let berth = Berth::new();
+    let cases: [(&[&str], i32); 4] = [
+        (&["true"], 0),
+        (&["sh", "-c", "exit 3"], 3),
+        (&["/etc/passwd"], 126),
+        (&["nosuchcmd"], 127),
+    ];
+    for (command, code) in cases {
+        let mut args = vec!["run", "busybox"];
+        args.extend_from_slice(command);
+        let out = berth.output(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "`berth run busybox {}`\n{}",
+            command.join(" "),
+            describe(&out)
+        );
+        if code >= 126 {
+            // The user learns why, in one line.
+            assert_berth_error(&out, code);
+        }
+    }
+    berth.assert_clean();
+}
+
+#[test]
+fn pid_1_killed_from_the_host_gives_137() {
+    require_root!();
+    let berth = Berth::new();
+    let mut run = berth.spawn([
+        "run",
+        "--name",
+        "victim",
+        "busybox",
+        "sh",
+        "-c",
+        "exec sleep 30",
+    ]);
+    // Wait until PID 1 is the sleep itself (the exec happened).
+    let mut pid = 0;
+    let running = wait_until(Duration::from_secs(20), || {
+        let out = berth.output(["inspect", "victim"]);
+        if !out.status.success() {
+            return false;
+        }
+        let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let Some(p) = record[0]["pid"].as_i64() else {
+            return false;
+        };
+        pid = p as i32;
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+    });
+    assert!(
+        running,
+        "the container never showed a running `sleep` (pid {pid})"
+    );
+    assert_eq!(berth.inspect("victim")["status"], "running");
+    assert!(berth_e2e::kill(pid, libc::SIGKILL), "kill -9 {pid}");
+    let status = run.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(137), "berth's exit status for SIGKILL");
+    let record = berth.inspect("victim");
+    assert_eq!(record["status"], "exited", "{record}");
+    assert_eq!(record["exit_code"], 137, "{record}");
+    let ps = berth.run_ok(["ps", "-a"]);
+    assert!(ps.contains("Exited (137)"), "ps -a:\n{ps}");
+    berth.assert_clean();
+}
+
+#[test]
+fn environment_values_are_visible() {
+    require_root!();
+    let berth = Berth::new();
+    let mut cmd = berth.cmd([
+        "run",
+        "-e",
+        "A=1",
+        "-e",
+        "B",
+        "-e",
+        "C",
+        "-e",
+        "D=x=y z",
+        "busybox",
+        "sh",
+        "-c",
+        "echo \"A=$A B=$B C=${C-unset} D=$D\"",
+    ]);
+    cmd.env("B", "from berth").env_remove("C");
+    let out = berth_e2e::run_command(cmd);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out).trim(), "A=1 B=from berth C=unset D=x=y z");
+
+    // berth's own environment does not leak in otherwise.
+    let mut cmd = berth.cmd([
+        "run",
+        "busybox",
+        "sh",
+        "-c",
+        "echo ${BERTH_E2E_SECRET-absent}",
+    ]);
+    cmd.env("BERTH_E2E_SECRET", "leaked");
+    let out = berth_e2e::run_command(cmd);
+    assert_eq!(stdout(&out).trim(), "absent", "{}", describe(&out));
+    berth.assert_clean();
+}
+
+#[test]
+fn workdir_is_created_and_entered() {
+    require_root!();
+    let berth = Berth::new();
+    let out = berth.run_ok([
+        "run",
+        "-w",
+        "/some/dir",
+        "busybox",
+        "sh",
+        "-c",
+        "pwd; echo x > here; ls /some/dir",
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["/some/dir", "here"],
+        "{out}"
+    );
+    for layer in berth.layer_rootfses() {
+        assert!(
+            !layer.join("some").exists(),
+            "the working directory was created in the image layer {}",
+            layer.display()
+        );
+    }
+    berth.assert_clean();
+}
+
+#[test]
+fn interactive_passes_piped_stdin() {
+    require_root!();
+    let berth = Berth::new();
+    let mut cmd = berth.cmd(["run", "-i", "busybox", "cat"]);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn berth");
+    child
+        .stdin
+        .take()
+        .expect("stdin pipe")
+        .write_all(b"hi\nthere\n")
+        .expect("write stdin");
+    let out = berth_e2e::wait_with_timeout(child, Duration::from_secs(30));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "hi\nthere\n");
+    berth.assert_clean();
+}
+
+#[test]
+fn without_interactive_stdin_is_empty() {
+    require_root!();
+    let berth = Berth::new();
+    let mut cmd = berth.cmd(["run", "busybox", "sh", "-c", "cat; echo done"]);
+    // The pipe stays open and empty: if berth passed it on, cat would wait.
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn berth");
+    let stdin = child.stdin.take();
+    let out = berth_e2e::wait_with_timeout(child, Duration::from_secs(20));
+    drop(stdin);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "done\n");
+    berth.assert_clean();
+}
