@@ -160,3 +160,31 @@ impl ContainerRecord {
         matches!(self.status, Status::Running | Status::Paused)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record is read by people (`berth inspect`) and other tools: its
+    /// JSON shape is a reviewed snapshot.
+    #[test]
+    fn record_json_shape() {
+        let mut record = ContainerRecord::new("ab".repeat(32), "web".into(), "busybox".into());
+        record.created = Timestamp::from_unix(1_795_296_655, 0);
+        record.command = vec!["sh".into()];
+        record.env = vec!["PATH=/bin".into()];
+        record.hostname = "abababababab".into();
+        record.limits.memory = Some(64 << 20);
+        record.mark_running(42, Some(7));
+        record.started_at = Some(Timestamp::from_unix(1_795_296_656, 0));
+        insta::assert_json_snapshot!(record);
+    }
+
+    #[test]
+    fn records_from_older_versions_still_load() {
+        let old = r#"{"id":"x","name":"n","image":"busybox","created":"2026-11-21T21:30:55Z","status":"exited"}"#;
+        let record: ContainerRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.status, Status::Exited);
+        assert_eq!(record.log_limits, crate::LogLimits::default());
+    }
+}
