@@ -8,7 +8,10 @@
 //! layer) and never follows a link the archive created. Each [`Image`]'s
 //! [`rootfs`](Image::rootfs) is meant to be an overlay lowerdir.
 //! [`ImageStore::ensure_busybox`] builds the default image from the host's
-//! static busybox.
+//! static busybox. [`ImageStore::commit`] turns a container's overlay
+//! layers into a new image and [`ImageStore::save`] writes an image back out
+//! as a tar ([`write_merged_tar`], [`write_layer_tar`]), both walking the
+//! trees by file descriptor without following any symlink.
 //!
 //! ```
 //! use berth_image::{ImageError, ImageStore};
@@ -35,17 +38,21 @@
 //! # }
 //! ```
 
+mod archive;
 mod busybox;
 mod error;
 mod extract;
 mod name;
 mod store;
 
+pub use archive::{write_layer_tar, write_merged_tar};
 pub use busybox::{find_static_busybox, write_busybox_tar};
 pub use error::ImageError;
 pub use extract::extract;
 pub use name::validate_image_name;
 pub use store::{Image, ImageConfig, ImageStore};
 
+#[cfg(test)]
+mod archive_tests;
 #[cfg(test)]
 mod tests;

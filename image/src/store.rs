@@ -19,11 +19,13 @@ use std::io::{self, Cursor, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::archive::{write_layer_tar, write_merged_tar};
 use crate::busybox::{find_static_busybox, write_busybox_tar};
 use crate::extract::{extract_archive, remove_tree};
 use crate::{validate_image_name, ImageError};
@@ -162,6 +164,102 @@ fn to_json(value: &impl Serialize, path: &Path) -> Result<Vec<u8>, ImageError> {
     })?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// Bytes per message between `commit`'s archive writer and its import.
+const CHUNK: usize = 256 * 1024;
+/// Messages in flight: bounds `commit`'s memory to a few MiB.
+const PIPE_CHUNKS: usize = 8;
+
+enum Chunk {
+    Data(Vec<u8>),
+    /// The archive was written completely.
+    End,
+}
+
+/// The writing end of an in-process pipe. A channel rather than pipe(2):
+/// no descriptors, and no SIGPIPE when the reading side gives up.
+struct ChunkWriter {
+    tx: SyncSender<Chunk>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(Chunk::Data(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the import stopped reading"))
+    }
+
+    /// Flush and mark the end: only then does the reader see end of file.
+    fn end(mut self) -> Result<(), ImageError> {
+        let archive_err = |source: io::Error| ImageError::Archive {
+            origin: "<commit>".to_owned(),
+            source,
+        };
+        self.send().map_err(archive_err)?;
+        self.tx.send(Chunk::End).map_err(|_| {
+            archive_err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the import stopped reading",
+            ))
+        })
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// The reading end: end of file only after [`Chunk::End`], an error if the
+/// writer went away without it (so a failed archive is never imported as a
+/// truncated one).
+struct ChunkReader {
+    rx: Receiver<Chunk>,
+    chunk: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Chunk::Data(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Chunk::End) => self.ended = true,
+                Err(_) => {
+                    return Err(io::Error::other(
+                        "writing the archive of the container's layers failed",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Whether a process with this id still exists.
@@ -463,6 +561,70 @@ impl ImageStore {
             self.remove_layer(&record.id)?;
         }
         Ok(())
+    }
+
+    /// Make the merged view of overlay `layers` (topmost first:
+    /// `[upper, image_rootfs]` of a container) a new image `name` with
+    /// `config`, replacing any image of that name.
+    ///
+    /// The layers are archived with [`write_merged_tar`] (whiteouts and
+    /// opaque directories applied, nothing mounted, no symlink followed) in
+    /// a thread and streamed straight into the import, so the image gets
+    /// its own content-addressed layer and nothing is staged on disk twice.
+    /// Works on a live upper dir; freeze the container first for a
+    /// consistent snapshot.
+    pub fn commit(
+        &self,
+        layers: &[&Path],
+        name: &str,
+        config: ImageConfig,
+    ) -> Result<Image, ImageError> {
+        validate_image_name(name)?;
+        let (tx, rx) = mpsc::sync_channel(PIPE_CHUNKS);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                let mut out = ChunkWriter {
+                    tx,
+                    buf: Vec::with_capacity(CHUNK),
+                };
+                write_merged_tar(layers, &mut out).and_then(|()| out.end())
+            });
+            let reader = ChunkReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+                ended: false,
+            };
+            // The reader is dropped when the import returns, which stops
+            // the writer if the import failed first.
+            let imported = self.import_inner(reader, name, config, "<commit>");
+            let written = match writer.join() {
+                Ok(written) => written,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            match (imported, written) {
+                (Ok(image), Ok(())) => Ok(image),
+                // The end marker is sent last, after which nothing fails.
+                (Ok(_), Err(error)) => Err(error),
+                (Err(error), Ok(())) => Err(error),
+                // The writer stopped because the import had given up.
+                (Err(error), Err(ImageError::Archive { source, .. }))
+                    if source.kind() == io::ErrorKind::BrokenPipe =>
+                {
+                    Err(error)
+                }
+                // The import failed because the writer did: its error says why.
+                (Err(_), Err(error)) => Err(error),
+            }
+        })
+    }
+
+    /// Write the image `name` to `out` as a tar archive (see
+    /// [`write_layer_tar`]) that [`ImageStore::import`] reads back. The
+    /// config is not included, as with `docker export`.
+    pub fn save(&self, name: &str, out: impl Write) -> Result<(), ImageError> {
+        let image = self.get(name)?;
+        write_layer_tar(&image.rootfs, out)
     }
 
     /// The image `name`, built first from the host's static busybox (see
