@@ -241,3 +241,59 @@ pub enum ImageCommand {
         output: PathBuf,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The help text is user-visible output: a change to it is a reviewed
+    /// snapshot diff.
+    #[test]
+    fn help_texts() {
+        let mut cli = Cli::command();
+        insta::assert_snapshot!("help", cli.render_help().to_string());
+        for name in ["run", "exec", "logs", "stop", "ps"] {
+            let sub = cli.find_subcommand_mut(name).unwrap();
+            insta::assert_snapshot!(format!("help_{name}"), sub.render_help().to_string());
+        }
+    }
+
+    #[test]
+    fn docker_aliases_parse() {
+        let cli = Cli::try_parse_from([
+            "berth",
+            "run",
+            "--cpushare",
+            "512",
+            "--cpuset",
+            "0",
+            "-h",
+            "web",
+            "-dit",
+            "busybox",
+            "sh",
+            "-c",
+            "x",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.cpu_shares, Some(512));
+        assert_eq!(run.cpuset_cpus.as_deref(), Some("0"));
+        assert_eq!(run.hostname.as_deref(), Some("web"));
+        assert!(run.detach && run.interactive && run.tty);
+        assert_eq!(run.command, ["sh", "-c", "x"]);
+    }
+
+    #[test]
+    fn options_after_the_image_belong_to_the_command() {
+        let cli = Cli::try_parse_from(["berth", "run", "busybox", "ls", "-la", "--rm"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert!(!run.rm);
+        assert_eq!(run.command, ["ls", "-la", "--rm"]);
+    }
+}

@@ -89,13 +89,25 @@ pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i
             .collect(),
         workdir: record.workdir.clone(),
     };
-    let image = images
+    // Like docker commit's default --pause: a consistent snapshot of a
+    // running container.
+    let frozen = match crate::limits::of(&record) {
+        Some(cgroup) if record.status == berth_state::Status::Running => {
+            cgroup.freeze().ok().map(|()| cgroup)
+        }
+        _ => None,
+    };
+    let committed = images
         .commit(
             &[upper.as_path(), base.rootfs.as_path()],
             &args.image,
             config,
         )
-        .with_context(|| format!("cannot commit container {} as {}", record.name, args.image))?;
+        .with_context(|| format!("cannot commit container {} as {}", record.name, args.image));
+    if let Some(cgroup) = frozen {
+        cgroup.thaw()?;
+    }
+    let image = committed?;
     println!("{}", image.id);
     Ok(0)
 }
