@@ -173,29 +173,31 @@ pub fn open_log(store: &ContainerStore, record: &ContainerRecord) -> anyhow::Res
 /// docker's exit code. With `--rm` the container is removed.
 pub fn finish(store: &ContainerStore, id: &str, status: WaitStatus) -> i32 {
     let code = status_code(status).unwrap_or(crate::exit::BERTH_FAILED);
-    let oom_killed = match store.load(id) {
-        Ok(record) => {
-            // Read before the cgroup goes away with the release.
-            let oom_killed = crate::limits::oom_killed(&record);
-            if let Err(e) = crate::limits::release(&record) {
-                eprintln!("berth: {e:#}");
-            }
-            oom_killed
+    let record = match store.load(id) {
+        Ok(record) => record,
+        Err(e) => {
+            eprintln!("berth: cannot record the exit of container {id}: {e}");
+            return code;
         }
-        Err(_) => false,
     };
-    let recorded = store.update(id, |r| {
-        r.mark_exited(code);
-        r.oom_killed = oom_killed;
-    });
-    match recorded {
-        Ok(record) if record.auto_remove => {
-            if let Err(e) = store.remove(id) {
-                eprintln!("berth: cannot remove container {id}: {e}");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => eprintln!("berth: cannot record the exit of container {id}: {e}"),
+    // Read before the cgroup goes away with the release.
+    let oom_killed = crate::limits::oom_killed(&record);
+    if let Err(e) = crate::limits::release(&record) {
+        eprintln!("berth: {e:#}");
+    }
+    // With --rm nothing is left to record the exit in.
+    let result = if record.auto_remove {
+        store.remove(id)
+    } else {
+        store
+            .update(id, |r| {
+                r.mark_exited(code);
+                r.oom_killed = oom_killed;
+            })
+            .map(drop)
+    };
+    if let Err(e) = result {
+        eprintln!("berth: cannot record the exit of container {id}: {e}");
     }
     code
 }

@@ -11,6 +11,15 @@ use crate::StateError;
 /// beside it, fsync it, rename it over `path`, fsync the directory.
 /// The file is created 0600: records may hold secrets passed with `-e`.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StateError> {
+    replace_file(path, contents, true)
+}
+
+/// As [`write_atomic`], but without the final fsync of the directory: a
+/// reader still sees the old or the new file, never a torn one, but after
+/// a crash the old version may come back. For updates whose loss is
+/// harmless (a status that berth re-derives from the live processes),
+/// it saves a journal commit on every container start.
+pub(crate) fn replace_file(path: &Path, contents: &[u8], sync_dir: bool) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -32,6 +41,9 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StateError> {
             .map_err(|e| StateError::io(&tmp, e))?;
         file.sync_all().map_err(|e| StateError::io(&tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| StateError::io(path, e))?;
+        if !sync_dir {
+            return Ok(());
+        }
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| StateError::io(dir, e))

@@ -103,9 +103,12 @@ impl ContainerStore {
         serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
     }
 
-    /// Overwrite a record atomically.
+    /// Overwrite a record atomically. Updates are not forced to disk with a
+    /// directory fsync: after a crash an older version may come back, which
+    /// is harmless because every status claim is checked against the live
+    /// processes (see [`crate::is_same_process`]) before it is believed.
     pub fn save(&self, record: &ContainerRecord) -> Result<(), StateError> {
-        write_atomic(&self.record_path(&record.id), &to_json(record))
+        crate::atomic::replace_file(&self.record_path(&record.id), &to_json(record), false)
     }
 
     /// Read-modify-write one record under the store lock, so concurrent
