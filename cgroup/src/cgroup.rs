@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::controller::cpuset::Kind;
-use crate::controller::{cpu, cpuacct, cpuset, freezer, memory, pids, Dir};
+use crate::controller::{cpu, cpuacct, cpuset, devices, freezer, memory, pids, Dir};
 use crate::error::{CgroupError, Result};
 use crate::hierarchy::{read_controller_list, Hierarchies};
 use crate::resources::Resources;
@@ -205,6 +205,12 @@ impl Cgroup {
     /// Set the limits of `resources` that are `Some`. A limit whose
     /// controller the host lacks is an error naming it, and a CPU or memory
     /// node the parent cgroup does not have is an error naming it.
+    ///
+    /// Device rules go where the devices controller is: on cgroup v1
+    /// `devices.deny` `a` then each rule to `devices.allow` (the cgroup
+    /// must have no child cgroups yet); on cgroup v2 a BPF device program
+    /// attached to the cgroup (with `BPF_F_ALLOW_MULTI`: calling this again
+    /// adds a program, and a device must then pass both).
     pub fn apply(&self, resources: &Resources) -> Result<()> {
         if let Some(bytes) = resources.memory_limit {
             memory::set_limit(self.writable(Controller::Memory)?.dir(), bytes)?;
@@ -226,6 +232,9 @@ impl Cgroup {
         }
         if let Some(max) = resources.pids_limit {
             pids::set_max(self.writable(Controller::Pids)?.dir(), max)?;
+        }
+        if let Some(rules) = &resources.devices {
+            devices::set_rules(self.writable(Controller::Devices)?.dir(), rules)?;
         }
         Ok(())
     }

@@ -160,6 +160,19 @@ pub enum CgroupError {
         /// The cause.
         source: nix::errno::Errno,
     },
+    /// Loading or attaching the cgroup v2 device program failed.
+    #[error("cannot install the device filter (BPF) on cgroup {path}: {step}: {source}{}",
+        if log.is_empty() { String::new() } else { format!("; verifier log:\n{log}") })]
+    DeviceFilter {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// What failed ("load the program", "attach the program", ...).
+        step: &'static str,
+        /// The errno of bpf(2) (or of opening the directory).
+        source: nix::errno::Errno,
+        /// The kernel verifier's log, when loading failed.
+        log: String,
+    },
     /// Cleanup after a failure failed too; both are reported.
     #[error("{first}; cleaning up afterwards also failed: {cleanup}")]
     WithCleanup {

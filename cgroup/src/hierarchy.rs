@@ -240,6 +240,7 @@ impl Hierarchies {
             (resources.cpuset_cpus.is_some(), Controller::Cpuset),
             (resources.cpuset_mems.is_some(), Controller::Cpuset),
             (resources.pids_limit.is_some(), Controller::Pids),
+            (resources.devices.is_some(), Controller::Devices),
         ];
         for (needed, controller) in needs {
             if needed && self.placement(controller).is_none() {

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::controller::devices::DeviceRule;
 use crate::error::{CgroupError, Result};
 
 /// Resource limits for a container's cgroup; `None` leaves a limit alone.
@@ -24,6 +25,12 @@ pub struct Resources {
     pub cpuset_mems: Option<CpuList>,
     /// Maximum number of processes (and threads).
     pub pids_limit: Option<u64>,
+    /// Device access: `Some(rules)` denies every device except what the
+    /// rules allow (mknod included; [`DeviceRule::docker_defaults`] for a
+    /// normal container), `None` leaves it as inherited (a privileged
+    /// container).
+    #[serde(default)]
+    pub devices: Option<Vec<DeviceRule>>,
 }
 
 /// A CFS bandwidth limit: `quota_us` of CPU time every `period_us`.

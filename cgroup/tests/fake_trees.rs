@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use berth_cgroup::{
-    parse_cpu_list, Cgroup, CgroupError, Controller, CpuQuota, Hierarchies, Layout, Resources,
-    Version,
+    parse_cpu_list, Cgroup, CgroupError, Controller, CpuQuota, DeviceRule, Hierarchies, Layout,
+    Resources, Version,
 };
 use tempfile::TempDir;
 
@@ -272,8 +272,20 @@ fn create_and_apply_on_hybrid_host_write_v1_files() {
             cpuset_cpus: Some(parse_cpu_list("1-2").unwrap()),
             cpuset_mems: Some(parse_cpu_list("0").unwrap()),
             pids_limit: Some(10),
+            devices: Some(DeviceRule::docker_defaults()),
         })
         .unwrap();
+    // Deny all, then the allow rules one by one (the fake file keeps the
+    // last); the v2 side gets no BPF program on this host.
+    assert_eq!(
+        fake.read("sys/fs/cgroup/devices/berth/c1/devices.deny"),
+        "a"
+    );
+    assert_eq!(
+        fake.read("sys/fs/cgroup/devices/berth/c1/devices.allow"),
+        "c 136:* rwm"
+    );
+    assert_eq!(h.placement(Controller::Devices), Some(Version::V1));
     assert_eq!(
         fake.read(&format!("{memory}/memory.limit_in_bytes")),
         "67108864"
@@ -597,12 +609,14 @@ fn freeze_and_thaw_v1_and_v2() {
 }
 
 #[test]
-fn remove_tolerates_missing_cgroups_and_keeps_the_berth_parent() {
+fn remove_tolerates_missing_cgroups_and_keeps_a_berth_parent_in_use() {
     let fake = hybrid_host();
     let h = fake.discover(HYBRID_MOUNTINFO, HYBRID_OWN);
     // Never created: nothing to do.
     Cgroup::open(&h, "ghost", None).unwrap().remove().unwrap();
 
+    // Another container keeps the shared parent busy.
+    let _other = Cgroup::create(&h, "c2", None).unwrap();
     let cgroup = Cgroup::create(&h, "c1", None).unwrap();
     // Real cgroupfs directories vanish with their files; fake ones need
     // emptying first.

@@ -116,6 +116,7 @@ fn limits_freeze_stats_and_remove_on_this_host() {
         cpuset_cpus: has(Controller::Cpuset).then(|| parse_cpu_list("0").unwrap()),
         cpuset_mems: None,
         pids_limit: has(Controller::Pids).then_some(20),
+        devices: None,
     };
     cgroup.apply(&resources).unwrap();
 

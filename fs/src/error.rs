@@ -338,4 +338,47 @@ pub enum FsError {
         /// What it is instead.
         found: String,
     },
+
+    /// A masked or read-only path that cannot be one.
+    #[error("invalid masked or read-only path {path:?}: {reason}")]
+    InvalidProtectedPath {
+        /// The path as given.
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A masked path does not show /dev/null (or an empty read-only tmpfs)
+    /// after it was masked.
+    #[error("masking {path} did not take effect: it is {found} afterwards")]
+    MaskNotApplied {
+        /// The path inside the rootfs.
+        path: PathBuf,
+        /// What it is instead.
+        found: String,
+    },
+
+    /// Making a path read-only failed.
+    #[error("cannot make {path} read-only: {source}")]
+    ReadOnlyPath {
+        /// The path inside the rootfs.
+        path: PathBuf,
+        /// The errno of mount_setattr(2) or mount(2).
+        source: nix::Error,
+    },
+
+    /// A path is still writable after being made read-only.
+    #[error("{path} is still writable after the read-only remount")]
+    PathStillWritable {
+        /// The path inside the rootfs.
+        path: PathBuf,
+    },
+
+    /// A path no longer resolves to the same file after being bind-mounted
+    /// onto itself (something moved it).
+    #[error("{path} changed while it was being made read-only")]
+    PathMoved {
+        /// The path inside the rootfs.
+        path: PathBuf,
+    },
 }

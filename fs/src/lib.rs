@@ -71,6 +71,7 @@
 
 mod error;
 mod kernel;
+mod masked;
 mod pivot;
 mod resolve;
 mod union;
@@ -78,6 +79,7 @@ mod volume;
 
 pub use error::FsError;
 pub use kernel::mount_kernel_filesystems;
+pub use masked::{mask_paths, readonly_paths, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
 pub use pivot::{make_mounts_private, pivot_root};
 pub use resolve::{
     ensure_dir_in_root, enter_workdir, open_in_root, resolve_in_root, Create, MAX_SYMLINKS,

@@ -342,7 +342,7 @@ fn preserved_flags(flags: FsFlags) -> MsFlags {
         .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
 }
 
-fn make_read_only(mnt: &OwnedFd, shown: &Path) -> Result<(), FsError> {
+pub(crate) fn make_read_only(mnt: &OwnedFd, shown: &Path) -> Result<(), FsError> {
     let ro_err = |source| FsError::ReadOnly {
         target: shown.to_path_buf(),
         source,

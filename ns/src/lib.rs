@@ -24,10 +24,12 @@
 //! # Ok::<(), berth_ns::NsError>(())
 //! ```
 
+pub mod capabilities;
 mod channel;
 mod namespace;
 mod process;
 
+pub use capabilities::{Capability, CapabilitySet};
 pub use channel::{channel, Channel};
 pub use namespace::{join, Namespace};
 pub use process::spawn;
@@ -65,5 +67,27 @@ pub enum NsError {
     Message {
         #[source]
         source: serde_json::Error,
+    },
+    /// A `--cap-add`/`--cap-drop` name that is no capability.
+    #[error(
+        "unknown capability {name:?} (expected a name such as NET_ADMIN or CAP_NET_ADMIN, or ALL)"
+    )]
+    UnknownCapability { name: String },
+    /// A step of [`capabilities::apply`] failed.
+    #[error("cannot set the capabilities: {step}: {source}")]
+    Capabilities {
+        step: String,
+        #[source]
+        source: nix::Error,
+    },
+    /// After [`capabilities::apply`], the kernel reports other sets than
+    /// asked for.
+    #[error("capabilities not applied: wanted {expected} (inheritable 0), the kernel has {found}")]
+    CapabilitiesMismatch { expected: String, found: String },
+    /// `PR_SET_NO_NEW_PRIVS` failed.
+    #[error("cannot set no_new_privs: {source}")]
+    NoNewPrivs {
+        #[source]
+        source: nix::Error,
     },
 }

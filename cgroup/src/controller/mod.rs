@@ -7,6 +7,7 @@ use std::path::Path;
 pub(crate) mod cpu;
 pub(crate) mod cpuacct;
 pub(crate) mod cpuset;
+pub(crate) mod devices;
 pub(crate) mod freezer;
 pub(crate) mod memory;
 pub(crate) mod pids;
