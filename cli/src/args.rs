@@ -80,27 +80,50 @@ pub struct RunArgs {
     #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volume: Vec<String>,
     /// Memory limit (e.g. 512m, 1g; units b, k, m, g)
-    #[arg(short, long, value_name = "SIZE")]
+    #[arg(short, long, value_name = "SIZE", allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// CPU shares (relative weight; default 1024)
-    #[arg(short = 'c', long, alias = "cpushare", value_name = "N")]
-    pub cpu_shares: Option<u64>,
+    #[arg(
+        short = 'c',
+        long,
+        alias = "cpushare",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub cpu_shares: Option<String>,
     /// Number of CPUs the container may use (e.g. 0.5)
     #[arg(long, value_name = "DECIMAL", allow_negative_numbers = true)]
     pub cpus: Option<String>,
     /// CPUs the container may run on (e.g. 0-2,4)
-    #[arg(long, alias = "cpuset", value_name = "LIST")]
+    #[arg(
+        long,
+        alias = "cpuset",
+        value_name = "LIST",
+        allow_hyphen_values = true
+    )]
     pub cpuset_cpus: Option<String>,
     /// Memory nodes the container may use (e.g. 0)
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", allow_hyphen_values = true)]
     pub cpuset_mems: Option<String>,
-    /// Maximum number of processes in the container
-    #[arg(long, value_name = "N")]
+    /// Maximum number of processes in the container (0 or -1: unlimited)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<String>,
     /// cgroup to create the container's cgroup under (absolute, or relative
     /// to berth's own cgroup)
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    /// Add Linux capabilities (e.g. NET_ADMIN, or ALL)
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities (e.g. CHOWN, or ALL)
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Give the container every capability and device, unmasked /proc and /sys
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options: no-new-privileges[:true|false]
+    #[arg(long, value_name = "OPT")]
+    pub security_opt: Vec<String>,
     /// Log options: max-size=SIZE (e.g. 10m), max-file=N
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opt: Vec<String>,
@@ -280,7 +303,7 @@ mod tests {
         let Command::Run(run) = cli.command else {
             panic!("not run")
         };
-        assert_eq!(run.cpu_shares, Some(512));
+        assert_eq!(run.cpu_shares.as_deref(), Some("512"));
         assert_eq!(run.cpuset_cpus.as_deref(), Some("0"));
         assert_eq!(run.hostname.as_deref(), Some("web"));
         assert!(run.detach && run.interactive && run.tty);

@@ -43,6 +43,8 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
         tty: args.tty,
         interactive: args.interactive,
         output_pipes: None,
+        capabilities: container_capabilities(&record)?,
+        no_new_privileges: record.no_new_privileges,
     };
     let (mut signals, _restore_mask) = block_relayed_signals()?;
     let pid_ns_path = format!("/proc/{pid}/ns/pid");
@@ -90,4 +92,17 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
     };
     guard.reaped.set(true);
     Ok(status_code(status).unwrap_or(crate::exit::BERTH_FAILED))
+}
+
+/// The capabilities the container's own processes have, for exec'd ones.
+fn container_capabilities(
+    record: &berth_state::ContainerRecord,
+) -> anyhow::Result<Option<berth_ns::CapabilitySet>> {
+    if record.privileged {
+        return Ok(None);
+    }
+    Ok(Some(match &record.capabilities {
+        Some(names) => names.iter().map(|n| n.parse()).collect::<Result<_, _>>()?,
+        None => berth_ns::CapabilitySet::docker_default(),
+    }))
 }

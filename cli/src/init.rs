@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use berth_fs::OverlayRootfs;
-use berth_ns::{Channel, Namespace};
+use berth_ns::{CapabilitySet, Channel, Namespace};
 use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
@@ -51,6 +51,8 @@ pub struct InitSpec {
     pub resources: berth_cgroup::Resources,
     pub hostname: String,
     pub cgroup_namespace: bool,
+    /// `--privileged`: /proc and /sys are left unmasked.
+    pub privileged: bool,
     pub process: ProcessSpec,
 }
 
@@ -66,6 +68,9 @@ pub struct ProcessSpec {
     /// Write ends of the pipes that become the command's stdout and stderr
     /// (without `-t`; `None` keeps berth's own); inherited through the clone.
     pub output_pipes: Option<(RawFd, RawFd)>,
+    /// Capabilities the command keeps (`None`: all, for --privileged).
+    pub capabilities: Option<CapabilitySet>,
+    pub no_new_privileges: bool,
 }
 
 struct InitFailure {
@@ -153,6 +158,11 @@ fn setup_and_exec(
     spec.rootfs.mount().step("rootfs")?;
     berth_fs::mount_kernel_filesystems(target).step("rootfs")?;
     berth_fs::mount_volumes(target, &spec.volumes).step("volumes")?;
+    if !spec.privileged {
+        berth_fs::readonly_paths(target, berth_fs::DEFAULT_READONLY_PATHS)
+            .step("read-only paths")?;
+        berth_fs::mask_paths(target, berth_fs::DEFAULT_MASKED_PATHS).step("masked paths")?;
+    }
     berth_fs::pivot_root(target).step("rootfs")?;
     start_process(&spec.process, channel)
 }
@@ -189,8 +199,18 @@ fn start_process(
         }
     }
 
-    if let Some(dir) = &spec.workdir {
-        berth_fs::enter_workdir(dir).step("working directory")?;
+    match &spec.workdir {
+        Some(dir) => berth_fs::enter_workdir(dir)
+            .map(drop)
+            .step("working directory")?,
+        // Never keep a working directory from before the pivot or setns.
+        None => std::env::set_current_dir("/").step("working directory /")?,
+    }
+    if spec.no_new_privileges {
+        berth_ns::capabilities::set_no_new_privs().step("no-new-privileges")?;
+    }
+    if let Some(capabilities) = &spec.capabilities {
+        berth_ns::capabilities::apply(capabilities).step("capabilities")?;
     }
 
     restore_signal_defaults();

@@ -8,6 +8,9 @@ use berth_state::{ContainerRecord, Limits};
 
 use crate::args::RunArgs;
 
+/// docker refuses memory limits below 6 MB.
+const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
 /// Parse the limit flags of `run`; nothing is created here, so bad input
 /// leaves nothing behind.
 pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
@@ -15,18 +18,30 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
     let mut limits = Limits::default();
     if let Some(text) = &args.memory {
         let bytes = berth_cgroup::parse_memory_size(text).context("--memory")?;
+        // docker's floor: below this the container cannot even start.
+        if bytes < MIN_MEMORY {
+            anyhow::bail!("invalid --memory {text:?}: the minimum memory limit is 6MB");
+        }
         resources.memory_limit = Some(bytes);
         limits.memory = Some(bytes);
     }
-    if let Some(shares) = args.cpu_shares {
-        if !(2..=262_144).contains(&shares) {
-            anyhow::bail!("invalid --cpu-shares {shares}: it must be between 2 and 262144");
-        }
+    if let Some(text) = &args.cpu_shares {
+        let shares = text
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (2..=262_144).contains(s))
+            .with_context(|| {
+                format!("invalid --cpu-shares {text:?}: it must be a number from 2 to 262144")
+            })?;
         resources.cpu_shares = Some(shares);
         limits.cpu_shares = Some(shares);
     }
     if let Some(text) = &args.cpus {
         let cpus = berth_cgroup::parse_cpus(text).context("--cpus")?;
+        let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus > online as f64 {
+            anyhow::bail!("invalid --cpus {text:?}: the range of CPUs is from 0.01 to {online}.00");
+        }
         resources.cpu_quota = Some(CpuQuota::from_cpus(cpus)?);
         limits.cpus = Some(cpus);
     }
@@ -38,9 +53,20 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
         resources.cpuset_mems = Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-mems")?);
         limits.cpuset_mems = Some(text.clone());
     }
-    if let Some(text) = &args.pids_limit {
+    // docker's device allow-list, unless --privileged gives every device.
+    if !args.privileged {
+        resources.devices = Some(berth_cgroup::DeviceRule::docker_defaults());
+    }
+    // docker: 0 and -1 mean unlimited.
+    if let Some(text) = args
+        .pids_limit
+        .as_deref()
+        .filter(|t| !matches!(*t, "0" | "-1"))
+    {
         let n: u64 = text.parse().ok().filter(|&n| n > 0).with_context(|| {
-            format!("invalid --pids-limit {text:?}: it must be a positive number")
+            format!(
+                "invalid --pids-limit {text:?}: it must be a positive number (or -1 for no limit)"
+            )
         })?;
         resources.pids_limit = Some(n);
         limits.pids_limit = Some(n);

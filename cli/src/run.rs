@@ -83,6 +83,11 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     let hierarchies = crate::limits::hierarchies_for(&resources)?;
     record.limits = limits;
     record.cgroup_parent = args.cgroup_parent.clone();
+    let capabilities =
+        berth_ns::capabilities::resolve(&args.cap_add, &args.cap_drop, args.privileged)?;
+    record.privileged = args.privileged;
+    record.capabilities = Some(capabilities.iter().map(|c| c.name().to_owned()).collect());
+    record.no_new_privileges = parse_security_options(&args.security_opt)?;
     let volumes = args
         .volume
         .iter()
@@ -107,6 +112,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         resources,
         hostname: record.hostname.clone(),
         cgroup_namespace: Namespace::Cgroup.is_supported(Path::new("/proc")),
+        privileged: args.privileged,
         process: ProcessSpec {
             command: record.command.clone(),
             env: record.env.clone(),
@@ -114,6 +120,8 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
             tty: args.tty,
             interactive: args.interactive && !args.detach,
             output_pipes: None,
+            capabilities: (!args.privileged).then_some(capabilities),
+            no_new_privileges: record.no_new_privileges,
         },
     };
     if args.detach {
@@ -200,6 +208,21 @@ pub fn finish(store: &ContainerStore, id: &str, status: WaitStatus) -> i32 {
         eprintln!("berth: cannot record the exit of container {id}: {e}");
     }
     code
+}
+
+/// `--security-opt no-new-privileges[:true|false]` (docker also accepts
+/// `=` as the separator); returns whether no_new_privs is wanted.
+fn parse_security_options(options: &[String]) -> anyhow::Result<bool> {
+    let mut no_new_privileges = false;
+    for option in options {
+        let (key, value) = option.split_once([':', '=']).unwrap_or((option, "true"));
+        match (key, value) {
+            ("no-new-privileges", "true") => no_new_privileges = true,
+            ("no-new-privileges", "false") => no_new_privileges = false,
+            _ => bail!("unsupported --security-opt {option:?}: berth supports no-new-privileges[:true|false]"),
+        }
+    }
+    Ok(no_new_privileges)
 }
 
 /// `--log-opt max-size=10m --log-opt max-file=3`, docker's json-file options.
@@ -562,6 +585,15 @@ mod tests {
             ]
         );
         assert!(build_env(&[], &["=x".into()], "h", false).is_err());
+    }
+
+    #[test]
+    fn security_options() {
+        assert!(!parse_security_options(&[]).unwrap());
+        assert!(parse_security_options(&["no-new-privileges".into()]).unwrap());
+        assert!(parse_security_options(&["no-new-privileges:true".into()]).unwrap());
+        assert!(!parse_security_options(&["no-new-privileges=false".into()]).unwrap());
+        assert!(parse_security_options(&["seccomp=unconfined".into()]).is_err());
     }
 
     #[test]

@@ -78,6 +78,16 @@ pub struct ContainerRecord {
     pub limits: Limits,
     #[serde(default)]
     pub cgroup_parent: Option<String>,
+    /// `--privileged`: all capabilities and devices, nothing masked.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The capabilities the container's processes keep (names like
+    /// CAP_CHOWN); `exec` gives its processes the same. `None` in records
+    /// written before berth dropped capabilities.
+    #[serde(default)]
+    pub capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    pub no_new_privileges: bool,
     /// The container's cgroup as the code that created it serialized it
     /// (for berth: `berth_cgroup::Cgroup`), so that any later command can
     /// find and remove it even if berth's own cgroup has changed.
@@ -126,6 +136,9 @@ impl ContainerRecord {
             log_limits: crate::LogLimits::default(),
             limits: Limits::default(),
             cgroup_parent: None,
+            privileged: false,
+            capabilities: None,
+            no_new_privileges: false,
             cgroup: None,
         }
     }

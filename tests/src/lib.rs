@@ -403,6 +403,13 @@ impl Berth {
     /// remains: no container directory, no temporary import left in the
     /// image store, no mount, no process.
     pub fn assert_clean(&self) {
+        // Remember the ids of the containers still here, so that their
+        // cgroups can be looked for once they are removed.
+        for dir in self.container_dirs() {
+            if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
+                self.track(id);
+            }
+        }
         if let Err(e) = self.remove_all_containers() {
             panic!("cleaning up the containers failed: {e}");
         }
@@ -420,6 +427,10 @@ impl Berth {
             leaks.is_empty()
         });
         assert!(leaks.is_empty(), "berth leaked:\n{leaks}");
+        // No cgroup of any container this test made, on any hierarchy,
+        // and no monitor (or other process) still holding the root's files.
+        self.assert_no_leftover_cgroups();
+        self.assert_no_monitors();
     }
 
     /// Kill leaked processes and detach leaked mounts, deepest first.
@@ -936,6 +947,402 @@ pub fn host_hostname() -> String {
         .expect("gethostname")
         .to_string_lossy()
         .into_owned()
+}
+
+// ---------------------------------------------------------------------
+// Detached containers, cgroups and monitors (used by limits.rs and
+// detached.rs). Added after the helpers above; nothing above depends on
+// this section except `Berth::assert_clean`'s cgroup and monitor checks.
+// ---------------------------------------------------------------------
+
+/// Where the cgroup hierarchies are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Container ids seen by each state root during this test process, so
+/// that their cgroups can be looked for after the containers are gone.
+static TRACKED_IDS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// True for a full (64 hex digit) container id.
+pub fn is_full_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Berth {
+    /// Remember a full container id of this root for the leak checks.
+    pub fn track(&self, id: &str) {
+        if !is_full_id(id) {
+            return;
+        }
+        let mut ids = TRACKED_IDS.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (self.root().to_path_buf(), id.to_owned());
+        if !ids.contains(&entry) {
+            ids.push(entry);
+        }
+    }
+
+    /// Every full id this root was seen to use.
+    pub fn tracked_ids(&self) -> Vec<String> {
+        let ids = TRACKED_IDS.lock().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .filter(|(root, _)| root == self.root())
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// `berth run -d ARGS...`: asserts it succeeded and printed a full
+    /// id (and nothing else) on stdout; returns (and tracks) that id.
+    pub fn run_detached<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.cmd(["run", "-d"]);
+        cmd.args(args);
+        let line = command_line(&cmd);
+        let output = run_command(cmd);
+        assert!(
+            output.status.success(),
+            "`{line}` failed\n{}",
+            describe(&output)
+        );
+        let id = stdout(&output).trim().to_owned();
+        assert!(
+            is_full_id(&id),
+            "`{line}` did not print a 64-hex container id\n{}",
+            describe(&output)
+        );
+        self.track(&id);
+        id
+    }
+
+    /// The full id of a container (by name or id), tracked.
+    pub fn id_of(&self, container: &str) -> String {
+        let record = self.inspect(container);
+        let id = record["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("inspect {container}: no id in {record}"))
+            .to_owned();
+        self.track(&id);
+        id
+    }
+
+    /// The `status` field of the record.
+    pub fn status_of(&self, container: &str) -> String {
+        self.inspect(container)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Poll `inspect` until the status is `status`; returns the record.
+    pub fn wait_for_status(
+        &self,
+        container: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let mut record = serde_json::Value::Null;
+        let reached = wait_until(timeout, || {
+            record = self.inspect(container);
+            record["status"] == status
+        });
+        assert!(
+            reached,
+            "{container} did not become {status} within {timeout:?}; record:\n{record:#}"
+        );
+        record
+    }
+
+    /// The STATUS column of `berth ps` (`all`: `ps -a`) for the row whose
+    /// NAME is `name`, or None when it is not listed.
+    pub fn ps_status(&self, all: bool, name: &str) -> Option<String> {
+        let out = if all {
+            self.run_ok(["ps", "-a"])
+        } else {
+            self.run_ok(["ps"])
+        };
+        ps_rows(&out)
+            .into_iter()
+            .find(|row| row.get(1).map(String::as_str) == Some(name))
+            .and_then(|row| row.last().cloned())
+    }
+
+    /// A container's log file, `<root>/containers/<id>/container.log`.
+    pub fn log_file(&self, id: &str) -> PathBuf {
+        self.root()
+            .join("containers")
+            .join(id)
+            .join("container.log")
+    }
+
+    /// Assert (waiting a little) that no cgroup directory named after a
+    /// container of this root exists anywhere under /sys/fs/cgroup.
+    pub fn assert_no_leftover_cgroups(&self) {
+        let ids = self.tracked_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let mut left = Vec::new();
+        wait_until(Duration::from_secs(5), || {
+            left = find_cgroups_named(&ids);
+            left.is_empty()
+        });
+        assert!(
+            left.is_empty(),
+            "cgroups of removed containers are left: {left:?}"
+        );
+    }
+
+    /// Assert (waiting a little) that no process other than this one still
+    /// refers to this root: a monitor holding a container's log or state
+    /// open, or with the root or a container id in its command line.
+    pub fn assert_no_monitors(&self) {
+        let root = self.root().to_string_lossy().into_owned();
+        let ids = self.tracked_ids();
+        let mut found = Vec::new();
+        wait_until(Duration::from_secs(5), || {
+            found = processes_using(&root, &ids);
+            found.is_empty()
+        });
+        assert!(
+            found.is_empty(),
+            "processes (monitors?) of this root are still alive: {found:?}"
+        );
+    }
+}
+
+/// Rows of a docker-style table (header left out), split into columns at
+/// runs of two or more spaces.
+pub fn ps_rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+/// The cgroup directories a container record names (`cgroup.dirs[].path`).
+pub fn cgroup_dirs(record: &serde_json::Value) -> Vec<PathBuf> {
+    record["cgroup"]["dirs"]
+        .as_array()
+        .map(|dirs| {
+            dirs.iter()
+                .filter_map(|d| d["path"].as_str())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Directories under /sys/fs/cgroup (every hierarchy, links not
+/// followed) whose name is one of `names`.
+pub fn find_cgroups_named(names: &[String]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, names: &[String], out: &mut Vec<PathBuf>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = entry.path();
+            if names.iter().any(|n| entry.file_name() == n.as_str()) {
+                out.push(path.clone());
+            }
+            walk(&path, names, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new(CGROUP_ROOT), names, &mut out);
+    out
+}
+
+/// The cgroup layout of this host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupLayout {
+    /// Only cgroup2 (at /sys/fs/cgroup).
+    V2,
+    /// Only v1 hierarchies.
+    V1,
+    /// v1 controllers plus a cgroup2 mount (e.g. /sys/fs/cgroup/unified).
+    Hybrid,
+}
+
+/// Detect the layout from /proc/self/mountinfo.
+pub fn cgroup_layout() -> CgroupLayout {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let fstype = |line: &str| {
+        line.split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let v1 = info.lines().any(|l| fstype(l).as_deref() == Some("cgroup"));
+    let v2 = info
+        .lines()
+        .any(|l| fstype(l).as_deref() == Some("cgroup2"));
+    match (v1, v2) {
+        (true, true) => CgroupLayout::Hybrid,
+        (true, false) => CgroupLayout::V1,
+        _ => CgroupLayout::V2,
+    }
+}
+
+/// The fields of /proc/PID/stat after the command name.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn process_alive(pid: i32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().map(String::as_str) != Some("Z"))
+}
+
+/// CPU time used by a process (utime + stime from /proc/PID/stat).
+pub fn process_cpu_time(pid: i32) -> Option<Duration> {
+    let fields = stat_fields(pid)?;
+    // Fields after the name start at field 3 (state): utime is field 14.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_nanos(
+        (utime + stime) * 1_000_000_000 / ticks,
+    ))
+}
+
+/// CPU time used by a running container, from its cgroup (v1
+/// `cpuacct.usage`, else v2 `cpu.stat` usage_usec), falling back to its
+/// PID 1's own CPU time.
+pub fn container_cpu_time(record: &serde_json::Value) -> Duration {
+    let dirs = record["cgroup"]["dirs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for dir in &dirs {
+        let has = |c: &str| {
+            dir["controllers"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|x| x == c))
+        };
+        if let (true, Some(path)) = (has("cpuacct"), dir["path"].as_str()) {
+            if let Ok(text) = fs::read_to_string(Path::new(path).join("cpuacct.usage")) {
+                if let Ok(ns) = text.trim().parse() {
+                    return Duration::from_nanos(ns);
+                }
+            }
+        }
+    }
+    for dir in &dirs {
+        let v2 = dir["version"]
+            .as_str()
+            .is_some_and(|v| v.eq_ignore_ascii_case("v2"));
+        if let (true, Some(path)) = (v2, dir["path"].as_str()) {
+            let stat = fs::read_to_string(Path::new(path).join("cpu.stat")).unwrap_or_default();
+            let usec = stat.lines().find_map(|l| {
+                l.strip_prefix("usage_usec ")
+                    .and_then(|v| v.trim().parse().ok())
+            });
+            if let Some(usec) = usec {
+                return Duration::from_micros(usec);
+            }
+        }
+    }
+    let pid = record["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no cgroup cpu usage and no pid in {record:#}"));
+    process_cpu_time(pid).unwrap_or_else(|| panic!("cannot read the CPU time of pid {pid}"))
+}
+
+/// Processes (other than this one) that have a file or directory under
+/// `root` open (fd, cwd), or mention `root` or one of `ids` in their
+/// command line: a container monitor of that root, for instance.
+pub fn processes_using(root: &str, ids: &[String]) -> Vec<(i32, String)> {
+    let own_pid = std::process::id() as i32;
+    let mut found = Vec::new();
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in proc_dir.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == own_pid || !process_alive(pid) {
+            continue;
+        }
+        let base = entry.path();
+        let cmdline = fs::read(base.join("cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if cmdline.contains(root) || ids.iter().any(|id| cmdline.contains(id.as_str())) {
+            found.push((pid, format!("command line {:?}", cmdline.trim_end())));
+            continue;
+        }
+        let mut links: Vec<PathBuf> = fs::read_dir(base.join("fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .collect();
+        links.extend(fs::read_link(base.join("cwd")).ok());
+        if let Some(path) = links.iter().find(|l| l.starts_with(root)) {
+            found.push((
+                pid,
+                format!("{:?} holds {} open", cmdline.trim_end(), path.display()),
+            ));
+        }
+    }
+    found
+}
+
+/// Read the lines a child writes to its stdout on a thread; the
+/// receiver gets each line as it comes.
+pub fn line_reader<R: Read + Send + 'static>(pipe: R) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Wait for a line equal to `want` from [`line_reader`]; returns the
+/// lines seen before it. Panics after `timeout`.
+pub fn expect_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    want: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line == want => return seen,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("line {want:?} did not come within {timeout:?} ({e}); saw {seen:?}"),
+        }
+    }
 }
 
 #[cfg(test)]
