@@ -1,13 +1,86 @@
-//! Container networking for berth. For now: bring a link up inside the
-//! current network namespace (a fresh namespace has `lo` down, and
-//! programs expect 127.0.0.1 to work). Bridges, veth pairs, IPAM and NAT
-//! come with the networking work.
+//! Container networking for berth: bridge networks with IPAM, veth pairs,
+//! iptables NAT and port mapping, and the container's `/etc/hosts`,
+//! `/etc/resolv.conf` and `/etc/hostname`.
+//!
+//! The pieces, each usable alone:
+//! - [`netlink`]: rtnetlink through `neli` (bridges, veth pairs with the
+//!   peer created directly in another namespace, addresses, routes, link
+//!   up, lookups); [`netns`] enters a namespace on a short-lived thread.
+//! - [`Ipam`]: address leases and host-port reservations, persisted under a
+//!   directory, guarded by a file lock, bitmap allocation.
+//! - [`NetworkStore`]: network records (validation, overlap checks, the
+//!   default `bridge` network).
+//! - [`Firewall`] / [`IptablesFirewall`]: MASQUERADE, forwarding and DNAT
+//!   rules in berth's own chains (see [`firewall`] for the rule set and why
+//!   127.0.0.1 is not forwarded).
+//! - [`BridgeDriver`] ([`NetworkDriver`]): all of the above for one
+//!   container: `attach` returns an [`Endpoint`], `detach` undoes it from
+//!   the container id alone.
+//! - [`render_hosts`], [`render_resolv_conf`], [`render_hostname`].
+//!
+//! A container's life, as the CLI drives it:
 //!
 //! ```no_run
-//! // In a process that just entered a new network namespace:
+//! use std::path::Path;
+//! use berth_net::{
+//!     netns, parse_port_mapping, render_hosts, render_resolv_conf, BridgeDriver,
+//!     NetworkDriver, NetworkStore, DEFAULT_SUBNET,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let networks = NetworkStore::new("/var/lib/berth/networks");
+//! let driver = BridgeDriver::new(Path::new("/var/lib/berth/networks"));
+//! let network = networks.ensure_default(DEFAULT_SUBNET)?;
+//! if let Some(report) = driver.ensure(&network)? {
+//!     if report.ip_forward_enabled {
+//!         eprintln!("berth: enabled net.ipv4.ip_forward");
+//!     }
+//! }
+//! // The container process (pid 4242) waits in its new network namespace.
+//! let ns = netns::open_netns(&netns::netns_path(Path::new("/proc"), 4242))?;
+//! let ports = [parse_port_mapping("8080:80/tcp")?];
+//! let endpoint = driver.attach(&network, "c0ffee", std::os::fd::AsFd::as_fd(&ns), &ports)?;
+//! let hosts = render_hosts("c0ffee", Some(endpoint.ip), &["web"], &[]);
+//! let resolv = render_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf")?);
+//! # let _ = (hosts, resolv);
+//! // ... write them into the rootfs, start the container; when it is removed
+//! // (or after a crash, from the id alone):
+//! driver.detach("c0ffee").map_err(|errors| errors.to_string())?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`set_link_up`] brings an interface (`lo`) up from inside a fresh
+//! namespace:
+//!
+//! ```no_run
 //! berth_net::set_link_up("lo")?;
 //! # Ok::<(), berth_net::NetError>(())
 //! ```
+
+mod driver;
+mod files;
+pub mod firewall;
+mod ipam;
+pub mod netlink;
+pub mod netns;
+mod network;
+mod persist;
+mod ports;
+
+pub use driver::{
+    host_veth_name, BridgeDriver, DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver,
+    SetupReport, CONTAINER_IFNAME,
+};
+pub use files::{render_hostname, render_hosts, render_resolv_conf, HostsEntry};
+pub use firewall::{enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors};
+pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
+pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
+pub use network::{
+    is_valid_name, overlaps, parse_subnet, NetworkConfig, NetworkError, NetworkRequest,
+    NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
+};
+pub use ports::{parse_port_mapping, PortMapping, PortParseError, Protocol};
 
 use std::os::fd::{AsRawFd, OwnedFd};
 

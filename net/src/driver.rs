@@ -1,0 +1,449 @@
+//! The bridge driver: everything a container's network needs, composed
+//! from netlink, IPAM and the firewall.
+
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::firewall::{
+    enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors,
+};
+use crate::ipam::{Ipam, IpamError, PortForward};
+use crate::netlink::{MacAddr, Netlink, NetlinkError, VethPeer, MAX_IFNAME_LEN};
+use crate::network::NetworkConfig;
+use crate::ports::PortMapping;
+
+/// The container's end of its veth pair.
+pub const CONTAINER_IFNAME: &str = "eth0";
+
+/// Set up networks and connect containers to them. Teardown and detach
+/// keep going after an error and return all of them.
+pub trait NetworkDriver {
+    /// Make the network usable (idempotent).
+    fn setup(&self, network: &NetworkConfig) -> Result<SetupReport, DriverError>;
+    /// Remove what [`NetworkDriver::setup`] made; refused while a container
+    /// holds an address in the network.
+    fn teardown(&self, network: &NetworkConfig) -> Result<(), DriverErrors>;
+    /// Connect the container whose network namespace is `netns` and publish
+    /// `ports`. On failure nothing is left behind.
+    fn attach(
+        &self,
+        network: &NetworkConfig,
+        container_id: &str,
+        netns: BorrowedFd<'_>,
+        ports: &[PortMapping],
+    ) -> Result<Endpoint, DriverError>;
+    /// Undo [`NetworkDriver::attach`] from the container id alone:
+    /// idempotent, and works after a crash at any point of `attach` or
+    /// after the container's namespace is gone.
+    fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors>;
+}
+
+/// A container's connection to a network, for the container record and
+/// `inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network: String,
+    pub container_id: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: MacAddr,
+    pub bridge: String,
+    /// The host end of the veth pair.
+    pub host_veth: String,
+    /// The container end (`eth0`).
+    pub container_ifname: String,
+    pub ports: Vec<PortMapping>,
+}
+
+/// What [`NetworkDriver::setup`] changed on the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetupReport {
+    /// net.ipv4.ip_forward was 0 and is now 1: tell the user.
+    pub ip_forward_enabled: bool,
+    pub bridge_created: bool,
+}
+
+/// What [`NetworkDriver::detach`] cleaned up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DetachReport {
+    /// (network, address) leases given back.
+    pub addresses: Vec<(String, Ipv4Addr)>,
+    /// Published ports withdrawn.
+    pub ports: Vec<PortForward>,
+    /// Whether the host veth was still there.
+    pub veth_deleted: bool,
+}
+
+/// A driver failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    #[error("cannot enable IPv4 forwarding: {source}")]
+    IpForward {
+        #[source]
+        source: io::Error,
+    },
+    #[error("container id {id:?} cannot name a network interface (it needs letters or digits)")]
+    InvalidContainerId { id: String },
+    #[error("{error}; cleaning up also failed: {cleanup}")]
+    CleanupFailed {
+        #[source]
+        error: Box<DriverError>,
+        cleanup: DriverErrors,
+    },
+}
+
+/// Every error a teardown or detach met; it did all it could anyway.
+#[derive(Debug, Default)]
+pub struct DriverErrors(pub Vec<DriverError>);
+
+impl fmt::Display for DriverErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DriverErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .first()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<TeardownErrors> for DriverErrors {
+    fn from(errors: TeardownErrors) -> Self {
+        DriverErrors(errors.0.into_iter().map(DriverError::Firewall).collect())
+    }
+}
+
+/// The host end of a container's veth pair: `vb` and the first 13 letters
+/// or digits of its id, so that it can be found from the id alone.
+pub fn host_veth_name(container_id: &str) -> Result<String, DriverError> {
+    let stem: String = container_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(MAX_IFNAME_LEN - 2)
+        .collect();
+    if stem.is_empty() {
+        return Err(DriverError::InvalidContainerId {
+            id: container_id.to_owned(),
+        });
+    }
+    Ok(format!("vb{stem}"))
+}
+
+/// Bridge networks: a Linux bridge per network, a veth pair per container,
+/// iptables NAT (see [`crate::firewall`]).
+#[derive(Debug, Clone)]
+pub struct BridgeDriver<F = IptablesFirewall> {
+    ipam: Ipam,
+    firewall: F,
+    proc_sys: PathBuf,
+}
+
+impl BridgeDriver<IptablesFirewall> {
+    /// The usual driver for a state directory (e.g. `<root>/networks`):
+    /// IPAM under `<dir>/ipam`, the iptables lock in `<dir>`, `/proc/sys`.
+    pub fn new(networks_dir: &Path) -> Self {
+        BridgeDriver::with_parts(
+            Ipam::new(networks_dir.join("ipam")),
+            IptablesFirewall::new(networks_dir),
+            PathBuf::from("/proc/sys"),
+        )
+    }
+}
+
+impl<F: Firewall> BridgeDriver<F> {
+    /// A driver from its parts; `proc_sys` is normally `/proc/sys`.
+    pub fn with_parts(ipam: Ipam, firewall: F, proc_sys: PathBuf) -> Self {
+        BridgeDriver {
+            ipam,
+            firewall,
+            proc_sys,
+        }
+    }
+
+    pub fn ipam(&self) -> &Ipam {
+        &self.ipam
+    }
+
+    pub fn firewall(&self) -> &F {
+        &self.firewall
+    }
+
+    /// Set the network up unless its bridge already exists and is up (the
+    /// bridge is made last, so its presence means setup completed).
+    /// Cheap on the fast path: one netlink request. `Some(report)` when
+    /// setup ran.
+    pub fn ensure(&self, network: &NetworkConfig) -> Result<Option<SetupReport>, DriverError> {
+        let mut netlink = Netlink::connect()?;
+        match netlink.link(&network.bridge)? {
+            Some(link) if link.up => Ok(None),
+            _ => self.setup(network).map(Some),
+        }
+    }
+
+    fn plumb(
+        &self,
+        network: &NetworkConfig,
+        endpoint: &Endpoint,
+        netns: BorrowedFd<'_>,
+        forwards: &[PortForward],
+    ) -> Result<(), DriverError> {
+        let mut host = Netlink::connect()?;
+        let bridge = host.require_link(&network.bridge)?;
+        // A veth left by a crashed attempt for this very container.
+        host.delete_link(&endpoint.host_veth)?;
+        host.create_veth(
+            &endpoint.host_veth,
+            &VethPeer {
+                name: &endpoint.container_ifname,
+                netns: Some(netns),
+                mac: Some(endpoint.mac),
+            },
+            Some(bridge.index),
+        )?;
+        host.set_up_by_name(&endpoint.host_veth)?;
+
+        let description = format!("of container {}", endpoint.container_id);
+        let mut inside = Netlink::connect_in(netns, &description)?;
+        let eth0 = inside.link_index(&endpoint.container_ifname)?;
+        let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
+        inside.add_address(eth0, address)?;
+        inside.set_up(eth0)?;
+        inside.set_up_by_name("lo")?;
+        inside.add_default_route(endpoint.gateway, eth0)?;
+
+        for forward in forwards {
+            self.firewall.add_port_forward(forward)?;
+        }
+        Ok(())
+    }
+}
+
+impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
+    fn setup(&self, network: &NetworkConfig) -> Result<SetupReport, DriverError> {
+        let mut netlink = Netlink::connect()?;
+        let ip_forward_enabled = enable_ip_forward(&self.proc_sys)
+            .map_err(|source| DriverError::IpForward { source })?;
+        self.firewall.setup_network(network)?;
+        let mut created = false;
+        let result = (|| -> Result<(), DriverError> {
+            let (index, was_created) = netlink.create_bridge(&network.bridge)?;
+            created = was_created;
+            netlink.add_address(index, network.gateway_net())?;
+            netlink.set_up(index)?;
+            Ok(())
+        })();
+        if let Err(error) = result {
+            let mut cleanup = Vec::new();
+            if created {
+                if let Err(e) = netlink.delete_link(&network.bridge) {
+                    cleanup.push(e.into());
+                }
+            }
+            if let Err(errors) = self.firewall.teardown_network(network) {
+                cleanup.extend(DriverErrors::from(errors).0);
+            }
+            return Err(with_cleanup(error, cleanup));
+        }
+        Ok(SetupReport {
+            ip_forward_enabled,
+            bridge_created: created,
+        })
+    }
+
+    fn teardown(&self, network: &NetworkConfig) -> Result<(), DriverErrors> {
+        let leases = self
+            .ipam
+            .leases(&network.name)
+            .map_err(|e| DriverErrors(vec![e.into()]))?;
+        if let Some(first) = leases.first() {
+            return Err(DriverErrors(vec![DriverError::Ipam(IpamError::InUse {
+                network: network.name.clone(),
+                count: leases.len(),
+                first_owner: first.owner.clone(),
+            })]));
+        }
+        let mut errors = Vec::new();
+        if let Err(e) = self.firewall.teardown_network(network) {
+            errors.extend(DriverErrors::from(e).0);
+        }
+        if let Err(e) = Netlink::connect().and_then(|mut nl| nl.delete_link(&network.bridge)) {
+            errors.push(e.into());
+        }
+        if let Err(e) = self.ipam.remove_pool(&network.name) {
+            errors.push(e.into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(DriverErrors(errors))
+        }
+    }
+
+    fn attach(
+        &self,
+        network: &NetworkConfig,
+        container_id: &str,
+        netns: BorrowedFd<'_>,
+        ports: &[PortMapping],
+    ) -> Result<Endpoint, DriverError> {
+        let host_veth = host_veth_name(container_id)?;
+        self.ensure(network)?;
+
+        // The address and the host ports, in one locked transaction: on
+        // any refusal nothing is consumed.
+        let mut txn = self.ipam.transaction()?;
+        let ip = txn.allocate(&network.pool(), container_id)?;
+        let forwards: Vec<PortForward> = ports
+            .iter()
+            .map(|mapping| PortForward {
+                owner: container_id.to_owned(),
+                network: network.name.clone(),
+                bridge: network.bridge.clone(),
+                container_ip: ip,
+                mapping: *mapping,
+            })
+            .collect();
+        txn.reserve_ports(&forwards)?;
+        txn.commit()?;
+
+        let endpoint = Endpoint {
+            network: network.name.clone(),
+            container_id: container_id.to_owned(),
+            ip,
+            prefix_len: network.subnet.prefix_len(),
+            gateway: network.gateway,
+            mac: MacAddr::from_ipv4(ip),
+            bridge: network.bridge.clone(),
+            host_veth,
+            container_ifname: CONTAINER_IFNAME.to_owned(),
+            ports: ports.to_vec(),
+        };
+        if let Err(error) = self.plumb(network, &endpoint, netns, &forwards) {
+            let cleanup = match self.detach(container_id) {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.0,
+            };
+            return Err(with_cleanup(error, cleanup));
+        }
+        Ok(endpoint)
+    }
+
+    fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
+        let mut errors = Vec::new();
+        let mut report = DetachReport::default();
+
+        // Published ports first: their rules point at the address.
+        let forwards = self
+            .ipam
+            .port_forwards(container_id)
+            .map_err(|e| DriverErrors(vec![e.into()]))?;
+        let mut withdrawn = Vec::new();
+        for forward in forwards {
+            match self.firewall.remove_port_forward(&forward) {
+                Ok(()) => withdrawn.push(forward),
+                Err(e) => errors.extend(DriverErrors::from(e).0),
+            }
+        }
+        let all_rules_gone = errors.is_empty();
+
+        // The veth (gone already if the namespace died with the container).
+        match host_veth_name(container_id) {
+            Ok(name) => match Netlink::connect().and_then(|mut nl| nl.delete_link(&name)) {
+                Ok(existed) => report.veth_deleted = existed,
+                Err(e) => errors.push(e.into()),
+            },
+            Err(e) => errors.push(e),
+        }
+
+        // Leases: ports whose rules are gone; the address only once no rule
+        // points at it, so that a retry can still find everything.
+        let released = (|| -> Result<(), IpamError> {
+            let mut txn = self.ipam.transaction()?;
+            for forward in &withdrawn {
+                txn.release_port(forward);
+            }
+            if all_rules_gone {
+                report.addresses = txn.release_owner(container_id).addresses;
+            }
+            txn.commit()
+        })();
+        match released {
+            Ok(()) => report.ports = withdrawn,
+            Err(e) => errors.push(e.into()),
+        }
+        if errors.is_empty() {
+            Ok(report)
+        } else {
+            Err(DriverErrors(errors))
+        }
+    }
+}
+
+fn with_cleanup(error: DriverError, cleanup: Vec<DriverError>) -> DriverError {
+    if cleanup.is_empty() {
+        error
+    } else {
+        DriverError::CleanupFailed {
+            error: Box::new(error),
+            cleanup: DriverErrors(cleanup),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_fit_and_derive_from_the_id() {
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(host_veth_name(&id).unwrap(), "vb0123456789abc");
+        assert_eq!(host_veth_name("c-1").unwrap(), "vbc1");
+        assert!(host_veth_name("--").is_err());
+        assert!(host_veth_name(&id).unwrap().len() <= MAX_IFNAME_LEN);
+    }
+
+    #[test]
+    fn endpoint_serialises_for_the_container_record() {
+        let endpoint = Endpoint {
+            network: "bridge".into(),
+            container_id: "c0ffee".into(),
+            ip: Ipv4Addr::new(172, 17, 0, 2),
+            prefix_len: 16,
+            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            mac: MacAddr::from_ipv4(Ipv4Addr::new(172, 17, 0, 2)),
+            bridge: "berth0".into(),
+            host_veth: "vbc0ffee".into(),
+            container_ifname: "eth0".into(),
+            ports: vec!["8080:80".parse().unwrap()],
+        };
+        let json = serde_json::to_string(&endpoint).unwrap();
+        assert_eq!(
+            json,
+            r#"{"network":"bridge","container_id":"c0ffee","ip":"172.17.0.2","prefix_len":16,"gateway":"172.17.0.1","mac":"02:42:ac:11:00:02","bridge":"berth0","host_veth":"vbc0ffee","container_ifname":"eth0","ports":[{"host_port":8080,"container_port":80,"protocol":"tcp"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Endpoint>(&json).unwrap(), endpoint);
+    }
+}

@@ -1,0 +1,178 @@
+//! The container's `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`,
+//! rendered as text; the caller writes them into the rootfs.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// One `/etc/hosts` line: an address and its names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostsEntry {
+    pub ip: IpAddr,
+    pub names: Vec<String>,
+}
+
+impl HostsEntry {
+    pub fn new(ip: impl Into<IpAddr>, names: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        HostsEntry {
+            ip: ip.into(),
+            names: names.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Render `/etc/hosts`: the usual localhost lines, then the container's own
+/// address with its hostname and `names` (e.g. its container name; none
+/// with `--net none`, where `own_ip` is `None`), then `others` (e.g. the
+/// containers already on the same network).
+pub fn render_hosts(
+    hostname: &str,
+    own_ip: Option<Ipv4Addr>,
+    names: &[&str],
+    others: &[HostsEntry],
+) -> String {
+    let mut text = String::from(
+        "127.0.0.1\tlocalhost\n\
+         ::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\n\
+         ff00::0\tip6-mcastprefix\n\
+         ff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n",
+    );
+    let mut line = |ip: IpAddr, names: &mut dyn Iterator<Item = &str>| {
+        let mut seen: Vec<&str> = Vec::new();
+        for name in names {
+            if !name.is_empty() && !name.contains(char::is_whitespace) && !seen.contains(&name) {
+                seen.push(name);
+            }
+        }
+        if !seen.is_empty() {
+            let _ = writeln!(text, "{ip}\t{}", seen.join(" "));
+        }
+    };
+    if let Some(ip) = own_ip {
+        line(
+            IpAddr::V4(ip),
+            &mut std::iter::once(hostname).chain(names.iter().copied()),
+        );
+    }
+    for other in others {
+        line(other.ip, &mut other.names.iter().map(String::as_str));
+    }
+    text
+}
+
+/// Render the container's `/etc/resolv.conf` from the host's: the same
+/// lines minus `nameserver`s on loopback addresses (127.0.0.0/8, ::1),
+/// which would point at the container itself. When none is left a comment
+/// says so and no nameserver is added: berth never invents an external
+/// resolver (docker falls back to 8.8.8.8).
+///
+/// On hosts running systemd-resolved the caller should pass
+/// `/run/systemd/resolve/resolv.conf` (the real upstream servers) when
+/// `/etc/resolv.conf` only names 127.0.0.53.
+pub fn render_resolv_conf(host: &str) -> String {
+    let mut text = String::new();
+    let mut nameservers = 0;
+    let mut dropped = Vec::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            if let Some(server) = words.next() {
+                // Strip an IPv6 zone (fe80::1%eth0) before parsing.
+                let address = server.split('%').next().unwrap_or(server);
+                if address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+                    dropped.push(server.to_owned());
+                    continue;
+                }
+                nameservers += 1;
+            }
+        }
+        text.push_str(line);
+        text.push('\n');
+    }
+    if nameservers == 0 {
+        if dropped.is_empty() {
+            text.push_str("# berth: the host has no nameserver; none configured\n");
+        } else {
+            let _ = writeln!(
+                text,
+                "# berth: the host's nameservers ({}) are loopback addresses, \
+                 unreachable from the container; none configured",
+                dropped.join(", ")
+            );
+        }
+    }
+    text
+}
+
+/// Render `/etc/hostname`.
+pub fn render_hostname(hostname: &str) -> String {
+    format!("{hostname}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_with_own_address_and_others() {
+        let hosts = render_hosts(
+            "a1b2c3d4e5f6",
+            Some(Ipv4Addr::new(172, 17, 0, 2)),
+            &["web", "a1b2c3d4e5f6"],
+            &[
+                HostsEntry::new(Ipv4Addr::new(172, 17, 0, 3), ["db", "0123456789ab"]),
+                HostsEntry::new(Ipv4Addr::new(172, 17, 0, 4), Vec::<String>::new()),
+            ],
+        );
+        assert_eq!(
+            hosts,
+            "127.0.0.1\tlocalhost\n\
+             ::1\tlocalhost ip6-localhost ip6-loopback\n\
+             fe00::0\tip6-localnet\n\
+             ff00::0\tip6-mcastprefix\n\
+             ff02::1\tip6-allnodes\n\
+             ff02::2\tip6-allrouters\n\
+             172.17.0.2\ta1b2c3d4e5f6 web\n\
+             172.17.0.3\tdb 0123456789ab\n"
+        );
+    }
+
+    #[test]
+    fn hosts_without_network() {
+        let hosts = render_hosts("box", None, &["web"], &[]);
+        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(!hosts.contains("box"));
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_nameservers_only() {
+        let host = "# generated\nsearch example.org\nnameserver 127.0.0.53\n\
+                    nameserver 10.0.0.2\nnameserver ::1\nnameserver 127.1.2.3\n\
+                    nameserver fe80::1%eth0\noptions edns0 trust-ad\n";
+        assert_eq!(
+            render_resolv_conf(host),
+            "# generated\nsearch example.org\nnameserver 10.0.0.2\n\
+             nameserver fe80::1%eth0\noptions edns0 trust-ad\n"
+        );
+    }
+
+    #[test]
+    fn resolv_conf_with_only_loopback_gets_no_nameserver() {
+        let text = render_resolv_conf("nameserver 127.0.0.53\noptions edns0\n");
+        assert!(!text.contains("nameserver 1"), "{text}");
+        assert!(!text.contains("8.8.8.8"), "{text}");
+        assert!(text.contains("options edns0\n"));
+        assert!(text.contains("# berth: the host's nameservers (127.0.0.53)"));
+        let empty = render_resolv_conf("");
+        assert_eq!(
+            empty,
+            "# berth: the host has no nameserver; none configured\n"
+        );
+    }
+
+    #[test]
+    fn hostname_file() {
+        assert_eq!(render_hostname("box"), "box\n");
+    }
+}

@@ -1,0 +1,718 @@
+//! NAT and filtering for bridge networks, through iptables.
+//!
+//! berth keeps its rules in its own chains, jumped to from the built-in
+//! ones, and tags every rule with `-m comment --comment berth:<owner>`
+//! (the network name for per-network rules, the container id for port
+//! forwards; the jumps carry plain `berth`):
+//!
+//! | table  | chain             | rules                                             |
+//! |--------|-------------------|---------------------------------------------------|
+//! | nat    | BERTH-POSTROUTING | per network: MASQUERADE from the subnet out of any interface but the bridge |
+//! | nat    | BERTH-DNAT        | per published port: DNAT to container:port, unless it comes from the bridge itself |
+//! | filter | BERTH-FORWARD     | per network: accept from the bridge, and replies (RELATED,ESTABLISHED) to it; per port: accept new connections to container:port |
+//!
+//! Jumps: `POSTROUTING -> BERTH-POSTROUTING`; `PREROUTING` and `OUTPUT
+//! -> BERTH-DNAT` for packets to a local address *other than*
+//! 127.0.0.0/8; `FORWARD -> BERTH-FORWARD` inserted first.
+//!
+//! Loopback is deliberately left out: a published port is reachable from
+//! other hosts and namespaces, and from the host itself through any of its
+//! own non-loopback addresses (e.g. its LAN address or the bridge's
+//! gateway address), but not through 127.0.0.1. DNAT of 127.0.0.1 would
+//! need `route_localnet=1` on the bridge, which makes the kernel route
+//! packets with loopback addresses, and a DNAT that matches 127.0.0.1 in
+//! PREROUTING accepts such packets from any interface: a neighbour on
+//! the LAN could then reach "localhost-only" ports (moby#45610,
+//! CVE-2020-8558). Excluding 127.0.0.0/8 from both jumps avoids that class.
+//!
+//! Every change is idempotent: a rule is added only after `iptables -C`
+//! says it is missing, deleted only when `-C` finds it; chains are
+//! created only when missing. iptables always runs with `-w`. This works
+//! the same with the legacy and the nf_tables backends of iptables.
+//! Firewall changes of concurrent berth processes are serialised by a
+//! lock file, so that "remove the chains once no network is left" cannot
+//! race with another process adding a network.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::ipam::PortForward;
+use crate::network::NetworkConfig;
+use crate::persist::{self, FileLock};
+
+/// berth's chain in the nat table for MASQUERADE.
+pub const POSTROUTING_CHAIN: &str = "BERTH-POSTROUTING";
+/// berth's chain in the nat table for published ports.
+pub const DNAT_CHAIN: &str = "BERTH-DNAT";
+/// berth's chain in the filter table.
+pub const FORWARD_CHAIN: &str = "BERTH-FORWARD";
+
+/// Set up and tear down the rules of networks and published ports.
+/// Teardown keeps going after an error and returns all of them.
+pub trait Firewall {
+    /// Add the network's rules (and berth's chains and jumps when they are
+    /// missing).
+    fn setup_network(&self, network: &NetworkConfig) -> Result<(), FirewallError>;
+    /// Remove the network's rules; remove berth's chains and jumps when no
+    /// network rule is left in them.
+    fn teardown_network(&self, network: &NetworkConfig) -> Result<(), TeardownErrors>;
+    /// Publish one port of a container.
+    fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError>;
+    /// Withdraw one published port.
+    fn remove_port_forward(&self, forward: &PortForward) -> Result<(), TeardownErrors>;
+}
+
+/// An iptables failure, with the full command line.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("firewall lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Every error a teardown met; it did all it could despite them.
+#[derive(Debug, Default)]
+pub struct TeardownErrors(pub Vec<FirewallError>);
+
+impl fmt::Display for TeardownErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TeardownErrors {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0
+            .first()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl TeardownErrors {
+    fn into_result(self) -> Result<(), TeardownErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+}
+
+/// An iptables table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Nat,
+    Filter,
+}
+
+impl Table {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Nat => "nat",
+            Table::Filter => "filter",
+        }
+    }
+}
+
+/// Where a new rule goes in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Append,
+    /// First in the chain.
+    Insert,
+}
+
+/// One iptables rule as data: the table, the chain, and the rule
+/// specification (matches and target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub table: Table,
+    pub chain: String,
+    pub position: Position,
+    pub spec: Vec<String>,
+}
+
+/// What to do with a [`Rule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleOp {
+    Check,
+    Add,
+    Delete,
+}
+
+impl Rule {
+    fn new(table: Table, chain: &str, spec: &[&str]) -> Self {
+        Rule {
+            table,
+            chain: chain.to_owned(),
+            position: Position::Append,
+            spec: spec.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn inserted(mut self) -> Self {
+        self.position = Position::Insert;
+        self
+    }
+
+    /// The iptables arguments for `op` (without the program name).
+    pub fn args(&self, op: RuleOp) -> Vec<String> {
+        let flag = match (op, self.position) {
+            (RuleOp::Check, _) => "-C",
+            (RuleOp::Add, Position::Append) => "-A",
+            (RuleOp::Add, Position::Insert) => "-I",
+            (RuleOp::Delete, _) => "-D",
+        };
+        let mut args: Vec<String> = ["-w", "-t", self.table.as_str(), flag, &self.chain]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        if op == RuleOp::Add && self.position == Position::Insert {
+            args.push("1".to_owned());
+        }
+        args.extend(self.spec.iter().cloned());
+        args
+    }
+}
+
+fn comment(owner: &str) -> String {
+    format!("berth:{owner}")
+}
+
+/// berth's chains, in creation order.
+pub fn chains() -> [(Table, &'static str); 3] {
+    [
+        (Table::Nat, POSTROUTING_CHAIN),
+        (Table::Nat, DNAT_CHAIN),
+        (Table::Filter, FORWARD_CHAIN),
+    ]
+}
+
+/// The jumps from the built-in chains into berth's.
+pub fn jump_rules() -> Vec<Rule> {
+    let to_dnat = [
+        "!",
+        "-d",
+        "127.0.0.0/8",
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-m",
+        "comment",
+        "--comment",
+        "berth",
+        "-j",
+        DNAT_CHAIN,
+    ];
+    vec![
+        Rule::new(
+            Table::Nat,
+            "POSTROUTING",
+            &[
+                "-m",
+                "comment",
+                "--comment",
+                "berth",
+                "-j",
+                POSTROUTING_CHAIN,
+            ],
+        ),
+        Rule::new(Table::Nat, "PREROUTING", &to_dnat),
+        Rule::new(Table::Nat, "OUTPUT", &to_dnat),
+        Rule::new(
+            Table::Filter,
+            "FORWARD",
+            &["-m", "comment", "--comment", "berth", "-j", FORWARD_CHAIN],
+        )
+        .inserted(),
+    ]
+}
+
+/// The rules of one network.
+pub fn network_rules(network: &NetworkConfig) -> Vec<Rule> {
+    let subnet = network.subnet.to_string();
+    let bridge = network.bridge.as_str();
+    let tag = comment(&network.name);
+    vec![
+        Rule::new(
+            Table::Nat,
+            POSTROUTING_CHAIN,
+            &[
+                "-s",
+                &subnet,
+                "!",
+                "-o",
+                bridge,
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "MASQUERADE",
+            ],
+        ),
+        Rule::new(
+            Table::Filter,
+            FORWARD_CHAIN,
+            &[
+                "-o",
+                bridge,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+        Rule::new(
+            Table::Filter,
+            FORWARD_CHAIN,
+            &[
+                "-i",
+                bridge,
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+    ]
+}
+
+/// The rules of one published port.
+pub fn port_forward_rules(forward: &PortForward) -> Vec<Rule> {
+    let protocol = forward.mapping.protocol.as_str();
+    let host_port = forward.mapping.host_port.to_string();
+    let container_port = forward.mapping.container_port.to_string();
+    let destination = format!("{}:{}", forward.container_ip, container_port);
+    let container = format!("{}/32", forward.container_ip);
+    let bridge = forward.bridge.as_str();
+    let tag = comment(&forward.owner);
+    vec![
+        Rule::new(
+            Table::Nat,
+            DNAT_CHAIN,
+            &[
+                "!",
+                "-i",
+                bridge,
+                "-p",
+                protocol,
+                "-m",
+                protocol,
+                "--dport",
+                &host_port,
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &destination,
+            ],
+        ),
+        Rule::new(
+            Table::Filter,
+            FORWARD_CHAIN,
+            &[
+                "-d",
+                &container,
+                "!",
+                "-i",
+                bridge,
+                "-o",
+                bridge,
+                "-p",
+                protocol,
+                "-m",
+                protocol,
+                "--dport",
+                &container_port,
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+    ]
+}
+
+/// [`Firewall`] through the `iptables` command.
+#[derive(Debug, Clone)]
+pub struct IptablesFirewall {
+    program: PathBuf,
+    lock_dir: PathBuf,
+}
+
+impl IptablesFirewall {
+    /// Run `iptables` from `$PATH`; serialise through a lock file in
+    /// `lock_dir` (e.g. `<state root>/networks`).
+    pub fn new(lock_dir: impl Into<PathBuf>) -> Self {
+        Self::with_program("iptables", lock_dir)
+    }
+
+    /// Run another iptables binary (e.g. `iptables-legacy`).
+    pub fn with_program(program: impl Into<PathBuf>, lock_dir: impl Into<PathBuf>) -> Self {
+        IptablesFirewall {
+            program: program.into(),
+            lock_dir: lock_dir.into(),
+        }
+    }
+
+    fn lock(&self) -> Result<FileLock, FirewallError> {
+        let path = self.lock_dir.join("firewall.lock");
+        persist::ensure_dir(&self.lock_dir)
+            .and_then(|()| FileLock::exclusive(&path))
+            .map_err(|source| FirewallError::Lock { path, source })
+    }
+
+    /// Run iptables; `Ok(true)` on success, `Ok(false)` on exit status 1
+    /// when `status_one_is_no` (how `-C` and `-S` say "not there").
+    fn run(&self, args: &[String], status_one_is_no: bool) -> Result<bool, FirewallError> {
+        let output = Command::new(&self.program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| FirewallError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(true);
+        }
+        if status_one_is_no && output.status.code() == Some(1) {
+            return Ok(false);
+        }
+        Err(FirewallError::Command {
+            command: format!("{} {}", self.program.display(), args.join(" ")),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+
+    fn list_chain(&self, table: Table, chain: &str) -> Result<Option<String>, FirewallError> {
+        let args: Vec<String> = ["-w", "-t", table.as_str(), "-S", chain]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let output = Command::new(&self.program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| FirewallError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })?;
+        match output.status.code() {
+            Some(0) => Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned())),
+            Some(1) => Ok(None),
+            _ => Err(FirewallError::Command {
+                command: format!("{} {}", self.program.display(), args.join(" ")),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            }),
+        }
+    }
+
+    fn ensure_chain(&self, table: Table, chain: &str) -> Result<(), FirewallError> {
+        if self.list_chain(table, chain)?.is_none() {
+            self.run(&strings(&["-w", "-t", table.as_str(), "-N", chain]), false)?;
+        }
+        Ok(())
+    }
+
+    fn ensure_rule(&self, rule: &Rule) -> Result<(), FirewallError> {
+        if !self.run(&rule.args(RuleOp::Check), true)? {
+            self.run(&rule.args(RuleOp::Add), false)?;
+        }
+        Ok(())
+    }
+
+    fn remove_rule(&self, rule: &Rule) -> Result<(), FirewallError> {
+        match self.run(&rule.args(RuleOp::Check), true) {
+            Ok(true) => self.run(&rule.args(RuleOp::Delete), false).map(drop),
+            Ok(false) => Ok(()),
+            // The nf_tables backend fails `-C` (status 2) when the rule's
+            // chain or jump target does not exist: then the rule does not
+            // either.
+            Err(error) => match self.references_missing_chain(rule) {
+                Ok(true) => Ok(()),
+                Ok(false) | Err(_) => Err(error),
+            },
+        }
+    }
+
+    /// Whether `rule` lives in, or jumps to, one of berth's chains that
+    /// does not exist.
+    fn references_missing_chain(&self, rule: &Rule) -> Result<bool, FirewallError> {
+        for (table, chain) in chains() {
+            let involved = rule.chain == chain || rule.spec.last().is_some_and(|t| t == chain);
+            if table == rule.table && involved && self.list_chain(table, chain)?.is_none() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn setup_locked(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
+        for (table, chain) in chains() {
+            self.ensure_chain(table, chain)?;
+        }
+        for rule in network_rules(network) {
+            self.ensure_rule(&rule)?;
+        }
+        for rule in jump_rules() {
+            self.ensure_rule(&rule)?;
+        }
+        Ok(())
+    }
+
+    /// Remove the jumps and chains when none of berth's chains holds a
+    /// rule any more.
+    fn remove_chains_if_unused(&self, errors: &mut Vec<FirewallError>) {
+        for (table, chain) in chains() {
+            match self.list_chain(table, chain) {
+                Ok(Some(listing)) if listing.lines().any(|l| l.starts_with("-A ")) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push(e);
+                    return;
+                }
+            }
+        }
+        for rule in jump_rules() {
+            if let Err(e) = self.remove_rule(&rule) {
+                errors.push(e);
+            }
+        }
+        for (table, chain) in chains() {
+            match self.list_chain(table, chain) {
+                Ok(Some(_)) => {
+                    if let Err(e) =
+                        self.run(&strings(&["-w", "-t", table.as_str(), "-X", chain]), false)
+                    {
+                        errors.push(e);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+impl Firewall for IptablesFirewall {
+    fn setup_network(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
+        let _lock = self.lock()?;
+        self.setup_locked(network)
+    }
+
+    fn teardown_network(&self, network: &NetworkConfig) -> Result<(), TeardownErrors> {
+        let mut errors = Vec::new();
+        let _lock = match self.lock() {
+            Ok(lock) => lock,
+            Err(e) => return Err(TeardownErrors(vec![e])),
+        };
+        for rule in network_rules(network) {
+            if let Err(e) = self.remove_rule(&rule) {
+                errors.push(e);
+            }
+        }
+        self.remove_chains_if_unused(&mut errors);
+        TeardownErrors(errors).into_result()
+    }
+
+    fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError> {
+        let _lock = self.lock()?;
+        for rule in port_forward_rules(forward) {
+            // The chains exist once the network is set up; only when a
+            // rule cannot be added are they checked (and made).
+            if self.ensure_rule(&rule).is_err() {
+                for (table, chain) in chains() {
+                    self.ensure_chain(table, chain)?;
+                }
+                self.ensure_rule(&rule)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_port_forward(&self, forward: &PortForward) -> Result<(), TeardownErrors> {
+        let _lock = match self.lock() {
+            Ok(lock) => lock,
+            Err(e) => return Err(TeardownErrors(vec![e])),
+        };
+        let mut errors = Vec::new();
+        for rule in port_forward_rules(forward) {
+            if let Err(e) = self.remove_rule(&rule) {
+                errors.push(e);
+            }
+        }
+        TeardownErrors(errors).into_result()
+    }
+}
+
+/// Turn on IPv4 forwarding (write `1` to `<proc_sys>/net/ipv4/ip_forward`,
+/// `proc_sys` normally `/proc/sys`) in the caller's network namespace.
+/// Returns whether it was off before, so the caller can say it changed it.
+pub fn enable_ip_forward(proc_sys: &Path) -> io::Result<bool> {
+    let path = proc_sys.join("net/ipv4/ip_forward");
+    let current = std::fs::read_to_string(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if current.trim() == "1" {
+        return Ok(false);
+    }
+    std::fs::write(&path, "1\n")
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PortMapping, Protocol};
+    use std::net::Ipv4Addr;
+
+    fn network() -> NetworkConfig {
+        NetworkConfig {
+            name: "web".into(),
+            id: "0123456789ab".repeat(5) + "cdef",
+            driver: "bridge".into(),
+            subnet: "10.10.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 10, 0, 1),
+            bridge: "br-0123456789ab".into(),
+        }
+    }
+
+    fn example_forward(owner: &str, ip: Ipv4Addr, mapping: PortMapping) -> PortForward {
+        PortForward {
+            owner: owner.to_owned(),
+            network: "web".to_owned(),
+            bridge: "br-0123456789ab".to_owned(),
+            container_ip: ip,
+            mapping,
+        }
+    }
+
+    fn lines(rules: &[Rule], op: RuleOp) -> Vec<String> {
+        rules.iter().map(|r| r.args(op).join(" ")).collect()
+    }
+
+    #[test]
+    fn jump_rules_exclude_loopback_and_insert_forward_first() {
+        assert_eq!(
+            lines(&jump_rules(), RuleOp::Add),
+            [
+                "-w -t nat -A POSTROUTING -m comment --comment berth -j BERTH-POSTROUTING",
+                "-w -t nat -A PREROUTING ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
+                "-w -t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
+                "-w -t filter -I FORWARD 1 -m comment --comment berth -j BERTH-FORWARD",
+            ]
+        );
+        assert_eq!(
+            lines(&jump_rules()[3..], RuleOp::Check),
+            ["-w -t filter -C FORWARD -m comment --comment berth -j BERTH-FORWARD"]
+        );
+    }
+
+    #[test]
+    fn network_rules_masquerade_and_forward() {
+        assert_eq!(
+            lines(&network_rules(&network()), RuleOp::Add),
+            [
+                "-w -t nat -A BERTH-POSTROUTING -s 10.10.0.0/24 ! -o br-0123456789ab -m comment --comment berth:web -j MASQUERADE",
+                "-w -t filter -A BERTH-FORWARD -o br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:web -j ACCEPT",
+                "-w -t filter -A BERTH-FORWARD -i br-0123456789ab -m comment --comment berth:web -j ACCEPT",
+            ]
+        );
+        assert_eq!(
+            lines(&network_rules(&network())[..1], RuleOp::Delete),
+            ["-w -t nat -D BERTH-POSTROUTING -s 10.10.0.0/24 ! -o br-0123456789ab -m comment --comment berth:web -j MASQUERADE"]
+        );
+    }
+
+    #[test]
+    fn port_forward_rules_dnat_and_accept() {
+        let forward = example_forward(
+            "c0ffee",
+            Ipv4Addr::new(10, 10, 0, 2),
+            PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+            },
+        );
+        assert_eq!(
+            lines(&port_forward_rules(&forward), RuleOp::Add),
+            [
+                "-w -t nat -A BERTH-DNAT ! -i br-0123456789ab -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80",
+                "-w -t filter -A BERTH-FORWARD -d 10.10.0.2/32 ! -i br-0123456789ab -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT",
+            ]
+        );
+        let udp = example_forward(
+            "c0ffee",
+            Ipv4Addr::new(10, 10, 0, 2),
+            PortMapping {
+                host_port: 53,
+                container_port: 5353,
+                protocol: Protocol::Udp,
+            },
+        );
+        assert_eq!(
+            lines(&port_forward_rules(&udp)[..1], RuleOp::Check),
+            ["-w -t nat -C BERTH-DNAT ! -i br-0123456789ab -p udp -m udp --dport 53 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:5353"]
+        );
+    }
+
+    #[test]
+    fn ip_forward_is_switched_on_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ipv4 = dir.path().join("net/ipv4");
+        std::fs::create_dir_all(&ipv4).unwrap();
+        std::fs::write(ipv4.join("ip_forward"), "0\n").unwrap();
+        assert!(enable_ip_forward(dir.path()).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(ipv4.join("ip_forward")).unwrap(),
+            "1\n"
+        );
+        assert!(!enable_ip_forward(dir.path()).unwrap());
+    }
+}

@@ -1,0 +1,562 @@
+//! IP address management: which address of a network's subnet belongs to
+//! which container, and which host ports are published by whom.
+//!
+//! All of it lives in one JSON file (`<dir>/ipam.json`) guarded by an
+//! exclusive `flock` on `<dir>/ipam.lock`, so concurrent `berth run`s
+//! never hand out the same address or host port. On disk each pool keeps
+//! its leases (owner -> address) and a next-free hint; in memory a bitmap
+//! over the subnet makes an allocation O(1) amortised (a word-at-a-time
+//! scan from the hint). Every commit replaces the file atomically.
+//!
+//! Work happens in an [`IpamTxn`]: take the lock, make any number of
+//! changes, [`IpamTxn::commit`] once. Dropping a transaction without
+//! committing leaves the state exactly as it was, which is how a failed
+//! `run` consumes no lease. The [`Ipam`] methods are one-change
+//! transactions for convenience.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::network::is_valid_name;
+use crate::persist::{self, FileLock};
+use crate::ports::{PortMapping, Protocol};
+
+/// Smallest and largest prefix length a pool may have: /8 .. /30.
+pub const MIN_PREFIX: u8 = 8;
+pub const MAX_PREFIX: u8 = 30;
+
+/// Errors from address and port allocation.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error("IPAM state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("IPAM state {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid network name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")]
+    InvalidName { name: String },
+    #[error("subnet {subnet} of network {network}: the prefix must be /{MIN_PREFIX} to /{MAX_PREFIX} and the address the network address ({})", subnet.trunc())]
+    InvalidSubnet { network: String, subnet: Ipv4Net },
+    #[error("gateway {gateway} of network {network} must be a host address inside {subnet}")]
+    InvalidGateway {
+        network: String,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+    },
+    #[error(
+        "network {network} already has leases in subnet {existing}; it cannot become {requested}"
+    )]
+    PoolMismatch {
+        network: String,
+        existing: Ipv4Net,
+        requested: Ipv4Net,
+    },
+    #[error("no free address left in network {network} ({subnet})")]
+    Full { network: String, subnet: Ipv4Net },
+    #[error("host port {port}/{protocol} is already published by container {owner}")]
+    PortTaken {
+        port: u16,
+        protocol: Protocol,
+        owner: String,
+    },
+    #[error("host port {port}/{protocol} is given twice")]
+    DuplicatePort { port: u16, protocol: Protocol },
+    #[error("network {network} still has {count} address lease(s) (first: {first_owner})")]
+    InUse {
+        network: String,
+        count: usize,
+        first_owner: String,
+    },
+}
+
+impl IpamError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        IpamError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The address range of one network: a subnet and its gateway, which is
+/// never handed out (nor are the network and broadcast addresses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressPool {
+    pub network: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+impl AddressPool {
+    /// A pool whose gateway is the first host address of `subnet`.
+    pub fn with_first_gateway(network: &str, subnet: Ipv4Net) -> Result<Self, IpamError> {
+        let gateway = Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(1));
+        Self::new(network, subnet, gateway)
+    }
+
+    /// A pool with an explicit gateway, validated: a name usable as a
+    /// file name, /8 to /30 prefix, canonical subnet, gateway a host
+    /// address inside it.
+    pub fn new(network: &str, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<Self, IpamError> {
+        let pool = AddressPool {
+            network: network.to_owned(),
+            subnet,
+            gateway,
+        };
+        pool.validate()?;
+        Ok(pool)
+    }
+
+    fn validate(&self) -> Result<(), IpamError> {
+        if !is_valid_name(&self.network) {
+            return Err(IpamError::InvalidName {
+                name: self.network.clone(),
+            });
+        }
+        let subnet = self.subnet;
+        if !(MIN_PREFIX..=MAX_PREFIX).contains(&subnet.prefix_len()) || subnet.trunc() != subnet {
+            return Err(IpamError::InvalidSubnet {
+                network: self.network.clone(),
+                subnet,
+            });
+        }
+        let gateway = self.gateway;
+        if !subnet.contains(&gateway)
+            || gateway == subnet.network()
+            || gateway == subnet.broadcast()
+        {
+            return Err(IpamError::InvalidGateway {
+                network: self.network.clone(),
+                subnet,
+                gateway,
+            });
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.subnet.prefix_len())
+    }
+
+    fn offset(&self, ip: Ipv4Addr) -> u32 {
+        u32::from(ip).wrapping_sub(u32::from(self.subnet.network()))
+    }
+
+    fn address(&self, offset: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet.network()) + offset)
+    }
+}
+
+/// A published host port: who owns it and where its traffic goes. Kept
+/// under the IPAM lock so that two containers can never publish the same
+/// host port, and complete enough to remove the firewall rules after a
+/// crash without any other record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    /// The container id that published the port.
+    pub owner: String,
+    pub network: String,
+    /// The bridge interface the container hangs off.
+    pub bridge: String,
+    pub container_ip: Ipv4Addr,
+    pub mapping: PortMapping,
+}
+
+/// One address lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub ip: Ipv4Addr,
+}
+
+/// What [`IpamTxn::release_owner`] gave back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// (network, address) pairs.
+    pub addresses: Vec<(String, Ipv4Addr)>,
+    pub ports: Vec<PortForward>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PoolRecord {
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    /// Offset at which the next free-address search starts.
+    next: u32,
+    /// owner -> address
+    leases: BTreeMap<String, Ipv4Addr>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct IpamRecord {
+    #[serde(default)]
+    pools: BTreeMap<String, PoolRecord>,
+    #[serde(default)]
+    ports: Vec<PortForward>,
+}
+
+/// A fixed-size bitmap; bits past `len` are permanently set so that the
+/// search never returns them.
+#[derive(Debug, Clone)]
+struct Bitmap {
+    words: Vec<u64>,
+}
+
+impl Bitmap {
+    fn new(len: u32) -> Self {
+        let len = len as usize;
+        let mut words = vec![0u64; len.div_ceil(64)];
+        if len % 64 != 0 {
+            if let Some(last) = words.last_mut() {
+                *last = !0u64 << (len % 64);
+            }
+        }
+        Bitmap { words }
+    }
+
+    fn set(&mut self, bit: u32) {
+        self.words[bit as usize / 64] |= 1u64 << (bit % 64);
+    }
+
+    fn clear(&mut self, bit: u32) {
+        self.words[bit as usize / 64] &= !(1u64 << (bit % 64));
+    }
+
+    /// First clear bit at or after `start`, wrapping around once.
+    fn first_clear_from(&self, start: u32) -> Option<u32> {
+        let count = self.words.len();
+        let mut index = (start as usize / 64) % count;
+        let mut mask = !0u64 << (start % 64);
+        for _ in 0..=count {
+            let free = !self.words[index] & mask;
+            if free != 0 {
+                return Some((index * 64) as u32 + free.trailing_zeros());
+            }
+            index = (index + 1) % count;
+            mask = !0;
+        }
+        None
+    }
+}
+
+/// The IPAM store in a directory (e.g. `<state root>/networks/ipam`).
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    dir: PathBuf,
+}
+
+impl Ipam {
+    /// IPAM state under `dir`, created (0700) on first write.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Ipam { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Take the lock and read the state: the start of a transaction.
+    pub fn transaction(&self) -> Result<IpamTxn, IpamError> {
+        persist::ensure_dir(&self.dir).map_err(|e| IpamError::io(&self.dir, e))?;
+        let lock_path = self.dir.join("ipam.lock");
+        let lock = FileLock::exclusive(&lock_path).map_err(|e| IpamError::io(&lock_path, e))?;
+        let path = self.dir.join("ipam.json");
+        let record = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| IpamError::Corrupt {
+                path: path.clone(),
+                source,
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => IpamRecord::default(),
+            Err(e) => return Err(IpamError::io(&path, e)),
+        };
+        Ok(IpamTxn {
+            path,
+            _lock: lock,
+            record,
+            bitmaps: HashMap::new(),
+            dirty: false,
+        })
+    }
+
+    /// Lease an address of `pool` to `owner` (the same one again if it
+    /// already has one there).
+    pub fn allocate(&self, pool: &AddressPool, owner: &str) -> Result<Ipv4Addr, IpamError> {
+        let mut txn = self.transaction()?;
+        let ip = txn.allocate(pool, owner)?;
+        txn.commit()?;
+        Ok(ip)
+    }
+
+    /// Give back `owner`'s address in `network`, if it has one.
+    pub fn release(&self, network: &str, owner: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+        let mut txn = self.transaction()?;
+        let ip = txn.release(network, owner);
+        txn.commit()?;
+        Ok(ip)
+    }
+
+    /// Give back every address and host port `owner` holds, in every
+    /// network (crash cleanup).
+    pub fn release_owner(&self, owner: &str) -> Result<Released, IpamError> {
+        let mut txn = self.transaction()?;
+        let released = txn.release_owner(owner);
+        txn.commit()?;
+        Ok(released)
+    }
+
+    /// The leases of `network`, in owner order.
+    pub fn leases(&self, network: &str) -> Result<Vec<Lease>, IpamError> {
+        Ok(self.transaction()?.leases(network))
+    }
+
+    /// The host ports `owner` publishes.
+    pub fn port_forwards(&self, owner: &str) -> Result<Vec<PortForward>, IpamError> {
+        Ok(self.transaction()?.port_forwards(owner))
+    }
+
+    /// Forget `network`'s pool; refused while it has leases.
+    pub fn remove_pool(&self, network: &str) -> Result<(), IpamError> {
+        let mut txn = self.transaction()?;
+        txn.remove_pool(network)?;
+        txn.commit()
+    }
+}
+
+/// A locked view of the IPAM state; see the module docs.
+#[derive(Debug)]
+pub struct IpamTxn {
+    path: PathBuf,
+    _lock: FileLock,
+    record: IpamRecord,
+    bitmaps: HashMap<String, Bitmap>,
+    dirty: bool,
+}
+
+impl IpamTxn {
+    /// Lease an address of `pool` to `owner`: the lease it already holds
+    /// there, or the next free host address after the last one handed out.
+    pub fn allocate(&mut self, pool: &AddressPool, owner: &str) -> Result<Ipv4Addr, IpamError> {
+        pool.validate()?;
+        let name = pool.network.as_str();
+        let matches =
+            |record: &PoolRecord| record.subnet == pool.subnet && record.gateway == pool.gateway;
+        match self.record.pools.get(name) {
+            Some(record) if matches(record) => {}
+            Some(record) if !record.leases.is_empty() => {
+                return Err(IpamError::PoolMismatch {
+                    network: name.to_owned(),
+                    existing: record.subnet,
+                    requested: pool.subnet,
+                })
+            }
+            _ => {
+                // New pool, or an empty one that changed: start afresh.
+                self.record.pools.insert(
+                    name.to_owned(),
+                    PoolRecord {
+                        subnet: pool.subnet,
+                        gateway: pool.gateway,
+                        next: 1,
+                        leases: BTreeMap::new(),
+                    },
+                );
+                self.bitmaps.remove(name);
+            }
+        }
+        let record = self.record.pools.get_mut(name).expect("inserted above");
+        if let Some(ip) = record.leases.get(owner) {
+            return Ok(*ip);
+        }
+        let bitmap = self
+            .bitmaps
+            .entry(name.to_owned())
+            .or_insert_with(|| build_bitmap(pool, record));
+        let Some(offset) = bitmap.first_clear_from(record.next) else {
+            return Err(IpamError::Full {
+                network: name.to_owned(),
+                subnet: pool.subnet,
+            });
+        };
+        bitmap.set(offset);
+        let ip = pool.address(offset);
+        record.leases.insert(owner.to_owned(), ip);
+        record.next = (offset + 1) % pool.size();
+        self.dirty = true;
+        Ok(ip)
+    }
+
+    /// Give back `owner`'s address in `network`.
+    pub fn release(&mut self, network: &str, owner: &str) -> Option<Ipv4Addr> {
+        let record = self.record.pools.get_mut(network)?;
+        let ip = record.leases.remove(owner)?;
+        self.dirty = true;
+        if let Some(bitmap) = self.bitmaps.get_mut(network) {
+            let offset = u32::from(ip).wrapping_sub(u32::from(record.subnet.network()));
+            bitmap.clear(offset);
+        }
+        Some(ip)
+    }
+
+    /// Give back everything `owner` holds: addresses in every network and
+    /// published host ports.
+    pub fn release_owner(&mut self, owner: &str) -> Released {
+        let networks: Vec<String> = self
+            .record
+            .pools
+            .iter()
+            .filter(|(_, pool)| pool.leases.contains_key(owner))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let addresses = networks
+            .into_iter()
+            .filter_map(|network| {
+                let ip = self.release(&network, owner)?;
+                Some((network, ip))
+            })
+            .collect();
+        let ports = self.release_ports(owner);
+        Released { addresses, ports }
+    }
+
+    /// Reserve host ports; all or none. A port held by another owner, or
+    /// given twice, is refused. Re-reserving an identical forward is a
+    /// no-op.
+    pub fn reserve_ports(&mut self, forwards: &[PortForward]) -> Result<(), IpamError> {
+        let key = |f: &PortForward| (f.mapping.host_port, f.mapping.protocol);
+        for (i, forward) in forwards.iter().enumerate() {
+            if forwards[..i].iter().any(|other| key(other) == key(forward)) {
+                return Err(IpamError::DuplicatePort {
+                    port: forward.mapping.host_port,
+                    protocol: forward.mapping.protocol,
+                });
+            }
+            if let Some(held) = self
+                .record
+                .ports
+                .iter()
+                .find(|held| key(held) == key(forward) && *held != forward)
+            {
+                return Err(IpamError::PortTaken {
+                    port: forward.mapping.host_port,
+                    protocol: forward.mapping.protocol,
+                    owner: held.owner.clone(),
+                });
+            }
+        }
+        for forward in forwards {
+            if !self.record.ports.contains(forward) {
+                self.record.ports.push(forward.clone());
+                self.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Give back the host ports `owner` publishes.
+    pub fn release_ports(&mut self, owner: &str) -> Vec<PortForward> {
+        let (released, kept) = std::mem::take(&mut self.record.ports)
+            .into_iter()
+            .partition(|forward| forward.owner == owner);
+        self.record.ports = kept;
+        let released: Vec<PortForward> = released;
+        if !released.is_empty() {
+            self.dirty = true;
+        }
+        released
+    }
+
+    /// Give back one host port reservation.
+    pub fn release_port(&mut self, forward: &PortForward) -> bool {
+        let before = self.record.ports.len();
+        self.record.ports.retain(|held| held != forward);
+        let removed = self.record.ports.len() != before;
+        self.dirty |= removed;
+        removed
+    }
+
+    /// The host ports `owner` publishes.
+    pub fn port_forwards(&self, owner: &str) -> Vec<PortForward> {
+        self.record
+            .ports
+            .iter()
+            .filter(|forward| forward.owner == owner)
+            .cloned()
+            .collect()
+    }
+
+    /// The leases of `network`, in owner order.
+    pub fn leases(&self, network: &str) -> Vec<Lease> {
+        self.record
+            .pools
+            .get(network)
+            .map(|pool| {
+                pool.leases
+                    .iter()
+                    .map(|(owner, ip)| Lease {
+                        owner: owner.clone(),
+                        ip: *ip,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forget `network`'s pool; refused while it has leases.
+    pub fn remove_pool(&mut self, network: &str) -> Result<(), IpamError> {
+        if let Some(pool) = self.record.pools.get(network) {
+            if let Some(first_owner) = pool.leases.keys().next() {
+                return Err(IpamError::InUse {
+                    network: network.to_owned(),
+                    count: pool.leases.len(),
+                    first_owner: first_owner.clone(),
+                });
+            }
+            self.record.pools.remove(network);
+            self.bitmaps.remove(network);
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Write the changes (atomically) and release the lock.
+    pub fn commit(self) -> Result<(), IpamError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&self.record).map_err(|source| IpamError::Corrupt {
+            path: self.path.clone(),
+            source,
+        })?;
+        persist::write_atomic(&self.path, &bytes).map_err(|e| IpamError::io(&self.path, e))
+    }
+}
+
+fn build_bitmap(pool: &AddressPool, record: &PoolRecord) -> Bitmap {
+    let size = pool.size();
+    let mut bitmap = Bitmap::new(size);
+    bitmap.set(0);
+    bitmap.set(size - 1);
+    bitmap.set(pool.offset(pool.gateway));
+    for ip in record.leases.values() {
+        if pool.subnet.contains(ip) {
+            bitmap.set(pool.offset(*ip));
+        }
+    }
+    bitmap
+}
+
+#[cfg(test)]
+#[path = "ipam_tests.rs"]
+mod tests;

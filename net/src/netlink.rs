@@ -1,0 +1,713 @@
+//! rtnetlink through `neli`: links, bridges, veth pairs, addresses and
+//! routes. No `ip` or `brctl` subprocesses.
+//!
+//! A [`Netlink`] handle talks to the network namespace it was opened in:
+//! [`Netlink::connect`] for the caller's, [`Netlink::connect_in`] for
+//! another one (entered on a short-lived thread just to open the socket).
+
+use std::fmt;
+use std::io::Cursor;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use neli::consts::nl::{NlmF, Nlmsg, NlmsgerrAttr};
+use neli::consts::rtnl::{
+    Ifa, Iff, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, RtaType, Rtm, Rtn, Rtprot,
+};
+use neli::consts::socket::NlFamily;
+use neli::err::SocketError;
+use neli::nl::{NlPayload, NlmsghdrBuilder};
+use neli::rtnl::{
+    Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, Rtattr, RtattrBuilder, RtmsgBuilder,
+};
+use neli::socket::synchronous::NlSocketHandle;
+use neli::types::{Buffer, RtBuffer};
+use neli::utils::Groups;
+use neli::{FromBytesWithInput, Size, ToBytes};
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+
+use crate::netns::run_in_netns;
+
+/// `VETH_INFO_PEER` from `<linux/veth.h>`.
+const VETH_INFO_PEER: u16 = 1;
+/// Longest interface name (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Errors from netlink requests; each names the operation, the link and
+/// the namespace, and keeps the kernel's errno.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket in {netns}: {source}")]
+    Socket {
+        netns: String,
+        #[source]
+        source: SocketError,
+    },
+    #[error("cannot enter network namespace {netns}: {source}")]
+    EnterNetns {
+        netns: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("cannot {op} {subject} in {netns}: {errno}{}", ext_ack.as_ref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Kernel {
+        op: &'static str,
+        subject: String,
+        netns: String,
+        errno: Errno,
+        ext_ack: Option<String>,
+    },
+    #[error("netlink I/O to {op} {subject} in {netns}: {source}")]
+    Io {
+        op: &'static str,
+        subject: String,
+        netns: String,
+        #[source]
+        source: SocketError,
+    },
+    #[error("cannot build the netlink request to {op} {subject}: {detail}")]
+    Build {
+        op: &'static str,
+        subject: String,
+        detail: String,
+    },
+    #[error("link {name} not found in {netns}")]
+    NoSuchLink { name: String, netns: String },
+    #[error("link {name} in {netns} exists but is {kind:?}, not a {expected}")]
+    WrongKind {
+        name: String,
+        netns: String,
+        kind: Option<String>,
+        expected: &'static str,
+    },
+    #[error("invalid interface name {name:?} (1 to 15 characters, no '/', ':' or whitespace)")]
+    InvalidName { name: String },
+}
+
+impl NetlinkError {
+    /// The kernel's errno, when the kernel refused the request.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            NetlinkError::Kernel { errno, .. } => Some(*errno),
+            _ => None,
+        }
+    }
+}
+
+/// A MAC address; shown and serialised as `02:42:0a:0a:00:02`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// docker's scheme: a locally administered `02:42` followed by the
+    /// IPv4 address, so that the MAC is unique on the bridge.
+    pub fn from_ipv4(ip: Ipv4Addr) -> Self {
+        let [a, b, c, d] = ip.octets();
+        MacAddr([0x02, 0x42, a, b, c, d])
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// Why a MAC address did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}")]
+pub struct MacParseError(pub String);
+
+impl FromStr for MacAddr {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut bytes {
+            let part = parts.next().ok_or_else(|| MacParseError(s.to_owned()))?;
+            if part.len() != 2 {
+                return Err(MacParseError(s.to_owned()));
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| MacParseError(s.to_owned()))?;
+        }
+        if parts.next().is_some() {
+            return Err(MacParseError(s.to_owned()));
+        }
+        Ok(MacAddr(bytes))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What [`Netlink::link`] reports about an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<MacAddr>,
+    pub up: bool,
+    /// Index of the bridge it is attached to.
+    pub master: Option<u32>,
+    /// `IFLA_INFO_KIND`: `bridge`, `veth`, ...; `None` for plain devices
+    /// such as `lo`.
+    pub kind: Option<String>,
+}
+
+/// The peer end of a new veth pair.
+#[derive(Debug, Clone, Copy)]
+pub struct VethPeer<'a> {
+    pub name: &'a str,
+    /// Create the peer directly in this network namespace.
+    pub netns: Option<BorrowedFd<'a>>,
+    pub mac: Option<MacAddr>,
+}
+
+/// Check an interface name: 1 to 15 bytes, no `/`, `:`, whitespace or NUL.
+pub fn check_ifname(name: &str) -> Result<(), NetlinkError> {
+    let bad = |c: char| c == '/' || c == ':' || c == '\0' || c.is_whitespace();
+    if name.is_empty()
+        || name.len() > MAX_IFNAME_LEN
+        || name.contains(bad)
+        || name == "."
+        || name == ".."
+    {
+        return Err(NetlinkError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// An rtnetlink socket bound to one network namespace.
+pub struct Netlink {
+    socket: NlSocketHandle,
+    seq: u32,
+    netns: String,
+}
+
+impl fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Netlink")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("netns", &self.netns)
+            .finish()
+    }
+}
+
+type BuildResult<T> = Result<T, String>;
+
+fn attr<T, P>(ty: T, payload: P) -> BuildResult<Rtattr<T, Buffer>>
+where
+    T: RtaType,
+    P: Size + ToBytes,
+{
+    RtattrBuilder::default()
+        .rta_type(ty)
+        .rta_payload(payload)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl Netlink {
+    /// A socket in the calling thread's network namespace.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        Self::open("the current network namespace".to_owned())
+    }
+
+    /// A socket in the network namespace `netns`, described as
+    /// `description` in errors (e.g. `/proc/1234/ns/net`). The namespace
+    /// is entered by a short-lived thread only to open the socket.
+    pub fn connect_in(netns: BorrowedFd<'_>, description: &str) -> Result<Self, NetlinkError> {
+        let description = format!("network namespace {description}");
+        let opened = run_in_netns(netns, || Self::open(description.clone()));
+        match opened {
+            Ok(result) => result,
+            Err(source) => Err(NetlinkError::EnterNetns {
+                netns: description,
+                source,
+            }),
+        }
+    }
+
+    fn open(netns: String) -> Result<Self, NetlinkError> {
+        let socket =
+            NlSocketHandle::connect(NlFamily::Route, None, Groups::empty()).map_err(|source| {
+                NetlinkError::Socket {
+                    netns: netns.clone(),
+                    source,
+                }
+            })?;
+        // Extended ACKs only improve error messages; old kernels lack them.
+        let _ = socket.enable_ext_ack(true);
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            netns,
+        })
+    }
+
+    /// The namespace this socket talks to, as used in errors.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
+
+    /// Send one request and collect the payloads of its replies until the
+    /// kernel's ACK (or error).
+    fn request<P>(
+        &mut self,
+        op: &'static str,
+        subject: &str,
+        ty: Rtm,
+        flags: NlmF,
+        payload: BuildResult<P>,
+    ) -> Result<Vec<Buffer>, NetlinkError>
+    where
+        P: Size + ToBytes + fmt::Debug,
+    {
+        let build = |detail: String| NetlinkError::Build {
+            op,
+            subject: subject.to_owned(),
+            detail,
+        };
+        let payload = payload.map_err(build)?;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let message = NlmsghdrBuilder::default()
+            .nl_type(ty)
+            .nl_flags(flags | NlmF::REQUEST | NlmF::ACK)
+            .nl_seq(seq)
+            .nl_payload(NlPayload::Payload(payload))
+            .build()
+            .map_err(|e| build(e.to_string()))?;
+        let io = |source: SocketError| NetlinkError::Io {
+            op,
+            subject: subject.to_owned(),
+            netns: self.netns.clone(),
+            source,
+        };
+        self.socket.send(&message).map_err(io)?;
+        let mut payloads = Vec::new();
+        loop {
+            let (messages, _) = self.socket.recv::<u16, Buffer>().map_err(io)?;
+            for message in messages {
+                let message = message.map_err(io)?;
+                if *message.nl_seq() != seq {
+                    continue;
+                }
+                if *message.nl_type() == u16::from(Nlmsg::Done) {
+                    return Ok(payloads);
+                }
+                match message.nl_payload() {
+                    NlPayload::Ack(_) => return Ok(payloads),
+                    NlPayload::Err(err) => {
+                        let ext_ack = err
+                            .ext_ack()
+                            .get_attr_handle()
+                            .get_attr_payload_as_with_len::<String>(NlmsgerrAttr::Msg)
+                            .ok();
+                        return Err(NetlinkError::Kernel {
+                            op,
+                            subject: subject.to_owned(),
+                            netns: self.netns.clone(),
+                            errno: Errno::from_raw(-*err.error()),
+                            ext_ack,
+                        });
+                    }
+                    NlPayload::Payload(payload) => payloads.push(payload.clone()),
+                    NlPayload::DumpExtAck(_) | NlPayload::Empty => {}
+                }
+            }
+        }
+    }
+
+    /// Look up an interface by name; `None` if there is none.
+    pub fn link(&mut self, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
+        check_ifname(name)?;
+        let message = (|| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Ifla::Ifname, name)?);
+            IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::Unspecified)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("link {name}");
+        let replies = match self.request("look up", &subject, Rtm::Getlink, NlmF::empty(), message)
+        {
+            Ok(replies) => replies,
+            Err(e) if e.errno() == Some(Errno::ENODEV) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(reply) = replies.first() else {
+            return Ok(None);
+        };
+        parse_link(reply)
+            .map(Some)
+            .map_err(|detail| NetlinkError::Build {
+                op: "parse the reply about",
+                subject,
+                detail,
+            })
+    }
+
+    /// Like [`Netlink::link`], but a missing link is an error.
+    pub fn require_link(&mut self, name: &str) -> Result<LinkInfo, NetlinkError> {
+        self.link(name)?.ok_or_else(|| NetlinkError::NoSuchLink {
+            name: name.to_owned(),
+            netns: self.netns.clone(),
+        })
+    }
+
+    /// The index of interface `name`.
+    pub fn link_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
+        Ok(self.require_link(name)?.index)
+    }
+
+    /// Create bridge `name` unless it exists; an existing link of another
+    /// kind is an error. Returns its index and whether it was created.
+    pub fn create_bridge(&mut self, name: &str) -> Result<(u32, bool), NetlinkError> {
+        check_ifname(name)?;
+        let message = (|| {
+            let mut info = RtBuffer::new();
+            info.push(attr(IflaInfo::Kind, "bridge")?);
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Ifla::Ifname, name)?);
+            attrs.push(attr(Ifla::Linkinfo, info)?);
+            IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::Unspecified)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("bridge {name}");
+        let created = match self.request(
+            "create",
+            &subject,
+            Rtm::Newlink,
+            NlmF::CREATE | NlmF::EXCL,
+            message,
+        ) {
+            Ok(_) => true,
+            Err(e) if e.errno() == Some(Errno::EEXIST) => false,
+            Err(e) => return Err(e),
+        };
+        let link = self.require_link(name)?;
+        if link.kind.as_deref() != Some("bridge") {
+            return Err(NetlinkError::WrongKind {
+                name: name.to_owned(),
+                netns: self.netns.clone(),
+                kind: link.kind,
+                expected: "bridge",
+            });
+        }
+        Ok((link.index, created))
+    }
+
+    /// Create a veth pair: `name` here, `peer` in its namespace (or here),
+    /// optionally attached to bridge `master` at once.
+    pub fn create_veth(
+        &mut self,
+        name: &str,
+        peer: &VethPeer<'_>,
+        master: Option<u32>,
+    ) -> Result<(), NetlinkError> {
+        check_ifname(name)?;
+        check_ifname(peer.name)?;
+        let message = (|| {
+            let mut peer_attrs = RtBuffer::new();
+            peer_attrs.push(attr(Ifla::Ifname, peer.name)?);
+            if let Some(netns) = peer.netns {
+                peer_attrs.push(attr(Ifla::NetNsFd, netns.as_raw_fd() as u32)?);
+            }
+            if let Some(mac) = peer.mac {
+                peer_attrs.push(attr(Ifla::Address, mac.0)?);
+            }
+            let peer_info = IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::Unspecified)
+                .rtattrs(peer_attrs)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let mut data: RtBuffer<u16, Buffer> = RtBuffer::new();
+            data.push(attr(VETH_INFO_PEER, peer_info)?);
+            let mut info = RtBuffer::new();
+            info.push(attr(IflaInfo::Kind, "veth")?);
+            info.push(attr(IflaInfo::Data, data)?);
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Ifla::Ifname, name)?);
+            if let Some(master) = master {
+                attrs.push(attr(Ifla::Master, master)?);
+            }
+            attrs.push(attr(Ifla::Linkinfo, info)?);
+            IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::Unspecified)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("veth pair {name} <-> {}", peer.name);
+        self.request(
+            "create",
+            &subject,
+            Rtm::Newlink,
+            NlmF::CREATE | NlmF::EXCL,
+            message,
+        )?;
+        Ok(())
+    }
+
+    /// Change link `index` (`subject` names it in errors).
+    fn modify_link(
+        &mut self,
+        op: &'static str,
+        subject: &str,
+        index: u32,
+        up: Option<bool>,
+        attrs: BuildResult<RtBuffer<Ifla, Buffer>>,
+    ) -> Result<(), NetlinkError> {
+        let message = attrs.and_then(|attrs| {
+            let mut builder = IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::Unspecified)
+                .ifi_index(index as libc::c_int)
+                .rtattrs(attrs);
+            builder = match up {
+                Some(true) => builder.up(),
+                Some(false) => builder.down(),
+                None => builder,
+            };
+            builder.build().map_err(|e| e.to_string())
+        });
+        self.request(op, subject, Rtm::Newlink, NlmF::empty(), message)?;
+        Ok(())
+    }
+
+    /// Set link `index` up.
+    pub fn set_up(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let subject = format!("link #{index}");
+        self.modify_link("bring up", &subject, index, Some(true), Ok(RtBuffer::new()))
+    }
+
+    /// Set interface `name` up.
+    pub fn set_up_by_name(&mut self, name: &str) -> Result<(), NetlinkError> {
+        let index = self.link_index(name)?;
+        let subject = format!("link {name}");
+        self.modify_link("bring up", &subject, index, Some(true), Ok(RtBuffer::new()))
+    }
+
+    /// Attach link `index` to bridge `master`.
+    pub fn set_master(&mut self, index: u32, master: u32) -> Result<(), NetlinkError> {
+        let subject = format!("link #{index}");
+        let attrs = attr(Ifla::Master, master).map(|a| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(a);
+            attrs
+        });
+        self.modify_link("attach to a bridge", &subject, index, None, attrs)
+    }
+
+    /// Set the MAC address of link `index`.
+    pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<(), NetlinkError> {
+        let subject = format!("link #{index}");
+        let attrs = attr(Ifla::Address, mac.0).map(|a| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(a);
+            attrs
+        });
+        self.modify_link("set the MAC address of", &subject, index, None, attrs)
+    }
+
+    /// Rename link `index` (it must be down).
+    pub fn rename(&mut self, index: u32, name: &str) -> Result<(), NetlinkError> {
+        check_ifname(name)?;
+        let subject = format!("link #{index} to {name}");
+        let attrs = attr(Ifla::Ifname, name).map(|a| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(a);
+            attrs
+        });
+        self.modify_link("rename", &subject, index, None, attrs)
+    }
+
+    /// Move link `index` into the network namespace `netns`.
+    pub fn move_to_netns(&mut self, index: u32, netns: BorrowedFd<'_>) -> Result<(), NetlinkError> {
+        let subject = format!("link #{index}");
+        let attrs = attr(Ifla::NetNsFd, netns.as_raw_fd() as u32).map(|a| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(a);
+            attrs
+        });
+        self.modify_link("move to another namespace", &subject, index, None, attrs)
+    }
+
+    /// Delete interface `name` (a veth takes its peer with it). Returns
+    /// whether there was one.
+    pub fn delete_link(&mut self, name: &str) -> Result<bool, NetlinkError> {
+        let Some(link) = self.link(name)? else {
+            return Ok(false);
+        };
+        let message = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .ifi_index(link.index as libc::c_int)
+            .build()
+            .map_err(|e| e.to_string());
+        let subject = format!("link {name}");
+        match self.request("delete", &subject, Rtm::Dellink, NlmF::empty(), message) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(Errno::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Add `address` (with its prefix) to link `index`; already present is
+    /// fine. Returns whether it was added.
+    pub fn add_address(&mut self, index: u32, address: Ipv4Net) -> Result<bool, NetlinkError> {
+        let ip = address.addr().octets();
+        let message = (|| -> BuildResult<Ifaddrmsg> {
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Ifa::Local, ip)?);
+            attrs.push(attr(Ifa::Address, ip)?);
+            if address.prefix_len() < 31 {
+                attrs.push(attr(Ifa::Broadcast, address.broadcast().octets())?);
+            }
+            IfaddrmsgBuilder::default()
+                .ifa_family(RtAddrFamily::Inet)
+                .ifa_prefixlen(address.prefix_len())
+                .ifa_scope(RtScope::Universe)
+                .ifa_index(index)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("address {address} on link #{index}");
+        match self.request(
+            "add",
+            &subject,
+            Rtm::Newaddr,
+            NlmF::CREATE | NlmF::EXCL,
+            message,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Add the default route via `gateway` out of link `index`; an
+    /// existing default route is left alone. Returns whether it was added.
+    pub fn add_default_route(
+        &mut self,
+        gateway: Ipv4Addr,
+        index: u32,
+    ) -> Result<bool, NetlinkError> {
+        let message = (|| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Rta::Gateway, gateway.octets())?);
+            attrs.push(attr(Rta::Oif, index)?);
+            RtmsgBuilder::default()
+                .rtm_family(RtAddrFamily::Inet)
+                .rtm_dst_len(0)
+                .rtm_src_len(0)
+                .rtm_tos(0)
+                .rtm_table(RtTable::Main)
+                .rtm_protocol(Rtprot::Boot)
+                .rtm_scope(RtScope::Universe)
+                .rtm_type(Rtn::Unicast)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("default route via {gateway}");
+        match self.request(
+            "add",
+            &subject,
+            Rtm::Newroute,
+            NlmF::CREATE | NlmF::EXCL,
+            message,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn parse_link(reply: &Buffer) -> Result<LinkInfo, String> {
+    let bytes: &[u8] = reply.as_ref();
+    let info = Ifinfomsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len())
+        .map_err(|e| e.to_string())?;
+    let attrs = info.rtattrs().get_attr_handle();
+    let name = attrs
+        .get_attr_payload_as_with_len::<String>(Ifla::Ifname)
+        .map_err(|e| e.to_string())?;
+    let mac = attrs
+        .get_attribute(Ifla::Address)
+        .and_then(|a| <[u8; 6]>::try_from(a.rta_payload().as_ref()).ok())
+        .map(MacAddr);
+    let master = attrs.get_attr_payload_as::<u32>(Ifla::Master).ok();
+    let kind = attrs
+        .get_nested_attributes::<IflaInfo>(Ifla::Linkinfo)
+        .ok()
+        .and_then(|info| {
+            info.get_attr_payload_as_with_len::<String>(IflaInfo::Kind)
+                .ok()
+        });
+    Ok(LinkInfo {
+        index: *info.ifi_index() as u32,
+        name: name.trim_end_matches('\0').to_owned(),
+        mac,
+        up: info.ifi_flags().contains(Iff::UP),
+        master,
+        kind: kind.map(|k| k.trim_end_matches('\0').to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_addresses_round_trip() {
+        let mac = MacAddr::from_ipv4(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(mac.to_string(), "02:42:ac:11:00:02");
+        assert_eq!("02:42:ac:11:00:02".parse::<MacAddr>().unwrap(), mac);
+        assert_eq!(
+            serde_json::to_string(&mac).unwrap(),
+            "\"02:42:ac:11:00:02\""
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:02:03",
+            "2:42:ac:11:00:02",
+            "zz:42:ac:11:00:02",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        for good in ["eth0", "berth0", "br-0123456789ab", "vb0123456789abc"] {
+            check_ifname(good).unwrap();
+        }
+        for bad in ["", "a/b", "a:b", "a b", "0123456789abcdef", ".", ".."] {
+            assert!(check_ifname(bad).is_err(), "{bad}");
+        }
+    }
+}

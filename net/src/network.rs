@@ -1,0 +1,584 @@
+//! Network records: one JSON file per network under a directory passed in
+//! (e.g. `<state root>/networks`), created and removed under an exclusive
+//! lock so that names stay unique and subnets never overlap.
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::{AddressPool, MAX_PREFIX, MIN_PREFIX};
+use crate::persist::{self, FileLock};
+
+/// docker's name for the default network.
+pub const DEFAULT_NETWORK: &str = "bridge";
+/// The bridge interface of the default network.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+/// The only driver there is.
+pub const BRIDGE_DRIVER: &str = "bridge";
+/// docker's default subnet, used when the caller has no better idea.
+pub const DEFAULT_SUBNET: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(172, 17, 0, 0), 16) {
+    Ok(net) => net,
+    Err(_) => panic!("valid constant"),
+};
+
+/// Names that mean something else to `--net` and cannot be created.
+const RESERVED_NAMES: [&str; 3] = ["bridge", "host", "none"];
+
+/// A bridge network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    pub name: String,
+    /// 64 hex digits.
+    pub id: String,
+    /// Always `bridge`.
+    pub driver: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// The bridge interface on the host: `berth0` for the default network,
+    /// `br-<first 12 hex of the id>` for the others.
+    pub bridge: String,
+}
+
+impl NetworkConfig {
+    /// The network's address pool, for [`crate::Ipam`].
+    pub fn pool(&self) -> AddressPool {
+        AddressPool {
+            network: self.name.clone(),
+            subnet: self.subnet,
+            gateway: self.gateway,
+        }
+    }
+
+    /// The gateway with the subnet's prefix, as it is set on the bridge.
+    pub fn gateway_net(&self) -> Ipv4Net {
+        Ipv4Net::new(self.gateway, self.subnet.prefix_len()).expect("prefix of a valid subnet")
+    }
+}
+
+/// What `berth network create` asks for, as the user typed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkRequest {
+    pub name: String,
+    /// `None` means `bridge`.
+    pub driver: Option<String>,
+    /// CIDR, e.g. `10.10.0.0/24`.
+    pub subnet: String,
+    /// Default: the first host address of the subnet.
+    pub gateway: Option<String>,
+}
+
+/// Errors from network records; each names the network or value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("network state {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("network record {path} is corrupt: {source}")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid network name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")]
+    InvalidName { name: String },
+    #[error("network name {name:?} is reserved")]
+    ReservedName { name: String },
+    #[error("network {name} already exists")]
+    NameTaken { name: String },
+    #[error("network {name} not found")]
+    NotFound { name: String },
+    #[error("unknown network driver {driver:?} (only \"bridge\" is supported)")]
+    UnknownDriver { driver: String },
+    #[error("invalid subnet {subnet:?}: expected an IPv4 CIDR such as 10.10.0.0/24")]
+    InvalidCidr { subnet: String },
+    #[error("invalid subnet {subnet}: the prefix must be /{MIN_PREFIX} to /{MAX_PREFIX}")]
+    PrefixOutOfRange { subnet: Ipv4Net },
+    #[error("invalid subnet {subnet}: host bits are set (did you mean {}?)", subnet.trunc())]
+    HostBitsSet { subnet: Ipv4Net },
+    #[error("invalid gateway {gateway:?}: expected an IPv4 address")]
+    InvalidGatewayAddress { gateway: String },
+    #[error("gateway {gateway} is not a host address of subnet {subnet}")]
+    GatewayOutsideSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
+    #[error("subnet {subnet} overlaps {existing} of network {network}")]
+    Overlap {
+        subnet: Ipv4Net,
+        network: String,
+        existing: Ipv4Net,
+    },
+}
+
+impl NetworkError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        NetworkError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Whether `name` matches `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (and is at most
+/// 64 characters), so it is safe as a file name.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Validate a subnet and gateway (given as text) into typed values.
+pub fn parse_subnet(
+    subnet: &str,
+    gateway: Option<&str>,
+) -> Result<(Ipv4Net, Ipv4Addr), NetworkError> {
+    let subnet: Ipv4Net = subnet
+        .trim()
+        .parse()
+        .map_err(|_| NetworkError::InvalidCidr {
+            subnet: subnet.to_owned(),
+        })?;
+    check_subnet(subnet)?;
+    let gateway = match gateway {
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| NetworkError::InvalidGatewayAddress {
+                gateway: text.to_owned(),
+            })?,
+        None => Ipv4Addr::from(u32::from(subnet.network()) + 1),
+    };
+    if !subnet.contains(&gateway) || gateway == subnet.network() || gateway == subnet.broadcast() {
+        return Err(NetworkError::GatewayOutsideSubnet { gateway, subnet });
+    }
+    Ok((subnet, gateway))
+}
+
+fn check_subnet(subnet: Ipv4Net) -> Result<(), NetworkError> {
+    if !(MIN_PREFIX..=MAX_PREFIX).contains(&subnet.prefix_len()) {
+        return Err(NetworkError::PrefixOutOfRange { subnet });
+    }
+    if subnet.trunc() != subnet {
+        return Err(NetworkError::HostBitsSet { subnet });
+    }
+    Ok(())
+}
+
+/// Whether two subnets share any address.
+pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The network records in a directory.
+#[derive(Debug, Clone)]
+pub struct NetworkStore {
+    dir: PathBuf,
+}
+
+impl NetworkStore {
+    /// Records under `dir` (created 0700 on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        NetworkStore { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> Result<FileLock, NetworkError> {
+        persist::ensure_dir(&self.dir).map_err(|e| NetworkError::io(&self.dir, e))?;
+        let path = self.dir.join(".lock");
+        FileLock::exclusive(&path).map_err(|e| NetworkError::io(&path, e))
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// Validate `request` and record the new network. Nothing is written
+    /// when any check fails.
+    pub fn create(&self, request: &NetworkRequest) -> Result<NetworkConfig, NetworkError> {
+        if !is_valid_name(&request.name) {
+            return Err(NetworkError::InvalidName {
+                name: request.name.clone(),
+            });
+        }
+        if RESERVED_NAMES.contains(&request.name.as_str()) {
+            return Err(NetworkError::ReservedName {
+                name: request.name.clone(),
+            });
+        }
+        let driver = request.driver.as_deref().unwrap_or(BRIDGE_DRIVER);
+        if driver != BRIDGE_DRIVER {
+            return Err(NetworkError::UnknownDriver {
+                driver: driver.to_owned(),
+            });
+        }
+        let (subnet, gateway) = parse_subnet(&request.subnet, request.gateway.as_deref())?;
+        let id = random_id()?;
+        let config = NetworkConfig {
+            name: request.name.clone(),
+            bridge: format!("br-{}", &id[..12]),
+            id,
+            driver: BRIDGE_DRIVER.to_owned(),
+            subnet,
+            gateway,
+        };
+        let _lock = self.lock()?;
+        self.insert_locked(&config)?;
+        Ok(config)
+    }
+
+    /// The default network (`bridge` on `berth0`), created with `subnet`
+    /// (and its first host address as gateway) if it does not exist yet.
+    /// An existing default network is returned as it is.
+    pub fn ensure_default(&self, subnet: Ipv4Net) -> Result<NetworkConfig, NetworkError> {
+        check_subnet(subnet)?;
+        let _lock = self.lock()?;
+        match self.get(DEFAULT_NETWORK) {
+            Ok(existing) => return Ok(existing),
+            Err(NetworkError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let config = NetworkConfig {
+            name: DEFAULT_NETWORK.to_owned(),
+            id: random_id()?,
+            driver: BRIDGE_DRIVER.to_owned(),
+            subnet,
+            gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+            bridge: DEFAULT_BRIDGE.to_owned(),
+        };
+        self.insert_locked(&config)?;
+        Ok(config)
+    }
+
+    fn insert_locked(&self, config: &NetworkConfig) -> Result<(), NetworkError> {
+        let path = self.path(&config.name);
+        if path.exists() {
+            return Err(NetworkError::NameTaken {
+                name: config.name.clone(),
+            });
+        }
+        for other in self.list()? {
+            if overlaps(config.subnet, other.subnet) {
+                return Err(NetworkError::Overlap {
+                    subnet: config.subnet,
+                    network: other.name,
+                    existing: other.subnet,
+                });
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(config).map_err(|source| NetworkError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        persist::write_atomic(&path, &bytes).map_err(|e| NetworkError::io(&path, e))
+    }
+
+    /// The network called `name`.
+    pub fn get(&self, name: &str) -> Result<NetworkConfig, NetworkError> {
+        if !is_valid_name(name) {
+            return Err(NetworkError::NotFound {
+                name: name.to_owned(),
+            });
+        }
+        let path = self.path(name);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(NetworkError::NotFound {
+                    name: name.to_owned(),
+                })
+            }
+            Err(e) => return Err(NetworkError::io(&path, e)),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| NetworkError::Corrupt { path, source })
+    }
+
+    /// Every network, sorted by name.
+    pub fn list(&self) -> Result<Vec<NetworkConfig>, NetworkError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(NetworkError::io(&self.dir, e)),
+        };
+        let mut networks = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| NetworkError::io(&self.dir, e))?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !is_valid_name(name) {
+                continue;
+            }
+            match self.get(name) {
+                Ok(config) => networks.push(config),
+                // Removed while we were listing.
+                Err(NetworkError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        networks.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(networks)
+    }
+
+    /// Delete the record of `name`. Whether the network is still in use is
+    /// the caller's question (see [`crate::NetworkDriver::teardown`]).
+    pub fn remove(&self, name: &str) -> Result<NetworkConfig, NetworkError> {
+        let _lock = self.lock()?;
+        let config = self.get(name)?;
+        let path = self.path(name);
+        fs::remove_file(&path).map_err(|e| NetworkError::io(&path, e))?;
+        Ok(config)
+    }
+}
+
+/// 64 random hex digits from the kernel's CSPRNG.
+fn random_id() -> Result<String, NetworkError> {
+    let mut bytes = [0u8; 32];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of
+        // `bytes`, which we own and which outlives the call.
+        let n = unsafe {
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(NetworkError::io(Path::new("getrandom"), err));
+        }
+        filled += n as usize;
+    }
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(name: &str, subnet: &str, gateway: Option<&str>) -> NetworkRequest {
+        NetworkRequest {
+            name: name.to_owned(),
+            driver: None,
+            subnet: subnet.to_owned(),
+            gateway: gateway.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn creates_lists_gets_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path().join("networks"));
+        assert!(store.list().unwrap().is_empty());
+        let web = store.create(&request("web", "10.10.0.0/24", None)).unwrap();
+        assert_eq!(web.gateway, Ipv4Addr::new(10, 10, 0, 1));
+        assert_eq!(web.driver, "bridge");
+        assert_eq!(web.id.len(), 64);
+        assert_eq!(web.bridge, format!("br-{}", &web.id[..12]));
+        assert!(web.bridge.len() <= 15);
+        let db = store
+            .create(&request("db", "10.20.0.0/16", Some("10.20.255.254")))
+            .unwrap();
+        assert_eq!(db.gateway, Ipv4Addr::new(10, 20, 255, 254));
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["db", "web"]);
+        assert_eq!(store.get("web").unwrap(), web);
+        assert_eq!(store.remove("web").unwrap(), web);
+        assert!(matches!(
+            store.get("web"),
+            Err(NetworkError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.remove("web"),
+            Err(NetworkError::NotFound { .. })
+        ));
+        // A removed network's subnet is free again.
+        store
+            .create(&request("web2", "10.10.0.0/24", None))
+            .unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_requests_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        store.create(&request("web", "10.10.0.0/16", None)).unwrap();
+        type Expected = fn(&NetworkError) -> bool;
+        let cases: Vec<(NetworkRequest, Expected)> = vec![
+            (request("web", "10.99.0.0/24", None), |e| {
+                matches!(e, NetworkError::NameTaken { .. })
+            }),
+            (request("../etc", "10.99.0.0/24", None), |e| {
+                matches!(e, NetworkError::InvalidName { .. })
+            }),
+            (request(".hidden", "10.99.0.0/24", None), |e| {
+                matches!(e, NetworkError::InvalidName { .. })
+            }),
+            (request("", "10.99.0.0/24", None), |e| {
+                matches!(e, NetworkError::InvalidName { .. })
+            }),
+            (request("host", "10.99.0.0/24", None), |e| {
+                matches!(e, NetworkError::ReservedName { .. })
+            }),
+            (request("bridge", "10.99.0.0/24", None), |e| {
+                matches!(e, NetworkError::ReservedName { .. })
+            }),
+            (request("x", "10.99.0.0", None), |e| {
+                matches!(e, NetworkError::InvalidCidr { .. })
+            }),
+            (request("x", "10.999.0.0/24", None), |e| {
+                matches!(e, NetworkError::InvalidCidr { .. })
+            }),
+            (request("x", "10.99.0.0/33", None), |e| {
+                matches!(e, NetworkError::InvalidCidr { .. })
+            }),
+            (request("x", "10.99.0.0/31", None), |e| {
+                matches!(e, NetworkError::PrefixOutOfRange { .. })
+            }),
+            (request("x", "10.0.0.0/7", None), |e| {
+                matches!(e, NetworkError::PrefixOutOfRange { .. })
+            }),
+            (request("x", "10.99.0.1/24", None), |e| {
+                matches!(e, NetworkError::HostBitsSet { .. })
+            }),
+            (request("x", "10.99.0.0/24", Some("10.98.0.1")), |e| {
+                matches!(e, NetworkError::GatewayOutsideSubnet { .. })
+            }),
+            (request("x", "10.99.0.0/24", Some("10.99.0.0")), |e| {
+                matches!(e, NetworkError::GatewayOutsideSubnet { .. })
+            }),
+            (request("x", "10.99.0.0/24", Some("10.99.0.255")), |e| {
+                matches!(e, NetworkError::GatewayOutsideSubnet { .. })
+            }),
+            (request("x", "10.99.0.0/24", Some("gw")), |e| {
+                matches!(e, NetworkError::InvalidGatewayAddress { .. })
+            }),
+            (request("x", "10.10.5.0/24", None), |e| {
+                matches!(e, NetworkError::Overlap { .. })
+            }),
+            (request("x", "10.0.0.0/8", None), |e| {
+                matches!(e, NetworkError::Overlap { .. })
+            }),
+            (
+                NetworkRequest {
+                    driver: Some("macvlan".into()),
+                    ..request("x", "10.99.0.0/24", None)
+                },
+                |e| matches!(e, NetworkError::UnknownDriver { .. }),
+            ),
+        ];
+        for (req, expected) in cases {
+            let err = store.create(&req).unwrap_err();
+            assert!(expected(&err), "{req:?}: {err:?}");
+        }
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["web"]);
+    }
+
+    #[test]
+    fn concurrent_creates_of_overlapping_subnets_admit_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let store = NetworkStore::new(dir.path());
+                std::thread::spawn(move || {
+                    store
+                        .create(&request(&format!("n{i}"), &format!("10.50.{i}.0/24"), None))
+                        .and_then(|_| {
+                            store.create(&request(&format!("wide{i}"), "10.50.0.0/16", None))
+                        })
+                        .is_ok()
+                })
+            })
+            .collect();
+        let wide_created = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(wide_created, 0, "a /16 over existing /24s must be refused");
+        let store = NetworkStore::new(dir.path());
+        assert_eq!(store.list().unwrap().len(), 8);
+
+        // Racing creates of the same subnet under different names: one wins.
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let store = NetworkStore::new(dir.path());
+                std::thread::spawn(move || {
+                    store
+                        .create(&request(&format!("race{i}"), "10.60.0.0/24", None))
+                        .is_ok()
+                })
+            })
+            .collect();
+        let winners = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(winners, 1);
+    }
+
+    #[test]
+    fn overlap_detection() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        assert!(overlaps(net("10.0.0.0/8"), net("10.1.2.0/24")));
+        assert!(overlaps(net("10.1.2.0/24"), net("10.0.0.0/8")));
+        assert!(overlaps(net("10.1.2.0/24"), net("10.1.2.0/24")));
+        assert!(!overlaps(net("10.1.2.0/24"), net("10.1.3.0/24")));
+        assert!(!overlaps(net("10.1.2.0/30"), net("10.1.2.4/30")));
+    }
+
+    #[test]
+    fn default_network_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        let first = store.ensure_default(DEFAULT_SUBNET).unwrap();
+        assert_eq!(first.name, "bridge");
+        assert_eq!(first.bridge, "berth0");
+        assert_eq!(first.subnet.to_string(), "172.17.0.0/16");
+        assert_eq!(first.gateway, Ipv4Addr::new(172, 17, 0, 1));
+        // A later call with another subnet returns the existing network.
+        let again = store
+            .ensure_default("10.0.0.0/24".parse().unwrap())
+            .unwrap();
+        assert_eq!(again, first);
+        // A configurable subnet for a fresh store.
+        let other = NetworkStore::new(dir.path().join("other"));
+        let custom = other
+            .ensure_default("10.200.0.0/24".parse().unwrap())
+            .unwrap();
+        assert_eq!(custom.gateway, Ipv4Addr::new(10, 200, 0, 1));
+        // The default network's subnet takes part in overlap checks.
+        assert!(matches!(
+            store.create(&request("x", "172.17.5.0/24", None)),
+            Err(NetworkError::Overlap { .. })
+        ));
+    }
+
+    #[test]
+    fn record_json_shape() {
+        let config = NetworkConfig {
+            name: "web".into(),
+            id: "ab".repeat(32),
+            driver: "bridge".into(),
+            subnet: "10.10.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 10, 0, 1),
+            bridge: "br-abababababab".into(),
+        };
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["subnet"], "10.10.0.0/24");
+        assert_eq!(json["gateway"], "10.10.0.1");
+        let back: NetworkConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, config);
+    }
+}

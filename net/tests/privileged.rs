@@ -1,0 +1,612 @@
+//! Privileged tests of the netlink, firewall and driver layers. Each test
+//! builds its own world out of throw-away network namespaces (a "host", a
+//! "container", a "client", an "upstream"), created by `unshare` on a
+//! short-lived thread and destroyed when their last fd closes, so the real
+//! host's links, routes, sysctls and iptables rules are never touched (and
+//! every test checks that at the end). Traffic only flows between those
+//! namespaces. Without root the tests print why they skip.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use berth_net::netlink::VethPeer;
+use berth_net::netns::run_in_netns;
+use berth_net::{
+    BridgeDriver, DriverError, Firewall, Ipam, IpamError, IptablesFirewall, MacAddr, Netlink,
+    NetlinkError, NetworkConfig, NetworkDriver, NetworkRequest, NetworkStore, PortForward,
+    PortMapping, Protocol,
+};
+use ipnet::Ipv4Net;
+use nix::sched::{unshare, CloneFlags};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn skip_unless_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return false;
+    }
+    eprintln!("skipping {test}: needs root (network namespaces, netlink, iptables)");
+    true
+}
+
+/// What the real host looks like; must be the same after every test.
+#[derive(Debug, PartialEq, Eq)]
+struct HostState {
+    links: BTreeSet<String>,
+    ip_forward: String,
+    iptables: String,
+    legacy: String,
+}
+
+impl HostState {
+    /// Taken from the test's main thread, which stays in the host's
+    /// network namespace.
+    fn capture() -> Self {
+        let links = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        HostState {
+            links,
+            ip_forward: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+            iptables: iptables_save(),
+            legacy: Command::new("iptables-legacy-save")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect(),
+        }
+    }
+}
+
+fn iptables_save() -> String {
+    saved_rules("iptables-save")
+}
+
+fn saved_rules(program: &str) -> String {
+    let output = Command::new(program).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A new, empty network namespace, alive as long as the fd.
+fn new_netns() -> OwnedFd {
+    thread::spawn(|| {
+        unshare(CloneFlags::CLONE_NEWNET).unwrap();
+        OwnedFd::from(std::fs::File::open("/proc/thread-self/ns/net").unwrap())
+    })
+    .join()
+    .unwrap()
+}
+
+/// Run `f` in `netns` (on its own thread).
+fn in_ns<T: Send>(netns: &OwnedFd, f: impl FnOnce() -> T + Send) -> T {
+    run_in_netns(netns.as_fd(), f).unwrap()
+}
+
+/// A namespace to play the host in, checked to be a fresh one as seen
+/// through /proc/sys too (per-thread), so writing its sysctls is safe.
+fn fake_host() -> OwnedFd {
+    let host = new_netns();
+    let conf: BTreeSet<String> = in_ns(&host, || {
+        std::fs::read_dir("/proc/sys/net/ipv4/conf")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    });
+    assert_eq!(
+        conf,
+        ["all", "default", "lo"].map(String::from).into(),
+        "/proc/sys/net does not follow the thread's namespace; refusing to go on"
+    );
+    in_ns(&host, || {
+        Netlink::connect().unwrap().set_up_by_name("lo").unwrap()
+    });
+    host
+}
+
+fn net(text: &str) -> Ipv4Net {
+    text.parse().unwrap()
+}
+
+/// A veth from the current namespace (`host_name`, `host_address`) to
+/// `eth0` in `other` (`other_address`, default route via the host side).
+fn wire(host_name: &str, host_address: &str, other: &OwnedFd, other_address: &str) {
+    let mut nl = Netlink::connect().unwrap();
+    let peer = VethPeer {
+        name: "eth0",
+        netns: Some(other.as_fd()),
+        mac: None,
+    };
+    nl.create_veth(host_name, &peer, None).unwrap();
+    let index = nl.link_index(host_name).unwrap();
+    nl.add_address(index, net(host_address)).unwrap();
+    nl.set_up(index).unwrap();
+    let mut inside = Netlink::connect_in(other.as_fd(), "test").unwrap();
+    let eth0 = inside.link_index("eth0").unwrap();
+    inside.add_address(eth0, net(other_address)).unwrap();
+    inside.set_up(eth0).unwrap();
+    inside.set_up_by_name("lo").unwrap();
+    inside
+        .add_default_route(net(host_address).addr(), eth0)
+        .unwrap();
+}
+
+/// A TCP server in `netns` that answers each of `count` connections with
+/// "pong" and reports who connected.
+fn serve(netns: &OwnedFd, addr: &str, count: usize) -> thread::JoinHandle<Vec<SocketAddr>> {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let listener = in_ns(netns, || TcpListener::bind(addr)).unwrap();
+    thread::spawn(move || {
+        (0..count)
+            .map(|_| {
+                let (mut stream, peer) = listener.accept().unwrap();
+                stream.write_all(b"pong").unwrap();
+                peer
+            })
+            .collect()
+    })
+}
+
+/// Connect (from the calling thread's namespace) and read the answer.
+fn ping(addr: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr.parse().unwrap(), TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn bridge_veth_addresses_routes_and_traffic() {
+    if skip_unless_root("bridge_veth_addresses_routes_and_traffic") {
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let container = new_netns();
+    in_ns(&host, || {
+        let mut nl = Netlink::connect().unwrap();
+        let (bridge, created) = nl.create_bridge("br-test").unwrap();
+        assert!(created);
+        assert_eq!(nl.create_bridge("br-test").unwrap(), (bridge, false));
+        assert!(nl.add_address(bridge, net("10.99.0.1/24")).unwrap());
+        assert!(!nl.add_address(bridge, net("10.99.0.1/24")).unwrap());
+        nl.set_up(bridge).unwrap();
+
+        let mac: MacAddr = "02:42:0a:63:00:02".parse().unwrap();
+        let peer = VethPeer {
+            name: "eth0",
+            netns: Some(container.as_fd()),
+            mac: Some(mac),
+        };
+        nl.create_veth("vbtest", &peer, Some(bridge)).unwrap();
+        nl.set_up_by_name("vbtest").unwrap();
+        let host_end = nl.require_link("vbtest").unwrap();
+        assert_eq!(host_end.master, Some(bridge));
+        assert_eq!(host_end.kind.as_deref(), Some("veth"));
+        assert!(host_end.up);
+        assert!(
+            nl.link("eth0").unwrap().is_none(),
+            "the peer went straight into the container"
+        );
+        assert!(matches!(
+            nl.create_bridge("vbtest"),
+            Err(NetlinkError::WrongKind { .. })
+        ));
+
+        let mut inside = Netlink::connect_in(container.as_fd(), "test container").unwrap();
+        let eth0 = inside.require_link("eth0").unwrap();
+        assert_eq!(eth0.mac, Some(mac));
+        inside.add_address(eth0.index, net("10.99.0.2/24")).unwrap();
+        inside.set_up(eth0.index).unwrap();
+        inside.set_up_by_name("lo").unwrap();
+        assert!(inside
+            .add_default_route(Ipv4Addr::new(10, 99, 0, 1), eth0.index)
+            .unwrap());
+        assert!(!inside
+            .add_default_route(Ipv4Addr::new(10, 99, 0, 1), eth0.index)
+            .unwrap());
+        // Rename works on a down link; errors name the link and namespace.
+        let err = inside.link_index("nosuch0").unwrap_err();
+        assert!(err.to_string().contains("nosuch0"), "{err}");
+        assert!(err.to_string().contains("test container"), "{err}");
+
+        // Host -> container over the bridge.
+        let server = serve(&container, "10.99.0.2:7000", 1);
+        assert_eq!(ping("10.99.0.2:7000").unwrap(), "pong");
+        let peers = server.join().unwrap();
+        assert_eq!(peers[0].ip().to_string(), "10.99.0.1");
+
+        // Container -> an address of the host outside its subnet: needs
+        // the default route.
+        let lo = nl.link_index("lo").unwrap();
+        nl.add_address(lo, net("10.98.0.1/32")).unwrap();
+        let server = serve(&host, "10.98.0.1:7001", 1);
+        assert_eq!(
+            in_ns(&container, || ping("10.98.0.1:7001")).unwrap(),
+            "pong"
+        );
+        assert_eq!(server.join().unwrap()[0].ip().to_string(), "10.99.0.2");
+
+        // A link created here and moved over, then renamed there.
+        nl.create_veth(
+            "vbmove",
+            &VethPeer {
+                name: "vbmovepeer",
+                netns: None,
+                mac: None,
+            },
+            None,
+        )
+        .unwrap();
+        let moved = nl.link_index("vbmovepeer").unwrap();
+        nl.move_to_netns(moved, container.as_fd()).unwrap();
+        assert!(nl.link("vbmovepeer").unwrap().is_none());
+        let mut inside = Netlink::connect_in(container.as_fd(), "test container").unwrap();
+        let index = inside.link_index("vbmovepeer").unwrap();
+        inside.rename(index, "eth1").unwrap();
+        inside.set_up(index).unwrap();
+        assert!(inside.require_link("eth1").unwrap().up);
+
+        // Deleting one end removes the pair; deleting again is a no-op.
+        assert!(nl.delete_link("vbtest").unwrap());
+        assert!(!nl.delete_link("vbtest").unwrap());
+        assert!(inside.link("eth0").unwrap().is_none());
+        assert!(nl.delete_link("br-test").unwrap());
+    });
+    drop((host, container));
+    assert_eq!(HostState::capture(), before);
+}
+
+fn test_network(name: &str, subnet: &str, bridge: &str) -> NetworkConfig {
+    let subnet = net(subnet);
+    NetworkConfig {
+        name: name.to_owned(),
+        id: "f".repeat(64),
+        driver: "bridge".to_owned(),
+        subnet,
+        gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+        bridge: bridge.to_owned(),
+    }
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn iptables_rules_are_idempotent_tagged_and_fully_removed() {
+    if skip_unless_root("iptables_rules_are_idempotent_tagged_and_fully_removed") {
+        return;
+    }
+    let before = HostState::capture();
+    // Whichever backend `iptables` is, and both explicit ones when present.
+    for (program, save) in [
+        ("iptables", "iptables-save"),
+        ("iptables-nft", "iptables-nft-save"),
+        ("iptables-legacy", "iptables-legacy-save"),
+    ] {
+        let found = Command::new(program)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            eprintln!("{program} not found; skipping it");
+            continue;
+        }
+        firewall_round_trip(program, save);
+    }
+    assert_eq!(HostState::capture(), before);
+}
+
+fn firewall_round_trip(program: &str, save: &str) {
+    let host = fake_host();
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().to_owned();
+    let iptables_save = || saved_rules(save);
+    in_ns(&host, move || {
+        let firewall = IptablesFirewall::with_program(program, &lock_dir);
+        let network = test_network("fwnet", "10.88.0.0/24", "br-fwtest");
+        let other = test_network("fwother", "10.87.0.0/24", "br-fwother");
+        let forward = PortForward {
+            owner: "c0ffee".to_owned(),
+            network: "fwnet".to_owned(),
+            bridge: "br-fwtest".to_owned(),
+            container_ip: Ipv4Addr::new(10, 88, 0, 2),
+            mapping: PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+            },
+        };
+        for _ in 0..2 {
+            firewall.setup_network(&network).unwrap();
+            firewall.setup_network(&other).unwrap();
+            firewall.add_port_forward(&forward).unwrap();
+        }
+        let saved = iptables_save();
+        for rule in [
+            "-A POSTROUTING -m comment --comment berth -j BERTH-POSTROUTING",
+            "-A PREROUTING ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
+            "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
+            "-A FORWARD -m comment --comment berth -j BERTH-FORWARD",
+            "-A BERTH-POSTROUTING -s 10.88.0.0/24 ! -o br-fwtest -m comment --comment \"berth:fwnet\" -j MASQUERADE",
+            "-A BERTH-FORWARD -o br-fwtest -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"berth:fwnet\" -j ACCEPT",
+            "-A BERTH-FORWARD -i br-fwtest -m comment --comment \"berth:fwnet\" -j ACCEPT",
+            "-A BERTH-DNAT ! -i br-fwtest -p tcp -m tcp --dport 8080 -m comment --comment \"berth:c0ffee\" -j DNAT --to-destination 10.88.0.2:80",
+            "-A BERTH-FORWARD -d 10.88.0.2/32 ! -i br-fwtest -o br-fwtest -p tcp -m tcp --dport 80 -m comment --comment \"berth:c0ffee\" -j ACCEPT",
+        ] {
+            assert_eq!(count(&saved, rule), 1, "{rule}\nin\n{saved}");
+        }
+        // Every rule berth added carries a berth comment.
+        for line in saved
+            .lines()
+            .filter(|l| l.starts_with("-A ") && l.contains("BERTH"))
+        {
+            assert!(
+                line.contains("--comment berth ") || line.contains("--comment \"berth:"),
+                "{line}"
+            );
+        }
+
+        firewall.remove_port_forward(&forward).unwrap();
+        firewall.remove_port_forward(&forward).unwrap();
+        let saved = iptables_save();
+        assert_eq!(count(&saved, "berth:c0ffee"), 0, "{saved}");
+        firewall.teardown_network(&network).unwrap();
+        let saved = iptables_save();
+        assert_eq!(count(&saved, "berth:fwnet"), 0, "{saved}");
+        assert_eq!(
+            count(&saved, "berth:fwother"),
+            3,
+            "other network kept\n{saved}"
+        );
+        assert!(
+            saved.contains(":BERTH-FORWARD"),
+            "chains stay while a network is left"
+        );
+        firewall.teardown_network(&other).unwrap();
+        let saved = iptables_save();
+        assert!(!saved.to_lowercase().contains("berth"), "{saved}");
+        // Teardown of what is gone already is fine.
+        firewall.teardown_network(&other).unwrap();
+        firewall.remove_port_forward(&forward).unwrap();
+    });
+}
+
+fn driver(dir: &std::path::Path) -> BridgeDriver {
+    BridgeDriver::with_parts(
+        Ipam::new(dir.join("ipam")),
+        IptablesFirewall::new(dir),
+        PathBuf::from("/proc/sys"),
+    )
+}
+
+#[test]
+fn driver_dnat_masquerade_and_cleanup() {
+    if skip_unless_root("driver_dnat_masquerade_and_cleanup") {
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let container = new_netns();
+    let second = new_netns();
+    let client = new_netns();
+    let upstream = new_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_owned();
+    in_ns(&host, || {
+        let store = NetworkStore::new(state.join("networks"));
+        let network = store
+            .create(&NetworkRequest {
+                name: "e2e".into(),
+                subnet: "10.77.0.0/24".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let driver = driver(&state);
+        let report = driver.setup(&network).unwrap();
+        assert!(report.ip_forward_enabled && report.bridge_created);
+        assert_eq!(
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+            "1\n"
+        );
+        assert_eq!(driver.ensure(&network).unwrap(), None, "fast path");
+
+        // The outside world: a client and an upstream host.
+        wire("vclient", "192.0.2.1/24", &client, "192.0.2.2/24");
+        wire("vupstream", "198.51.100.1/24", &upstream, "198.51.100.2/24");
+        // The upstream host has no route back to the containers' subnet:
+        // only MASQUERADE lets it answer.
+
+        let ports = ["8080:80/tcp".parse::<PortMapping>().unwrap()];
+        let started = std::time::Instant::now();
+        let endpoint = driver
+            .attach(&network, "c1c1c1", container.as_fd(), &ports)
+            .unwrap();
+        eprintln!("attach with one port took {:?}", started.elapsed());
+        assert_eq!(endpoint.ip, Ipv4Addr::new(10, 77, 0, 2));
+        assert_eq!(endpoint.gateway, Ipv4Addr::new(10, 77, 0, 1));
+        assert_eq!(endpoint.prefix_len, 24);
+        assert_eq!(endpoint.host_veth, "vbc1c1c1");
+        assert_eq!(endpoint.mac.to_string(), "02:42:0a:4d:00:02");
+        let inside = in_ns(&container, || {
+            Netlink::connect().unwrap().require_link("eth0").unwrap()
+        });
+        assert_eq!(inside.mac, Some(endpoint.mac));
+        assert!(inside.up);
+
+        // DNAT from an outside client to the host's address.
+        let server = serve(&container, "0.0.0.0:80", 3);
+        assert_eq!(in_ns(&client, || ping("192.0.2.1:8080")).unwrap(), "pong");
+        // From the host itself, through its own non-loopback addresses.
+        assert_eq!(ping("198.51.100.1:8080").unwrap(), "pong");
+        assert_eq!(ping("10.77.0.1:8080").unwrap(), "pong");
+        let peers = server.join().unwrap();
+        assert_eq!(
+            peers[0].ip().to_string(),
+            "192.0.2.2",
+            "the container sees the client"
+        );
+        // Loopback is deliberately not forwarded (see the firewall docs).
+        assert!(ping("127.0.0.1:8080").is_err());
+
+        // MASQUERADE: upstream sees the host's address, not the container's.
+        let server = serve(&upstream, "198.51.100.2:9000", 1);
+        assert_eq!(
+            in_ns(&container, || ping("198.51.100.2:9000")).unwrap(),
+            "pong"
+        );
+        assert_eq!(server.join().unwrap()[0].ip().to_string(), "198.51.100.1");
+
+        // A second container cannot take the same host port, and the
+        // refusal consumes nothing.
+        let err = driver
+            .attach(&network, "c2c2c2", second.as_fd(), &ports)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DriverError::Ipam(IpamError::PortTaken { port: 8080, .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(driver.ipam().leases("e2e").unwrap().len(), 1);
+        assert!(in_ns(&second, || Netlink::connect()
+            .unwrap()
+            .link("eth0")
+            .unwrap())
+        .is_none());
+
+        // A network in use cannot be torn down.
+        assert!(driver.teardown(&network).is_err());
+
+        // Detach: rules, veth, lease and port all gone; port free again.
+        let started = std::time::Instant::now();
+        let report = driver.detach("c1c1c1").unwrap();
+        eprintln!("detach with one port took {:?}", started.elapsed());
+        assert!(report.veth_deleted);
+        assert_eq!(report.addresses, [("e2e".to_owned(), endpoint.ip)]);
+        assert_eq!(report.ports.len(), 1);
+        assert_eq!(count(&iptables_save(), "berth:c1c1c1"), 0);
+        assert!(Netlink::connect()
+            .unwrap()
+            .link("vbc1c1c1")
+            .unwrap()
+            .is_none());
+        assert_eq!(driver.detach("c1c1c1").unwrap(), Default::default());
+        let started = std::time::Instant::now();
+        let quiet = new_netns();
+        driver
+            .attach(&network, "c3c3c3", quiet.as_fd(), &[])
+            .unwrap();
+        eprintln!("attach without ports took {:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        driver.detach("c3c3c3").unwrap();
+        eprintln!("detach without ports took {:?}", started.elapsed());
+        drop(quiet);
+        let endpoint2 = driver
+            .attach(&network, "c2c2c2", second.as_fd(), &ports)
+            .unwrap();
+        let server = serve(&second, "0.0.0.0:80", 1);
+        assert_eq!(in_ns(&client, || ping("192.0.2.1:8080")).unwrap(), "pong");
+        server.join().unwrap();
+
+        // Crash cleanup: the container's namespace is gone (its veth with
+        // it); detach from the id alone still frees everything.
+        drop(second);
+        driver.detach("c2c2c2").unwrap();
+        let saved = iptables_save();
+        assert_eq!(count(&saved, "berth:c2c2c2"), 0, "{saved}");
+        assert!(driver.ipam().leases("e2e").unwrap().is_empty());
+        assert!(driver.ipam().port_forwards("c2c2c2").unwrap().is_empty());
+        let _ = endpoint2;
+
+        // Network teardown: no berth rule, chain or bridge left.
+        driver.teardown(&network).unwrap();
+        store.remove("e2e").unwrap();
+        let saved = iptables_save();
+        assert!(!saved.to_lowercase().contains("berth"), "{saved}");
+        assert!(Netlink::connect()
+            .unwrap()
+            .link(&network.bridge)
+            .unwrap()
+            .is_none());
+    });
+    drop((host, container, client, upstream));
+    assert_eq!(HostState::capture(), before);
+}
+
+#[test]
+fn parallel_attaches_get_distinct_addresses_and_leave_nothing() {
+    if skip_unless_root("parallel_attaches_get_distinct_addresses_and_leave_nothing") {
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_owned();
+    let network = test_network("par", "10.66.0.0/24", "br-partest");
+    in_ns(&host, || driver(&state).setup(&network).unwrap());
+    let links_before: BTreeSet<String> = in_ns(&host, link_names);
+
+    let namespaces: Vec<OwnedFd> = (0..30).map(|_| new_netns()).collect();
+    let endpoints: Vec<_> = thread::scope(|scope| {
+        let handles: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let (host, state, network) = (&host, &state, &network);
+                scope.spawn(move || {
+                    in_ns(host, || {
+                        driver(state)
+                            .attach(network, &format!("p{i:02}"), ns.as_fd(), &[])
+                            .unwrap()
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let addresses: BTreeSet<_> = endpoints.iter().map(|e| e.ip).collect();
+    assert_eq!(addresses.len(), 30);
+
+    in_ns(&host, || {
+        let driver = driver(&state);
+        for endpoint in &endpoints {
+            driver.detach(&endpoint.container_id).unwrap();
+        }
+        assert!(driver.ipam().leases("par").unwrap().is_empty());
+        assert_eq!(link_names(), links_before);
+        driver.teardown(&network).unwrap();
+        assert!(!iptables_save().to_lowercase().contains("berth"));
+    });
+    drop((host, namespaces));
+    assert_eq!(HostState::capture(), before);
+}
+
+/// Interface names in the calling thread's network namespace
+/// (/proc/thread-self/net/dev follows the thread, not the process).
+fn link_names() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/thread-self/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
