@@ -49,6 +49,9 @@ pub enum Command {
     Unpause(ContainersArgs),
     /// Show containers' resource usage
     Stats(StatsArgs),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Show the stored record of containers or images as JSON
     Inspect(InspectArgs),
     /// List images
@@ -124,6 +127,18 @@ pub struct RunArgs {
     /// Security options: no-new-privileges[:true|false]
     #[arg(long, value_name = "OPT")]
     pub security_opt: Vec<String>,
+    /// Connect the container to a network: bridge (default), a network's
+    /// name, none (only loopback) or host
+    #[arg(
+        long = "net",
+        alias = "network",
+        value_name = "NETWORK",
+        default_value = "bridge"
+    )]
+    pub net: String,
+    /// Publish a container's port on the host (HOSTPORT:CTRPORT[/tcp|/udp])
+    #[arg(short, long = "publish", value_name = "HOSTPORT:CTRPORT")]
+    pub publish: Vec<String>,
     /// Log options: max-size=SIZE (e.g. 10m), max-file=N
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opt: Vec<String>,
@@ -195,6 +210,40 @@ pub struct KillArgs {
     pub signal: String,
     #[arg(required = true, value_name = "CONTAINER")]
     pub containers: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network
+    Create(NetworkCreateArgs),
+    /// List networks
+    #[command(alias = "list")]
+    Ls,
+    /// Show networks and the containers on them as JSON
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks no running container uses
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Network driver
+    #[arg(short, long, default_value = "bridge")]
+    pub driver: String,
+    /// Subnet in CIDR form, e.g. 10.10.0.0/24
+    #[arg(long)]
+    pub subnet: String,
+    /// Gateway address (default: the subnet's first address)
+    #[arg(long)]
+    pub gateway: Option<String>,
+    pub name: String,
 }
 
 #[derive(Debug, Args)]

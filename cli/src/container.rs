@@ -72,11 +72,16 @@ pub fn find(store: &ContainerStore, query: &str) -> anyhow::Result<ContainerReco
 pub fn rm(paths: &Paths, args: &RmArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     Ok(for_each_container(&store, &args.containers, |record| {
-        remove_one(&store, record, args.force)
+        remove_one(paths, &store, record, args.force)
     }))
 }
 
-fn remove_one(store: &ContainerStore, record: ContainerRecord, force: bool) -> anyhow::Result<()> {
+fn remove_one(
+    paths: &Paths,
+    store: &ContainerStore,
+    record: ContainerRecord,
+    force: bool,
+) -> anyhow::Result<()> {
     if record.is_active() {
         if !force {
             bail!(
@@ -89,8 +94,10 @@ fn remove_one(store: &ContainerStore, record: ContainerRecord, force: bool) -> a
         // Let the monitor record the end and release what it holds.
         refresh(store, record.clone())?;
     }
-    // A container whose monitor died still has its cgroup.
+    // A container whose monitor died still has its cgroup, address and
+    // port rules.
     crate::limits::release(&record)?;
+    crate::network::release(paths, &record.id)?;
     store
         .remove(&record.id)
         .with_context(|| format!("cannot remove container {}", record.name))

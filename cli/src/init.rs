@@ -53,6 +53,8 @@ pub struct InitSpec {
     pub cgroup_namespace: bool,
     /// `--privileged`: /proc and /sys are left unmasked.
     pub privileged: bool,
+    /// The parent connects the init's network namespace before Start.
+    pub network: crate::network::NetworkMode,
     pub process: ProcessSpec,
 }
 
@@ -150,7 +152,9 @@ fn setup_and_exec(
         // root is the container's own cgroup.
         unshare(CloneFlags::CLONE_NEWCGROUP).step("create the cgroup namespace")?;
     }
-    berth_net::set_link_up("lo").step("network")?;
+    if spec.network.has_own_namespace() {
+        berth_net::set_link_up("lo").step("network")?;
+    }
     nix::unistd::sethostname(&spec.hostname).step("set the hostname")?;
 
     let target = &spec.rootfs.target;

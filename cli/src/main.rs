@@ -11,6 +11,7 @@ mod init;
 mod limits;
 mod logs;
 mod monitor;
+mod network;
 mod paths;
 mod pause;
 mod ps;
@@ -63,6 +64,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pause(args) => pause::pause(&paths, &args),
         Command::Unpause(args) => pause::unpause(&paths, &args),
         Command::Stats(args) => pause::stats(&paths, &args),
+        Command::Network(command) => network::command(&paths, &command),
         Command::Inspect(args) => container::inspect(&paths, &args),
         Command::Images | Command::Image(ImageCommand::List) => images::list(&paths).map(|()| 0),
         Command::Image(ImageCommand::Import { file, name }) => {

@@ -13,12 +13,14 @@ use nix::unistd::{fork, ForkResult};
 
 use crate::exit::CodedError;
 use crate::init::InitSpec;
+use crate::paths::Paths;
 use crate::run::{block_relayed_signals, finish, launch, open_log, RemoveOnFailure};
 use crate::supervise::{supervise, Attachment};
 
 /// Fork the monitor, let it start the container, and report: the id on
 /// success, the init's error (with its exit code) on failure.
 pub fn start_detached(
+    paths: &Paths,
     store: &ContainerStore,
     record: ContainerRecord,
     spec: InitSpec,
@@ -30,7 +32,7 @@ pub fn start_detached(
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(ready_read);
-            let code = monitor(store, record, spec, guard, ready_write);
+            let code = monitor(paths, store, record, spec, guard, ready_write);
             std::process::exit(code);
         }
         ForkResult::Parent { .. } => {
@@ -63,6 +65,7 @@ pub fn start_detached(
 
 /// The monitor's life; returns its own exit code.
 fn monitor(
+    paths: &Paths,
     store: &ContainerStore,
     mut record: ContainerRecord,
     mut spec: InitSpec,
@@ -83,7 +86,7 @@ fn monitor(
     let mut ready = std::fs::File::from(ready);
     let started = (|| {
         let (signals, restore) = block_relayed_signals()?;
-        let launched = launch(store, &mut record, &mut spec)?;
+        let launched = launch(paths, store, &mut record, &mut spec)?;
         let log = open_log(store, &record)?;
         Ok::<_, anyhow::Error>((signals, restore, launched, log))
     })();
@@ -123,7 +126,7 @@ fn monitor(
     launched.child.reaped.set(status.is_ok());
     match status {
         Ok(status) => {
-            finish(store, &record.id, status);
+            finish(paths, store, &record.id, status);
             0
         }
         Err(_) => 1,

@@ -30,8 +30,13 @@ impl Paths {
             .with_context(|| format!("cannot open the image store {}", dir.display()))
     }
 
+    /// Network records, IPAM state and the firewall lock.
+    pub fn networks_dir(&self) -> PathBuf {
+        self.root.join("networks")
+    }
+
     /// The root holds every container's files: only root may enter it.
-    fn ensure_root(&self) -> anyhow::Result<()> {
+    pub fn ensure_root(&self) -> anyhow::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)

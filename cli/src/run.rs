@@ -88,23 +88,32 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.privileged = args.privileged;
     record.capabilities = Some(capabilities.iter().map(|c| c.name().to_owned()).collect());
     record.no_new_privileges = parse_security_options(&args.security_opt)?;
-    let volumes = args
+    let network = crate::network::plan(paths, &args.net, &args.publish)?;
+    record.network_mode = args.net.clone();
+    let user_volumes = args
         .volume
         .iter()
         .map(|spec| berth_fs::parse_volume(spec))
         .collect::<Result<Vec<_>, _>>()?;
-    berth_fs::prepare_volume_sources(&volumes)?;
+    berth_fs::prepare_volume_sources(&user_volumes)?;
     record.volumes = args.volume.clone();
     create_record(&containers, &mut record, args.name.as_deref())?;
 
     // From here on a failure must take the container away again.
     let guard = RemoveOnFailure {
+        paths,
         store: &containers,
         id: &id,
         armed: true,
     };
     let dir = containers.container_dir(&id);
     let rootfs = prepare_layer_dirs(&dir, &image)?;
+    // /etc/hosts, resolv.conf and hostname first, so that a user's -v can
+    // still replace one of them.
+    let etc_files = crate::network::EtcFiles::new(&dir);
+    etc_files.write(&record, None, &[])?;
+    let mut volumes = etc_files.volumes();
+    volumes.extend(user_volumes);
     let spec = InitSpec {
         rootfs,
         volumes,
@@ -113,6 +122,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         hostname: record.hostname.clone(),
         cgroup_namespace: Namespace::Cgroup.is_supported(Path::new("/proc")),
         privileged: args.privileged,
+        network,
         process: ProcessSpec {
             command: record.command.clone(),
             env: record.env.clone(),
@@ -125,9 +135,9 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         },
     };
     if args.detach {
-        crate::monitor::start_detached(&containers, record, spec, guard)
+        crate::monitor::start_detached(paths, &containers, record, spec, guard)
     } else {
-        foreground(&containers, record, spec, guard)
+        foreground(paths, &containers, record, spec, guard)
     }
 }
 
@@ -140,13 +150,14 @@ fn require_root() -> anyhow::Result<()> {
 
 /// Run the container attached to this terminal and pass its exit code on.
 fn foreground(
+    paths: &Paths,
     store: &ContainerStore,
     mut record: ContainerRecord,
     mut spec: InitSpec,
     mut guard: RemoveOnFailure<'_>,
 ) -> anyhow::Result<i32> {
     let (mut signals, _restore_mask) = block_relayed_signals()?;
-    let launched = launch(store, &mut record, &mut spec)?;
+    let launched = launch(paths, store, &mut record, &mut spec)?;
     guard.armed = false;
     let mut log = open_log(store, &record)?;
     let attach = Attachment {
@@ -162,7 +173,7 @@ fn foreground(
         &attach,
     );
     launched.child.reaped.set(status.is_ok());
-    Ok(finish(store, &record.id, status?))
+    Ok(finish(paths, store, &record.id, status?))
 }
 
 /// The container's log file (also read by `berth logs`).
@@ -179,7 +190,7 @@ pub fn open_log(store: &ContainerStore, record: &ContainerRecord) -> anyhow::Res
 
 /// Record how the container ended and release what it held; returns
 /// docker's exit code. With `--rm` the container is removed.
-pub fn finish(store: &ContainerStore, id: &str, status: WaitStatus) -> i32 {
+pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatus) -> i32 {
     let code = status_code(status).unwrap_or(crate::exit::BERTH_FAILED);
     let record = match store.load(id) {
         Ok(record) => record,
@@ -191,6 +202,9 @@ pub fn finish(store: &ContainerStore, id: &str, status: WaitStatus) -> i32 {
     // Read before the cgroup goes away with the release.
     let oom_killed = crate::limits::oom_killed(&record);
     if let Err(e) = crate::limits::release(&record) {
+        eprintln!("berth: {e:#}");
+    }
+    if let Err(e) = crate::network::release(paths, id) {
         eprintln!("berth: {e:#}");
     }
     // With --rm nothing is left to record the exit in.
@@ -265,8 +279,10 @@ fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(multiplier)
 }
 
-/// Removes a half-made container (record and directory) unless disarmed.
+/// Removes a half-made container (network lease, record and directory)
+/// unless disarmed.
 pub struct RemoveOnFailure<'a> {
+    pub paths: &'a Paths,
     pub store: &'a ContainerStore,
     pub id: &'a str,
     pub armed: bool,
@@ -275,6 +291,9 @@ pub struct RemoveOnFailure<'a> {
 impl Drop for RemoveOnFailure<'_> {
     fn drop(&mut self) {
         if self.armed {
+            if let Err(e) = crate::network::release(self.paths, self.id) {
+                eprintln!("berth: {e:#}");
+            }
             if let Err(e) = self.store.remove(self.id) {
                 eprintln!("berth: cleaning up container {} also failed: {e}", self.id);
             }
@@ -452,17 +471,20 @@ impl Launched {
 /// the record says "running"; on failure the init has been reaped and the
 /// error carries docker's exit code for it.
 pub fn launch(
+    paths: &Paths,
     store: &ContainerStore,
     record: &mut ContainerRecord,
     spec: &mut InitSpec,
 ) -> anyhow::Result<Launched> {
-    let namespaces = [
+    let mut namespaces = vec![
         Namespace::Uts,
         Namespace::Ipc,
         Namespace::Pid,
-        Namespace::Net,
         Namespace::Mount,
     ];
+    if spec.network.has_own_namespace() {
+        namespaces.push(Namespace::Net);
+    }
     // The cgroup namespace is created by the init itself, after it has been
     // placed in its cgroup (see InitSpec::cgroup_namespace).
     let pipes = if spec.process.tty {
@@ -490,6 +512,7 @@ pub fn launch(
 
     let cgroup = crate::limits::place(&spec.hierarchies, record, &spec.resources, pid.as_raw())?;
     let started = (|| {
+        crate::network::attach(paths, store, &spec.network, record, pid.as_raw())?;
         let me = std::process::id() as i32;
         let proc_root = Path::new("/proc");
         record.mark_running(
@@ -507,6 +530,7 @@ pub fn launch(
         Err(error) => {
             drop(guard);
             let _ = cgroup.remove();
+            let _ = crate::network::release(paths, &record.id);
             return Err(error);
         }
     };

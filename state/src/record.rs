@@ -93,6 +93,13 @@ pub struct ContainerRecord {
     /// find and remove it even if berth's own cgroup has changed.
     #[serde(default)]
     pub cgroup: Option<serde_json::Value>,
+    /// `--net`: bridge (default), a network name, none or host.
+    #[serde(default)]
+    pub network_mode: String,
+    /// The container's connection as the network code serialized it (for
+    /// berth: `berth_net::Endpoint`: address, MAC, network, ports).
+    #[serde(default)]
+    pub network: Option<serde_json::Value>,
 }
 
 /// Resource limits of a container (`None`: not limited).
@@ -140,6 +147,8 @@ impl ContainerRecord {
             capabilities: None,
             no_new_privileges: false,
             cgroup: None,
+            network_mode: String::new(),
+            network: None,
         }
     }
 

@@ -1,0 +1,300 @@
+//! Networks: `berth network create|ls|inspect|rm`, and a container's
+//! network during `run` (`--net bridge|NAME|none|host`, `-p`).
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use berth_net::{
+    render_hostname, render_hosts, render_resolv_conf, BridgeDriver, Endpoint, HostsEntry,
+    NetworkConfig, NetworkDriver, NetworkRequest, NetworkStore, PortMapping,
+};
+use berth_state::{ContainerRecord, ContainerStore};
+
+use crate::args::{NetworkCommand, NetworkCreateArgs};
+use crate::paths::Paths;
+use crate::table::render;
+
+/// docker's name for the default network.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// How a container is connected.
+#[derive(Debug)]
+pub enum NetworkMode {
+    /// Its own network namespace on a bridge network, with `-p` ports.
+    Bridge {
+        network: NetworkConfig,
+        ports: Vec<PortMapping>,
+    },
+    /// Its own network namespace with only `lo`.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl NetworkMode {
+    pub fn has_own_namespace(&self) -> bool {
+        !matches!(self, NetworkMode::Host)
+    }
+}
+
+fn store(paths: &Paths) -> NetworkStore {
+    NetworkStore::new(paths.networks_dir())
+}
+
+fn driver(paths: &Paths) -> BridgeDriver {
+    BridgeDriver::new(&paths.networks_dir())
+}
+
+/// Resolve `--net` and `-p` before anything is created; sets the network
+/// up (bridge, firewall rules) if it is not.
+pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<NetworkMode> {
+    let ports = publish
+        .iter()
+        .map(|p| {
+            p.parse::<PortMapping>()
+                .with_context(|| format!("invalid port mapping {p:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    match net {
+        "none" | "host" if !ports.is_empty() => {
+            bail!("-p needs a bridge network: --net {net} has no ports to publish")
+        }
+        "none" => Ok(NetworkMode::None),
+        "host" => Ok(NetworkMode::Host),
+        name => {
+            let store = store(paths);
+            let network = if name == DEFAULT_NETWORK {
+                store.ensure_default(berth_net::DEFAULT_SUBNET)?
+            } else {
+                store.get(name)?
+            };
+            if let Some(report) = driver(paths).ensure(&network)? {
+                if report.ip_forward_enabled {
+                    eprintln!("berth: turned on net.ipv4.ip_forward so that containers can reach other networks");
+                }
+            }
+            Ok(NetworkMode::Bridge { network, ports })
+        }
+    }
+}
+
+/// The files berth bind-mounts over the container's /etc/hosts,
+/// /etc/resolv.conf and /etc/hostname (written before the init mounts them).
+pub struct EtcFiles {
+    dir: PathBuf,
+}
+
+impl EtcFiles {
+    pub fn new(container_dir: &Path) -> Self {
+        EtcFiles {
+            dir: container_dir.to_owned(),
+        }
+    }
+
+    /// As volumes for the init: (host file, container path).
+    pub fn volumes(&self) -> Vec<berth_fs::Volume> {
+        ["hosts", "resolv.conf", "hostname"]
+            .into_iter()
+            .map(|name| berth_fs::Volume {
+                source: self.dir.join(name),
+                target: format!("/etc/{name}"),
+                read_only: false,
+            })
+            .collect()
+    }
+
+    /// Write the files for a container that has (or lacks) an address.
+    pub fn write(
+        &self,
+        record: &ContainerRecord,
+        own_ip: Option<Ipv4Addr>,
+        others: &[HostsEntry],
+    ) -> anyhow::Result<()> {
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let names = [record.name.as_str()];
+        for (name, text) in [
+            (
+                "hosts",
+                render_hosts(&record.hostname, own_ip, &names, others),
+            ),
+            ("resolv.conf", render_resolv_conf(&host_resolv)),
+            ("hostname", render_hostname(&record.hostname)),
+        ] {
+            let path = self.dir.join(name);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Connect the container whose init is `pid` and record the endpoint; the
+/// /etc/hosts file gets its address and the other containers on the network.
+pub fn attach(
+    paths: &Paths,
+    containers: &ContainerStore,
+    mode: &NetworkMode,
+    record: &mut ContainerRecord,
+    pid: i32,
+) -> anyhow::Result<()> {
+    let NetworkMode::Bridge { network, ports } = mode else {
+        return Ok(());
+    };
+    let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
+        Path::new("/proc"),
+        pid as u32,
+    ))?;
+    let endpoint = driver(paths).attach(network, &record.id, netns.as_fd(), ports)?;
+    record.network = Some(serde_json::to_value(&endpoint)?);
+    let others = neighbours(containers, &network.name, &record.id);
+    EtcFiles::new(&containers.container_dir(&record.id)).write(
+        record,
+        Some(endpoint.ip),
+        &others,
+    )?;
+    Ok(())
+}
+
+/// Running containers on `network`, for /etc/hosts.
+fn neighbours(containers: &ContainerStore, network: &str, own_id: &str) -> Vec<HostsEntry> {
+    let records = containers.list().unwrap_or_default();
+    records
+        .iter()
+        .filter(|r| r.id != own_id && r.is_active())
+        .filter_map(|r| {
+            let endpoint = endpoint_of(r)?;
+            (endpoint.network == network)
+                .then(|| HostsEntry::new(endpoint.ip, [r.name.clone(), r.hostname.clone()]))
+        })
+        .collect()
+}
+
+pub fn endpoint_of(record: &ContainerRecord) -> Option<Endpoint> {
+    record
+        .network
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// Give back the container's address and ports and remove its rules.
+/// Idempotent and cheap; works after a crash at any point.
+pub fn release(paths: &Paths, container_id: &str) -> anyhow::Result<()> {
+    if !paths.networks_dir().exists() {
+        return Ok(());
+    }
+    driver(paths)
+        .detach(container_id)
+        .map(drop)
+        .with_context(|| format!("cannot release the network of container {container_id}"))
+}
+
+pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
+    match command {
+        NetworkCommand::Create(args) => create(paths, args),
+        NetworkCommand::Ls => list(paths),
+        NetworkCommand::Inspect { names } => inspect(paths, names),
+        NetworkCommand::Rm { names } => remove(paths, names),
+    }
+}
+
+fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
+    paths.ensure_root()?;
+    let store = store(paths);
+    let network = store.create(&NetworkRequest {
+        name: args.name.clone(),
+        driver: Some(args.driver.clone()),
+        subnet: args.subnet.clone(),
+        gateway: args.gateway.clone(),
+    })?;
+    match driver(paths).setup(&network) {
+        Ok(report) => {
+            if report.ip_forward_enabled {
+                eprintln!("berth: turned on net.ipv4.ip_forward so that containers can reach other networks");
+            }
+            println!("{}", network.id);
+            Ok(0)
+        }
+        Err(error) => {
+            let _ = driver(paths).teardown(&network);
+            let _ = store.remove(&network.name);
+            Err(error).with_context(|| format!("cannot set up network {}", network.name))
+        }
+    }
+}
+
+fn list(paths: &Paths) -> anyhow::Result<i32> {
+    let networks = store(paths).list()?;
+    let rows: Vec<Vec<String>> = networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.id[..12].to_owned(),
+                n.name.clone(),
+                n.driver.clone(),
+                n.subnet.to_string(),
+                n.gateway.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render(
+            &["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY"],
+            &rows
+        )
+    );
+    Ok(0)
+}
+
+fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
+    let store = store(paths);
+    let containers = paths.containers()?;
+    let records = crate::container::list(&containers)?;
+    let mut out = Vec::new();
+    for name in names {
+        let network = store.get(name)?;
+        let members: Vec<serde_json::Value> = records
+            .iter()
+            .filter_map(|r| {
+                let endpoint = endpoint_of(r).filter(|e| e.network == network.name)?;
+                Some(serde_json::json!({ "container": r.name, "id": r.id, "endpoint": endpoint }))
+            })
+            .collect();
+        let mut value = serde_json::to_value(&network)?;
+        value["containers"] = serde_json::Value::Array(members);
+        out.push(value);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
+}
+
+fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
+    let store = store(paths);
+    let containers = crate::container::list(&paths.containers()?)?;
+    let mut failed = false;
+    for name in names {
+        let result = (|| -> anyhow::Result<()> {
+            let network = store.get(name)?;
+            if let Some(user) = containers.iter().find(|r| {
+                endpoint_of(r).is_some_and(|e| e.network == network.name) && r.is_active()
+            }) {
+                bail!("cannot remove network {name}: container {} is connected to it; remove the container first", user.name);
+            }
+            driver(paths)
+                .teardown(&network)
+                .with_context(|| format!("cannot remove network {name}"))?;
+            store.remove(name)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
