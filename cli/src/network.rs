@@ -47,8 +47,8 @@ fn driver(paths: &Paths) -> BridgeDriver {
     BridgeDriver::new(&paths.networks_dir())
 }
 
-/// Resolve `--net` and `-p` before anything is created; sets the network
-/// up (bridge, firewall rules) if it is not.
+/// Resolve `--net` and `-p` before anything is created (only the default
+/// network's record may be made, on first use, as docker has it always).
 pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<NetworkMode> {
     let ports = publish
         .iter()
@@ -66,18 +66,33 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
         name => {
             let store = store(paths);
             let network = if name == DEFAULT_NETWORK {
+                paths.ensure_root()?;
                 store.ensure_default(berth_net::DEFAULT_SUBNET)?
             } else {
                 store.get(name)?
             };
-            if let Some(report) = driver(paths).ensure(&network)? {
-                if report.ip_forward_enabled {
-                    eprintln!("berth: turned on net.ipv4.ip_forward so that containers can reach other networks");
-                }
-            }
             Ok(NetworkMode::Bridge { network, ports })
         }
     }
+}
+
+/// Make the network usable (bridge, firewall rules) if it is not: after a
+/// reboot, or on first use of the default network.
+pub fn prepare(paths: &Paths, mode: &NetworkMode) -> anyhow::Result<()> {
+    if let NetworkMode::Bridge { network, .. } = mode {
+        let report = driver(paths)
+            .ensure(network)
+            .with_context(|| format!("cannot set up network {}", network.name))?;
+        // Said to a person at a terminal; a script's stderr carries only
+        // the container's output and real errors.
+        let user_is_watching = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
+        if report.is_some_and(|r| r.ip_forward_enabled) && user_is_watching {
+            eprintln!(
+                "berth: turned on net.ipv4.ip_forward so that containers can reach other networks"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The files berth bind-mounts over the container's /etc/hosts,

@@ -110,6 +110,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     let rootfs = prepare_layer_dirs(&dir, &image)?;
     // /etc/hosts, resolv.conf and hostname first, so that a user's -v can
     // still replace one of them.
+    crate::network::prepare(paths, &network)?;
     let etc_files = crate::network::EtcFiles::new(&dir);
     etc_files.write(&record, None, &[])?;
     let mut volumes = etc_files.volumes();

@@ -209,6 +209,90 @@ impl Drop for KillOnDrop {
 pub struct Berth {
     root: TempDir,
     bin: PathBuf,
+    /// Every berth command runs in this private network namespace, so the
+    /// bridges, veths and iptables rules a test makes never touch the host
+    /// and vanish with it. Dropped after the leak checks (field order).
+    netns: NetSandbox,
+}
+
+/// A network namespace of its own (held open by a `sleep` process), with
+/// `lo` up: the "host" as far as a test's containers are concerned.
+#[derive(Debug)]
+pub struct NetSandbox {
+    holder: Child,
+    netns: fs::File,
+}
+
+impl NetSandbox {
+    pub fn new() -> Self {
+        let mut holder = Command::new("unshare")
+            .args(["--net", "sleep", "infinity"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start a network namespace holder (unshare)");
+        let mine = fs::read_link("/proc/self/ns/net").expect("read my netns");
+        let path = format!("/proc/{}/ns/net", holder.id());
+        let ready = wait_until(Duration::from_secs(5), || {
+            fs::read_link(&path).is_ok_and(|ns| ns != mine)
+        });
+        if !ready {
+            let _ = holder.kill();
+            panic!("unshare --net did not enter a new network namespace");
+        }
+        let netns = fs::File::open(&path).expect("open the sandbox netns");
+        let sandbox = NetSandbox { holder, netns };
+        let status = sandbox
+            .command("ip", ["link", "set", "lo", "up"])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip link set lo up failed in the sandbox");
+        sandbox
+    }
+
+    /// Make `cmd` start inside this network namespace.
+    pub fn enter(&self, cmd: &mut Command) {
+        let fd = self.netns.as_raw_fd();
+        // SAFETY: setns only reads the fd number, which stays open in the
+        // forked child until exec; no allocation happens in the hook.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Any program, run inside the sandbox (e.g. `ip`, `wget`).
+    pub fn command<I, S>(&self, program: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        self.enter(&mut cmd);
+        cmd
+    }
+
+    /// Path of the namespace file, for `nsenter --net=PATH` or setns.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", self.holder.id()))
+    }
+}
+
+impl Default for NetSandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetSandbox {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
 }
 
 impl Default for Berth {
@@ -225,7 +309,16 @@ impl Berth {
             .prefix("berth-e2e-")
             .tempdir()
             .expect("create a temporary state root");
-        Berth { root, bin }
+        Berth {
+            root,
+            bin,
+            netns: NetSandbox::new(),
+        }
+    }
+
+    /// The network namespace berth runs in (the containers' "host").
+    pub fn netns(&self) -> &NetSandbox {
+        &self.netns
     }
 
     /// The state root (what `--root` gets).
@@ -252,6 +345,7 @@ impl Berth {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        self.netns.enter(&mut cmd);
         cmd
     }
 

@@ -141,6 +141,11 @@ fn host_mounts_are_invisible() {
         if point == "/" {
             root_fstype = Some(fstype.to_owned());
         }
+        // The container's own /etc files, which berth writes in its
+        // directory on the host and bind-mounts, as docker does.
+        if ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"].contains(&point) {
+            continue;
+        }
         for hidden in ["/work", "/boot", "/home", "/mnt"] {
             assert!(
                 point != hidden && !point.starts_with(&format!("{hidden}/")),
@@ -177,7 +182,14 @@ fn host_mounts_are_invisible() {
 fn the_network_namespace_has_only_loopback_and_it_is_up() {
     require_root!();
     let berth = Berth::new();
+    // The default bridge network adds eth0, nothing else of the host's.
     let out = berth.run_ok(["run", "busybox", "ls", "/sys/class/net"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["eth0", "lo"],
+        "interfaces in a container on the default network"
+    );
+    let out = berth.run_ok(["run", "--net", "none", "busybox", "ls", "/sys/class/net"]);
     assert_eq!(
         out.split_whitespace().collect::<Vec<_>>(),
         ["lo"],
@@ -185,6 +197,8 @@ fn the_network_namespace_has_only_loopback_and_it_is_up() {
     );
     let out = berth.run_ok([
         "run",
+        "--net",
+        "none",
         "busybox",
         "sh",
         "-c",
