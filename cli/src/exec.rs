@@ -27,6 +27,9 @@ const JOINED: [Namespace; 5] = [
 ];
 
 pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
+    // The process that enters the container must not be the host's binary
+    // (CVE-2019-5736): start over from a sealed in-memory copy.
+    berth_ns::sealed::reexec_from_sealed_copy()?;
     let store = paths.containers()?;
     let record = find(&store, &args.container)?;
     let pid = match record.pid {

@@ -34,8 +34,20 @@ impl From<anyhow::Error> for Failure {
         let code = error
             .downcast_ref::<CodedError>()
             .map_or(BERTH_FAILED, |c| c.code);
-        // `{:#}` puts the whole cause chain on one line.
-        let message = format!("{error:#}").replace('\n', " ");
+        // The whole cause chain on one line; a cause whose text its parent
+        // already quotes (thiserror's "{path}: {source}") is said once.
+        let mut message = String::new();
+        for cause in error.chain() {
+            let text = cause.to_string();
+            if message.contains(&text) {
+                continue;
+            }
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+        let message = message.replace('\n', " ");
         Failure { code, message }
     }
 }
@@ -79,6 +91,12 @@ mod tests {
         let failure = Failure::from(err);
         assert_eq!(failure.code, NOT_FOUND);
         assert_eq!(failure.message, "starting: nope");
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let quoted = anyhow::Error::new(berth_state::StateError::Io {
+            path: "/x".into(),
+            source: io,
+        });
+        assert_eq!(Failure::from(quoted).message, "/x: no such file");
         let failure = Failure::from(anyhow::anyhow!("line one\nline two"));
         assert_eq!(failure.code, BERTH_FAILED);
         assert!(!failure.message.contains('\n'));

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let paths = Paths::new(cli.root);
     match cli.command {
-        Command::Run(args) => run::run(&paths, args),
+        Command::Run(args) => run::run(&paths, *args),
         Command::Ps(args) => ps::ps(&paths, &args).map(|()| 0),
         Command::Rm(args) => container::rm(&paths, &args),
         Command::Logs(args) => logs::logs(&paths, &args),

@@ -23,8 +23,10 @@ pub const DEFAULT_NETWORK: &str = "bridge";
 #[derive(Debug)]
 pub enum NetworkMode {
     /// Its own network namespace on a bridge network, with `-p` ports.
+    /// `network` is `None` for the default network until [`prepare`]
+    /// creates it: a run refused for bad input must not leave it behind.
     Bridge {
-        network: NetworkConfig,
+        network: Option<NetworkConfig>,
         ports: Vec<PortMapping>,
     },
     /// Its own network namespace with only `lo`.
@@ -52,11 +54,21 @@ fn driver(paths: &Paths) -> BridgeDriver {
 pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<NetworkMode> {
     let ports = publish
         .iter()
-        .map(|p| {
-            p.parse::<PortMapping>()
-                .with_context(|| format!("invalid port mapping {p:?}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|p| p.parse::<PortMapping>())
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, port) in ports.iter().enumerate() {
+        let seen = &ports[..i];
+        if seen
+            .iter()
+            .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
+        {
+            bail!(
+                "host port {}/{} is given twice: publish each host port once",
+                port.host_port,
+                port.protocol
+            );
+        }
+    }
     match net {
         "none" | "host" if !ports.is_empty() => {
             bail!("-p needs a bridge network: --net {net} has no ports to publish")
@@ -66,10 +78,9 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
         name => {
             let store = store(paths);
             let network = if name == DEFAULT_NETWORK {
-                paths.ensure_root()?;
-                store.ensure_default(berth_net::DEFAULT_SUBNET)?
+                store.get(name).ok()
             } else {
-                store.get(name)?
+                Some(store.get(name)?)
             };
             Ok(NetworkMode::Bridge { network, ports })
         }
@@ -78,8 +89,12 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
 
 /// Make the network usable (bridge, firewall rules) if it is not: after a
 /// reboot, or on first use of the default network.
-pub fn prepare(paths: &Paths, mode: &NetworkMode) -> anyhow::Result<()> {
+pub fn prepare(paths: &Paths, mode: &mut NetworkMode) -> anyhow::Result<()> {
     if let NetworkMode::Bridge { network, .. } = mode {
+        let network = match network {
+            Some(network) => network,
+            None => network.insert(store(paths).ensure_default(berth_net::DEFAULT_SUBNET)?),
+        };
         let report = driver(paths)
             .ensure(network)
             .with_context(|| format!("cannot set up network {}", network.name))?;
@@ -154,7 +169,11 @@ pub fn attach(
     record: &mut ContainerRecord,
     pid: i32,
 ) -> anyhow::Result<()> {
-    let NetworkMode::Bridge { network, ports } = mode else {
+    let NetworkMode::Bridge {
+        network: Some(network),
+        ports,
+    } = mode
+    else {
         return Ok(());
     };
     let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(

@@ -68,7 +68,7 @@ fn sample(cgroup: &berth_cgroup::Cgroup) -> (berth_cgroup::Stats, Sample) {
     let stats = cgroup.stats().unwrap_or_default();
     let at = Instant::now();
     (
-        stats.clone(),
+        stats,
         Sample {
             cpu_ns: stats.cpu_usage_ns,
             at,

@@ -88,7 +88,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.privileged = args.privileged;
     record.capabilities = Some(capabilities.iter().map(|c| c.name().to_owned()).collect());
     record.no_new_privileges = parse_security_options(&args.security_opt)?;
-    let network = crate::network::plan(paths, &args.net, &args.publish)?;
+    let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
     record.network_mode = args.net.clone();
     let user_volumes = args
         .volume
@@ -110,7 +110,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     let rootfs = prepare_layer_dirs(&dir, &image)?;
     // /etc/hosts, resolv.conf and hostname first, so that a user's -v can
     // still replace one of them.
-    crate::network::prepare(paths, &network)?;
+    crate::network::prepare(paths, &mut network)?;
     let etc_files = crate::network::EtcFiles::new(&dir);
     etc_files.write(&record, None, &[])?;
     let mut volumes = etc_files.volumes();

@@ -367,6 +367,28 @@ pub fn kernel_last_cap() -> u8 {
     last
 }
 
+/// The calling process's bounding set: the most any process it starts can
+/// have. A container cannot be given more than berth itself may hold.
+pub fn current_bounding_set() -> CapabilitySet {
+    let mut set = CapabilitySet::EMPTY;
+    for cap in Capability::ALL {
+        // SAFETY: PR_CAPBSET_READ only reads the caller's bounding set.
+        let ret = unsafe {
+            libc::prctl(
+                libc::PR_CAPBSET_READ,
+                libc::c_ulong::from(cap.index()),
+                0,
+                0,
+                0,
+            )
+        };
+        if ret == 1 {
+            set.insert(cap);
+        }
+    }
+    set
+}
+
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets in two 32-bit words.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 

@@ -28,6 +28,7 @@ pub mod capabilities;
 mod channel;
 mod namespace;
 mod process;
+pub mod sealed;
 
 pub use capabilities::{Capability, CapabilitySet};
 pub use channel::{channel, Channel};
@@ -62,6 +63,12 @@ pub enum NsError {
         op: &'static str,
         #[source]
         source: nix::Error,
+    },
+    #[error("cannot run from a sealed copy of the program: {step}: {source}")]
+    Sealed {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
     },
     #[error("sync channel: malformed message: {source}")]
     Message {
