@@ -14,7 +14,10 @@ use crate::firewall::{
     enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors,
 };
 use crate::ipam::{Ipam, IpamError, PortForward};
-use crate::netlink::{MacAddr, Netlink, NetlinkError, VethPeer, MAX_IFNAME_LEN};
+use crate::netlink::{
+    link_index_unlocked, MacAddr, Netlink, NetlinkError, PeerNetns, VethPeer, LOOPBACK_IFINDEX,
+    MAX_IFNAME_LEN,
+};
 use crate::network::NetworkConfig;
 use crate::ports::PortMapping;
 
@@ -77,8 +80,12 @@ pub struct DetachReport {
     pub addresses: Vec<(String, Ipv4Addr)>,
     /// Published ports withdrawn.
     pub ports: Vec<PortForward>,
-    /// Whether the host veth was still there.
+    /// Whether the host veth was still there (and is gone now, or going).
     pub veth_deleted: bool,
+    /// The container's namespace was being destroyed, so the kernel
+    /// deletes the pair with it, asynchronously (see
+    /// [`NetworkDriver::detach`] of [`BridgeDriver`]).
+    pub veth_left_to_kernel: bool,
 }
 
 /// A driver failure.
@@ -202,27 +209,48 @@ impl<F: Firewall> BridgeDriver<F> {
         }
     }
 
+    /// The bridge of `network`, set up first unless it exists and is up.
+    fn bridge_index(
+        &self,
+        host: &mut Netlink,
+        network: &NetworkConfig,
+    ) -> Result<u32, DriverError> {
+        match host.link(&network.bridge)? {
+            Some(link) if link.up => Ok(link.index),
+            _ => {
+                self.setup(network)?;
+                Ok(host.require_link(&network.bridge)?.index)
+            }
+        }
+    }
+
+    /// `fresh`: the container held no lease before this attach, so no
+    /// rule of an earlier attempt can exist (see
+    /// [`Firewall::add_port_forwards`]).
     fn plumb(
         &self,
-        network: &NetworkConfig,
+        host: &mut Netlink,
+        bridge: u32,
         endpoint: &Endpoint,
         netns: BorrowedFd<'_>,
         forwards: &[PortForward],
+        fresh: bool,
     ) -> Result<(), DriverError> {
-        let mut host = Netlink::connect()?;
-        let bridge = host.require_link(&network.bridge)?;
-        // A veth left by a crashed attempt for this very container.
-        host.delete_link(&endpoint.host_veth)?;
-        host.create_veth(
-            &endpoint.host_veth,
-            &VethPeer {
-                name: &endpoint.container_ifname,
-                netns: Some(netns),
-                mac: Some(endpoint.mac),
-            },
-            Some(bridge.index),
-        )?;
-        host.set_up_by_name(&endpoint.host_veth)?;
+        let peer = VethPeer {
+            name: &endpoint.container_ifname,
+            netns: Some(netns),
+            mac: Some(endpoint.mac),
+        };
+        // The host end up from the start. A pair of the same name is left by
+        // a crashed attempt for this very container, or by its previous
+        // run whose namespace the kernel is still tearing down.
+        match host.create_veth_up(&endpoint.host_veth, &peer, Some(bridge)) {
+            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+                host.delete_link(&endpoint.host_veth)?;
+                host.create_veth_up(&endpoint.host_veth, &peer, Some(bridge))?;
+            }
+            result => result?,
+        }
 
         let description = format!("of container {}", endpoint.container_id);
         let mut inside = Netlink::connect_in(netns, &description)?;
@@ -230,13 +258,33 @@ impl<F: Firewall> BridgeDriver<F> {
         let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
         inside.add_address(eth0, address)?;
         inside.set_up(eth0)?;
-        inside.set_up_by_name("lo")?;
+        inside.set_up(LOOPBACK_IFINDEX)?;
         inside.add_default_route(endpoint.gateway, eth0)?;
 
-        for forward in forwards {
-            self.firewall.add_port_forward(forward)?;
-        }
+        self.firewall.add_port_forwards(forwards, fresh)?;
         Ok(())
+    }
+
+    /// Remove the host veth `name`, unless the kernel is about to: when
+    /// the peer's namespace is being destroyed (the container ended), the
+    /// kernel deletes the pair with it, and an explicit delete would only
+    /// wait for the same teardown (an RCU grace period or two, ~25 ms).
+    /// Returns (there was one, left to the kernel).
+    fn remove_veth(name: &str) -> Result<(bool, bool), NetlinkError> {
+        // Asked without the RTNL lock first: while the kernel tears down
+        // the container's namespace it holds that lock for tens of ms, and
+        // the veth has left this view by then.
+        if link_index_unlocked(name)?.is_none() {
+            return Ok((false, false));
+        }
+        let mut netlink = Netlink::connect()?;
+        let Some(link) = netlink.link(name)? else {
+            return Ok((false, false));
+        };
+        if netlink.peer_netns(&link)? == PeerNetns::Dying {
+            return Ok((true, true));
+        }
+        Ok((netlink.delete_link(name)?, false))
     }
 }
 
@@ -309,11 +357,13 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         ports: &[PortMapping],
     ) -> Result<Endpoint, DriverError> {
         let host_veth = host_veth_name(container_id)?;
-        self.ensure(network)?;
+        let mut host = Netlink::connect()?;
+        let bridge = self.bridge_index(&mut host, network)?;
 
         // The address and the host ports, in one locked transaction: on
         // any refusal nothing is consumed.
         let mut txn = self.ipam.transaction()?;
+        let fresh = !txn.holds_anything(container_id);
         let ip = txn.allocate(&network.pool(), container_id)?;
         let forwards: Vec<PortForward> = ports
             .iter()
@@ -340,7 +390,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             container_ifname: CONTAINER_IFNAME.to_owned(),
             ports: ports.to_vec(),
         };
-        if let Err(error) = self.plumb(network, &endpoint, netns, &forwards) {
+        if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, &forwards, fresh) {
             let cleanup = match self.detach(container_id) {
                 Ok(_) => Vec::new(),
                 Err(errors) => errors.0,
@@ -359,19 +409,25 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             .ipam
             .port_forwards(container_id)
             .map_err(|e| DriverErrors(vec![e.into()]))?;
-        let mut withdrawn = Vec::new();
-        for forward in forwards {
-            match self.firewall.remove_port_forward(&forward) {
-                Ok(()) => withdrawn.push(forward),
-                Err(e) => errors.extend(DriverErrors::from(e).0),
+        // All in one go; on an error none counts as withdrawn (a retry
+        // redoes it all, idempotently).
+        let withdrawn = match self.firewall.remove_port_forwards(&forwards) {
+            Ok(()) => forwards,
+            Err(e) => {
+                errors.extend(DriverErrors::from(e).0);
+                Vec::new()
             }
-        }
+        };
         let all_rules_gone = errors.is_empty();
 
-        // The veth (gone already if the namespace died with the container).
+        // The veth: gone already, going with the container's namespace,
+        // or deleted here.
         match host_veth_name(container_id) {
-            Ok(name) => match Netlink::connect().and_then(|mut nl| nl.delete_link(&name)) {
-                Ok(existed) => report.veth_deleted = existed,
+            Ok(name) => match Self::remove_veth(&name) {
+                Ok((existed, left_to_kernel)) => {
+                    report.veth_deleted = existed;
+                    report.veth_left_to_kernel = left_to_kernel;
+                }
                 Err(e) => errors.push(e.into()),
             },
             Err(e) => errors.push(e),

@@ -486,6 +486,21 @@ impl IpamTxn {
         removed
     }
 
+    /// Whether `owner` holds an address in any network or any host port:
+    /// `false` means no trace of an earlier (possibly crashed) attach of
+    /// the same owner can exist.
+    pub fn holds_anything(&self, owner: &str) -> bool {
+        self.record
+            .pools
+            .values()
+            .any(|pool| pool.leases.contains_key(owner))
+            || self
+                .record
+                .ports
+                .iter()
+                .any(|forward| forward.owner == owner)
+    }
+
     /// The host ports `owner` publishes.
     pub fn port_forwards(&self, owner: &str) -> Vec<PortForward> {
         self.record
@@ -539,7 +554,10 @@ impl IpamTxn {
             path: self.path.clone(),
             source,
         })?;
-        persist::write_atomic(&self.path, &bytes).map_err(|e| IpamError::io(&self.path, e))
+        // Leases do not outlive a reboot (every container is dead then and
+        // gives its leases back when removed): no directory fsync.
+        persist::replace_file_data_synced(&self.path, &bytes)
+            .map_err(|e| IpamError::io(&self.path, e))
     }
 }
 

@@ -407,3 +407,31 @@ fn bitmap_search_wraps_and_respects_length() {
     big.clear(64);
     assert_eq!(big.first_clear_from(100), Some(64));
 }
+
+#[test]
+fn holds_anything_sees_leases_and_ports_of_an_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let mut txn = ipam.transaction().unwrap();
+    assert!(!txn.holds_anything("a"));
+    txn.allocate(&pool("10.0.0.0/24"), "a").unwrap();
+    txn.reserve_ports(&[forward("b", 8080, Protocol::Tcp)])
+        .unwrap();
+    assert!(txn.holds_anything("a"), "an address");
+    assert!(txn.holds_anything("b"), "a port only");
+    assert!(!txn.holds_anything("c"));
+    txn.commit().unwrap();
+    // Committed, and seen by the next transaction; gone once released.
+    let mut txn = ipam.transaction().unwrap();
+    assert!(txn.holds_anything("a") && txn.holds_anything("b"));
+    txn.release_owner("a");
+    txn.release_owner("b");
+    assert!(!txn.holds_anything("a") && !txn.holds_anything("b"));
+    txn.commit().unwrap();
+    // No temp file is left beside the state.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
+}

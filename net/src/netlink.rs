@@ -167,6 +167,33 @@ pub struct LinkInfo {
     /// `IFLA_INFO_KIND`: `bridge`, `veth`, ...; `None` for plain devices
     /// such as `lo`.
     pub kind: Option<String>,
+    /// `IFLA_LINK`: for a veth, the index of its peer (in the peer's
+    /// namespace).
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: set when the peer lives in another namespace:
+    /// that namespace's id as seen from this one, or
+    /// [`NSID_NOT_ASSIGNED`] when it has none (the kernel gives no id to a
+    /// namespace that is being destroyed).
+    pub link_netnsid: Option<i32>,
+}
+
+/// `NETNSA_NSID_NOT_ASSIGNED`: the peer namespace has no id here.
+pub const NSID_NOT_ASSIGNED: i32 = -1;
+
+/// `LOOPBACK_IFINDEX`: `lo` is interface 1 in every network namespace.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Whether the namespace at the other end of a link is alive, as far as
+/// this namespace can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerNetns {
+    /// The peer is in this namespace (or the link has no peer).
+    Local,
+    /// The peer's namespace is alive.
+    Alive,
+    /// The peer's namespace is being destroyed: the kernel deletes the
+    /// pair with it, asynchronously.
+    Dying,
 }
 
 /// The peer end of a new veth pair.
@@ -192,6 +219,21 @@ pub fn check_ifname(name: &str) -> Result<(), NetlinkError> {
         });
     }
     Ok(())
+}
+
+/// The index of interface `name` in the calling thread's network
+/// namespace, `None` if there is none. Unlike an rtnetlink request this
+/// takes no RTNL lock (the kernel answers under RCU), so it does not wait
+/// while the kernel holds that lock to tear down a network namespace; an
+/// interface being unregistered is already gone from this view.
+pub fn link_index_unlocked(name: &str) -> Result<Option<u32>, NetlinkError> {
+    check_ifname(name)?;
+    let c_name = std::ffi::CString::new(name).map_err(|_| NetlinkError::InvalidName {
+        name: name.to_owned(),
+    })?;
+    // SAFETY: a valid NUL-terminated string; if_nametoindex only reads it.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    Ok((index != 0).then_some(index))
 }
 
 /// An rtnetlink socket bound to one network namespace.
@@ -428,6 +470,29 @@ impl Netlink {
         peer: &VethPeer<'_>,
         master: Option<u32>,
     ) -> Result<(), NetlinkError> {
+        self.new_veth(name, peer, master, false)
+    }
+
+    /// Like [`Netlink::create_veth`], with this end up from the start (one
+    /// request instead of three). The peer cannot be: the kernel configures
+    /// it before the two ends are tied together, and a veth end without a
+    /// peer refuses to come up (ENOTCONN).
+    pub fn create_veth_up(
+        &mut self,
+        name: &str,
+        peer: &VethPeer<'_>,
+        master: Option<u32>,
+    ) -> Result<(), NetlinkError> {
+        self.new_veth(name, peer, master, true)
+    }
+
+    fn new_veth(
+        &mut self,
+        name: &str,
+        peer: &VethPeer<'_>,
+        master: Option<u32>,
+        up: bool,
+    ) -> Result<(), NetlinkError> {
         check_ifname(name)?;
         check_ifname(peer.name)?;
         let message = (|| {
@@ -455,11 +520,13 @@ impl Netlink {
                 attrs.push(attr(Ifla::Master, master)?);
             }
             attrs.push(attr(Ifla::Linkinfo, info)?);
-            IfinfomsgBuilder::default()
+            let mut message = IfinfomsgBuilder::default()
                 .ifi_family(RtAddrFamily::Unspecified)
-                .rtattrs(attrs)
-                .build()
-                .map_err(|e| e.to_string())
+                .rtattrs(attrs);
+            if up {
+                message = message.up();
+            }
+            message.build().map_err(|e| e.to_string())
         })();
         let subject = format!("veth pair {name} <-> {}", peer.name);
         self.request(
@@ -555,21 +622,59 @@ impl Netlink {
         self.modify_link("move to another namespace", &subject, index, None, attrs)
     }
 
-    /// Delete interface `name` (a veth takes its peer with it). Returns
-    /// whether there was one.
+    /// Delete interface `name` (a veth takes its peer with it): one
+    /// request, by name. Returns whether there was one.
     pub fn delete_link(&mut self, name: &str) -> Result<bool, NetlinkError> {
-        let Some(link) = self.link(name)? else {
-            return Ok(false);
-        };
-        let message = IfinfomsgBuilder::default()
-            .ifi_family(RtAddrFamily::Unspecified)
-            .ifi_index(link.index as libc::c_int)
-            .build()
-            .map_err(|e| e.to_string());
+        check_ifname(name)?;
+        let message = (|| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Ifla::Ifname, name)?);
+            IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::Unspecified)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
         let subject = format!("link {name}");
         match self.request("delete", &subject, Rtm::Dellink, NlmF::empty(), message) {
             Ok(_) => Ok(true),
             Err(e) if e.errno() == Some(Errno::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the namespace holding the peer of `link` (a veth end
+    /// looked up here) is alive. A peer namespace without an id here is
+    /// being destroyed; one with an id is asked for the peer, which fails
+    /// once that namespace is on its way out.
+    pub fn peer_netns(&mut self, link: &LinkInfo) -> Result<PeerNetns, NetlinkError> {
+        let Some(nsid) = link.link_netnsid else {
+            return Ok(PeerNetns::Local);
+        };
+        if nsid < 0 {
+            return Ok(PeerNetns::Dying);
+        }
+        let Some(peer) = link.link else {
+            return Ok(PeerNetns::Alive);
+        };
+        let message = (|| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Ifla::IfNetnsid, nsid)?);
+            IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::Unspecified)
+                .ifi_index(peer as libc::c_int)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("the peer of link {} (netns id {nsid})", link.name);
+        match self.request("look up", &subject, Rtm::Getlink, NlmF::empty(), message) {
+            Ok(_) => Ok(PeerNetns::Alive),
+            // EINVAL: no live namespace has that id any more; ENODEV: the
+            // peer is gone already.
+            Err(e) if matches!(e.errno(), Some(Errno::EINVAL | Errno::ENODEV)) => {
+                Ok(PeerNetns::Dying)
+            }
             Err(e) => Err(e),
         }
     }
@@ -660,6 +765,8 @@ fn parse_link(reply: &Buffer) -> Result<LinkInfo, String> {
         .and_then(|a| <[u8; 6]>::try_from(a.rta_payload().as_ref()).ok())
         .map(MacAddr);
     let master = attrs.get_attr_payload_as::<u32>(Ifla::Master).ok();
+    let link = attrs.get_attr_payload_as::<u32>(Ifla::Link).ok();
+    let link_netnsid = attrs.get_attr_payload_as::<i32>(Ifla::LinkNetnsid).ok();
     let kind = attrs
         .get_nested_attributes::<IflaInfo>(Ifla::Linkinfo)
         .ok()
@@ -674,6 +781,8 @@ fn parse_link(reply: &Buffer) -> Result<LinkInfo, String> {
         up: info.ifi_flags().contains(Iff::UP),
         master,
         kind: kind.map(|k| k.trim_end_matches('\0').to_owned()),
+        link,
+        link_netnsid,
     })
 }
 

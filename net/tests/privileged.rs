@@ -385,6 +385,38 @@ fn firewall_round_trip(program: &str, save: &str) {
         // Teardown of what is gone already is fine.
         firewall.teardown_network(&other).unwrap();
         firewall.remove_port_forward(&forward).unwrap();
+
+        // The one-batch paths: two ports of a container added unchecked
+        // (`absent`) in one iptables-restore, removed in one.
+        firewall.setup_network(&network).unwrap();
+        let udp = PortForward {
+            mapping: "5353:53/udp".parse().unwrap(),
+            ..forward.clone()
+        };
+        let both = [forward.clone(), udp.clone()];
+        firewall.add_port_forwards(&both, true).unwrap();
+        let saved = iptables_save();
+        assert_eq!(count(&saved, "berth:c0ffee"), 4, "{saved}");
+        assert_eq!(count(&saved, "--dport 5353 "), 1, "{saved}");
+        // Not absent: checked, nothing doubled.
+        firewall.add_port_forwards(&both, false).unwrap();
+        assert_eq!(count(&iptables_save(), "berth:c0ffee"), 4);
+        firewall.remove_port_forwards(&both).unwrap();
+        assert_eq!(count(&iptables_save(), "berth:c0ffee"), 0);
+
+        // A rule gone behind berth's back (or never added: a crash between
+        // the steps) makes the batch fail; each rule is then checked.
+        firewall.add_port_forwards(&both, true).unwrap();
+        let dnat = &berth_net::firewall::port_forward_rules(&udp)[0];
+        let mut delete = vec!["-t".to_owned(), "nat".to_owned()];
+        delete.extend(dnat.args(berth_net::firewall::RuleOp::Delete)[3..].to_vec());
+        let status = Command::new(program).args(&delete).status().unwrap();
+        assert!(status.success());
+        assert_eq!(count(&iptables_save(), "berth:c0ffee"), 3);
+        firewall.remove_port_forwards(&both).unwrap();
+        assert_eq!(count(&iptables_save(), "berth:c0ffee"), 0);
+        firewall.teardown_network(&network).unwrap();
+        assert!(!iptables_save().to_lowercase().contains("berth"));
     });
 }
 
@@ -596,6 +628,123 @@ fn parallel_attaches_get_distinct_addresses_and_leave_nothing() {
         assert!(!iptables_save().to_lowercase().contains("berth"));
     });
     drop((host, namespaces));
+    assert_eq!(HostState::capture(), before);
+}
+
+#[test]
+fn crash_between_attach_steps_then_reattach_and_detach_after_the_namespace_died() {
+    if skip_unless_root(
+        "crash_between_attach_steps_then_reattach_and_detach_after_the_namespace_died",
+    ) {
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_owned();
+    let network = test_network("crash", "10.55.0.0/24", "br-crashtest");
+    in_ns(&host, || {
+        let driver = driver(&state);
+        driver.setup(&network).unwrap();
+        let links_before = link_names();
+        let ports = ["8080:80/tcp".parse::<PortMapping>().unwrap()];
+
+        // A first attempt got as far as the lease, the veth and the rules,
+        // then berth died (simulated: the steps done by hand).
+        let container = new_netns();
+        let ip = driver.ipam().allocate(&network.pool(), "dead01").unwrap();
+        let forward = PortForward {
+            owner: "dead01".to_owned(),
+            network: network.name.clone(),
+            bridge: network.bridge.clone(),
+            container_ip: ip,
+            mapping: ports[0],
+        };
+        let mut txn = driver.ipam().transaction().unwrap();
+        txn.reserve_ports(std::slice::from_ref(&forward)).unwrap();
+        txn.commit().unwrap();
+        let mut nl = Netlink::connect().unwrap();
+        let bridge = nl.link_index(&network.bridge).unwrap();
+        let peer = VethPeer {
+            name: "eth0",
+            netns: Some(container.as_fd()),
+            mac: None,
+        };
+        nl.create_veth("vbdead01", &peer, Some(bridge)).unwrap();
+        driver
+            .firewall()
+            .add_port_forwards(std::slice::from_ref(&forward), true)
+            .unwrap();
+
+        // The retry (same id, same namespace) replaces the veth and finds
+        // the rules already there: nothing doubled.
+        let endpoint = driver
+            .attach(&network, "dead01", container.as_fd(), &ports)
+            .unwrap();
+        assert_eq!(endpoint.ip, ip);
+        assert_eq!(count(&iptables_save(), "berth:dead01"), 2);
+        let eth0 = in_ns(&container, || {
+            Netlink::connect().unwrap().require_link("eth0").unwrap()
+        });
+        assert_eq!(eth0.mac, Some(endpoint.mac), "the new pair");
+
+        // Detach while the container's namespace lives: the veth is
+        // deleted at once.
+        let report = driver.detach("dead01").unwrap();
+        assert!(report.veth_deleted && !report.veth_left_to_kernel);
+        assert_eq!(link_names(), links_before);
+        assert_eq!(count(&iptables_save(), "berth:dead01"), 0);
+
+        // The usual end: the container (its namespace) is gone before the
+        // detach. When the kernel is already tearing the namespace down it
+        // deletes the pair with it, and detach leaves it to it; the rules
+        // and leases are detach's job either way. How soon the namespace
+        // dies varies (the kernel frees the netlink socket attach opened
+        // inside after an RCU grace period), so a few rounds.
+        let mut left_to_kernel = 0;
+        let mut slowest = Duration::ZERO;
+        for round in 0..8 {
+            let container = new_netns();
+            driver
+                .attach(&network, "gone01", container.as_fd(), &ports)
+                .unwrap();
+            assert!(link_names().contains("vbgone01"));
+            drop(container);
+            thread::sleep(Duration::from_millis(round));
+            let report = driver.detach("gone01").unwrap();
+            let detached = std::time::Instant::now();
+            left_to_kernel += usize::from(report.veth_left_to_kernel);
+            assert_eq!(report.ports.len(), 1);
+            assert!(driver.ipam().leases("crash").unwrap().is_empty());
+            while link_names().contains("vbgone01") {
+                assert!(
+                    detached.elapsed() < Duration::from_secs(2),
+                    "veth left behind"
+                );
+                thread::sleep(Duration::from_micros(200));
+            }
+            slowest = slowest.max(detached.elapsed());
+        }
+        eprintln!(
+            "detach after the namespace died: {left_to_kernel} of 8 veths left to the kernel; \
+             the last gone {slowest:?} after detach returned"
+        );
+        assert_eq!(count(&iptables_save(), "berth:gone01"), 0);
+        assert_eq!(link_names(), links_before);
+        // Attaching the same id again right away works whether or not the
+        // kernel is done with the old pair.
+        let again = new_netns();
+        driver
+            .attach(&network, "gone01", again.as_fd(), &[])
+            .unwrap();
+        driver.detach("gone01").unwrap();
+        drop(again);
+        assert_eq!(driver.detach("gone01").unwrap(), Default::default());
+
+        driver.teardown(&network).unwrap();
+        assert!(!iptables_save().to_lowercase().contains("berth"));
+    });
+    drop(host);
     assert_eq!(HostState::capture(), before);
 }
 
