@@ -97,7 +97,7 @@ fn remove_one(
     // A container whose monitor died still has its cgroup, address and
     // port rules.
     crate::limits::release(&record)?;
-    crate::network::release(paths, &record.id)?;
+    crate::network::release(paths, &record.id, true)?;
     store
         .remove(&record.id)
         .with_context(|| format!("cannot remove container {}", record.name))

@@ -213,13 +213,20 @@ pub fn endpoint_of(record: &ContainerRecord) -> Option<Endpoint> {
 }
 
 /// Give back the container's address and ports and remove its rules.
-/// Idempotent and cheap; works after a crash at any point.
-pub fn release(paths: &Paths, container_id: &str) -> anyhow::Result<()> {
+/// Idempotent and cheap; works after a crash at any point. `ended`: every
+/// process of the container is gone, so the kernel is already deleting its
+/// veth pair with its namespace (no need to wait for that).
+pub fn release(paths: &Paths, container_id: &str, ended: bool) -> anyhow::Result<()> {
     if !paths.networks_dir().exists() {
         return Ok(());
     }
-    driver(paths)
-        .detach(container_id)
+    let driver = driver(paths);
+    let detached = if ended {
+        driver.detach_ended(container_id)
+    } else {
+        driver.detach(container_id)
+    };
+    detached
         .map(drop)
         .with_context(|| format!("cannot release the network of container {container_id}"))
 }

@@ -205,7 +205,7 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     if let Err(e) = crate::limits::release(&record) {
         eprintln!("berth: {e:#}");
     }
-    if let Err(e) = crate::network::release(paths, id) {
+    if let Err(e) = crate::network::release(paths, id, true) {
         eprintln!("berth: {e:#}");
     }
     // With --rm nothing is left to record the exit in.
@@ -292,7 +292,7 @@ pub struct RemoveOnFailure<'a> {
 impl Drop for RemoveOnFailure<'_> {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = crate::network::release(self.paths, self.id) {
+            if let Err(e) = crate::network::release(self.paths, self.id, false) {
                 eprintln!("berth: {e:#}");
             }
             if let Err(e) = self.store.remove(self.id) {
@@ -531,7 +531,7 @@ pub fn launch(
         Err(error) => {
             drop(guard);
             let _ = cgroup.remove();
-            let _ = crate::network::release(paths, &record.id);
+            let _ = crate::network::release(paths, &record.id, false);
             return Err(error);
         }
     };

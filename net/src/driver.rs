@@ -270,12 +270,15 @@ impl<F: Firewall> BridgeDriver<F> {
     /// kernel deletes the pair with it, and an explicit delete would only
     /// wait for the same teardown (an RCU grace period or two, ~25 ms).
     /// Returns (there was one, left to the kernel).
-    fn remove_veth(name: &str) -> Result<(bool, bool), NetlinkError> {
+    fn remove_veth(name: &str, ended: bool) -> Result<(bool, bool), NetlinkError> {
         // Asked without the RTNL lock first: while the kernel tears down
         // the container's namespace it holds that lock for tens of ms, and
         // the veth has left this view by then.
         if link_index_unlocked(name)?.is_none() {
             return Ok((false, false));
+        }
+        if ended {
+            return Ok((true, true));
         }
         let mut netlink = Netlink::connect()?;
         let Some(link) = netlink.link(name)? else {
@@ -401,6 +404,20 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
     }
 
     fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
+        self.detach_with(container_id, false)
+    }
+}
+
+impl<F: Firewall> BridgeDriver<F> {
+    /// [`NetworkDriver::detach`] for a container whose processes have all
+    /// ended (its PID 1 was reaped): its network namespace is being torn
+    /// down, which deletes the veth pair, so the host end is left to the
+    /// kernel instead of blocking on a delete (13-30 ms) that races it.
+    pub fn detach_ended(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
+        self.detach_with(container_id, true)
+    }
+
+    fn detach_with(&self, container_id: &str, ended: bool) -> Result<DetachReport, DriverErrors> {
         let mut errors = Vec::new();
         let mut report = DetachReport::default();
 
@@ -423,7 +440,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         // The veth: gone already, going with the container's namespace,
         // or deleted here.
         match host_veth_name(container_id) {
-            Ok(name) => match Self::remove_veth(&name) {
+            Ok(name) => match Self::remove_veth(&name, ended) {
                 Ok((existed, left_to_kernel)) => {
                     report.veth_deleted = existed;
                     report.veth_left_to_kernel = left_to_kernel;
