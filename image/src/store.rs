@@ -14,15 +14,14 @@
 //! `layers/`; names are written to a temp file, fsynced and renamed. Layers
 //! are shared by names with the same content and deleted with the last name.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Cursor, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{write_layer_tar, write_merged_tar};
@@ -136,25 +135,8 @@ fn fsync_dir(path: &Path) -> Result<(), ImageError> {
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", unique_suffix()));
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .map_err(|e| ImageError::io("write", &tmp, e))
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| ImageError::io("rename", &tmp, e)));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fsync_dir(dir)
+    berth_state::replace_file(path, bytes, berth_state::Durability::Full)
+        .map_err(|e| ImageError::io("write", path, e))
 }
 
 fn to_json(value: &impl Serialize, path: &Path) -> Result<Vec<u8>, ImageError> {
@@ -330,18 +312,9 @@ impl ImageStore {
         }
     }
 
-    fn lock(&self) -> Result<Flock<File>, ImageError> {
+    fn lock(&self) -> Result<berth_state::FileLock, ImageError> {
         let path = self.root.join(".lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| ImageError::io("open lock file", &path, e))?;
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| ImageError::errno("lock", &path, e))
+        berth_state::FileLock::exclusive(&path).map_err(|e| ImageError::io("lock", &path, e))
     }
 
     fn new_tmp(&self) -> Result<PathBuf, ImageError> {

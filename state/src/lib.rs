@@ -22,7 +22,7 @@ mod record;
 mod store;
 mod time;
 
-pub use atomic::write_atomic;
+pub use atomic::{replace_file, write_atomic, Durability, FileLock};
 pub use liveness::{is_same_process, process_start_time};
 pub use log::{read_log, read_log_from, LogEntry, LogLimits, LogWriter, Stream};
 pub use names::{generate_id, generate_name, validate_name};

@@ -1,11 +1,9 @@
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
-
-use crate::{validate_name, write_atomic, ContainerRecord, StateError};
+use crate::{validate_name, write_atomic, ContainerRecord, Durability, FileLock, StateError};
 
 const RECORD_FILE: &str = "config.json";
 const LOCK_FILE: &str = ".lock";
@@ -21,7 +19,7 @@ pub struct ContainerStore {
 /// Exclusive hold on the store; released when dropped.
 #[derive(Debug)]
 pub struct StoreLock {
-    _lock: Flock<File>,
+    _lock: FileLock,
 }
 
 impl ContainerStore {
@@ -50,16 +48,7 @@ impl ContainerStore {
     /// berth process.
     pub fn lock(&self) -> Result<StoreLock, StateError> {
         let path = self.dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| StateError::io(&path, e))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| StateError::io(&path, errno.into()))?;
+        let lock = FileLock::exclusive(&path).map_err(|e| StateError::io(&path, e))?;
         Ok(StoreLock { _lock: lock })
     }
 
@@ -108,7 +97,9 @@ impl ContainerStore {
     /// is harmless because every status claim is checked against the live
     /// processes (see [`crate::is_same_process`]) before it is believed.
     pub fn save(&self, record: &ContainerRecord) -> Result<(), StateError> {
-        crate::atomic::replace_file(&self.record_path(&record.id), &to_json(record), false)
+        let path = self.record_path(&record.id);
+        crate::replace_file(&path, &to_json(record), Durability::Data)
+            .map_err(|e| StateError::io(&path, e))
     }
 
     /// Read-modify-write one record under the store lock, so concurrent
