@@ -115,12 +115,20 @@ pub fn oom_killed(record: &ContainerRecord) -> bool {
         .is_some_and(|n| n > 0)
 }
 
-/// Remove the container's cgroup (killing anything left in it).
+/// Remove the container's cgroup (killing anything left in it). A record
+/// without one may belong to a berth killed between creating the cgroup
+/// and recording it: the cgroup is then found where berth creates them.
 pub fn release(record: &ContainerRecord) -> anyhow::Result<()> {
-    if let Some(cgroup) = of(record) {
-        cgroup
-            .remove()
-            .with_context(|| format!("cannot remove the cgroup of container {}", record.name))?;
-    }
-    Ok(())
+    let cgroup = match of(record) {
+        Some(cgroup) => cgroup,
+        None => {
+            let Ok(hierarchies) = Hierarchies::from_host() else {
+                return Ok(());
+            };
+            Cgroup::open(&hierarchies, &record.id, record.cgroup_parent.as_deref())?
+        }
+    };
+    cgroup
+        .remove()
+        .with_context(|| format!("cannot remove the cgroup of container {}", record.name))
 }
