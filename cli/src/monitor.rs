@@ -14,8 +14,8 @@ use nix::unistd::{fork, ForkResult};
 use crate::exit::CodedError;
 use crate::init::InitSpec;
 use crate::paths::Paths;
-use crate::run::{block_relayed_signals, finish, launch, open_log, RemoveOnFailure};
-use crate::supervise::{supervise, Attachment};
+use crate::run::{block_relayed_signals, launch, open_log, supervise_to_the_end, RemoveOnFailure};
+use crate::supervise::Attachment;
 
 /// Fork the monitor, let it start the container, and report: the id on
 /// success, the init's error (with its exit code) on failure.
@@ -116,19 +116,16 @@ fn monitor(
         forward_stdin: false,
         forward_signals: false,
     };
-    let status = supervise(
-        launched.pid(),
-        launched.output,
+    match supervise_to_the_end(
+        paths,
+        store,
+        &record,
+        launched,
         &mut signals,
-        Some(&mut log),
+        &mut log,
         &attach,
-    );
-    launched.child.reaped.set(status.is_ok());
-    match status {
-        Ok(status) => {
-            finish(paths, store, &record.id, status);
-            0
-        }
+    ) {
+        Ok(_) => 0,
         Err(_) => 1,
     }
 }

@@ -166,13 +166,30 @@ fn foreground(
         forward_stdin: spec.process.interactive,
         forward_signals: true,
     };
-    let status = supervise(
-        launched.pid(),
-        launched.output,
+    supervise_to_the_end(
+        paths,
+        store,
+        &record,
+        launched,
         &mut signals,
-        Some(&mut log),
+        &mut log,
         &attach,
-    );
+    )
+}
+
+/// Relay the running container until its PID 1 exits, then record the end
+/// and release what it held ([`finish`]); returns docker's exit code. The
+/// foreground `run` and a detached container's monitor both end this way.
+pub fn supervise_to_the_end(
+    paths: &Paths,
+    store: &ContainerStore,
+    record: &ContainerRecord,
+    launched: Launched,
+    signals: &mut SignalFd,
+    log: &mut LogWriter,
+    attach: &Attachment,
+) -> anyhow::Result<i32> {
+    let status = supervise(launched.pid(), launched.output, signals, Some(log), attach);
     launched.child.reaped.set(status.is_ok());
     Ok(finish(paths, store, &record.id, status?))
 }

@@ -1,7 +1,7 @@
 //! The bridge driver: everything a container's network needs, composed
 //! from netlink, IPAM and the firewall.
 
-use std::fmt;
+use crate::errors::ErrorList;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::BorrowedFd;
@@ -113,32 +113,11 @@ pub enum DriverError {
 }
 
 /// Every error a teardown or detach met; it did all it could anyway.
-#[derive(Debug, Default)]
-pub struct DriverErrors(pub Vec<DriverError>);
-
-impl fmt::Display for DriverErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for DriverErrors {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
-            .first()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+pub type DriverErrors = crate::errors::ErrorList<DriverError>;
 
 impl From<TeardownErrors> for DriverErrors {
     fn from(errors: TeardownErrors) -> Self {
-        DriverErrors(errors.0.into_iter().map(DriverError::Firewall).collect())
+        crate::errors::ErrorList(errors.0.into_iter().map(DriverError::Firewall).collect())
     }
 }
 
@@ -327,9 +306,9 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         let leases = self
             .ipam
             .leases(&network.name)
-            .map_err(|e| DriverErrors(vec![e.into()]))?;
+            .map_err(|e| ErrorList(vec![DriverError::from(e)]))?;
         if let Some(first) = leases.first() {
-            return Err(DriverErrors(vec![DriverError::Ipam(IpamError::InUse {
+            return Err(ErrorList(vec![DriverError::Ipam(IpamError::InUse {
                 network: network.name.clone(),
                 count: leases.len(),
                 first_owner: first.owner.clone(),
@@ -348,7 +327,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(DriverErrors(errors))
+            Err(ErrorList(errors))
         }
     }
 
@@ -425,7 +404,7 @@ impl<F: Firewall> BridgeDriver<F> {
         let forwards = self
             .ipam
             .port_forwards(container_id)
-            .map_err(|e| DriverErrors(vec![e.into()]))?;
+            .map_err(|e| ErrorList(vec![DriverError::from(e)]))?;
         // All in one go; on an error none counts as withdrawn (a retry
         // redoes it all, idempotently).
         let withdrawn = match self.firewall.remove_port_forwards(&forwards) {
@@ -469,7 +448,7 @@ impl<F: Firewall> BridgeDriver<F> {
         if errors.is_empty() {
             Ok(report)
         } else {
-            Err(DriverErrors(errors))
+            Err(ErrorList(errors))
         }
     }
 }
@@ -480,7 +459,7 @@ fn with_cleanup(error: DriverError, cleanup: Vec<DriverError>) -> DriverError {
     } else {
         DriverError::CleanupFailed {
             error: Box::new(error),
-            cleanup: DriverErrors(cleanup),
+            cleanup: ErrorList(cleanup),
         }
     }
 }

@@ -48,7 +48,7 @@
 //! lock file, so that "remove the chains once no network is left" cannot
 //! race with another process adding a network.
 
-use std::fmt;
+use crate::errors::ErrorList;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -100,7 +100,7 @@ pub trait Firewall {
                 errors.extend(e.0);
             }
         }
-        TeardownErrors(errors).into_result()
+        ErrorList(errors).into_result()
     }
 }
 
@@ -128,38 +128,7 @@ pub enum FirewallError {
 }
 
 /// Every error a teardown met; it did all it could despite them.
-#[derive(Debug, Default)]
-pub struct TeardownErrors(pub Vec<FirewallError>);
-
-impl fmt::Display for TeardownErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, error) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for TeardownErrors {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0
-            .first()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-impl TeardownErrors {
-    fn into_result(self) -> Result<(), TeardownErrors> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self)
-        }
-    }
-}
+pub type TeardownErrors = crate::errors::ErrorList<FirewallError>;
 
 /// An iptables table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -727,7 +696,7 @@ impl Firewall for IptablesFirewall {
         let mut errors = Vec::new();
         let _lock = match self.lock() {
             Ok(lock) => lock,
-            Err(e) => return Err(TeardownErrors(vec![e])),
+            Err(e) => return Err(ErrorList(vec![e])),
         };
         for rule in network_rules(network) {
             if let Err(e) = self.remove_rule(&rule) {
@@ -735,7 +704,7 @@ impl Firewall for IptablesFirewall {
             }
         }
         self.remove_chains_if_unused(&mut errors);
-        TeardownErrors(errors).into_result()
+        ErrorList(errors).into_result()
     }
 
     fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError> {
@@ -782,7 +751,7 @@ impl Firewall for IptablesFirewall {
         let rules: Vec<Rule> = forwards.iter().flat_map(port_forward_rules).collect();
         let _lock = match self.lock() {
             Ok(lock) => lock,
-            Err(e) => return Err(TeardownErrors(vec![e])),
+            Err(e) => return Err(ErrorList(vec![e])),
         };
         // One batch when every rule is there (the usual case); it fails
         // as a whole on a missing rule, and then each is checked.
@@ -795,7 +764,7 @@ impl Firewall for IptablesFirewall {
                 errors.push(e);
             }
         }
-        TeardownErrors(errors).into_result()
+        ErrorList(errors).into_result()
     }
 }
 

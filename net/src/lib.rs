@@ -59,6 +59,7 @@
 //! ```
 
 mod driver;
+mod errors;
 mod files;
 pub mod firewall;
 mod ipam;
@@ -72,6 +73,7 @@ pub use driver::{
     host_veth_name, BridgeDriver, DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver,
     SetupReport, CONTAINER_IFNAME,
 };
+pub use errors::ErrorList;
 pub use files::{render_hostname, render_hosts, render_resolv_conf, HostsEntry};
 pub use firewall::{enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors};
 pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
