@@ -12,7 +12,9 @@ use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 
 use crate::kernel::check_dev_null;
-use crate::resolve::{is_dir, open_at_root, open_trusted_dir, proc_fd_path, Create, Resolver};
+use crate::resolve::{
+    bind_mount_fds, is_dir, open_at_root, open_trusted_dir, proc_fd_path, Create, Resolver,
+};
 use crate::volume::make_read_only;
 use crate::FsError;
 
@@ -191,18 +193,7 @@ pub fn mask_paths(rootfs: &Path, masked: &[&str]) -> Result<(), FsError> {
                 null = Some(open_dev_null(&root, rootfs)?);
             }
             let null = null.as_ref().expect("opened above");
-            mount(
-                Some(&proc_fd_path(null)),
-                &target_path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|source| FsError::Mount {
-                target: shown.clone(),
-                fstype: "bind".into(),
-                source,
-            })?;
+            bind_mount_fds(null, &target, false, &shown)?;
         }
         drop(target);
         check_masked(&root, &root_st, rootfs, path, dir)?;
@@ -270,19 +261,7 @@ pub fn readonly_paths(rootfs: &Path, paths: &[&str]) -> Result<(), FsError> {
         let Some((target, st)) = lookup(&root, &root_st, rootfs, path)? else {
             continue;
         };
-        let target_path = proc_fd_path(&target);
-        mount(
-            Some(&target_path),
-            &target_path,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|source| FsError::Mount {
-            target: shown.clone(),
-            fstype: "bind".into(),
-            source,
-        })?;
+        bind_mount_fds(&target, &target, true, &shown)?;
         drop(target);
         // The old handle names the file under the new mount: look the path
         // up again to reach the mount itself.

@@ -165,6 +165,34 @@ pub(crate) fn proc_fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// Bind-mount what handle `source` refers to onto what handle `target`
+/// refers to (recursively with `recursive`), both reached through
+/// `/proc/self/fd`, so no path is looked up again between check and mount.
+/// `shown` names the target in the error.
+pub(crate) fn bind_mount_fds(
+    source: &OwnedFd,
+    target: &OwnedFd,
+    recursive: bool,
+    shown: &Path,
+) -> Result<(), FsError> {
+    let mut flags = nix::mount::MsFlags::MS_BIND;
+    if recursive {
+        flags |= nix::mount::MsFlags::MS_REC;
+    }
+    nix::mount::mount(
+        Some(&proc_fd_path(source)),
+        &proc_fd_path(target),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|source| FsError::Mount {
+        target: shown.to_path_buf(),
+        fstype: "bind".into(),
+        source,
+    })
+}
+
 /// The path the kernel reports for a handle (relative to our root).
 pub(crate) fn fd_path(fd: &OwnedFd) -> Result<PathBuf, FsError> {
     let link = proc_fd_path(fd);

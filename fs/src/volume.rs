@@ -12,7 +12,9 @@ use nix::sys::stat::{fstat, Mode};
 use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 
-use crate::resolve::{is_dir, open_at_root, open_trusted_dir, proc_fd_path, Create, Resolver};
+use crate::resolve::{
+    bind_mount_fds, is_dir, open_at_root, open_trusted_dir, proc_fd_path, Create, Resolver,
+};
 use crate::FsError;
 
 /// One `-v HOST:CONTAINER[:ro|rw]`.
@@ -264,18 +266,7 @@ fn mount_volume(root: &OwnedFd, rootfs: &Path, v: &Volume) -> Result<(), FsError
         }
     }
 
-    mount(
-        Some(&proc_fd_path(&src)),
-        &proc_fd_path(&target),
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|source| FsError::Mount {
-        target: shown.clone(),
-        fstype: "bind".into(),
-        source,
-    })?;
+    bind_mount_fds(&src, &target, true, &shown)?;
     drop(target);
 
     // The old handle names the directory under the new mount; look the
