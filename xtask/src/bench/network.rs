@@ -1,0 +1,490 @@
+//! The `network` scenario: what a network costs `berth run`, and the IPAM
+//! allocator alone.
+//!
+//! - Latency: `berth run --rm [NET FLAGS] busybox true` with `--net none`,
+//!   the default bridge, `--net benchnet` and `--net benchnet -p 8080:80`,
+//!   where benchnet is a network the bench creates (`network create --subnet
+//!   10.123.0.0/24`) and removes afterwards (its bridge and iptables rules
+//!   live in our private network namespace). The cold procedure of the
+//!   latency scenarios: cases interleaved round-robin, order rotated every
+//!   round, before each run no stray process and `--gap-ms` idle. Reported:
+//!   the extra milliseconds over `--net none` (difference of medians, and
+//!   the median of the per-round differences).
+//! - IPAM, through the `berth_net` API in a scratch dir (plain files, no
+//!   privilege needed): every address of a /16 in one transaction and one
+//!   commit, then one transaction and commit per allocation for the first
+//!   1000 (200 with --quick), which shows the per-call cost (lock, read and
+//!   parse the state, write it back).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_net::{parse_subnet, AddressPool, Ipam, IpamError};
+
+use super::latency::{exit_code, time_run};
+use super::report::{median, Stats};
+use super::system::{display_command, probe, quiet, settle, ProbeResult};
+use super::{Runner, Section, Settings, Tool, WorkDir};
+
+/// The network the scenario creates and removes.
+pub(super) const BENCH_NETWORK: &str = "benchnet";
+const BENCH_SUBNET: &str = "10.123.0.0/24";
+const PUBLISH: &str = "8080:80";
+
+/// The IPAM timing's /16 and how often the one-transaction fill is repeated.
+const IPAM_SUBNET: &str = "10.200.0.0/16";
+const IPAM_FILL_REPEATS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum NetCase {
+    None,
+    DefaultBridge,
+    Network,
+    NetworkPublish,
+}
+
+impl NetCase {
+    const ALL: [NetCase; 4] = [
+        NetCase::None,
+        NetCase::DefaultBridge,
+        NetCase::Network,
+        NetCase::NetworkPublish,
+    ];
+
+    fn label(self) -> String {
+        match self {
+            NetCase::None => "--net none".to_owned(),
+            NetCase::DefaultBridge => "default bridge (no --net)".to_owned(),
+            NetCase::Network => format!("--net {BENCH_NETWORK}"),
+            NetCase::NetworkPublish => format!("--net {BENCH_NETWORK} -p {PUBLISH}"),
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            NetCase::None => "none",
+            NetCase::DefaultBridge => "bridge",
+            NetCase::Network => "net",
+            NetCase::NetworkPublish => "net-publish",
+        }
+    }
+
+    fn command(self, runner: &Runner) -> Command {
+        let mut command = runner.berth_command();
+        command.args(["run", "--rm"]);
+        match self {
+            NetCase::None => {
+                command.args(["--net", "none"]);
+            }
+            NetCase::DefaultBridge => {}
+            NetCase::Network => {
+                command.args(["--net", BENCH_NETWORK]);
+            }
+            NetCase::NetworkPublish => {
+                command.args(["--net", BENCH_NETWORK, "-p", PUBLISH]);
+            }
+        }
+        command.args(["busybox", "true"]);
+        command
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NetSample {
+    round: usize,
+    case: NetCase,
+    exit_code: i32,
+    elapsed: Duration,
+    leftover: bool,
+}
+
+impl NetSample {
+    fn millis(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1000.0
+    }
+}
+
+pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
+    if !settings.tools.contains(&Tool::Berth) {
+        bail!("the network scenario measures berth: leave berth in --tools");
+    }
+    let mut out = String::new();
+    let mut raw = String::from("kind\tround\tcase\texit_code\tmicros\tleftover\n");
+    let latency = network_latency(settings, runner, &mut out, &mut raw);
+    // The IPAM timing stands alone: report it even if the runs failed.
+    let ipam = time_ipam(settings, &runner.work, &mut out, &mut raw);
+    let failure = match (latency, ipam) {
+        (Ok(()), Ok(())) => None,
+        (Err(err), _) | (_, Err(err)) => {
+            // Keep what was measured; say what failed.
+            let _ = writeln!(out, "**Network scenario incomplete:** {err:#}\n");
+            Some(format!("{err:#}"))
+        }
+    };
+    Ok(Section {
+        markdown: out,
+        raw: Some(("network.tsv", raw)),
+        failure,
+    })
+}
+
+fn network_latency(
+    settings: &Settings,
+    runner: &Runner,
+    out: &mut String,
+    raw: &mut String,
+) -> Result<()> {
+    let _ = writeln!(
+        out,
+        "## Network: `berth run --rm [--net ...] busybox true` (ms; cases interleaved round-robin, order rotated each round; before every run no stray process and {} ms idle)\n",
+        settings.gap.as_millis()
+    );
+    let create_started = Instant::now();
+    let created = probe(runner.berth_command().args([
+        "network",
+        "create",
+        "--subnet",
+        BENCH_SUBNET,
+        BENCH_NETWORK,
+    ]));
+    let create_ms = create_started.elapsed().as_secs_f64() * 1000.0;
+    if let ProbeResult::Failed(line) = &created {
+        let _ = writeln!(
+            out,
+            "`berth network create --subnet {BENCH_SUBNET} {BENCH_NETWORK}` failed: {line}\n"
+        );
+        bail!("creating network {BENCH_NETWORK}: {line}");
+    }
+    let measured = measure_cases(settings, runner, out, raw);
+    let removed_started = Instant::now();
+    let removed = probe(
+        runner
+            .berth_command()
+            .args(["network", "rm", BENCH_NETWORK]),
+    );
+    let _ = writeln!(
+        out,
+        "Set-up and tear-down (untimed for the table): `berth network create --subnet {BENCH_SUBNET} {BENCH_NETWORK}` {create_ms:.0} ms; `berth network rm {BENCH_NETWORK}` {:.0} ms, {} (refused while a lease is held, so ok means every run gave its address and port back).\n",
+        removed_started.elapsed().as_secs_f64() * 1000.0,
+        removed.describe()
+    );
+    measured?;
+    if let ProbeResult::Failed(line) = removed {
+        bail!("removing network {BENCH_NETWORK}: {line}");
+    }
+    Ok(())
+}
+
+fn measure_cases(
+    settings: &Settings,
+    runner: &Runner,
+    out: &mut String,
+    raw: &mut String,
+) -> Result<()> {
+    let mut cases = Vec::new();
+    let mut skipped = BTreeMap::new();
+    for case in NetCase::ALL {
+        match probe(&mut case.command(runner)) {
+            ProbeResult::Ok => cases.push(case),
+            ProbeResult::Failed(line) => {
+                skipped.insert(case, format!("fails here, skipped ({line})"));
+            }
+        }
+        remove_leftovers(runner);
+    }
+    if !cases.contains(&NetCase::None) {
+        bail!("`berth run --rm --net none busybox true` fails here");
+    }
+    let total = cases.len() * (settings.warmup + settings.runs);
+    eprintln!("xtask: network: {total} runs");
+    let mut samples = Vec::new();
+    for round in 0..settings.warmup + settings.runs {
+        for offset in 0..cases.len() {
+            let case = cases[(round + offset) % cases.len()];
+            settle();
+            std::thread::sleep(settings.gap);
+            let (status, elapsed) = time_run(&mut case.command(runner));
+            let leftover = remove_leftovers(runner);
+            if round >= settings.warmup {
+                samples.push(NetSample {
+                    round: round - settings.warmup,
+                    case,
+                    exit_code: exit_code(status),
+                    elapsed,
+                    leftover,
+                });
+            }
+        }
+    }
+    for sample in &samples {
+        let _ = writeln!(
+            raw,
+            "run\t{}\t{}\t{}\t{}\t{}",
+            sample.round,
+            sample.case.slug(),
+            sample.exit_code,
+            sample.elapsed.as_micros(),
+            u8::from(sample.leftover)
+        );
+    }
+    render_cases(out, runner, &cases, &skipped, &samples);
+    Ok(())
+}
+
+/// After a `run --rm`: anything left in the store is removed (and counted).
+fn remove_leftovers(runner: &Runner) -> bool {
+    runner.remove_all(Tool::Berth) > 0
+}
+
+fn render_cases(
+    out: &mut String,
+    runner: &Runner,
+    cases: &[NetCase],
+    skipped: &BTreeMap<NetCase, String>,
+    samples: &[NetSample],
+) {
+    out.push_str("| case | ok/runs | min | median | p95 | max | extra over --net none (medians) | median of paired extras |\n|---|---|---|---|---|---|---|---|\n");
+    let ok_millis = |case: NetCase| -> BTreeMap<usize, f64> {
+        samples
+            .iter()
+            .filter(|sample| sample.case == case && sample.exit_code == 0)
+            .map(|sample| (sample.round, sample.millis()))
+            .collect()
+    };
+    let none = ok_millis(NetCase::None);
+    let none_stats = Stats::of(&none.values().copied().collect::<Vec<_>>());
+    for case in NetCase::ALL {
+        if let Some(reason) = skipped.get(&case) {
+            let _ = writeln!(
+                out,
+                "| {} | {} | | | | | | |",
+                case.label(),
+                reason.replace('|', "\\|")
+            );
+            continue;
+        }
+        if !cases.contains(&case) {
+            continue;
+        }
+        let runs = samples.iter().filter(|sample| sample.case == case).count();
+        let leftovers = samples
+            .iter()
+            .filter(|sample| sample.case == case && sample.leftover)
+            .count();
+        let millis = ok_millis(case);
+        let mut ok_text = format!("{}/{runs}", millis.len());
+        if leftovers > 0 {
+            let _ = write!(ok_text, " ({leftovers} left state behind!)");
+        }
+        let Some(stats) = Stats::of(&millis.values().copied().collect::<Vec<_>>()) else {
+            let _ = writeln!(out, "| {} | {ok_text} | | | | | | |", case.label());
+            continue;
+        };
+        let (extra, paired) = if case == NetCase::None {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            let extra = none_stats.map_or("-".to_owned(), |none| {
+                format!("{:+.2} ms", stats.median - none.median)
+            });
+            let differences: Vec<f64> = millis
+                .iter()
+                .filter_map(|(round, ms)| Some(ms - none.get(round)?))
+                .collect();
+            let paired = median(&differences).map_or("-".to_owned(), |ms| format!("{ms:+.2} ms"));
+            (extra, paired)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {ok_text} | {:.2} | {:.2} | {:.2} | {:.2} | {extra} | {paired} |",
+            case.label(),
+            stats.min,
+            stats.median,
+            stats.p95,
+            stats.max
+        );
+    }
+    out.push_str("\nTarget (issue 6): `--net NET -p` under 10 ms extra over `--net none` (podman's bridge path: ~190 ms extra). \"paired\": median over rounds of the case's run minus the `--net none` run of the same round.\n\nCommands:\n\n");
+    for &case in cases {
+        let _ = writeln!(
+            out,
+            "    {}: {}",
+            case.label(),
+            display_command(&case.command(runner))
+        );
+    }
+    out.push('\n');
+}
+
+/// Remove the bench network if it is still there (a failed run); true if
+/// it was.
+pub(super) fn remove_bench_network(runner: &Runner) -> bool {
+    let exists = quiet(
+        runner
+            .berth_command()
+            .args(["network", "inspect", BENCH_NETWORK]),
+    )
+    .status()
+    .is_ok_and(|status| status.success());
+    if exists {
+        let _ = quiet(
+            runner
+                .berth_command()
+                .args(["network", "rm", BENCH_NETWORK]),
+        )
+        .status();
+    }
+    exists
+}
+
+// ---------------------------------------------------------------------------
+// IPAM
+// ---------------------------------------------------------------------------
+
+/// An owner name as long as a container id, so that the state file has
+/// its real size.
+fn owner(index: usize) -> String {
+    format!("{index:064x}")
+}
+
+fn bench_pool() -> Result<AddressPool> {
+    let (subnet, gateway) =
+        parse_subnet(IPAM_SUBNET, None).with_context(|| format!("parsing {IPAM_SUBNET}"))?;
+    Ok(AddressPool::new("ipambench", subnet, gateway)?)
+}
+
+/// One /16 fill: (allocations, time allocating, time committing).
+fn fill_in_one_transaction(ipam: &Ipam, pool: &AddressPool) -> Result<(usize, Duration, Duration)> {
+    let started = Instant::now();
+    let mut txn = ipam.transaction()?;
+    let mut allocated = 0;
+    loop {
+        match txn.allocate(pool, &owner(allocated)) {
+            Ok(_) => allocated += 1,
+            Err(IpamError::Full { .. }) => break,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let allocating = started.elapsed();
+    let committing = Instant::now();
+    txn.commit()?;
+    Ok((allocated, allocating, committing.elapsed()))
+}
+
+fn time_ipam(
+    settings: &Settings,
+    work: &WorkDir,
+    out: &mut String,
+    raw: &mut String,
+) -> Result<()> {
+    let pool = bench_pool()?;
+    // Every host address but the gateway: 2^16 - network - broadcast - gateway.
+    let expected = (1usize << (32 - pool.subnet.prefix_len())) - 3;
+    let _ = writeln!(
+        out,
+        "## IPAM (`berth_net::Ipam` API, state in a scratch dir on {}; owners are 64-character ids)\n",
+        super::system::filesystem_of(&work.root).unwrap_or_else(|_| "?".to_owned())
+    );
+    out.push_str("| operation | result | time |\n|---|---|---|\n");
+    let mut fills = Vec::new();
+    for repeat in 0..IPAM_FILL_REPEATS {
+        let dir = work.ipam_dir(&format!("fill-{repeat}"));
+        let ipam = Ipam::new(&dir);
+        let (allocated, allocating, committing) = fill_in_one_transaction(&ipam, &pool)?;
+        // The state as read back: every lease there, all distinct.
+        let leases = ipam.leases(&pool.network)?;
+        let distinct: BTreeSet<_> = leases.iter().map(|lease| lease.ip).collect();
+        let size = fs::metadata(dir.join("ipam.json")).map_or(0, |meta| meta.len());
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        if allocated != expected || leases.len() != expected || distinct.len() != expected {
+            bail!(
+                "IPAM fill of {IPAM_SUBNET}: {allocated} allocated, {} leases read back, {} distinct; expected {expected}",
+                leases.len(),
+                distinct.len()
+            );
+        }
+        let _ = writeln!(
+            raw,
+            "ipam-fill\t{repeat}\t{IPAM_SUBNET}\t0\t{}\t{}",
+            (allocating + committing).as_micros(),
+            allocating.as_micros()
+        );
+        fills.push((allocating, committing, size));
+    }
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let totals: Vec<f64> = fills.iter().map(|(a, c, _)| ms(*a + *c)).collect();
+    let best = fills
+        .iter()
+        .min_by(|x, y| ms(x.0 + x.1).total_cmp(&ms(y.0 + y.1)))
+        .copied()
+        .unwrap_or_default();
+    let total = median(&totals).unwrap_or(f64::NAN);
+    let _ = writeln!(
+        out,
+        "| every address of a /16 ({IPAM_SUBNET}) in one transaction + one commit | {expected} leases, all distinct, read back | median {total:.0} ms of {IPAM_FILL_REPEATS} (best: {:.0} ms allocating = {:.2} µs each, {:.0} ms committing {:.1} MB); target < 1000 ms: {} |",
+        ms(best.0),
+        ms(best.0) * 1000.0 / expected as f64,
+        ms(best.1),
+        best.2 as f64 / 1e6,
+        if total < 1000.0 { "met" } else { "NOT met" }
+    );
+
+    let dir = work.ipam_dir("single");
+    let ipam = Ipam::new(&dir);
+    let count = settings.ipam_single_commits;
+    let mut per_call = Vec::with_capacity(count);
+    let started = Instant::now();
+    for index in 0..count {
+        let call = Instant::now();
+        ipam.allocate(&pool, &owner(index))?;
+        per_call.push(ms(call.elapsed()));
+    }
+    let elapsed = ms(started.elapsed());
+    let leases = ipam.leases(&pool.network)?.len();
+    fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    if leases != count {
+        bail!("IPAM: {count} single-commit allocations, {leases} leases read back");
+    }
+    for (index, millis) in per_call.iter().enumerate() {
+        let _ = writeln!(
+            raw,
+            "ipam-single\t{index}\t{IPAM_SUBNET}\t0\t{:.0}\t",
+            millis * 1000.0
+        );
+    }
+    let stats = Stats::of(&per_call).context("no single-commit allocation timed")?;
+    let tenth = (count / 10).max(1);
+    let first = median(&per_call[..tenth]).unwrap_or(f64::NAN);
+    let last = median(&per_call[count - tenth..]).unwrap_or(f64::NAN);
+    let _ = writeln!(
+        out,
+        "| first {count} addresses, one `Ipam::allocate` (lock, read, allocate, commit) each | {count} leases | {elapsed:.0} ms in all; per call median {:.3} ms, p95 {:.3}, max {:.3}; median of the first {tenth} {first:.3} ms, of the last {tenth} {last:.3} ms (the state file grows) |",
+        stats.median, stats.p95, stats.max
+    );
+    out.push_str("\nA commit replaces ipam.json atomically (write, fsync of the file, rename); the scratch dirs are removed afterwards. Raw: network.tsv (kind ipam-*; micros).\n\n");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The /16 fill is also a correctness check; run it small and unprivileged.
+    #[test]
+    fn fill_hands_out_every_host_address_once() {
+        let dir =
+            std::env::temp_dir().join(format!("berth-bench-ipam-test-{}", std::process::id()));
+        let ipam = Ipam::new(&dir);
+        let (subnet, gateway) = parse_subnet("10.9.0.0/24", None).unwrap();
+        let pool = AddressPool::new("t", subnet, gateway).unwrap();
+        let (allocated, _, _) = fill_in_one_transaction(&ipam, &pool).unwrap();
+        let leases = ipam.leases("t").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(allocated, 253);
+        assert_eq!(leases.len(), 253);
+        assert_eq!(owner(1).len(), 64);
+    }
+}
