@@ -2,71 +2,21 @@
 //! mount namespace, before and after pivot_root. Needs root; skips
 //! otherwise.
 
+mod common;
+
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use berth_fs::{
-    make_mounts_private, mask_paths, mount_kernel_filesystems, pivot_root, readonly_paths, FsError,
+    mask_paths, mount_kernel_filesystems, pivot_root, readonly_paths, FsError,
     DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
 };
-use nix::sched::{unshare, CloneFlags};
+use common::in_mount_namespace;
 use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 use nix::sys::statvfs::{statvfs, FsFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, geteuid, pipe, ForkResult};
-
-fn mount_points(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .collect()
-}
-
-/// Run `f` in a forked child in a new private mount namespace, fail the
-/// test with its message if it fails, and check that no mount under `base`
-/// is left in the test's mount namespace.
-fn in_child(base: &Path, f: impl FnOnce() -> Result<(), String>) {
-    let (read_end, write_end) = pipe().unwrap();
-    // SAFETY: the child only runs `f` and then `_exit`s, never returning
-    // into the test harness; glibc makes malloc usable after fork even
-    // though the harness is multi-threaded.
-    match unsafe { fork() }.unwrap() {
-        ForkResult::Child => {
-            drop(read_end);
-            let body = || -> Result<(), String> {
-                unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-                make_mounts_private().map_err(|e| e.to_string())?;
-                f()
-            };
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
-                .unwrap_or_else(|_| Err("panicked".into()));
-            let code = match result {
-                Ok(()) => 0,
-                Err(msg) => {
-                    let _ = File::from(write_end).write_all(msg.as_bytes());
-                    1
-                }
-            };
-            // SAFETY: _exit skips the destructors (e.g. the TempDir) that
-            // belong to the parent.
-            unsafe { libc::_exit(code) };
-        }
-        ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut msg = String::new();
-            File::from(read_end).read_to_string(&mut msg).unwrap();
-            let status = waitpid(child, None).unwrap();
-            assert_eq!(status, WaitStatus::Exited(child, 0), "child failed: {msg}");
-        }
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = base.to_str().unwrap();
-    for mp in mount_points(&mountinfo) {
-        assert!(!mp.starts_with(prefix), "leaked mount {mp}");
-    }
-}
+use nix::unistd::geteuid;
 
 fn skip() -> bool {
     if !geteuid().is_root() {
@@ -212,7 +162,7 @@ fn defaults_before_pivot_root() {
     let base = tmp.path();
     let rootfs = make_rootfs(base);
     let host_hostname = std::fs::read("/etc/hostname").ok();
-    in_child(base, || {
+    in_mount_namespace(base, || {
         mount_kernel_filesystems(&rootfs).map_err(|e| e.to_string())?;
         readonly_paths(&rootfs, DEFAULT_READONLY_PATHS).map_err(|e| e.to_string())?;
         mask_paths(&rootfs, &all_masked()).map_err(|e| e.to_string())?;
@@ -246,7 +196,7 @@ fn defaults_after_pivot_root() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path();
     let rootfs = make_rootfs(base);
-    in_child(base, || {
+    in_mount_namespace(base, || {
         mount_kernel_filesystems(&rootfs).map_err(|e| e.to_string())?;
         pivot_root(&rootfs).map_err(|e| e.to_string())?;
         let root = Path::new("/");
@@ -274,7 +224,7 @@ fn a_dev_null_swapped_for_a_host_file_is_refused() {
     let rootfs = make_rootfs(base);
     let secret = base.join("host-secret");
     std::fs::write(&secret, b"host data").unwrap();
-    in_child(base, || {
+    in_mount_namespace(base, || {
         mount_kernel_filesystems(&rootfs).map_err(|e| e.to_string())?;
         // CVE-2025-31133: /dev/null replaced by a link to a host file.
         let null = rootfs.join("dev/null");

@@ -1,8 +1,8 @@
 //! The whole rootfs sequence for real, in a forked child with its own mount
 //! namespace. Needs root; skips otherwise.
 
-use std::fs::File;
-use std::io::{Read, Write};
+mod common;
+
 use std::os::unix::fs::{symlink, FileTypeExt, PermissionsExt};
 use std::path::Path;
 
@@ -10,23 +10,13 @@ use berth_fs::{
     ensure_dir_in_root, enter_workdir, make_mounts_private, mount_kernel_filesystems, pivot_root,
     OverlayRootfs,
 };
-use nix::sched::{unshare, CloneFlags};
+use common::{in_mount_namespace, mount_points};
 use nix::sys::stat::{major, minor};
 use nix::sys::statvfs::{statvfs, FsFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, geteuid, pipe, ForkResult};
-
-/// Mount points listed in a mountinfo text (5th field, octal escapes kept).
-fn mount_points(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .collect()
-}
+use nix::unistd::geteuid;
 
 /// Runs in the forked child: everything that needs the new mount namespace.
 fn in_container(rootfs: &OverlayRootfs, host_tmp: &Path) -> Result<(), String> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
     make_mounts_private().map_err(|e| e.to_string())?;
     rootfs.mount().map_err(|e| e.to_string())?;
     mount_kernel_filesystems(&rootfs.target).map_err(|e| e.to_string())?;
@@ -142,41 +132,8 @@ fn full_rootfs_sequence_in_a_mount_namespace() {
         target: base.join("merged"),
     };
 
-    let (read_end, write_end) = pipe().unwrap();
-    // SAFETY: the child only runs `in_container` and then `_exit`s, never
-    // returning into the test harness; glibc makes malloc usable after fork
-    // even though the harness is multi-threaded.
-    match unsafe { fork() }.unwrap() {
-        ForkResult::Child => {
-            drop(read_end);
-            let result = std::panic::catch_unwind(|| in_container(&rootfs, base))
-                .unwrap_or_else(|_| Err("panicked".into()));
-            let code = match result {
-                Ok(()) => 0,
-                Err(msg) => {
-                    let _ = File::from(write_end).write_all(msg.as_bytes());
-                    1
-                }
-            };
-            // SAFETY: _exit is async-signal-safe and skips the destructors
-            // (e.g. the TempDir) that belong to the parent.
-            unsafe { libc::_exit(code) };
-        }
-        ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut msg = String::new();
-            File::from(read_end).read_to_string(&mut msg).unwrap();
-            let status = waitpid(child, None).unwrap();
-            assert_eq!(status, WaitStatus::Exited(child, 0), "child failed: {msg}");
-        }
-    }
+    in_mount_namespace(base, || in_container(&rootfs, base));
 
-    // Nothing leaked into the host's mount namespace.
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = base.to_str().unwrap();
-    for mp in mount_points(&mountinfo) {
-        assert!(!mp.starts_with(prefix), "leaked mount {mp}");
-    }
     // Writes went to the upper layer, never to the image layer.
     let upper = &rootfs.upper;
     assert_eq!(

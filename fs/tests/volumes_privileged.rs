@@ -1,67 +1,20 @@
 //! Volumes and the working directory for real, in forked children with
 //! their own mount namespace. Needs root; skips otherwise.
 
+mod common;
+
 use std::fs::File;
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use berth_fs::{
-    ensure_dir_in_root, enter_workdir, make_mounts_private, mount_kernel_filesystems,
-    mount_volumes, parse_volume, pivot_root, prepare_volume_sources, FsError, Volume,
+    ensure_dir_in_root, enter_workdir, mount_kernel_filesystems, mount_volumes, parse_volume,
+    pivot_root, prepare_volume_sources, FsError, Volume,
 };
+use common::in_mount_namespace;
 use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, geteuid, pipe, ForkResult};
-
-/// Mount points listed in a mountinfo text (5th field, octal escapes kept).
-fn mount_points(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .collect()
-}
-
-/// Run `f` in a forked child (which `_exit`s), fail the test with its
-/// message if it fails, and check that no mount under `base` is left in
-/// the test's mount namespace.
-fn in_child(base: &Path, f: impl FnOnce() -> Result<(), String>) {
-    let (read_end, write_end) = pipe().unwrap();
-    // SAFETY: the child only runs `f` and then `_exit`s, never returning
-    // into the test harness; glibc makes malloc usable after fork even
-    // though the harness is multi-threaded.
-    match unsafe { fork() }.unwrap() {
-        ForkResult::Child => {
-            drop(read_end);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                .unwrap_or_else(|_| Err("panicked".into()));
-            let code = match result {
-                Ok(()) => 0,
-                Err(msg) => {
-                    let _ = File::from(write_end).write_all(msg.as_bytes());
-                    1
-                }
-            };
-            // SAFETY: _exit is async-signal-safe and skips the destructors
-            // (e.g. the TempDir) that belong to the parent.
-            unsafe { libc::_exit(code) };
-        }
-        ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut msg = String::new();
-            File::from(read_end).read_to_string(&mut msg).unwrap();
-            let status = waitpid(child, None).unwrap();
-            assert_eq!(status, WaitStatus::Exited(child, 0), "child failed: {msg}");
-        }
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = base.to_str().unwrap();
-    for mp in mount_points(&mountinfo) {
-        assert!(!mp.starts_with(prefix), "leaked mount {mp}");
-    }
-}
+use nix::unistd::geteuid;
 
 fn id(p: &Path) -> (u64, u64) {
     let m = std::fs::metadata(p).unwrap();
@@ -127,9 +80,7 @@ fn volumes_bind_inside_the_rootfs_and_ro_is_read_only() {
     let host_etc_before = (id(Path::new("/etc")), listing(Path::new("/etc")));
     let ro_before = listing(&ro_src);
 
-    in_child(&base, || {
-        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-        make_mounts_private().map_err(|e| e.to_string())?;
+    in_mount_namespace(&base, || {
         // A submount inside the ro source: :ro must cover it too.
         mount(
             Some("tmpfs"),
@@ -222,9 +173,7 @@ fn workdir_is_entered_through_the_handle_and_magic_links_are_refused() {
     let host_dir = base.join("host-only");
     std::fs::create_dir(&host_dir).unwrap();
 
-    in_child(&base, || {
-        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare: {e}"))?;
-        make_mounts_private().map_err(|e| e.to_string())?;
+    in_mount_namespace(&base, || {
         mount_kernel_filesystems(&rootfs).map_err(|e| e.to_string())?;
         // A host directory descriptor leaked into the container, as in
         // CVE-2024-21626 (deliberately not close-on-exec).
