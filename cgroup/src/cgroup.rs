@@ -249,6 +249,25 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The files through which a single-threaded process moves itself into
+    /// this cgroup with [`join_self`]: `tasks` on v1, `cgroup.procs` on v2.
+    ///
+    /// Why a process should move itself: on v1, writing another process's
+    /// PID to `cgroup.procs` takes the global cgroup_threadgroup_rwsem for
+    /// writing, which waits for an RCU grace period (~10 ms per attach on
+    /// this kind of host); a thread writing "0" (itself) to `tasks` skips
+    /// that lock. For a single-threaded process, moving its one thread is
+    /// moving the process.
+    pub fn self_attach_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|dir| match dir.version {
+                Version::V1 => dir.path.join("tasks"),
+                Version::V2 => dir.path.join("cgroup.procs"),
+            })
+            .collect()
+    }
+
     /// Freeze every process of the cgroup; returns once the kernel reports
     /// the cgroup frozen.
     pub fn freeze(&self) -> Result<()> {
@@ -546,4 +565,13 @@ fn validate_parent(parent: &str) -> Result<PathBuf> {
         return Err(invalid("it contains '.' or '..'"));
     }
     Ok(path)
+}
+
+/// Move the calling (single-threaded) process into a cgroup through the
+/// files [`Cgroup::self_attach_files`] returned, by writing "0" (itself).
+pub fn join_self(files: &[PathBuf]) -> Result<()> {
+    for file in files {
+        fsio::write(file, "0")?;
+    }
+    Ok(())
 }

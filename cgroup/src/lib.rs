@@ -53,7 +53,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use cgroup::{Cgroup, HierarchyDir, Stats, BERTH_CGROUP};
+pub use cgroup::{join_self, Cgroup, HierarchyDir, Stats, BERTH_CGROUP};
 pub use controller::devices::{DeviceAccess, DeviceRule, DeviceType};
 pub use error::{CgroupError, Result};
 pub use hierarchy::{Hierarchies, Hierarchy};

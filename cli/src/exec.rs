@@ -69,12 +69,12 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
         init::run_exec(pid, &namespaces, &process, child)
     })?;
     let guard = ChildGuard::new(child_pid);
-    // Into the container's cgroup before it runs anything, so its limits
-    // hold for exec'd processes too.
-    if let Some(cgroup) = crate::limits::of(&record) {
-        cgroup.add_task(child_pid.as_raw())?;
-    }
-    parent.send(&ToInit::Start)?;
+    // The child moves itself into the container's cgroup before it runs
+    // anything, so the limits hold for exec'd processes too.
+    let cgroup = crate::limits::of(&record)
+        .map(|c| c.self_attach_files())
+        .unwrap_or_default();
+    parent.send(&ToInit::Start { cgroup })?;
     let terminal = await_exec(&parent, &guard)?;
     let status = match terminal {
         Some(master) => {

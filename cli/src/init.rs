@@ -24,9 +24,10 @@ use crate::tty;
 /// Parent to init: one message per protocol step.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToInit {
-    /// The parent has placed the child (cgroups; network once it exists):
-    /// go on and exec.
-    Start,
+    /// The parent has made the container's cgroup and connected its
+    /// network: move into the cgroup (through these files, see
+    /// `berth_cgroup::Cgroup::self_attach_files`), then go on and exec.
+    Start { cgroup: Vec<PathBuf> },
     /// The parent has sized the terminal it received: go on, so the
     /// command never sees a 0x0 terminal.
     TerminalReady,
@@ -112,16 +113,19 @@ pub fn run_exec(
         // No one in the container may ptrace this process or open its
         // /proc entries while it still holds host state.
         nix::sys::prctl::set_dumpable(false).step("set non-dumpable")?;
-        wait_for_start(&channel);
+        // The cgroup first: its paths are the host's, before the setns.
+        let cgroup = wait_for_start(&channel);
+        berth_cgroup::join_self(&cgroup).step("join the container's cgroup")?;
         berth_ns::join(Path::new("/proc"), pid, namespaces).step("join the container")?;
         start_process(process, &channel)
     })();
     report(result, channel)
 }
 
-fn wait_for_start(channel: &Channel<FromInit, ToInit>) {
+/// Block until the parent says Start; returns the cgroup files to join.
+fn wait_for_start(channel: &Channel<FromInit, ToInit>) -> Vec<PathBuf> {
     match channel.recv() {
-        Ok(Some(ToInit::Start)) => {}
+        Ok(Some(ToInit::Start { cgroup })) => cgroup,
         // The parent is gone (or broken): nothing to do but leave.
         _ => std::process::exit(BERTH_FAILED),
     }
@@ -146,7 +150,10 @@ fn setup_and_exec(
     // Die with the parent: a container must not outlive the berth process
     // (foreground run or monitor) that records its exit.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step("set the parent-death signal")?;
-    wait_for_start(channel);
+    let cgroup = wait_for_start(channel);
+    // Before anything of the container runs, so every byte it allocates
+    // is charged to it.
+    berth_cgroup::join_self(&cgroup).step("join the container's cgroup")?;
     if spec.cgroup_namespace {
         // After the parent placed us in our cgroup, so that the namespace's
         // root is the container's own cgroup.

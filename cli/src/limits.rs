@@ -82,17 +82,16 @@ pub fn hierarchies_for(resources: &Resources) -> anyhow::Result<Hierarchies> {
     Ok(hierarchies)
 }
 
-/// Create the container's cgroup, apply the limits and put `pid` in it;
-/// on failure nothing of the cgroup remains.
+/// Create the container's cgroup and apply the limits (the init then
+/// moves itself in, see `Cgroup::self_attach_files`); on failure nothing of
+/// the cgroup remains.
 pub fn place(
     hierarchies: &Hierarchies,
     record: &mut ContainerRecord,
     resources: &Resources,
-    pid: i32,
 ) -> anyhow::Result<Cgroup> {
     let cgroup = Cgroup::create(hierarchies, &record.id, record.cgroup_parent.as_deref())?;
-    let applied = cgroup.apply(resources).and_then(|()| cgroup.add_task(pid));
-    if let Err(error) = applied {
+    if let Err(error) = cgroup.apply(resources) {
         let _ = cgroup.remove();
         return Err(error.into());
     }

@@ -528,7 +528,7 @@ pub fn launch(
     // container closed its output.
     let output_reads = pipes.map(|(out_read, err_read, _, _)| (out_read, err_read));
 
-    let cgroup = crate::limits::place(&spec.hierarchies, record, &spec.resources, pid.as_raw())?;
+    let cgroup = crate::limits::place(&spec.hierarchies, record, &spec.resources)?;
     let started = (|| {
         crate::network::attach(paths, store, &spec.network, record, pid.as_raw())?;
         let me = std::process::id() as i32;
@@ -540,7 +540,9 @@ pub fn launch(
         record.monitor_pid = Some(me);
         record.monitor_start_time = berth_state::process_start_time(proc_root, me);
         store.save(record)?;
-        parent.send(&ToInit::Start)?;
+        parent.send(&ToInit::Start {
+            cgroup: cgroup.self_attach_files(),
+        })?;
         await_exec(&parent, &guard)
     })();
     let terminal = match started {
