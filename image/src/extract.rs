@@ -243,6 +243,28 @@ impl<'a> Extractor<'a> {
         })
     }
 
+    /// Give a just-created entry (not followed if it is a symlink) the
+    /// archive's owner; only root can, elsewhere the extractor's own stays.
+    fn chown_entry(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        meta: Meta,
+        path: &Path,
+    ) -> Result<(), ImageError> {
+        if !self.is_root {
+            return Ok(());
+        }
+        fchownat(
+            parent,
+            name,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| ImageError::errno("change owner of", path, e))
+    }
+
     fn full_path(&self, comps: &[OsString]) -> PathBuf {
         let mut path = self.dest.to_path_buf();
         path.extend(comps);
@@ -531,16 +553,7 @@ impl<'a> Extractor<'a> {
         // The target is stored as-is: it is resolved inside the container.
         symlinkat(target, &parent, name)
             .map_err(|e| ImageError::errno("create symlink", &path, e))?;
-        if self.is_root {
-            fchownat(
-                &parent,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| ImageError::errno("change owner of", &path, e))?;
-        }
+        self.chown_entry(&parent, name, meta, &path)?;
         if let Some(mtime) = meta.mtime {
             let t = TimeSpec::new(mtime, 0);
             utimensat(&parent, name, &t, &t, UtimensatFlags::NoFollowSymlink)
@@ -614,16 +627,7 @@ impl<'a> Extractor<'a> {
         let name = comps.last().map(OsString::as_os_str).unwrap_or_default();
         mknodat(&parent, name, kind, Mode::from_bits_truncate(0o600), dev)
             .map_err(|e| ImageError::errno("create device node", &path, e))?;
-        if self.is_root {
-            fchownat(
-                &parent,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| ImageError::errno("change owner of", &path, e))?;
-        }
+        self.chown_entry(&parent, name, meta, &path)?;
         // We just created it in a directory reached without following links:
         // it is not a symlink, so following is harmless here.
         fchmodat(

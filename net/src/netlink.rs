@@ -311,6 +311,24 @@ impl Netlink {
 
     /// Send one request and collect the payloads of its replies until the
     /// kernel's ACK (or error).
+    /// Ask the kernel to create something; `Ok(false)` when it already
+    /// exists (EEXIST), so callers stay idempotent.
+    fn create_unless_exists<P>(
+        &mut self,
+        subject: &str,
+        ty: Rtm,
+        payload: BuildResult<P>,
+    ) -> Result<bool, NetlinkError>
+    where
+        P: Size + ToBytes + std::fmt::Debug,
+    {
+        match self.request("add", subject, ty, NlmF::CREATE | NlmF::EXCL, payload) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn request<P>(
         &mut self,
         op: &'static str,
@@ -700,17 +718,7 @@ impl Netlink {
                 .map_err(|e| e.to_string())
         })();
         let subject = format!("address {address} on link #{index}");
-        match self.request(
-            "add",
-            &subject,
-            Rtm::Newaddr,
-            NlmF::CREATE | NlmF::EXCL,
-            message,
-        ) {
-            Ok(_) => Ok(true),
-            Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.create_unless_exists(&subject, Rtm::Newaddr, message)
     }
 
     /// Add the default route via `gateway` out of link `index`; an
@@ -738,17 +746,7 @@ impl Netlink {
                 .map_err(|e| e.to_string())
         })();
         let subject = format!("default route via {gateway}");
-        match self.request(
-            "add",
-            &subject,
-            Rtm::Newroute,
-            NlmF::CREATE | NlmF::EXCL,
-            message,
-        ) {
-            Ok(_) => Ok(true),
-            Err(e) if e.errno() == Some(Errno::EEXIST) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.create_unless_exists(&subject, Rtm::Newroute, message)
     }
 }
 
