@@ -69,31 +69,43 @@ impl Namespace {
     }
 }
 
-/// Join the namespaces of process `pid` (through `<proc_root>/PID/ns/`), in
-/// [`Namespace::JOIN_ORDER`]. All namespace files are opened before the
-/// first `setns`, since joining the mount namespace changes what later
-/// paths resolve to. Joining a PID namespace affects only children created
-/// afterwards. The calling process must be single-threaded for the user
-/// and mount namespaces.
+/// Join the namespaces of process `pid` (through `<proc_root>/PID/ns/`), as
+/// [`join_paths`] does.
 pub fn join(proc_root: &Path, pid: i32, namespaces: &[Namespace]) -> Result<(), NsError> {
-    let mut opened: Vec<(PathBuf, File)> = Vec::new();
-    for ns in Namespace::JOIN_ORDER
+    let dir = proc_root.join(pid.to_string()).join("ns");
+    let paths: Vec<(Namespace, PathBuf)> = namespaces
         .iter()
-        .filter(|n| namespaces.contains(n))
-    {
-        let path = proc_root
-            .join(pid.to_string())
-            .join("ns")
-            .join(ns.proc_name());
-        let file = File::open(&path).map_err(|source| NsError::Open {
+        .map(|&ns| (ns, dir.join(ns.proc_name())))
+        .collect();
+    join_paths(&paths)
+}
+
+/// Join the namespace at each path (a `/proc/PID/ns/*` file or a bind
+/// mount of one, as in an OCI spec's `namespaces[].path`), in
+/// [`Namespace::JOIN_ORDER`]: user first, mount last. Every file is opened
+/// before the first setns(2), since joining the mount namespace changes
+/// what later paths resolve to; each setns checks that the file is a
+/// namespace of the kind it is listed as (`EINVAL` otherwise).
+///
+/// Joining a PID namespace affects only children created afterwards. The
+/// calling process must be single-threaded for the user and mount
+/// namespaces, and a process cannot join the user namespace it is already
+/// in (`EINVAL`).
+pub fn join_paths(namespaces: &[(Namespace, PathBuf)]) -> Result<(), NsError> {
+    let mut ordered: Vec<&(Namespace, PathBuf)> = namespaces.iter().collect();
+    ordered.sort_by_key(|(ns, _)| Namespace::JOIN_ORDER.iter().position(|n| n == ns));
+    let mut opened: Vec<(Namespace, &Path, File)> = Vec::new();
+    for (ns, path) in ordered {
+        let file = File::open(path).map_err(|source| NsError::Open {
             path: path.clone(),
             source,
         })?;
-        opened.push((path, file));
+        opened.push((*ns, path, file));
     }
-    for (path, file) in &opened {
-        setns(file.as_fd(), CloneFlags::empty()).map_err(|source| NsError::Join {
-            path: path.clone(),
+    for (ns, path, file) in &opened {
+        setns(file.as_fd(), ns.clone_flag()).map_err(|source| NsError::Join {
+            kind: ns.proc_name(),
+            path: path.to_path_buf(),
             source,
         })?;
     }
@@ -132,6 +144,21 @@ mod tests {
         let err = join(Path::new("/nonexistent-proc"), 1, &[Namespace::Net]).unwrap_err();
         assert!(
             err.to_string().contains("/nonexistent-proc/1/ns/net"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn join_paths_names_the_missing_path_before_joining_anything() {
+        // The user namespace is listed last but opened (and would be
+        // joined) first; the missing uts file fails before any setns.
+        let err = join_paths(&[
+            (Namespace::Uts, PathBuf::from("/nonexistent-ns/uts")),
+            (Namespace::User, PathBuf::from("/proc/self/ns/user")),
+        ])
+        .unwrap_err();
+        assert!(
+            matches!(&err, NsError::Open { path, .. } if path == Path::new("/nonexistent-ns/uts")),
             "{err}"
         );
     }

@@ -1,33 +1,36 @@
-//! Linux capabilities of the container's processes: docker's default set,
-//! `--cap-add` / `--cap-drop` / `--privileged` resolution, and applying a
-//! set right before execve(2).
-//!
-//! The container's processes keep uid 0 (there is no user namespace), so
-//! what they can do as root is exactly their capability sets. After
-//! execve(2) a root process gets `permitted = effective = bounding |
-//! inheritable` (the kernel treats root's files as having every file
-//! capability), which is why [`apply`] reduces the *bounding* set to the
-//! wanted set and empties the *inheritable* and *ambient* sets
-//! (CVE-2022-29162: an inheritable capability that is not in the bounding
-//! set still comes back on execve).
+//! Linux capabilities of a container's processes: the capability names
+//! and sets, docker's default set and its add/drop rules, the five sets of
+//! an OCI runtime spec, and applying them right before execve(2).
 //!
 //! ```no_run
-//! use berth_ns::capabilities::{apply, resolve, set_no_new_privs};
-//! // `berth run --cap-drop NET_RAW --cap-add NET_ADMIN ...`
+//! use berth_ns::capabilities::{apply, apply_sets, resolve, set_no_new_privs};
+//! use berth_ns::capabilities::{kernel_last_cap, CapabilitySet, CapabilitySets};
+//!
+//! // Docker's semantics: the default set, less NET_RAW, plus NET_ADMIN.
 //! let set = resolve(&["NET_ADMIN".into()], &["NET_RAW".into()], false)?;
-//! // ... in the container's init (or `berth exec`), right before execve:
-//! set_no_new_privs()?; // only with --security-opt no-new-privileges
+//! // ... in the container's process, right before execve:
+//! set_no_new_privs()?; // only when asked for
 //! apply(&set)?;
+//!
+//! // Or the five sets of a spec's `process.capabilities`, with the names
+//! // the running kernel does not know left out (warn about `ignored`).
+//! let bounding = CapabilitySet::parse_spec_names(&["CAP_CHOWN", "CAP_KILL"], kernel_last_cap())?;
+//! let sets = CapabilitySets { bounding: bounding.set, ..CapabilitySets::default() };
+//! apply_sets(&sets)?;
 //! # Ok::<(), berth_ns::NsError>(())
 //! ```
 
 use std::fmt;
 use std::str::FromStr;
 
-use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::NsError;
+
+mod kernel;
+
+pub(crate) use kernel::capget;
+pub use kernel::{apply, apply_sets, current_bounding_set, kernel_last_cap, set_no_new_privs};
 
 macro_rules! capabilities {
     ($($(#[$doc:meta])* $variant:ident = $index:literal => $name:literal,)*) => {
@@ -40,7 +43,7 @@ macro_rules! capabilities {
         }
 
         impl Capability {
-            /// Every capability berth knows, by number (0 to
+            /// Every capability this crate knows, by number (0 to
             /// [`Capability::LAST`]).
             pub const ALL: [Capability; 41] = [$(Capability::$variant,)*];
 
@@ -140,7 +143,7 @@ capabilities! {
 }
 
 impl Capability {
-    /// The highest capability number berth knows (CAP_CHECKPOINT_RESTORE).
+    /// The highest capability number this crate knows (CAP_CHECKPOINT_RESTORE).
     pub const LAST: u8 = 40;
 
     /// The kernel's number for it.
@@ -148,7 +151,7 @@ impl Capability {
         self as u8
     }
 
-    /// The capability with number `index`, if berth knows it.
+    /// The capability with number `index`, if this crate knows it.
     pub fn from_index(index: u8) -> Option<Self> {
         Self::ALL.get(usize::from(index)).copied()
     }
@@ -156,6 +159,14 @@ impl Capability {
     /// The bit of this capability in a capability mask.
     pub fn mask(self) -> u64 {
         1 << self.index()
+    }
+}
+
+impl Capability {
+    /// The capability whose kernel name is exactly `name` (`CAP_NET_ADMIN`,
+    /// as capabilities(7) and an OCI runtime spec write it).
+    pub fn from_kernel_name(name: &str) -> Option<Self> {
+        Capability::ALL.into_iter().find(|c| c.name() == name)
     }
 }
 
@@ -214,8 +225,8 @@ impl CapabilitySet {
     /// No capability.
     pub const EMPTY: CapabilitySet = CapabilitySet(0);
 
-    /// Every capability berth knows ([`Capability::ALL`]): what
-    /// `--privileged` gets.
+    /// Every capability this crate knows ([`Capability::ALL`]): what a
+    /// privileged container gets.
     pub fn all() -> Self {
         Capability::ALL.into_iter().collect()
     }
@@ -270,6 +281,56 @@ impl CapabilitySet {
     }
 }
 
+/// A capability list of an OCI runtime spec, read by
+/// [`CapabilitySet::parse_spec_names`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedCapabilities {
+    /// The capabilities named that the running kernel knows.
+    pub set: CapabilitySet,
+    /// Well-formed names left out: capabilities this crate or the running
+    /// kernel does not know (runc warns about them and goes on).
+    pub ignored: Vec<String>,
+}
+
+impl CapabilitySet {
+    /// The capabilities of a list as an OCI runtime spec writes it (kernel
+    /// names: `CAP_NET_ADMIN`). Like runc, a capability the running kernel
+    /// does not know (numbered above `kernel_last_cap`, see
+    /// [`kernel_last_cap`]) or that this crate has no name for (a newer
+    /// one) is left out and reported in [`ParsedCapabilities::ignored`],
+    /// so that a spec written for a newer kernel still runs. A name that
+    /// is not of the form `CAP_[A-Z0-9_]+` is
+    /// [`NsError::InvalidCapabilityName`].
+    pub fn parse_spec_names<S: AsRef<str>>(
+        names: &[S],
+        kernel_last_cap: u8,
+    ) -> Result<ParsedCapabilities, NsError> {
+        let mut parsed = ParsedCapabilities::default();
+        for name in names.iter().map(AsRef::as_ref) {
+            let well_formed = name.strip_prefix("CAP_").is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            });
+            if !well_formed {
+                return Err(NsError::InvalidCapabilityName {
+                    name: name.to_owned(),
+                });
+            }
+            match Capability::from_kernel_name(name) {
+                Some(cap) if cap.index() <= kernel_last_cap => parsed.set.insert(cap),
+                _ => {
+                    if !parsed.ignored.iter().any(|n| n == name) {
+                        parsed.ignored.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
 impl FromIterator<Capability> for CapabilitySet {
     fn from_iter<I: IntoIterator<Item = Capability>>(iter: I) -> Self {
         Self(iter.into_iter().fold(0, |acc, c| acc | c.mask()))
@@ -305,13 +366,14 @@ impl TryFrom<Vec<String>> for CapabilitySet {
     }
 }
 
-/// Whether a `--cap-add`/`--cap-drop` value means every capability.
+/// Whether an add or drop list entry means every capability.
 fn is_all(name: &str) -> bool {
     name.trim().eq_ignore_ascii_case("ALL")
 }
 
-/// The capabilities of a container started with `--cap-add cap_add`,
-/// `--cap-drop cap_drop` and `--privileged`, with docker's semantics:
+/// The capabilities of a container given the capabilities to add
+/// (`cap_add`) and to drop (`cap_drop`), or every one (`privileged`), with
+/// docker's semantics:
 ///
 /// - `privileged`: every capability (the lists are ignored);
 /// - `ALL` in `cap_add`: every capability except those in `cap_drop`;
@@ -350,244 +412,39 @@ pub fn resolve(
     Ok(CapabilitySet(base.0 | add.0))
 }
 
-/// The highest capability number the running kernel knows (its
-/// `/proc/sys/kernel/cap_last_cap`), found with `PR_CAPBSET_READ`, which
-/// works without /proc.
-pub fn kernel_last_cap() -> u8 {
-    let mut last = 0;
-    for cap in 0..64u8 {
-        // SAFETY: PR_CAPBSET_READ only reads the caller's bounding set; the
-        // unused arguments are passed as 0 as prctl(2) asks.
-        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0) };
-        if ret < 0 {
-            break;
-        }
-        last = cap;
-    }
-    last
-}
-
-/// The calling process's bounding set: the most any process it starts can
-/// have. A container cannot be given more than berth itself may hold.
-pub fn current_bounding_set() -> CapabilitySet {
-    let mut set = CapabilitySet::EMPTY;
-    for cap in Capability::ALL {
-        // SAFETY: PR_CAPBSET_READ only reads the caller's bounding set.
-        let ret = unsafe {
-            libc::prctl(
-                libc::PR_CAPBSET_READ,
-                libc::c_ulong::from(cap.index()),
-                0,
-                0,
-                0,
-            )
-        };
-        if ret == 1 {
-            set.insert(cap);
-        }
-    }
-    set
-}
-
-/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets in two 32-bit words.
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-/// `struct __user_cap_header_struct`.
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-/// `struct __user_cap_data_struct`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// The calling thread's (effective, permitted, inheritable) masks.
-fn capget() -> Result<(u64, u64, u64), NsError> {
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: header and data are properly laid out for version 3, which
-    // takes exactly two data structs; both outlive the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    };
-    Errno::result(ret).map_err(|source| NsError::Capabilities {
-        step: "capget".into(),
-        source,
-    })?;
-    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
-    Ok((
-        join(data[0].effective, data[1].effective),
-        join(data[0].permitted, data[1].permitted),
-        join(data[0].inheritable, data[1].inheritable),
-    ))
-}
-
-/// capset(2) on the calling thread.
-fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), NsError> {
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let split = |mask: u64| (mask as u32, (mask >> 32) as u32);
-    let (e0, e1) = split(effective);
-    let (p0, p1) = split(permitted);
-    let (i0, i1) = split(inheritable);
-    let data = [
-        CapData {
-            effective: e0,
-            permitted: p0,
-            inheritable: i0,
-        },
-        CapData {
-            effective: e1,
-            permitted: p1,
-            inheritable: i1,
-        },
-    ];
-    // SAFETY: header and data are properly laid out for version 3 (two
-    // data structs); the kernel only reads data and may write the header's
-    // version; both outlive the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    };
-    Errno::result(ret)
-        .map(drop)
-        .map_err(|source| NsError::Capabilities {
-            step: "capset".into(),
-            source,
-        })
-}
-
-/// Whether capability number `cap` is in the bounding set.
-fn in_bounding_set(cap: u8) -> Result<bool, NsError> {
-    // SAFETY: PR_CAPBSET_READ only reads the caller's bounding set.
-    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0) };
-    Errno::result(ret)
-        .map(|r| r == 1)
-        .map_err(|source| NsError::Capabilities {
-            step: format!("read capability {cap} of the bounding set"),
-            source,
-        })
-}
-
-fn describe(cap: u8) -> String {
-    Capability::from_index(cap).map_or_else(|| format!("capability {cap}"), |c| c.to_string())
-}
-
-/// Give the calling process exactly the capabilities of `set`, for the
-/// program it is about to execve(2) (call it last, after everything that
-/// needs more privileges):
+/// The five capability sets of a process (capabilities(7)), as an OCI
+/// runtime spec's `process.capabilities` gives them; see [`apply_sets`].
 ///
-/// 1. every capability not in `set` is dropped from the bounding set
-///    (`PR_CAPBSET_DROP`, for every capability up to the kernel's last
-///    one, including those berth has no name for), so it cannot come back
-///    through execve or file capabilities;
-/// 2. the ambient set is cleared (`PR_CAP_AMBIENT_CLEAR_ALL`; kernels
-///    without ambient capabilities are fine);
-/// 3. capset(2): effective = permitted = `set`, inheritable = empty
-///    (CVE-2022-29162).
-///
-/// Capabilities of `set` that the running kernel does not know are left
-/// out. The result is read back (capget and `PR_CAPBSET_READ`) and a
-/// difference is [`NsError::CapabilitiesMismatch`]. The caller needs
-/// CAP_SETPCAP and every capability of `set` (root in the container's init
-/// or in `berth exec` has them); the uid stays what it is (0).
-///
-/// Capabilities are per thread: call it in the single thread that execs.
-pub fn apply(set: &CapabilitySet) -> Result<(), NsError> {
-    let last = kernel_last_cap();
-    let known = if last >= 63 {
-        u64::MAX
-    } else {
-        (1u64 << (last + 1)) - 1
-    };
-    let wanted = set.bits() & known;
-
-    for cap in 0..=last {
-        if wanted & (1 << cap) != 0 || !in_bounding_set(cap)? {
-            continue;
-        }
-        // SAFETY: PR_CAPBSET_DROP changes only the caller's bounding set;
-        // the unused arguments are 0.
-        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
-        Errno::result(ret).map_err(|source| NsError::Capabilities {
-            step: format!("drop {} from the bounding set", describe(cap)),
-            source,
-        })?;
-    }
-
-    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL changes only the caller's ambient
-    // set; the unused arguments are 0 as prctl(2) requires.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    match Errno::result(ret) {
-        // Before Linux 4.3 there is no ambient set to clear.
-        Ok(_) | Err(Errno::EINVAL) => {}
-        Err(source) => {
-            return Err(NsError::Capabilities {
-                step: "clear the ambient set".into(),
-                source,
-            })
-        }
-    }
-
-    capset(wanted, wanted, 0)?;
-
-    let (effective, permitted, inheritable) = capget()?;
-    let mut bounding = 0u64;
-    for cap in 0..=last {
-        if in_bounding_set(cap)? {
-            bounding |= 1 << cap;
-        }
-    }
-    if (effective, permitted, inheritable, bounding) != (wanted, wanted, 0, wanted) {
-        return Err(NsError::CapabilitiesMismatch {
-            expected: format!("{wanted:#018x}"),
-            found: format!(
-                "effective {effective:#018x}, permitted {permitted:#018x}, \
-                 inheritable {inheritable:#018x}, bounding {bounding:#018x}"
-            ),
-        });
-    }
-    Ok(())
+/// The default is every set empty: a process with no capabilities at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct CapabilitySets {
+    /// The most the process and everything it starts can ever have.
+    pub bounding: CapabilitySet,
+    /// What the kernel checks for the process's operations.
+    pub effective: CapabilitySet,
+    /// What the process may make effective.
+    pub permitted: CapabilitySet,
+    /// What may pass through execve(2) to programs with matching file
+    /// capabilities (or into the ambient set).
+    pub inheritable: CapabilitySet,
+    /// What a program without file capabilities keeps across execve(2),
+    /// also as a non-root user. Only capabilities that are also permitted
+    /// and inheritable can be ambient.
+    pub ambient: CapabilitySet,
 }
 
-/// Set `no_new_privs` (`PR_SET_NO_NEW_PRIVS`) for the calling process and
-/// everything it execs: setuid/setgid bits and file capabilities no longer
-/// grant anything (docker's `--security-opt no-new-privileges`). It cannot
-/// be unset.
-pub fn set_no_new_privs() -> Result<(), NsError> {
-    // SAFETY: PR_SET_NO_NEW_PRIVS takes the value 1 and zeros; it only
-    // changes a flag of the calling process.
-    let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) };
-    Errno::result(ret)
-        .map(drop)
-        .map_err(|source| NsError::NoNewPrivs { source })
+impl CapabilitySets {
+    /// Docker's semantics for `set`: bounding, effective and permitted are
+    /// `set`; inheritable and ambient are empty.
+    pub fn only(set: CapabilitySet) -> Self {
+        CapabilitySets {
+            bounding: set,
+            effective: set,
+            permitted: set,
+            inheritable: CapabilitySet::EMPTY,
+            ambient: CapabilitySet::EMPTY,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -715,8 +572,84 @@ mod tests {
     }
 
     #[test]
-    fn the_kernel_knows_at_least_the_classic_capabilities() {
-        // CAP_AUDIT_READ (37) is in every kernel since 3.16.
-        assert!(kernel_last_cap() >= 37);
+    fn kernel_names_are_exact() {
+        assert_eq!(
+            Capability::from_kernel_name("CAP_NET_ADMIN"),
+            Some(Capability::NetAdmin)
+        );
+        for other in [
+            "NET_ADMIN",
+            "cap_net_admin",
+            " CAP_NET_ADMIN",
+            "CAP_NET_ADMINS",
+        ] {
+            assert_eq!(Capability::from_kernel_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn spec_names_leave_out_what_the_kernel_does_not_know() {
+        let parsed = CapabilitySet::parse_spec_names(
+            &[
+                "CAP_CHOWN",
+                "CAP_BPF",
+                "CAP_CHECKPOINT_RESTORE",
+                "CAP_FUTURE_THING",
+                "CAP_CHOWN",
+            ],
+            Capability::Bpf.index(),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.set,
+            [Capability::Chown, Capability::Bpf].into_iter().collect()
+        );
+        assert_eq!(
+            parsed.ignored,
+            ["CAP_CHECKPOINT_RESTORE", "CAP_FUTURE_THING"]
+        );
+
+        let all = CapabilitySet::parse_spec_names(
+            &Capability::ALL.map(Capability::name),
+            Capability::LAST,
+        )
+        .unwrap();
+        assert_eq!(all.set, CapabilitySet::all());
+        assert!(all.ignored.is_empty());
+        let none = CapabilitySet::parse_spec_names::<&str>(&[], Capability::LAST).unwrap();
+        assert_eq!(none, ParsedCapabilities::default());
+    }
+
+    #[test]
+    fn malformed_spec_names_are_errors() {
+        for bad in [
+            "NET_ADMIN",
+            "cap_net_admin",
+            "CAP_",
+            "CAP_NET-ADMIN",
+            "CAP_Net_Admin",
+            "",
+            "ALL",
+        ] {
+            let err =
+                CapabilitySet::parse_spec_names(&["CAP_KILL", bad], Capability::LAST).unwrap_err();
+            assert!(
+                matches!(err, NsError::InvalidCapabilityName { ref name } if name == bad),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn docker_semantics_as_five_sets() {
+        let set = CapabilitySet::docker_default();
+        let sets = CapabilitySets::only(set);
+        assert_eq!(sets.bounding, set);
+        assert_eq!(sets.effective, set);
+        assert_eq!(sets.permitted, set);
+        assert!(sets.inheritable.is_empty());
+        assert!(sets.ambient.is_empty());
+        let none = CapabilitySets::default();
+        assert!(none.bounding.is_empty() && none.permitted.is_empty());
     }
 }
