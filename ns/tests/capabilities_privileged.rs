@@ -1,93 +1,37 @@
 //! Capabilities for real, in forked children (capabilities are per process,
 //! so the test harness keeps its own). Needs root; skips otherwise.
 
-use std::fs::File;
-use std::io::{Read, Write};
+mod common;
 
-use berth_ns::capabilities::{apply, resolve, set_no_new_privs};
+use berth_ns::capabilities::{apply, apply_sets, resolve, set_no_new_privs, CapabilitySets};
+use berth_ns::process::set_user;
 use berth_ns::{Capability, CapabilitySet};
+use common::{
+    expect_field, expect_masks, field, in_child, mask, own_status, skip_unless_root as skip,
+    status_after_exec,
+};
 use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, geteuid, pipe, ForkResult};
 
 /// Docker's default set as /proc/PID/status prints it.
 const DEFAULT_MASK: u64 = 0x0000_0000_a804_25fb;
 
-/// Run `body` in a forked child; panic with its message if it fails.
-fn in_child(body: impl FnOnce() -> Result<(), String>) {
-    let (read_end, write_end) = pipe().unwrap();
-    // SAFETY: the child only runs `body` and then `_exit`s, never returning
-    // into the test harness; glibc makes malloc usable after fork even
-    // though the harness is multi-threaded.
-    match unsafe { fork() }.unwrap() {
-        ForkResult::Child => {
-            drop(read_end);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
-                .unwrap_or_else(|_| Err("panicked".into()));
-            let code = match result {
-                Ok(()) => 0,
-                Err(msg) => {
-                    let _ = File::from(write_end).write_all(msg.as_bytes());
-                    1
-                }
-            };
-            // SAFETY: _exit skips the destructors that belong to the parent.
-            unsafe { libc::_exit(code) };
-        }
-        ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut msg = String::new();
-            File::from(read_end).read_to_string(&mut msg).unwrap();
-            let status = waitpid(child, None).unwrap();
-            assert_eq!(status, WaitStatus::Exited(child, 0), "child failed: {msg}");
-        }
-    }
-}
-
-/// The value of `key:` in a /proc/PID/status text, as a hex mask or text.
-fn field<'a>(status: &'a str, key: &str) -> Result<&'a str, String> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .map(str::trim)
-        .ok_or_else(|| format!("no {key} in:\n{status}"))
-}
-
-fn mask(status: &str, key: &str) -> Result<u64, String> {
-    let text = field(status, key)?;
-    u64::from_str_radix(text, 16).map_err(|e| format!("{key}: {text:?}: {e}"))
-}
-
 /// CapInh and CapAmb are 0, the three others are `expected`.
 fn check_status(status: &str, expected: u64, what: &str) -> Result<(), String> {
-    for (key, want) in [
+    let sets = [
         ("CapInh", 0),
         ("CapAmb", 0),
         ("CapPrm", expected),
         ("CapEff", expected),
         ("CapBnd", expected),
-    ] {
-        let got = mask(status, key)?;
-        if got != want {
-            return Err(format!("{what}: {key} is {got:016x}, expected {want:016x}"));
-        }
-    }
-    Ok(())
-}
-
-fn skip() -> bool {
-    if !geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return true;
-    }
-    false
+    ];
+    expect_masks(status, &sets, what)
 }
 
 /// Make every capability inheritable and SYS_ADMIN ambient first, the way a
 /// careless parent could leave them: apply must clear both.
 fn poison_inheritable_and_ambient() -> Result<(), String> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let status = own_status()?;
     let permitted = mask(&status, "CapPrm")?;
     #[repr(C)]
     struct Header {
@@ -122,7 +66,7 @@ fn poison_inheritable_and_ambient() -> Result<(), String> {
         )
     };
     Errno::result(ret).map_err(|e| format!("ambient raise: {e}"))?;
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let status = own_status()?;
     if mask(&status, "CapInh")? == 0 || mask(&status, "CapAmb")? == 0 {
         return Err(format!("poisoning did not work:\n{status}"));
     }
@@ -149,7 +93,7 @@ fn default_set_is_applied_and_survives_exec() {
         }
         apply(&set).map_err(|e| e.to_string())?;
 
-        let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+        let status = own_status()?;
         check_status(&status, DEFAULT_MASK, "after apply")?;
 
         // CAP_SYS_ADMIN is gone: sethostname fails.
@@ -161,11 +105,7 @@ fn default_set_is_applied_and_survives_exec() {
         std::os::unix::fs::chown(&file, Some(1), Some(1)).map_err(|e| format!("chown: {e}"))?;
 
         // What the container's command really gets, after execve as root.
-        let out = std::process::Command::new("/bin/cat")
-            .arg("/proc/self/status")
-            .output()
-            .map_err(|e| format!("cat: {e}"))?;
-        let status = String::from_utf8_lossy(&out.stdout);
+        let status = status_after_exec()?;
         check_status(&status, DEFAULT_MASK, "after execve")?;
         Ok(())
     });
@@ -184,7 +124,7 @@ fn cap_add_and_drop_reach_the_kernel() {
             resolve(&["NET_ADMIN".into()], &["ALL".into()], false).map_err(|e| e.to_string())?;
         apply(&set).map_err(|e| e.to_string())?;
         let want = CapabilitySet::from_iter([Capability::NetAdmin]).bits();
-        let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+        let status = own_status()?;
         check_status(&status, want, "NET_ADMIN only")?;
         // Without CAP_CHOWN, chown to another uid fails.
         match std::os::unix::fs::chown(&file, Some(1), None) {
@@ -201,14 +141,90 @@ fn no_new_privs_is_set() {
     }
     in_child(|| {
         set_no_new_privs().map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("/bin/cat")
-            .arg("/proc/self/status")
-            .output()
-            .map_err(|e| format!("cat: {e}"))?;
-        let status = String::from_utf8_lossy(&out.stdout);
+        let status = status_after_exec()?;
         match field(&status, "NoNewPrivs")? {
             "1" => Ok(()),
             other => Err(format!("NoNewPrivs {other} after exec")),
         }
+    });
+}
+
+/// The five sets of a spec, applied as runc does after a change to a
+/// non-root user: what is asked lands in each set, ambient only where
+/// permitted and inheritable allow it, and the ambient capability is what
+/// the user's program keeps across execve.
+#[test]
+fn five_sets_after_a_uid_change() {
+    if skip() {
+        return;
+    }
+    in_child(|| {
+        // Its own network namespace, for the privileged-port bind below.
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+        let set = |caps: &[Capability]| caps.iter().copied().collect::<CapabilitySet>();
+        use Capability::{Chown, Kill, NetBindService};
+        let sets = CapabilitySets {
+            bounding: set(&[Chown, Kill, NetBindService]),
+            effective: set(&[NetBindService]),
+            permitted: set(&[Kill, NetBindService]),
+            inheritable: set(&[NetBindService]),
+            // KILL is not inheritable: it cannot be ambient.
+            ambient: set(&[Kill, NetBindService]),
+        };
+        set_user(1000, 1001, &[2000, 2001]).map_err(|e| e.to_string())?;
+        apply_sets(&sets).map_err(|e| e.to_string())?;
+
+        let bounding = sets.bounding.bits();
+        let bind = NetBindService.mask();
+        let status = own_status()?;
+        expect_field(&status, "Uid", "1000 1000 1000 1000", "after apply_sets")?;
+        expect_field(&status, "Gid", "1001 1001 1001 1001", "after apply_sets")?;
+        expect_field(&status, "Groups", "2000 2001", "after apply_sets")?;
+        let expected = [
+            ("CapBnd", bounding),
+            ("CapPrm", Kill.mask() | bind),
+            ("CapEff", bind),
+            ("CapInh", bind),
+            ("CapAmb", bind),
+        ];
+        expect_masks(&status, &expected, "after apply_sets")?;
+
+        // The effective NET_BIND_SERVICE works for a non-root uid.
+        std::net::TcpListener::bind("0.0.0.0:80").map_err(|e| format!("bind port 80: {e}"))?;
+
+        // A non-root program without file capabilities keeps exactly the
+        // ambient set.
+        let status = status_after_exec()?;
+        expect_field(&status, "Uid", "1000 1000 1000 1000", "after execve")?;
+        let expected = [
+            ("CapBnd", bounding),
+            ("CapPrm", bind),
+            ("CapEff", bind),
+            ("CapInh", bind),
+            ("CapAmb", bind),
+        ];
+        expect_masks(&status, &expected, "after execve")
+    });
+}
+
+/// Without capabilities asked for, a non-root process ends with none at
+/// all, before and after execve.
+#[test]
+fn empty_sets_leave_nothing() {
+    if skip() {
+        return;
+    }
+    in_child(|| {
+        set_user(1000, 1000, &[]).map_err(|e| e.to_string())?;
+        apply_sets(&CapabilitySets::default()).map_err(|e| e.to_string())?;
+        let nothing = [
+            ("CapBnd", 0),
+            ("CapPrm", 0),
+            ("CapEff", 0),
+            ("CapInh", 0),
+            ("CapAmb", 0),
+        ];
+        expect_masks(&own_status()?, &nothing, "after apply_sets")?;
+        expect_masks(&status_after_exec()?, &nothing, "after execve")
     });
 }
