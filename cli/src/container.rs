@@ -96,7 +96,7 @@ fn remove_one(
     }
     // A container whose monitor died still has its cgroup, address and
     // port rules.
-    crate::limits::release(&record)?;
+    crate::limits::release(paths, &record)?;
     crate::network::release(paths, &record.id, true)?;
     store
         .remove(&record.id)

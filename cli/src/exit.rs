@@ -1,11 +1,8 @@
 //! Docker's exit-code convention and the one-line error a user sees.
 
-/// berth itself failed (bad input, missing image, setup error).
-pub const BERTH_FAILED: i32 = 125;
-/// The container's command exists but could not be invoked.
-pub const CANNOT_INVOKE: i32 = 126;
-/// The container's command was not found.
-pub const NOT_FOUND: i32 = 127;
+/// berth itself failed (bad input, missing image, setup error); 126 and
+/// 127 come from the runtime (`cli::runtime::{CANNOT_INVOKE, NOT_FOUND}`).
+pub const BERTH_FAILED: i32 = cli::runtime::RUNTIME_FAILED;
 
 /// An error that must end berth with a specific exit code; any other error
 /// ends it with 125.
@@ -84,12 +81,12 @@ mod tests {
     #[test]
     fn coded_errors_keep_their_code_and_context_stays_on_one_line() {
         let err = anyhow::Error::new(CodedError {
-            code: NOT_FOUND,
+            code: cli::runtime::NOT_FOUND,
             message: "nope".into(),
         })
         .context("starting");
         let failure = Failure::from(err);
-        assert_eq!(failure.code, NOT_FOUND);
+        assert_eq!(failure.code, cli::runtime::NOT_FOUND);
         assert_eq!(failure.message, "starting: nope");
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let quoted = anyhow::Error::new(berth_state::StateError::Io {

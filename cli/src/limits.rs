@@ -3,18 +3,25 @@
 //! for pause, stats, OOM and removal at the end).
 
 use anyhow::Context;
-use berth_cgroup::{Cgroup, CpuQuota, Hierarchies, Resources};
+use berth_cgroup::{Cgroup, CpuQuota, Hierarchies};
 use berth_state::{ContainerRecord, Limits};
+use oci_spec::runtime::{
+    LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxPids, LinuxResources,
+};
+
+use cli::runtime::RuntimeError;
 
 use crate::args::RunArgs;
+use crate::paths::Paths;
 
 /// docker refuses memory limits below 6 MB.
 const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
-/// Parse the limit flags of `run`; nothing is created here, so bad input
-/// leaves nothing behind.
-pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
-    let mut resources = Resources::default();
+/// The limit flags of `run` as the spec's cgroup resources (and the
+/// record's summary of them). Nothing is created here, so bad input leaves
+/// nothing behind; the runtime checks them against the host's cgroups.
+pub fn parse(args: &RunArgs) -> anyhow::Result<(LinuxResources, Limits)> {
+    let mut resources = LinuxResources::default();
     let mut limits = Limits::default();
     if let Some(text) = &args.memory {
         let bytes = berth_cgroup::parse_memory_size(text).context("--memory")?;
@@ -22,9 +29,13 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
         if bytes < MIN_MEMORY {
             anyhow::bail!("invalid --memory {text:?}: the minimum memory limit is 6MB");
         }
-        resources.memory_limit = Some(bytes);
+        let mut memory = LinuxMemory::default();
+        memory.set_limit(Some(bytes as i64));
+        resources.set_memory(Some(memory));
         limits.memory = Some(bytes);
     }
+    let mut cpu = LinuxCpu::default();
+    let mut cpu_set = false;
     if let Some(text) = &args.cpu_shares {
         let shares = text
             .parse::<u64>()
@@ -33,7 +44,8 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
             .with_context(|| {
                 format!("invalid --cpu-shares {text:?}: it must be a number from 2 to 262144")
             })?;
-        resources.cpu_shares = Some(shares);
+        cpu.set_shares(Some(shares));
+        cpu_set = true;
         limits.cpu_shares = Some(shares);
     }
     if let Some(text) = &args.cpus {
@@ -42,21 +54,29 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
         if cpus > online as f64 {
             anyhow::bail!("invalid --cpus {text:?}: the range of CPUs is from 0.01 to {online}.00");
         }
-        resources.cpu_quota = Some(CpuQuota::from_cpus(cpus)?);
+        let quota = CpuQuota::from_cpus(cpus)?;
+        cpu.set_quota(Some(quota.quota_us as i64));
+        cpu.set_period(Some(quota.period_us));
+        cpu_set = true;
         limits.cpus = Some(cpus);
     }
     if let Some(text) = &args.cpuset_cpus {
-        resources.cpuset_cpus = Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-cpus")?);
+        berth_cgroup::parse_cpu_list(text).context("--cpuset-cpus")?;
+        cpu.set_cpus(Some(text.clone()));
+        cpu_set = true;
         limits.cpuset_cpus = Some(text.clone());
     }
     if let Some(text) = &args.cpuset_mems {
-        resources.cpuset_mems = Some(berth_cgroup::parse_cpu_list(text).context("--cpuset-mems")?);
+        berth_cgroup::parse_cpu_list(text).context("--cpuset-mems")?;
+        cpu.set_mems(Some(text.clone()));
+        cpu_set = true;
         limits.cpuset_mems = Some(text.clone());
     }
-    // docker's device allow-list, unless --privileged gives every device.
-    if !args.privileged {
-        resources.devices = Some(berth_cgroup::DeviceRule::docker_defaults());
+    if cpu_set {
+        resources.set_cpu(Some(cpu));
     }
+    // docker's device allow-list, unless --privileged gives every device.
+    resources.set_devices(Some(device_rules(args.privileged)));
     // docker: 0 and -1 mean unlimited.
     if let Some(text) = args
         .pids_limit
@@ -68,35 +88,40 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(Resources, Limits)> {
                 "invalid --pids-limit {text:?}: it must be a positive number (or -1 for no limit)"
             )
         })?;
-        resources.pids_limit = Some(n);
+        let mut pids = LinuxPids::default();
+        pids.set_limit(n as i64);
+        resources.set_pids(Some(pids));
         limits.pids_limit = Some(n);
     }
     Ok((resources, limits))
 }
 
-/// The host's cgroup hierarchies, checked against what `resources` needs
-/// (a missing controller or CPU is an error before anything is made).
-pub fn hierarchies_for(resources: &Resources) -> anyhow::Result<Hierarchies> {
-    let hierarchies = Hierarchies::from_host().context("cannot read the host's cgroups")?;
-    hierarchies.check(resources)?;
-    Ok(hierarchies)
-}
-
-/// Create the container's cgroup and apply the limits (the init then
-/// moves itself in, see `Cgroup::self_attach_files`); on failure nothing of
-/// the cgroup remains.
-pub fn place(
-    hierarchies: &Hierarchies,
-    record: &mut ContainerRecord,
-    resources: &Resources,
-) -> anyhow::Result<Cgroup> {
-    let cgroup = Cgroup::create(hierarchies, &record.id, record.cgroup_parent.as_deref())?;
-    if let Err(error) = cgroup.apply(resources) {
-        let _ = cgroup.remove();
-        return Err(error.into());
+/// The device cgroup rules: deny everything, then docker's default
+/// devices (or everything, for --privileged).
+fn device_rules(privileged: bool) -> Vec<LinuxDeviceCgroup> {
+    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>| {
+        let mut rule = LinuxDeviceCgroup::default();
+        rule.set_allow(allow);
+        rule.set_typ(Some(typ));
+        rule.set_major(major);
+        rule.set_minor(minor);
+        rule.set_access(Some("rwm".to_owned()));
+        rule
+    };
+    let mut rules = vec![rule(false, LinuxDeviceType::A, None, None)];
+    if privileged {
+        rules.push(rule(true, LinuxDeviceType::A, None, None));
+        return rules;
     }
-    record.cgroup = Some(serde_json::to_value(&cgroup)?);
-    Ok(cgroup)
+    for device in berth_cgroup::DeviceRule::docker_defaults() {
+        rules.push(rule(
+            true,
+            LinuxDeviceType::C,
+            device.major.map(i64::from),
+            device.minor.map(i64::from),
+        ));
+    }
+    rules
 }
 
 /// The cgroup a record names, if any.
@@ -114,19 +139,22 @@ pub fn oom_killed(record: &ContainerRecord) -> bool {
         .is_some_and(|n| n > 0)
 }
 
-/// Remove the container's cgroup (killing anything left in it). A record
-/// without one may belong to a berth killed between creating the cgroup
-/// and recording it: the cgroup is then found where berth creates them.
-pub fn release(record: &ContainerRecord) -> anyhow::Result<()> {
-    let cgroup = match of(record) {
-        Some(cgroup) => cgroup,
-        None => {
-            let Ok(hierarchies) = Hierarchies::from_host() else {
-                return Ok(());
-            };
-            Cgroup::open(&hierarchies, &record.id, record.cgroup_parent.as_deref())?
+/// Take the container's processes, cgroup and runtime state away (the
+/// runtime's delete). A record the runtime does not know may belong to a
+/// berth killed before the runtime finished creating it: its cgroup is then
+/// found where berth creates them.
+pub fn release(paths: &Paths, record: &ContainerRecord) -> anyhow::Result<()> {
+    match paths.runtime().delete(&record.id, true) {
+        Ok(()) => return Ok(()),
+        Err(RuntimeError::NotFound { .. }) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot remove container {}", record.name))
         }
+    }
+    let Ok(hierarchies) = Hierarchies::from_host() else {
+        return Ok(());
     };
+    let cgroup = Cgroup::open(&hierarchies, &record.id, record.cgroup_parent.as_deref())?;
     cgroup
         .remove()
         .with_context(|| format!("cannot remove the cgroup of container {}", record.name))

@@ -4,21 +4,21 @@
 
 mod args;
 mod container;
+mod container_spec;
 mod exec;
 mod exit;
 mod images;
-mod init;
 mod limits;
 mod logs;
 mod monitor;
 mod network;
+mod oci_cli;
 mod paths;
 mod pause;
 mod ps;
 mod run;
 mod supervise;
 mod table;
-mod tty;
 
 use std::process::ExitCode;
 
@@ -29,6 +29,15 @@ use exit::Failure;
 use paths::Paths;
 
 fn main() -> ExitCode {
+    // One binary, two grammars: under the name `berth-runtime` it is an
+    // OCI runtime with runc's command line.
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_owned()));
+    if invoked_as.is_some_and(|name| name == oci_cli::PROGRAM_NAME) {
+        return ExitCode::from(oci_cli::main());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

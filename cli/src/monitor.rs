@@ -12,9 +12,10 @@ use nix::fcntl::OFlag;
 use nix::unistd::{fork, ForkResult};
 
 use crate::exit::CodedError;
-use crate::init::InitSpec;
 use crate::paths::Paths;
-use crate::run::{block_relayed_signals, launch, open_log, supervise_to_the_end, RemoveOnFailure};
+use crate::run::{
+    block_relayed_signals, launch, open_log, supervise_to_the_end, LaunchPlan, RemoveOnFailure,
+};
 use crate::supervise::Attachment;
 
 /// Fork the monitor, let it start the container, and report: the id on
@@ -23,7 +24,7 @@ pub fn start_detached(
     paths: &Paths,
     store: &ContainerStore,
     record: ContainerRecord,
-    spec: InitSpec,
+    plan: LaunchPlan,
     mut guard: RemoveOnFailure<'_>,
 ) -> anyhow::Result<i32> {
     let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -32,7 +33,7 @@ pub fn start_detached(
     match unsafe { fork() }? {
         ForkResult::Child => {
             drop(ready_read);
-            let code = monitor(paths, store, record, spec, guard, ready_write);
+            let code = monitor(paths, store, record, plan, guard, ready_write);
             std::process::exit(code);
         }
         ForkResult::Parent { .. } => {
@@ -68,7 +69,7 @@ fn monitor(
     paths: &Paths,
     store: &ContainerStore,
     mut record: ContainerRecord,
-    mut spec: InitSpec,
+    plan: LaunchPlan,
     mut guard: RemoveOnFailure<'_>,
     ready: OwnedFd,
 ) -> i32 {
@@ -86,7 +87,7 @@ fn monitor(
     let mut ready = std::fs::File::from(ready);
     let started = (|| {
         let (signals, restore) = block_relayed_signals()?;
-        let launched = launch(paths, store, &mut record, &mut spec)?;
+        let launched = launch(paths, store, &mut record, plan)?;
         let log = open_log(store, &record)?;
         Ok::<_, anyhow::Error>((signals, restore, launched, log))
     })();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use berth_image::ImageStore;
 use berth_state::ContainerStore;
+use cli::runtime::Runtime;
 
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -28,6 +29,12 @@ impl Paths {
         let dir = self.root.join("images");
         ImageStore::open(&dir)
             .with_context(|| format!("cannot open the image store {}", dir.display()))
+    }
+
+    /// The runtime that runs this root's containers: its state (one
+    /// directory per running container) lives below the root too.
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(self.root.join("runtime"))
     }
 
     /// Network records, IPAM state and the firewall lock.

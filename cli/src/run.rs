@@ -1,17 +1,17 @@
 //! `berth run`: create a container from an image and run it in the
 //! foreground, passing its exit code through.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use berth_fs::OverlayRootfs;
+use std::os::fd::OwnedFd;
+
 use berth_image::{Image, ImageStore};
-use berth_ns::{channel, Channel, Namespace};
 use berth_state::{
     generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter, StateError,
 };
+use cli::runtime::{CreateOptions, RuntimeError, Stdio};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -20,9 +20,9 @@ use nix::unistd::Pid;
 
 use crate::args::RunArgs;
 use crate::exit::{status_code, CodedError};
-use crate::init::{self, FromInit, InitSpec, ProcessSpec, ToInit, DEFAULT_PATH};
 use crate::paths::Paths;
 use crate::supervise::{supervise, Attachment, Output};
+use cli::runtime::DEFAULT_PATH;
 
 /// The image berth can build by itself from the host's static busybox.
 const DEFAULT_IMAGE: &str = "busybox";
@@ -80,7 +80,6 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.detached = args.detach;
     record.log_limits = parse_log_options(&args.log_opt)?;
     let (resources, limits) = crate::limits::parse(&args)?;
-    let hierarchies = crate::limits::hierarchies_for(&resources)?;
     record.limits = limits;
     record.cgroup_parent = args.cgroup_parent.clone();
     let capabilities =
@@ -107,7 +106,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         armed: true,
     };
     let dir = containers.container_dir(&id);
-    let rootfs = prepare_layer_dirs(&dir, &image)?;
+    prepare_layer_dirs(&dir)?;
     // /etc/hosts, resolv.conf and hostname first, so that a user's -v can
     // still replace one of them.
     crate::network::prepare(paths, &mut network)?;
@@ -115,31 +114,46 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     etc_files.write(&record, None, &[])?;
     let mut volumes = etc_files.volumes();
     volumes.extend(user_volumes);
-    let spec = InitSpec {
-        rootfs,
-        volumes,
-        hierarchies,
-        resources,
-        hostname: record.hostname.clone(),
-        cgroup_namespace: Namespace::Cgroup.is_supported(Path::new("/proc")),
+    let console_size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
+    let spec = crate::container_spec::build(&crate::container_spec::ContainerPlan {
+        id: &id,
+        hostname: &record.hostname,
+        command: &record.command,
+        env: &record.env,
+        workdir: record.workdir.as_deref(),
+        tty: args.tty,
+        console_size,
+        layers: std::slice::from_ref(&image.rootfs),
+        container_dir: &dir,
+        volumes: &volumes,
+        capabilities: &capabilities,
         privileged: args.privileged,
+        no_new_privileges: record.no_new_privileges,
+        own_network: network.has_own_namespace(),
+        cgroup_namespace: berth_ns::Namespace::Cgroup.is_supported(Path::new("/proc")),
+        resources,
+        cgroup_parent: args.cgroup_parent.as_deref(),
+    })?;
+    let launch = LaunchPlan {
+        spec,
         network,
-        process: ProcessSpec {
-            command: record.command.clone(),
-            env: record.env.clone(),
-            workdir: record.workdir.clone(),
-            tty: args.tty,
-            interactive: args.interactive && !args.detach,
-            output_pipes: None,
-            capabilities: (!args.privileged).then_some(capabilities),
-            no_new_privileges: record.no_new_privileges,
-        },
+        forward_stdin: args.interactive && !args.detach,
     };
     if args.detach {
-        crate::monitor::start_detached(paths, &containers, record, spec, guard)
+        crate::monitor::start_detached(paths, &containers, record, launch, guard)
     } else {
-        foreground(paths, &containers, record, spec, guard)
+        foreground(paths, &containers, record, launch, guard)
     }
+}
+
+/// A container ready to launch: its spec, and the network the engine
+/// connects between the runtime's create and start.
+#[derive(Debug)]
+pub struct LaunchPlan {
+    pub spec: oci_spec::runtime::Spec,
+    pub network: crate::network::NetworkMode,
+    /// Copy berth's stdin to the container (`-i` in the foreground).
+    pub forward_stdin: bool,
 }
 
 fn require_root() -> anyhow::Result<()> {
@@ -154,16 +168,17 @@ fn foreground(
     paths: &Paths,
     store: &ContainerStore,
     mut record: ContainerRecord,
-    mut spec: InitSpec,
+    plan: LaunchPlan,
     mut guard: RemoveOnFailure<'_>,
 ) -> anyhow::Result<i32> {
     let (mut signals, _restore_mask) = block_relayed_signals()?;
-    let launched = launch(paths, store, &mut record, &mut spec)?;
+    let forward_stdin = plan.forward_stdin;
+    let launched = launch(paths, store, &mut record, plan)?;
     guard.armed = false;
     let mut log = open_log(store, &record)?;
     let attach = Attachment {
         echo: true,
-        forward_stdin: spec.process.interactive,
+        forward_stdin,
         forward_signals: true,
     };
     supervise_to_the_end(
@@ -219,7 +234,7 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     };
     // Read before the cgroup goes away with the release.
     let oom_killed = crate::limits::oom_killed(&record);
-    if let Err(e) = crate::limits::release(&record) {
+    if let Err(e) = crate::limits::release(paths, &record) {
         eprintln!("berth: {e:#}");
     }
     if let Err(e) = crate::network::release(paths, id, true) {
@@ -412,50 +427,16 @@ fn create_record(
     bail!("could not generate a free container name; pass --name")
 }
 
-/// The container's write layer: `upper` and `work` for overlay and the
-/// `rootfs` mount point, all inside the container's private directory.
-fn prepare_layer_dirs(dir: &Path, image: &Image) -> anyhow::Result<OverlayRootfs> {
-    let rootfs = OverlayRootfs {
-        lower: vec![image.rootfs.clone()],
-        upper: dir.join("upper"),
-        work: dir.join("work"),
-        target: dir.join("rootfs"),
-    };
-    for path in [&rootfs.upper, &rootfs.work, &rootfs.target] {
+/// The container's write layer (see [`crate::container_spec::layer_dirs`]).
+fn prepare_layer_dirs(dir: &Path) -> anyhow::Result<()> {
+    for path in crate::container_spec::layer_dirs(dir) {
         // The upper dir's mode becomes the mode of the container's "/".
         std::fs::DirBuilder::new()
             .mode(0o755)
-            .create(path)
+            .create(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
     }
-    Ok(rootfs)
-}
-
-/// Wait until the process started in the container has exec'd its command
-/// (the channel closes) or reports why it could not; returns the terminal
-/// it sent, if any. On failure the process has been reaped.
-pub fn await_exec(
-    parent: &Channel<ToInit, FromInit>,
-    child: &ChildGuard,
-) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
-    let mut terminal = None;
-    loop {
-        match parent.recv_with_fd()? {
-            None => return Ok(terminal),
-            Some((FromInit::Terminal, fd)) => {
-                if let (Some(fd), Some(user)) = (&fd, crate::supervise::user_terminal()) {
-                    crate::tty::copy_window_size(user, std::os::fd::AsFd::as_fd(fd));
-                }
-                parent.send(&ToInit::TerminalReady)?;
-                terminal = fd;
-            }
-            Some((FromInit::Failed { code, message }, _)) => {
-                let _ = waitpid(child.pid, None);
-                child.reaped.set(true);
-                return Err(CodedError { code, message }.into());
-            }
-        }
-    }
+    Ok(())
 }
 
 /// Block the signals berth relays (and SIGCHLD) and collect them in a
@@ -485,52 +466,63 @@ impl Launched {
     }
 }
 
-/// Clone the init, put it in place, let it exec the command. On success
-/// the record says "running"; on failure the init has been reaped and the
-/// error carries docker's exit code for it.
+/// Create the container through the runtime, connect its network, record
+/// it as running and start it. On success the command runs; on failure
+/// the runtime has taken the container away again and the error carries
+/// docker's exit code for it.
 pub fn launch(
     paths: &Paths,
     store: &ContainerStore,
     record: &mut ContainerRecord,
-    spec: &mut InitSpec,
+    plan: LaunchPlan,
 ) -> anyhow::Result<Launched> {
-    let mut namespaces = vec![
-        Namespace::Uts,
-        Namespace::Ipc,
-        Namespace::Pid,
-        Namespace::Mount,
-    ];
-    if spec.network.has_own_namespace() {
-        namespaces.push(Namespace::Net);
-    }
-    // The cgroup namespace is created by the init itself, after it has been
-    // placed in its cgroup (see InitSpec::cgroup_namespace).
-    let pipes = if spec.process.tty {
-        None
+    let runtime = paths.runtime();
+    let tty = plan
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    // Without -t: a pipe per output stream, read by berth for the log.
+    // Only the container may hold the write ends, so that end-of-file
+    // means it closed its output.
+    let (stdio, output_reads) = if tty {
+        (Stdio::default(), None)
     } else {
         let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        spec.process.output_pipes = Some((out_write.as_raw_fd(), err_write.as_raw_fd()));
-        Some((out_read, err_read, out_write, err_write))
+        // docker gives a container without -i an empty stdin.
+        let stdin = if plan.forward_stdin {
+            None
+        } else {
+            Some(OwnedFd::from(
+                std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
+            ))
+        };
+        let stdio = Stdio {
+            stdin,
+            stdout: Some(out_write),
+            stderr: Some(err_write),
+        };
+        (stdio, Some((out_read, err_read)))
     };
-    let (parent, child): (Channel<ToInit, FromInit>, Channel<FromInit, ToInit>) = channel()?;
-    let parent_fd = parent.as_raw_fd();
-    let pid = berth_ns::spawn(&namespaces, || {
-        // The parent's end must not stay open in the child, or the child
-        // would never see end-of-file if berth died.
-        // SAFETY: closing a descriptor number this process owns a copy of;
-        // the `parent` value that owns it is never used in the child.
-        unsafe { libc::close(parent_fd) };
-        init::run(spec, child)
-    })?;
+    let bundle = store.container_dir(&record.id);
+    let options = CreateOptions {
+        stdio,
+        die_with_parent: true,
+        ..CreateOptions::default()
+    };
+    let mut created = runtime
+        .create(&record.id, &bundle, &plan.spec, options)
+        .map_err(coded)?;
+    let pid = created.pid();
     let guard = ChildGuard::new(pid);
-    // Only the init may hold the write ends, so that end-of-file means the
-    // container closed its output.
-    let output_reads = pipes.map(|(out_read, err_read, _, _)| (out_read, err_read));
-
-    let cgroup = crate::limits::place(&spec.hierarchies, record, &spec.resources)?;
+    let terminal = created.take_terminal();
     let started = (|| {
-        crate::network::attach(paths, store, &spec.network, record, pid.as_raw())?;
+        if let Some(cgroup) = created.cgroup() {
+            record.cgroup = Some(serde_json::to_value(cgroup)?);
+        }
+        crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
         let me = std::process::id() as i32;
         let proc_root = Path::new("/proc");
         record.mark_running(
@@ -540,20 +532,14 @@ pub fn launch(
         record.monitor_pid = Some(me);
         record.monitor_start_time = berth_state::process_start_time(proc_root, me);
         store.save(record)?;
-        parent.send(&ToInit::Start {
-            cgroup: cgroup.self_attach_files(),
-        })?;
-        await_exec(&parent, &guard)
+        created.start().map_err(coded)
     })();
-    let terminal = match started {
-        Ok(terminal) => terminal,
-        Err(error) => {
-            drop(guard);
-            let _ = cgroup.remove();
-            let _ = crate::network::release(paths, &record.id, false);
-            return Err(error);
-        }
-    };
+    if let Err(error) = started {
+        drop(guard);
+        let _ = runtime.delete(&record.id, true);
+        let _ = crate::network::release(paths, &record.id, false);
+        return Err(error);
+    }
     let output = match (terminal, output_reads) {
         (Some(master), _) => Output::Terminal(master),
         (None, Some((stdout, stderr))) => Output::Pipes { stdout, stderr },
@@ -563,6 +549,14 @@ pub fn launch(
         child: guard,
         output,
     })
+}
+
+/// A runtime error with docker's exit code kept for `main`.
+pub fn coded(error: RuntimeError) -> anyhow::Error {
+    match error {
+        RuntimeError::Process { code, message } => CodedError { code, message }.into(),
+        other => other.into(),
+    }
 }
 
 pub struct RestoreMask(SigSet);

@@ -15,7 +15,7 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{isatty, read, Pid};
 
-use crate::tty::{copy_window_size, RawMode};
+use cli::runtime::tty::{copy_window_size, RawMode};
 
 /// Where the container's output comes from: its terminal (`-t`) or a pipe
 /// per stream.

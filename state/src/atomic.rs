@@ -22,6 +22,10 @@ pub enum Durability {
     /// re-derives or that a reboot makes stale anyway (a container's
     /// status, address leases). Saves a journal commit.
     Data,
+    /// No sync at all: readers still never see a torn file, but a crash of
+    /// the machine may leave the old one or none. For state that dies with
+    /// the machine anyway (a running container's runtime state).
+    Volatile,
 }
 
 /// Replace `path` with `contents` so that a reader sees either the old or
@@ -50,6 +54,7 @@ pub fn replace_file(path: &Path, contents: &[u8], durability: Durability) -> io:
             Durability::Full => file.sync_all()?,
             // The data and the size: all a reader needs.
             Durability::Data => file.sync_data()?,
+            Durability::Volatile => {}
         }
         fs::rename(&tmp, path)?;
         if durability == Durability::Full {

@@ -14,6 +14,7 @@ use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg, Termios};
 
 /// Both sides of a freshly allocated terminal.
+#[derive(Debug)]
 pub struct Terminal {
     pub master: OwnedFd,
     pub slave: OwnedFd,
@@ -56,6 +57,7 @@ pub fn make_controlling(slave: OwnedFd) -> Result<(), String> {
 
 /// The user's terminal in raw mode; restored when dropped, so that every
 /// way out of berth (exit, error) gives the terminal back as it was.
+#[derive(Debug)]
 pub struct RawMode<'fd> {
     fd: BorrowedFd<'fd>,
     saved: Termios,
@@ -86,5 +88,29 @@ pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     if unsafe { libc::ioctl(from.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } == 0 {
         // SAFETY: TIOCSWINSZ reads the winsize we own.
         unsafe { libc::ioctl(to.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    }
+}
+
+/// Set the window size of the terminal `fd` (the spec's `consoleSize`).
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we own.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+}
+
+/// The window size of the terminal `fd`, if it is one: (rows, columns).
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain old data; zero is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into the winsize we own.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } == 0 {
+        Some((size.ws_row, size.ws_col))
+    } else {
+        None
     }
 }

@@ -1,0 +1,297 @@
+//! The one place where an image and `run`'s flags become an OCI runtime
+//! spec: everything the runtime will do for the container is in it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use berth_ns::{Capability, CapabilitySet};
+use cli::runtime::OVERLAY_ROOTFS_ANNOTATION;
+use oci_spec::runtime::{
+    Capabilities, LinuxBuilder, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType,
+    LinuxResources, Mount, Process, Root, Spec, User,
+};
+
+/// The parts of a container that the spec is built from.
+#[derive(Debug)]
+pub struct ContainerPlan<'a> {
+    pub id: &'a str,
+    pub hostname: &'a str,
+    pub command: &'a [String],
+    pub env: &'a [String],
+    pub workdir: Option<&'a str>,
+    pub tty: bool,
+    /// The user's terminal size, given to the container's terminal.
+    pub console_size: Option<(u16, u16)>,
+    /// The image's layers, lowest first, and the container's own dirs.
+    pub layers: &'a [PathBuf],
+    pub container_dir: &'a Path,
+    /// Binds: /etc files and `-v` volumes, in mount order.
+    pub volumes: &'a [berth_fs::Volume],
+    pub capabilities: &'a CapabilitySet,
+    pub privileged: bool,
+    pub no_new_privileges: bool,
+    /// Its own network namespace (false: the host's).
+    pub own_network: bool,
+    /// Its own cgroup namespace (where the kernel has them).
+    pub cgroup_namespace: bool,
+    pub resources: LinuxResources,
+    pub cgroup_parent: Option<&'a str>,
+}
+
+/// The container's write layer: overlay's upper and work dirs and the
+/// mount point of its root, inside the container's own directory.
+pub fn layer_dirs(container_dir: &Path) -> [PathBuf; 3] {
+    [
+        container_dir.join("upper"),
+        container_dir.join("work"),
+        container_dir.join("rootfs"),
+    ]
+}
+
+pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
+    let [upper, work, rootfs] = layer_dirs(plan.container_dir);
+    let mut spec = Spec::default();
+    spec.set_version(OCI_VERSION.to_owned());
+    let mut root = Root::default();
+    root.set_path(rootfs);
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
+    spec.set_hostname(Some(plan.hostname.to_owned()));
+    spec.set_domainname(None);
+    let overlay = serde_json::json!({
+        "lower": plan.layers,
+        "upper": upper,
+        "work": work,
+    });
+    spec.set_annotations(Some(HashMap::from([(
+        OVERLAY_ROOTFS_ANNOTATION.to_owned(),
+        overlay.to_string(),
+    )])));
+    spec.set_process(Some(process(plan)));
+    spec.set_mounts(Some(mounts(plan.volumes)));
+    spec.set_hooks(None);
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ];
+    if plan.own_network {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    if plan.cgroup_namespace {
+        namespaces.push(LinuxNamespaceType::Cgroup);
+    }
+    let namespaces: Vec<LinuxNamespace> = namespaces
+        .into_iter()
+        .map(|typ| {
+            let mut ns = LinuxNamespace::default();
+            ns.set_typ(typ);
+            ns
+        })
+        .collect();
+    let (masked, readonly) = if plan.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        let owned = |list: &[&str]| list.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        (
+            owned(berth_fs::DEFAULT_MASKED_PATHS),
+            owned(berth_fs::DEFAULT_READONLY_PATHS),
+        )
+    };
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(plan.resources.clone())
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .build()?;
+    // Without --cgroup-parent the runtime's own place (below berth's own
+    // cgroup) is right.
+    if let Some(parent) = plan.cgroup_parent {
+        linux.set_cgroups_path(Some(PathBuf::from(format!(
+            "{}/{}",
+            parent.trim_end_matches('/'),
+            plan.id
+        ))));
+    }
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// The runtime spec version these specs follow.
+const OCI_VERSION: &str = "1.2.0";
+
+fn process(plan: &ContainerPlan<'_>) -> Process {
+    let mut process = Process::default();
+    process.set_terminal(Some(plan.tty));
+    process.set_console_size(plan.console_size.filter(|_| plan.tty).map(console_size));
+    process.set_user(User::default());
+    process.set_args(Some(plan.command.to_vec()));
+    process.set_env(Some(plan.env.to_vec()));
+    process.set_cwd(PathBuf::from(plan.workdir.unwrap_or("/")));
+    process.set_no_new_privileges(Some(plan.no_new_privileges));
+    // docker sets no rlimits: the container inherits berth's.
+    process.set_rlimits(None);
+    let set = if plan.privileged {
+        CapabilitySet::all()
+    } else {
+        *plan.capabilities
+    };
+    process.set_capabilities(Some(capabilities(set)));
+    process
+}
+
+/// A terminal size for the spec's `consoleSize`.
+pub fn console_size((rows, cols): (u16, u16)) -> oci_spec::runtime::Box {
+    oci_spec::runtime::BoxBuilder::default()
+        .height(u64::from(rows))
+        .width(u64::from(cols))
+        .build()
+        .unwrap_or_default()
+}
+
+/// docker's semantics as the five sets: what the container's root keeps
+/// is bounding = effective = permitted; nothing inheritable or ambient
+/// (CVE-2022-29162).
+pub fn capabilities(set: CapabilitySet) -> LinuxCapabilities {
+    let list: Capabilities = set.iter().filter_map(to_spec_capability).collect();
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(list.clone()));
+    caps.set_effective(Some(list.clone()));
+    caps.set_permitted(Some(list));
+    caps.set_inheritable(Some(Capabilities::new()));
+    caps.set_ambient(Some(Capabilities::new()));
+    caps
+}
+
+fn to_spec_capability(cap: Capability) -> Option<oci_spec::runtime::Capability> {
+    serde_json::from_value(serde_json::Value::String(cap.name().to_owned())).ok()
+}
+
+/// docker's default mounts, then the binds in order.
+fn mounts(volumes: &[berth_fs::Volume]) -> Vec<Mount> {
+    let mount = |destination: &str, typ: &str, source: &str, options: &[&str]| {
+        let mut mount = Mount::default();
+        mount.set_destination(PathBuf::from(destination));
+        mount.set_typ(Some(typ.to_owned()));
+        mount.set_source(Some(PathBuf::from(source)));
+        mount.set_options(Some(options.iter().map(|o| (*o).to_owned()).collect()));
+        mount
+    };
+    let mut list = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+    ];
+    for volume in volumes {
+        let mut options = vec!["rbind", "rprivate"];
+        if volume.read_only {
+            options.push("ro");
+        }
+        list.push(mount(
+            &volume.target,
+            "bind",
+            &volume.source.to_string_lossy(),
+            &options,
+        ));
+    }
+    list
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_run_becomes_this_spec() {
+        let layers = [PathBuf::from("/var/lib/berth/images/layers/abc/rootfs")];
+        let volumes = [
+            berth_fs::Volume {
+                source: PathBuf::from("/var/lib/berth/containers/c1/hosts"),
+                target: "/etc/hosts".into(),
+                read_only: false,
+            },
+            berth_fs::Volume {
+                source: PathBuf::from("/srv/data"),
+                target: "/data".into(),
+                read_only: true,
+            },
+        ];
+        let (resources, _) = crate::limits::parse(
+            &<crate::args::Cli as clap::Parser>::try_parse_from([
+                "berth",
+                "run",
+                "-m",
+                "64m",
+                "--cpus",
+                "0.5",
+                "--pids-limit",
+                "20",
+                "busybox",
+            ])
+            .map(|cli| match cli.command {
+                crate::args::Command::Run(args) => *args,
+                _ => unreachable!("parsed a run"),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let spec = build(&ContainerPlan {
+            id: "c1",
+            hostname: "c1host",
+            command: &["sh".into(), "-c".into(), "echo hi".into()],
+            env: &["PATH=/bin".into(), "HOME=/root".into()],
+            workdir: Some("/srv"),
+            tty: true,
+            console_size: Some((24, 80)),
+            layers: &layers,
+            container_dir: Path::new("/var/lib/berth/containers/c1"),
+            volumes: &volumes,
+            capabilities: &CapabilitySet::docker_default(),
+            privileged: false,
+            no_new_privileges: true,
+            own_network: true,
+            cgroup_namespace: true,
+            resources,
+            cgroup_parent: Some("/ci/jobs"),
+        })
+        .unwrap();
+        insta::assert_json_snapshot!(spec);
+    }
+}

@@ -1,0 +1,384 @@
+//! From the spec's types to the ones of berth's subsystem crates, and the
+//! checks that refuse a spec before anything is made.
+
+use std::path::PathBuf;
+
+use berth_cgroup::{CpuQuota, DeviceAccess, DeviceRule, DeviceType, Resources};
+use berth_ns::{CapabilitySet, CapabilitySets, Namespace};
+use oci_spec::runtime::{
+    LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Spec,
+};
+
+use super::{Result, RuntimeError};
+
+/// The namespaces of the spec: `None` = create a new one, `Some(path)` =
+/// join that one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Namespaces(pub Vec<(Namespace, Option<PathBuf>)>);
+
+impl Namespaces {
+    pub fn from_spec(spec: &Spec) -> Result<Self> {
+        let mut list: Vec<(Namespace, Option<PathBuf>)> = Vec::new();
+        let declared = spec
+            .linux()
+            .as_ref()
+            .and_then(|linux| linux.namespaces().clone())
+            .unwrap_or_default();
+        for ns in declared {
+            let kind = match ns.typ() {
+                LinuxNamespaceType::Mount => Namespace::Mount,
+                LinuxNamespaceType::Cgroup => Namespace::Cgroup,
+                LinuxNamespaceType::Uts => Namespace::Uts,
+                LinuxNamespaceType::Ipc => Namespace::Ipc,
+                LinuxNamespaceType::User => Namespace::User,
+                LinuxNamespaceType::Pid => Namespace::Pid,
+                LinuxNamespaceType::Network => Namespace::Net,
+                LinuxNamespaceType::Time => {
+                    return Err(RuntimeError::invalid(
+                        "time namespaces are not supported by berth",
+                    ))
+                }
+            };
+            if list.iter().any(|(k, _)| *k == kind) {
+                return Err(RuntimeError::invalid(format!(
+                    "the {} namespace is listed twice",
+                    kind.proc_name()
+                )));
+            }
+            list.push((kind, ns.path().clone()));
+        }
+        Ok(Namespaces(list))
+    }
+
+    /// Namespaces to create with the clone.
+    pub fn new_ones(&self) -> Vec<Namespace> {
+        self.0
+            .iter()
+            .filter(|(_, path)| path.is_none())
+            .map(|(kind, _)| *kind)
+            .collect()
+    }
+
+    /// Namespaces to join by path, in the order they must be joined.
+    pub fn joined(&self) -> Vec<(Namespace, PathBuf)> {
+        Namespace::JOIN_ORDER
+            .iter()
+            .filter_map(|kind| {
+                self.0
+                    .iter()
+                    .find(|(k, path)| k == kind && path.is_some())
+                    .and_then(|(k, path)| path.clone().map(|p| (*k, p)))
+            })
+            .collect()
+    }
+
+    pub fn creates(&self, kind: Namespace) -> bool {
+        self.0.iter().any(|(k, path)| *k == kind && path.is_none())
+    }
+
+    /// Whether the container has its own namespace of this kind (new or
+    /// joined), rather than the runtime's.
+    pub fn has(&self, kind: Namespace) -> bool {
+        self.0.iter().any(|(k, _)| *k == kind)
+    }
+}
+
+/// Refuse what berth cannot do rather than run a container with less
+/// confinement than its spec asks for.
+pub(crate) fn refuse_unsupported(spec: &Spec) -> Result<()> {
+    let Some(linux) = spec.linux() else {
+        return Ok(());
+    };
+    if linux.seccomp().is_some() {
+        return Err(RuntimeError::invalid(
+            "the spec asks for a seccomp filter, which this runtime cannot load yet; \
+             refusing to run the container unconfined (drop linux.seccomp, e.g. with \
+             --security-opt seccomp=unconfined, to run it without one)",
+        ));
+    }
+    if linux.intel_rdt().is_some() {
+        return Err(RuntimeError::invalid("linux.intelRdt is not supported"));
+    }
+    if linux.personality().is_some() {
+        return Err(RuntimeError::invalid("linux.personality is not supported"));
+    }
+    if let Some(process) = spec.process() {
+        if process
+            .apparmor_profile()
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Err(RuntimeError::invalid(
+                "process.apparmorProfile is set, but this runtime does not support AppArmor",
+            ));
+        }
+        if process
+            .selinux_label()
+            .as_deref()
+            .is_some_and(|l| !l.is_empty())
+        {
+            return Err(RuntimeError::invalid(
+                "process.selinuxLabel is set, but this runtime does not support SELinux",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The spec's cgroup resources in berth-cgroup's terms. Settings berth
+/// cannot apply are refused, never silently dropped.
+pub(crate) fn resources(linux: Option<&LinuxResources>) -> Result<Resources> {
+    let mut out = Resources::default();
+    let Some(res) = linux else {
+        return Ok(out);
+    };
+    if let Some(memory) = res.memory() {
+        if let Some(limit) = memory.limit().filter(|&l| l > 0) {
+            out.memory_limit = Some(limit as u64);
+        }
+    }
+    if let Some(cpu) = res.cpu() {
+        out.cpu_shares = cpu.shares().filter(|&s| s > 0);
+        if let Some(quota) = cpu.quota().filter(|&q| q > 0) {
+            let period = cpu.period().filter(|&p| p > 0).unwrap_or(100_000);
+            out.cpu_quota = Some(CpuQuota {
+                quota_us: quota as u64,
+                period_us: period,
+            });
+        }
+        if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+            out.cpuset_cpus = Some(
+                berth_cgroup::parse_cpu_list(cpus)
+                    .map_err(|e| RuntimeError::invalid(format!("cpu.cpus {cpus:?}: {e}")))?,
+            );
+        }
+        if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+            out.cpuset_mems = Some(
+                berth_cgroup::parse_cpu_list(mems)
+                    .map_err(|e| RuntimeError::invalid(format!("cpu.mems {mems:?}: {e}")))?,
+            );
+        }
+    }
+    if let Some(pids) = res.pids() {
+        if pids.limit() > 0 {
+            out.pids_limit = Some(pids.limit() as u64);
+        }
+    }
+    if let Some(devices) = res.devices() {
+        out.devices = Some(device_rules(devices)?);
+    }
+    Ok(out)
+}
+
+/// The spec's device cgroup list (evaluated in order, later entries win)
+/// as an allow-list: berth's device controller takes the rules that are
+/// allowed starting from "deny all", which is what every real spec starts
+/// with (`{"allow": false, "access": "rwm"}`).
+fn device_rules(list: &[LinuxDeviceCgroup]) -> Result<Vec<DeviceRule>> {
+    let mut rules: Vec<DeviceRule> = Vec::new();
+    for entry in list {
+        let kind = match entry.typ() {
+            None | Some(LinuxDeviceType::A) => DeviceType::All,
+            Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => DeviceType::Char,
+            Some(LinuxDeviceType::B) => DeviceType::Block,
+            Some(other) => {
+                return Err(RuntimeError::invalid(format!(
+                    "device cgroup rule of type {other:?} is not supported"
+                )))
+            }
+        };
+        let access = parse_access(entry.access().as_deref().unwrap_or("rwm"))?;
+        let rule = DeviceRule {
+            kind,
+            major: entry.major().filter(|&m| m >= 0).map(|m| m as u32),
+            minor: entry.minor().filter(|&m| m >= 0).map(|m| m as u32),
+            access,
+        };
+        let deny_all = kind == DeviceType::All && rule.major.is_none() && rule.minor.is_none();
+        if entry.allow() {
+            rules.push(rule);
+        } else if deny_all {
+            rules.clear();
+        } else {
+            // A deny of something specific after allows: drop the allows it
+            // overlaps exactly; partial overlaps cannot be expressed.
+            let before = rules.len();
+            rules.retain(|r| *r != rule);
+            if before == rules.len() && !rules.is_empty() {
+                return Err(RuntimeError::invalid(format!(
+                    "device cgroup deny rule {:?} after allow rules is not supported",
+                    entry
+                )));
+            }
+        }
+    }
+    Ok(rules)
+}
+
+fn parse_access(text: &str) -> Result<DeviceAccess> {
+    let mut access = DeviceAccess::READ;
+    let mut any = false;
+    for c in text.chars() {
+        let bit = match c {
+            'r' => DeviceAccess::READ,
+            'w' => DeviceAccess::WRITE,
+            'm' => DeviceAccess::MKNOD,
+            _ => {
+                return Err(RuntimeError::invalid(format!(
+                    "device access {text:?}: only r, w and m are allowed"
+                )))
+            }
+        };
+        access = if any { access | bit } else { bit };
+        any = true;
+    }
+    if !any {
+        return Err(RuntimeError::invalid("device access is empty"));
+    }
+    Ok(access)
+}
+
+/// The five capability sets of a spec process in berth-ns's terms.
+/// Capabilities the kernel does not know, or that the runtime itself does
+/// not hold (and so cannot pass on), are left out with a warning on the
+/// runtime's stderr, as runc does for unknown ones.
+pub(crate) fn capability_sets(caps: Option<&LinuxCapabilities>) -> Result<CapabilitySets> {
+    let Some(caps) = caps else {
+        // No capabilities object: the process keeps none (runc's reading).
+        return Ok(CapabilitySets::default());
+    };
+    let last = berth_ns::capabilities::kernel_last_cap();
+    let held = berth_ns::capabilities::current_bounding_set();
+    let mut warned: Vec<String> = Vec::new();
+    let mut parse = |list: &Option<oci_spec::runtime::Capabilities>| -> Result<CapabilitySet> {
+        let names: Vec<String> = list
+            .iter()
+            .flatten()
+            .filter_map(|cap| serde_json::to_value(cap).ok())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        let parsed = CapabilitySet::parse_spec_names(&names, last)?;
+        let mut set = CapabilitySet::default();
+        for cap in parsed.set.iter() {
+            if held.contains(cap) {
+                set.insert(cap);
+            } else {
+                warned.push(cap.name().to_owned());
+            }
+        }
+        warned.extend(parsed.ignored);
+        Ok(set)
+    };
+    let sets = CapabilitySets {
+        bounding: parse(caps.bounding())?,
+        effective: parse(caps.effective())?,
+        permitted: parse(caps.permitted())?,
+        inheritable: parse(caps.inheritable())?,
+        ambient: parse(caps.ambient())?,
+    };
+    warned.sort();
+    warned.dedup();
+    if !warned.is_empty() {
+        eprintln!(
+            "berth-runtime: warning: leaving out capabilities this kernel or runtime lacks: {}",
+            warned.join(", ")
+        );
+    }
+    Ok(sets)
+}
+
+/// Split `linux.cgroupsPath` into berth-cgroup's parent and leaf name;
+/// without one, the container gets `berth/<id>` below the runtime's own
+/// cgroup.
+pub(crate) fn cgroup_location(spec: &Spec, id: &str) -> Result<(String, Option<String>)> {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.cgroups_path().clone());
+    let Some(path) = path else {
+        return Ok((id.to_owned(), None));
+    };
+    let text = path.to_string_lossy().into_owned();
+    if text.contains(':') && !text.starts_with('/') {
+        return Err(RuntimeError::invalid(format!(
+            "cgroupsPath {text:?} is in systemd's slice:prefix:name form; berth manages cgroups \
+             directly (cgroupfs): give a path"
+        )));
+    }
+    let trimmed = text.trim_end_matches('/');
+    match trimmed.rsplit_once('/') {
+        Some((parent, leaf)) if !leaf.is_empty() => {
+            let parent = if parent.is_empty() { "/" } else { parent };
+            Ok((leaf.to_owned(), Some(parent.to_owned())))
+        }
+        _ if !trimmed.is_empty() => Ok((trimmed.to_owned(), Some(String::new()))),
+        _ => Err(RuntimeError::invalid(format!(
+            "cgroupsPath {text:?} names no cgroup"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxDeviceCgroupBuilder;
+
+    #[test]
+    fn device_rules_start_from_deny_all() {
+        let list = vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()
+                .unwrap(),
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::C)
+                .major(1)
+                .minor(3)
+                .access("rwm")
+                .build()
+                .unwrap(),
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::C)
+                .major(136)
+                .access("rw")
+                .build()
+                .unwrap(),
+        ];
+        let rules = device_rules(&list).unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[0], DeviceRule::char(1, Some(3)));
+        assert_eq!(rules[1].minor, None);
+        assert_eq!(rules[1].access, DeviceAccess::READ | DeviceAccess::WRITE);
+        assert!(parse_access("rx").is_err());
+    }
+
+    #[test]
+    fn cgroups_paths() {
+        let spec_with = |path: &str| {
+            let mut spec = Spec::default();
+            let mut linux = spec.linux().clone().unwrap_or_default();
+            linux.set_cgroups_path(Some(PathBuf::from(path)));
+            spec.set_linux(Some(linux));
+            spec
+        };
+        assert_eq!(
+            cgroup_location(&spec_with("/a/b/c"), "x").unwrap(),
+            ("c".into(), Some("/a/b".into()))
+        );
+        assert_eq!(
+            cgroup_location(&spec_with("/c"), "x").unwrap(),
+            ("c".into(), Some("/".into()))
+        );
+        assert_eq!(
+            cgroup_location(&spec_with("rel/c"), "x").unwrap(),
+            ("c".into(), Some("rel".into()))
+        );
+        assert!(cgroup_location(&spec_with("system.slice:berth:x"), "x").is_err());
+        let mut spec = Spec::default();
+        spec.set_linux(None);
+        assert_eq!(cgroup_location(&spec, "x").unwrap(), ("x".into(), None));
+    }
+}

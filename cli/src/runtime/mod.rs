@@ -1,0 +1,79 @@
+//! The container runtime: create / start / state / kill / delete / exec /
+//! pause / resume / ps of containers described by OCI runtime specs.
+//!
+//! A container lives in `<root>/<id>/`: `state.json` (what the runtime must
+//! remember: the spec, the init's PID and start time, the cgroup) and,
+//! between create and start, `exec.fifo`, on which the container's init
+//! waits, fully set up, until `start` opens it. The status is derived from
+//! those facts whenever it is asked for (a process that died, even by
+//! SIGKILL together with whoever created it, is `stopped`), so nothing has
+//! to be written when a container starts, pauses or ends.
+//!
+//! Process model: `create` clones the init into the new namespaces the spec
+//! asks for; the creator places it in its cgroup (and writes user-namespace
+//! maps) and lets it go on over a typed channel; the init joins namespaces
+//! given by path, sets up the root filesystem from the spec's mounts,
+//! pivots into it, prepares the process (terminal, user, capabilities,
+//! rlimits...), reports `Created` and blocks on the fifo. `start` opens the
+//! fifo and the init execs the user's command, which becomes PID 1.
+
+mod convert;
+mod error;
+mod exec;
+mod hooks;
+mod init;
+mod lifecycle;
+mod rootfs;
+mod state;
+pub mod tty;
+
+pub use error::{Result, RuntimeError};
+pub use exec::{ExecOptions, Executing};
+pub use lifecycle::{CreateOptions, Created, Stdio};
+pub use state::{validate_id, Details, Status};
+
+use std::path::{Path, PathBuf};
+
+/// Exit code for a failure of the runtime itself (docker's 125).
+pub const RUNTIME_FAILED: i32 = 125;
+/// The process's command exists but cannot be invoked (126).
+pub const CANNOT_INVOKE: i32 = 126;
+/// The process's command was not found (127).
+pub const NOT_FOUND: i32 = 127;
+
+/// PATH for the process when its environment has none (docker's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Annotation by which an engine asks the runtime to mount the container's
+/// root itself, inside the container's own mount namespace, as an overlay
+/// (value: JSON `{"lower": [dirs], "upper": dir, "work": dir}`) on
+/// `root.path`. The mount then never exists on the host, so nothing can
+/// leak there; engines that prepare the rootfs themselves leave it out.
+pub const OVERLAY_ROOTFS_ANNOTATION: &str = "run.berth.rootfs.overlay";
+
+/// A runtime keeping its containers' state below one directory.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+    proc_root: PathBuf,
+}
+
+impl Runtime {
+    /// A runtime whose state lives in `root` (created, mode 0700, on first
+    /// use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Runtime {
+            root: root.into(),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+
+    /// The directory holding the containers' state.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+}
