@@ -69,18 +69,30 @@
 //! # }
 //! ```
 
+mod devices;
 mod error;
 mod kernel;
 mod masked;
+mod mounts;
+mod options;
 mod pivot;
 mod resolve;
 mod union;
 mod volume;
 
+pub use devices::{
+    create_default_devices, create_dev_symlinks, create_devices, default_devices, DeviceKind,
+    DeviceNode,
+};
 pub use error::FsError;
 pub use kernel::mount_kernel_filesystems;
 pub use masked::{mask_paths, readonly_paths, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-pub use pivot::{make_mounts_private, pivot_root};
+pub use mounts::{default_cgroup_mount, default_mounts, mount_entry, MountEntry};
+pub use options::{parse_mount_options, propagation_flags, MountOptions, RecursiveAttrs};
+pub use pivot::{
+    bind_onto_itself, finish_rootfs_propagation, make_mounts_private, move_root, pivot_root,
+    remount_root_readonly, set_mount_propagation, set_rootfs_propagation,
+};
 pub use resolve::{
     ensure_dir_in_root, enter_workdir, open_in_root, resolve_in_root, Create, MAX_SYMLINKS,
 };
