@@ -85,21 +85,28 @@ fn filesystems_get_their_flags_and_data() {
     let rootfs = tmp.path().join("rootfs");
     // Not tmpfs's default 1777, so that the inherited mode shows.
     std::fs::create_dir_all(rootfs.join("var/cache")).unwrap();
-    std::fs::set_permissions(rootfs.join("var/cache"), std::fs::Permissions::from_mode(0o710))
-        .unwrap();
+    std::fs::set_permissions(
+        rootfs.join("var/cache"),
+        std::fs::Permissions::from_mode(0o710),
+    )
+    .unwrap();
 
     in_mount_namespace(tmp.path(), || {
         for e in default_mounts() {
             mount_it(&rootfs, &e)?;
         }
         let proc = mount_at(&rootfs.join("proc"))?;
-        ensure(proc.fstype == "proc" && proc.has("rw"), || format!("{proc:?}"))?;
+        ensure(proc.fstype == "proc" && proc.has("rw"), || {
+            format!("{proc:?}")
+        })?;
         has_all(&proc, &["nosuid", "nodev", "noexec"])?;
         let sys = mount_at(&rootfs.join("sys"))?;
         ensure(sys.fstype == "sysfs", || format!("{sys:?}"))?;
         has_all(&sys, &["ro", "nosuid", "nodev", "noexec"])?;
         let dev = mount_at(&rootfs.join("dev"))?;
-        ensure(dev.fstype == "tmpfs" && dev.has("rw"), || format!("{dev:?}"))?;
+        ensure(dev.fstype == "tmpfs" && dev.has("rw"), || {
+            format!("{dev:?}")
+        })?;
         has_all(&dev, &["nosuid"])?;
         // strictatime: neither relatime nor noatime.
         ensure(!dev.has("relatime") && !dev.has("noatime"), || {
@@ -125,12 +132,20 @@ fn filesystems_get_their_flags_and_data() {
 
         // A tmpfs over an existing directory keeps its mode; a missing one
         // is created; a mode= option wins.
-        mount_it(&rootfs, &entry("/var/cache", "tmpfs", None, &["nosuid", "nodev"]))?;
+        mount_it(
+            &rootfs,
+            &entry("/var/cache", "tmpfs", None, &["nosuid", "nodev"]),
+        )?;
         let mode = std::fs::metadata(rootfs.join("var/cache")).unwrap().mode() & 0o7777;
         ensure(mode == 0o710, || format!("/var/cache tmpfs mode {mode:o}"))?;
         mount_it(
             &rootfs,
-            &entry("/run/lock", "tmpfs", None, &["noexec", "mode=700", "size=1m"]),
+            &entry(
+                "/run/lock",
+                "tmpfs",
+                None,
+                &["noexec", "mode=700", "size=1m"],
+            ),
         )?;
         let run = mount_at(&rootfs.join("run/lock"))?;
         has_all(&run, &["noexec"])?;
@@ -180,8 +195,21 @@ fn bind_mounts_get_their_flags() {
         let sub = mount_at(&rootfs.join("ro/sub"))?;
         ensure(sub.has("rw"), || format!("ro/sub: {sub:?}"))?;
 
+        // Type bind alone is a (non-recursive) bind too.
+        mount_it(&rootfs, &entry("/typed", "bind", Some(&vol), &["ro"]))?;
+        let typed = mount_at(&rootfs.join("typed"))?;
+        ensure(typed.root.ends_with("/vol") && typed.has("ro"), || {
+            format!("typed: {typed:?}")
+        })?;
+        ensure(mount_at(&rootfs.join("typed/sub")).is_err(), || {
+            "type bind without rbind carried the submount".into()
+        })?;
+
         // rro: the submount too.
-        mount_it(&rootfs, &entry("/rro", "bind", Some(&vol), &["rbind", "rro"]))?;
+        mount_it(
+            &rootfs,
+            &entry("/rro", "bind", Some(&vol), &["rbind", "rro"]),
+        )?;
         has_all(&mount_at(&rootfs.join("rro"))?, &["ro"])?;
         has_all(&mount_at(&rootfs.join("rro/sub"))?, &["ro"])?;
         write_fails_with(&rootfs.join("rro/sub/new"), libc::EROFS)?;
@@ -217,7 +245,10 @@ fn bind_mounts_get_their_flags() {
         )
         .map_err(|e| format!("ro-src: {e}"))?;
         write_fails_with(&ro_src.join("x"), libc::EROFS)?;
-        mount_it(&rootfs, &entry("/made-rw", "bind", Some(&ro_src), &["rbind", "rw"]))?;
+        mount_it(
+            &rootfs,
+            &entry("/made-rw", "bind", Some(&ro_src), &["rbind", "rw"]),
+        )?;
         has_all(&mount_at(&rootfs.join("made-rw"))?, &["rw"])?;
         std::fs::write(rootfs.join("made-rw/x"), b"x").map_err(|e| format!("made-rw: {e}"))?;
 
@@ -233,7 +264,12 @@ fn bind_mounts_get_their_flags() {
     });
     // The host side was never written through the read-only mounts.
     assert!(!vol.join("new").exists());
-    assert_eq!(std::fs::read_dir(base.join("rootfs/etc/app")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(base.join("rootfs/etc/app"))
+            .unwrap()
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -255,9 +291,18 @@ fn propagation_options_reach_the_new_mount() {
             .ok_or("the source is not shared")?
             .to_owned();
 
-        mount_it(&rootfs, &entry("/shared", "bind", Some(&src), &["bind", "shared"]))?;
-        mount_it(&rootfs, &entry("/slave", "bind", Some(&src), &["bind", "slave"]))?;
-        mount_it(&rootfs, &entry("/private", "bind", Some(&src), &["bind", "private"]))?;
+        mount_it(
+            &rootfs,
+            &entry("/shared", "bind", Some(&src), &["bind", "shared"]),
+        )?;
+        mount_it(
+            &rootfs,
+            &entry("/slave", "bind", Some(&src), &["bind", "slave"]),
+        )?;
+        mount_it(
+            &rootfs,
+            &entry("/private", "bind", Some(&src), &["bind", "private"]),
+        )?;
         mount_it(
             &rootfs,
             &entry("/unbindable", "bind", Some(&src), &["bind", "runbindable"]),
@@ -274,13 +319,17 @@ fn propagation_options_reach_the_new_mount() {
             || format!("slave: {slave:?}"),
         )?;
         let private = mount_at(&rootfs.join("private"))?;
-        ensure(private.optional.is_empty(), || format!("private: {private:?}"))?;
+        ensure(private.optional.is_empty(), || {
+            format!("private: {private:?}")
+        })?;
         let unbindable = mount_at(&rootfs.join("unbindable"))?;
         ensure(unbindable.optional == ["unbindable"], || {
             format!("unbindable: {unbindable:?}")
         })?;
         let fresh = mount_at(&rootfs.join("fresh"))?;
-        ensure(fresh.tag("shared:").is_some(), || format!("fresh: {fresh:?}"))?;
+        ensure(fresh.tag("shared:").is_some(), || {
+            format!("fresh: {fresh:?}")
+        })?;
 
         // Propagation works: a mount under the source reaches the shared
         // and the slave binds, not the private one.
@@ -315,12 +364,19 @@ fn a_symlinked_destination_stays_inside_the_rootfs() {
     in_mount_namespace(base, || {
         mount_it(&rootfs, &entry("/data", "tmpfs", None, &["size=1m"]))?;
         mount_at(&inside)?;
-        ensure(mount_at(&host_dir).is_err(), || "tmpfs landed on the host dir".into())?;
+        ensure(mount_at(&host_dir).is_err(), || {
+            "tmpfs landed on the host dir".into()
+        })?;
 
         mount_it(&rootfs, &entry("/data/x", "bind", Some(&vol), &["rbind"]))?;
         mount_at(&inside.join("x"))?;
-        mount_it(&rootfs, &entry(&format!("/up{}", vol.display()), "tmpfs", None, &[]))?;
-        ensure(mount_at(&vol).is_err(), || "/up/.. climbed out of the rootfs".into())?;
+        mount_it(
+            &rootfs,
+            &entry(&format!("/up{}", vol.display()), "tmpfs", None, &[]),
+        )?;
+        ensure(mount_at(&vol).is_err(), || {
+            "/up/.. climbed out of the rootfs".into()
+        })?;
         mount_at(&rootfs.join(vol.strip_prefix("/").unwrap()))?;
 
         let fifo = DeviceNode {
@@ -334,7 +390,9 @@ fn a_symlinked_destination_stays_inside_the_rootfs() {
         };
         // Created in the tmpfs mounted at <rootfs>/<host_dir>.
         create_devices(&rootfs, &[fifo], false).map_err(|e| e.to_string())?;
-        ensure(inside.join("fifo").exists(), || "fifo not in the rootfs".into())?;
+        ensure(inside.join("fifo").exists(), || {
+            "fifo not in the rootfs".into()
+        })?;
         Ok(())
     });
     assert_eq!(std::fs::read_dir(&host_dir).unwrap().count(), 0);
@@ -367,7 +425,12 @@ fn device_nodes_get_their_mode_and_owner() {
         create_default_devices(&rootfs, false).map_err(|e| e.to_string())?;
         create_dev_symlinks(&rootfs).map_err(|e| e.to_string())?;
         let dev = rootfs.join("dev");
-        for (name, ma, mi) in [("null", 1, 3), ("zero", 1, 5), ("tty", 5, 0), ("urandom", 1, 9)] {
+        for (name, ma, mi) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("tty", 5, 0),
+            ("urandom", 1, 9),
+        ] {
             let m = stat_of(&dev.join(name))?;
             ensure(
                 m.file_type().is_char_device()
@@ -465,7 +528,9 @@ fn device_nodes_get_their_mode_and_owner() {
         create_devices(&bound, std::slice::from_ref(&zero), true).map_err(|e| e.to_string())?;
         mount_at(&bound.join("dev/zero"))?;
         let m = stat_of(&bound.join("dev/zero"))?;
-        ensure(m.rdev() == nix::sys::stat::makedev(1, 5), || format!("{m:?}"))?;
+        ensure(m.rdev() == nix::sys::stat::makedev(1, 5), || {
+            format!("{m:?}")
+        })?;
         // The host's node must be the device asked for.
         let wrong = DeviceNode {
             path: "/dev/null".into(),
@@ -527,7 +592,10 @@ fn locked_flags_are_kept_and_devices_are_bound_in_a_user_namespace() {
         )?;
         // Asking to clear a locked flag is an error, not a silent keep.
         for clearing in ["suid", "exec", "dev"] {
-            match mount_entry(&rootfs, &entry("/bad", "bind", Some(&src), &["bind", clearing])) {
+            match mount_entry(
+                &rootfs,
+                &entry("/bad", "bind", Some(&src), &["bind", clearing]),
+            ) {
                 Err(FsError::LockedMountFlags { .. }) => {}
                 other => return Err(format!("{clearing}: {other:?}")),
             }
@@ -563,7 +631,10 @@ fn move_root_enters_the_rootfs_without_pivot_root() {
     busybox_rootfs(&rootfs);
 
     in_mount_namespace(base, || {
-        mount_it(&rootfs, &entry("/proc", "proc", None, &["nosuid", "nodev", "noexec"]))?;
+        mount_it(
+            &rootfs,
+            &entry("/proc", "proc", None, &["nosuid", "nodev", "noexec"]),
+        )?;
         let old_root = nix::fcntl::open(
             "/",
             nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
@@ -575,9 +646,13 @@ fn move_root_enters_the_rootfs_without_pivot_root() {
 
         let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
         ensure(cwd == Path::new("/"), || format!("cwd {cwd:?}"))?;
-        ensure(Path::new("/bin/busybox").exists(), || "no /bin/busybox".into())?;
+        ensure(Path::new("/bin/busybox").exists(), || {
+            "no /bin/busybox".into()
+        })?;
         ensure(!base.exists(), || "the host's tmp is still visible".into())?;
-        ensure(Path::new("/proc/self/fd").is_dir(), || "no /proc/self".into())?;
+        ensure(Path::new("/proc/self/fd").is_dir(), || {
+            "no /proc/self".into()
+        })?;
         // The host's own procfs and sysfs were detached under the new root.
         for host_only in ["proc/self", "sys/kernel"] {
             let found = nix::fcntl::openat(
@@ -615,7 +690,9 @@ fn shared_rootfs_propagation_is_applied_after_the_pivot() {
         set_mount_propagation(Path::new("/"), MsFlags::MS_SHARED | MsFlags::MS_REC)
             .map_err(|e| e.to_string())?;
         tmpfs(base, MsFlags::empty())?;
-        ensure(mount_at(base)?.tag("shared:").is_some(), || "fixture".into())?;
+        ensure(mount_at(base)?.tag("shared:").is_some(), || {
+            "fixture".into()
+        })?;
         let rootfs = base.join("rootfs");
         std::fs::create_dir(&rootfs).map_err(|e| e.to_string())?;
 
@@ -626,14 +703,22 @@ fn shared_rootfs_propagation_is_applied_after_the_pivot() {
         })?;
         // The mount holding the rootfs is private, or pivot_root would fail.
         let holder = mount_at(base)?;
-        ensure(holder.optional.is_empty(), || format!("rootfs parent: {holder:?}"))?;
+        ensure(holder.optional.is_empty(), || {
+            format!("rootfs parent: {holder:?}")
+        })?;
 
         bind_onto_itself(&rootfs).map_err(|e| e.to_string())?;
         pivot_root(&rootfs).map_err(|e| e.to_string())?;
         // /proc for mountinfo.
         std::fs::create_dir("/proc").map_err(|e| e.to_string())?;
-        mount(Some("proc"), "/proc", Some("proc"), MsFlags::empty(), None::<&str>)
-            .map_err(|e| e.to_string())?;
+        mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| e.to_string())?;
         ensure(mount_at(Path::new("/"))?.tag("shared:").is_none(), || {
             "shared before finish_rootfs_propagation".into()
         })?;
@@ -666,6 +751,8 @@ fn read_only_root_keeps_its_flags_and_leaves_other_mounts_alone() {
         // Only the root mount changed.
         std::fs::write("/dev/shm/x", b"x").map_err(|e| format!("/dev/shm: {e}"))?;
         has_all(&mount_at(Path::new("/dev"))?, &["rw"])?;
-        ensure(Path::new("/proc/self/fd").is_dir(), || "/proc is gone".into())
+        ensure(Path::new("/proc/self/fd").is_dir(), || {
+            "/proc is gone".into()
+        })
     });
 }

@@ -90,9 +90,7 @@ impl MountLine {
 
     /// The optional field starting with `prefix` (`shared:`, `master:`).
     pub fn tag(&self, prefix: &str) -> Option<&str> {
-        self.optional
-            .iter()
-            .find_map(|o| o.strip_prefix(prefix))
+        self.optional.iter().find_map(|o| o.strip_prefix(prefix))
     }
 }
 
