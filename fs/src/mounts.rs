@@ -396,23 +396,21 @@ fn mount_filesystem(
     let destination = entry.destination.as_str();
     let shown = shown(rootfs, destination);
     let kernel_fs = matches!(fstype, "proc" | "sysfs");
-    let (target, existed) = if kernel_fs || is_kernel_destination(destination) {
-        (
-            open_kernel_mount_point(root, rootfs, destination, true)?,
-            true,
-        )
-    } else {
-        match open_at_root(root, rootfs, destination, Create::Nothing, Resolver::Auto) {
-            Ok(fd) => (fd, true),
-            Err(FsError::Resolve {
-                source: Errno::ENOENT,
-                ..
-            }) => (
-                open_at_root(root, rootfs, destination, Create::Dir, Resolver::Auto)?,
-                false,
-            ),
-            Err(e) => return Err(e),
+    let open_target = |create: bool| {
+        if kernel_fs || is_kernel_destination(destination) {
+            open_kernel_mount_point(root, rootfs, destination, create)
+        } else {
+            let create = if create { Create::Dir } else { Create::Nothing };
+            open_at_root(root, rootfs, destination, create, Resolver::Auto)
         }
+    };
+    let (target, existed) = match open_target(false) {
+        Ok(fd) => (fd, true),
+        Err(FsError::Resolve {
+            source: Errno::ENOENT,
+            ..
+        }) => (open_target(true)?, false),
+        Err(e) => return Err(e),
     };
     let target_st = stat(&target, &shown)?;
     if !is_dir(&target_st) {

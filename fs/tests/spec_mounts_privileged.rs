@@ -152,6 +152,18 @@ fn filesystems_get_their_flags_and_data() {
         let mode = std::fs::metadata(rootfs.join("run/lock")).unwrap().mode() & 0o7777;
         ensure(mode == 0o700, || format!("/run/lock tmpfs mode {mode:o}"))?;
 
+        // A tmpfs on a missing directory (even /dev) has tmpfs's own mode.
+        let bare = tmp.path().join("bare");
+        std::fs::create_dir(&bare).map_err(|e| e.to_string())?;
+        for destination in ["/dev", "/scratch"] {
+            mount_it(&bare, &entry(destination, "tmpfs", None, &["nosuid"]))?;
+            let path = bare.join(&destination[1..]);
+            let mode = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+            ensure(mode == 0o1777, || {
+                format!("{destination} tmpfs mode {mode:o}")
+            })?;
+        }
+
         // `cgroup` is cgroup2 here.
         if kernel_has("cgroup2") {
             mount_it(&rootfs, &default_cgroup_mount())?;
