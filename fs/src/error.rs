@@ -381,4 +381,153 @@ pub enum FsError {
         /// The path inside the rootfs.
         path: PathBuf,
     },
+
+    /// A mount option that is malformed or not supported.
+    #[error("invalid mount option {option:?}: {reason}")]
+    InvalidMountOption {
+        /// The option as given.
+        option: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A mount entry that cannot be mounted as described.
+    #[error("invalid mount on {destination:?}: {reason}")]
+    InvalidMount {
+        /// The mount's destination, as given.
+        destination: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A mount point resolved to a place nothing may be mounted on.
+    #[error("refusing to mount on {target}: {reason}")]
+    ForbiddenMountPoint {
+        /// The mount point, inside the root.
+        target: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// A `cgroup` mount was asked for on a kernel without cgroup2.
+    #[error(
+        "cannot mount a cgroup filesystem on {target}: the kernel has no cgroup2, \
+         and cgroup v1 hierarchies cannot be mounted in a container"
+    )]
+    CgroupV2Unavailable {
+        /// The mount point.
+        target: PathBuf,
+    },
+
+    /// A bind mount could not be remounted with the requested flags.
+    #[error("cannot apply the mount flags {flags} to the bind mount on {target}: {source}")]
+    Remount {
+        /// The mount point.
+        target: PathBuf,
+        /// The flags asked for.
+        flags: String,
+        /// The errno of mount(2).
+        source: nix::Error,
+    },
+
+    /// A bind mount's source has flags the kernel locks (they were set in
+    /// a more privileged mount namespace) and the mount asks to clear them.
+    #[error("cannot clear the locked mount flags {flags} of the bind mount on {target}")]
+    LockedMountFlags {
+        /// The mount point.
+        target: PathBuf,
+        /// The locked flags that were asked to be cleared.
+        flags: String,
+    },
+
+    /// mount_setattr(2) failed.
+    #[error("cannot change the recursive mount attributes of {target}: {source}")]
+    SetAttributes {
+        /// The mount point.
+        target: PathBuf,
+        /// The errno (ENOSYS before Linux 5.12).
+        source: nix::Error,
+    },
+
+    /// Changing a mount's propagation failed.
+    #[error("cannot make {target} {propagation}: {source}")]
+    Propagation {
+        /// The mount point.
+        target: PathBuf,
+        /// The propagation asked for (`rslave`, `shared`, ...).
+        propagation: String,
+        /// The errno of mount(2).
+        source: nix::Error,
+    },
+
+    /// A device node that is not something that can be created.
+    #[error("invalid device {path:?}: {reason}")]
+    InvalidDevice {
+        /// The device's path, as given.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A device node exists and is not the device asked for.
+    #[error("{path} exists and is {found}, not the device asked for")]
+    DeviceMismatch {
+        /// The device node, inside the root.
+        path: PathBuf,
+        /// What is there instead.
+        found: String,
+    },
+
+    /// Changing the owner of a file failed.
+    #[error("cannot change the owner of {path}: {source}")]
+    Chown {
+        /// The file.
+        path: PathBuf,
+        /// The errno of fchownat(2).
+        source: nix::Error,
+    },
+
+    /// Moving the rootfs mount onto `/` failed.
+    #[error("cannot move the mount {path} onto /: {source}")]
+    MoveRoot {
+        /// The rootfs.
+        path: PathBuf,
+        /// The errno of mount(2).
+        source: nix::Error,
+    },
+
+    /// chroot(2) failed.
+    #[error("cannot chroot into {path}: {source}")]
+    Chroot {
+        /// The new root.
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+
+    /// Detaching (or covering) a mount failed.
+    #[error("cannot unmount {path}: {source}")]
+    Unmount {
+        /// The mount point.
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+
+    /// The mount table could not be read.
+    #[error("cannot read the mount table {path}: {source}")]
+    ReadMountInfo {
+        /// The mountinfo file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+
+    /// After a mount, its mount point no longer resolves to the new mount
+    /// (something moved it).
+    #[error("the mount point {target} changed while something was mounted on it")]
+    MountPointMoved {
+        /// The mount point, inside the root.
+        target: PathBuf,
+    },
 }

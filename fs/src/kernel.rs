@@ -1,36 +1,22 @@
 //! /proc, /sys and /dev inside the container's rootfs.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
+use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{fstat, major, makedev, minor, mknod, Mode, SFlag};
+use nix::sys::stat::{fstat, major, minor, Mode};
 
+use crate::devices::{create_default_devices, create_dev_symlinks};
+use crate::mounts::{default_mounts, mount_entry};
 use crate::resolve::{open_child_dir, open_trusted_dir};
+use crate::volume::clean_components;
 use crate::FsError;
 
-/// Character devices created in the container's /dev: name, major, minor.
-const DEVICES: &[(&str, u64, u64)] = &[
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
-
-/// Symlinks created in the container's /dev: name, target.
-const DEV_SYMLINKS: &[(&str, &str)] = &[
-    ("ptmx", "pts/ptmx"),
-    ("fd", "/proc/self/fd"),
-    ("stdin", "/proc/self/fd/0"),
-    ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"),
-];
-
-/// Mount the kernel filesystems a container expects, below `rootfs`:
+/// Mount the kernel filesystems a container expects below `rootfs`, the
+/// way docker's default spec does: [`crate::default_mounts`] with
+/// [`crate::mount_entry`], then [`crate::create_default_devices`] and
+/// [`crate::create_dev_symlinks`]. That gives:
 ///
 /// - `/proc`: proc (nosuid, nodev, noexec);
 /// - `/sys`: sysfs, read-only (nosuid, nodev, noexec);
@@ -38,8 +24,9 @@ const DEV_SYMLINKS: &[(&str, &str)] = &[
 ///   null zero full random urandom tty (0666), `/dev/pts` (a new devpts
 ///   instance, ptmxmode=0666, mode=0620, gid=5) with `/dev/ptmx ->
 ///   pts/ptmx`, `/dev/shm` (tmpfs 1777, 64 MiB, nosuid nodev noexec),
-///   `/dev/mqueue` (mqueue) and the links `fd`, `stdin`, `stdout`, `stderr`
-///   into `/proc/self/fd`.
+///   `/dev/mqueue` (mqueue), the links `fd`, `stdin`, `stdout`, `stderr`
+///   into `/proc/self/fd` and `core -> /proc/kcore` where the kernel has
+///   one.
 ///
 /// `<rootfs>/proc`, `/sys` and `/dev` are created (0755) if missing; if one
 /// is a symlink or not a directory, nothing is mounted and
@@ -58,40 +45,18 @@ const DEV_SYMLINKS: &[(&str, &str)] = &[
 pub fn mount_kernel_filesystems(rootfs: &Path) -> Result<(), FsError> {
     let root = open_trusted_dir(rootfs)?;
     // Check all three before mounting anything.
-    let proc_dir = open_mount_point(&root, rootfs, "proc")?;
-    let sys_dir = open_mount_point(&root, rootfs, "sys")?;
-    let dev_dir = open_mount_point(&root, rootfs, "dev")?;
-
-    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount_at(&proc_dir, &rootfs.join("proc"), "proc", hardened, None)?;
-    mount_at(
-        &sys_dir,
-        &rootfs.join("sys"),
-        "sysfs",
-        hardened | MsFlags::MS_RDONLY,
-        None,
-    )?;
-    mount_at(
-        &dev_dir,
-        &rootfs.join("dev"),
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
-    populate_dev(&rootfs.join("dev"))?;
+    for name in ["/proc", "/sys", "/dev"] {
+        open_kernel_mount_point(&root, rootfs, name, true)?;
+    }
+    for entry in default_mounts() {
+        mount_entry(rootfs, &entry)?;
+    }
+    create_default_devices(rootfs, false)?;
+    create_dev_symlinks(rootfs)?;
 
     // Belt and braces: what the container will see as /dev/null (through
     // the mount we just made, not the image's /dev) is the null device.
-    let dev = openat(
-        &root,
-        "dev",
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|source| FsError::Open {
-        path: rootfs.join("dev"),
-        source,
-    })?;
+    let dev = open_kernel_mount_point(&root, rootfs, "/dev", false)?;
     check_dev_null(&dev, &rootfs.join("dev/null"))
 }
 
@@ -128,113 +93,45 @@ pub(crate) fn check_dev_null(dev: &OwnedFd, shown: &Path) -> Result<(), FsError>
     })
 }
 
-/// Check that `<rootfs>/<name>` is a real directory (creating it if
-/// missing) and open it without following symlinks.
-pub(crate) fn open_mount_point(
+/// Open the directory `path` below `rootfs` (handle `root`) with every
+/// component a real directory, never following a symlink: the mount points
+/// /proc, /sys and /dev, and those of procfs and sysfs mounts. Missing
+/// components are created (0755) if `create`. `..` is resolved lexically.
+/// A symlink is [`FsError::MountPointIsSymlink`] (even a dangling one:
+/// it is never replaced), a file [`FsError::NotADirectory`].
+pub(crate) fn open_kernel_mount_point(
     root: &OwnedFd,
     rootfs: &Path,
-    name: &str,
+    path: &str,
+    create: bool,
 ) -> Result<OwnedFd, FsError> {
-    let path = rootfs.join(name);
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(FsError::MountPointIsSymlink {
-                entry: format!("/{name}"),
+    let components = clean_components(path);
+    let mut dir: Option<OwnedFd> = None;
+    for (i, name) in components.iter().enumerate() {
+        let entry = format!("/{}", components[..=i].join("/"));
+        let shown = rootfs.join(&entry[1..]);
+        let parent = dir.as_ref().unwrap_or(root);
+        let child = open_child_dir(parent, name, &shown, create).map_err(|e| match e {
+            FsError::SymlinkInPath { path } => FsError::MountPointIsSymlink {
+                entry: entry.clone(),
                 path,
-            })
-        }
-        Ok(meta) if !meta.is_dir() => return Err(FsError::NotADirectory { path }),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(FsError::Stat { path, source }),
+            },
+            FsError::Open {
+                source: Errno::ENOENT,
+                ..
+            } => FsError::Resolve {
+                root: rootfs.to_path_buf(),
+                path: entry.clone(),
+                source: Errno::ENOENT,
+            },
+            other => other,
+        })?;
+        dir = Some(child);
     }
-    open_child_dir(root, name, &path, true).map_err(|e| match e {
-        // Swapped for a symlink between the check and the open.
-        FsError::SymlinkInPath { path } => FsError::MountPointIsSymlink {
-            entry: format!("/{name}"),
-            path,
-        },
-        other => other,
+    // The root itself is never a mount point here.
+    dir.ok_or_else(|| FsError::InvalidPath {
+        path: path.to_owned(),
     })
-}
-
-/// Mount a fresh instance of `fstype` on the directory held by `dir`
-/// (through its /proc/self/fd magic link); `shown` is its path for errors.
-fn mount_at(
-    dir: &OwnedFd,
-    shown: &Path,
-    fstype: &str,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Result<(), FsError> {
-    let target = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    mount_fs(&target, shown, fstype, flags, data)
-}
-
-fn mount_fs(
-    target: &Path,
-    shown: &Path,
-    fstype: &str,
-    flags: MsFlags,
-    data: Option<&str>,
-) -> Result<(), FsError> {
-    mount(Some(fstype), target, Some(fstype), flags, data).map_err(|source| FsError::Mount {
-        target: shown.to_path_buf(),
-        fstype: fstype.to_owned(),
-        source,
-    })
-}
-
-/// Fill the container's fresh /dev tmpfs. Everything here is inside our own
-/// tmpfs, so plain paths are safe.
-fn populate_dev(dev: &Path) -> Result<(), FsError> {
-    for &(name, major, minor) in DEVICES {
-        let path = dev.join(name);
-        mknod(
-            &path,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
-        )
-        .map_err(|source| FsError::Mknod {
-            path: path.clone(),
-            source,
-        })?;
-        // mknod(2) applies the umask.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
-            .map_err(|source| FsError::Chmod { path, source })?;
-    }
-
-    let no_exec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    let hardened = no_exec | MsFlags::MS_NODEV;
-    let submounts: [(&str, &str, MsFlags, Option<&str>); 3] = [
-        (
-            "pts",
-            "devpts",
-            no_exec,
-            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-        ),
-        ("shm", "tmpfs", hardened, Some("mode=1777,size=65536k")),
-        ("mqueue", "mqueue", hardened, None),
-    ];
-    for (name, fstype, flags, data) in submounts {
-        let path = dev.join(name);
-        std::fs::create_dir(&path).map_err(|source| FsError::CreateDir {
-            path: path.clone(),
-            source,
-        })?;
-        mount_fs(&path, &path, fstype, flags, data)?;
-    }
-
-    for &(name, target) in DEV_SYMLINKS {
-        let path = dev.join(name);
-        symlink(target, &path).map_err(|source| FsError::Symlink {
-            path,
-            target: target.into(),
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -244,7 +141,7 @@ mod tests {
 
     fn check(rootfs: &Path, name: &str) -> Result<OwnedFd, FsError> {
         let root = open_trusted_dir(rootfs).unwrap();
-        open_mount_point(&root, rootfs, name)
+        open_kernel_mount_point(&root, rootfs, name, true)
     }
 
     #[test]
@@ -278,12 +175,13 @@ mod tests {
             "{err}"
         );
         // A dangling link (e.g. /dev -> /nonexistent) is refused, not replaced.
-        symlink("/nonexistent", rootfs.path().join("dev")).unwrap();
+        let missing = elsewhere.path().join("missing");
+        symlink(&missing, rootfs.path().join("dev")).unwrap();
         assert!(matches!(
             check(rootfs.path(), "dev"),
             Err(FsError::MountPointIsSymlink { .. })
         ));
-        assert!(!Path::new("/nonexistent").exists());
+        assert!(!missing.exists());
     }
 
     #[test]

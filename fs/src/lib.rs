@@ -21,6 +21,60 @@
 //!    the root. `berth exec -w` calls it too, once it has joined the
 //!    container's mount namespace and root.
 //!
+//! # From an OCI runtime spec
+//!
+//! A runtime that follows a `config.json` uses the spec-shaped pieces
+//! instead, in runc's order, converting the spec into this crate's own
+//! types ([`MountEntry`], [`DeviceNode`]; option strings are parsed here by
+//! [`parse_mount_options`]):
+//!
+//! 1. [`set_rootfs_propagation`] (`linux.rootfsPropagation`, see
+//!    [`propagation_flags`]), then [`bind_onto_itself`] (or an
+//!    [`OverlayRootfs`]) so the rootfs is a mount point;
+//! 2. [`mount_entry`] for each of `mounts`, in order ([`default_mounts`] is
+//!    docker's list, for an engine that writes the spec);
+//! 3. on a fresh /dev: [`create_default_devices`] and [`create_dev_symlinks`];
+//!    then [`create_devices`] for `linux.devices` (bind-mounted from the host
+//!    in a user namespace);
+//! 4. [`pivot_root`], or [`move_root`] where pivot_root(2) cannot be used;
+//!    then [`finish_rootfs_propagation`];
+//! 5. [`readonly_paths`] and [`mask_paths`] with `linux.readonlyPaths` and
+//!    `linux.maskedPaths` (with `/` as the root), and
+//!    [`remount_root_readonly`] for `root.readonly`.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use berth_fs::{
+//!     bind_onto_itself, create_default_devices, create_dev_symlinks, default_mounts,
+//!     finish_rootfs_propagation, mask_paths, mount_entry, pivot_root, propagation_flags,
+//!     remount_root_readonly, set_rootfs_propagation, MountEntry,
+//! };
+//!
+//! # fn main() -> Result<(), berth_fs::FsError> {
+//! let rootfs = Path::new("/run/bundle/rootfs");
+//! let propagation = propagation_flags("rslave");
+//! set_rootfs_propagation(rootfs, propagation)?;
+//! bind_onto_itself(rootfs)?;
+//! let mut mounts = default_mounts();
+//! mounts.push(MountEntry {
+//!     destination: "/data".into(),
+//!     fstype: Some("bind".into()),
+//!     source: Some("/srv/data".into()),
+//!     options: vec!["rbind".into(), "ro".into(), "nosuid".into()],
+//! });
+//! for entry in &mounts {
+//!     mount_entry(rootfs, entry)?;
+//! }
+//! create_default_devices(rootfs, false)?;
+//! create_dev_symlinks(rootfs)?;
+//! pivot_root(rootfs)?;
+//! finish_rootfs_propagation(propagation)?;
+//! mask_paths(Path::new("/"), &["/proc/kcore", "/sys/firmware"])?;
+//! remount_root_readonly()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Paths inside the container root
 //!
 //! Every path that comes from the image or the user and is used before the
@@ -69,18 +123,30 @@
 //! # }
 //! ```
 
+mod devices;
 mod error;
 mod kernel;
 mod masked;
+mod mounts;
+mod options;
 mod pivot;
 mod resolve;
 mod union;
 mod volume;
 
+pub use devices::{
+    create_default_devices, create_dev_symlinks, create_devices, default_devices, DeviceKind,
+    DeviceNode,
+};
 pub use error::FsError;
 pub use kernel::mount_kernel_filesystems;
 pub use masked::{mask_paths, readonly_paths, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-pub use pivot::{make_mounts_private, pivot_root};
+pub use mounts::{default_cgroup_mount, default_mounts, mount_entry, MountEntry};
+pub use options::{parse_mount_options, propagation_flags, MountOptions, RecursiveAttrs};
+pub use pivot::{
+    bind_onto_itself, finish_rootfs_propagation, make_mounts_private, move_root, pivot_root,
+    remount_root_readonly, set_mount_propagation, set_rootfs_propagation,
+};
 pub use resolve::{
     ensure_dir_in_root, enter_workdir, open_in_root, resolve_in_root, Create, MAX_SYMLINKS,
 };

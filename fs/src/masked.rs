@@ -136,8 +136,8 @@ fn open_dev_null(root: &OwnedFd, rootfs: &Path) -> Result<OwnedFd, FsError> {
     })
 }
 
-/// Mask each of `masked` (absolute paths inside the container, e.g.
-/// [`DEFAULT_MASKED_PATHS`]) below `rootfs`, so that the container can
+/// Mask each of `masked` (absolute paths inside the container: the spec's
+/// `linux.maskedPaths`, or [`DEFAULT_MASKED_PATHS`]) below `rootfs`, so that the container can
 /// neither read nor write what is there:
 ///
 /// - a directory gets an empty tmpfs mounted over it, read-only (and
@@ -161,14 +161,15 @@ fn open_dev_null(root: &OwnedFd, rootfs: &Path) -> Result<OwnedFd, FsError> {
 /// again and must show /dev/null or a read-only tmpfs
 /// ([`FsError::MaskNotApplied`] otherwise). A path that is not absolute or
 /// names the root is [`FsError::InvalidProtectedPath`].
-pub fn mask_paths(rootfs: &Path, masked: &[&str]) -> Result<(), FsError> {
+pub fn mask_paths<S: AsRef<str>>(rootfs: &Path, masked: &[S]) -> Result<(), FsError> {
     for path in masked {
-        check_path(path)?;
+        check_path(path.as_ref())?;
     }
     let root = open_trusted_dir(rootfs)?;
     let root_st = stat(&root, rootfs)?;
     let mut null: Option<OwnedFd> = None;
     for path in masked {
+        let path = path.as_ref();
         let shown = shown(rootfs, path);
         let Some((target, st)) = lookup(&root, &root_st, rootfs, path)? else {
             continue;
@@ -238,8 +239,8 @@ fn check_masked(
     Ok(())
 }
 
-/// Make each of `paths` (absolute paths inside the container, e.g.
-/// [`DEFAULT_READONLY_PATHS`]) read-only below `rootfs`: the path is
+/// Make each of `paths` (absolute paths inside the container: the spec's
+/// `linux.readonlyPaths`, or [`DEFAULT_READONLY_PATHS`]) read-only below `rootfs`: the path is
 /// bind-mounted onto itself (recursively) and the new mount made read-only
 /// with mount_setattr(2) `MOUNT_ATTR_RDONLY | AT_RECURSIVE` (or, before
 /// Linux 5.12, a `MS_BIND|MS_REMOUNT|MS_RDONLY` remount that keeps nosuid,
@@ -250,13 +251,14 @@ fn check_masked(
 /// When and how to call it, and how paths are resolved, is as for
 /// [`mask_paths`]. After the bind mount the path is looked up again and
 /// must still be the same file ([`FsError::PathMoved`] otherwise).
-pub fn readonly_paths(rootfs: &Path, paths: &[&str]) -> Result<(), FsError> {
+pub fn readonly_paths<S: AsRef<str>>(rootfs: &Path, paths: &[S]) -> Result<(), FsError> {
     for path in paths {
-        check_path(path)?;
+        check_path(path.as_ref())?;
     }
     let root = open_trusted_dir(rootfs)?;
     let root_st = stat(&root, rootfs)?;
     for path in paths {
+        let path = path.as_ref();
         let shown = shown(rootfs, path);
         let Some((target, st)) = lookup(&root, &root_st, rootfs, path)? else {
             continue;
@@ -324,6 +326,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         mask_paths(root.path(), DEFAULT_MASKED_PATHS).unwrap();
         readonly_paths(root.path(), DEFAULT_READONLY_PATHS).unwrap();
+        // A spec's list, as owned strings.
+        let from_spec = vec!["/proc/acpi".to_string(), "/opt/secret".to_string()];
+        mask_paths(root.path(), &from_spec).unwrap();
+        readonly_paths(root.path(), &from_spec).unwrap();
+        mask_paths::<&str>(root.path(), &[]).unwrap();
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Volumes: host directories (or files) bind-mounted into the container.
 
 use std::collections::HashSet;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +12,7 @@ use nix::sys::stat::{fstat, Mode};
 use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
 use nix::sys::statvfs::{fstatvfs, FsFlags};
 
+use crate::options::{current_mount_flags, set_attrs_recursive, RecursiveAttrs, LOCKED_FLAGS};
 use crate::resolve::{
     bind_mount_fds, is_dir, open_at_root, open_trusted_dir, proc_fd_path, Create, Resolver,
 };
@@ -32,7 +33,7 @@ pub struct Volume {
 
 /// `path`'s components with `.`, empty ones and `..` resolved lexically
 /// (`..` never climbs above `/`).
-fn clean_components(path: &str) -> Vec<&str> {
+pub(crate) fn clean_components(path: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     for c in path.split('/') {
         match c {
@@ -211,7 +212,7 @@ pub fn mount_volumes(rootfs: &Path, volumes: &[Volume]) -> Result<(), FsError> {
     Ok(())
 }
 
-fn kind(dir: bool) -> &'static str {
+pub(crate) fn kind(dir: bool) -> &'static str {
     if dir {
         "a directory"
     } else {
@@ -282,66 +283,21 @@ fn mount_volume(root: &OwnedFd, rootfs: &Path, v: &Volume) -> Result<(), FsError
     Ok(())
 }
 
-/// `struct mount_attr` of linux/mount.h (MOUNT_ATTR_SIZE_VER0).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-/// mount_setattr(fd, "", AT_EMPTY_PATH|AT_RECURSIVE, {attr_set: RDONLY}).
-fn set_read_only_recursive(mnt: &OwnedFd) -> Result<(), Errno> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: the path is a NUL-terminated static string and `attr` a
-    // properly laid out mount_attr whose size we pass; the kernel keeps no
-    // pointer to either. `mnt` is an open descriptor.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            mnt.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    Errno::result(ret).map(drop)
-}
-
-/// The per-mount flags of `flags` as mount(2) flags, so that a remount
-/// keeps them.
-fn preserved_flags(flags: FsFlags) -> MsFlags {
-    let map = [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ];
-    map.iter()
-        .filter(|(st, _)| flags.contains(*st))
-        .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
-}
-
 pub(crate) fn make_read_only(mnt: &OwnedFd, shown: &Path) -> Result<(), FsError> {
     let ro_err = |source| FsError::ReadOnly {
         target: shown.to_path_buf(),
         source,
     };
-    match set_read_only_recursive(mnt) {
+    let read_only = RecursiveAttrs {
+        set: RecursiveAttrs::RDONLY,
+        clear: 0,
+    };
+    match set_attrs_recursive(mnt, read_only) {
         Ok(()) => {}
         Err(Errno::ENOSYS) => {
-            let flags = fstatvfs(mnt).map_err(ro_err)?.flags();
+            // Keep the flags the kernel may have locked (nosuid, nodev,
+            // noexec, the atime mode).
+            let current = current_mount_flags(fstatvfs(mnt).map_err(ro_err)?.flags());
             mount(
                 None::<&str>,
                 &proc_fd_path(mnt),
@@ -349,7 +305,7 @@ pub(crate) fn make_read_only(mnt: &OwnedFd, shown: &Path) -> Result<(), FsError>
                 MsFlags::MS_BIND
                     | MsFlags::MS_REMOUNT
                     | MsFlags::MS_RDONLY
-                    | preserved_flags(flags),
+                    | (current & LOCKED_FLAGS),
                 None::<&str>,
             )
             .map_err(ro_err)?;
@@ -451,11 +407,5 @@ mod tests {
         assert!(src.is_dir());
         assert_eq!(std::fs::read(&file).unwrap(), b"x");
         prepare_volume_sources(&vols).unwrap();
-    }
-
-    #[test]
-    fn preserved_flags_map() {
-        let f = preserved_flags(FsFlags::ST_NOSUID | FsFlags::ST_NODEV | FsFlags::ST_RDONLY);
-        assert_eq!(f, MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
     }
 }

@@ -62,3 +62,69 @@ pub fn in_mount_namespace(base: &Path, f: impl FnOnce() -> Result<(), String>) {
         assert!(!mp.starts_with(prefix), "leaked mount {mp}");
     }
 }
+
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // Not every test binary reads every field.
+pub struct MountLine {
+    /// The root of the mount within its filesystem.
+    pub root: String,
+    /// Where it is mounted.
+    pub mount_point: String,
+    /// Per-mount options (`ro,nosuid,nodev,...`).
+    pub mount_options: Vec<String>,
+    /// Optional fields (`shared:N`, `master:N`, `unbindable`).
+    pub optional: Vec<String>,
+    /// Filesystem type.
+    pub fstype: String,
+    /// Per-superblock options (`rw,size=64k,mode=755`).
+    pub super_options: Vec<String>,
+}
+
+#[allow(dead_code)]
+impl MountLine {
+    /// `true` if the per-mount options include `option`.
+    pub fn has(&self, option: &str) -> bool {
+        self.mount_options.iter().any(|o| o == option)
+    }
+
+    /// The optional field starting with `prefix` (`shared:`, `master:`).
+    pub fn tag(&self, prefix: &str) -> Option<&str> {
+        self.optional.iter().find_map(|o| o.strip_prefix(prefix))
+    }
+}
+
+/// The calling process's mounts, in mountinfo order.
+#[allow(dead_code)]
+pub fn mount_lines() -> Vec<MountLine> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    text.lines()
+        .map(|line| {
+            let (fields, rest) = line.split_once(" - ").unwrap();
+            let fields: Vec<&str> = fields.split(' ').collect();
+            let rest: Vec<&str> = rest.split(' ').collect();
+            MountLine {
+                root: fields[3].to_owned(),
+                mount_point: fields[4].to_owned(),
+                mount_options: fields[5].split(',').map(str::to_owned).collect(),
+                optional: fields[6..].iter().map(|s| (*s).to_owned()).collect(),
+                fstype: rest[0].to_owned(),
+                super_options: rest
+                    .get(2)
+                    .map(|s| s.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// The topmost mount at `path`, as an error message if there is none.
+#[allow(dead_code)]
+pub fn mount_at(path: &Path) -> Result<MountLine, String> {
+    let wanted = path.to_str().unwrap();
+    mount_lines()
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == wanted)
+        .ok_or_else(|| format!("nothing is mounted on {wanted}"))
+}
