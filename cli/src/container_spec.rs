@@ -101,6 +101,9 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
         )
     };
     let mut linux = LinuxBuilder::default()
+        // Nothing mounted on the host reaches the container afterwards, and
+        // nothing the container mounts reaches the host.
+        .rootfs_propagation("rprivate")
         .namespaces(namespaces)
         .resources(plan.resources.clone())
         .masked_paths(masked)

@@ -336,13 +336,16 @@ fn send_console(socket: &Path, master: &OwnedFd) -> anyhow::Result<()> {
 
 fn run(runtime: &Runtime, args: &RunArgs) -> anyhow::Result<i32> {
     let id = args.create.id.clone();
+    // Before the container exists, so that no signal (SIGCHLD above all)
+    // can come before it is collected.
+    let signals = forwarded_signals()?;
     let created = create(runtime, &args.create)?;
     let pid = created.pid();
     created.start()?;
     if args.detach {
         return Ok(0);
     }
-    let status = wait_forwarding_signals(pid)?;
+    let status = wait_forwarding_signals(pid, &signals)?;
     if !args.keep {
         runtime.delete(&id, true)?;
     }
@@ -357,8 +360,10 @@ fn exit_code(status: WaitStatus) -> i32 {
     }
 }
 
-/// Wait for `pid` (a child), passing on the signals this process gets.
-fn wait_forwarding_signals(pid: nix::unistd::Pid) -> anyhow::Result<WaitStatus> {
+/// Block the signals a foreground `run` or `exec` passes on (and
+/// SIGCHLD), to be read from the returned signalfd. The container's process
+/// unblocks them before it execs.
+fn forwarded_signals() -> anyhow::Result<nix::sys::signalfd::SignalFd> {
     use nix::sys::signal::{SigSet, SigmaskHow};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let mut forwarded = SigSet::empty();
@@ -375,7 +380,14 @@ fn wait_forwarding_signals(pid: nix::unistd::Pid) -> anyhow::Result<WaitStatus> 
         forwarded.add(signal);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)?;
-    let signals = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC)?;
+    Ok(SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC)?)
+}
+
+/// Wait for `pid` (a child), passing on the signals this process gets.
+fn wait_forwarding_signals(
+    pid: nix::unistd::Pid,
+    signals: &nix::sys::signalfd::SignalFd,
+) -> anyhow::Result<WaitStatus> {
     loop {
         match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))? {
             WaitStatus::StillAlive => {}
@@ -430,6 +442,7 @@ fn exec(runtime: &Runtime, args: ExecArgs) -> anyhow::Result<i32> {
             .transpose()?,
         ..ExecOptions::default()
     };
+    let signals = forwarded_signals()?;
     let mut executing = runtime.exec(&args.id, &process, options)?;
     if let (Some(socket), Some(master)) = (&args.console_socket, executing.terminal.take()) {
         send_console(socket, &master)?;
@@ -437,7 +450,7 @@ fn exec(runtime: &Runtime, args: ExecArgs) -> anyhow::Result<i32> {
     if args.detach {
         return Ok(0);
     }
-    Ok(exit_code(wait_forwarding_signals(executing.pid)?))
+    Ok(exit_code(wait_forwarding_signals(executing.pid, &signals)?))
 }
 
 /// The process for `exec`: from --process, or the container's own process

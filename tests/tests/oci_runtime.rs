@@ -46,7 +46,9 @@ impl RuntimeBench {
     {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--root").arg(self.state_root()).args(args);
-        cmd.stdin(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         self.berth.netns().enter(&mut cmd);
         cmd
     }
@@ -311,16 +313,12 @@ fn runtime_exec_joins_the_container_and_passes_exit_codes() {
     assert_eq!(stdout(&out), "hello\n/tmp\n1000\n", "{}", describe(&out));
 
     // -d with a pid file: the process runs on after exec returns.
+    // (Its stdio must not be a pipe this test waits to close.)
     let pid_file = bench.berth.root().join("exec.pid");
-    bench.ok([
-        "exec",
-        "-d",
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-        &id,
-        "sleep",
-        "300",
-    ]);
+    let mut detached = bench.cmd(["exec", "-d", "--pid-file", pid_file.to_str().unwrap()]);
+    detached.args([id.as_str(), "sleep", "300"]);
+    detached.stdout(Stdio::null()).stderr(Stdio::null());
+    assert!(detached.status().unwrap().success());
     let pid: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "sleep");

@@ -164,10 +164,46 @@ pub(crate) fn resources(linux: Option<&LinuxResources>) -> Result<Resources> {
             out.pids_limit = Some(pids.limit() as u64);
         }
     }
-    if let Some(devices) = res.devices() {
-        out.devices = Some(device_rules(devices)?);
-    }
     Ok(out)
+}
+
+/// The device cgroup: what the spec allows (from "deny all"), the devices
+/// every container needs (runc's allowed list: null, zero, full, random,
+/// urandom, tty, ptmx and the pseudo-terminals) and the nodes the spec
+/// creates in `linux.devices`. An "allow all" rule in the spec leaves the
+/// devices unrestricted.
+pub(crate) fn device_cgroup(spec: &Spec) -> Result<Option<Vec<DeviceRule>>> {
+    let linux = spec.linux().as_ref();
+    let listed = linux
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let mut rules = device_rules(&listed)?;
+    if rules
+        .iter()
+        .any(|r| r.kind == DeviceType::All && r.major.is_none() && r.minor.is_none())
+    {
+        return Ok(None);
+    }
+    for rule in DeviceRule::docker_defaults() {
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    for device in linux.and_then(|l| l.devices().clone()).unwrap_or_default() {
+        let kind = match device.typ() {
+            LinuxDeviceType::B => DeviceType::Block,
+            LinuxDeviceType::C | LinuxDeviceType::U => DeviceType::Char,
+            _ => continue,
+        };
+        rules.push(DeviceRule {
+            kind,
+            major: Some(device.major() as u32),
+            minor: Some(device.minor() as u32),
+            access: DeviceAccess::ALL,
+        });
+    }
+    Ok(Some(rules))
 }
 
 /// The spec's device cgroup list (evaluated in order, later entries win)

@@ -224,19 +224,23 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
     }
     let prepared = prepare_process(process, &plan.process, channel)?;
     channel.send(&FromInit::Created).step("report created")?;
-    wait_for_start_signal(&fifo)?;
+    let started = wait_for_start_signal(&fifo)?;
+    // Part of `start`, before the process runs: `start` goes on (to the
+    // poststart hooks) only when they are done.
     run_hooks(
         &plan.start_container_hooks,
         HookPoint::StartContainer,
         &hook_state,
     )
     .step("hooks")?;
+    std::io::Write::write_all(&mut &started, b"0").step("write the exec fifo")?;
     Err(prepared.exec(plan.process.preserve_fds))
 }
 
 /// The exec fifo: opening it for writing blocks until `start` opens it for
-/// reading; one byte tells `start` that the init has gone on.
-fn wait_for_start_signal(fifo: &OwnedFd) -> Result<(), InitFailure> {
+/// reading; one byte written to it then tells `start` that the init goes
+/// on to exec.
+fn wait_for_start_signal(fifo: &OwnedFd) -> Result<std::fs::File, InitFailure> {
     let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
     let file = loop {
         match std::fs::OpenOptions::new()
@@ -248,8 +252,7 @@ fn wait_for_start_signal(fifo: &OwnedFd) -> Result<(), InitFailure> {
             other => break other.step("open the exec fifo for writing")?,
         }
     };
-    std::io::Write::write_all(&mut &file, b"0").step("write the exec fifo")?;
-    Ok(())
+    Ok(file)
 }
 
 trait OpenCloexec {

@@ -183,7 +183,8 @@ impl Runtime {
             return Err(RuntimeError::invalid("the spec has no process"));
         }
         let linux = spec.linux().as_ref();
-        let resources = convert::resources(linux.and_then(|l| l.resources().as_ref()))?;
+        let mut resources = convert::resources(linux.and_then(|l| l.resources().as_ref()))?;
+        resources.devices = convert::device_cgroup(spec)?;
         let hierarchies = Hierarchies::from_host()?;
         hierarchies.check(&resources)?;
         let (cgroup_leaf, cgroup_parent) = convert::cgroup_location(spec, id)?;
