@@ -56,8 +56,8 @@ pub enum CgroupError {
     /// that has processes of its own.
     #[error(
         "cannot enable the {controller} controller in {path}: that cgroup has processes of its own \
-         and cgroup v2 lets only cgroups without processes hand controllers to children; run berth \
-         from a cgroup without other processes, or pass --cgroup-parent with a cgroup that has none"
+         and cgroup v2 lets only cgroups without processes hand controllers to children; place the \
+         cgroup below one that has no processes of its own"
     )]
     SubtreeControlBusy {
         /// The controller.
@@ -122,7 +122,7 @@ pub enum CgroupError {
         /// The file the available set was read from.
         path: PathBuf,
     },
-    /// A container id or `--cgroup-parent` that cannot name a cgroup.
+    /// A name or path that cannot name a cgroup.
     #[error("invalid cgroup name {name:?}: {reason}")]
     InvalidName {
         /// The offending name.
@@ -130,10 +130,43 @@ pub enum CgroupError {
         /// Why.
         reason: &'static str,
     },
+    /// A cgroup path in systemd's `slice:prefix:name` form, which only a
+    /// systemd cgroup manager understands.
+    #[error(
+        "cgroup path {path:?} is in systemd's slice:prefix:name form; only cgroupfs paths are \
+         supported: /a/b (from each hierarchy's root) or a/b (below the caller's own cgroup)"
+    )]
+    SystemdPath {
+        /// The path as given.
+        path: String,
+    },
+    /// A setting needs a cgroup file that this kernel (or this cgroup) does
+    /// not have.
+    #[error(
+        "cannot set the {setting}: {path} does not exist (the kernel lacks the feature, or its \
+         controller is not enabled for this cgroup)"
+    )]
+    KernelLacks {
+        /// The setting ("swap limit", "cpu idle", ...).
+        setting: &'static str,
+        /// The file that is missing.
+        path: PathBuf,
+    },
+    /// A setting that exists on only one cgroup version, on a host that
+    /// uses the other one for it.
+    #[error(
+        "the {setting} needs cgroup {version}, which this host does not use for it; drop the setting"
+    )]
+    NeedsVersion {
+        /// The setting ("cpu real-time runtime", "unified settings", ...).
+        setting: &'static str,
+        /// The version it needs.
+        version: crate::Version,
+    },
     /// User input (a size, a CPU count, a CPU list) that does not parse.
     #[error("invalid {what} {input:?}: {reason}")]
     InvalidValue {
-        /// What was being parsed ("memory size", "--cpus value", ...).
+        /// What was being parsed ("memory size", "CPU count", ...).
         what: &'static str,
         /// The input.
         input: String,

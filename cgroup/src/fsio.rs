@@ -56,6 +56,25 @@ pub(crate) fn read_u64_opt(path: &Path) -> Result<Option<u64>> {
         .transpose()
 }
 
+/// A number from a v2 file where `max` means no limit (memory.max,
+/// pids.max): `None` for `max` or when the file does not exist.
+pub(crate) fn read_max_opt(path: &Path) -> Result<Option<u64>> {
+    match read_opt(path)? {
+        Some(text) if text.trim() == "max" => Ok(None),
+        Some(text) => parse_u64(path, &text).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The value of `key` in a flat keyed file; `None` when the file or the
+/// key does not exist.
+pub(crate) fn read_keyed_opt(path: &Path, key: &str) -> Result<Option<u64>> {
+    match read_opt(path)? {
+        Some(text) => keyed_value(path, &text, key),
+        None => Ok(None),
+    }
+}
+
 /// The value of `key` in a flat keyed file (`key value` per line), as in
 /// memory.events, memory.oom_control, cpu.stat and cgroup.events.
 pub(crate) fn keyed_value(path: &Path, text: &str, key: &str) -> Result<Option<u64>> {

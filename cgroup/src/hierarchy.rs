@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::controller::cpuset::{self, Kind};
 use crate::controller::Dir;
 use crate::error::{CgroupError, Result};
+use crate::mountinfo::parse_mount_table;
 use crate::resources::Resources;
 use crate::{fsio, Controller, Layout, Version};
 
@@ -116,8 +117,8 @@ impl Hierarchies {
     pub fn discover(mounts: &str, proc_self_cgroup: &str, fs_root: &Path) -> Result<Self> {
         let own = parse_proc_self_cgroup(proc_self_cgroup);
         let mut hierarchies: Vec<Hierarchy> = Vec::new();
-        for mount in mounts.lines().filter_map(parse_mount_line) {
-            let version = match mount.fstype.as_str() {
+        for mount in parse_mount_table(mounts) {
+            let version = match mount.fs_type.as_str() {
                 "cgroup" => Version::V1,
                 "cgroup2" => Version::V2,
                 _ => continue,
@@ -125,8 +126,7 @@ impl Hierarchies {
             let mount_point = under_root(fs_root, &mount.mount_point);
             let controllers: Vec<String> = match version {
                 Version::V1 => mount
-                    .options
-                    .split(',')
+                    .options()
                     .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
                     .map(str::to_owned)
                     .collect(),
@@ -149,7 +149,7 @@ impl Hierarchies {
             let hierarchy = Hierarchy {
                 version,
                 mount_point,
-                mount_root: PathBuf::from(&mount.root),
+                mount_root: mount.root,
                 controllers,
                 own_cgroup,
             };
@@ -187,8 +187,12 @@ impl Hierarchies {
             let v1 = hierarchies
                 .iter()
                 .position(|h| h.version == Version::V1 && h.has(controller.name()));
-            let on_v2 = v2
-                .filter(|&i| controller.implicit_on_v2() || hierarchies[i].has(controller.name()));
+            let on_v2 = v2.filter(|&i| {
+                controller.implicit_on_v2()
+                    || controller
+                        .v2_name()
+                        .is_some_and(|name| hierarchies[i].has(name))
+            });
             if let Some(index) = v1.or(on_v2) {
                 placement.insert(controller, index);
             }
@@ -226,27 +230,21 @@ impl Hierarchies {
         self.hierarchy_of(controller).map(Hierarchy::version)
     }
 
-    /// Check `resources` against this host before creating anything: every
-    /// controller they need must exist, and the CPUs and memory nodes must
-    /// be available to the caller's own cgroup. [`Cgroup::apply`] checks the
+    /// Check `resources` against this host before creating anything: the
+    /// values must be valid, every controller they need must exist (as
+    /// [`Cgroup::apply`] says), a setting of one cgroup version only must
+    /// find its controller there, and the CPUs and memory nodes must be
+    /// available to the caller's own cgroup. [`Cgroup::apply`] checks the
     /// same again (against the container's parent cgroup).
     ///
     /// [`Cgroup::apply`]: crate::Cgroup::apply
     pub fn check(&self, resources: &Resources) -> Result<()> {
-        let needs = [
-            (resources.memory_limit.is_some(), Controller::Memory),
-            (resources.cpu_shares.is_some(), Controller::Cpu),
-            (resources.cpu_quota.is_some(), Controller::Cpu),
-            (resources.cpuset_cpus.is_some(), Controller::Cpuset),
-            (resources.cpuset_mems.is_some(), Controller::Cpuset),
-            (resources.pids_limit.is_some(), Controller::Pids),
-            (resources.devices.is_some(), Controller::Devices),
-        ];
-        for (needed, controller) in needs {
-            if needed && self.placement(controller).is_none() {
-                return Err(CgroupError::ControllerMissing { controller });
-            }
-        }
+        let has_v2 = self.hierarchies.iter().any(|h| h.version == Version::V2);
+        resources.check_against(
+            |controller| self.placement(controller),
+            has_v2,
+            self.layout == Layout::Unified,
+        )?;
         for (list, kind) in [
             (&resources.cpuset_cpus, Kind::Cpus),
             (&resources.cpuset_mems, Kind::Mems),
@@ -271,71 +269,19 @@ impl Hierarchies {
         Ok(())
     }
 
+    /// The cgroup2 hierarchy, if one is mounted (on a hybrid host, next
+    /// to the v1 ones).
+    pub fn unified(&self) -> Option<&Hierarchy> {
+        self.hierarchies.iter().find(|h| h.version == Version::V2)
+    }
+
     pub(crate) fn index_of(&self, controller: Controller) -> Option<usize> {
         self.placement.get(&controller).copied()
     }
 }
 
-fn under_root(fs_root: &Path, mount_point: &str) -> PathBuf {
-    fs_root.join(mount_point.trim_start_matches('/'))
-}
-
-struct MountLine {
-    root: String,
-    mount_point: String,
-    fstype: String,
-    options: String,
-}
-
-/// One line of /proc/self/mountinfo (`36 35 98:0 /mnt1 /mnt2 rw,noatime
-/// master:1 - ext3 /dev/root rw,errors=continue`) or of /proc/self/mounts
-/// (`cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0`).
-fn parse_mount_line(line: &str) -> Option<MountLine> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    if let Some(separator) = fields.iter().position(|f| *f == "-") {
-        if separator >= 6 {
-            return Some(MountLine {
-                root: unescape(fields[3]),
-                mount_point: unescape(fields[4]),
-                fstype: fields.get(separator + 1)?.to_string(),
-                options: format!("{},{}", fields[5], fields.get(separator + 3).unwrap_or(&"")),
-            });
-        }
-    }
-    if fields.len() >= 4 {
-        return Some(MountLine {
-            root: "/".into(),
-            mount_point: unescape(fields[1]),
-            fstype: fields[2].to_string(),
-            options: fields[3].to_string(),
-        });
-    }
-    None
-}
-
-/// Undo the octal escapes (`\040` for a space) of the mount tables.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            out.push(value as u8);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+fn under_root(fs_root: &Path, mount_point: &Path) -> PathBuf {
+    fs_root.join(mount_point.strip_prefix("/").unwrap_or(mount_point))
 }
 
 struct OwnLine {
@@ -379,30 +325,6 @@ pub(crate) fn read_controller_list(path: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mount_lines_of_both_formats() {
-        let info = parse_mount_line(
-            "35 31 0:32 / /sys/fs/cgroup/memory rw,nosuid shared:9 - cgroup cgroup rw,memory",
-        )
-        .unwrap();
-        assert_eq!(
-            (
-                info.root.as_str(),
-                info.mount_point.as_str(),
-                info.fstype.as_str()
-            ),
-            ("/", "/sys/fs/cgroup/memory", "cgroup")
-        );
-        assert!(info.options.split(',').any(|o| o == "memory"));
-        let mounts = parse_mount_line("cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0").unwrap();
-        assert_eq!(
-            (mounts.root.as_str(), mounts.fstype.as_str()),
-            ("/", "cgroup2")
-        );
-        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
-        assert_eq!(unescape("trailing\\04"), "trailing\\04");
-    }
 
     #[test]
     fn proc_self_cgroup_lines() {

@@ -8,112 +8,9 @@ use berth_cgroup::{
     parse_cpu_list, Cgroup, CgroupError, Controller, CpuQuota, DeviceRule, Hierarchies, Layout,
     Resources, Version,
 };
-use tempfile::TempDir;
 
-/// A fake filesystem root.
-struct Fake {
-    root: TempDir,
-}
-
-impl Fake {
-    fn new() -> Self {
-        Self {
-            root: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.root.path().join(relative.trim_start_matches('/'))
-    }
-
-    fn write(&self, relative: &str, content: &str) {
-        let path = self.path(relative);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, content).unwrap();
-    }
-
-    fn read(&self, relative: &str) -> String {
-        let path = self.path(relative);
-        fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    }
-
-    fn discover(&self, mountinfo: &str, own: &str) -> Hierarchies {
-        Hierarchies::discover(mountinfo, own, self.root.path()).unwrap()
-    }
-}
-
-/// The mount table of the hybrid development host: one v1 mount per
-/// controller, cgroup2 at /sys/fs/cgroup/unified.
-const HYBRID_MOUNTINFO: &str = "\
-23 1 0:22 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sysfs rw
-31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
-34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
-35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
-37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
-38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-";
-
-const HYBRID_OWN: &str = "\
-9:name=systemd:/
-8:pids:/
-7:blkio:/
-6:freezer:/
-5:devices:/
-4:memory:/process_api/abc
-3:cpuset:/
-2:cpuacct:/
-1:cpu:/
-0::/
-";
-
-/// A pure v1 host as /proc/self/mounts shows it, cpu and cpuacct combined.
-const LEGACY_MOUNTS: &str = "\
-tmpfs /sys/fs/cgroup tmpfs ro,nosuid,nodev,noexec,mode=755 0 0
-cgroup /sys/fs/cgroup/systemd cgroup rw,nosuid,nodev,noexec,relatime,xattr,name=systemd 0 0
-cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0
-cgroup /sys/fs/cgroup/memory cgroup rw,nosuid,nodev,noexec,relatime,memory 0 0
-cgroup /sys/fs/cgroup/cpuset cgroup rw,nosuid,nodev,noexec,relatime,cpuset 0 0
-cgroup /sys/fs/cgroup/freezer cgroup rw,nosuid,nodev,noexec,relatime,freezer 0 0
-";
-
-const LEGACY_OWN: &str = "\
-5:freezer:/
-4:cpuset:/
-3:memory:/user.slice
-2:cpu,cpuacct:/user.slice
-1:name=systemd:/user.slice/session-1.scope
-";
-
-const UNIFIED_MOUNTINFO: &str =
-    "30 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate\n";
-
-fn hybrid_host() -> Fake {
-    let fake = Fake::new();
-    fake.write("sys/fs/cgroup/unified/cgroup.controllers", "hugetlb\n");
-    fake.write("sys/fs/cgroup/cpuset/cpuset.cpus", "0-3\n");
-    fake.write("sys/fs/cgroup/cpuset/cpuset.effective_cpus", "0-3\n");
-    fake.write("sys/fs/cgroup/cpuset/cpuset.mems", "0\n");
-    fake.write("sys/fs/cgroup/memory/process_api/abc/cgroup.procs", "1\n");
-    fake
-}
-
-fn unified_host(own: &str) -> Fake {
-    let fake = Fake::new();
-    fake.write(
-        "sys/fs/cgroup/cgroup.controllers",
-        "cpuset cpu io memory pids\n",
-    );
-    fake.write("sys/fs/cgroup/cpuset.cpus.effective", "0-3\n");
-    fake.write("sys/fs/cgroup/cpuset.mems.effective", "0\n");
-    fs::create_dir_all(fake.path(&format!("sys/fs/cgroup{own}"))).unwrap();
-    fake
-}
+mod fake;
+use fake::*;
 
 #[test]
 fn discovers_this_hybrid_host() {
@@ -121,8 +18,19 @@ fn discovers_this_hybrid_host() {
     let h = fake.discover(HYBRID_MOUNTINFO, HYBRID_OWN);
     assert_eq!(h.layout(), Layout::Hybrid);
     for controller in Controller::ALL {
-        assert_eq!(h.placement(controller), Some(Version::V1), "{controller}");
+        let expected = match controller {
+            // Bound to cgroup2 on this host (its cgroup.controllers).
+            Controller::Hugetlb => Some(Version::V2),
+            // Not mounted at all.
+            Controller::NetCls | Controller::NetPrio => None,
+            _ => Some(Version::V1),
+        };
+        assert_eq!(h.placement(controller), expected, "{controller}");
     }
+    assert_eq!(
+        h.unified().unwrap().mount_point(),
+        fake.path("sys/fs/cgroup/unified")
+    );
     let memory = h.hierarchy_of(Controller::Memory).unwrap();
     assert_eq!(memory.mount_point(), fake.path("sys/fs/cgroup/memory"));
     assert_eq!(memory.own_cgroup(), Some(Path::new("/process_api/abc")));
@@ -202,7 +110,12 @@ fn discovers_unified_host() {
     let h = fake.discover(UNIFIED_MOUNTINFO, "0::/user.slice/s.scope\n");
     assert_eq!(h.layout(), Layout::Unified);
     for controller in Controller::ALL {
-        assert_eq!(h.placement(controller), Some(Version::V2), "{controller}");
+        let expected = match controller {
+            // Not in cgroup.controllers; net_cls and net_prio are v1 only.
+            Controller::Hugetlb | Controller::NetCls | Controller::NetPrio => None,
+            _ => Some(Version::V2),
+        };
+        assert_eq!(h.placement(controller), expected, "{controller}");
     }
     // A controller not bound to v2 is missing.
     fake.write("sys/fs/cgroup/cgroup.controllers", "memory pids\n");
@@ -249,14 +162,14 @@ fn create_and_apply_on_hybrid_host_write_v1_files() {
         fake.path(memory)
     );
     // One directory per hierarchy with a controller of ours, plus unified;
-    // none on blkio or name=systemd.
+    // none on name=systemd.
     let made: Vec<PathBuf> = cgroup.dirs().iter().map(|d| d.path().to_owned()).collect();
-    assert_eq!(made.len(), 8, "{made:?}");
+    assert_eq!(made.len(), 9, "{made:?}");
     for dir in &made {
         assert!(dir.is_dir(), "{}", dir.display());
     }
     assert!(fake.path("sys/fs/cgroup/unified/berth/c1").is_dir());
-    assert!(!fake.path("sys/fs/cgroup/blkio/berth").exists());
+    assert!(fake.path("sys/fs/cgroup/blkio/berth/c1").is_dir());
     assert!(!fake.path("sys/fs/cgroup/systemd/berth").exists());
     // The kernel would create this one with mkdir; swap is accounted.
     fake.write(
@@ -273,6 +186,7 @@ fn create_and_apply_on_hybrid_host_write_v1_files() {
             cpuset_mems: Some(parse_cpu_list("0").unwrap()),
             pids_limit: Some(10),
             devices: Some(DeviceRule::docker_defaults()),
+            ..Resources::default()
         })
         .unwrap();
     // Deny all, then the allow rules one by one (the fake file keeps the
@@ -629,7 +543,7 @@ fn remove_tolerates_missing_cgroups_and_keeps_a_berth_parent_in_use() {
     fs::create_dir(fake.path("sys/fs/cgroup/pids/berth/c1/nested")).unwrap();
     // One hierarchy's directory is already gone.
     fs::remove_dir(fake.path("sys/fs/cgroup/cpu/berth/c1")).unwrap();
-    assert!(cgroup.pids().unwrap().is_empty());
+    assert!(cgroup.processes().unwrap().is_empty());
     cgroup.remove().unwrap();
     for dir in cgroup.dirs() {
         assert!(!dir.path().exists(), "{}", dir.path().display());

@@ -116,7 +116,7 @@ fn limits_freeze_stats_and_remove_on_this_host() {
         cpuset_cpus: has(Controller::Cpuset).then(|| parse_cpu_list("0").unwrap()),
         cpuset_mems: None,
         pids_limit: has(Controller::Pids).then_some(20),
-        devices: None,
+        ..Resources::default()
     };
     cgroup.apply(&resources).unwrap();
 
@@ -147,7 +147,7 @@ fn limits_freeze_stats_and_remove_on_this_host() {
             .unwrap_or_else(|| panic!("no line for {controller} in {proc_cgroup}"));
         assert!(line.ends_with(&format!("/berth/{id}")), "{line}");
     }
-    assert_eq!(cgroup.pids().unwrap(), [pid]);
+    assert_eq!(cgroup.processes().unwrap(), [pid]);
 
     if let Some(memory) = cgroup.path_of(Controller::Memory) {
         let file = if memory.join("memory.max").exists() {
@@ -300,8 +300,8 @@ fn kill_tree(hierarchies: &Hierarchies, name: &str) {
     writeln!(stdin, "go").unwrap();
     // Wait for the shell's three children.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while cgroup.pids().unwrap().len() < 4 {
-        assert!(Instant::now() < deadline, "{:?}", cgroup.pids());
+    while cgroup.processes().unwrap().len() < 4 {
+        assert!(Instant::now() < deadline, "{:?}", cgroup.processes());
         std::thread::sleep(Duration::from_millis(10));
     }
     let started = Instant::now();

@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use super::Dir;
+use crate::cpu_list::CpuList;
 use crate::error::{CgroupError, Result};
 use crate::fsio;
-use crate::resources::CpuList;
 
 /// CPUs or memory nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

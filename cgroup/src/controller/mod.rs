@@ -4,12 +4,15 @@
 
 use std::path::Path;
 
+pub(crate) mod blkio;
 pub(crate) mod cpu;
 pub(crate) mod cpuacct;
 pub(crate) mod cpuset;
 pub(crate) mod devices;
 pub(crate) mod freezer;
+pub(crate) mod hugetlb;
 pub(crate) mod memory;
+pub(crate) mod net;
 pub(crate) mod pids;
 
 /// A cgroup directory on a v1 or on the v2 hierarchy.

@@ -11,3 +11,8 @@ pub(crate) fn set_max(dir: Dir, max: u64) -> Result<()> {
 pub(crate) fn current(dir: Dir) -> Result<Option<u64>> {
     fsio::read_u64_opt(&dir.path().join("pids.current"))
 }
+
+/// The limit; `None` when there is none (`max`).
+pub(crate) fn max(dir: Dir) -> Result<Option<u64>> {
+    fsio::read_max_opt(&dir.path().join("pids.max"))
+}
