@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod oci;
+
 /// How long any single berth command may take before a test gives up on
 /// it (generous: inside a slow emulated VM a run can take seconds).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
