@@ -12,10 +12,14 @@
 use std::fmt::Debug;
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_e2e::oci::{reference_runtime, runtime_under_test, OciRuntime, Podman, BUSYBOX_IMAGE};
+use berth_e2e::oci::{
+    output_within, reference_runtime, runtime_under_test, OciRuntime, Podman, BUSYBOX_IMAGE,
+};
 use berth_e2e::{describe, process_alive, require_root, stdout, wait_until, Pty, COMMAND_TIMEOUT};
 
 /// Long enough for a slow VM; a passing step takes well under a second.
@@ -210,6 +214,53 @@ fn interactive_terminal_through_the_console_socket() {
             pty.transcript()
         );
         status.code()
+    });
+}
+
+#[test]
+fn preserved_file_descriptors_reach_the_container() {
+    require_root!();
+    compare(|podman| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("handed-over");
+        fs::write(&path, "handed over\n").expect("write the file");
+        let file = fs::File::open(&path).expect("open the file");
+        let fd = file.as_raw_fd();
+        let mut cmd = podman.run_cmd([
+            "--rm",
+            "--preserve-fds",
+            "1",
+            BUSYBOX_IMAGE,
+            "sh",
+            "-c",
+            "cat <&3; ls /proc/self/fd",
+        ]);
+        // SAFETY: dup2 and fcntl only change fd numbers of the forked
+        // child, where `file` stays open until exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let done = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if done < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = output_within(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        drop(file);
+        // fd 4 is ls's own directory.
+        assert_eq!(
+            stdout(&out),
+            "handed over\n0\n1\n2\n3\n4\n",
+            "{}: --preserve-fds 1\n{}",
+            label(podman),
+            describe(&out)
+        );
+        stdout(&out)
     });
 }
 
