@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod oci;
+
 /// How long any single berth command may take before a test gives up on
 /// it (generous: inside a slow emulated VM a run can take seconds).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,7 +119,18 @@ pub fn assert_target_error(output: &Output) -> String {
 
 /// Wait for `child` at most `timeout`, collecting its piped stdout and
 /// stderr; kills it (and fails the test) when the time is up.
-pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+pub fn wait_with_timeout(child: Child, timeout: Duration) -> Output {
+    wait_output_within(child, timeout).unwrap_or_else(|killed| {
+        panic!(
+            "command did not finish within {timeout:?}; stderr so far:\n{}",
+            String::from_utf8_lossy(&killed.stderr)
+        )
+    })
+}
+
+/// [`wait_with_timeout`] without the panic (for `Drop`): when the time is
+/// up the child is killed, and `Err` has its stderr until then.
+pub fn wait_output_within(mut child: Child, timeout: Duration) -> Result<Output, Output> {
     fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -129,22 +142,22 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
     }
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
-    let status = match wait_status_with_timeout(&mut child, timeout) {
-        Some(status) => status,
+    match wait_status_with_timeout(&mut child, timeout) {
+        Some(status) => Ok(Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }),
         None => {
             let _ = child.kill();
-            let _ = child.wait();
-            let err = err.join().unwrap_or_default();
-            panic!(
-                "command did not finish within {timeout:?}; stderr so far:\n{}",
-                String::from_utf8_lossy(&err)
-            );
+            let status = child.wait().expect("waitpid");
+            // stdout may be held open by a grandchild: not waited for.
+            Err(Output {
+                status,
+                stdout: Vec::new(),
+                stderr: err.join().unwrap_or_default(),
+            })
         }
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
     }
 }
 
@@ -480,17 +493,7 @@ impl Berth {
     /// the root, and processes that refer to it (command line, root
     /// directory, or mounts of their own mount namespace).
     pub fn leaks(&self) -> Leaks {
-        let root = self.root().to_string_lossy().into_owned();
-        let mounts = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&root))
-            .map(str::to_owned)
-            .collect();
-        Leaks {
-            mounts,
-            processes: processes_referring_to(&root),
-        }
+        Leaks::under(&self.root().to_string_lossy())
     }
 
     /// Remove every container, then assert that nothing made by this test
@@ -526,28 +529,6 @@ impl Berth {
         self.assert_no_leftover_cgroups();
         self.assert_no_monitors();
     }
-
-    /// Kill leaked processes and detach leaked mounts, deepest first.
-    fn force_cleanup(&self, leaks: &Leaks) {
-        for (pid, _) in &leaks.processes {
-            // SAFETY: kill has no memory effects; the pid was found to
-            // refer to this test's own private state root.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
-        }
-        let mut points: Vec<String> = leaks
-            .mounts
-            .iter()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(unescape_mountinfo)
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            if let Ok(c) = std::ffi::CString::new(point) {
-                // SAFETY: c is a valid NUL-terminated path.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
-    }
 }
 
 impl Drop for Berth {
@@ -561,7 +542,7 @@ impl Drop for Berth {
             });
         }
         if !leaks.is_empty() {
-            self.force_cleanup(&leaks);
+            leaks.force_cleanup();
         }
         if std::thread::panicking() {
             return;
@@ -583,8 +564,46 @@ pub struct Leaks {
 }
 
 impl Leaks {
+    /// The mounts (in this mount namespace) and processes that mention
+    /// `root`: see [`Berth::leaks`].
+    pub fn under(root: &str) -> Leaks {
+        let mounts = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(root))
+            .map(str::to_owned)
+            .collect();
+        Leaks {
+            mounts,
+            processes: processes_referring_to(root),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.mounts.is_empty() && self.processes.is_empty()
+    }
+
+    /// Kill the leaked processes and detach the leaked mounts, deepest
+    /// first.
+    pub fn force_cleanup(&self) {
+        for (pid, _) in &self.processes {
+            // SAFETY: kill has no memory effects; the pid was found to
+            // refer to this test's own private state root.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        let mut points: Vec<String> = self
+            .mounts
+            .iter()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            if let Ok(c) = std::ffi::CString::new(point) {
+                // SAFETY: c is a valid NUL-terminated path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
     }
 }
 
