@@ -172,66 +172,40 @@ fn to_spec_capability(cap: Capability) -> Option<oci_spec::runtime::Capability> 
     serde_json::from_value(serde_json::Value::String(cap.name().to_owned())).ok()
 }
 
-/// docker's default mounts, then the binds in order.
+/// docker's default mounts (berth-fs's lists), then the binds in order.
 fn mounts(volumes: &[berth_fs::Volume]) -> Vec<Mount> {
-    let mount = |destination: &str, typ: &str, source: &str, options: &[&str]| {
+    let mount = |destination: &str, typ: &str, source: &str, options: Vec<String>| {
         let mut mount = Mount::default();
         mount.set_destination(PathBuf::from(destination));
         mount.set_typ(Some(typ.to_owned()));
         mount.set_source(Some(PathBuf::from(source)));
-        mount.set_options(Some(options.iter().map(|o| (*o).to_owned()).collect()));
+        mount.set_options(Some(options));
         mount
     };
-    let mut list = vec![
-        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        ),
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
-    ];
+    // docker's list, and its read-only view of the container's own cgroup
+    // (so that a program sees its limits).
+    let mut list: Vec<Mount> = berth_fs::default_mounts()
+        .into_iter()
+        .chain([berth_fs::default_cgroup_mount()])
+        .map(|entry| {
+            let fstype = entry.fstype.unwrap_or_default();
+            let source = entry
+                .source
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| fstype.clone());
+            mount(&entry.destination, &fstype, &source, entry.options)
+        })
+        .collect();
     for volume in volumes {
-        let mut options = vec!["rbind", "rprivate"];
+        let mut options = vec!["rbind".to_owned(), "rprivate".to_owned()];
         if volume.read_only {
-            options.push("ro");
+            options.push("ro".to_owned());
         }
         list.push(mount(
             &volume.target,
             "bind",
             &volume.source.to_string_lossy(),
-            &options,
+            options,
         ));
     }
     list
@@ -295,6 +269,17 @@ mod tests {
             cgroup_parent: Some("/ci/jobs"),
         })
         .unwrap();
-        insta::assert_json_snapshot!(spec);
+        // Capability sets are sets: sorted, so the snapshot is stable.
+        let mut value = serde_json::to_value(&spec).unwrap();
+        for set in value["process"]["capabilities"]
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+        {
+            set.as_array_mut()
+                .unwrap()
+                .sort_by_key(|c| c.as_str().unwrap_or_default().to_owned());
+        }
+        insta::assert_json_snapshot!(value);
     }
 }

@@ -27,7 +27,8 @@ const DEFAULT_ROOT: &str = "/run/berth-runtime";
 #[derive(Debug, Parser)]
 #[command(
     name = "berth-runtime",
-    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
+    // runc's shape ("runc version X" then "spec: Y"): engines show it.
+    version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.0"),
     about = "berth's OCI runtime, with runc's command line",
     disable_help_subcommand = true
 )]

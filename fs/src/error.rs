@@ -86,6 +86,17 @@ pub enum FsError {
         source: io::Error,
     },
 
+    /// `tmpcopyup` could not copy an entry into the new tmpfs.
+    #[error("cannot copy {path} into the new tmpfs ({step}): {source}")]
+    CopyUp {
+        /// The entry, as it is in the new tmpfs.
+        path: PathBuf,
+        /// What failed (stat, copy, chown, ...).
+        step: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+
     /// A path could not be opened.
     #[error("cannot open {path}: {source}")]
     Open {

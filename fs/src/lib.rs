@@ -123,6 +123,7 @@
 //! # }
 //! ```
 
+mod copy_up;
 mod devices;
 mod error;
 mod kernel;

@@ -228,6 +228,9 @@ pub fn mount_entry(rootfs: &Path, entry: &MountEntry) -> Result<(), FsError> {
     if entry.destination.contains('\0') {
         return Err(invalid("it contains a NUL byte".into()));
     }
+    if options.copy_up && (fstype != Some("tmpfs") || options.is_bind()) {
+        return Err(invalid("tmpcopyup is only for a tmpfs".into()));
+    }
     if clean_components(&entry.destination).is_empty() {
         return Err(invalid("nothing can be mounted on the root itself".into()));
     }
@@ -444,13 +447,20 @@ fn mount_filesystem(
         .unwrap_or_else(|| Path::new(kernel_type));
     let data = (!data.is_empty()).then_some(data.as_str());
     let target_path = proc_fd_path(&target);
-    match mount(
-        Some(source),
-        &target_path,
-        Some(kernel_type),
-        options.flags,
-        data,
-    ) {
+    // Copied into while writable; made read-only afterwards.
+    let copy_up_readonly = options.copy_up && options.flags.contains(MsFlags::MS_RDONLY);
+    let mut flags = options.flags;
+    if copy_up_readonly {
+        flags.remove(MsFlags::MS_RDONLY);
+    }
+    // The directory the tmpfs will cover, still reachable through this
+    // handle once it is covered.
+    let covered = if options.copy_up && existed {
+        Some(crate::copy_up::reopen_dir(&target, &shown)?)
+    } else {
+        None
+    };
+    match mount(Some(source), &target_path, Some(kernel_type), flags, data) {
         Ok(()) => {}
         Err(Errno::ENODEV) if kernel_type == "cgroup2" => {
             return Err(FsError::CgroupV2Unavailable { target: shown })
@@ -461,6 +471,36 @@ fn mount_filesystem(
                 fstype: fstype.to_owned(),
                 source,
             })
+        }
+    }
+    if let Some(covered) = covered {
+        let fresh = reopen(root, rootfs, destination)?;
+        let fresh = crate::copy_up::reopen_dir(&fresh, &shown)?;
+        let st = stat(&covered, &shown)?;
+        crate::copy_up::copy_tree(&covered, &fresh, &shown)?;
+        nix::unistd::fchown(
+            &fresh,
+            Some(nix::unistd::Uid::from_raw(st.st_uid)),
+            Some(nix::unistd::Gid::from_raw(st.st_gid)),
+        )
+        .map_err(|source| FsError::CopyUp {
+            path: shown.clone(),
+            step: "chown".into(),
+            source: source.into(),
+        })?;
+        if copy_up_readonly {
+            mount(
+                None::<&str>,
+                &proc_fd_path(&reopen(root, rootfs, destination)?),
+                None::<&str>,
+                options.flags | MsFlags::MS_REMOUNT,
+                data,
+            )
+            .map_err(|source| FsError::Mount {
+                target: shown.clone(),
+                fstype: fstype.to_owned(),
+                source,
+            })?;
         }
     }
     if options.propagation.is_empty() && options.recursive.is_empty() {
@@ -606,8 +646,8 @@ mod tests {
         );
         assert!(reason(&entry("/x\0", Some("tmpfs"), None, &[])).contains("NUL"));
         assert!(matches!(
-            mount_entry(r, &entry("/x", Some("tmpfs"), None, &["tmpcopyup"])),
-            Err(FsError::InvalidMountOption { .. })
+            mount_entry(r, &entry("/x", Some("proc"), None, &["tmpcopyup"])),
+            Err(FsError::InvalidMount { .. })
         ));
         // Nothing was created for them.
         assert_eq!(std::fs::read_dir(r).unwrap().count(), 0);

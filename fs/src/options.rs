@@ -30,6 +30,9 @@ pub struct MountOptions {
     /// Everything else, comma-joined, for the filesystem (`mode=755,
     /// size=65536k`); empty if nothing.
     pub data: String,
+    /// `tmpcopyup`: a new tmpfs starts with a copy of what the directory it
+    /// covers held.
+    pub copy_up: bool,
 }
 
 impl Default for MountOptions {
@@ -39,6 +42,7 @@ impl Default for MountOptions {
             cleared: MsFlags::empty(),
             propagation: Vec::new(),
             recursive: RecursiveAttrs::default(),
+            copy_up: false,
             data: String::new(),
         }
     }
@@ -164,10 +168,6 @@ const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
 
 /// Options this crate knows but does not implement, and why.
 const REFUSED_OPTIONS: &[(&str, &str)] = &[
-    (
-        "tmpcopyup",
-        "copying the mount point's contents into a new tmpfs is not supported",
-    ),
     ("idmap", "ID-mapped mounts are not supported"),
     ("ridmap", "ID-mapped mounts are not supported"),
 ];
@@ -199,7 +199,7 @@ pub fn propagation_flags(name: &str) -> Option<MsFlags> {
 ///   `rsymfollow` go to [`MountOptions::recursive`] (an atime mode also
 ///   clears the atime field, as mount_setattr(2) requires);
 /// - `defaults` is ignored;
-/// - `tmpcopyup`, `idmap` and `ridmap` are refused
+/// - `tmpcopyup` sets [`MountOptions::copy_up`]; `idmap` and `ridmap` are refused
 ///   ([`FsError::InvalidMountOption`]), as is an option with a NUL byte;
 /// - everything else (`mode=755`, `size=65536k`, `newinstance`, ...) is
 ///   passed to the filesystem in [`MountOptions::data`], comma-joined in
@@ -242,6 +242,8 @@ pub fn parse_mount_options(options: &[String]) -> Result<MountOptions, FsError> 
             if attr & RecursiveAttrs::ATIME_MASK == attr {
                 r.clear |= RecursiveAttrs::ATIME_MASK;
             }
+        } else if name == "tmpcopyup" {
+            parsed.copy_up = true;
         } else if let Some((_, reason)) = REFUSED_OPTIONS.iter().find(|(o, _)| *o == name) {
             return Err(refuse(reason));
         } else if name != "defaults" {
@@ -530,15 +532,14 @@ mod tests {
 
     #[test]
     fn unsupported_options_are_refused_clearly() {
-        assert!(refused("tmpcopyup").contains("not supported"));
+        assert!(parse(&["tmpcopyup"]).copy_up);
         assert!(refused("idmap").contains("ID-mapped"));
         assert!(refused("ridmap").contains("ID-mapped"));
         assert!(refused("mode=7\0").contains("NUL"));
-        let err = parse_mount_options(&["nosuid".into(), "tmpcopyup".into()]).unwrap_err();
+        let err = parse_mount_options(&["nosuid".into(), "idmap".into()]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid mount option \"tmpcopyup\": copying the mount point's contents \
-             into a new tmpfs is not supported"
+            "invalid mount option \"idmap\": ID-mapped mounts are not supported"
         );
     }
 

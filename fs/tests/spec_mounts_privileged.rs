@@ -768,3 +768,46 @@ fn read_only_root_keeps_its_flags_and_leaves_other_mounts_alone() {
         })
     });
 }
+
+#[test]
+fn tmpcopyup_fills_the_new_tmpfs_with_what_it_covers() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let rootfs = base.join("rootfs");
+    let run = rootfs.join("run");
+    std::fs::create_dir_all(run.join("sub")).unwrap();
+    std::fs::write(run.join("pid"), "42").unwrap();
+    std::fs::set_permissions(run.join("pid"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(run.join("pid"), Some(1234), Some(5678)).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o750)).unwrap();
+    symlink("../pid", run.join("sub/link")).unwrap();
+
+    in_mount_namespace(base, || {
+        let e = entry("/run", "tmpfs", None, &["nosuid", "tmpcopyup", "ro"]);
+        mount_it(&rootfs, &e)?;
+        let m = mount_at(&run)?;
+        ensure(m.fstype == "tmpfs", || format!("not a tmpfs: {m:?}"))?;
+        has_all(&m, &["ro", "nosuid"])?;
+        let text = std::fs::read_to_string(run.join("pid")).map_err(|e| e.to_string())?;
+        ensure(text == "42", || format!("copied file reads {text:?}"))?;
+        let meta = stat_of(&run.join("pid"))?;
+        ensure(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777) == (1234, 5678, 0o640),
+            || format!("owner/mode not kept: {meta:?}"),
+        )?;
+        ensure(stat_of(&run)?.mode() & 0o7777 == 0o750, || {
+            "the tmpfs root lost the directory's mode".into()
+        })?;
+        let link = std::fs::read_link(run.join("sub/link")).map_err(|e| e.to_string())?;
+        ensure(link == Path::new("../pid"), || format!("link -> {link:?}"))?;
+        // A copy, not the original, and read-only as asked.
+        write_fails_with(&run.join("new"), libc::EROFS)?;
+        Ok(())
+    });
+    // The image's directory is untouched.
+    assert_eq!(std::fs::read_to_string(run.join("pid")).unwrap(), "42");
+    assert!(!run.join("new").exists());
+}

@@ -39,6 +39,11 @@ impl HierarchyDir {
         self.version
     }
 
+    /// Where the hierarchy is mounted.
+    pub fn mount_point(&self) -> &Path {
+        &self.mount_point
+    }
+
     /// The container's cgroup directory, e.g.
     /// `/sys/fs/cgroup/memory/berth/<id>`.
     pub fn path(&self) -> &Path {

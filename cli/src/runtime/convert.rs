@@ -3,10 +3,14 @@
 
 use std::path::PathBuf;
 
-use berth_cgroup::{CpuQuota, DeviceAccess, DeviceRule, DeviceType, Resources};
+use berth_cgroup::{
+    BlockIo, CpuQuota, DeviceAccess, DeviceRate, DeviceRule, DeviceType, DeviceWeight,
+    HugepageLimit, NetPriority, Resources, SwapLimit,
+};
 use berth_ns::{CapabilitySet, CapabilitySets, Namespace};
 use oci_spec::runtime::{
-    LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Spec,
+    LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources,
+    LinuxThrottleDevice, Spec,
 };
 
 use super::{Result, RuntimeError};
@@ -125,44 +129,124 @@ pub(crate) fn refuse_unsupported(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// The spec's cgroup resources in berth-cgroup's terms. Settings berth
-/// cannot apply are refused, never silently dropped.
+/// The spec's cgroup resources in berth-cgroup's terms (the device rules
+/// come from [`device_cgroup`]). Settings berth cannot apply are refused
+/// by the cgroup crate's checks, never silently dropped; -1 ("unlimited")
+/// and 0 ("unset") leave a limit off, which is what a new cgroup has.
 pub(crate) fn resources(linux: Option<&LinuxResources>) -> Result<Resources> {
     let mut out = Resources::default();
     let Some(res) = linux else {
         return Ok(out);
     };
+    let positive = |value: Option<i64>| value.filter(|&v| v > 0).map(|v| v as u64);
     if let Some(memory) = res.memory() {
-        if let Some(limit) = memory.limit().filter(|&l| l > 0) {
-            out.memory_limit = Some(limit as u64);
-        }
+        out.memory_limit = positive(memory.limit());
+        out.memory_reservation = positive(memory.reservation());
+        out.memory_swap = match memory.swap() {
+            Some(-1) => Some(SwapLimit::Unlimited),
+            Some(total) if total > 0 => Some(SwapLimit::Total(total as u64)),
+            _ => None,
+        };
+        out.memory_swappiness = memory.swappiness().filter(|&s| s <= 100);
+        out.oom_kill_disable = memory.disable_oom_killer();
     }
     if let Some(cpu) = res.cpu() {
         out.cpu_shares = cpu.shares().filter(|&s| s > 0);
-        if let Some(quota) = cpu.quota().filter(|&q| q > 0) {
+        if let Some(quota) = positive(cpu.quota()) {
             let period = cpu.period().filter(|&p| p > 0).unwrap_or(100_000);
             out.cpu_quota = Some(CpuQuota {
-                quota_us: quota as u64,
+                quota_us: quota,
                 period_us: period,
             });
         }
-        if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
-            out.cpuset_cpus = Some(
-                berth_cgroup::parse_cpu_list(cpus)
-                    .map_err(|e| RuntimeError::invalid(format!("cpu.cpus {cpus:?}: {e}")))?,
-            );
-        }
-        if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
-            out.cpuset_mems = Some(
-                berth_cgroup::parse_cpu_list(mems)
-                    .map_err(|e| RuntimeError::invalid(format!("cpu.mems {mems:?}: {e}")))?,
-            );
-        }
+        out.cpu_rt_runtime_us = cpu.realtime_runtime().filter(|&r| r != 0);
+        out.cpu_rt_period_us = cpu.realtime_period().filter(|&p| p > 0);
+        out.cpu_idle = cpu.idle().map(|idle| idle != 0);
+        let list = |text: &Option<String>, what: &str| -> Result<Option<berth_cgroup::CpuList>> {
+            match text.as_deref().filter(|t| !t.is_empty()) {
+                None => Ok(None),
+                Some(text) => berth_cgroup::parse_cpu_list(text)
+                    .map(Some)
+                    .map_err(|e| RuntimeError::invalid(format!("{what} {text:?}: {e}"))),
+            }
+        };
+        out.cpuset_cpus = list(cpu.cpus(), "cpu.cpus")?;
+        out.cpuset_mems = list(cpu.mems(), "cpu.mems")?;
     }
     if let Some(pids) = res.pids() {
-        if pids.limit() > 0 {
-            out.pids_limit = Some(pids.limit() as u64);
-        }
+        out.pids_limit = positive(Some(pids.limit()));
+    }
+    if let Some(io) = res.block_io() {
+        let device = |major: i64, minor: i64| -> Result<(u32, u32)> {
+            match (u32::try_from(major), u32::try_from(minor)) {
+                (Ok(major), Ok(minor)) => Ok((major, minor)),
+                _ => Err(RuntimeError::invalid(format!(
+                    "blockIO device {major}:{minor} is not a device number"
+                ))),
+            }
+        };
+        let rates = |list: &Option<Vec<LinuxThrottleDevice>>| -> Result<Vec<DeviceRate>> {
+            list.iter()
+                .flatten()
+                .map(|d| {
+                    let (major, minor) = device(d.major(), d.minor())?;
+                    Ok(DeviceRate {
+                        major,
+                        minor,
+                        rate: d.rate(),
+                    })
+                })
+                .collect()
+        };
+        out.block_io = Some(BlockIo {
+            weight: io.weight(),
+            leaf_weight: io.leaf_weight(),
+            device_weights: io
+                .weight_device()
+                .iter()
+                .flatten()
+                .map(|d| {
+                    let (major, minor) = device(d.major(), d.minor())?;
+                    Ok(DeviceWeight {
+                        major,
+                        minor,
+                        weight: d.weight(),
+                        leaf_weight: d.leaf_weight(),
+                    })
+                })
+                .collect::<Result<_>>()?,
+            throttle_read_bps: rates(io.throttle_read_bps_device())?,
+            throttle_write_bps: rates(io.throttle_write_bps_device())?,
+            throttle_read_iops: rates(io.throttle_read_iops_device())?,
+            throttle_write_iops: rates(io.throttle_write_iops_device())?,
+        });
+    }
+    out.hugepage_limits = res
+        .hugepage_limits()
+        .iter()
+        .flatten()
+        .map(|h| HugepageLimit {
+            page_size: h.page_size().clone(),
+            limit: h.limit().max(0) as u64,
+        })
+        .collect();
+    if let Some(network) = res.network() {
+        out.net_class_id = network.class_id();
+        out.net_priorities = network
+            .priorities()
+            .iter()
+            .flatten()
+            .map(|p| NetPriority {
+                interface: p.name().clone(),
+                priority: p.priority(),
+            })
+            .collect();
+    }
+    if let Some(unified) = res.unified() {
+        out.unified = unified
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
     }
     Ok(out)
 }
@@ -323,35 +407,16 @@ pub(crate) fn capability_sets(caps: Option<&LinuxCapabilities>) -> Result<Capabi
     Ok(sets)
 }
 
-/// Split `linux.cgroupsPath` into berth-cgroup's parent and leaf name;
-/// without one, the container gets `berth/<id>` below the runtime's own
-/// cgroup.
-pub(crate) fn cgroup_location(spec: &Spec, id: &str) -> Result<(String, Option<String>)> {
-    let path = spec
-        .linux()
+/// Where the container's cgroup goes: `linux.cgroupsPath` (absolute from
+/// each hierarchy's root, relative below the runtime's own cgroup), or
+/// `berth/<id>` below the runtime's own cgroup.
+pub(crate) fn cgroup_path(spec: &Spec, id: &str) -> String {
+    spec.linux()
         .as_ref()
-        .and_then(|linux| linux.cgroups_path().clone());
-    let Some(path) = path else {
-        return Ok((id.to_owned(), None));
-    };
-    let text = path.to_string_lossy().into_owned();
-    if text.contains(':') && !text.starts_with('/') {
-        return Err(RuntimeError::invalid(format!(
-            "cgroupsPath {text:?} is in systemd's slice:prefix:name form; berth manages cgroups \
-             directly (cgroupfs): give a path"
-        )));
-    }
-    let trimmed = text.trim_end_matches('/');
-    match trimmed.rsplit_once('/') {
-        Some((parent, leaf)) if !leaf.is_empty() => {
-            let parent = if parent.is_empty() { "/" } else { parent };
-            Ok((leaf.to_owned(), Some(parent.to_owned())))
-        }
-        _ if !trimmed.is_empty() => Ok((trimmed.to_owned(), Some(String::new()))),
-        _ => Err(RuntimeError::invalid(format!(
-            "cgroupsPath {text:?} names no cgroup"
-        ))),
-    }
+        .and_then(|linux| linux.cgroups_path().clone())
+        .map(|path| path.to_string_lossy().into_owned())
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| format!("{}/{id}", berth_cgroup::BERTH_CGROUP))
 }
 
 #[cfg(test)]
@@ -393,28 +458,44 @@ mod tests {
 
     #[test]
     fn cgroups_paths() {
-        let spec_with = |path: &str| {
-            let mut spec = Spec::default();
-            let mut linux = spec.linux().clone().unwrap_or_default();
-            linux.set_cgroups_path(Some(PathBuf::from(path)));
-            spec.set_linux(Some(linux));
-            spec
-        };
-        assert_eq!(
-            cgroup_location(&spec_with("/a/b/c"), "x").unwrap(),
-            ("c".into(), Some("/a/b".into()))
-        );
-        assert_eq!(
-            cgroup_location(&spec_with("/c"), "x").unwrap(),
-            ("c".into(), Some("/".into()))
-        );
-        assert_eq!(
-            cgroup_location(&spec_with("rel/c"), "x").unwrap(),
-            ("c".into(), Some("rel".into()))
-        );
-        assert!(cgroup_location(&spec_with("system.slice:berth:x"), "x").is_err());
         let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_cgroups_path(Some(PathBuf::from("/a/b/c")));
+        spec.set_linux(Some(linux));
+        assert_eq!(cgroup_path(&spec, "x"), "/a/b/c");
         spec.set_linux(None);
-        assert_eq!(cgroup_location(&spec, "x").unwrap(), ("x".into(), None));
+        assert_eq!(cgroup_path(&spec, "x"), "berth/x");
+    }
+
+    #[test]
+    fn resources_convert_with_unlimited_left_off() {
+        let json = serde_json::json!({
+            "memory": {"limit": 67108864, "swap": -1, "reservation": 0},
+            "cpu": {"shares": 512, "quota": 50000, "period": 250000, "cpus": "0"},
+            "pids": {"limit": -1},
+            "blockIO": {"weight": 300, "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1048576}]},
+            "unified": {"memory.high": "max"}
+        });
+        let spec: LinuxResources = serde_json::from_value(json).unwrap();
+        let out = resources(Some(&spec)).unwrap();
+        assert_eq!(out.memory_limit, Some(64 << 20));
+        assert_eq!(out.memory_swap, Some(SwapLimit::Unlimited));
+        assert_eq!(out.memory_reservation, None);
+        assert_eq!(out.cpu_shares, Some(512));
+        assert_eq!(
+            out.cpu_quota,
+            Some(CpuQuota {
+                quota_us: 50_000,
+                period_us: 250_000
+            })
+        );
+        assert_eq!(out.pids_limit, None);
+        let io = out.block_io.unwrap();
+        assert_eq!(io.weight, Some(300));
+        assert_eq!(io.throttle_read_bps[0].rate, 1 << 20);
+        assert_eq!(
+            out.unified.get("memory.high").map(String::as_str),
+            Some("max")
+        );
     }
 }

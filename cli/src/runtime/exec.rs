@@ -81,7 +81,10 @@ impl Runtime {
             Some(cgroup) => cgroup.self_attach_files(),
             None => Vec::new(),
         };
-        channel.send(&ToInit::Start { cgroup })?;
+        channel.send(&ToInit::Start {
+            cgroup,
+            views: Vec::new(),
+        })?;
         let terminal = await_exec(&channel, pid)?;
         if let Some(path) = &options.pid_file {
             write_pid_file(path, pid.as_raw())?;

@@ -26,8 +26,14 @@ use super::{tty, CANNOT_INVOKE, DEFAULT_PATH, NOT_FOUND, RUNTIME_FAILED};
 pub(crate) enum ToInit {
     /// The process has been placed (cgroup created, user-namespace maps
     /// written): move into the cgroup through these files (empty: already
-    /// placed by the runtime) and go on.
-    Start { cgroup: Vec<PathBuf> },
+    /// placed by the runtime) and go on. `views` are the container's cgroup
+    /// directories on a host with cgroup v1 hierarchies, by the name a
+    /// `cgroup` mount shows each under (what `/sys/fs/cgroup` shows in the
+    /// container); empty on a cgroup v2 host, where cgroup2 is mounted.
+    Start {
+        cgroup: Vec<PathBuf>,
+        views: Vec<(String, PathBuf)>,
+    },
     /// The runtime ran its hooks for a container whose mounts are ready;
     /// `state` is the container's state for the container's own hooks.
     HooksDone { state: String },
@@ -144,10 +150,11 @@ fn report(result: Result<Infallible, InitFailure>, channel: InitChannel) -> i32 
     failure.code
 }
 
-/// Block until the runtime says Start; returns the cgroup files to join.
-fn wait_for_start(channel: &InitChannel) -> Vec<PathBuf> {
+/// Block until the runtime says Start; returns the cgroup files to join
+/// and the cgroup views.
+fn wait_for_start(channel: &InitChannel) -> (Vec<PathBuf>, Vec<(String, PathBuf)>) {
     match channel.recv() {
-        Ok(Some(ToInit::Start { cgroup })) => cgroup,
+        Ok(Some(ToInit::Start { cgroup, views })) => (cgroup, views),
         // The runtime is gone (or broken): nothing to do but leave.
         _ => std::process::exit(RUNTIME_FAILED),
     }
@@ -157,7 +164,7 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
     if plan.die_with_parent {
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step("set the parent-death signal")?;
     }
-    let cgroup = wait_for_start(channel);
+    let (cgroup, cgroup_views) = wait_for_start(channel);
     // Before anything of the container runs, so every byte it allocates
     // is charged to it.
     berth_cgroup::join_self(&cgroup).step("join the container's cgroup")?;
@@ -189,7 +196,7 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
 
     let in_own_mount_ns = namespaces.creates(Namespace::Mount);
     if in_own_mount_ns {
-        super::rootfs::prepare(plan)?;
+        super::rootfs::prepare(plan, &cgroup_views)?;
     }
     let mut hook_state = oci_spec::runtime::State::default();
     if plan.hooks_handshake {
@@ -497,7 +504,7 @@ pub(crate) fn run_exec(
         // No one in the container may ptrace this process or open its
         // /proc entries while it still holds host state.
         nix::sys::prctl::set_dumpable(false).step("set non-dumpable")?;
-        let cgroup = wait_for_start(&channel);
+        let (cgroup, _) = wait_for_start(&channel);
         berth_cgroup::join_self(&cgroup).step("join the container's cgroup")?;
         join_namespaces(joined)?;
         let prepared = prepare_process(process, plan, &channel)?;

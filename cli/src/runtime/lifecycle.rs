@@ -187,7 +187,7 @@ impl Runtime {
         resources.devices = convert::device_cgroup(spec)?;
         let hierarchies = Hierarchies::from_host()?;
         hierarchies.check(&resources)?;
-        let (cgroup_leaf, cgroup_parent) = convert::cgroup_location(spec, id)?;
+        let cgroup_path = convert::cgroup_path(spec, id);
         let rootfs = state::rootfs_path(bundle, spec);
         if !rootfs.is_dir() {
             return Err(RuntimeError::invalid(format!(
@@ -281,7 +281,7 @@ impl Runtime {
                 &maps(linux.gid_mappings()),
             )?;
         }
-        let cgroup = Cgroup::create(&hierarchies, &cgroup_leaf, cgroup_parent.as_deref())?;
+        let cgroup = Cgroup::create_at(&hierarchies, &cgroup_path)?;
         unwind.cgroup = Some(cgroup.clone());
         cgroup.apply(&resources)?;
         // A process in a user namespace cannot write the host's cgroup
@@ -304,6 +304,7 @@ impl Runtime {
         };
         channel.send(&ToInit::Start {
             cgroup: attach_files,
+            views: cgroup_views(&cgroup),
         })?;
         let mut terminal = None;
         loop {
@@ -428,9 +429,7 @@ impl Runtime {
         let cgroup = file.cgroup.as_ref();
         if all {
             if let Some(cgroup) = cgroup {
-                for pid in cgroup.pids()? {
-                    let _ = kill(Pid::from_raw(pid), signal);
-                }
+                cgroup.kill_all(signal)?;
             }
         } else {
             match kill(Pid::from_raw(file.pid), signal) {
@@ -498,10 +497,7 @@ impl Runtime {
 
     fn kill_and_wait(&self, file: &ContainerFile) -> Result<()> {
         if let Some(cgroup) = &file.cgroup {
-            let _ = cgroup.thaw();
-            for pid in cgroup.pids().unwrap_or_default() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            let _ = cgroup.kill_all(Signal::SIGKILL);
         }
         let _ = kill(Pid::from_raw(file.pid), Signal::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -547,7 +543,7 @@ impl Runtime {
     pub fn processes(&self, id: &str) -> Result<Vec<i32>> {
         let file = self.load(id)?;
         match &file.cgroup {
-            Some(cgroup) => Ok(cgroup.pids()?),
+            Some(cgroup) => Ok(cgroup.processes()?),
             None => Ok(Vec::new()),
         }
     }
@@ -561,6 +557,25 @@ impl Runtime {
     pub fn cgroup(&self, id: &str) -> Result<Option<Cgroup>> {
         Ok(self.load(id)?.cgroup)
     }
+}
+
+/// The container's directory on each cgroup v1 hierarchy (and on the
+/// unified one of a hybrid host), named as the host names its mount point:
+/// what a `cgroup` mount in the container shows. Empty on a cgroup v2 host.
+fn cgroup_views(cgroup: &Cgroup) -> Vec<(String, PathBuf)> {
+    let dirs = cgroup.dirs();
+    if dirs
+        .iter()
+        .all(|d| d.version() == berth_cgroup::Version::V2)
+    {
+        return Vec::new();
+    }
+    dirs.iter()
+        .filter_map(|dir| {
+            let name = dir.mount_point().file_name()?.to_str()?.to_owned();
+            Some((name, dir.path().to_path_buf()))
+        })
+        .collect()
 }
 
 fn require_cgroup(file: &ContainerFile) -> Result<&Cgroup> {
