@@ -33,6 +33,9 @@ const V1_CONTROLLERS: &[&str] = &[
     "rdma",
 ];
 
+/// How a named v1 hierarchy shows in mount options and /proc/self/cgroup.
+const NAME_PREFIX: &str = "name=";
+
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hierarchy {
@@ -66,6 +69,15 @@ impl Hierarchy {
     /// /proc/self/cgroup (e.g. `/user.slice/session-1.scope`).
     pub fn own_cgroup(&self) -> Option<&Path> {
         self.own_cgroup.as_deref()
+    }
+
+    /// The name of a named v1 hierarchy (`systemd` for a mount with
+    /// `name=systemd`): a hierarchy that groups processes, with or without
+    /// controllers. `None` for other hierarchies.
+    pub fn name(&self) -> Option<&str> {
+        self.controllers
+            .iter()
+            .find_map(|c| c.strip_prefix(NAME_PREFIX))
     }
 
     fn has(&self, name: &str) -> bool {
@@ -127,7 +139,7 @@ impl Hierarchies {
             let controllers: Vec<String> = match version {
                 Version::V1 => mount
                     .options()
-                    .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
+                    .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with(NAME_PREFIX))
                     .map(str::to_owned)
                     .collect(),
                 Version::V2 => fsio::read_opt(&mount_point.join("cgroup.controllers"))?
@@ -136,6 +148,8 @@ impl Hierarchies {
                     .map(str::to_owned)
                     .collect(),
             };
+            // A v1 mount with neither a controller nor a name is one this
+            // code does not know; named ones (`name=systemd`) are kept.
             if version == Version::V1 && controllers.is_empty() {
                 continue;
             }
@@ -169,7 +183,7 @@ impl Hierarchies {
 
         let v2 = hierarchies.iter().position(|h| h.version == Version::V2);
         let v1_with_controllers = hierarchies.iter().any(|h| {
-            h.version == Version::V1 && h.controllers.iter().any(|c| !c.starts_with("name="))
+            h.version == Version::V1 && h.controllers.iter().any(|c| !c.starts_with(NAME_PREFIX))
         });
         let layout = match (v1_with_controllers, v2.is_some()) {
             (true, true) => Layout::Hybrid,

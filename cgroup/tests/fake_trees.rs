@@ -41,11 +41,16 @@ fn discovers_this_hybrid_host() {
         .unwrap();
     assert_eq!(unified.controllers(), ["hugetlb"]);
     assert_eq!(unified.own_cgroup(), Some(Path::new("/")));
-    // The named systemd hierarchy is listed, though berth puts nothing there.
-    assert!(h
+    // The named systemd hierarchy is listed, with the caller's place in it.
+    let systemd = h
         .hierarchies()
         .iter()
-        .any(|h| h.controllers() == ["name=systemd"]));
+        .find(|h| h.name() == Some("systemd"))
+        .unwrap();
+    assert_eq!(systemd.controllers(), ["name=systemd"]);
+    assert_eq!(systemd.mount_point(), fake.path("sys/fs/cgroup/systemd"));
+    assert_eq!(systemd.own_cgroup(), Some(Path::new("/")));
+    assert_eq!(memory.name(), None);
 }
 
 #[test]
@@ -161,16 +166,27 @@ fn create_and_apply_on_hybrid_host_write_v1_files() {
         cgroup.path_of(Controller::Memory).unwrap(),
         fake.path(memory)
     );
-    // One directory per hierarchy with a controller of ours, plus unified;
-    // none on name=systemd.
+    // One directory per hierarchy with a controller of ours, plus unified
+    // and the named systemd hierarchy.
     let made: Vec<PathBuf> = cgroup.dirs().iter().map(|d| d.path().to_owned()).collect();
-    assert_eq!(made.len(), 9, "{made:?}");
+    assert_eq!(made.len(), 10, "{made:?}");
     for dir in &made {
         assert!(dir.is_dir(), "{}", dir.display());
     }
     assert!(fake.path("sys/fs/cgroup/unified/berth/c1").is_dir());
     assert!(fake.path("sys/fs/cgroup/blkio/berth/c1").is_dir());
-    assert!(!fake.path("sys/fs/cgroup/systemd/berth").exists());
+    let systemd = fake.path("sys/fs/cgroup/systemd/berth/c1");
+    assert!(systemd.is_dir());
+    let named: Vec<_> = cgroup
+        .dirs()
+        .iter()
+        .filter(|d| d.name().is_some())
+        .collect();
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0].name(), Some("systemd"));
+    assert_eq!(named[0].path(), systemd);
+    assert!(named[0].controllers().is_empty());
+    assert!(cgroup.self_attach_files().contains(&systemd.join("tasks")));
     // The kernel would create this one with mkdir; swap is accounted.
     fake.write(
         &format!("{memory}/memory.memsw.limit_in_bytes"),
@@ -541,8 +557,9 @@ fn remove_tolerates_missing_cgroups_and_keeps_a_berth_parent_in_use() {
     }
     // A cgroup the container made below its own is removed too.
     fs::create_dir(fake.path("sys/fs/cgroup/pids/berth/c1/nested")).unwrap();
-    // One hierarchy's directory is already gone.
+    // One hierarchy's directory is already gone, the named one's too.
     fs::remove_dir(fake.path("sys/fs/cgroup/cpu/berth/c1")).unwrap();
+    fs::remove_dir(fake.path("sys/fs/cgroup/systemd/berth/c1")).unwrap();
     assert!(cgroup.processes().unwrap().is_empty());
     cgroup.remove().unwrap();
     for dir in cgroup.dirs() {
@@ -623,4 +640,71 @@ fn check_before_creating_anything() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("memory node 1"), "{err}");
+}
+
+#[test]
+fn named_hierarchy_holds_the_processes_but_no_limits() {
+    let fake = Fake::new();
+    let h = fake.discover(LEGACY_MOUNTS, LEGACY_OWN);
+    let systemd = h
+        .hierarchies()
+        .iter()
+        .find(|h| h.name() == Some("systemd"))
+        .unwrap();
+    assert_eq!(
+        systemd.own_cgroup(),
+        Some(Path::new("/user.slice/session-1.scope"))
+    );
+    let cgroup = Cgroup::create(&h, "c1", None).unwrap();
+    // Below the caller's own place in the named hierarchy, like the others.
+    let parent = fake.path("sys/fs/cgroup/systemd/user.slice/session-1.scope/berth");
+    let dir = parent.join("c1");
+    assert!(dir.is_dir());
+    assert!(cgroup
+        .dirs()
+        .iter()
+        .any(|d| d.path() == dir && d.name() == Some("systemd") && d.version() == Version::V1));
+    assert!(cgroup.self_attach_files().contains(&dir.join("tasks")));
+
+    // Limits never go there: only the files of the controllers' dirs.
+    cgroup
+        .apply(&Resources {
+            memory_limit: Some(1 << 25),
+            cpu_shares: Some(512),
+            ..Resources::default()
+        })
+        .unwrap();
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+
+    cgroup.add_task(4242).unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join("cgroup.procs")).unwrap(),
+        "4242"
+    );
+    for other in cgroup.dirs() {
+        fs::write(other.path().join("cgroup.procs"), "").unwrap();
+    }
+    fs::write(dir.join("cgroup.procs"), "4242\n").unwrap();
+    assert_eq!(cgroup.processes().unwrap(), [4242]);
+
+    // A record written before named hierarchies were joined still reads.
+    let json = serde_json::to_string(&cgroup).unwrap();
+    assert!(json.contains(r#""name":"systemd""#), "{json}");
+    let old = json.replace(r#","name":"systemd""#, "");
+    let old: Cgroup = serde_json::from_str(&old).unwrap();
+    assert!(old.dirs().iter().all(|d| d.name().is_none()));
+    assert_eq!(serde_json::from_str::<Cgroup>(&json).unwrap(), cgroup);
+
+    // Fake cgroupfs directories need emptying before rmdir.
+    for other in cgroup.dirs() {
+        for entry in fs::read_dir(other.path()).unwrap() {
+            fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+    }
+    cgroup.remove().unwrap();
+    assert!(!dir.exists());
+    assert!(!parent.exists(), "the empty shared parent goes too");
+    assert!(fake
+        .path("sys/fs/cgroup/systemd/user.slice/session-1.scope")
+        .is_dir());
 }

@@ -31,6 +31,9 @@ pub struct HierarchyDir {
     mount_point: PathBuf,
     path: PathBuf,
     controllers: Vec<Controller>,
+    /// Absent from records written before named hierarchies were joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
 }
 
 impl HierarchyDir {
@@ -50,9 +53,16 @@ impl HierarchyDir {
         &self.path
     }
 
-    /// The controllers berth uses on this hierarchy.
+    /// The controllers berth uses on this hierarchy (none on a named
+    /// hierarchy such as `name=systemd`).
     pub fn controllers(&self) -> &[Controller] {
         &self.controllers
+    }
+
+    /// The hierarchy's name when it is a named v1 hierarchy (`systemd` for
+    /// `name=systemd`); see [`Hierarchy::name`](crate::Hierarchy::name).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     fn dir(&self) -> Dir<'_> {
@@ -64,7 +74,9 @@ impl HierarchyDir {
 }
 
 /// A container's cgroup: one directory on each hierarchy that has a
-/// controller berth uses (and on the cgroup2 mount, when there is one).
+/// controller berth uses, on each named v1 hierarchy (`name=systemd`:
+/// processes only, no limits, as runc places them) and on the cgroup2
+/// mount when there is one.
 ///
 /// It serializes (serde) to the list of its directories, so that a later
 /// process (`rm`, `stats`, `pause`) can get it back from the container's
@@ -91,7 +103,8 @@ impl Cgroup {
         Ok(cgroup)
     }
 
-    /// The cgroup at `path` on every hierarchy berth uses, without touching
+    /// The cgroup at `path` on every hierarchy berth uses (named v1
+    /// hierarchies included), without touching
     /// the filesystem. A path with a leading `/` is taken from each
     /// hierarchy's root (`/machine/c1`, as runc does with a cgroupfs
     /// `cgroupsPath`); a relative one from the caller's own cgroup in each
@@ -107,7 +120,10 @@ impl Cgroup {
                 .into_iter()
                 .filter(|&c| hierarchies.index_of(c) == Some(index))
                 .collect();
-            if hierarchy.version() == Version::V1 && controllers.is_empty() {
+            if hierarchy.version() == Version::V1
+                && controllers.is_empty()
+                && hierarchy.name().is_none()
+            {
                 continue;
             }
             let cgroup = if place.from_root {
@@ -125,6 +141,7 @@ impl Cgroup {
                 mount_point: hierarchy.mount_point().to_owned(),
                 path: hierarchy.dir_of(&cgroup)?,
                 controllers,
+                name: hierarchy.name().map(str::to_owned),
             });
         }
         Ok(Self {
