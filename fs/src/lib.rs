@@ -142,7 +142,9 @@ pub use devices::{
 pub use error::FsError;
 pub use kernel::mount_kernel_filesystems;
 pub use masked::{mask_paths, readonly_paths, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};
-pub use mounts::{default_cgroup_mount, default_mounts, mount_entry, MountEntry};
+pub use mounts::{
+    default_cgroup_mount, default_mounts, mount_cgroup_view, mount_entry, MountEntry,
+};
 pub use options::{parse_mount_options, propagation_flags, MountOptions, RecursiveAttrs};
 pub use pivot::{
     bind_onto_itself, finish_rootfs_propagation, make_mounts_private, move_root, pivot_root,

@@ -14,7 +14,7 @@ use nix::sys::statvfs::fstatvfs;
 use crate::kernel::open_kernel_mount_point;
 use crate::options::{
     current_mount_flags, describe_flags, describe_propagation, parse_mount_options,
-    set_attrs_recursive, MountOptions, ATIME_FLAGS, LOCKED_FLAGS,
+    set_attrs_recursive, MountOptions, RecursiveAttrs, ATIME_FLAGS, LOCKED_FLAGS,
 };
 use crate::resolve::{
     bind_mount_fds, fd_path, is_dir, open_at_root, open_trusted_dir, proc_fd_path, Create, Resolver,
@@ -241,6 +241,89 @@ pub fn mount_entry(rootfs: &Path, entry: &MountEntry) -> Result<(), FsError> {
         let fstype = fstype.ok_or_else(|| invalid("it has no filesystem type".into()))?;
         mount_filesystem(&root, rootfs, entry, fstype, &options)
     }
+}
+
+/// A `cgroup` mount where cgroup v1 hierarchies are in use: a tmpfs at
+/// the entry's destination holding, for each `(name, directory)` of
+/// `views`, a bind of that (host) directory, as runc mounts it for a
+/// container on a v1 or hybrid host: the container's own cgroup on each
+/// hierarchy, so that a program finds its limits where it looks
+/// (`memory/memory.limit_in_bytes`). The entry's `ro`, `nosuid`, `nodev`
+/// and `noexec` apply to the tmpfs and every bind (one recursive
+/// mount_setattr(2)). The destination is resolved like any
+/// [`mount_entry`]; the binds go into the fresh tmpfs, which nothing else
+/// can have touched. A view name must be a single path component.
+pub fn mount_cgroup_view(
+    rootfs: &Path,
+    entry: &MountEntry,
+    views: &[(String, PathBuf)],
+) -> Result<(), FsError> {
+    let options = parse_mount_options(&entry.options)?;
+    let invalid = |reason: String| FsError::InvalidMount {
+        destination: entry.destination.clone(),
+        reason,
+    };
+    if let Some((name, _)) = views.iter().find(|(name, _)| {
+        name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".."
+    }) {
+        return Err(invalid(format!(
+            "{name:?} is not a name for a cgroup hierarchy"
+        )));
+    }
+    let tmpfs = MountEntry {
+        destination: entry.destination.clone(),
+        fstype: Some("tmpfs".into()),
+        source: Some(PathBuf::from("cgroup")),
+        options: vec!["mode=755".into()],
+    };
+    mount_entry(rootfs, &tmpfs)?;
+    let root = open_trusted_dir(rootfs)?;
+    let dir = reopen(&root, rootfs, &entry.destination)?;
+    let dir_path = proc_fd_path(&dir);
+    let shown = shown(rootfs, &entry.destination);
+    for (name, source) in views {
+        let target = dir_path.join(name);
+        nix::unistd::mkdir(&target, Mode::from_bits_truncate(0o755)).map_err(|e| {
+            FsError::CreateDir {
+                path: shown.join(name),
+                source: e.into(),
+            }
+        })?;
+        mount(
+            Some(source.as_path()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|source| FsError::Mount {
+            target: shown.join(name),
+            fstype: "bind".into(),
+            source,
+        })?;
+    }
+    let mut attrs = RecursiveAttrs::default();
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, RecursiveAttrs::RDONLY),
+        (MsFlags::MS_NOSUID, RecursiveAttrs::NOSUID),
+        (MsFlags::MS_NODEV, RecursiveAttrs::NODEV),
+        (MsFlags::MS_NOEXEC, RecursiveAttrs::NOEXEC),
+    ] {
+        if options.flags.contains(flag) {
+            attrs.set |= attr;
+        }
+    }
+    if !attrs.is_empty() {
+        // The mount on `dir_path` now (the handle names what is below it).
+        let mounted = reopen(&root, rootfs, &entry.destination)?;
+        crate::options::set_attrs_recursive(&mounted, attrs).map_err(|source| {
+            FsError::SetAttributes {
+                target: shown.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn shown(rootfs: &Path, destination: &str) -> PathBuf {

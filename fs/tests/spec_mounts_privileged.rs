@@ -811,3 +811,52 @@ fn tmpcopyup_fills_the_new_tmpfs_with_what_it_covers() {
     assert_eq!(std::fs::read_to_string(run.join("pid")).unwrap(), "42");
     assert!(!run.join("new").exists());
 }
+
+#[test]
+fn a_cgroup_view_binds_each_hierarchy_read_only_into_a_tmpfs() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path();
+    let rootfs = base.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("sys/fs/cgroup")).unwrap();
+    let memory = base.join("host-memory");
+    let pids = base.join("host-pids");
+    for (dir, file) in [(&memory, "memory.limit_in_bytes"), (&pids, "pids.max")] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file), "42\n").unwrap();
+    }
+    let views = vec![
+        ("memory".to_owned(), memory.clone()),
+        ("pids".to_owned(), pids.clone()),
+    ];
+    let bad = vec![("../escape".to_owned(), memory.clone())];
+    in_mount_namespace(base, || {
+        let e = entry(
+            "/sys/fs/cgroup",
+            "cgroup",
+            None,
+            &["nosuid", "nodev", "noexec", "ro"],
+        );
+        ensure(
+            berth_fs::mount_cgroup_view(&rootfs, &e, &bad).is_err(),
+            || "a view name with '/' was taken".into(),
+        )?;
+        berth_fs::mount_cgroup_view(&rootfs, &e, &views).map_err(|e| e.to_string())?;
+        let cgroup = rootfs.join("sys/fs/cgroup");
+        let top = mount_at(&cgroup)?;
+        ensure(top.fstype == "tmpfs", || format!("{top:?}"))?;
+        has_all(&top, &["ro", "nosuid", "nodev", "noexec"])?;
+        for (name, file) in [("memory", "memory.limit_in_bytes"), ("pids", "pids.max")] {
+            let m = mount_at(&cgroup.join(name))?;
+            has_all(&m, &["ro", "nosuid", "nodev", "noexec"])?;
+            let text =
+                std::fs::read_to_string(cgroup.join(name).join(file)).map_err(|e| e.to_string())?;
+            ensure(text == "42\n", || format!("{name}/{file}: {text:?}"))?;
+            write_fails_with(&cgroup.join(name).join(file), libc::EROFS)?;
+        }
+        write_fails_with(&cgroup.join("new"), libc::EROFS)?;
+        Ok(())
+    });
+}

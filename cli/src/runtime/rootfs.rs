@@ -57,7 +57,7 @@ pub(crate) fn prepare(
         };
         dev_is_mounted |= entry.destination.trim_end_matches('/') == "/dev";
         if entry.fstype.as_deref() == Some("cgroup") && !cgroup_views.is_empty() {
-            mount_cgroup_views(rootfs, &entry, cgroup_views)
+            berth_fs::mount_cgroup_view(rootfs, &entry, cgroup_views)
         } else {
             berth_fs::mount_entry(rootfs, &entry)
         }
@@ -73,74 +73,6 @@ pub(crate) fn prepare(
         berth_fs::create_dev_symlinks(rootfs).step("devices")?;
     }
     berth_fs::create_devices(rootfs, &devices, in_user_namespace).step("devices")?;
-    Ok(())
-}
-
-/// A `cgroup` mount on a host with cgroup v1 hierarchies: a tmpfs holding,
-/// per hierarchy, a bind of the container's own cgroup directory (so a
-/// program sees its own limits, e.g. memory/memory.limit_in_bytes), as
-/// runc does. Read-only binds when the mount is `ro`.
-fn mount_cgroup_views(
-    rootfs: &Path,
-    entry: &MountEntry,
-    views: &[(String, PathBuf)],
-) -> Result<(), berth_fs::FsError> {
-    let read_only = entry.options.iter().any(|o| o == "ro");
-    let flags: Vec<String> = ["nosuid", "nodev", "noexec"]
-        .iter()
-        .filter(|f| entry.options.iter().any(|o| o == *f))
-        .map(|f| (*f).to_owned())
-        .collect();
-    let mut tmpfs_options = flags.clone();
-    tmpfs_options.push("mode=755".into());
-    berth_fs::mount_entry(
-        rootfs,
-        &MountEntry {
-            destination: entry.destination.clone(),
-            fstype: Some("tmpfs".into()),
-            source: Some(PathBuf::from("cgroup")),
-            options: tmpfs_options,
-        },
-    )?;
-    let destination = entry.destination.trim_end_matches('/');
-    for (name, dir) in views {
-        let mut options = vec!["rbind".to_owned()];
-        options.extend(flags.iter().cloned());
-        if read_only {
-            options.push("ro".into());
-        }
-        berth_fs::mount_entry(
-            rootfs,
-            &MountEntry {
-                destination: format!("{destination}/{name}"),
-                fstype: Some("bind".into()),
-                source: Some(dir.clone()),
-                options,
-            },
-        )?;
-    }
-    if read_only {
-        // The tmpfs itself, now that its mount points exist.
-        let mut options = flags;
-        options.extend(["remount".into(), "ro".into()]);
-        let shown = rootfs.join(destination.trim_start_matches('/'));
-        nix::mount::mount(
-            None::<&str>,
-            &shown,
-            None::<&str>,
-            MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(|source| berth_fs::FsError::Mount {
-            target: shown,
-            fstype: "tmpfs".into(),
-            source,
-        })?;
-    }
     Ok(())
 }
 
