@@ -1,6 +1,6 @@
 //! Where berth keeps things, all below one root (`--root`, `BERTH_ROOT`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use berth_image::ImageStore;
@@ -31,10 +31,27 @@ impl Paths {
             .with_context(|| format!("cannot open the image store {}", dir.display()))
     }
 
-    /// The runtime that runs this root's containers: its state (one
-    /// directory per running container) lives below the root too.
+    /// The runtime that runs this root's containers. Its state (one
+    /// directory per container: the spec, the init's PID, the exec fifo)
+    /// dies with the containers at a reboot, so it lives on tmpfs below
+    /// [`RUNTIME_STATE`] (as runc's and crun's do), in a directory of this
+    /// root's own that `<root>/runtime` links to; file creation there costs
+    /// a fraction of a journaled filesystem's on every `run`.
     pub fn runtime(&self) -> Runtime {
-        Runtime::new(self.root.join("runtime"))
+        let link = self.root.join("runtime");
+        if let Ok(target) = std::fs::read_link(&link) {
+            // After a reboot the tmpfs directory is gone: make it again.
+            if !target.is_dir() {
+                let _ = make_private_dir(&target);
+            }
+        } else if self.ensure_root().is_ok() {
+            let target = runtime_state_dir(&self.root);
+            if make_private_dir(&target).is_ok() {
+                let _ = std::os::unix::fs::symlink(&target, &link);
+            }
+        }
+        // Without /run (or the link), the state stays below the root.
+        Runtime::new(link)
     }
 
     /// Network records, IPAM state and the firewall lock.
@@ -51,4 +68,26 @@ impl Paths {
             .create(&self.root)
             .with_context(|| format!("cannot create the state root {}", self.root.display()))
     }
+}
+
+/// Where berth keeps runtime state on tmpfs.
+pub const RUNTIME_STATE: &str = "/run/berth/runtime";
+
+/// This root's runtime-state directory: named after the root's canonical
+/// path, so that two roots never share one.
+fn runtime_state_dir(root: &Path) -> PathBuf {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_bytes());
+    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    Path::new(RUNTIME_STATE).join(name)
+}
+
+fn make_private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }

@@ -517,6 +517,10 @@ impl Berth {
         );
         let tmp = self.entries("images/tmp");
         assert!(tmp.is_empty(), "temporary image files left: {tmp:?}");
+        // The runtime's state of every container (on tmpfs, linked from
+        // <root>/runtime) goes with it.
+        let runtime = self.entries("runtime");
+        assert!(runtime.is_empty(), "runtime state left: {runtime:?}");
         // A killed container's processes may take a moment to be reaped.
         let mut leaks = self.leaks();
         wait_until(Duration::from_secs(5), || {
@@ -534,6 +538,11 @@ impl Berth {
 impl Drop for Berth {
     fn drop(&mut self) {
         let removed = self.remove_all_containers();
+        // The root's runtime-state directory lives on tmpfs outside the
+        // root (see `berth`'s paths): it goes with the root.
+        if let Ok(target) = fs::read_link(self.root().join("runtime")) {
+            let _ = fs::remove_dir(target);
+        }
         let mut leaks = self.leaks();
         if !leaks.is_empty() {
             wait_until(Duration::from_secs(5), || {
