@@ -33,10 +33,11 @@ impl Paths {
 
     /// The runtime that runs this root's containers. Its state (one
     /// directory per container: the spec, the init's PID, the exec fifo)
-    /// dies with the containers at a reboot, so it lives on tmpfs below
-    /// [`RUNTIME_STATE`] (as runc's and crun's do), in a directory of this
-    /// root's own that `<root>/runtime` links to; file creation there costs
-    /// a fraction of a journaled filesystem's on every `run`.
+    /// dies with the containers at a reboot, so it lives below
+    /// [`RUNTIME_STATE`] (as runc's and crun's do below /run, normally a
+    /// tmpfs, where file creation costs a fraction of a journaled
+    /// filesystem's on every `run`), in a directory of this root's own that
+    /// `<root>/runtime` links to.
     pub fn runtime(&self) -> Runtime {
         let link = self.root.join("runtime");
         if let Ok(target) = std::fs::read_link(&link) {
@@ -70,7 +71,7 @@ impl Paths {
     }
 }
 
-/// Where berth keeps runtime state on tmpfs.
+/// Where berth keeps runtime state (normally on tmpfs).
 pub const RUNTIME_STATE: &str = "/run/berth/runtime";
 
 /// This root's runtime-state directory: named after the root's canonical
