@@ -38,6 +38,15 @@ const VM_SUITE: &[&str] = &[
     "containers_on_one_network_reach_each_other",
     "published_port_is_reachable",
     "interactive_shell_on_a_terminal",
+    // The OCI runtime (berth-runtime) on each layout: lifecycle, a limit
+    // that really kills, every process/linux setting, the console socket
+    // ("pause_freezes" above also picks its pause test and podman's), and
+    // one real engine (containerd) driving it.
+    "runtime_create_waits_for_start",
+    "runtime_memory_limit_really_kills",
+    "runtime_applies_the_process_and_linux_settings",
+    "runtime_sends_the_terminal_over_the_console_socket",
+    "imported_image_runs_with_output_and_exit_code",
 ];
 
 /// One finished step for the summary table.
