@@ -636,3 +636,65 @@ fn runtime_errors_are_one_line_and_json_in_the_log() {
     assert!(bench.ok(["--version"]).contains("spec: 1.2.0"));
     bench.berth.assert_clean();
 }
+
+#[test]
+fn runtime_user_namespace_maps_root_to_an_unprivileged_host_user() {
+    require_root!();
+    let bench = RuntimeBench::new();
+    let id = new_id();
+    let mut spec = config(&[
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u; touch /written-inside; cat /etc/host-secret; echo end",
+    ]);
+    spec["root"]["readonly"] = json!(false);
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    // A host file only the host's root may read, given to the container.
+    let secret = bench.berth.root().join("host-secret");
+    fs::write(&secret, "top secret\n").unwrap();
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/etc/host-secret", "type": "bind", "source": secret, "options": ["rbind", "ro"]
+    }));
+    let bundle = bench.bundle("userns", &spec);
+    let rootfs = bundle.join("rootfs");
+    let chown = Command::new("chown")
+        .args(["-R", "100000:100000"])
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut cmd = bench.cmd(["run", "--bundle"]);
+    cmd.arg(&bundle).arg(&id);
+    bench.berth.track(&id);
+    let out = run_command(cmd);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let map: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(map, ["0", "100000", "65536"], "{text}");
+    assert_eq!(text.lines().nth(1), Some("0"), "root inside: {text}");
+    assert!(
+        !text.contains("top secret"),
+        "read a host root-only file: {text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        describe(&out)
+    );
+    // What root wrote inside belongs to the mapped user on the host.
+    let meta = fs::metadata(rootfs.join("written-inside")).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (100000, 100000)
+    );
+    bench.berth.assert_clean();
+}

@@ -165,6 +165,17 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
         nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step("set the parent-death signal")?;
     }
     let (cgroup, cgroup_views) = wait_for_start(channel);
+    // Opened first: after the pivot the host path is out of sight, and in
+    // a new user namespace only the host's root (which this process still
+    // is, until the next step) may enter the runtime's private directory.
+    let fifo = nix::fcntl::open(&plan.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .step("open the exec fifo")?;
+    if plan.namespaces.creates(Namespace::User) {
+        // The maps are written: become the namespace's root (until now the
+        // host's root, which the maps leave out), so that what the init
+        // creates is owned by a mapped user.
+        become_namespace_root().step("become root in the user namespace")?;
+    }
     // Before anything of the container runs, so every byte it allocates
     // is charged to it.
     berth_cgroup::join_self(&cgroup).step("join the container's cgroup")?;
@@ -215,9 +226,6 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
         )
         .step("hooks")?;
     }
-    // Opened before the pivot: afterwards the host path is out of sight.
-    let fifo = nix::fcntl::open(&plan.fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-        .step("open the exec fifo")?;
     if in_own_mount_ns {
         super::rootfs::enter(plan)?;
     }
@@ -282,6 +290,13 @@ fn join_namespaces(joined: &[(Namespace, PathBuf)]) -> Result<(), InitFailure> {
         .cloned()
         .collect();
     berth_ns::join_paths(&joined).step("join the container's namespaces")
+}
+
+fn become_namespace_root() -> nix::Result<()> {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid)?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid)
 }
 
 fn set_domainname(name: &str) -> nix::Result<()> {
