@@ -1452,7 +1452,12 @@ fn state_dirs_and_records_are_private_to_root() {
         {
             let path = entry.path();
             let name = entry.file_name();
-            let meta = fs::symlink_metadata(&path).expect("stat");
+            let mut meta = fs::symlink_metadata(&path).expect("stat");
+            // <root>/runtime links to the root's runtime state below /run:
+            // what it points to must be as private.
+            if meta.file_type().is_symlink() && dir == berth.root() && name == "runtime" {
+                meta = fs::metadata(&path).expect("stat the runtime state");
+            }
             let inside_container = dir.starts_with(berth.root().join("containers"))
                 && ["upper", "work", "rootfs"].contains(&name.to_str().unwrap_or(""));
             let layer_rootfs =
@@ -1562,5 +1567,24 @@ fn names_and_references_cannot_be_paths() {
     for image in ["../../etc", "a/b", "../names/x"] {
         assert_berth_error(&berth.output(["commit", "real", image]), 125);
     }
+    berth.assert_clean();
+}
+
+/// The container sees its own memory limit under /sys/fs/cgroup (cgroup v1
+/// or v2 file names), and cannot raise it there: the view is read-only.
+#[test]
+fn the_cgroup_view_shows_the_limit_and_cannot_raise_it() {
+    require_root!();
+    let berth = Berth::new();
+    let script = "f=/sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                  [ -e $f ] || f=/sys/fs/cgroup/memory.max; \
+                  cat $f; echo 1073741824 > $f 2>/dev/null && echo raised || echo refused; cat $f";
+    let out = berth.output(["run", "--rm", "-m", "32m", "busybox", "sh", "-c", script]);
+    assert_eq!(
+        stdout(&out),
+        "33554432\nrefused\n33554432\n",
+        "{}",
+        describe(&out)
+    );
     berth.assert_clean();
 }
