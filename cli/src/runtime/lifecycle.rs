@@ -452,16 +452,20 @@ impl Runtime {
     }
 
     /// Delete container `id`: its processes (a running one only with
-    /// `force`), cgroup and state. Poststop hooks run last.
+    /// `force`), cgroup and state. Poststop hooks run last. With `force`,
+    /// what a create killed half-way left is removed too (and the container
+    /// is still reported as not found).
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let file = match self.load(id) {
             Ok(file) => file,
             Err(RuntimeError::NotFound { .. }) => {
                 // A create that was killed before it finished leaves a
-                // directory without state: nothing else of it is known.
+                // directory without state: it goes, and the container still
+                // counts as unknown (its cgroup, if any, is its creator's
+                // to find).
                 let dir = self.container_dir(id);
                 if force && dir.is_dir() {
-                    return std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io(dir, e));
+                    std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
                 }
                 return Err(RuntimeError::NotFound { id: id.to_owned() });
             }
