@@ -14,12 +14,15 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_cgroup::mountinfo::MountEntry;
+use berth_cgroup::{Hierarchies, Layout};
 use tempfile::TempDir;
 
 pub mod oci;
@@ -600,15 +603,15 @@ impl Leaks {
             // refer to this test's own private state root.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
-        let mut points: Vec<String> = self
+        let mut points: Vec<PathBuf> = self
             .mounts
             .iter()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(unescape_mountinfo)
+            .filter_map(|l| MountEntry::parse(l))
+            .map(|mount| mount.mount_point)
             .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
         for point in points {
-            if let Ok(c) = std::ffi::CString::new(point) {
+            if let Ok(c) = std::ffi::CString::new(point.into_os_string().into_vec()) {
                 // SAFETY: c is a valid NUL-terminated path.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
@@ -626,14 +629,6 @@ impl std::fmt::Display for Leaks {
         }
         Ok(())
     }
-}
-
-fn unescape_mountinfo(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// Processes (other than this one) whose command line or root directory
@@ -1297,23 +1292,13 @@ pub enum CgroupLayout {
     Hybrid,
 }
 
-/// Detect the layout from /proc/self/mountinfo.
+/// The layout of this host's cgroup hierarchies, as berth-cgroup finds it
+/// (no cgroup filesystem at all counts as V2, where berth would look).
 pub fn cgroup_layout() -> CgroupLayout {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let fstype = |line: &str| {
-        line.split(" - ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned)
-    };
-    let v1 = info.lines().any(|l| fstype(l).as_deref() == Some("cgroup"));
-    let v2 = info
-        .lines()
-        .any(|l| fstype(l).as_deref() == Some("cgroup2"));
-    match (v1, v2) {
-        (true, true) => CgroupLayout::Hybrid,
-        (true, false) => CgroupLayout::V1,
-        _ => CgroupLayout::V2,
+    match Hierarchies::from_host().map(|cgroups| cgroups.layout()) {
+        Ok(Layout::Hybrid) => CgroupLayout::Hybrid,
+        Ok(Layout::Legacy) => CgroupLayout::V1,
+        Ok(Layout::Unified) | Err(_) => CgroupLayout::V2,
     }
 }
 

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+
+use crate::mounts::mount_table;
 
 /// What to look for: everything berth creates is named after it, and the
 /// tests keep their state roots under `test_tmp_dir`.
@@ -63,19 +65,29 @@ impl LeakProbe {
     /// Mounts mentioning berth or lying under the tests' temp dir, keyed by
     /// mount point, type and source (mount ids change on every mount).
     fn mounts(&self) -> Result<BTreeSet<String>> {
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
         let tmp_dir = self.test_tmp_dir.to_string_lossy();
-        Ok(mountinfo
-            .lines()
-            .filter(|line| line.contains("berth") || line.contains(tmp_dir.as_ref()))
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split(' ').collect();
-                let separator = fields.iter().position(|field| *field == "-")?;
-                let mount_point = fields.get(4)?;
-                let fs_type = fields.get(separator + 1)?;
-                let source = fields.get(separator + 2)?;
-                Some(format!("{mount_point} ({fs_type} from {source})"))
+        Ok(mount_table()?
+            .iter()
+            .filter(|mount| {
+                let root = mount.root.to_string_lossy();
+                let mount_point = mount.mount_point.to_string_lossy();
+                [
+                    &*root,
+                    &*mount_point,
+                    &mount.source,
+                    &mount.mount_options,
+                    &mount.super_options,
+                ]
+                .iter()
+                .any(|field| field.contains("berth") || field.contains(tmp_dir.as_ref()))
+            })
+            .map(|mount| {
+                format!(
+                    "{} ({} from {})",
+                    mount.mount_point.display(),
+                    mount.fs_type,
+                    mount.source
+                )
             })
             .collect())
     }

@@ -14,6 +14,7 @@ mod cargo;
 mod ci;
 mod e2e;
 mod leaks;
+mod mounts;
 mod rootfs;
 mod suite;
 mod vm;

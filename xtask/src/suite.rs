@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_cgroup::{Hierarchies, Layout, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::leaks::LeakProbe;
@@ -366,52 +367,80 @@ fn test_executable_name(executable: &Path) -> String {
     }
 }
 
-/// "v2", "v1" or "hybrid", with where the hierarchies are, from
-/// /proc/self/mounts.
+/// "v2", "v1" or "hybrid", with where the hierarchies are and their
+/// controllers, as this mount namespace sees them.
 pub fn describe_cgroup_layout() -> String {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut v1 = Vec::new();
-    let mut v2 = Vec::new();
-    for line in mounts.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [_, mount_point, fs_type, ..] = fields[..] else {
-            continue;
-        };
-        match fs_type {
-            "cgroup" => v1.push(
-                Path::new(mount_point)
-                    .file_name()
-                    .map_or(mount_point.to_owned(), |name| {
-                        name.to_string_lossy().into_owned()
-                    }),
-            ),
-            "cgroup2" => v2.push(mount_point.to_owned()),
-            _ => {}
-        }
+    match Hierarchies::from_host() {
+        Ok(cgroups) => describe_hierarchies(&cgroups),
+        Err(err) => format!("none ({err})"),
     }
-    let v2_controllers = |mount_point: &str| {
-        fs::read_to_string(Path::new(mount_point).join("cgroup.controllers"))
-            .map(|controllers| controllers.trim().to_owned())
-            .unwrap_or_default()
-    };
-    match (v1.is_empty(), v2.as_slice()) {
-        (true, []) => "none (no cgroup filesystem mounted)".to_owned(),
-        (true, [unified, ..]) => format!(
-            "v2 (cgroup2 at {unified}; controllers: {})",
-            v2_controllers(unified)
-        ),
-        (false, []) => format!("v1 (hierarchies: {})", v1.join(" ")),
-        (false, [unified, ..]) => format!(
-            "hybrid (v1 hierarchies: {}; cgroup2 at {unified}, controllers: {})",
-            v1.join(" "),
-            v2_controllers(unified)
-        ),
+}
+
+/// [`describe_cgroup_layout`] of hierarchies already discovered.
+pub fn describe_hierarchies(cgroups: &Hierarchies) -> String {
+    let v1: Vec<String> = cgroups
+        .hierarchies()
+        .iter()
+        .filter(|hierarchy| hierarchy.version() == Version::V1)
+        .map(|hierarchy| hierarchy.controllers().join(","))
+        .collect();
+    let unified = cgroups.unified().map(|unified| {
+        format!(
+            "cgroup2 at {}, controllers: {}",
+            unified.mount_point().display(),
+            unified.controllers().join(" ")
+        )
+    });
+    match (cgroups.layout(), unified) {
+        (Layout::Unified, Some(unified)) => format!("v2 ({unified})"),
+        (Layout::Hybrid, Some(unified)) => {
+            format!("hybrid (v1 hierarchies: {}; {unified})", v1.join(" "))
+        }
+        // A cgroup2 mount on a legacy host only holds named hierarchies.
+        _ => format!("v1 (hierarchies: {})", v1.join(" ")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layouts_are_described_with_their_hierarchies() {
+        let hybrid = Hierarchies::discover(
+            "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+             31 25 0:27 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
+             32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n",
+            "",
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert_eq!(
+            describe_hierarchies(&hybrid),
+            "hybrid (v1 hierarchies: name=systemd cpu,cpuacct; \
+             cgroup2 at /nonexistent/sys/fs/cgroup/unified, controllers: )"
+        );
+        let root = std::env::temp_dir().join(format!("xtask-layout-{}", std::process::id()));
+        fs::create_dir_all(root.join("sys/fs/cgroup")).unwrap();
+        fs::write(
+            root.join("sys/fs/cgroup/cgroup.controllers"),
+            "cpu memory\n",
+        )
+        .unwrap();
+        let unified = Hierarchies::discover(
+            "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n",
+            "0::/\n",
+            &root,
+        );
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            describe_hierarchies(&unified.unwrap()),
+            format!(
+                "v2 (cgroup2 at {}, controllers: cpu memory)",
+                root.join("sys/fs/cgroup").display()
+            )
+        );
+    }
 
     #[test]
     fn libtest_lines_become_results() {

@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_cgroup::Hierarchies;
 use serde_json::{json, Value};
 
 use super::latency::{CPU_PERIOD_US, CPU_QUOTA_US, MEMORY_LIMIT_BYTES};
 use super::system::{
     append, berth_container_ids, cgroup_dirs, find_in_path, mounts_below, processes, quiet,
-    read_mounts, remove_cgroups_named, run_checked,
+    remove_cgroups_named, run_checked,
 };
 use super::{BenchArgs, BundleKind, Settings, WorkDir};
 use crate::cargo::{cargo_command, Workspace};
@@ -350,33 +351,24 @@ impl HostSnapshot {
     }
 }
 
-/// This process's cgroup on each mounted hierarchy (from /proc/self/cgroup),
-/// as (mount point, directory), leaving out those at a hierarchy's root.
+/// This process's cgroup on each mounted hierarchy, as (mount point,
+/// directory), leaving out those at a hierarchy's root.
 fn own_cgroups() -> Vec<(PathBuf, PathBuf)> {
-    let (Ok(mounts), Ok(membership)) = (read_mounts(), fs::read_to_string("/proc/self/cgroup"))
-    else {
+    let Ok(cgroups) = Hierarchies::from_host() else {
         return Vec::new();
     };
-    membership
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let path = path.trim_start_matches('/');
-            if path.is_empty() {
+    cgroups
+        .hierarchies()
+        .iter()
+        .filter_map(|hierarchy| {
+            let own = hierarchy.own_cgroup()?;
+            if own == Path::new("/") {
                 return None;
             }
-            let mount = mounts.iter().find(|mount| {
-                if controllers.is_empty() {
-                    mount.fs_type == "cgroup2"
-                } else {
-                    mount.fs_type == "cgroup"
-                        && controllers
-                            .split(',')
-                            .all(|controller| mount.super_options.iter().any(|o| o == controller))
-                }
-            })?;
-            Some((mount.mount_point.clone(), mount.mount_point.join(path)))
+            Some((
+                hierarchy.mount_point().to_owned(),
+                hierarchy.dir_of(own).ok()?,
+            ))
         })
         .collect()
 }

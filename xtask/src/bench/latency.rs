@@ -10,11 +10,11 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_cgroup::Hierarchies;
 
 use super::report::{ProbeTable, Report};
 use super::system::{
-    display_command, is_unknown_flag_error, probe, processes, quiet, settle, CgroupLayout,
-    ProbeResult,
+    display_command, is_unknown_flag_error, limits_in, probe, processes, quiet, settle, ProbeResult,
 };
 use super::{BundleKind, Regime, Runner, Scenario, Settings, Tool};
 
@@ -175,7 +175,6 @@ pub(super) fn measure(
     runner: &Runner,
     report: &mut Report,
     probes: &mut ProbeTable,
-    bench_layout: &CgroupLayout,
 ) -> Result<()> {
     let tools_present = tools_present(settings, runner);
     // Which cases can run in the bench view, and do the limits really apply?
@@ -210,10 +209,11 @@ pub(super) fn measure(
                 }
                 (ProbeResult::Ok, Scenario::Limits) => {
                     let id = runner.work.container_id(case, "limits-probe", 0);
-                    let seen = observe_limits(
-                        &mut runner.command_with_bundle(case, &id, BundleKind::LimitsProbe),
-                        bench_layout,
-                    );
+                    let seen = observe_limits(&mut runner.command_with_bundle(
+                        case,
+                        &id,
+                        BundleKind::LimitsProbe,
+                    ));
                     runner.remove_leftover(case, &id);
                     verdict = match seen {
                         Ok(seen) if seen.matches_request() => format!("ok, applied: {seen}"),
@@ -386,14 +386,22 @@ impl std::fmt::Display for ObservedLimits {
     }
 }
 
-fn observe_limits(command: &mut Command, layout: &CgroupLayout) -> Result<ObservedLimits> {
+/// The limits the probe's container got, as this mount namespace sees the
+/// cgroup hierarchies.
+fn observe_limits(command: &mut Command) -> Result<ObservedLimits> {
     let mut child = quiet(command)
         .spawn()
         .context("starting the limits probe")?;
     let observed = wait_for_sleeper().and_then(|pid| {
         let membership = fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .with_context(|| format!("reading /proc/{pid}/cgroup"))?;
-        layout.limits_of(&membership)
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+        limits_in(&Hierarchies::discover(
+            &mountinfo,
+            &membership,
+            Path::new("/"),
+        )?)
     });
     let status = child.wait().context("waiting for the limits probe")?;
     let observed = observed?;

@@ -66,14 +66,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_cgroup::{Hierarchies, Layout};
 use clap::ValueEnum;
 
 use self::latency::Case;
 use self::report::{ProbeTable, Report};
 use self::system::{
-    berth_container_ids, filesystem_of, find_in_path, hide_unified_hierarchy, mount_tmpfs, probe,
-    processes, quiet, remove_cgroups_named, settle, stdout_lines, CgroupLayout, ProbeResult,
+    berth_container_ids, find_in_path, hide_unified_hierarchy, mount_tmpfs, probe, processes,
+    quiet, remove_cgroups_named, settle, stdout_lines, ProbeResult,
 };
+use crate::mounts::filesystem_of;
+use crate::suite::{describe_cgroup_layout, describe_hierarchies};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -586,8 +589,12 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     mount_tmpfs(&state, "berth-bench-state", "mode=0700,size=64m")?;
 
     report.host_facts(settings, &runner.berth);
-    let host_layout = CgroupLayout::read()?;
-    report.section(format!("- cgroups as mounted on the host: {host_layout}\n"));
+    let host_cgroups =
+        Hierarchies::from_host().context("discovering the host's cgroup hierarchies")?;
+    report.section(format!(
+        "- cgroups as mounted on the host: {}\n",
+        describe_hierarchies(&host_cgroups)
+    ));
 
     let berth_root = runner.work.berth_root();
     if settings.berth_root_on_tmpfs {
@@ -628,22 +635,22 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     let mut probes = ProbeTable::default();
     // As the host is: berth must cope; crun 1.8 is expected to refuse.
     latency::host_view_probes(settings, runner, &mut probes);
-    let bench_layout = match host_layout.hybrid_v2_mount() {
-        Some(unified) => {
-            hide_unified_hierarchy(unified)?;
-            let layout = CgroupLayout::read()?;
-            report.section(format!(
-                "- measurements run with {} unmounted in a private mount namespace (host untouched; crun refuses hybrid layouts): runtimes see {layout}\n",
-                unified.display()
-            ));
-            layout
-        }
-        None => host_layout,
-    };
+    let hybrid_unified = host_cgroups
+        .unified()
+        .filter(|_| host_cgroups.layout() == Layout::Hybrid);
+    if let Some(unified) = hybrid_unified {
+        let mount_point = unified.mount_point();
+        hide_unified_hierarchy(mount_point)?;
+        report.section(format!(
+            "- measurements run with {} unmounted in a private mount namespace (host untouched; crun refuses hybrid layouts): runtimes see {}\n",
+            mount_point.display(),
+            describe_cgroup_layout()
+        ));
+    }
 
     let mut failures = Vec::new();
     if !settings.latency_scenarios().is_empty() {
-        if let Err(err) = latency::measure(settings, runner, report, &mut probes, &bench_layout) {
+        if let Err(err) = latency::measure(settings, runner, report, &mut probes) {
             failures.push(format!("latency: {err:#}"));
         }
     }

@@ -386,7 +386,7 @@ fn time_ipam(
     let _ = writeln!(
         out,
         "## IPAM (`berth_net::Ipam` API, state in a scratch dir on {}; owners are 64-character ids)\n",
-        super::system::filesystem_of(&work.root).unwrap_or_else(|_| "?".to_owned())
+        crate::mounts::filesystem_of(&work.root).unwrap_or_else(|_| "?".to_owned())
     );
     out.push_str("| operation | result | time |\n|---|---|---|\n");
     let mut fills = Vec::new();

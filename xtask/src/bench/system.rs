@@ -1,6 +1,6 @@
 //! What the scenarios share about the system: processes (spawning, probing,
-//! waiting for quiet, reaping), mounts, and the cgroup hierarchies (layout,
-//! limit files, removing our leftovers).
+//! waiting for quiet, reaping), mounts, and the cgroup hierarchies (limit
+//! files, removing our leftovers).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,8 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use berth_cgroup::{Controller, Hierarchies, Version};
 
 use super::latency::ObservedLimits;
+use crate::mounts::mount_table;
 
 // ---------------------------------------------------------------------------
 // Waiting for quiet
@@ -94,207 +96,49 @@ pub(super) fn is_unknown_flag_error(line: &str) -> bool {
 // Cgroups: layout, limit files, our leftovers.
 // ---------------------------------------------------------------------------
 
-#[derive(Debug)]
-pub(super) struct Mount {
-    pub(super) mount_point: PathBuf,
-    pub(super) fs_type: String,
-    pub(super) super_options: Vec<String>,
-}
-
-pub(super) fn read_mounts() -> Result<Vec<Mount>> {
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(mountinfo.lines().filter_map(parse_mountinfo_line).collect())
-}
-
-/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
-pub(super) fn parse_mountinfo_line(line: &str) -> Option<Mount> {
-    let fields: Vec<&str> = line.split(' ').collect();
-    let separator = fields.iter().position(|field| *field == "-")?;
-    Some(Mount {
-        mount_point: PathBuf::from(unescape_mount_path(fields.get(4)?)),
-        fs_type: (*fields.get(separator + 1)?).to_owned(),
-        super_options: fields
-            .get(separator + 3)?
-            .split(',')
-            .map(str::to_owned)
-            .collect(),
-    })
-}
-
-/// mountinfo writes space, tab, newline and backslash as octal escapes.
-pub(super) fn unescape_mount_path(raw: &str) -> String {
-    raw.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
-}
-
-/// "ext4 (/dev/vda on /, rw,relatime,discard)": the mount holding `path`
-/// (or the nearest existing ancestor), the last one mounted there winning.
-pub(super) fn filesystem_of(path: &Path) -> Result<String> {
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    let mut best: Option<(usize, String)> = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(separator) = fields.iter().position(|field| *field == "-") else {
-            continue;
-        };
-        let (Some(mount_point), Some(fs_type), Some(source), Some(options)) = (
-            fields.get(4),
-            fields.get(separator + 1),
-            fields.get(separator + 2),
-            fields.get(5),
-        ) else {
-            continue;
-        };
-        let mount_point = unescape_mount_path(mount_point);
-        let depth = Path::new(&mount_point).components().count();
-        if path.starts_with(&mount_point)
-            && best
-                .as_ref()
-                .map_or(true, |(best_depth, _)| depth >= *best_depth)
-        {
-            best = Some((
-                depth,
-                format!("{fs_type} ({source} on {mount_point}, {options})"),
-            ));
-        }
-    }
-    best.map(|(_, description)| description)
-        .with_context(|| format!("no mount holds {}", path.display()))
-}
-
 pub(super) fn mounts_below(dir: &Path) -> Result<Vec<String>> {
-    Ok(read_mounts()?
+    Ok(mount_table()?
         .into_iter()
         .filter(|mount| mount.mount_point.starts_with(dir))
         .map(|mount| mount.mount_point.display().to_string())
         .collect())
 }
 
-/// The cgroup hierarchies as mounted: v1 ones by controller, the cgroup2 one.
-#[derive(Debug)]
-pub(super) struct CgroupLayout {
-    /// (mount point, controllers or name=...) per v1 hierarchy.
-    pub(super) v1: Vec<(PathBuf, Vec<String>)>,
-    pub(super) v2: Option<PathBuf>,
-}
-
-impl CgroupLayout {
-    pub(super) fn read() -> Result<Self> {
-        Ok(Self::from_mounts(&read_mounts()?))
-    }
-
-    pub(super) fn from_mounts(mounts: &[Mount]) -> Self {
-        let v1 = mounts
-            .iter()
-            .filter(|mount| mount.fs_type == "cgroup")
-            .map(|mount| {
-                let controllers = mount
-                    .super_options
-                    .iter()
-                    .filter(|option| {
-                        !matches!(option.as_str(), "rw" | "ro") && !option.contains("relatime")
-                    })
-                    .cloned()
-                    .collect();
-                (mount.mount_point.clone(), controllers)
-            })
-            .collect();
-        let v2 = mounts
-            .iter()
-            .find(|mount| mount.fs_type == "cgroup2")
-            .map(|mount| mount.mount_point.clone());
-        CgroupLayout { v1, v2 }
-    }
-
-    /// The cgroup2 mount of a hybrid layout (v1 hierarchies next to it).
-    pub(super) fn hybrid_v2_mount(&self) -> Option<&Path> {
-        self.v2.as_deref().filter(|_| !self.v1.is_empty())
-    }
-
-    pub(super) fn v1_mount_of(&self, controller: &str) -> Option<&Path> {
-        self.v1
-            .iter()
-            .find(|(_, controllers)| controllers.iter().any(|c| c == controller))
-            .map(|(mount_point, _)| mount_point.as_path())
-    }
-
-    /// Reads the memory limit and cpu quota of the cgroups a process is in,
-    /// given its /proc/PID/cgroup, from whichever hierarchy has each
-    /// controller (v1 first, as a hybrid host binds them there).
-    pub(super) fn limits_of(&self, membership: &str) -> Result<ObservedLimits> {
-        let path_in = |hierarchy: &str| {
-            membership.lines().find_map(|line| {
-                let mut parts = line.splitn(3, ':');
-                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                let found = if hierarchy.is_empty() {
-                    controllers.is_empty()
-                } else {
-                    controllers.split(',').any(|c| c == hierarchy)
-                };
-                found.then(|| path.trim_start_matches('/').to_owned())
-            })
-        };
-        let read = |path: PathBuf| -> Result<String> {
-            Ok(fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?
-                .trim()
-                .to_owned())
-        };
-        if let (Some(memory_mount), Some(cpu_mount)) =
-            (self.v1_mount_of("memory"), self.v1_mount_of("cpu"))
-        {
-            let memory_path = path_in("memory").context("no memory line in /proc/PID/cgroup")?;
-            let cpu_path = path_in("cpu").context("no cpu line in /proc/PID/cgroup")?;
-            return Ok(ObservedLimits {
-                memory_bytes: read(
-                    memory_mount
-                        .join(&memory_path)
-                        .join("memory.limit_in_bytes"),
-                )?,
-                cpu_quota: read(cpu_mount.join(&cpu_path).join("cpu.cfs_quota_us"))?,
-                cgroup: format!("memory:/{memory_path}"),
-            });
-        }
-        let v2 = self
-            .v2
-            .as_deref()
-            .context("no memory/cpu controller mounted")?;
-        let path = path_in("").context("no cgroup2 line in /proc/PID/cgroup")?;
-        Ok(ObservedLimits {
-            memory_bytes: read(v2.join(&path).join("memory.max"))?,
-            cpu_quota: read(v2.join(&path).join("cpu.max"))?,
-            cgroup: format!("/{path}"),
-        })
-    }
-}
-
-impl std::fmt::Display for CgroupLayout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v1: Vec<String> = self
-            .v1
-            .iter()
-            .map(|(_, controllers)| controllers.join(","))
-            .collect();
-        let v2 = self.v2.as_ref().map(|mount| {
-            let controllers =
-                fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
-            format!(
-                "cgroup2 at {} with controllers [{}]",
-                mount.display(),
-                controllers.trim()
-            )
-        });
-        match (v1.is_empty(), v2) {
-            (true, Some(v2)) => write!(f, "unified (v2 only): {v2}"),
-            (false, Some(v2)) => write!(f, "hybrid: v1 [{}] + {v2}", v1.join(" ")),
-            (false, None) => write!(f, "legacy (v1 only): [{}]", v1.join(" ")),
-            (true, None) => write!(f, "no cgroup filesystem mounted"),
-        }
-    }
+/// The memory limit and cpu quota of the cgroups of the process whose
+/// /proc/PID/cgroup `cgroups` was discovered with, each read on the
+/// hierarchy that has the controller.
+pub(super) fn limits_in(cgroups: &Hierarchies) -> Result<ObservedLimits> {
+    let own_dir = |controller: Controller| -> Result<(Version, PathBuf, PathBuf)> {
+        let hierarchy = cgroups
+            .hierarchy_of(controller)
+            .with_context(|| format!("no {controller} controller mounted"))?;
+        let own = hierarchy
+            .own_cgroup()
+            .with_context(|| format!("no {controller} line in /proc/PID/cgroup"))?;
+        Ok((hierarchy.version(), own.to_owned(), hierarchy.dir_of(own)?))
+    };
+    let read = |path: PathBuf| -> Result<String> {
+        Ok(fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned())
+    };
+    let (memory_version, memory_cgroup, memory_dir) = own_dir(Controller::Memory)?;
+    let (cpu_version, _, cpu_dir) = own_dir(Controller::Cpu)?;
+    Ok(ObservedLimits {
+        memory_bytes: read(memory_dir.join(match memory_version {
+            Version::V1 => "memory.limit_in_bytes",
+            Version::V2 => "memory.max",
+        }))?,
+        cpu_quota: read(cpu_dir.join(match cpu_version {
+            Version::V1 => "cpu.cfs_quota_us",
+            Version::V2 => "cpu.max",
+        }))?,
+        cgroup: match memory_version {
+            Version::V1 => format!("memory:{}", memory_cgroup.display()),
+            Version::V2 => memory_cgroup.display().to_string(),
+        },
+    })
 }
 
 /// Unmount the cgroup2 hierarchy in our mount namespace and put an empty
@@ -331,16 +175,14 @@ pub(super) fn mount_tmpfs(target: &Path, source: &str, options: &str) -> Result<
 /// at most.
 pub(super) fn cgroup_dirs() -> Vec<PathBuf> {
     const MAX_DEPTH: usize = 6;
-    let Ok(layout) = CgroupLayout::read() else {
+    let Ok(cgroups) = Hierarchies::from_host() else {
         return Vec::new();
     };
     let mut found = Vec::new();
-    let mut pending: Vec<(PathBuf, usize)> = layout
-        .v1
-        .into_iter()
-        .map(|(mount_point, _)| mount_point)
-        .chain(layout.v2)
-        .map(|mount_point| (mount_point, 0))
+    let mut pending: Vec<(PathBuf, usize)> = cgroups
+        .hierarchies()
+        .iter()
+        .map(|hierarchy| (hierarchy.mount_point().to_owned(), 0))
         .collect();
     while let Some((dir, depth)) = pending.pop() {
         let Ok(entries) = fs::read_dir(&dir) else {
@@ -481,32 +323,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hybrid_layout_and_limits_from_fake_tree() {
-        let line =
-            "36 25 0:31 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory";
-        let mount = parse_mountinfo_line(line).unwrap();
-        assert_eq!(mount.fs_type, "cgroup");
-        assert_eq!(mount.super_options, ["rw", "memory"]);
-
+    fn limits_are_read_where_each_controller_is() {
         let root = std::env::temp_dir().join(format!("berth-bench-test-{}", std::process::id()));
-        let memory = root.join("memory");
-        let cpu = root.join("cpu");
+        let memory = root.join("sys/fs/cgroup/memory");
+        let cpu = root.join("sys/fs/cgroup/cpu");
         fs::create_dir_all(memory.join("a/ctr")).unwrap();
         fs::create_dir_all(cpu.join("ctr")).unwrap();
         fs::write(memory.join("a/ctr/memory.limit_in_bytes"), "67108864\n").unwrap();
         fs::write(cpu.join("ctr/cpu.cfs_quota_us"), "100000\n").unwrap();
-        let layout = CgroupLayout {
-            v1: vec![(memory, vec!["memory".into()]), (cpu, vec!["cpu".into()])],
-            v2: Some(root.join("unified")),
-        };
-        assert_eq!(
-            layout.hybrid_v2_mount(),
-            Some(root.join("unified").as_path())
-        );
-        let seen = layout
-            .limits_of("4:memory:/a/ctr\n1:cpu:/ctr\n0::/\n")
-            .unwrap();
+        let mountinfo = "\
+            36 25 0:31 / /sys/fs/cgroup/memory rw,relatime shared:14 - cgroup cgroup rw,memory\n\
+            37 25 0:32 / /sys/fs/cgroup/cpu rw,relatime shared:15 - cgroup cgroup rw,cpu\n\
+            38 25 0:33 / /sys/fs/cgroup/unified rw,relatime shared:16 - cgroup2 cgroup2 rw\n";
+        let seen = Hierarchies::discover(mountinfo, "4:memory:/a/ctr\n1:cpu:/ctr\n0::/\n", &root)
+            .map_err(anyhow::Error::from)
+            .and_then(|cgroups| limits_in(&cgroups));
         fs::remove_dir_all(&root).unwrap();
+        let seen = seen.unwrap();
         assert!(seen.matches_request(), "{seen}");
         assert_eq!(seen.cgroup, "memory:/a/ctr");
     }
