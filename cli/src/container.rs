@@ -190,19 +190,10 @@ pub fn kill_containers(paths: &Paths, args: &KillArgs) -> anyhow::Result<i32> {
     }))
 }
 
-/// "KILL", "SIGKILL", "kill" or "9".
+/// `kill -s` and `--signal`: a name or a number.
 pub fn parse_signal(text: &str) -> anyhow::Result<Signal> {
-    if let Ok(number) = text.parse::<i32>() {
-        return Signal::try_from(number).map_err(|_| anyhow::anyhow!("invalid signal {text:?}"));
-    }
-    let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| anyhow::anyhow!("invalid signal {text:?}: use a name like TERM or a number"))
+    cli::runtime::parse_signal(text)
+        .ok_or_else(|| anyhow::anyhow!("invalid signal {text:?}: use a name like TERM or a number"))
 }
 
 pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
@@ -258,20 +249,5 @@ pub fn status_text(record: &ContainerRecord, now: berth_state::Timestamp) -> Str
                 record.exit_code.unwrap_or(UNKNOWN_EXIT)
             )
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_by_name_or_number() {
-        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
-        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("hup").unwrap(), Signal::SIGHUP);
-        assert_eq!(parse_signal("15").unwrap(), Signal::SIGTERM);
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("999").is_err());
     }
 }

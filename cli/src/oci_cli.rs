@@ -620,17 +620,7 @@ fn write_default_spec(bundle: &Path) -> anyhow::Result<()> {
 }
 
 fn parse_signal(text: &str) -> anyhow::Result<Signal> {
-    if let Ok(number) = text.parse::<i32>() {
-        return Signal::try_from(number).map_err(|_| anyhow::anyhow!("invalid signal {text:?}"));
-    }
-    let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<Signal>()
-        .map_err(|_| anyhow::anyhow!("invalid signal {text:?}"))
+    cli::runtime::parse_signal(text).ok_or_else(|| anyhow::anyhow!("invalid signal {text:?}"))
 }
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {

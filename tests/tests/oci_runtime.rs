@@ -92,6 +92,14 @@ impl RuntimeBench {
         dir
     }
 
+    /// `run --bundle BUNDLE ID` (foreground), tracked for the leak checks.
+    fn run(&self, bundle: &Path, id: &str) -> Output {
+        let mut cmd = self.cmd(["run", "--bundle"]);
+        cmd.arg(bundle).arg(id);
+        self.berth.track(id);
+        run_command(cmd)
+    }
+
     fn state(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(["state", id])).expect("state prints JSON")
     }
@@ -255,10 +263,7 @@ fn runtime_run_passes_the_exit_code_and_removes_the_container() {
     let bench = RuntimeBench::new();
     let id = new_id();
     let bundle = bench.bundle("run", &config(&["sh", "-c", "echo out; exit 3"]));
-    let mut cmd = bench.cmd(["run", "--bundle"]);
-    cmd.arg(&bundle).arg(&id);
-    bench.berth.track(&id);
-    let out = run_command(cmd);
+    let out = bench.run(&bundle, &id);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert_eq!(stdout(&out), "out\n");
     assert_eq!(bench.ok(["list", "-q"]), "");
@@ -419,10 +424,7 @@ fn runtime_applies_the_process_and_linux_settings() {
         json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro"]}),
     );
     let bundle = bench.bundle("settings", &spec);
-    let mut cmd = bench.cmd(["run", "--bundle"]);
-    cmd.arg(&bundle).arg(&id);
-    bench.berth.track(&id);
-    let out = run_command(cmd);
+    let out = bench.run(&bundle, &id);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -600,10 +602,7 @@ fn runtime_memory_limit_really_kills() {
     let mut spec = config(&["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]);
     spec["linux"]["resources"]["memory"] = json!({"limit": 32 * 1024 * 1024});
     let bundle = bench.bundle("oom", &spec);
-    let mut cmd = bench.cmd(["run", "--bundle"]);
-    cmd.arg(&bundle).arg(&id);
-    bench.berth.track(&id);
-    let out = run_command(cmd);
+    let out = bench.run(&bundle, &id);
     assert_eq!(out.status.code(), Some(137), "{}", describe(&out));
     bench.berth.assert_clean();
 }
@@ -669,10 +668,7 @@ fn runtime_user_namespace_maps_root_to_an_unprivileged_host_user() {
         .status()
         .unwrap();
     assert!(chown.success());
-    let mut cmd = bench.cmd(["run", "--bundle"]);
-    cmd.arg(&bundle).arg(&id);
-    bench.berth.track(&id);
-    let out = run_command(cmd);
+    let out = bench.run(&bundle, &id);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
     let map: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();

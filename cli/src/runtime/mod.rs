@@ -51,6 +51,22 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// leak there; engines that prepare the rootfs themselves leave it out.
 pub const OVERLAY_ROOTFS_ANNOTATION: &str = "run.berth.rootfs.overlay";
 
+/// A signal as people and engines write it: "KILL", "SIGKILL", "kill" or
+/// "9" (podman and containerd's shims pass numbers).
+pub fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).ok();
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().ok()
+}
+
 /// A runtime keeping its containers' state below one directory.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -75,5 +91,21 @@ impl Runtime {
 
     fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::signal::Signal;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("KILL"), Some(Signal::SIGKILL));
+        assert_eq!(parse_signal("sigterm"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("hup"), Some(Signal::SIGHUP));
+        assert_eq!(parse_signal("15"), Some(Signal::SIGTERM));
+        assert_eq!(parse_signal("NOPE"), None);
+        assert_eq!(parse_signal("999"), None);
     }
 }
