@@ -295,6 +295,18 @@ fn clean_up_on_host(
             mounts.join(", ")
         );
     }
+    // berth keeps each root's runtime state below /run/berth, linked
+    // from <root>/runtime: empty once its containers are gone, it goes too.
+    for entry in walkdir::WalkDir::new(&work.root)
+        .max_depth(3)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.path_is_symlink() && e.file_name() == "runtime")
+    {
+        if let Ok(target) = fs::read_link(entry.path()) {
+            let _ = fs::remove_dir(target);
+        }
+    }
     fs::remove_dir_all(&work.root).with_context(|| format!("removing {}", work.root.display()))
 }
 
