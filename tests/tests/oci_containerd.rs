@@ -13,38 +13,14 @@ use std::fmt::Debug;
 use std::fs;
 use std::time::Duration;
 
-use berth_e2e::oci::{
-    reference_runtime, runtime_under_test, Containerd, OciRuntime, BUSYBOX_IMAGE,
-};
+use berth_e2e::oci::{compare_runtimes, label, Containerd, BUSYBOX_IMAGE};
 use berth_e2e::{describe, process_alive, require_root, stderr, stdout, wait_until};
 
 /// Long enough for a slow VM; a passing step takes well under a second.
 const STEP: Duration = Duration::from_secs(20);
 
-/// Run `scenario` on containerd with runc, then with the runtime under
-/// test, each on a fresh daemon that must be left clean; the two results
-/// must be equal.
 fn compare<T: PartialEq + Debug>(scenario: impl Fn(&Containerd) -> T) {
-    // First, so that a runtime that cannot work fails at once.
-    let under_test = runtime_under_test();
-    let reference = on_containerd(reference_runtime(), &scenario);
-    let name = under_test.name();
-    let result = on_containerd(under_test, &scenario);
-    assert_eq!(
-        result, reference,
-        "containerd with {name} (left) and with runc (right) differ"
-    );
-}
-
-fn on_containerd<T>(runtime: OciRuntime, scenario: &impl Fn(&Containerd) -> T) -> T {
-    let containerd = Containerd::new(runtime);
-    let result = scenario(&containerd);
-    containerd.assert_clean();
-    result
-}
-
-fn label(containerd: &Containerd) -> String {
-    format!("containerd with {}", containerd.runtime().name())
+    compare_runtimes(scenario);
 }
 
 /// `ctr task ls` as (id, pid, status) rows.

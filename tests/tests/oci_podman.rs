@@ -17,39 +17,14 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_e2e::oci::{
-    output_within, reference_runtime, runtime_under_test, OciRuntime, Podman, BUSYBOX_IMAGE,
-};
+use berth_e2e::oci::{compare_runtimes, label, output_within, Podman, BUSYBOX_IMAGE};
 use berth_e2e::{describe, process_alive, require_root, stdout, wait_until, Pty, COMMAND_TIMEOUT};
 
 /// Long enough for a slow VM; a passing step takes well under a second.
 const STEP: Duration = Duration::from_secs(20);
 
-/// Run `scenario` on podman with runc, then with the runtime under test,
-/// each on a fresh private podman that must be left clean; the two
-/// results must be equal.
 fn compare<T: PartialEq + Debug>(scenario: impl Fn(&Podman) -> T) {
-    // First, so that a runtime that cannot work fails at once.
-    let under_test = runtime_under_test();
-    let reference = on_podman(reference_runtime(), &scenario);
-    let name = under_test.name();
-    let result = on_podman(under_test, &scenario);
-    assert_eq!(
-        result, reference,
-        "podman with {name} (left) and with runc (right) differ"
-    );
-}
-
-fn on_podman<T>(runtime: OciRuntime, scenario: &impl Fn(&Podman) -> T) -> T {
-    let podman = Podman::new(runtime);
-    let result = scenario(&podman);
-    podman.assert_clean();
-    result
-}
-
-/// "podman with NAME" for assertion messages.
-fn label(podman: &Podman) -> String {
-    format!("podman with {}", podman.runtime().name())
+    compare_runtimes(scenario);
 }
 
 #[test]

@@ -45,6 +45,72 @@ pub use containerd::{Containerd, CONTAINERD_NAMESPACE};
 pub use image::{write_busybox_oci_archive, BUSYBOX_IMAGE};
 pub use podman::Podman;
 
+/// An engine that drives an OCI runtime (podman, containerd), private to
+/// one test, for [`compare_runtimes`].
+pub trait Engine: Sized {
+    /// How assertion messages name it ("podman", "containerd").
+    const NAME: &'static str;
+    /// A fresh private engine using `runtime`.
+    fn start(runtime: OciRuntime) -> Self;
+    /// The runtime it uses.
+    fn oci_runtime(&self) -> &OciRuntime;
+    /// Remove what it made and check that nothing is left.
+    fn finish(self);
+}
+
+impl Engine for Podman {
+    const NAME: &'static str = "podman";
+    fn start(runtime: OciRuntime) -> Self {
+        Podman::new(runtime)
+    }
+    fn oci_runtime(&self) -> &OciRuntime {
+        self.runtime()
+    }
+    fn finish(self) {
+        self.assert_clean();
+    }
+}
+
+impl Engine for Containerd {
+    const NAME: &'static str = "containerd";
+    fn start(runtime: OciRuntime) -> Self {
+        Containerd::new(runtime)
+    }
+    fn oci_runtime(&self) -> &OciRuntime {
+        self.runtime()
+    }
+    fn finish(self) {
+        self.assert_clean();
+    }
+}
+
+/// Run `scenario` on a fresh engine with runc, then on one with the
+/// runtime under test, each left clean; the two results must be equal.
+pub fn compare_runtimes<E: Engine, T: PartialEq + std::fmt::Debug>(scenario: impl Fn(&E) -> T) {
+    // First, so that a runtime that cannot work fails at once.
+    let under_test = runtime_under_test();
+    let on = |runtime: OciRuntime| {
+        let engine = E::start(runtime);
+        let result = scenario(&engine);
+        engine.finish();
+        result
+    };
+    let reference = on(reference_runtime());
+    let name = under_test.name().to_owned();
+    let result = on(under_test);
+    assert_eq!(
+        result,
+        reference,
+        "{} with {name} (left) and with runc (right) differ",
+        E::NAME
+    );
+}
+
+/// "ENGINE with RUNTIME" for assertion messages.
+pub fn label<E: Engine>(engine: &E) -> String {
+    format!("{} with {}", E::NAME, engine.oci_runtime().name())
+}
+
 /// Set to a runc-compatible binary (e.g. /usr/sbin/runc, /usr/bin/crun)
 /// to run the OCI tests against it instead of berth-runtime.
 pub const RUNTIME_ENV: &str = "BERTH_OCI_RUNTIME";
