@@ -31,22 +31,28 @@ impl From<anyhow::Error> for Failure {
         let code = error
             .downcast_ref::<CodedError>()
             .map_or(BERTH_FAILED, |c| c.code);
-        // The whole cause chain on one line; a cause whose text its parent
-        // already quotes (thiserror's "{path}: {source}") is said once.
-        let mut message = String::new();
-        for cause in error.chain() {
-            let text = cause.to_string();
-            if message.contains(&text) {
-                continue;
-            }
-            if !message.is_empty() {
-                message.push_str(": ");
-            }
-            message.push_str(&text);
+        Failure {
+            code,
+            message: one_line(&error),
         }
-        let message = message.replace('\n', " ");
-        Failure { code, message }
     }
+}
+
+/// The whole cause chain on one line; a cause whose text its parent
+/// already quotes (thiserror's "{path}: {source}") is said once.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message.replace('\n', " ")
 }
 
 /// docker's numbering for how a process ended: its exit code, or 128+N

@@ -191,27 +191,11 @@ pub fn main() -> u8 {
     match dispatch(cli) {
         Ok(code) => u8::try_from(code).unwrap_or(1),
         Err(error) => {
-            let message = one_line(&error);
+            let message = crate::exit::one_line(&error);
             log.error(&message);
             1
         }
     }
-}
-
-/// The cause chain on one line, each cause said once.
-fn one_line(error: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if message.contains(&text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&text);
-    }
-    message.replace('\n', " ")
 }
 
 struct Logger {
