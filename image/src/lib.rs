@@ -43,6 +43,7 @@ mod busybox;
 mod error;
 mod extract;
 mod name;
+mod source;
 mod store;
 
 pub use archive::{write_layer_tar, write_merged_tar};
@@ -50,6 +51,7 @@ pub use busybox::{find_static_busybox, write_busybox_tar};
 pub use error::ImageError;
 pub use extract::extract;
 pub use name::validate_image_name;
+pub use source::ImageSource;
 pub use store::{Image, ImageConfig, ImageStore};
 
 #[cfg(test)]
