@@ -36,6 +36,7 @@ mod error;
 mod namespace;
 pub mod process;
 pub mod sealed;
+pub mod seccomp;
 mod spawn;
 
 pub use capabilities::{Capability, CapabilitySet, CapabilitySets};

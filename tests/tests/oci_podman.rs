@@ -55,6 +55,24 @@ fn run_passes_output_and_exit_codes_through() {
             describe(&three)
         );
 
+        // podman's default seccomp profile is loaded: filter mode 2, and
+        // a call it denies (unshare of a user namespace without
+        // CAP_SYS_ADMIN) fails.
+        let confined = podman.run([
+            "--rm",
+            BUSYBOX_IMAGE,
+            "sh",
+            "-c",
+            "grep '^Seccomp:' /proc/self/status; unshare -U true 2>/dev/null || echo refused",
+        ]);
+        assert_eq!(
+            stdout(&confined),
+            "Seccomp:\t2\nrefused\n",
+            "{}\n{}",
+            label(podman),
+            describe(&confined)
+        );
+
         // podman maps the runtime's error text to 127 / 126.
         let missing = podman.run(["--rm", BUSYBOX_IMAGE, "no-such-command"]);
         assert_eq!(

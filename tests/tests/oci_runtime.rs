@@ -694,3 +694,80 @@ fn runtime_user_namespace_maps_root_to_an_unprivileged_host_user() {
     );
     bench.berth.assert_clean();
 }
+
+/// `linux.seccomp` is compiled and loaded: a denied call fails with the
+/// profile's errno in the container's process and in an exec'd one, with
+/// and without no_new_privs (then it must be loaded before the
+/// capabilities are dropped), and the process shows seccomp mode 2.
+#[test]
+fn runtime_loads_the_specs_seccomp_filter() {
+    require_root!();
+    let bench = RuntimeBench::new();
+    // mkdir fails with EXDEV ("Invalid cross-device link"), uname with
+    // ENOSYS only for uname(2) itself; everything else is allowed.
+    let seccomp = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18},
+            {"names": ["no_such_call_in_any_kernel"], "action": "SCMP_ACT_ERRNO"},
+            {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+             "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    let script = "grep -E '^Seccomp:' /proc/self/status; mkdir /tmp/d 2>&1; \
+                  touch /tmp/f && echo touch-ok; sleep 30";
+    for no_new_privileges in [true, false] {
+        let id = new_id();
+        let mut spec = config(&["sh", "-c", script]);
+        spec["process"]["noNewPrivileges"] = json!(no_new_privileges);
+        spec["linux"]["seccomp"] = seccomp.clone();
+        let bundle = bench.bundle(&format!("seccomp-{no_new_privileges}"), &spec);
+        let log = bundle.join("out");
+        let out_file = fs::File::create(&log).unwrap();
+        let mut create = bench.cmd(["create", "--bundle", bundle.to_str().unwrap(), &id]);
+        create
+            .stdout(out_file.try_clone().unwrap())
+            .stderr(out_file);
+        let status = create.status().unwrap();
+        assert!(
+            status.success(),
+            "create: {}",
+            fs::read_to_string(&log).unwrap()
+        );
+        bench.ok(["start", &id]);
+        let text = read_when(&log, "touch-ok");
+        assert!(
+            text.contains("Seccomp:\t2"),
+            "nnp={no_new_privileges}: {text}"
+        );
+        assert!(
+            text.contains("Invalid cross-device link"),
+            "mkdir must fail with the profile's errno: {text}"
+        );
+        // An exec'd process gets the container's filter too.
+        let exec = bench.output(["exec", &id, "sh", "-c", "mkdir /tmp/e"]);
+        assert!(!exec.status.success(), "{}", describe(&exec));
+        assert!(
+            String::from_utf8_lossy(&exec.stderr).contains("Invalid cross-device link"),
+            "{}",
+            describe(&exec)
+        );
+        bench.ok(["exec", &id, "sh", "-c", "touch /tmp/g"]);
+        bench.ok(["kill", &id, "KILL"]);
+        wait_for_status(&bench, &id, "stopped");
+        bench.ok(["delete", &id]);
+    }
+    // What cannot be honoured is refused, not run unconfined.
+    let mut spec = config(&["true"]);
+    spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+    let bundle = bench.bundle("seccomp-notify", &spec);
+    let out = bench.run(&bundle, &new_id());
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SCMP_ACT_NOTIFY"),
+        "{}",
+        describe(&out)
+    );
+    bench.berth.assert_clean();
+}

@@ -7,10 +7,10 @@ use berth_cgroup::{
     BlockIo, CpuQuota, DeviceAccess, DeviceRate, DeviceRule, DeviceType, DeviceWeight,
     HugepageLimit, NetPriority, Resources, SwapLimit,
 };
-use berth_ns::{CapabilitySet, CapabilitySets, Namespace};
+use berth_ns::{seccomp, CapabilitySet, CapabilitySets, Namespace};
 use oci_spec::runtime::{
     LinuxCapabilities, LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources,
-    LinuxThrottleDevice, Spec,
+    LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxThrottleDevice, Spec,
 };
 
 use super::{Result, RuntimeError};
@@ -93,13 +93,6 @@ pub(crate) fn refuse_unsupported(spec: &Spec) -> Result<()> {
     let Some(linux) = spec.linux() else {
         return Ok(());
     };
-    if linux.seccomp().is_some() {
-        return Err(RuntimeError::invalid(
-            "the spec asks for a seccomp filter, which this runtime cannot load yet; \
-             refusing to run the container unconfined (drop linux.seccomp, e.g. with \
-             --security-opt seccomp=unconfined, to run it without one)",
-        ));
-    }
     if linux.intel_rdt().is_some() {
         return Err(RuntimeError::invalid("linux.intelRdt is not supported"));
     }
@@ -127,6 +120,112 @@ pub(crate) fn refuse_unsupported(spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The spec's `linux.seccomp` in berth-ns's terms, or `None` for no
+/// filter. What berth cannot honour (a notify listener) is refused, never
+/// dropped: the container would run less confined than its spec says.
+pub(crate) fn seccomp_profile(spec: &Spec) -> Result<Option<seccomp::Profile>> {
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Ok(None);
+    };
+    let action = |action: LinuxSeccompAction, errno: Option<u32>| -> Result<seccomp::Action> {
+        Ok(match action {
+            LinuxSeccompAction::ScmpActAllow => seccomp::Action::Allow,
+            LinuxSeccompAction::ScmpActErrno => {
+                seccomp::Action::Errno(errno.unwrap_or(libc::EPERM as u32))
+            }
+            LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+                seccomp::Action::KillThread
+            }
+            LinuxSeccompAction::ScmpActKillProcess => seccomp::Action::KillProcess,
+            LinuxSeccompAction::ScmpActTrap => seccomp::Action::Trap,
+            LinuxSeccompAction::ScmpActTrace => {
+                seccomp::Action::Trace(errno.unwrap_or(libc::EPERM as u32))
+            }
+            LinuxSeccompAction::ScmpActLog => seccomp::Action::Log,
+            LinuxSeccompAction::ScmpActNotify => {
+                return Err(RuntimeError::invalid(
+                    "linux.seccomp uses SCMP_ACT_NOTIFY, which this runtime does not support",
+                ))
+            }
+        })
+    };
+    let mut flags = seccomp::FilterFlags::default();
+    for flag in seccomp.flags().iter().flatten() {
+        match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => flags.log = true,
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => flags.thread_sync = true,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => flags.spec_allow = true,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                return Err(RuntimeError::invalid(
+                    "linux.seccomp flag SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs a notify \
+                     listener, which this runtime does not support",
+                ))
+            }
+        }
+    }
+    let architectures = seccomp
+        .architectures()
+        .iter()
+        .flatten()
+        .map(|arch| {
+            serde_json::to_value(arch)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or_else(|| {
+                    RuntimeError::invalid(format!("unknown seccomp architecture {arch:?}"))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rules = seccomp
+        .syscalls()
+        .iter()
+        .flatten()
+        .map(|rule| {
+            let args = rule
+                .args()
+                .iter()
+                .flatten()
+                .map(|arg| seccomp::ArgCondition {
+                    index: u32::try_from(arg.index()).unwrap_or(u32::MAX),
+                    value: arg.value(),
+                    value_two: arg.value_two().unwrap_or(0),
+                    op: match arg.op() {
+                        LinuxSeccompOperator::ScmpCmpNe => seccomp::Compare::NotEqual,
+                        LinuxSeccompOperator::ScmpCmpLt => seccomp::Compare::Less,
+                        LinuxSeccompOperator::ScmpCmpLe => seccomp::Compare::LessOrEqual,
+                        LinuxSeccompOperator::ScmpCmpEq => seccomp::Compare::Equal,
+                        LinuxSeccompOperator::ScmpCmpGe => seccomp::Compare::GreaterOrEqual,
+                        LinuxSeccompOperator::ScmpCmpGt => seccomp::Compare::Greater,
+                        LinuxSeccompOperator::ScmpCmpMaskedEq => seccomp::Compare::MaskedEqual,
+                    },
+                })
+                .collect();
+            Ok(seccomp::SyscallRule {
+                names: rule.names().clone(),
+                action: action(rule.action(), rule.errno_ret())?,
+                args,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(seccomp::Profile {
+        default_action: action(seccomp.default_action(), seccomp.default_errno_ret())?,
+        architectures,
+        flags,
+        rules,
+    }))
+}
+
+/// The spec's seccomp filter, compiled (in the runtime, before any clone).
+pub(crate) fn compile_seccomp(spec: &Spec) -> Result<Option<seccomp::CompiledFilter>> {
+    seccomp_profile(spec)?
+        .map(|profile| {
+            profile
+                .compile()
+                .map_err(|e| RuntimeError::invalid(format!("linux.seccomp: {e}")))
+        })
+        .transpose()
 }
 
 /// The spec's cgroup resources in berth-cgroup's terms (the device rules

@@ -8,7 +8,7 @@ use berth_ns::Namespace;
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
-use super::convert::Namespaces;
+use super::convert::{compile_seccomp, Namespaces};
 use super::init::{self, ProcessPlan, ToInit};
 use super::lifecycle::{await_exec, with_pid_namespace, write_pid_file, wrong_status, Stdio};
 use super::state::Status;
@@ -60,6 +60,7 @@ impl Runtime {
             capabilities: super::convert::capability_sets(process.capabilities().as_ref())?,
             stdio: options.stdio.raw(),
             preserve_fds: options.preserve_fds,
+            seccomp: compile_seccomp(&file.spec)?,
         };
         let pid_namespace = joined
             .iter()

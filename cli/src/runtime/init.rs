@@ -91,13 +91,15 @@ pub(crate) struct InitPlan<'a> {
 
 /// How the process's stdio, descriptors and capabilities are arranged
 /// (worked out by the runtime before the clone).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ProcessPlan {
     pub capabilities: berth_ns::CapabilitySets,
     pub stdio: StdioFds,
     /// Descriptors 3 .. 3+N stay open into the process (runc's
     /// --preserve-fds).
     pub preserve_fds: u32,
+    /// The spec's seccomp filter, compiled by the runtime before the clone.
+    pub seccomp: Option<berth_ns::seccomp::CompiledFilter>,
 }
 
 /// A failed step: what it was, and docker's code for it.
@@ -249,7 +251,7 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
     )
     .step("hooks")?;
     std::io::Write::write_all(&mut &started, b"0").step("write the exec fifo")?;
-    Err(prepared.exec(plan.process.preserve_fds))
+    Err(prepared.exec(&plan.process))
 }
 
 /// The exec fifo: opening it for writing blocks until `start` opens it for
@@ -313,6 +315,8 @@ pub(crate) struct PreparedProcess {
     args: Vec<CString>,
     env: Vec<CString>,
     shown: String,
+    /// Load the plan's seccomp filter as the last step before exec.
+    seccomp_at_exec: bool,
 }
 
 /// Inside the container (after the pivot, or after joining a running
@@ -382,11 +386,21 @@ pub(crate) fn prepare_process(
     if let Some(umask) = user.umask() {
         berth_ns::process::set_umask(umask).step("umask")?;
     }
-    if process.no_new_privileges().unwrap_or(false) {
+    let no_new_privileges = process.no_new_privileges().unwrap_or(false);
+    if no_new_privileges {
         berth_ns::capabilities::set_no_new_privs().step("no_new_privs")?;
+    } else if let Some(filter) = &plan.seccomp {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+        // the process may be about to drop: load it now (as runc does).
+        filter.load().step("seccomp")?;
     }
     berth_ns::capabilities::apply_sets(&plan.capabilities).step("capabilities")?;
-    Ok(program)
+    Ok(PreparedProcess {
+        // With no_new_privs it is loaded last, just before exec, so the
+        // profile need not allow the runtime's own remaining steps.
+        seccomp_at_exec: no_new_privileges && plan.seccomp.is_some(),
+        ..program
+    })
 }
 
 /// The process's argv[0] found as execvp(3) would, in the PATH of its own
@@ -433,6 +447,7 @@ fn lookup_program(process: &Process) -> Result<PreparedProcess, InitFailure> {
                     args: c_args,
                     env: c_env,
                     shown: program,
+                    seccomp_at_exec: false,
                 })
             }
             Err(Errno::ENOENT | Errno::ENOTDIR) => {}
@@ -471,13 +486,13 @@ fn exec_failure(program: &str, errno: Errno) -> InitFailure {
 impl PreparedProcess {
     /// Close what the runtime opened, undo its signal setup, exec. Returns
     /// only on failure.
-    pub(crate) fn exec(self, preserve_fds: u32) -> InitFailure {
+    pub(crate) fn exec(self, plan: &ProcessPlan) -> InitFailure {
         restore_signal_defaults();
         // Everything the runtime opened must stay out of the container:
         // mark every descriptor above the preserved ones close-on-exec. The
         // channel stays usable until the exec itself, so an exec failure
         // can still be reported.
-        let first = 3u32.saturating_add(preserve_fds);
+        let first = 3u32.saturating_add(plan.preserve_fds);
         // SAFETY: close_range only changes descriptor flags; no memory is
         // involved.
         unsafe {
@@ -488,6 +503,11 @@ impl PreparedProcess {
                 libc::CLOSE_RANGE_CLOEXEC,
             )
         };
+        if let Some(filter) = plan.seccomp.as_ref().filter(|_| self.seccomp_at_exec) {
+            if let Err(e) = filter.load() {
+                return failure(RUNTIME_FAILED, format!("seccomp: {e}"));
+            }
+        }
         let errno = match nix::unistd::execve(&self.program, &self.args, &self.env) {
             Err(errno) => errno,
             Ok(never) => match never {},
@@ -523,7 +543,7 @@ pub(crate) fn run_exec(
         berth_cgroup::join_self(&cgroup).step("join the container's cgroup")?;
         join_namespaces(joined)?;
         let prepared = prepare_process(process, plan, &channel)?;
-        Err(prepared.exec(plan.preserve_fds))
+        Err(prepared.exec(plan))
     })();
     report(result, channel)
 }

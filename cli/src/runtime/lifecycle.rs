@@ -240,6 +240,7 @@ impl Runtime {
                 )?,
                 stdio: options.stdio.raw(),
                 preserve_fds: options.preserve_fds,
+                seccomp: convert::compile_seccomp(spec)?,
             },
             hooks_handshake: !prestart.is_empty()
                 || !create_container_hooks.is_empty()

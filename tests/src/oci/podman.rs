@@ -110,10 +110,6 @@ impl Podman {
         // conmon passes CONTAINERS_CONF on to podman's cleanup command.
         let containers_conf = format!(
             r#"[containers]
-# berth-runtime refuses a spec with a seccomp filter until it can load one
-# (never runs a container less confined than asked); the same for runc so
-# that the two runs compare.
-seccomp_profile = "unconfined"
 default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
 
 [engine]
