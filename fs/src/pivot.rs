@@ -36,8 +36,9 @@ pub fn make_mounts_private() -> Result<(), FsError> {
 /// drop every other mount.
 ///
 /// `rootfs` is first bind-mounted onto itself (recursively, so the mounts
-/// of [`crate::mount_kernel_filesystems`] come along) so that it is a mount
-/// point even if it was a plain directory. Then, as runc does:
+/// of [`crate::mount_kernel_filesystems`] come along) unless it already is
+/// a mount point (a recursive bind would drop unbindable mounts below it).
+/// Then, as runc does:
 /// `fchdir(rootfs)`, `pivot_root(".", ".")` (the old root ends up stacked on
 /// top of the new one, so no put_old directory is ever created in the
 /// container's writable layer), `fchdir(old root)`, make the old root
@@ -47,7 +48,7 @@ pub fn make_mounts_private() -> Result<(), FsError> {
 /// Needs a mount namespace of its own whose mounts are not shared (see
 /// [`make_mounts_private`]).
 pub fn pivot_root(rootfs: &Path) -> Result<(), FsError> {
-    bind_onto_itself(rootfs)?;
+    ensure_mount_point(rootfs)?;
 
     let dir_flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let old_root = open("/", dir_flags, Mode::empty()).map_err(|source| FsError::Open {
@@ -114,14 +115,47 @@ pub fn set_mount_propagation(target: &Path, propagation: MsFlags) -> Result<(), 
 /// Bind-mount `path` onto itself, with the mounts below it, so that it is
 /// a mount point (pivot_root(2) and [`move_root`] need one).
 pub fn bind_onto_itself(path: &Path) -> Result<(), FsError> {
-    mount(
-        Some(path),
-        path,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|source| FsError::Mount {
+    bind_onto_itself_with(path, MsFlags::MS_BIND | MsFlags::MS_REC)
+}
+
+/// [`bind_onto_itself`] unless `path` already is the root of a mount: a
+/// recursive bind would leave out the unbindable mounts below it.
+fn ensure_mount_point(path: &Path) -> Result<(), FsError> {
+    if is_mount_root(path)? {
+        return Ok(());
+    }
+    bind_onto_itself(path)
+}
+
+/// Whether `path` is the root of a mount (statx's STATX_ATTR_MOUNT_ROOT).
+fn is_mount_root(path: &Path) -> Result<bool, FsError> {
+    let stat_error = |source| FsError::Stat {
+        path: path.to_path_buf(),
+        source,
+    };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| stat_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: statx is plain old data; all zeroes is a valid value.
+    let mut stat: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statx buffer that outlive the call.
+    let result = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            &mut stat,
+        )
+    };
+    if result != 0 {
+        return Err(stat_error(std::io::Error::last_os_error()));
+    }
+    let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    Ok(stat.stx_attributes_mask & mount_root != 0 && stat.stx_attributes & mount_root != 0)
+}
+
+fn bind_onto_itself_with(path: &Path, flags: MsFlags) -> Result<(), FsError> {
+    mount(Some(path), path, None::<&str>, flags, None::<&str>).map_err(|source| FsError::Mount {
         target: path.to_path_buf(),
         fstype: "bind".into(),
         source,
@@ -245,7 +279,7 @@ pub fn move_root(rootfs: &Path) -> Result<(), FsError> {
         path: rootfs.to_path_buf(),
         source,
     })?;
-    bind_onto_itself(&rootfs)?;
+    ensure_mount_point(&rootfs)?;
     let mountinfo_path = Path::new("/proc/self/mountinfo");
     let mountinfo =
         std::fs::read_to_string(mountinfo_path).map_err(|source| FsError::ReadMountInfo {

@@ -207,10 +207,9 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
         berth_ns::process::write_sysctls(Path::new("/proc/sys"), &entries).step("sysctl")?;
     }
 
-    let in_own_mount_ns = namespaces.creates(Namespace::Mount);
-    if in_own_mount_ns {
-        super::rootfs::prepare(plan, &cgroup_views)?;
-    }
+    // The container has a mount namespace (`create` checked); one joined
+    // by path is set up like a new one, as runc does.
+    super::rootfs::prepare(plan, &cgroup_views)?;
     let mut hook_state = oci_spec::runtime::State::default();
     if plan.hooks_handshake {
         channel
@@ -228,9 +227,7 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
         )
         .step("hooks")?;
     }
-    if in_own_mount_ns {
-        super::rootfs::enter(plan)?;
-    }
+    super::rootfs::enter(plan)?;
     let process = plan
         .spec
         .process()
@@ -380,19 +377,21 @@ pub(crate) fn prepare_process(
     }
 
     let program = lookup_program(process)?;
+    let no_new_privileges = process.no_new_privileges().unwrap_or(false);
+    if let Some(filter) = plan.seccomp.as_ref().filter(|_| !no_new_privileges) {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
+        // becoming a non-root user or the capability drop takes away: load
+        // it now (as runc does; the profile must then allow those steps).
+        filter.load().step("seccomp")?;
+    }
     let user = process.user();
     let groups: Vec<u32> = user.additional_gids().clone().unwrap_or_default();
     berth_ns::process::set_user(user.uid(), user.gid(), &groups).step("set the user")?;
     if let Some(umask) = user.umask() {
         berth_ns::process::set_umask(umask).step("umask")?;
     }
-    let no_new_privileges = process.no_new_privileges().unwrap_or(false);
     if no_new_privileges {
         berth_ns::capabilities::set_no_new_privs().step("no_new_privs")?;
-    } else if let Some(filter) = &plan.seccomp {
-        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
-        // the process may be about to drop: load it now (as runc does).
-        filter.load().step("seccomp")?;
     }
     berth_ns::capabilities::apply_sets(&plan.capabilities).step("capabilities")?;
     Ok(PreparedProcess {

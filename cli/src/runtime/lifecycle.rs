@@ -174,9 +174,12 @@ impl Runtime {
         state::validate_id(id)?;
         convert::refuse_unsupported(spec)?;
         let namespaces = Namespaces::from_spec(spec)?;
-        if !namespaces.creates(Namespace::Mount) {
+        // Without a mount namespace of its own the container's mounts would
+        // land in the runtime's (the host's) namespace and outlive it: runc
+        // does that and chroots; berth refuses.
+        if !namespaces.has(Namespace::Mount) {
             return Err(RuntimeError::invalid(
-                "the container needs a new mount namespace",
+                "the container needs a mount namespace (new, or joined by path)",
             ));
         }
         if spec.process().is_none() {
