@@ -401,7 +401,7 @@ fn runtime_applies_the_process_and_linux_settings() {
                   grep -E '^(CapBnd|CapEff|CapInh|CapAmb|NoNewPrivs)' /proc/self/status; \
                   touch /rootfile 2>/dev/null && echo root-writable || echo root-readonly; \
                   cat /proc/sys/net/ipv4/ip_forward; pwd; echo $MARK; umask; \
-                  cat /proc/timer_list 2>&1 | wc -c; ls /data";
+                  cat /proc/timer_list 2>&1 | wc -c; ls /data; ls /unbindable";
     let mut spec = config(&["sh", "-c", script]);
     spec["process"]["user"] =
         json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
@@ -423,6 +423,11 @@ fn runtime_applies_the_process_and_linux_settings() {
     spec["mounts"].as_array_mut().unwrap().push(
         json!({"destination": "/data", "type": "bind", "source": data, "options": ["rbind", "ro"]}),
     );
+    // An unbindable mount survives entering the root (no recursive
+    // self-bind of the root after the spec's mounts are made).
+    spec["mounts"].as_array_mut().unwrap().push(json!(
+        {"destination": "/unbindable", "type": "bind", "source": data, "options": ["bind", "unbindable"]}
+    ));
     let bundle = bench.bundle("settings", &spec);
     let out = bench.run(&bundle, &id);
     assert!(out.status.success(), "{}", describe(&out));
@@ -456,6 +461,7 @@ fn runtime_applies_the_process_and_linux_settings() {
         "masked /proc/timer_list reads empty: {text}"
     );
     assert_eq!(lines[15], "shared-file", "{text}");
+    assert_eq!(lines[16], "shared-file", "{text}");
     bench.berth.assert_clean();
 }
 
