@@ -30,6 +30,8 @@ pub struct ContainerPlan<'a> {
     pub capabilities: &'a CapabilitySet,
     pub privileged: bool,
     pub no_new_privileges: bool,
+    /// `--security-opt seccomp=` as recorded (`None`: the default profile).
+    pub seccomp_profile: Option<&'a str>,
     /// Its own network namespace (false: the host's).
     pub own_network: bool,
     /// Its own cgroup namespace (where the kernel has them).
@@ -109,6 +111,16 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
         .masked_paths(masked)
         .readonly_paths(readonly)
         .build()?;
+    let capabilities = if plan.privileged {
+        CapabilitySet::all()
+    } else {
+        *plan.capabilities
+    };
+    linux.set_seccomp(crate::seccomp::for_container(
+        plan.seccomp_profile,
+        plan.privileged,
+        &capabilities,
+    )?);
     // Without --cgroup-parent the runtime's own place (below berth's own
     // cgroup) is right.
     if let Some(parent) = plan.cgroup_parent {
@@ -263,6 +275,7 @@ mod tests {
             capabilities: &CapabilitySet::docker_default(),
             privileged: false,
             no_new_privileges: true,
+            seccomp_profile: Some("unconfined"),
             own_network: true,
             cgroup_namespace: true,
             resources,

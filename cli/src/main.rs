@@ -17,6 +17,7 @@ mod paths;
 mod pause;
 mod ps;
 mod run;
+mod seccomp;
 mod supervise;
 mod table;
 

@@ -86,7 +86,8 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         berth_ns::capabilities::resolve(&args.cap_add, &args.cap_drop, args.privileged)?;
     record.privileged = args.privileged;
     record.capabilities = Some(capabilities.iter().map(|c| c.name().to_owned()).collect());
-    record.no_new_privileges = parse_security_options(&args.security_opt)?;
+    (record.no_new_privileges, record.seccomp_profile) =
+        parse_security_options(&args.security_opt)?;
     let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
     record.network_mode = args.net.clone();
     let user_volumes = args
@@ -129,6 +130,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         capabilities: &capabilities,
         privileged: args.privileged,
         no_new_privileges: record.no_new_privileges,
+        seccomp_profile: record.seccomp_profile.as_deref(),
         own_network: network.has_own_namespace(),
         cgroup_namespace: berth_ns::Namespace::Cgroup.is_supported(Path::new("/proc")),
         resources,
@@ -259,17 +261,24 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
 
 /// `--security-opt no-new-privileges[:true|false]` (docker also accepts
 /// `=` as the separator); returns whether no_new_privs is wanted.
-fn parse_security_options(options: &[String]) -> anyhow::Result<bool> {
+/// `--security-opt`: no_new_privileges, and the seccomp choice as the
+/// record keeps it.
+fn parse_security_options(options: &[String]) -> anyhow::Result<(bool, Option<String>)> {
     let mut no_new_privileges = false;
+    let mut seccomp = None;
     for option in options {
         let (key, value) = option.split_once([':', '=']).unwrap_or((option, "true"));
         match (key, value) {
             ("no-new-privileges", "true") => no_new_privileges = true,
             ("no-new-privileges", "false") => no_new_privileges = false,
-            _ => bail!("unsupported --security-opt {option:?}: berth supports no-new-privileges[:true|false]"),
+            ("seccomp", value) => seccomp = Some(crate::seccomp::parse_choice(value)?),
+            _ => bail!(
+                "unsupported --security-opt {option:?}: berth supports \
+                 no-new-privileges[:true|false] and seccomp=unconfined|PROFILE.json"
+            ),
         }
     }
-    Ok(no_new_privileges)
+    Ok((no_new_privileges, seccomp))
 }
 
 /// `--log-opt max-size=10m --log-opt max-file=3`, docker's json-file options.
@@ -627,11 +636,28 @@ mod tests {
 
     #[test]
     fn security_options() {
-        assert!(!parse_security_options(&[]).unwrap());
-        assert!(parse_security_options(&["no-new-privileges".into()]).unwrap());
-        assert!(parse_security_options(&["no-new-privileges:true".into()]).unwrap());
-        assert!(!parse_security_options(&["no-new-privileges=false".into()]).unwrap());
-        assert!(parse_security_options(&["seccomp=unconfined".into()]).is_err());
+        let nnp = |options: &[&str]| {
+            let options: Vec<String> = options.iter().map(|o| (*o).to_owned()).collect();
+            parse_security_options(&options).unwrap().0
+        };
+        assert!(!nnp(&[]));
+        assert!(nnp(&["no-new-privileges"]));
+        assert!(nnp(&["no-new-privileges:true"]));
+        assert!(!nnp(&["no-new-privileges=false"]));
+        assert_eq!(
+            parse_security_options(&["seccomp=unconfined".into()]).unwrap(),
+            (false, Some("unconfined".to_owned()))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("profile.json");
+        std::fs::write(&profile, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+        let (_, chosen) =
+            parse_security_options(&[format!("seccomp={}", profile.display())]).unwrap();
+        assert!(chosen.unwrap().contains("SCMP_ACT_ALLOW"));
+        std::fs::write(&profile, "not json").unwrap();
+        assert!(parse_security_options(&[format!("seccomp={}", profile.display())]).is_err());
+        assert!(parse_security_options(&["seccomp=/no/such/profile.json".into()]).is_err());
+        assert!(parse_security_options(&["apparmor=x".into()]).is_err());
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub struct ContainerRecord {
     pub capabilities: Option<Vec<String>>,
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// `--security-opt seccomp=`: `unconfined`, or the profile's JSON as
+    /// it was when the container was created; `None` for the engine's
+    /// default profile.
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
     /// The container's cgroup as the code that created it serialized it
     /// (for berth: `berth_cgroup::Cgroup`), so that any later command can
     /// find and remove it even if berth's own cgroup has changed.
@@ -146,6 +151,7 @@ impl ContainerRecord {
             privileged: false,
             capabilities: None,
             no_new_privileges: false,
+            seccomp_profile: None,
             cgroup: None,
             network_mode: String::new(),
             network: None,

@@ -1599,3 +1599,145 @@ fn the_cgroup_view_shows_the_limit_and_cannot_raise_it() {
     );
     berth.assert_clean();
 }
+
+// ---------------------------------------------------------------------
+// seccomp: docker's default profile, unconfined, a profile of one's own
+// ---------------------------------------------------------------------
+
+/// The fixture's syscall probe, built static so it runs in busybox.
+fn syscall_probe(berth: &Berth) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/syscall_probe.c");
+    let binary = berth.root().join("syscall_probe");
+    let out = Command::new("cc")
+        .args(["-static", "-O", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("run cc");
+    assert!(out.status.success(), "cc: {}", describe(&out));
+    binary
+}
+
+fn probe_results(out: &Output) -> Vec<(String, i32)> {
+    assert!(out.status.success(), "{}", describe(out));
+    stdout(out)
+        .lines()
+        .map(|line| {
+            let (name, errno) = line.split_once(' ').unwrap();
+            (name.to_owned(), errno.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn seccomp_default_profile_refuses_what_docker_refuses() {
+    require_root!();
+    let berth = Berth::new();
+    let probe = syscall_probe(&berth);
+    let mount = format!("{}:/probe:ro", probe.display());
+    const EPERM: i32 = 1;
+
+    // Default container: filter on; every probed call and new user or
+    // mount namespaces end in EPERM, as with docker.
+    let out = run_rm(
+        &berth,
+        &["--net", "none", "-v", &mount, "busybox", "/probe"],
+    );
+    let results = probe_results(&out);
+    assert_eq!(results.len(), 9, "{}", describe(&out));
+    for (call, errno) in &results {
+        assert_eq!(*errno, EPERM, "{call} in a default container");
+    }
+    let out = run_rm(
+        &berth,
+        &[
+            "--net",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "grep '^Seccomp:' /proc/self/status; unshare -U true 2>&1; unshare -m true 2>&1; \
+             mkdir /made && echo mkdir-ok",
+        ],
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with("Seccomp:\t2\n"), "{text}");
+    assert_eq!(
+        text.matches("Operation not permitted").count(),
+        2,
+        "unshare -U and -m refused: {text}"
+    );
+    assert!(text.contains("mkdir-ok"), "{text}");
+
+    // An exec'd process is confined the same way.
+    let name = "seccomp-exec";
+    berth.run_ok([
+        "run", "-d", "--net", "none", "--name", name, "-v", &mount, "busybox", "sleep", "60",
+    ]);
+    let exec = berth.output(["exec", name, "/probe"]);
+    for (call, errno) in probe_results(&exec) {
+        assert_eq!(errno, EPERM, "{call} in an exec'd process");
+    }
+    berth.run_ok(["rm", "-f", name]);
+
+    // unconfined: the calls reach the kernel, which fails them for their
+    // bad arguments instead.
+    let out = run_rm(
+        &berth,
+        &[
+            "--net",
+            "none",
+            "--security-opt",
+            "seccomp=unconfined",
+            "-v",
+            &mount,
+            "busybox",
+            "/probe",
+        ],
+    );
+    let results = probe_results(&out);
+    for reached in ["keyctl", "add_key", "perf_event_open", "io_uring_setup"] {
+        let errno = results.iter().find(|(c, _)| c == reached).unwrap().1;
+        assert_ne!(errno, EPERM, "{reached} reaches the kernel when unconfined");
+    }
+
+    // A profile of one's own: mkdir fails with the profile's errno (EXDEV).
+    let profile = berth.root().join("deny-mkdir.json");
+    fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 18}]}"#,
+    )
+    .unwrap();
+    let out = run_rm(
+        &berth,
+        &[
+            "--net",
+            "none",
+            "--security-opt",
+            &format!("seccomp={}", profile.display()),
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir /made 2>&1; touch /file && echo touch-ok",
+        ],
+    );
+    let text = stdout(&out);
+    assert!(text.contains("Invalid cross-device link"), "{text}");
+    assert!(text.contains("touch-ok"), "{text}");
+
+    // A broken profile is one clear line, exit 125.
+    fs::write(&profile, "{not json").unwrap();
+    let out = run_rm(
+        &berth,
+        &[
+            "--security-opt",
+            &format!("seccomp={}", profile.display()),
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
+    berth.assert_clean();
+}
