@@ -160,6 +160,14 @@ impl Default for Profile {
     }
 }
 
+/// The version of the libseccomp that compiles profiles, e.g. `2.5.4`: a
+/// cache of compiled programs must be keyed by it.
+pub fn library_version() -> String {
+    libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_default()
+}
+
 /// A compiled BPF program, ready to be loaded.
 #[derive(Debug, Clone)]
 pub struct CompiledFilter {
@@ -362,27 +370,59 @@ fn export(context: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, Seccomp
     file.rewind()
         .and_then(|()| file.read_to_end(&mut bytes))
         .map_err(|source| SeccompError::Export { source })?;
+    instructions(&bytes).ok_or_else(|| SeccompError::Export {
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} bytes is not a whole BPF program", bytes.len()),
+        ),
+    })
+}
+
+/// BPF instructions from their in-memory bytes; `None` unless whole.
+fn instructions(bytes: &[u8]) -> Option<Vec<libc::sock_filter>> {
     const INSTRUCTION: usize = std::mem::size_of::<libc::sock_filter>();
     if bytes.is_empty() || bytes.len() % INSTRUCTION != 0 {
-        return Err(SeccompError::Export {
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} bytes is not a whole BPF program", bytes.len()),
-            ),
-        });
+        return None;
     }
-    Ok(bytes
-        .chunks_exact(INSTRUCTION)
-        .map(|b| libc::sock_filter {
-            code: u16::from_ne_bytes([b[0], b[1]]),
-            jt: b[2],
-            jf: b[3],
-            k: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
-        })
-        .collect())
+    Some(
+        bytes
+            .chunks_exact(INSTRUCTION)
+            .map(|b| libc::sock_filter {
+                code: u16::from_ne_bytes([b[0], b[1]]),
+                jt: b[2],
+                jf: b[3],
+                k: u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            })
+            .collect(),
+    )
 }
 
 impl CompiledFilter {
+    /// The program as bytes (8 per instruction, native endian), e.g. to
+    /// cache it: compiling a large profile costs milliseconds.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.program
+            .iter()
+            .flat_map(|i| {
+                let mut bytes = [0u8; 8];
+                bytes[..2].copy_from_slice(&i.code.to_ne_bytes());
+                bytes[2] = i.jt;
+                bytes[3] = i.jf;
+                bytes[4..].copy_from_slice(&i.k.to_ne_bytes());
+                bytes
+            })
+            .collect()
+    }
+
+    /// A program from [`CompiledFilter::to_bytes`], loaded with `flags`.
+    /// `None` for bytes that cannot be a program (empty, torn, longer than
+    /// the kernel's 4096 instructions).
+    pub fn from_bytes(bytes: &[u8], flags: FilterFlags) -> Option<Self> {
+        const MAX_INSTRUCTIONS: usize = 4096;
+        let program = instructions(bytes)?;
+        (program.len() <= MAX_INSTRUCTIONS).then_some(CompiledFilter { program, flags })
+    }
+
     /// Number of BPF instructions.
     pub fn len(&self) -> usize {
         self.program.len()
@@ -451,6 +491,12 @@ mod tests {
         };
         let filter = profile.compile().unwrap();
         assert!(!filter.is_empty());
+        // A round trip through bytes gives the same program.
+        let again = CompiledFilter::from_bytes(&filter.to_bytes(), profile.flags).unwrap();
+        assert_eq!(again.to_bytes(), filter.to_bytes());
+        assert!(CompiledFilter::from_bytes(&[0; 7], profile.flags).is_none());
+        assert!(CompiledFilter::from_bytes(&[], profile.flags).is_none());
+        assert!(CompiledFilter::from_bytes(&vec![0; 8 * 4097], profile.flags).is_none());
         let code = in_child(|| {
             if nix::sys::prctl::set_no_new_privs().is_err() || filter.load().is_err() {
                 return 10;

@@ -1,6 +1,7 @@
 //! From the spec's types to the ones of berth's subsystem crates, and the
 //! checks that refuse a spec before anything is made.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use berth_cgroup::{
@@ -218,14 +219,55 @@ pub(crate) fn seccomp_profile(spec: &Spec) -> Result<Option<seccomp::Profile>> {
 }
 
 /// The spec's seccomp filter, compiled (in the runtime, before any clone).
-pub(crate) fn compile_seccomp(spec: &Spec) -> Result<Option<seccomp::CompiledFilter>> {
-    seccomp_profile(spec)?
-        .map(|profile| {
-            profile
-                .compile()
-                .map_err(|e| RuntimeError::invalid(format!("linux.seccomp: {e}")))
-        })
-        .transpose()
+///
+/// Compiling docker's default profile takes libseccomp several
+/// milliseconds, so programs are cached in `cache_dir` (inside the
+/// runtime's root-only state directory) under a hash of the spec's
+/// `linux.seccomp`, the libseccomp version and berth's version. A cache
+/// entry that cannot be a program is compiled again; one that cannot be
+/// written costs only the time.
+pub(crate) fn compile_seccomp(
+    spec: &Spec,
+    cache_dir: &std::path::Path,
+) -> Result<Option<seccomp::CompiledFilter>> {
+    let Some(profile) = seccomp_profile(spec)? else {
+        return Ok(None);
+    };
+    let section = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let key = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(serde_json::to_vec(&section).unwrap_or_default());
+        hasher.update(seccomp::library_version());
+        hasher.update(env!("CARGO_PKG_VERSION"));
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let cached = cache_dir.join(format!("{key}.bpf"));
+    if let Some(filter) = std::fs::read(&cached)
+        .ok()
+        .and_then(|bytes| seccomp::CompiledFilter::from_bytes(&bytes, profile.flags))
+    {
+        return Ok(Some(filter));
+    }
+    let filter = profile
+        .compile()
+        .map_err(|e| RuntimeError::invalid(format!("linux.seccomp: {e}")))?;
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(cache_dir)
+        .and_then(|()| {
+            berth_state::replace_file(
+                &cached,
+                &filter.to_bytes(),
+                berth_state::Durability::Volatile,
+            )
+        });
+    Ok(Some(filter))
 }
 
 /// The spec's cgroup resources in berth-cgroup's terms (the device rules

@@ -60,7 +60,7 @@ impl Runtime {
             capabilities: super::convert::capability_sets(process.capabilities().as_ref())?,
             stdio: options.stdio.raw(),
             preserve_fds: options.preserve_fds,
-            seccomp: compile_seccomp(&file.spec)?,
+            seccomp: compile_seccomp(&file.spec, &self.seccomp_cache())?,
         };
         let pid_namespace = joined
             .iter()

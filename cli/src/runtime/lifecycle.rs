@@ -153,6 +153,11 @@ impl Drop for Unwind<'_> {
 }
 
 impl Runtime {
+    /// Compiled seccomp programs: a name no container id can have ('@').
+    pub(crate) fn seccomp_cache(&self) -> PathBuf {
+        self.root.join("seccomp@cache")
+    }
+
     fn ensure_root(&self) -> Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -243,7 +248,7 @@ impl Runtime {
                 )?,
                 stdio: options.stdio.raw(),
                 preserve_fds: options.preserve_fds,
-                seccomp: convert::compile_seccomp(spec)?,
+                seccomp: convert::compile_seccomp(spec, &self.seccomp_cache())?,
             },
             hooks_handshake: !prestart.is_empty()
                 || !create_container_hooks.is_empty()
