@@ -77,11 +77,22 @@ pub(crate) struct RegistryClient {
 
 impl RegistryClient {
     pub fn new(registry: &str, options: &PullOptions) -> Result<Self, RegistryError> {
-        let host = RegistryHost::parse(registry)?;
-        let loopback = host.is_loopback();
+        let loopback = RegistryHost::parse(registry)?.is_loopback();
         // As docker does: registries on this machine are plain HTTP and
         // never go through a proxy; everything else is HTTPS.
-        let scheme = if loopback { "http" } else { "https" };
+        Self::with_https(registry, options, !loopback)
+    }
+
+    /// [`RegistryClient::new`] with the scheme chosen by the caller (tests
+    /// reach an HTTPS server on loopback with it).
+    pub(crate) fn with_https(
+        registry: &str,
+        options: &PullOptions,
+        https: bool,
+    ) -> Result<Self, RegistryError> {
+        let host = RegistryHost::parse(registry)?;
+        let loopback = host.is_loopback();
+        let scheme = if https { "https" } else { "http" };
         let timeout = Some(options.timeout);
         let config = Agent::config_builder()
             .http_status_as_error(false)

@@ -981,3 +981,110 @@ fn references_print_as_docker_does() {
     reference.digest = None;
     assert_eq!(reference.manifest_reference(), "latest");
 }
+
+/// A self-signed certificate for 127.0.0.1 made by the openssl command,
+/// as (certificate PEM, key PEM); `None` when openssl is not installed.
+fn self_signed_certificate(dir: &std::path::Path) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    assert!(status.success(), "openssl req failed");
+    Some((std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
+}
+
+#[test]
+fn https_certificates_are_checked_unless_tls_verify_is_off() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some((cert, key)) = self_signed_certificate(dir.path()) else {
+        eprintln!("skipped: needs the openssl command");
+        return;
+    };
+    let certs = CertificateDer::pem_slice_iter(&cert)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let config = Arc::new(config);
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let registry = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    // Two connections: the refused handshake, then the accepted ping.
+    let server = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let mut request = Vec::new();
+            let mut byte = [0u8];
+            while !request.ends_with(b"\r\n\r\n") {
+                match tls.read(&mut byte) {
+                    Ok(1) => request.push(byte[0]),
+                    _ => break,
+                }
+            }
+            if request.is_empty() {
+                continue;
+            }
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            requests.push(String::from_utf8_lossy(&request).into_owned());
+        }
+        requests
+    });
+
+    let verified = client::RegistryClient::with_https(&registry, &quick(), true).unwrap();
+    let error = verified.get(Target::Ping, None).unwrap_err();
+    assert!(
+        matches!(error, RegistryError::Unreachable { .. }),
+        "{error}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("https://") && text.contains("certificate"),
+        "{text}"
+    );
+
+    let unverified = PullOptions {
+        tls_verify: false,
+        ..quick()
+    };
+    let client = client::RegistryClient::with_https(&registry, &unverified, true).unwrap();
+    client.get(Target::Ping, None).unwrap();
+    let requests = server.join().unwrap();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].starts_with("GET /v2/ "), "{requests:?}");
+}
