@@ -1,6 +1,5 @@
 //! What can go wrong talking to a registry.
 
-use std::io;
 use std::time::Duration;
 
 /// A registry refused, failed or misbehaved. Every variant names the
@@ -250,29 +249,31 @@ pub enum RegistryError {
         available: Vec<String>,
     },
 
-    /// The registry announced more bytes of a blob than its descriptor
-    /// declares, or a blob the client keeps in memory is too large.
+    /// The registry announced (or sent) a blob length other than the one
+    /// its descriptor declares.
     #[error("registry {registry}: blob {digest} is {actual} bytes, {declared} expected")]
     BlobSizeMismatch {
         /// The registry.
         registry: String,
         /// The blob.
         digest: String,
-        /// The size the descriptor declares (or the limit).
+        /// The size the descriptor declares.
         declared: u64,
         /// The size the registry announced.
         actual: u64,
     },
 
-    /// Reading a response body failed part way.
-    #[error("registry {registry}: reading {what}: {source}")]
-    Body {
+    /// The manifest declares an image config larger than any real one;
+    /// configs are held in memory.
+    #[error("registry {registry}: image config {digest} declares {size} bytes, more than {limit}")]
+    ConfigTooLarge {
         /// The registry.
         registry: String,
-        /// What was being read (URL or digest).
-        what: String,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// The config blob.
+        digest: String,
+        /// Its declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
     },
 }

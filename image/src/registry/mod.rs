@@ -485,11 +485,11 @@ fn fetch_config(
         actual,
     };
     if declared > CONFIG_LIMIT {
-        return Err(RegistryError::BlobSizeMismatch {
+        return Err(RegistryError::ConfigTooLarge {
             registry: client.registry().to_owned(),
-            digest: digest.clone(),
-            declared: CONFIG_LIMIT,
-            actual: declared,
+            digest,
+            size: declared,
+            limit: CONFIG_LIMIT,
         });
     }
     let response = client.get(

@@ -884,8 +884,15 @@ fn oversized_schema1_and_foreign_manifests_are_refused() {
         "layers": []
     }))
     .unwrap();
+    let big_config = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256(b"{}"), "size": 1u64 << 40},
+        "layers": []
+    }))
+    .unwrap();
     let server = FakeRegistry::start(move |seen| match seen.path.as_str() {
         "/v2/app/manifests/huge" => Reply::ok(vec![b' '; 5 * 1024 * 1024]),
+        "/v2/app/manifests/big-config" => Reply::ok(big_config.clone()),
         "/v2/app/manifests/old" => Reply::ok(schema1.clone()),
         "/v2/app/manifests/chart" => Reply::ok(artifact.clone()),
         _ => Reply::status(404, ""),
@@ -898,6 +905,11 @@ fn oversized_schema1_and_foreign_manifests_are_refused() {
     let error = open("huge");
     assert!(
         matches!(error, RegistryError::ManifestTooLarge { .. }),
+        "{error}"
+    );
+    let error = open("big-config");
+    assert!(
+        matches!(error, RegistryError::ConfigTooLarge { .. }),
         "{error}"
     );
     let error = open("old");
