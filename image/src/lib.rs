@@ -54,7 +54,7 @@ pub use busybox::{find_static_busybox, write_busybox_tar};
 pub use error::ImageError;
 pub use extract::extract;
 pub use name::validate_image_name;
-pub use registry::{PullOptions, RegistryError, RegistryReference, RegistrySource, TargetPlatform};
+pub use registry::{PullOptions, RegistryError, RegistryReference, RegistrySource};
 pub use source::ImageSource;
 pub use store::{Image, ImageConfig, ImageStore};
 
