@@ -85,6 +85,14 @@ pub enum ImageError {
         reason: String,
     },
 
+    /// Pulling from a registry failed.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+
+    /// A registry credentials file could not be used.
+    #[error(transparent)]
+    Credentials(#[from] crate::auth::CredentialsError),
+
     /// An operation failed, and removing what it had made failed too.
     #[error("{error}; cleaning up also failed: {cleanup}")]
     CleanupFailed {

@@ -39,18 +39,22 @@
 //! ```
 
 mod archive;
+pub mod auth;
 mod busybox;
 mod error;
 mod extract;
 mod name;
+pub mod registry;
 mod source;
 mod store;
 
 pub use archive::{write_layer_tar, write_merged_tar};
+pub use auth::{Credentials, CredentialsError, Login};
 pub use busybox::{find_static_busybox, write_busybox_tar};
 pub use error::ImageError;
 pub use extract::extract;
 pub use name::validate_image_name;
+pub use registry::{PullOptions, RegistryError, RegistryReference, RegistrySource};
 pub use source::ImageSource;
 pub use store::{Image, ImageConfig, ImageStore};
 

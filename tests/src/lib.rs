@@ -8,7 +8,9 @@
 //! - [`Pty`]: a pseudo-terminal pair to drive `berth run -t` like a user;
 //! - [`TarBuilder`]: raw tar archives, including the malicious ones that
 //!   the `tar` crate refuses to write;
-//! - small process helpers (timeouts, background containers).
+//! - small process helpers (timeouts, background containers);
+//! - [`registry`]: a real registry on 127.0.0.1 and images pushed to it,
+//!   for pull tests.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -26,6 +28,7 @@ use berth_cgroup::{Hierarchies, Layout};
 use tempfile::TempDir;
 
 pub mod oci;
+pub mod registry;
 
 /// How long any single berth command may take before a test gives up on
 /// it (generous: inside a slow emulated VM a run can take seconds).
