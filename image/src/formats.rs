@@ -139,6 +139,9 @@ fn normalize_name(name: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
+/// A file of an archive opened for reading, and its size.
+type Opened<'a> = (Box<dyn Read + Send + 'a>, u64);
+
 /// A reader of `size` bytes at `offset` of a shared file.
 struct Section<'a> {
     file: &'a File,
@@ -220,7 +223,7 @@ impl Container {
 
     /// The file `name` (a normalized path within the archive) and its
     /// size, `None` when absent.
-    fn open(&self, name: &str) -> Result<Option<(Box<dyn Read + Send + '_>, u64)>, ImageError> {
+    fn open(&self, name: &str) -> Result<Option<Opened<'_>>, ImageError> {
         match self {
             Container::Dir(root) => {
                 // Names are built from validated digests or fixed names, but

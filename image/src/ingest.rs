@@ -85,6 +85,29 @@ struct Expected<'a> {
     diff_id: Option<&'a str>,
 }
 
+/// How one layer is to be read.
+struct StageJob<'a> {
+    expected: Expected<'a>,
+    keep: KeepBlob,
+    /// The source's description, for errors.
+    origin: &'a str,
+    /// Set when another layer failed: stop early.
+    cancel: &'a AtomicBool,
+    /// Called with the blob bytes read so far.
+    on_bytes: &'a dyn Fn(u64),
+    options: ExtractOptions,
+}
+
+/// What one pass over the uncompressed stream gave.
+struct Unpacked {
+    /// Bytes of regular file content.
+    size: u64,
+    diff_hex: String,
+    diff_size: u64,
+    /// The blob file, when the uncompressed stream is the one kept.
+    file: Option<BufWriter<File>>,
+}
+
 /// A layer extracted and verified in `tmp/`, not yet in the store.
 #[derive(Debug)]
 struct StagedLayer {
@@ -125,7 +148,8 @@ struct Tee<'a, R> {
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            // Not ErrorKind::Interrupted: readers above retry on that.
+            return Err(io::Error::other("stopped: another layer failed"));
         }
         let room = usize::try_from(self.limit - self.count.min(self.limit)).unwrap_or(usize::MAX);
         let want = buf.len().min(room);
@@ -227,33 +251,30 @@ impl ImageStore {
     fn stage_layer(
         &self,
         raw: &mut dyn Read,
-        expected: Expected<'_>,
-        keep: KeepBlob,
-        origin: &str,
-        cancel: &AtomicBool,
-        on_bytes: &dyn Fn(u64),
-        options: ExtractOptions,
+        job: &StageJob<'_>,
     ) -> Result<StagedLayer, ImageError> {
         let tmp = self.new_tmp()?;
-        let result = self.stage_into(&tmp, raw, expected, keep, origin, cancel, on_bytes, options);
+        let result = self.stage_into(&tmp, raw, job);
         if result.is_err() {
             let _ = remove_tree(&tmp);
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn stage_into(
         &self,
         tmp: &Path,
         raw: &mut dyn Read,
-        expected: Expected<'_>,
-        keep: KeepBlob,
-        origin: &str,
-        cancel: &AtomicBool,
-        on_bytes: &dyn Fn(u64),
-        options: ExtractOptions,
+        job: &StageJob<'_>,
     ) -> Result<StagedLayer, ImageError> {
+        let StageJob {
+            expected,
+            keep,
+            origin,
+            cancel,
+            on_bytes,
+            options,
+        } = *job;
         let blob_path = tmp.join("blob");
         let file = BufWriter::with_capacity(256 << 10, create_file(&blob_path)?);
         let (raw_file, diff_file) = match keep {
@@ -280,7 +301,7 @@ impl ImageStore {
             origin: format!("{origin}: layer {what_digest}"),
             source,
         };
-        let extracted = (|| -> Result<(u64, String, u64, Option<BufWriter<File>>), ImageError> {
+        let extracted = (|| -> Result<Unpacked, ImageError> {
             let (_, stream) = decompressed(&mut raw_tee).map_err(archive_err)?;
             let mut diff_tee = Tee {
                 inner: stream,
@@ -302,7 +323,12 @@ impl ImageStore {
             }
             let diff_size = diff_tee.count;
             let diff_hex = hex_of(diff_tee.hasher);
-            Ok((size, diff_hex, diff_size, diff_tee.file))
+            Ok(Unpacked {
+                size,
+                diff_hex,
+                diff_size,
+                file: diff_tee.file,
+            })
         })();
         if let Some(e) = raw_tee.write_error.take() {
             return Err(ImageError::io("write", &blob_path, e));
@@ -337,7 +363,12 @@ impl ImageStore {
                 });
             }
         }
-        let (size, diff_hex, diff_size, diff_file) = extracted?;
+        let Unpacked {
+            size,
+            diff_hex,
+            diff_size,
+            file: diff_file,
+        } = extracted?;
         drained.map_err(archive_err)?;
         if diff_size == 0 {
             return Err(archive_err(io::Error::new(
@@ -604,6 +635,8 @@ impl ImageStore {
         }
         let cancel = AtomicBool::new(false);
         let next = AtomicUsize::new(0);
+        // The layer that failed first: the others stop because of it.
+        let first_failure = AtomicUsize::new(usize::MAX);
         let (tx, rx) = mpsc::channel::<(usize, Event)>();
         enum Event {
             Bytes(u64),
@@ -618,7 +651,7 @@ impl ImageStore {
             let workers = indices.len().min(PARALLEL_LAYERS);
             for _ in 0..workers {
                 let tx = tx.clone();
-                let (cancel, next) = (&cancel, &next);
+                let (cancel, next, first_failure) = (&cancel, &next, &first_failure);
                 scope.spawn(move || loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = indices.get(k) else { break };
@@ -635,19 +668,27 @@ impl ImageStore {
                     let result = source.open_blob(descriptor).and_then(|mut raw| {
                         self.stage_layer(
                             &mut raw,
-                            Expected {
-                                blob: Some((&digest, size)),
-                                diff_id: Some(&diff_ids[i]),
+                            &StageJob {
+                                expected: Expected {
+                                    blob: Some((&digest, size)),
+                                    diff_id: Some(&diff_ids[i]),
+                                },
+                                keep: KeepBlob::AsReceived,
+                                origin,
+                                cancel,
+                                on_bytes: &on_bytes,
+                                options,
                             },
-                            KeepBlob::AsReceived,
-                            origin,
-                            cancel,
-                            &on_bytes,
-                            options,
                         )
                     });
                     if result.is_err() {
-                        cancel.store(true, Ordering::Relaxed);
+                        let _ = first_failure.compare_exchange(
+                            usize::MAX,
+                            i,
+                            Ordering::SeqCst,
+                            Ordering::SeqCst,
+                        );
+                        cancel.store(true, Ordering::SeqCst);
                     }
                     let _ = tx.send((i, Event::Done(result)));
                 });
@@ -672,22 +713,18 @@ impl ImageStore {
                 }
             }
         });
-        results.sort_by_key(|(i, _)| *i);
-        // The first real error, not a layer cancelled because of it.
+        let failed = first_failure.load(Ordering::SeqCst);
         let mut error: Option<ImageError> = None;
         let mut staged = Vec::new();
         for (i, result) in results {
             match result {
                 Ok(layer) => staged.push((i, layer)),
-                Err(e) => {
-                    let cancelled = matches!(&e, ImageError::Archive { source, .. } if source.kind() == io::ErrorKind::Interrupted);
-                    if error.is_none() || (!cancelled && error_is_cancel(error.as_ref())) {
-                        error = Some(e);
-                    }
-                }
+                Err(e) if i == failed => error = Some(e),
+                // Stopped because of the first failure.
+                Err(_) => {}
             }
         }
-        if staged.len() + usize::from(error.is_some()) < indices.len() && error.is_none() {
+        if error.is_none() && staged.len() < indices.len() {
             error = Some(ImageError::InvalidImage {
                 origin: origin.to_owned(),
                 reason: "a layer was not read".to_owned(),
@@ -729,12 +766,14 @@ impl ImageStore {
         let cancel = AtomicBool::new(false);
         let staged = self.stage_layer(
             reader,
-            Expected::default(),
-            KeepBlob::Uncompressed,
-            origin,
-            &cancel,
-            &|_| {},
-            options,
+            &StageJob {
+                expected: Expected::default(),
+                keep: KeepBlob::Uncompressed,
+                origin,
+                cancel: &cancel,
+                on_bytes: &|_| {},
+                options,
+            },
         )?;
         let result = self.add_staged_on(base, &staged, new, tags, origin);
         let _ = remove_tree(&staged.tmp);
@@ -988,10 +1027,6 @@ impl ImageStore {
             },
         )
     }
-}
-
-fn error_is_cancel(error: Option<&ImageError>) -> bool {
-    matches!(error, Some(ImageError::Archive { source, .. }) if source.kind() == io::ErrorKind::Interrupted)
 }
 
 pub(crate) fn oci_digest(hex: &str) -> Result<oci_spec::image::Digest, ImageError> {

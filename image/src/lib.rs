@@ -85,4 +85,6 @@ pub use store_source::StoreSource;
 #[cfg(test)]
 mod archive_tests;
 #[cfg(test)]
+mod store_tests;
+#[cfg(test)]
 mod tests;

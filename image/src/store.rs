@@ -532,8 +532,8 @@ impl ImageStore {
 
     /// The image that `text` names: a reference (`busybox`,
     /// `localhost/deb:12`, `name@sha256:...`), a full image id
-    /// (`sha256:<hex>` or `<hex>`), or a unique prefix of at least four hex
-    /// digits of an id, tried in that order as docker does.
+    /// (`sha256:<hex>` or `<hex>`), or a unique prefix of an id, tried in
+    /// that order as docker does.
     pub fn resolve(&self, text: &str) -> Result<Image, ImageError> {
         let tags = self.read_tags()?;
         if let Some(id) = ImageId::parse(text) {
@@ -552,7 +552,7 @@ impl ImageStore {
             });
         }
         let bare_hex = text.strip_prefix("sha256:").unwrap_or(text);
-        let is_prefix = bare_hex.len() >= 4
+        let is_prefix = !bare_hex.is_empty()
             && bare_hex.len() < 64
             && bare_hex
                 .bytes()
@@ -771,6 +771,14 @@ impl ImageStore {
         Ok(removed)
     }
 
+    /// Move a layer directory out of `layers/` (atomic), then delete it.
+    fn remove_layer_dir(&self, path: &Path, removed: &mut Removed) -> Result<(), ImageError> {
+        let trash = self.tmp_dir().join(unique_suffix());
+        fs::rename(path, &trash).map_err(|e| ImageError::io("rename", path, e))?;
+        removed.bytes += tree_bytes(&trash);
+        remove_tree(&trash)
+    }
+
     /// Under the lock: delete layers, blobs and links that no image record
     /// names. Work still in `tmp/` is not touched.
     fn sweep(&self, removed: &mut Removed) -> Result<(), ImageError> {
@@ -800,26 +808,26 @@ impl ImageStore {
         let layers_dir = self.layers_dir();
         let entries = fs::read_dir(&layers_dir)
             .map_err(|e| ImageError::io("read directory", &layers_dir, e))?;
+        let mut aliases = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if layers.contains(&name) {
-                continue;
-            }
             let path = entry.path();
-            if crate::migrate::is_legacy_alias(&path) {
-                // Kept while the layer it points to exists.
-                if path.join("rootfs").exists() {
-                    continue;
-                }
-            } else if crate::migrate::is_legacy_layer(&path) {
-                // Migration has not reached it (it runs at open).
+            if layers.contains(&name) || crate::migrate::is_legacy_layer(&path) {
+                // In use, or not converted yet (conversion runs at open).
                 continue;
             }
-            let trash = self.tmp_dir().join(unique_suffix());
-            fs::rename(&path, &trash).map_err(|e| ImageError::io("rename", &path, e))?;
-            removed.bytes += tree_bytes(&trash);
-            remove_tree(&trash)?;
+            if crate::migrate::is_legacy_alias(&path) {
+                aliases.push(path);
+                continue;
+            }
+            self.remove_layer_dir(&path, removed)?;
             removed.layers += 1;
+        }
+        // An alias of a converted layer goes with the layer.
+        for path in aliases {
+            if !path.join("rootfs").exists() {
+                self.remove_layer_dir(&path, removed)?;
+            }
         }
         fsync_dir(&layers_dir)?;
         let blobs_dir = self.blobs_dir();

@@ -350,7 +350,7 @@ fn busybox_image() {
     let config = image.run_config();
     assert_eq!(config.cmd().as_deref().unwrap(), ["sh"]);
     assert!(config.env().as_ref().unwrap()[0].starts_with("PATH=/usr/local/sbin:"));
-    assert_eq!(image.tags, [name.clone()]);
+    assert_eq!(image.tags, std::slice::from_ref(&name));
     assert_eq!(image.layers.len(), 1);
     assert_eq!(store.ensure_busybox(&name).unwrap(), image);
     // Reproducible: another store makes the same image from the same binary.
