@@ -493,7 +493,18 @@ impl ImageStore {
         let origin = source.describe();
         let manifest = source.manifest();
         let manifest_bytes = match source.manifest_bytes() {
-            Some(bytes) => bytes.to_vec(),
+            Some(bytes) => {
+                // The bytes are what is kept; the parsed manifest is what is
+                // read. They must say the same.
+                let parsed: Result<ImageManifest, _> = serde_json::from_slice(bytes);
+                if parsed.as_ref().ok() != Some(manifest) {
+                    return Err(ImageError::InvalidImage {
+                        origin,
+                        reason: "its manifest bytes do not match its manifest".to_owned(),
+                    });
+                }
+                bytes.to_vec()
+            }
             None => serde_json::to_vec(manifest).map_err(|e| ImageError::InvalidImage {
                 origin: origin.clone(),
                 reason: format!("cannot serialize its manifest: {e}"),

@@ -644,6 +644,27 @@ fn hostile_sources_are_refused_and_leave_the_store_unchanged() {
         )
     });
 
+    // Manifest bytes that say something else than the manifest read.
+    let mut two_faced = good.clone();
+    two_faced.manifest_bytes = MemorySource::new(&base_layers(), "other").manifest_bytes;
+    refused(&two_faced, |e| matches!(e, ImageError::InvalidImage { .. }));
+
+    // Among many layers read in parallel, the bad one is named.
+    let mut many: Vec<(Vec<u8>, Compression)> = (0..8)
+        .map(|i| {
+            let content = format!("{i}").repeat(300_000);
+            (
+                layer(&[(&format!("f{i}"), FILE, &content)]),
+                Compression::Gzip,
+            )
+        })
+        .collect();
+    many[5].0 = layer(&[("../escape", FILE, "x")]);
+    refused(
+        &MemorySource::new(&many, "sh"),
+        |e| matches!(e, ImageError::UnsafeEntry { entry, .. } if entry == "../escape"),
+    );
+
     // Manifest and config disagree on the number of layers.
     let mut missing_layer = good.clone();
     missing_layer.edit_manifest(|m| {
@@ -1202,4 +1223,107 @@ fn concurrent_adds_keep_the_store_whole() {
     }
     assert_eq!(images.iter().filter(|i| !i.tags.is_empty()).count(), 12);
     assert!(fs::read_dir(root.join("tmp")).unwrap().next().is_none());
+}
+
+const KILL_STORE_ENV: &str = "BERTH_IMAGE_TEST_KILL_STORE";
+
+/// Run by `killed_at_any_point_the_store_stays_usable` in a child process
+/// (it does nothing when run on its own): adds, tags, untags and collects
+/// images until it is killed.
+#[test]
+#[ignore = "run as a child process by killed_at_any_point_the_store_stays_usable"]
+fn child_keeps_changing_the_store() {
+    let Some(root) = std::env::var_os(KILL_STORE_ENV) else {
+        return;
+    };
+    let store = ImageStore::open(PathBuf::from(root)).unwrap();
+    for round in 0u64.. {
+        let big: String = (0..200_000u64)
+            .map(|i| char::from(b'a' + ((i * 7 + round) % 26) as u8))
+            .collect();
+        let mut layers = base_layers();
+        layers.push((layer(&[("big", FILE, &big)]), Compression::Gzip));
+        layers.push((
+            layer(&[(&format!("f{round}"), FILE, "x")]),
+            Compression::Zstd,
+        ));
+        let source = MemorySource::new(&layers, &format!("round {round}"));
+        let name = reference(&format!("churn:{}", round % 3));
+        store
+            .add_image(&source, &[name.clone()], &no_progress)
+            .unwrap();
+        if round % 2 == 1 {
+            store.untag(&name).unwrap();
+            store.gc(&|_| false).unwrap();
+        }
+    }
+}
+
+#[test]
+fn killed_at_any_point_the_store_stays_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("store");
+    let exe = std::env::current_exe().unwrap();
+    let mut churned = 0;
+    for round in 0..8u64 {
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "store_tests::child_keeps_changing_the_store",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(KILL_STORE_ENV, &root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40 + round * 37));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        child.wait().unwrap();
+
+        // Whatever the child was doing: every listed image is whole.
+        let store = ImageStore::open(&root).unwrap();
+        let images = store.list().unwrap();
+        churned += images
+            .iter()
+            .filter(|i| i.tags.iter().any(|t| t.repository() == "library/churn"))
+            .count();
+        for image in images {
+            for dir in image.lower_dirs() {
+                assert!(dir.is_dir(), "round {round}: {}", dir.display());
+            }
+            let resolved = store.resolve(image.id.hex()).unwrap();
+            assert_eq!(resolved.id, image.id);
+            let mut saved = Vec::new();
+            let none: &[Reference] = &[];
+            store
+                .save_oci_archive(&[(&image, none)], &mut saved)
+                .unwrap();
+        }
+        store.gc(&|_| false).unwrap();
+        assert!(
+            fs::read_dir(root.join("tmp")).unwrap().next().is_none(),
+            "round {round}: gc left tmp entries"
+        );
+        for entry in fs::read_dir(root.join("layers")).unwrap().flatten() {
+            assert!(
+                entry.path().join("layer.json").is_file(),
+                "round {round}: half-made layer {}",
+                entry.path().display()
+            );
+        }
+        store
+            .add_image(
+                &MemorySource::new(&base_layers(), "after"),
+                &[reference("after")],
+                &no_progress,
+            )
+            .unwrap();
+    }
+    assert!(churned > 0, "the child never got to store an image");
 }
