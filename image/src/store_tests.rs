@@ -1250,7 +1250,7 @@ fn child_keeps_changing_the_store() {
         let source = MemorySource::new(&layers, &format!("round {round}"));
         let name = reference(&format!("churn:{}", round % 3));
         store
-            .add_image(&source, &[name.clone()], &no_progress)
+            .add_image(&source, std::slice::from_ref(&name), &no_progress)
             .unwrap();
         if round % 2 == 1 {
             store.untag(&name).unwrap();
