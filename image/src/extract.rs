@@ -20,6 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -220,7 +221,9 @@ impl Meta {
 
 struct Extractor<'a> {
     dest: &'a Path,
-    root: OwnedFd,
+    root: Rc<OwnedFd>,
+    /// The directory `open_dir` opened last, and its components.
+    last_dir: Option<(Vec<OsString>, Rc<OwnedFd>)>,
     is_root: bool,
     options: ExtractOptions,
     /// Directory metadata applied by `finish`, keyed by relative components
@@ -242,7 +245,8 @@ impl<'a> Extractor<'a> {
         dirs.insert(Vec::new(), Meta::IMPLICIT_DIR);
         Ok(Extractor {
             dest,
-            root,
+            root: Rc::new(root),
+            last_dir: None,
             is_root: nix::unistd::geteuid().is_root(),
             options,
             dirs,
@@ -372,28 +376,37 @@ impl<'a> Extractor<'a> {
 
     /// Open the directory `comps` (relative to dest) without following any
     /// symlink; missing components are created when `create` is set.
+    ///
+    /// The last directory opened is kept: entries of one directory mostly
+    /// follow one another, and starting from it saves opening every
+    /// component again. It is dropped whenever a directory is removed.
     fn open_dir(
         &mut self,
         comps: &[OsString],
         raw: &str,
         create: bool,
-    ) -> Result<OwnedFd, ImageError> {
-        let mut fd = self
-            .root
-            .try_clone()
-            .map_err(|e| ImageError::io("duplicate descriptor of", self.dest, e))?;
-        for (i, comp) in comps.iter().enumerate() {
+    ) -> Result<Rc<OwnedFd>, ImageError> {
+        let (mut fd, start) = match &self.last_dir {
+            Some((cached, fd)) if comps.starts_with(cached) => (fd.clone(), cached.len()),
+            _ => (self.root.clone(), 0),
+        };
+        if start == comps.len() {
+            return Ok(fd);
+        }
+        for (i, comp) in comps.iter().enumerate().skip(start) {
             let prefix = &comps[..=i];
-            match openat(&fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()) {
-                Ok(next) => fd = next,
+            match openat(&*fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()) {
+                Ok(next) => fd = Rc::new(next),
                 Err(Errno::ENOENT) if create => {
-                    mkdirat(&fd, comp.as_os_str(), Mode::from_bits_truncate(0o700)).map_err(
+                    mkdirat(&*fd, comp.as_os_str(), Mode::from_bits_truncate(0o700)).map_err(
                         |e| ImageError::errno("create directory", self.full_path(prefix), e),
                     )?;
                     self.dirs.insert(prefix.to_vec(), Meta::IMPLICIT_DIR);
-                    fd = openat(&fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()).map_err(|e| {
-                        ImageError::errno("open directory", self.full_path(prefix), e)
-                    })?;
+                    let next =
+                        openat(&*fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()).map_err(|e| {
+                            ImageError::errno("open directory", self.full_path(prefix), e)
+                        })?;
+                    fd = Rc::new(next);
                 }
                 Err(Errno::ENOENT) => {
                     return Err(ImageError::unsafe_entry(
@@ -402,7 +415,7 @@ impl<'a> Extractor<'a> {
                     ))
                 }
                 Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                    let what = match fstatat(&fd, comp.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    let what = match fstatat(&*fd, comp.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                         Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() => {
                             "a symlink; writing through links is not allowed"
                         }
@@ -422,6 +435,7 @@ impl<'a> Extractor<'a> {
                 }
             }
         }
+        self.last_dir = Some((comps.to_vec(), fd.clone()));
         Ok(fd)
     }
 
@@ -434,7 +448,7 @@ impl<'a> Extractor<'a> {
         comps: &[OsString],
         raw: &str,
         keep_dir: bool,
-    ) -> Result<(OwnedFd, bool), ImageError> {
+    ) -> Result<(Rc<OwnedFd>, bool), ImageError> {
         let (name, parents) = comps
             .split_last()
             .ok_or_else(|| ImageError::unsafe_entry(raw, "names the layer root itself"))?;
@@ -461,6 +475,8 @@ impl<'a> Extractor<'a> {
                 // the tree is private to this extraction, so the path is
                 // the directory we looked at; remove_dir_all never follows
                 // symlinks.
+                // Also drop the cached descriptor, which may be below it.
+                self.last_dir = None;
                 remove_tree(&self.full_path(comps))?;
                 self.dirs.retain(|k, _| !k.starts_with(comps));
                 Ok(false)

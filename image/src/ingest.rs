@@ -21,7 +21,7 @@ use oci_spec::image::{
 use sha2::{Digest as _, Sha256};
 
 use crate::busybox::{find_static_busybox, write_busybox_tar};
-use crate::compression::decompressed;
+use crate::compression::{decompressed, Compression};
 use crate::digest::{check_size, hex_of, read_verified, sha256_hex, sha256_hex_of};
 use crate::extract::{extract_tar, remove_tree, ExtractOptions, Whiteouts};
 use crate::pipe::pipe_through;
@@ -102,7 +102,8 @@ struct StageJob<'a> {
 struct Unpacked {
     /// Bytes of regular file content.
     size: u64,
-    diff_hex: String,
+    /// `None` when the stream was not compressed: the blob's digest.
+    diff_hex: Option<String>,
     diff_size: u64,
     /// The blob file, when the uncompressed stream is the one kept.
     file: Option<BufWriter<File>>,
@@ -132,7 +133,8 @@ impl StagedLayer {
 struct Tee<'a, R> {
     inner: R,
     file: Option<BufWriter<File>>,
-    hasher: Sha256,
+    /// `None` when another reader hashes the same bytes already.
+    hasher: Option<Sha256>,
     count: u64,
     /// Read at most this many bytes (one past the declared size, to notice
     /// a blob that is too long).
@@ -173,7 +175,9 @@ impl<R: Read> Read for Tee<'_, R> {
                 return Err(io::Error::new(kind, "writing the blob failed"));
             }
         }
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.count += n as u64;
         if self.count - self.reported >= PROGRESS_STEP {
             self.reported = self.count;
@@ -195,11 +199,9 @@ fn create_file(path: &Path) -> Result<File, ImageError> {
 
 fn finish_file(file: Option<BufWriter<File>>, path: &Path) -> Result<(), ImageError> {
     if let Some(file) = file {
-        let file = file
-            .into_inner()
+        // Made durable with everything staged by one syncfs.
+        file.into_inner()
             .map_err(|e| ImageError::io("write", path, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| ImageError::io("fsync", path, e))?;
     }
     Ok(())
 }
@@ -283,9 +285,10 @@ impl ImageStore {
         };
         let no_progress = |_| {};
         let mut raw_tee = Tee {
-            inner: raw,
+            // Large reads from the source whatever size the tar reader asks.
+            inner: io::BufReader::with_capacity(1 << 20, raw),
             file: raw_file,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             count: 0,
             limit: expected
                 .blob
@@ -302,11 +305,12 @@ impl ImageStore {
             source,
         };
         let extracted = (|| -> Result<Unpacked, ImageError> {
-            let (_, stream) = decompressed(&mut raw_tee).map_err(archive_err)?;
+            let (compression, stream) = decompressed(&mut raw_tee).map_err(archive_err)?;
             let mut diff_tee = Tee {
                 inner: stream,
                 file: diff_file,
-                hasher: Sha256::new(),
+                // Uncompressed, both streams are the same bytes: hash once.
+                hasher: (compression != Compression::None).then(Sha256::new),
                 count: 0,
                 limit: u64::MAX,
                 eof: false,
@@ -322,7 +326,7 @@ impl ImageStore {
                 return Err(ImageError::io("write", &blob_path, e));
             }
             let diff_size = diff_tee.count;
-            let diff_hex = hex_of(diff_tee.hasher);
+            let diff_hex = diff_tee.hasher.map(hex_of);
             Ok(Unpacked {
                 size,
                 diff_hex,
@@ -343,7 +347,7 @@ impl ImageStore {
         let drained = io::copy(&mut raw_tee, &mut io::sink());
         let blob_size = raw_tee.count;
         let raw_file = raw_tee.file.take();
-        let blob_hex = hex_of(raw_tee.hasher);
+        let blob_hex = raw_tee.hasher.take().map(hex_of).unwrap_or_default();
         if let Some((digest, size)) = expected.blob {
             if blob_size != size && (raw_tee.eof || blob_size > size) {
                 return Err(ImageError::SizeMismatch {
@@ -369,6 +373,7 @@ impl ImageStore {
             diff_size,
             file: diff_file,
         } = extracted?;
+        let diff_hex = diff_hex.unwrap_or_else(|| blob_hex.clone());
         drained.map_err(archive_err)?;
         if diff_size == 0 {
             return Err(archive_err(io::Error::new(
@@ -408,7 +413,6 @@ impl ImageStore {
         let mut file = create_file(&path)?;
         let written = file
             .write_all(bytes)
-            .and_then(|()| file.sync_all())
             .map_err(|e| ImageError::io("write", &path, e));
         if let Err(e) = written {
             let _ = fs::remove_file(&path);
@@ -428,16 +432,16 @@ impl ImageStore {
         fs::rename(staged, &target).map_err(|e| ImageError::io("rename", staged, e))
     }
 
-    /// Under the lock: move a staged layer into `layers/` (or drop it when
-    /// the layer is there already), with its record and link.
-    fn commit_layer(
+    /// Write the record of a staged layer into its directory (before the
+    /// lock is taken: the record is in place when the directory appears).
+    fn prepare_layer(
         &self,
         staged: &StagedLayer,
         chain_id: &str,
         parent: Option<&str>,
         media_type: &str,
     ) -> Result<LayerRecord, ImageError> {
-        let chain_hex = sha256_hex_of(chain_id, "the store")?.to_owned();
+        let chain_hex = sha256_hex_of(chain_id, "the store")?;
         let record = LayerRecord {
             chain_id: chain_id.to_owned(),
             diff_id: format!("sha256:{}", staged.diff_hex),
@@ -447,32 +451,52 @@ impl ImageStore {
             blob_media_type: media_type.to_owned(),
             diff_size: staged.diff_size,
             size: staged.size,
-            link: link_name(&chain_hex),
+            link: link_name(chain_hex),
         };
+        let path = staged.tmp.join("layer.json");
+        let bytes = crate::store::to_json(&record, &path)?;
+        // Made durable with everything staged by one syncfs.
+        berth_state::replace_file(&path, &bytes, berth_state::Durability::Volatile)
+            .map_err(|e| ImageError::io("write", &path, e))?;
+        Ok(record)
+    }
+
+    /// Everything written below `tmp/` reaches the disk before any of it
+    /// is renamed into the store: one syncfs rather than an fsync per file.
+    fn sync_staged(&self) -> Result<(), ImageError> {
+        let tmp = self.tmp_dir();
+        let dir = File::open(&tmp).map_err(|e| ImageError::io("open", &tmp, e))?;
+        nix::unistd::syncfs(&dir).map_err(|e| ImageError::errno("syncfs", &tmp, e))
+    }
+
+    /// Under the lock: move a staged, synced layer with its record into
+    /// `layers/` (or drop it when the layer is there already), with its
+    /// blob and link.
+    fn commit_layer(
+        &self,
+        staged: &StagedLayer,
+        record: &LayerRecord,
+    ) -> Result<LayerRecord, ImageError> {
+        let chain_hex = sha256_hex_of(&record.chain_id, "the store")?.to_owned();
         self.commit_blob(&staged.blob_path(), &staged.blob_hex)?;
         let layer_dir = self.layers_dir().join(&chain_hex);
-        if self.has_layer(chain_id)? {
+        if self.has_layer(&record.chain_id)? {
             remove_tree(&staged.tmp)?;
-            let existing = self.read_layer_record(chain_id)?;
+            let existing = self.read_layer_record(&record.chain_id)?;
             self.ensure_link(&existing)?;
             return Ok(existing);
         }
-        // Records are written before the rename, so a directory without
+        // Records are in place before the rename, so a directory without
         // one is not a layer of this store: move it out of the way.
         if layer_dir.exists() {
             let trash = self.tmp_dir().join(unique_suffix());
             fs::rename(&layer_dir, &trash).map_err(|e| ImageError::io("rename", &layer_dir, e))?;
             remove_tree(&trash)?;
         }
-        let record_path = staged.tmp.join("layer.json");
-        crate::store::write_atomic(&record_path, &crate::store::to_json(&record, &record_path)?)?;
-        // The layer's files are durable before the layer is visible.
-        let dir = File::open(&staged.tmp).map_err(|e| ImageError::io("open", &staged.tmp, e))?;
-        nix::unistd::syncfs(&dir).map_err(|e| ImageError::errno("syncfs", &staged.tmp, e))?;
         fs::rename(&staged.tmp, &layer_dir)
             .map_err(|e| ImageError::io("rename", &staged.tmp, e))?;
-        self.ensure_link(&record)?;
-        Ok(record)
+        self.ensure_link(record)?;
+        Ok(record.clone())
     }
 
     /// Store the image that `source` provides and point `tags` at it.
@@ -540,24 +564,34 @@ impl ImageStore {
             }
             let staged =
                 self.stage_layers(source, manifest, &diff_ids, &missing, &origin, progress)?;
-            let manifest_tmp = self.stage_bytes(&manifest_bytes);
-            let config_tmp = self.stage_bytes(&config_bytes);
-            let (manifest_tmp, config_tmp) = match (manifest_tmp, config_tmp) {
-                (Ok(m), Ok(c)) => (m, c),
-                (m, c) => {
-                    for path in [m.ok(), c.ok()].into_iter().flatten() {
+            let mut small_blobs: Vec<PathBuf> = Vec::new();
+            let prepared = (|| -> Result<Vec<LayerRecord>, ImageError> {
+                let records = staged
+                    .iter()
+                    .map(|(i, layer)| {
+                        let parent = i.checked_sub(1).map(|p| chain_ids[p].as_str());
+                        let media_type = manifest.layers()[*i].media_type().to_string();
+                        self.prepare_layer(layer, &chain_ids[*i], parent, &media_type)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                small_blobs.push(self.stage_bytes(&manifest_bytes)?);
+                small_blobs.push(self.stage_bytes(&config_bytes)?);
+                self.sync_staged()?;
+                Ok(records)
+            })();
+            let records = match prepared {
+                Ok(records) => records,
+                Err(e) => {
+                    for path in small_blobs {
                         let _ = fs::remove_file(path);
                     }
                     for (_, layer) in staged {
                         let _ = remove_tree(&layer.tmp);
                     }
-                    return Err(ImageError::io(
-                        "write",
-                        self.tmp_dir(),
-                        io::Error::other("staging the manifest and config failed"),
-                    ));
+                    return Err(e);
                 }
             };
+            let (manifest_tmp, config_tmp) = (small_blobs[0].clone(), small_blobs[1].clone());
             let _lock = self.lock()?;
             let gone = (0..chain_ids.len())
                 .filter(|i| !missing.contains(i))
@@ -570,10 +604,8 @@ impl ImageStore {
                 let _ = fs::remove_file(config_tmp);
                 continue;
             }
-            for (i, layer) in staged {
-                let parent = i.checked_sub(1).map(|p| chain_ids[p].as_str());
-                let media_type = manifest.layers()[i].media_type().to_string();
-                self.commit_layer(&layer, &chain_ids[i], parent, &media_type)?;
+            for ((_, layer), record) in staged.iter().zip(&records) {
+                self.commit_layer(layer, record)?;
             }
             for chain_id in &chain_ids {
                 self.ensure_link(&self.read_layer_record(chain_id)?)?;
@@ -872,8 +904,19 @@ impl ImageStore {
         let manifest_hex = sha256_hex(&manifest_bytes);
         let chain_ids = chain_ids(&diff_ids);
         let manifest_tmp = self.stage_bytes(&manifest_bytes)?;
-        let config_tmp = match self.stage_bytes(&config_bytes) {
-            Ok(path) => path,
+        let parent = chain_ids.len().checked_sub(2).map(|p| chain_ids[p].clone());
+        let top = chain_ids.last().cloned().unwrap_or_default();
+        let config_tmp = self.stage_bytes(&config_bytes).and_then(|config_tmp| {
+            self.prepare_layer(
+                staged,
+                &top,
+                parent.as_deref(),
+                MediaType::ImageLayer.as_ref(),
+            )
+            .and_then(|record| self.sync_staged().map(|()| (config_tmp, record)))
+        });
+        let (config_tmp, record) = match config_tmp {
+            Ok(done) => done,
             Err(e) => {
                 let _ = fs::remove_file(&manifest_tmp);
                 return Err(e);
@@ -892,14 +935,7 @@ impl ImageStore {
                 }
             }
         }
-        let parent = chain_ids.len().checked_sub(2).map(|p| chain_ids[p].clone());
-        let top = chain_ids.last().cloned().unwrap_or_default();
-        self.commit_layer(
-            staged,
-            &top,
-            parent.as_deref(),
-            MediaType::ImageLayer.as_ref(),
-        )?;
+        self.commit_layer(staged, &record)?;
         self.commit_blob(&manifest_tmp, &manifest_hex)?;
         self.commit_blob(&config_tmp, &config_hex)?;
         fsync_dir(&self.blobs_dir())?;
