@@ -203,14 +203,14 @@ pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
     for target in &args.targets {
         match find(&store, target) {
             Ok(record) => out.push(serde_json::to_value(&record)?),
-            Err(container_err) => match images.get(target) {
+            Err(container_err) => match images.resolve(target) {
                 Ok(image) => out.push(serde_json::json!({
-                    "Name": image.name,
-                    "Id": image.id,
-                    "Rootfs": image.rootfs,
-                    "Size": image.size,
-                    "Created": image.created,
-                    "Config": image.config,
+                    "Id": image.id.to_string(),
+                    "RepoTags": image.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
+                    "Created": image.created(),
+                    "Size": image.size(),
+                    "Config": image.config.config(),
+                    "Layers": image.lower_dirs(),
                 })),
                 Err(_) => match container_err.downcast_ref::<berth_state::StateError>() {
                     Some(berth_state::StateError::NotFound { .. }) => {

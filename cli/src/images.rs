@@ -13,12 +13,15 @@ pub fn list(paths: &Paths) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = images
         .iter()
         .map(|image| {
-            let created = berth_state::Timestamp::from_unix(image.created, 0);
+            let created = berth_state::Timestamp::from_unix(image.added, 0);
             vec![
-                image.name.clone(),
-                image.id[..image.id.len().min(12)].to_owned(),
+                image
+                    .tags
+                    .first()
+                    .map_or_else(|| "<none>".to_owned(), |t| t.familiar()),
+                image.id.short().to_owned(),
                 format!("{} ago", human_duration(created.until(now))),
-                human_size(image.size),
+                human_size(image.size()),
             ]
         })
         .collect();
@@ -27,10 +30,10 @@ pub fn list(paths: &Paths) -> anyhow::Result<()> {
 }
 
 pub fn import(paths: &Paths, file: &Path, name: &str) -> anyhow::Result<()> {
-    berth_image::validate_image_name(name)?;
+    let reference = berth_image::Reference::parse(name)?;
     let image = paths
         .images()?
-        .import(file, name)
+        .import(file, Some(&reference))
         .with_context(|| format!("cannot import {} as {name}", file.display()))?;
     println!("{}", image.id);
     Ok(())
@@ -45,15 +48,25 @@ pub fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
     let mut failed = false;
     for name in names {
         let result = (|| -> anyhow::Result<()> {
-            let image = images.get(name)?;
-            if let Some(user) = containers.iter().find(|c| c.image == image.name) {
+            let image = images.resolve(name)?;
+            let reference = berth_image::Reference::parse(name)
+                .ok()
+                .filter(|r| image.tags.contains(r));
+            if let Some(reference) = &reference {
+                if image.tags.len() > 1 {
+                    // Other names keep the image: only this one goes.
+                    images.untag(reference)?;
+                    return Ok(());
+                }
+            }
+            if let Some(user) = containers.iter().find(|c| c.image_id == image.id.hex()) {
                 bail!(
                     "cannot remove image {name}: container {} ({}) uses it; remove the container first",
                     user.name,
                     user.short_id()
                 );
             }
-            images.remove(name)?;
+            images.remove_image(&image.id, true)?;
             Ok(())
         })();
         match result {
@@ -71,23 +84,32 @@ pub fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
 /// write layer; volumes are bind mounts and so not part of it) becomes a new
 /// image with the container's command and environment as its defaults.
 pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i32> {
-    berth_image::validate_image_name(&args.image)?;
+    let reference = berth_image::Reference::parse(&args.image)?;
     let containers = paths.containers()?;
     let record = crate::container::find(&containers, &args.container)?;
     let images = paths.images()?;
     let base = images
-        .get(&record.image)
+        .resolve(&record.image_id)
+        .or_else(|_| images.resolve(&record.image))
         .with_context(|| format!("the image of container {} is gone", record.name))?;
     let upper = containers.container_dir(&record.id).join("upper");
-    let config = berth_image::ImageConfig {
-        cmd: record.command.clone(),
-        env: record
+    let mut config = base.run_config();
+    config.set_entrypoint(None);
+    config.set_cmd(Some(record.command.clone()));
+    config.set_env(Some(
+        record
             .env
             .iter()
             .filter(|e| !e.starts_with("HOSTNAME="))
             .cloned()
             .collect(),
-        workdir: record.workdir.clone(),
+    ));
+    config.set_working_dir(record.workdir.clone());
+    let options = berth_image::CommitOptions {
+        config: Some(config),
+        created_by: Some(record.command.join(" ")),
+        tag: Some(reference),
+        ..Default::default()
     };
     // Like docker commit's default --pause: a consistent snapshot of a
     // running container.
@@ -98,11 +120,7 @@ pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i
         _ => None,
     };
     let committed = images
-        .commit(
-            &[upper.as_path(), base.rootfs.as_path()],
-            &args.image,
-            config,
-        )
+        .commit(&base, &upper, &options)
         .with_context(|| format!("cannot commit container {} as {}", record.name, args.image));
     if let Some(cgroup) = frozen {
         cgroup.thaw()?;
@@ -112,11 +130,17 @@ pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i
     Ok(0)
 }
 
-/// `berth image save NAME -o FILE`: written to a temp file beside FILE and
-/// renamed, so a failure never leaves a truncated archive behind.
+/// `berth image save NAME -o FILE`: a docker archive, written to a temp
+/// file beside FILE and renamed, so a failure never leaves a truncated
+/// archive behind.
 pub fn save(paths: &Paths, name: &str, output: &Path) -> anyhow::Result<i32> {
     let images = paths.images()?;
-    images.get(name)?;
+    let image = images.resolve(name)?;
+    let names: Vec<berth_image::Reference> = berth_image::Reference::parse(name)
+        .ok()
+        .filter(|r| image.tags.contains(r))
+        .into_iter()
+        .collect();
     let dir = output
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -126,7 +150,7 @@ pub fn save(paths: &Paths, name: &str, output: &Path) -> anyhow::Result<i32> {
         let file = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut writer = std::io::BufWriter::new(file);
-        images.save(name, &mut writer)?;
+        images.save_docker_archive(&[(&image, names.as_slice())], &mut writer)?;
         let file = writer.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, output)

@@ -44,31 +44,35 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
     let images = paths.images()?;
     let image = resolve_image(&images, &args.image)?;
-    let command = if args.command.is_empty() {
-        image.config.cmd.clone()
+    let config = image.run_config();
+    // Docker's rule: the entrypoint stays, the arguments replace CMD.
+    let mut command = config.entrypoint().clone().unwrap_or_default();
+    if args.command.is_empty() {
+        command.extend(config.cmd().clone().unwrap_or_default());
     } else {
-        args.command.clone()
-    };
+        command.extend(args.command.iter().cloned());
+    }
     if command.is_empty() {
         bail!(
             "no command specified: image {} has no default command, give one after the image name",
-            image.name
+            args.image
         );
     }
     let containers = paths.containers()?;
     let id = generate_id();
-    let mut record = ContainerRecord::new(id.clone(), String::new(), image.name.clone());
-    record.image_id = image.id.clone();
+    let mut record = ContainerRecord::new(id.clone(), String::new(), args.image.clone());
+    record.image_id = image.id.hex().to_owned();
     record.command = command;
     record.hostname = match &args.hostname {
         Some(h) => validate_hostname(h)?,
         None => record.short_id().to_owned(),
     };
-    record.env = build_env(&image.config.env, &args.env, &record.hostname, args.tty)?;
+    let image_env = config.env().clone().unwrap_or_default();
+    record.env = build_env(&image_env, &args.env, &record.hostname, args.tty)?;
     record.workdir = args
         .workdir
         .clone()
-        .or_else(|| image.config.workdir.clone());
+        .or_else(|| config.working_dir().clone());
     if let Some(dir) = &record.workdir {
         if !dir.starts_with('/') {
             bail!("the working directory {dir:?} is invalid: it must be an absolute path");
@@ -124,7 +128,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         workdir: record.workdir.as_deref(),
         tty: args.tty,
         console_size,
-        layers: std::slice::from_ref(&image.rootfs),
+        layers: &image.lower_dirs(),
         container_dir: &dir,
         volumes: &volumes,
         capabilities: &capabilities,
@@ -344,14 +348,18 @@ impl Drop for RemoveOnFailure<'_> {
 }
 
 fn resolve_image(images: &ImageStore, name: &str) -> anyhow::Result<Image> {
-    let bare = name.strip_suffix(":latest").unwrap_or(name);
-    match images.get(bare) {
+    let default = berth_image::Reference::parse(DEFAULT_IMAGE)?;
+    match images.resolve(name) {
         Ok(image) => Ok(image),
-        Err(berth_image::ImageError::NotFound { .. }) if bare == DEFAULT_IMAGE => images
-            .ensure_busybox(DEFAULT_IMAGE)
-            .context("cannot build the default busybox image"),
+        Err(berth_image::ImageError::NotFound { .. })
+            if berth_image::Reference::parse(name).ok().as_ref() == Some(&default) =>
+        {
+            images
+                .ensure_busybox(&default)
+                .context("cannot build the default busybox image")
+        }
         Err(berth_image::ImageError::NotFound { .. }) => {
-            bail!("unable to find image {name:?}: import it first with `berth image import FILE {bare}`")
+            bail!("unable to find image {name:?}: import it first with `berth image import FILE {name}`")
         }
         Err(e) => Err(e).with_context(|| format!("cannot read image {name:?}")),
     }

@@ -56,6 +56,7 @@ use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 use tar::{EntryType, Header};
 
+use crate::extract::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 use crate::ImageError;
 
 /// How often an entry that keeps changing type is looked at again.
@@ -85,6 +86,18 @@ const OPAQUE_XATTRS: [&CStr; 2] = [c"trusted.overlay.opaque", c"user.overlay.opa
 /// exactly.
 pub fn write_layer_tar(rootfs: &Path, out: impl Write) -> Result<(), ImageError> {
     Walker::new(out, false).run(&[rootfs])
+}
+
+/// Write one overlay layer directory (an image layer, or a container's
+/// upper dir) to `out` as a layer tar in the image format: like
+/// [`write_layer_tar`], except that overlayfs whiteouts (character devices
+/// 0:0) become empty `.wh.NAME` files and an opaque directory is followed
+/// by an empty `.wh..wh..opq` file inside it, as docker and podman write
+/// layers. The same tree always gives the same bytes.
+pub fn write_diff_tar(layer: &Path, out: impl Write) -> Result<(), ImageError> {
+    let mut walker = Walker::new(out, false);
+    walker.diff = true;
+    walker.run(&[layer])
 }
 
 /// Write the merged view of overlay layers to `out` as a tar archive, as
@@ -120,6 +133,8 @@ struct Walker<W: Write> {
     builder: tar::Builder<W>,
     /// Interpret whiteouts and opaque directories.
     overlay: bool,
+    /// Write whiteouts and opaque directories as `.wh.` entries.
+    diff: bool,
     /// The layer roots, for error messages.
     roots: Vec<PathBuf>,
     /// (st_dev, st_ino) of archived non-directories with several links, and
@@ -254,6 +269,7 @@ impl<W: Write> Walker<W> {
         Walker {
             builder: tar::Builder::new(out),
             overlay,
+            diff: false,
             roots: Vec::new(),
             links: HashMap::new(),
         }
@@ -353,6 +369,15 @@ impl<W: Write> Walker<W> {
             Err(e) => return Err(ImageError::errno("stat", path, e)),
         };
         if self.overlay && is_whiteout(&st) {
+            return Ok(Outcome::Done);
+        }
+        if self.diff && is_whiteout(&st) {
+            let mut header = new_header(&st, EntryType::Regular);
+            header.set_mode(0o600);
+            let mut marked = rel[..rel.len() - name.len()].to_vec();
+            marked.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+            marked.extend_from_slice(name);
+            self.append(&mut header, &marked, io::empty(), &path)?;
             return Ok(Outcome::Done);
         }
         if is_type(&st, SFlag::S_IFDIR) {
@@ -463,6 +488,13 @@ impl<W: Write> Walker<W> {
         rel.push(b'/');
         let mut header = new_header(&st, EntryType::Directory);
         self.append(&mut header, rel, io::empty(), &path)?;
+        if self.diff && is_opaque(&merged[0].fd, &path)? {
+            let mut header = new_header(&st, EntryType::Regular);
+            header.set_mode(st.st_mode & 0o777);
+            let mut marker = rel.clone();
+            marker.extend_from_slice(OPAQUE_WHITEOUT.as_bytes());
+            self.append(&mut header, &marker, io::empty(), &path)?;
+        }
         self.walk(&merged, rel)?;
         Ok(Outcome::Done)
     }

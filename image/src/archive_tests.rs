@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
-use crate::{extract, write_layer_tar, write_merged_tar, ImageConfig, ImageError, ImageStore};
+use crate::{
+    extract, write_layer_tar, write_merged_tar, CommitOptions, ImageError, ImageStore, Reference,
+};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -587,18 +589,53 @@ fn symlink_swaps_never_leak_host_files() {
     assert!(archives > 10, "only {archives} archives");
 }
 
+/// The merged view of an image's layers, as a directory listing.
+fn merged_listing(image: &crate::Image, tmp: &Path) -> BTreeMap<String, Node> {
+    let lowers = image.lower_dirs();
+    let lowers: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+    let mut tar = Vec::new();
+    write_merged_tar(&lowers, &mut tar).unwrap();
+    let dest = tmp.join(format!("merged-{}", image.id.short()));
+    let _ = crate::extract::remove_tree(&dest);
+    extract(&tar[..], &dest).unwrap();
+    listing(&dest)
+}
+
+fn commit_options(tag: &str, cmd: &[&str]) -> CommitOptions {
+    let mut config = oci_spec::image::Config::default();
+    config.set_cmd(Some(cmd.iter().map(|s| s.to_string()).collect()));
+    config.set_env(Some(vec!["A=1".into()]));
+    config.set_working_dir(Some("/d".into()));
+    CommitOptions {
+        config: Some(config),
+        author: Some("tester".into()),
+        comment: Some("a change".into()),
+        created_by: Some("sh -c edit".into()),
+        tag: Some(Reference::parse(tag).unwrap()),
+    }
+}
+
 #[test]
-fn commit_then_save_and_import_back() {
+fn commit_adds_one_layer_with_whiteouts_and_saves_back() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path().join("images")).unwrap();
     let base_dir = tmp.path().join("base");
     odd_tree(&base_dir);
     chmod(&base_dir.join("ro"), 0o755);
+    fs::create_dir(base_dir.join("opq")).unwrap();
+    fs::write(base_dir.join("opq/hidden"), "below").unwrap();
     let mut base_tar = Vec::new();
     write_layer_tar(&base_dir, &mut base_tar).unwrap();
-    let base = store.import_reader(&base_tar[..], "base").unwrap();
+    let base = store
+        .import_reader(
+            &mut &base_tar[..],
+            "base.tar",
+            Some(&Reference::parse("base").unwrap()),
+            None,
+        )
+        .unwrap();
     assert_eq!(
-        listing(&base.rootfs),
+        listing(&base.lower_dirs()[0]),
         listing(&base_dir),
         "import of a layer tar is exact"
     );
@@ -611,22 +648,38 @@ fn commit_then_save_and_import_back() {
     fs::create_dir(upper.join("d")).unwrap();
     fs::write(upper.join("d/new"), "new").unwrap();
     symlink("/etc/passwd", upper.join("evil")).unwrap();
+    fs::create_dir(upper.join("opq")).unwrap();
+    fs::write(upper.join("opq/fresh"), "fresh").unwrap();
     if is_root() {
         whiteout(&upper.join("big"));
+        set_xattr(&upper.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
     }
 
-    let config = ImageConfig {
-        cmd: vec!["sh".into(), "-c".into(), "cat /added".into()],
-        env: vec!["A=1".into()],
-        workdir: Some("/d".into()),
-    };
-    let image = store
-        .commit(&[&upper, &base.rootfs], "committed:v1", config.clone())
-        .unwrap();
+    let options = commit_options("committed:v1", &["sh", "-c", "cat /added"]);
+    let image = store.commit(&base, &upper, &options).unwrap();
     assert_ne!(image.id, base.id);
-    assert_eq!(store.get("committed:v1").unwrap(), image);
-    assert_eq!(image.config, config);
-    let tree = listing(&image.rootfs);
+    assert_eq!(store.resolve("committed:v1").unwrap(), image);
+    assert_eq!(image.layers.len(), 2);
+    assert_eq!(image.layers[0], base.layers[0], "the base layer is shared");
+    let run = image.run_config();
+    assert_eq!(run.cmd().as_deref().unwrap(), ["sh", "-c", "cat /added"]);
+    assert_eq!(run.working_dir().as_deref(), Some("/d"));
+    assert_eq!(image.config.author().as_deref(), Some("tester"));
+    let history = image.config.history().clone().unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].comment().as_deref(), Some("a change"));
+    assert_eq!(history[1].created_by().as_deref(), Some("sh -c edit"));
+    assert_eq!(image.config.rootfs().diff_ids().len(), 2);
+
+    // The new layer holds only the upper dir, whiteouts as overlay has them.
+    let top = listing(&image.lower_dirs()[0]);
+    assert_eq!(top["f"].data, b"modified");
+    assert!(!top.contains_key("d/rel"));
+    if is_root() {
+        assert_eq!(top["big"].kind, "char");
+        assert_eq!(top["big"].data, b"0");
+    }
+    let tree = merged_listing(&image, tmp.path());
     assert_eq!(tree["f"].data, b"modified");
     assert_eq!(tree["added"].data, b"added");
     assert_eq!(tree["d/new"].data, b"new");
@@ -638,56 +691,81 @@ fn commit_then_save_and_import_back() {
     assert_eq!(tree["evil"].data, b"/etc/passwd");
     assert_eq!(tree["d/sub"].mode, 0o1777);
     assert_eq!(tree.contains_key("big"), !is_root());
+    assert_eq!(tree.contains_key("opq/hidden"), !is_root(), "opaque dir");
+    assert_eq!(tree["opq/fresh"].data, b"fresh");
     // The base image is untouched.
-    assert_eq!(listing(&base.rootfs), listing(&base_dir));
+    assert_eq!(listing(&base.lower_dirs()[0]), listing(&base_dir));
 
-    // Committing the same content again gives the same layer.
-    let again = store
-        .commit(
-            &[&upper, &base.rootfs],
-            "committed:v2",
-            ImageConfig::default(),
+    // The layer tar has the whiteouts as .wh. entries.
+    let source = store.source(&image).unwrap();
+    let layer = crate::ImageSource::manifest(&source).layers()[1].clone();
+    let mut blob = Vec::new();
+    std::io::Read::read_to_end(
+        &mut crate::ImageSource::open_blob(&source, &layer).unwrap(),
+        &mut blob,
+    )
+    .unwrap();
+    let names = tar_names(&blob);
+    assert_eq!(names.contains(&".wh.big".to_owned()), is_root());
+    assert_eq!(names.contains(&"opq/.wh..wh..opq".to_owned()), is_root());
+
+    // Saved as a docker archive and loaded into a fresh store: same id,
+    // same content.
+    let mut saved = Vec::new();
+    store
+        .save_docker_archive(
+            &[(&image, &options.tag.clone().into_iter().collect::<Vec<_>>())],
+            &mut saved,
         )
         .unwrap();
-    assert_eq!(again.id, image.id);
-
-    let saved = tmp.path().join("saved.tar");
-    store
-        .save("committed:v1", fs::File::create(&saved).unwrap())
+    let other = ImageStore::open(tmp.path().join("other")).unwrap();
+    let loaded = other
+        .load(&mut &saved[..], &crate::TargetPlatform::host(), &|_| {})
         .unwrap();
-    let back = store.import(&saved, "reimported").unwrap();
-    assert_eq!(listing(&back.rootfs), tree);
-    assert_eq!(back.config, ImageConfig::default());
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].0.id, image.id);
+    assert_eq!(
+        loaded[0].1,
+        options.tag.clone().into_iter().collect::<Vec<_>>()
+    );
+    assert_eq!(merged_listing(&loaded[0].0, tmp.path()), tree);
     assert!(dir_names(&store.root().join("tmp")).is_empty());
-
-    assert!(matches!(
-        store.save("nope", Vec::new()),
-        Err(ImageError::NotFound { .. })
-    ));
+    assert!(dir_names(&other.root().join("tmp")).is_empty());
 }
 
 #[test]
 fn failed_commit_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path().join("images")).unwrap();
-    let lower = tmp.path().join("lower");
-    fs::create_dir(&lower).unwrap();
-    fs::write(lower.join("a"), "a").unwrap();
+    let base = store
+        .import_reader(&mut &archive_of(&[("a", "a")])[..], "base.tar", None, None)
+        .unwrap();
+    let layers_before = dir_names(&store.root().join("layers"));
     let missing = tmp.path().join("no-upper");
-    match store.commit(&[&missing, &lower], "broken", ImageConfig::default()) {
+    match store.commit(&base, &missing, &commit_options("broken", &["true"])) {
         Err(ImageError::Io { path, .. }) => assert_eq!(path, missing),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        store.get("broken"),
+        store.resolve("broken"),
         Err(ImageError::NotFound { .. })
     ));
+    assert_eq!(store.list().unwrap().len(), 1);
     assert!(dir_names(&store.root().join("tmp")).is_empty());
-    assert!(dir_names(&store.root().join("layers")).is_empty());
-    assert!(matches!(
-        store.commit(&[&lower], "../bad", ImageConfig::default()),
-        Err(ImageError::InvalidName { .. })
-    ));
+    assert_eq!(dir_names(&store.root().join("layers")), layers_before);
+}
+
+fn archive_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, content.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
 }
 
 #[test]
@@ -695,19 +773,20 @@ fn commit_of_a_large_tree_streams() {
     // More than the pipe holds, so the writer must block and resume.
     let tmp = tempfile::tempdir().unwrap();
     let store = ImageStore::open(tmp.path().join("images")).unwrap();
-    let lower = tmp.path().join("lower");
-    fs::create_dir(&lower).unwrap();
-    for i in 0..8 {
-        fs::write(lower.join(format!("blob{i}")), vec![i as u8; 1 << 20]).unwrap();
-    }
+    let base = store
+        .import_reader(&mut &archive_of(&[("a", "a")])[..], "base.tar", None, None)
+        .unwrap();
     let upper = tmp.path().join("upper");
     fs::create_dir(&upper).unwrap();
+    for i in 0..8 {
+        fs::write(upper.join(format!("blob{i}")), vec![i as u8; 1 << 20]).unwrap();
+    }
     let image = store
-        .commit(&[&upper, &lower], "big", ImageConfig::default())
+        .commit(&base, &upper, &commit_options("big", &["true"]))
         .unwrap();
-    assert_eq!(image.size, 8 << 20);
+    assert_eq!(image.layers[1].size, 8 << 20);
     assert_eq!(
-        fs::read(image.rootfs.join("blob7")).unwrap(),
+        fs::read(image.lower_dirs()[0].join("blob7")).unwrap(),
         vec![7u8; 1 << 20]
     );
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use crate::ImageError;
 
 /// Fixed mtime of every entry (2000-01-01), so the archive is reproducible.
-const MTIME: u64 = 946_684_800;
+pub(crate) const MTIME: u64 = 946_684_800;
 
 const CANDIDATES: &[&str] = &[
     "/bin/busybox",

@@ -10,20 +10,138 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
-    /// The image name does not match `[a-z0-9][a-z0-9_.-]*(:[A-Za-z0-9_.-]+)?`.
-    #[error("invalid image name {name:?}: {reason}")]
-    InvalidName {
-        /// The name as given.
-        name: String,
+    /// The text is not an image reference in docker's grammar.
+    #[error("invalid image reference {reference:?}: {reason}")]
+    InvalidReference {
+        /// The reference as given.
+        reference: String,
         /// Why it was refused.
-        reason: &'static str,
+        reason: String,
     },
 
-    /// No image of that name is in the store.
-    #[error("image {name:?} not found (see `berth images`)")]
+    /// No image of that reference or id is in the store.
+    #[error("image {name:?} not found")]
     NotFound {
-        /// The name that was looked up.
+        /// The reference or id that was looked up.
         name: String,
+    },
+
+    /// An id prefix matches more than one image.
+    #[error("image id prefix {prefix:?} is ambiguous: it matches {count} images")]
+    AmbiguousId {
+        /// The prefix as given.
+        prefix: String,
+        /// How many images it matches.
+        count: usize,
+    },
+
+    /// The image still has tags and removal was not forced.
+    #[error("image {id} is tagged as {}; untag it first or force the removal", tags.join(", "))]
+    ImageTagged {
+        /// The image's id.
+        id: String,
+        /// Its tags, in familiar form.
+        tags: Vec<String>,
+    },
+
+    /// Content read for a digest hashes to something else.
+    #[error("{what} {expected} from {origin}: content has digest {actual}")]
+    DigestMismatch {
+        /// What the content is ("layer", "config", "manifest", "uncompressed layer").
+        what: &'static str,
+        /// Where it came from (the source's description).
+        origin: String,
+        /// The digest it should have.
+        expected: String,
+        /// The digest it has.
+        actual: String,
+    },
+
+    /// Content has another size than its descriptor says (a truncated blob
+    /// or one with data beyond its end).
+    #[error("{what} {digest} from {origin}: {actual} bytes read, {expected} declared")]
+    SizeMismatch {
+        /// What the content is.
+        what: &'static str,
+        /// Its digest.
+        digest: String,
+        /// Where it came from.
+        origin: String,
+        /// The declared size.
+        expected: u64,
+        /// The size read (at most one byte past the declared size).
+        actual: u64,
+    },
+
+    /// A descriptor declares a size above what the store accepts.
+    #[error(
+        "{what} {digest} from {origin}: declared size {size} exceeds the limit of {limit} bytes"
+    )]
+    TooLarge {
+        /// What the content is.
+        what: &'static str,
+        /// Its digest.
+        digest: String,
+        /// Where it came from.
+        origin: String,
+        /// The declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// A manifest, config or archive index is malformed or inconsistent.
+    #[error("invalid image {origin}: {reason}")]
+    InvalidImage {
+        /// Where it came from.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An image index has no manifest for the wanted platform.
+    #[error("{origin} has no image for {wanted} (it has: {})", if available.is_empty() { "none".to_owned() } else { available.join(", ") })]
+    NoMatchingPlatform {
+        /// Where the index came from.
+        origin: String,
+        /// The platform looked for, `os/architecture[/variant]`.
+        wanted: String,
+        /// The platforms the index has.
+        available: Vec<String>,
+    },
+
+    /// A tar given as a root filesystem is an image archive (docker or OCI).
+    #[error("{origin} is an image archive ({marker} at its top), not a root filesystem; load it as an image instead")]
+    IsImageArchive {
+        /// The archive.
+        origin: String,
+        /// The entry that gave it away (`manifest.json`, `oci-layout`).
+        marker: String,
+    },
+
+    /// An archive given to load is neither a docker nor an OCI archive.
+    #[error("{origin} is neither a docker archive (manifest.json) nor an OCI layout (oci-layout, index.json)")]
+    UnknownArchiveFormat {
+        /// The archive.
+        origin: String,
+    },
+
+    /// A blob the store needs is missing and cannot be made again.
+    #[error("blob {digest} of image {image} is missing from the store")]
+    BlobMissing {
+        /// The blob's digest.
+        digest: String,
+        /// The image that needs it.
+        image: String,
+    },
+
+    /// A config change instruction could not be understood.
+    #[error("invalid change {change:?}: {reason}")]
+    InvalidChange {
+        /// The instruction as given.
+        change: String,
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// A filesystem operation failed.

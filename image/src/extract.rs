@@ -1,21 +1,27 @@
-//! Safe, in-process extraction of a tar (or gzip-compressed tar) stream.
+//! Safe, in-process extraction of a tar stream.
 //!
 //! Every entry is created relative to a directory file descriptor that was
 //! reached by opening each parent component with `O_NOFOLLOW|O_DIRECTORY`,
 //! so a symlink planted by the archive is never followed, and names with a
 //! `..` component are refused. Directory metadata is applied at the end,
 //! deepest first, so that a read-only directory can still be filled.
+//!
+//! Whiteouts (`.wh.NAME`, `.wh..wh..opq`) are either applied inside the
+//! tree being extracted (a flattened root filesystem) or turned into
+//! overlayfs whiteouts (a layer of a layered image): a 0:0 character
+//! device for `.wh.NAME`, and the `overlay.opaque` extended attribute on
+//! the directory for `.wh..wh..opq`.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, OsStr, OsString};
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
-use flate2::read::MultiGzDecoder;
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{
@@ -24,50 +30,111 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
-use sha2::{Digest, Sha256};
 use tar::EntryType;
 
+use crate::compression::decompressed;
+use crate::digest::HashingReader;
 use crate::ImageError;
 
-/// What an extraction produced.
-#[derive(Debug)]
-pub(crate) struct Extracted {
-    /// Hex sha256 of the (decompressed) tar stream.
-    pub(crate) sha256: String,
-    /// Bytes of regular file content written.
-    pub(crate) size: u64,
+/// The prefix that marks a whiteout entry in a layer tar.
+pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
+/// The whiteout entry that makes its directory opaque.
+pub(crate) const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
+/// What to do with whiteout entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Whiteouts {
+    /// Delete the named entry from the tree being extracted; create nothing.
+    Apply,
+    /// Create overlayfs whiteouts and opaque markers, for a layer that is
+    /// mounted above others.
+    Overlay,
 }
 
-/// Extract a tar stream (plain or gzip, detected by its magic bytes) into
-/// `dest`, which must not exist yet; its parent must.
+/// How to extract.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExtractOptions {
+    pub(crate) whiteouts: Whiteouts,
+    /// Refuse an archive whose top level has `manifest.json` or
+    /// `oci-layout`: an image archive given as a root filesystem.
+    pub(crate) refuse_image_archives: bool,
+}
+
+/// Extract a tar stream (plain, gzip, zstd or xz, detected by its magic
+/// bytes) into `dest`, which must not exist yet; its parent must.
 ///
 /// Ownership, mode bits (setuid, setgid, sticky included), mtimes,
 /// symlinks, hard links, fifos and device nodes are preserved. A leading `/`
 /// is stripped from entry names (`/etc/x` lands in `dest/etc/x`). Entries
 /// whose name has a `..` component, that would be written through a symlink
 /// or a non-directory, and hard links whose target is not an earlier entry
-/// of the archive are refused with [`ImageError::UnsafeEntry`]. Whiteout
-/// files (`.wh.*`) are not created.
+/// of the archive are refused with [`ImageError::UnsafeEntry`]. A whiteout
+/// file (`.wh.NAME`) removes `NAME` from what was extracted before it and
+/// is not created itself; one naming `.` or `..` is refused.
 ///
 /// When not running as root, ownership is not changed and character and
 /// block devices are skipped.
 ///
 /// On any error `dest` is removed and nothing of the archive is left.
 pub fn extract(reader: impl Read, dest: &Path) -> Result<(), ImageError> {
-    extract_archive(reader, dest, "<stream>").map(|_| ())
+    let options = ExtractOptions {
+        whiteouts: Whiteouts::Apply,
+        refuse_image_archives: false,
+    };
+    extract_archive(reader, dest, "<stream>", options)
 }
 
-pub(crate) fn extract_archive(
+/// [`extract`] with options.
+fn extract_archive(
     reader: impl Read,
     dest: &Path,
     origin: &str,
-) -> Result<Extracted, ImageError> {
+    options: ExtractOptions,
+) -> Result<(), ImageError> {
+    let archive_err = |source: io::Error| ImageError::Archive {
+        origin: origin.to_owned(),
+        source,
+    };
+    let (_, stream) = decompressed(reader).map_err(archive_err)?;
+    let mut stream = HashingReader::new(stream);
+    extract_tar(&mut stream, dest, origin, options)?;
+    // Read what follows the end-of-archive blocks too, so that a
+    // compressed stream's trailer (its checksum) is checked.
+    let cleanup = |error| match remove_tree(dest) {
+        Ok(()) => error,
+        Err(cleanup) => ImageError::CleanupFailed {
+            error: Box::new(error),
+            cleanup: Box::new(cleanup),
+        },
+    };
+    if let Err(e) = io::copy(&mut stream, &mut io::sink()) {
+        return Err(cleanup(archive_err(e)));
+    }
+    if stream.count == 0 {
+        return Err(cleanup(archive_err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "empty archive",
+        ))));
+    }
+    Ok(())
+}
+
+/// Extract the tar stream `reader` (already decompressed) into `dest`,
+/// which must not exist yet, reading up to the end-of-archive marker; the
+/// caller reads whatever follows. Returns the bytes of regular file
+/// content written. On error `dest` is removed.
+pub(crate) fn extract_tar(
+    reader: &mut dyn Read,
+    dest: &Path,
+    origin: &str,
+    options: ExtractOptions,
+) -> Result<u64, ImageError> {
     DirBuilder::new()
         .mode(0o700)
         .create(dest)
         .map_err(|e| ImageError::io("create directory", dest, e))?;
-    match extract_into(reader, dest, origin) {
-        Ok(extracted) => Ok(extracted),
+    match extract_into(reader, dest, origin, options) {
+        Ok(size) => Ok(size),
         Err(error) => match remove_tree(dest) {
             Ok(()) => Err(error),
             Err(cleanup) => Err(ImageError::CleanupFailed {
@@ -114,85 +181,24 @@ fn make_dirs_writable(path: &Path) {
     }
 }
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-
-/// A reader that hashes and counts what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-/// Wrap `reader` in a gzip decoder if it starts with the gzip magic bytes.
-fn decompressed<'r>(
-    mut reader: impl Read + 'r,
+fn extract_into(
+    reader: &mut dyn Read,
+    dest: &Path,
     origin: &str,
-) -> Result<Box<dyn Read + 'r>, ImageError> {
-    let mut magic = [0u8; 2];
-    let mut filled = 0;
-    while filled < magic.len() {
-        match reader.read(&mut magic[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(ImageError::Archive {
-                    origin: origin.to_owned(),
-                    source,
-                })
-            }
-        }
-    }
-    let head = io::Cursor::new(magic[..filled].to_vec());
-    let stream = head.chain(reader);
-    if magic[..filled] == GZIP_MAGIC {
-        Ok(Box::new(MultiGzDecoder::new(stream)))
-    } else {
-        Ok(Box::new(stream))
-    }
-}
-
-fn extract_into(reader: impl Read, dest: &Path, origin: &str) -> Result<Extracted, ImageError> {
+    options: ExtractOptions,
+) -> Result<u64, ImageError> {
     let archive_err = |source: io::Error| ImageError::Archive {
         origin: origin.to_owned(),
         source,
     };
-    let stream = HashingReader {
-        inner: decompressed(reader, origin)?,
-        hasher: Sha256::new(),
-        count: 0,
-    };
-    let mut extractor = Extractor::new(dest)?;
-    let mut archive = tar::Archive::new(stream);
+    let mut extractor = Extractor::new(dest, options)?;
+    let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(archive_err)? {
         let entry = entry.map_err(archive_err)?;
         extractor.entry(entry, origin)?;
     }
-    // Read what follows the end-of-archive blocks too, so the digest covers
-    // the whole stream and a gzip trailer (CRC) is checked.
-    let mut stream = archive.into_inner();
-    io::copy(&mut stream, &mut io::sink()).map_err(archive_err)?;
-    if stream.count == 0 {
-        return Err(archive_err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "empty archive",
-        )));
-    }
     extractor.finish()?;
-    let digest = stream.hasher.finalize();
-    Ok(Extracted {
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-        size: extractor.size,
-    })
+    Ok(extractor.size)
 }
 
 /// Ownership, mode and time of an entry.
@@ -215,8 +221,11 @@ impl Meta {
 
 struct Extractor<'a> {
     dest: &'a Path,
-    root: OwnedFd,
+    root: Rc<OwnedFd>,
+    /// The directory `open_dir` opened last, and its components.
+    last_dir: Option<(Vec<OsString>, Rc<OwnedFd>)>,
     is_root: bool,
+    options: ExtractOptions,
     /// Directory metadata applied by `finish`, keyed by relative components
     /// (the empty key is `dest` itself).
     dirs: HashMap<Vec<OsString>, Meta>,
@@ -229,15 +238,17 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_CLOEXEC);
 
 impl<'a> Extractor<'a> {
-    fn new(dest: &'a Path) -> Result<Self, ImageError> {
+    fn new(dest: &'a Path, options: ExtractOptions) -> Result<Self, ImageError> {
         let root = nix::fcntl::open(dest, DIR_FLAGS, Mode::empty())
             .map_err(|e| ImageError::errno("open directory", dest, e))?;
         let mut dirs = HashMap::new();
         dirs.insert(Vec::new(), Meta::IMPLICIT_DIR);
         Ok(Extractor {
             dest,
-            root,
+            root: Rc::new(root),
+            last_dir: None,
             is_root: nix::unistd::geteuid().is_root(),
+            options,
             dirs,
             size: 0,
         })
@@ -286,14 +297,30 @@ impl<'a> Extractor<'a> {
         let meta = entry_meta(&mut entry, &raw).map_err(archive_err)?;
         let kind = entry.header().entry_type();
 
-        // Whiteouts only mean something between layers; do not create them.
-        if let Some(last) = comps.last() {
-            if let Some(hidden) = last.as_bytes().strip_prefix(b".wh.") {
-                if hidden != b".wh..opq" && !hidden.is_empty() && hidden != b"." && hidden != b".."
-                {
-                    self.whiteout(&comps[..comps.len() - 1], OsStr::from_bytes(hidden), &raw)?;
+        if self.options.refuse_image_archives {
+            if let [only] = comps.as_slice() {
+                let marker = only.to_string_lossy();
+                if matches!(&*marker, "manifest.json" | "oci-layout") {
+                    return Err(ImageError::IsImageArchive {
+                        origin: origin.to_owned(),
+                        marker: marker.into_owned(),
+                    });
                 }
-                return Ok(());
+            }
+        }
+        if let Some(last) = comps.last() {
+            if let Some(hidden) = last.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+                let parents = &comps[..comps.len() - 1];
+                if last.as_bytes() == OPAQUE_WHITEOUT.as_bytes() {
+                    return self.opaque(parents, &raw);
+                }
+                if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                    return Err(ImageError::unsafe_entry(
+                        &raw,
+                        "a whiteout must name an entry of its directory",
+                    ));
+                }
+                return self.whiteout(parents, OsStr::from_bytes(hidden), meta, &raw);
             }
         }
 
@@ -349,28 +376,37 @@ impl<'a> Extractor<'a> {
 
     /// Open the directory `comps` (relative to dest) without following any
     /// symlink; missing components are created when `create` is set.
+    ///
+    /// The last directory opened is kept: entries of one directory mostly
+    /// follow one another, and starting from it saves opening every
+    /// component again. It is dropped whenever a directory is removed.
     fn open_dir(
         &mut self,
         comps: &[OsString],
         raw: &str,
         create: bool,
-    ) -> Result<OwnedFd, ImageError> {
-        let mut fd = self
-            .root
-            .try_clone()
-            .map_err(|e| ImageError::io("duplicate descriptor of", self.dest, e))?;
-        for (i, comp) in comps.iter().enumerate() {
+    ) -> Result<Rc<OwnedFd>, ImageError> {
+        let (mut fd, start) = match &self.last_dir {
+            Some((cached, fd)) if comps.starts_with(cached) => (fd.clone(), cached.len()),
+            _ => (self.root.clone(), 0),
+        };
+        if start == comps.len() {
+            return Ok(fd);
+        }
+        for (i, comp) in comps.iter().enumerate().skip(start) {
             let prefix = &comps[..=i];
-            match openat(&fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()) {
-                Ok(next) => fd = next,
+            match openat(&*fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()) {
+                Ok(next) => fd = Rc::new(next),
                 Err(Errno::ENOENT) if create => {
-                    mkdirat(&fd, comp.as_os_str(), Mode::from_bits_truncate(0o700)).map_err(
+                    mkdirat(&*fd, comp.as_os_str(), Mode::from_bits_truncate(0o700)).map_err(
                         |e| ImageError::errno("create directory", self.full_path(prefix), e),
                     )?;
                     self.dirs.insert(prefix.to_vec(), Meta::IMPLICIT_DIR);
-                    fd = openat(&fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()).map_err(|e| {
-                        ImageError::errno("open directory", self.full_path(prefix), e)
-                    })?;
+                    let next =
+                        openat(&*fd, comp.as_os_str(), DIR_FLAGS, Mode::empty()).map_err(|e| {
+                            ImageError::errno("open directory", self.full_path(prefix), e)
+                        })?;
+                    fd = Rc::new(next);
                 }
                 Err(Errno::ENOENT) => {
                     return Err(ImageError::unsafe_entry(
@@ -379,7 +415,7 @@ impl<'a> Extractor<'a> {
                     ))
                 }
                 Err(Errno::ELOOP | Errno::ENOTDIR) => {
-                    let what = match fstatat(&fd, comp.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    let what = match fstatat(&*fd, comp.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                         Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() => {
                             "a symlink; writing through links is not allowed"
                         }
@@ -399,6 +435,7 @@ impl<'a> Extractor<'a> {
                 }
             }
         }
+        self.last_dir = Some((comps.to_vec(), fd.clone()));
         Ok(fd)
     }
 
@@ -411,7 +448,7 @@ impl<'a> Extractor<'a> {
         comps: &[OsString],
         raw: &str,
         keep_dir: bool,
-    ) -> Result<(OwnedFd, bool), ImageError> {
+    ) -> Result<(Rc<OwnedFd>, bool), ImageError> {
         let (name, parents) = comps
             .split_last()
             .ok_or_else(|| ImageError::unsafe_entry(raw, "names the layer root itself"))?;
@@ -438,6 +475,8 @@ impl<'a> Extractor<'a> {
                 // the tree is private to this extraction, so the path is
                 // the directory we looked at; remove_dir_all never follows
                 // symlinks.
+                // Also drop the cached descriptor, which may be below it.
+                self.last_dir = None;
                 remove_tree(&self.full_path(comps))?;
                 self.dirs.retain(|k, _| !k.starts_with(comps));
                 Ok(false)
@@ -454,12 +493,63 @@ impl<'a> Extractor<'a> {
         &mut self,
         parents: &[OsString],
         hidden: &OsStr,
+        meta: Meta,
         raw: &str,
     ) -> Result<(), ImageError> {
         let parent = self.open_dir(parents, raw, true)?;
         let mut comps = parents.to_vec();
         comps.push(hidden.to_owned());
-        self.clear(&parent, &comps, hidden, false).map(drop)
+        self.clear(&parent, &comps, hidden, false)?;
+        if self.options.whiteouts == Whiteouts::Apply {
+            return Ok(());
+        }
+        // overlayfs's whiteout: a character device 0:0, which the kernel
+        // lets unprivileged users create too (Linux 5.8).
+        let path = self.full_path(&comps);
+        mknodat(
+            &parent,
+            hidden,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .map_err(|e| ImageError::errno("create whiteout", &path, e))?;
+        self.chown_entry(&parent, hidden, meta, &path)?;
+        if let Some(mtime) = meta.mtime {
+            let t = TimeSpec::new(mtime, 0);
+            utimensat(&parent, hidden, &t, &t, UtimensatFlags::NoFollowSymlink)
+                .map_err(|e| ImageError::errno("set times of", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// `.wh..wh..opq`: the directory hides what lower layers have in it.
+    /// overlayfs reads `trusted.overlay.opaque` (only root may set it), or
+    /// `user.overlay.opaque` on mounts with `userxattr` (unprivileged).
+    fn opaque(&mut self, parents: &[OsString], raw: &str) -> Result<(), ImageError> {
+        if self.options.whiteouts == Whiteouts::Apply {
+            // Everything before it in this tree came from this same layer.
+            return Ok(());
+        }
+        let dir = self.open_dir(parents, raw, true)?;
+        let name: &CStr = if self.is_root {
+            c"trusted.overlay.opaque"
+        } else {
+            c"user.overlay.opaque"
+        };
+        // SAFETY: `dir` is an open descriptor borrowed for the call, `name`
+        // is a NUL-terminated C string, and the value is a one-byte buffer
+        // whose length is passed with it.
+        let rc =
+            unsafe { libc::fsetxattr(dir.as_raw_fd(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) };
+        if rc != 0 {
+            return Err(ImageError::errno(
+                "mark opaque (set overlay.opaque on)",
+                self.full_path(parents),
+                Errno::last(),
+            ));
+        }
+        Ok(())
     }
 
     fn directory(&mut self, comps: Vec<OsString>, meta: Meta, raw: &str) -> Result<(), ImageError> {
@@ -618,8 +708,10 @@ impl<'a> Extractor<'a> {
         kind: SFlag,
         dev: u64,
     ) -> Result<(), ImageError> {
-        if kind != SFlag::S_IFIFO && !self.is_root {
-            // Only root may create device nodes; rootless runtimes skip them too.
+        let whiteout = kind == SFlag::S_IFCHR && dev == 0;
+        if kind != SFlag::S_IFIFO && !whiteout && !self.is_root {
+            // Only root may create device nodes; rootless runtimes skip them
+            // too. overlayfs whiteouts (0:0) are allowed to anyone.
             return Ok(());
         }
         let (parent, _) = self.prepare(comps, raw, false)?;

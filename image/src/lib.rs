@@ -1,26 +1,29 @@
-//! berth's image store: named, read-only root filesystem layers imported
-//! from tar archives, with safe extraction.
+//! berth's image store: layered, content-addressed images, read from
+//! registries and archives and written back out, with safe extraction.
 //!
 //! An [`ImageStore`] lives in one directory (by default
-//! `/var/lib/berth/images`). [`ImageStore::import`] extracts a `.tar` or
-//! `.tar.gz` archive with [`extract`], which refuses entries that would land
-//! outside the layer (`..`, writes through symlinks, hard links out of the
-//! layer) and never follows a link the archive created. Each [`Image`]'s
-//! [`rootfs`](Image::rootfs) is meant to be an overlay lowerdir.
-//! [`ImageStore::ensure_busybox`] builds the default image from the host's
-//! static busybox. [`ImageStore::commit`] turns a container's overlay
-//! layers into a new image and [`ImageStore::save`] writes an image back out
-//! as a tar ([`write_merged_tar`], [`write_layer_tar`]), both walking the
-//! trees by file descriptor without following any symlink.
+//! `/var/lib/berth/images`). Images come in through one door,
+//! [`ImageStore::add_image`], which reads an [`ImageSource`] (a registry,
+//! a docker or OCI archive from [`open_archive`], the store itself),
+//! verifies every digest and size, and unpacks each layer once into a
+//! directory shared by all images that have it; an [`Image`]'s
+//! [`lower_dirs`](Image::lower_dirs) are its overlay lowerdirs. Layer tars
+//! are extracted by [`extract`]'s rules (no `..`, no writing through links,
+//! hard links only inside the layer), with whiteouts turned into overlayfs
+//! whiteouts. Images are named by [`Reference`]s in docker's grammar and
+//! found with [`ImageStore::resolve`]. [`ImageStore::commit`] adds a
+//! container's upper dir as a new layer; [`ImageStore::save_docker_archive`]
+//! and [`ImageStore::save_oci_archive`] write images out;
+//! [`ImageStore::gc`] removes what no tag or container keeps.
 //!
 //! ```
-//! use berth_image::{ImageError, ImageStore};
+//! use berth_image::{ImageStore, Reference};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! let store = ImageStore::open(dir.path().join("images"))?;
 //!
-//! // A tiny archive with one file.
+//! // A tiny root filesystem with one file.
 //! let mut tar = tar::Builder::new(Vec::new());
 //! let mut header = tar::Header::new_gnu();
 //! header.set_size(6);
@@ -28,12 +31,23 @@
 //! tar.append_data(&mut header, "etc/motd", &b"hello\n"[..])?;
 //! let archive = tar.into_inner()?;
 //!
-//! let image = store.import_reader(&archive[..], "hello:1.0")?;
-//! assert_eq!(std::fs::read(image.rootfs.join("etc/motd"))?, b"hello\n");
-//! assert_eq!(store.list()?.len(), 1);
+//! let name = Reference::parse("hello:1.0")?;
+//! assert_eq!(name.to_string(), "docker.io/library/hello:1.0");
+//! let image = store.import_reader(&mut &archive[..], "motd.tar", Some(&name), None)?;
+//! let top = &image.lower_dirs()[0];
+//! assert_eq!(std::fs::read(top.join("etc/motd"))?, b"hello\n");
+//! assert_eq!(store.resolve("hello:1.0")?.id, image.id);
 //!
-//! store.remove("hello:1.0")?;
-//! assert!(matches!(store.get("hello:1.0"), Err(ImageError::NotFound { .. })));
+//! // Saved as a docker archive and loaded into another store.
+//! let mut saved = Vec::new();
+//! store.save_docker_archive(&[(&image, &[name.clone()])], &mut saved)?;
+//! let other = ImageStore::open(dir.path().join("other"))?;
+//! let loaded = other.load(&mut &saved[..], &berth_image::TargetPlatform::host(), &|_| {})?;
+//! assert_eq!(loaded[0].0.id, image.id);
+//!
+//! store.untag(&name)?;
+//! let removed = store.gc(&|_| false)?;
+//! assert_eq!(removed.images, vec![image.id]);
 //! # Ok(())
 //! # }
 //! ```
@@ -41,24 +55,40 @@
 mod archive;
 pub mod auth;
 mod busybox;
+mod compression;
+mod config_change;
+mod digest;
 mod error;
 mod extract;
-mod name;
+mod formats;
+mod ingest;
+mod migrate;
+mod pipe;
+mod reference;
 pub mod registry;
 mod source;
 mod store;
+mod store_source;
 
-pub use archive::{write_layer_tar, write_merged_tar};
+pub use archive::{write_diff_tar, write_layer_tar, write_merged_tar};
 pub use auth::{Credentials, CredentialsError, Login};
 pub use busybox::{find_static_busybox, write_busybox_tar};
+pub use compression::Compression;
+pub use config_change::ConfigChange;
+pub use digest::ImageId;
 pub use error::ImageError;
 pub use extract::extract;
-pub use name::validate_image_name;
-pub use registry::{PullOptions, RegistryError, RegistryReference, RegistrySource};
+pub use formats::{open_archive, ArchiveImage, ArchiveImages, ANNOTATION_REF_NAME};
+pub use ingest::{CommitOptions, Progress};
+pub use reference::{Reference, DEFAULT_REGISTRY, DEFAULT_TAG};
+pub use registry::{PullOptions, RegistryError, RegistryReference, RegistrySource, TargetPlatform};
 pub use source::ImageSource;
-pub use store::{Image, ImageConfig, ImageStore};
+pub use store::{Image, ImageStore, Layer, Removed};
+pub use store_source::StoreSource;
 
 #[cfg(test)]
 mod archive_tests;
+#[cfg(test)]
+mod store_tests;
 #[cfg(test)]
 mod tests;

@@ -56,6 +56,29 @@ impl FromStr for TargetPlatform {
     }
 }
 
+impl TargetPlatform {
+    /// The platform of the machine this runs on (`linux/amd64` on x86-64).
+    pub fn host() -> Self {
+        TargetPlatform {
+            os: "linux".to_owned(),
+            architecture: crate::ingest::host_architecture().to_owned(),
+            variant: None,
+        }
+    }
+
+    /// Whether an index entry's platform is this one (the variant only
+    /// when one is wanted; arm64 without one is v8).
+    pub(crate) fn matches(&self, platform: &oci_spec::image::Platform) -> bool {
+        let implied = implied_variant(&self.architecture);
+        platform.os().to_string() == self.os
+            && normalize_architecture(&platform.architecture().to_string()) == self.architecture
+            && match &self.variant {
+                Some(wanted) => platform.variant().as_deref().or(implied) == Some(wanted.as_str()),
+                None => true,
+            }
+    }
+}
+
 impl fmt::Display for TargetPlatform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
