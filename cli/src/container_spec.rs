@@ -22,7 +22,7 @@ pub struct ContainerPlan<'a> {
     pub tty: bool,
     /// The user's terminal size, given to the container's terminal.
     pub console_size: Option<(u16, u16)>,
-    /// The image's layers, lowest first, and the container's own dirs.
+    /// The image's layers, topmost first (overlay's lowerdir order).
     pub layers: &'a [PathBuf],
     pub container_dir: &'a Path,
     /// Binds: /etc files and `-v` volumes, in mount order.

@@ -128,7 +128,13 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         workdir: record.workdir.as_deref(),
         tty: args.tty,
         console_size,
-        layers: &image.lower_dirs(),
+        // The store's short links, so that deep images fit in overlay's
+        // option page (berth-fs falls back to paths relative to l/).
+        layers: &image
+            .lower_links()
+            .iter()
+            .map(|link| images.root().join(link))
+            .collect::<Vec<_>>(),
         container_dir: &dir,
         volumes: &volumes,
         capabilities: &capabilities,

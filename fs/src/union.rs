@@ -98,8 +98,25 @@ impl OverlayRootfs {
     }
 
     /// Mount the union with the given filesystem.
+    ///
+    /// When the lower layers' absolute paths do not fit in the one page
+    /// of mount options (an image with many layers), overlay gets them
+    /// relative to their deepest common parent, which the calling thread
+    /// enters for the mount(2) call and leaves again (as docker's overlay2
+    /// driver does).
     pub fn mount_with(&self, kind: UnionFs) -> Result<(), FsError> {
-        let data = self.mount_data(kind)?;
+        let (data, base) = match self.mount_data(kind) {
+            Err(FsError::MountOptionsTooLong { .. }) if kind == UnionFs::Overlay => {
+                let base =
+                    common_parent(&self.lower).ok_or_else(|| FsError::MountOptionsTooLong {
+                        target: self.target.clone(),
+                        len: self.mount_data_len(),
+                        max: MAX_MOUNT_DATA,
+                    })?;
+                (self.relative_mount_data(&base)?, Some(base))
+            }
+            other => (other?, None),
+        };
         let dirs: &[&PathBuf] = match kind {
             UnionFs::Overlay => &[&self.upper, &self.work, &self.target],
             UnionFs::Aufs => &[&self.upper, &self.target],
@@ -110,20 +127,113 @@ impl OverlayRootfs {
                 source,
             })?;
         }
-        mount(
-            Some(kind.fstype()),
-            &self.target,
-            Some(kind.fstype()),
-            MsFlags::empty(),
-            Some(data.as_os_str()),
-        )
-        .map_err(|source| FsError::Mount {
-            target: self.target.clone(),
-            fstype: kind.fstype().to_owned(),
-            source,
-        })
+        let mount_union = || {
+            mount(
+                Some(kind.fstype()),
+                &self.target,
+                Some(kind.fstype()),
+                MsFlags::empty(),
+                Some(data.as_os_str()),
+            )
+            .map_err(|source| FsError::Mount {
+                target: self.target.clone(),
+                fstype: kind.fstype().to_owned(),
+                source,
+            })
+        };
+        match base {
+            None => mount_union(),
+            Some(base) => in_directory(&base, mount_union),
+        }
     }
 
+    fn mount_data_len(&self) -> usize {
+        self.lower
+            .iter()
+            .chain([&self.upper, &self.work])
+            .map(|p| p.as_os_str().len() + 1)
+            .sum::<usize>()
+            + "lowerdir=,upperdir=,workdir=".len()
+    }
+
+    /// overlay's options with the lower layers relative to `base` (their
+    /// common parent); upper and work stay absolute.
+    fn relative_mount_data(&self, base: &Path) -> Result<OsString, FsError> {
+        let relative = OverlayRootfs {
+            lower: self
+                .lower
+                .iter()
+                .map(|l| {
+                    l.strip_prefix(base)
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default()
+                })
+                .collect(),
+            ..self.clone()
+        };
+        for path in &relative.lower {
+            // Checked like absolute ones, with "/" in front.
+            check_branch_path(&Path::new("/").join(path))?;
+        }
+        let mut data: Vec<u8> = b"lowerdir=".to_vec();
+        for (i, layer) in relative.lower.iter().enumerate() {
+            if i > 0 {
+                data.push(b':');
+            }
+            data.extend_from_slice(layer.as_os_str().as_bytes());
+        }
+        for (key, path) in [
+            (&b",upperdir="[..], &self.upper),
+            (&b",workdir="[..], &self.work),
+        ] {
+            check_branch_path(path)?;
+            data.extend_from_slice(key);
+            data.extend_from_slice(path.as_os_str().as_bytes());
+        }
+        if data.len() > MAX_MOUNT_DATA {
+            return Err(FsError::MountOptionsTooLong {
+                target: self.target.clone(),
+                len: data.len(),
+                max: MAX_MOUNT_DATA,
+            });
+        }
+        Ok(OsString::from_vec(data))
+    }
+}
+
+/// The deepest directory that contains every path of `paths` (none when
+/// they share only `/` or one of them is the parent itself).
+fn common_parent(paths: &[PathBuf]) -> Option<PathBuf> {
+    let first = paths.first()?;
+    let mut base = first.parent()?.to_path_buf();
+    for path in paths {
+        while !path.starts_with(&base) || path == &base {
+            base = base.parent()?.to_path_buf();
+        }
+    }
+    (base != Path::new("/")).then_some(base)
+}
+
+/// Run `f` with the calling thread's working directory at `dir`, then go
+/// back to where it was.
+fn in_directory<T>(dir: &Path, f: impl FnOnce() -> Result<T, FsError>) -> Result<T, FsError> {
+    let chdir_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FsError::Chdir { path, source }
+    };
+    let previous = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(chdir_error(Path::new(".")))?;
+    nix::unistd::chdir(dir).map_err(chdir_error(dir))?;
+    let result = f();
+    nix::unistd::fchdir(&previous).map_err(chdir_error(Path::new(".")))?;
+    result
+}
+
+impl OverlayRootfs {
     /// The option string passed to mount(2) for `kind`.
     ///
     /// overlay: `lowerdir=L1:L2,upperdir=U,workdir=W`;
@@ -281,6 +391,33 @@ mod tests {
             r.mount_data(UnionFs::Overlay),
             Err(FsError::NoLowerLayers { .. })
         ));
+    }
+
+    #[test]
+    fn layers_go_relative_to_their_deepest_common_parent() {
+        let layers: Vec<PathBuf> = ["/s/layers/aa/diff", "/s/layers/bb/diff", "/s/layers/c/diff"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(common_parent(&layers), Some(PathBuf::from("/s/layers")));
+        assert_eq!(
+            common_parent(&layers[..1]),
+            Some(PathBuf::from("/s/layers/aa"))
+        );
+        assert_eq!(
+            common_parent(&[PathBuf::from("/a/x"), PathBuf::from("/b/y")]),
+            None,
+            "only / in common"
+        );
+        let r = OverlayRootfs {
+            lower: layers,
+            ..rootfs()
+        };
+        let data = r.relative_mount_data(Path::new("/s/layers")).unwrap();
+        assert_eq!(
+            data,
+            "lowerdir=aa/diff:bb/diff:c/diff,upperdir=/c/upper,workdir=/c/work"
+        );
     }
 
     #[test]

@@ -157,3 +157,60 @@ fn full_rootfs_sequence_in_a_mount_namespace() {
         "upper layer content"
     );
 }
+
+/// An image with more layers than one page of absolute lowerdir paths
+/// holds (120 layers behind 26-character links, as the image store keeps
+/// them): mounted with the layers relative to their common parent; every
+/// layer is visible, upper layers win, and the caller's working directory
+/// is unchanged.
+#[test]
+fn many_layers_mount_relative_to_their_common_parent() {
+    if !geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_path_buf();
+    let layers_dir = base.join("a-long-directory-name-like-var-lib-berth-images/l");
+    // Topmost first, as overlay wants them.
+    let lower: Vec<std::path::PathBuf> = (0..120)
+        .rev()
+        .map(|i| {
+            let dir = layers_dir.join(format!("{i:026}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("file{i}")), i.to_string()).unwrap();
+            std::fs::write(dir.join("top"), i.to_string()).unwrap();
+            dir
+        })
+        .collect();
+    let rootfs = OverlayRootfs {
+        lower,
+        upper: base.join("upper"),
+        work: base.join("work"),
+        target: base.join("merged"),
+    };
+    assert!(
+        rootfs.mount_data(berth_fs::UnionFs::Overlay).is_err(),
+        "the absolute form must be too long for this test to mean anything"
+    );
+    let target = rootfs.target.clone();
+    in_mount_namespace(&base, move || {
+        let before = std::env::current_dir().map_err(|e| e.to_string())?;
+        rootfs.mount().map_err(|e| e.to_string())?;
+        if std::env::current_dir().map_err(|e| e.to_string())? != before {
+            return Err("the working directory moved".into());
+        }
+        for i in [0, 80, 119] {
+            let content = std::fs::read_to_string(target.join(format!("file{i}")))
+                .map_err(|e| format!("file{i}: {e}"))?;
+            if content != i.to_string() {
+                return Err(format!("file{i} has {content:?}"));
+            }
+        }
+        let top = std::fs::read_to_string(target.join("top")).map_err(|e| e.to_string())?;
+        if top != "119" {
+            return Err(format!("the topmost layer does not win: {top}"));
+        }
+        Ok(())
+    });
+}
