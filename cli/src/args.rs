@@ -154,6 +154,9 @@ pub struct RunArgs {
     /// Working directory inside the container
     #[arg(short, long, value_name = "DIR")]
     pub workdir: Option<String>,
+    /// Overwrite the image's entrypoint ("" removes it)
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

@@ -45,13 +45,12 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     let images = paths.images()?;
     let image = resolve_image(&images, &args.image)?;
     let config = image.run_config();
-    // Docker's rule: the entrypoint stays, the arguments replace CMD.
-    let mut command = config.entrypoint().clone().unwrap_or_default();
-    if args.command.is_empty() {
-        command.extend(config.cmd().clone().unwrap_or_default());
-    } else {
-        command.extend(args.command.iter().cloned());
-    }
+    let command = command_line(
+        args.entrypoint.as_deref(),
+        config.entrypoint().as_deref().unwrap_or_default(),
+        config.cmd().as_deref().unwrap_or_default(),
+        &args.command,
+    );
     if command.is_empty() {
         bail!(
             "no command specified: image {} has no default command, give one after the image name",
@@ -371,6 +370,29 @@ fn resolve_image(images: &ImageStore, name: &str) -> anyhow::Result<Image> {
     }
 }
 
+/// docker's rule for the container's command line: the image's ENTRYPOINT
+/// followed by the run arguments, or by the image's CMD when there are
+/// none. `--entrypoint X` replaces the entrypoint with `X` and drops the
+/// image's CMD (`""` removes the entrypoint).
+fn command_line(
+    entrypoint_flag: Option<&str>,
+    image_entrypoint: &[String],
+    image_cmd: &[String],
+    args: &[String],
+) -> Vec<String> {
+    let (mut command, default_args) = match entrypoint_flag {
+        Some("") => (Vec::new(), &[][..]),
+        Some(program) => (vec![program.to_owned()], &[][..]),
+        None => (image_entrypoint.to_vec(), image_cmd),
+    };
+    command.extend(
+        if args.is_empty() { default_args } else { args }
+            .iter()
+            .cloned(),
+    );
+    command
+}
+
 fn validate_hostname(name: &str) -> anyhow::Result<String> {
     let valid = !name.is_empty()
         && name.len() <= 64
@@ -646,6 +668,28 @@ mod tests {
             ]
         );
         assert!(build_env(&[], &["=x".into()], "h", false).is_err());
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_combine_as_in_docker() {
+        let v = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (ep, cmd) = (v(&["/init", "--flag"]), v(&["serve"]));
+        assert_eq!(
+            command_line(None, &ep, &cmd, &[]),
+            v(&["/init", "--flag", "serve"])
+        );
+        assert_eq!(
+            command_line(None, &ep, &cmd, &v(&["x"])),
+            v(&["/init", "--flag", "x"])
+        );
+        assert_eq!(command_line(None, &[], &cmd, &[]), v(&["serve"]));
+        assert_eq!(command_line(Some("sh"), &ep, &cmd, &[]), v(&["sh"]));
+        assert_eq!(
+            command_line(Some("sh"), &ep, &cmd, &v(&["-c", "x"])),
+            v(&["sh", "-c", "x"])
+        );
+        assert_eq!(command_line(Some(""), &ep, &cmd, &v(&["ls"])), v(&["ls"]));
+        assert!(command_line(Some(""), &ep, &cmd, &[]).is_empty());
     }
 
     #[test]

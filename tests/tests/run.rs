@@ -178,3 +178,46 @@ fn without_interactive_stdin_is_empty() {
     assert_eq!(stdout(&out), "done\n");
     berth.assert_clean();
 }
+
+#[test]
+fn entrypoint_flag_replaces_the_images_entrypoint_and_cmd() {
+    require_root!();
+    let berth = Berth::new();
+    // busybox's CMD is `sh`: --entrypoint drops it.
+    let out = berth.output([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--entrypoint",
+        "echo",
+        "busybox",
+    ]);
+    assert_eq!(stdout(&out), "\n", "{}", describe(&out));
+    let out = berth.output([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--entrypoint",
+        "echo",
+        "busybox",
+        "hi",
+        "there",
+    ]);
+    assert_eq!(stdout(&out), "hi there\n", "{}", describe(&out));
+    // "" removes the entrypoint: the arguments are the whole command.
+    let out = berth.output([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--entrypoint",
+        "",
+        "busybox",
+        "echo",
+        "plain",
+    ]);
+    assert_eq!(stdout(&out), "plain\n", "{}", describe(&out));
+    berth.assert_clean();
+}
