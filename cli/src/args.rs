@@ -37,7 +37,7 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run a command in a running container
     Exec(ExecArgs),
-    /// Stop running containers (SIGTERM, then SIGKILL after a grace period)
+    /// Stop running containers (SIGTERM or the image's StopSignal, then SIGKILL after a grace period)
     Stop(StopArgs),
     /// Send a signal to running containers
     Kill(KillArgs),

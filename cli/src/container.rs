@@ -171,7 +171,11 @@ pub fn stop(paths: &Paths, args: &StopArgs) -> anyhow::Result<i32> {
     Ok(for_each_container(&store, &args.containers, |record| {
         require_running(&record)?;
         crate::pause::thaw_for_signal(&store, &record)?;
-        signal_container(&record, Signal::SIGTERM)?;
+        let signal = match &record.stop_signal {
+            Some(name) => parse_signal(name)?,
+            None => Signal::SIGTERM,
+        };
+        signal_container(&record, signal)?;
         if !wait_until_dead(&record, Duration::from_secs(args.time)) {
             kill_and_wait(&record)?;
         }

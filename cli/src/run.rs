@@ -66,6 +66,17 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         Some(h) => validate_hostname(h)?,
         None => record.short_id().to_owned(),
     };
+    record.stop_signal = config.stop_signal().clone();
+    if let Some(signal) = &record.stop_signal {
+        crate::container::parse_signal(signal)
+            .with_context(|| format!("the image's StopSignal {signal:?}"))?;
+    }
+    record.labels = config
+        .labels()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let image_env = config.env().clone().unwrap_or_default();
     record.env = build_env(&image_env, &args.env, &record.hostname, args.tty)?;
     record.workdir = args

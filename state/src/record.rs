@@ -93,6 +93,13 @@ pub struct ContainerRecord {
     /// default profile.
     #[serde(default)]
     pub seccomp_profile: Option<String>,
+    /// The signal `stop` sends first (the image's StopSignal); `None`:
+    /// SIGTERM.
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    /// Labels (the image's, as docker copies them to its containers).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The container's cgroup as the code that created it serialized it
     /// (for berth: `berth_cgroup::Cgroup`), so that any later command can
     /// find and remove it even if berth's own cgroup has changed.
@@ -152,6 +159,8 @@ impl ContainerRecord {
             capabilities: None,
             no_new_privileges: false,
             seccomp_profile: None,
+            stop_signal: None,
+            labels: Default::default(),
             cgroup: None,
             network_mode: String::new(),
             network: None,
