@@ -54,6 +54,7 @@
 //! [`system`] (mounts, cgroups, processes).
 
 mod host;
+mod images;
 mod latency;
 mod network;
 mod report;
@@ -99,8 +100,10 @@ pub struct BenchArgs {
     /// Scenarios: `plain` (`true`), `limits` (`-m 64m --cpus 1` and the same
     /// limits in the OCI config), `throughput` (--count detached containers
     /// started, listed, removed), `network` (`--net NET [-p]` beside
-    /// `--net none`, and IPAM allocation).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network])]
+    /// `--net none`, and IPAM allocation), `images` (pull from a local
+    /// registry against podman and skopeo+tar, load against tar -xf, run of
+    /// a 10-layer against a 1-layer image).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network, Scenario::Images])]
     scenarios: Vec<Scenario>,
     /// Regimes of the latency scenarios: `cold` (interleaved, paced), `warm`
     /// (back to back).
@@ -157,6 +160,7 @@ enum Scenario {
     Limits,
     Throughput,
     Network,
+    Images,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -191,6 +195,7 @@ impl Scenario {
             Scenario::Limits => "limits",
             Scenario::Throughput => "throughput",
             Scenario::Network => "network",
+            Scenario::Images => "images",
         }
     }
 
@@ -656,9 +661,10 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     }
     report.probes = probes;
     type MeasureFn = fn(&Settings, &Runner) -> Result<Section>;
-    let others: [(Scenario, &str, MeasureFn); 2] = [
+    let others: [(Scenario, &str, MeasureFn); 3] = [
         (Scenario::Throughput, "throughput", throughput::measure),
         (Scenario::Network, "network", network::measure),
+        (Scenario::Images, "images", images::measure),
     ];
     for (scenario, name, measure) in others {
         if !settings.has(scenario) {
