@@ -60,14 +60,11 @@ impl Paths {
         self.root.join("networks")
     }
 
-    /// The root holds every container's files: only root may enter it.
+    /// The root holds every container's files: only root may enter it,
+    /// and one that others own or may write is refused.
     pub fn ensure_root(&self) -> anyhow::Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.root)
-            .with_context(|| format!("cannot create the state root {}", self.root.display()))
+        berth_state::ensure_private_dir(&self.root)
+            .with_context(|| format!("cannot use the state root {}", self.root.display()))
     }
 }
 

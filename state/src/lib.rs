@@ -18,6 +18,7 @@ mod atomic;
 mod liveness;
 mod log;
 mod names;
+mod private_dir;
 mod record;
 mod store;
 mod time;
@@ -26,6 +27,7 @@ pub use atomic::{replace_file, write_atomic, Durability, FileLock};
 pub use liveness::{is_same_process, process_start_time};
 pub use log::{read_log, read_log_from, LogEntry, LogLimits, LogWriter, Stream};
 pub use names::{generate_id, generate_name, validate_name};
+pub use private_dir::ensure_private_dir;
 pub use record::{ContainerRecord, Limits, Status};
 pub use store::{ContainerStore, StoreLock};
 pub use time::Timestamp;
@@ -55,6 +57,11 @@ pub enum StateError {
     NotFound { query: String },
     #[error("container id prefix {query:?} is ambiguous: it matches {count} containers")]
     Ambiguous { query: String, count: usize },
+    /// A state directory another user could tamper with.
+    #[error(
+        "refusing to use {path}: {reason}; it must be owned by this user and writable only by it"
+    )]
+    Insecure { path: PathBuf, reason: String },
 }
 
 impl StateError {

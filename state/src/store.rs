@@ -23,14 +23,11 @@ pub struct StoreLock {
 }
 
 impl ContainerStore {
-    /// Open (creating, mode 0700) the store at `dir`.
+    /// Open (creating, mode 0700) the store at `dir`; refused when another
+    /// user owns it or may write to it (see [`crate::ensure_private_dir`]).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StateError> {
         let dir = dir.into();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| StateError::io(&dir, e))?;
+        crate::ensure_private_dir(&dir)?;
         Ok(ContainerStore { dir })
     }
 

@@ -365,3 +365,33 @@ fn absolute_entry_names_stay_inside_the_layer() {
     }
     berth.assert_clean();
 }
+
+/// A state root or store that another user owns or may write is refused
+/// (such a user could swap in a record naming any PID for `stop` to kill);
+/// one that is merely readable by others is closed to 0700.
+#[test]
+fn a_state_root_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["ps", "-a"]);
+    let containers = berth.root().join("containers");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+
+    std::os::unix::fs::chown(&containers, Some(65534), None).unwrap();
+    let out = berth.output(["ps", "-a"]);
+    assert_berth_error(&out, 125);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("owned by uid 65534"));
+    std::os::unix::fs::chown(&containers, Some(0), None).unwrap();
+
+    fs::set_permissions(&containers, fs::Permissions::from_mode(0o777)).unwrap();
+    assert_berth_error(&berth.output(["ps", "-a"]), 125);
+    assert_eq!(mode(&containers), 0o777, "left as it was");
+
+    fs::set_permissions(&containers, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(berth.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    berth.run_ok(["ps", "-a"]);
+    assert_eq!(mode(&containers), 0o700);
+    assert_eq!(mode(berth.root()), 0o700);
+    berth.assert_clean();
+}
