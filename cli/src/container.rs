@@ -71,9 +71,35 @@ pub fn find(store: &ContainerStore, query: &str) -> anyhow::Result<ContainerReco
 
 pub fn rm(paths: &Paths, args: &RmArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
-    Ok(for_each_container(&store, &args.containers, |record| {
-        remove_one(paths, &store, record, args.force)
+    Ok(for_each_query(&args.containers, |query| {
+        match find(&store, query) {
+            Ok(record) => remove_one(paths, &store, record, args.force),
+            Err(e) => match e.downcast_ref::<berth_state::StateError>() {
+                Some(berth_state::StateError::Broken { id, .. }) if args.force => {
+                    remove_broken(paths, &store, id)
+                }
+                Some(berth_state::StateError::Broken { id, .. }) => {
+                    let hint = format!("remove it with `berth rm -f {id}`");
+                    Err(e.context(hint))
+                }
+                _ => Err(e),
+            },
+        }
     }))
+}
+
+/// `rm -f` of a container whose record cannot be read: what the runtime
+/// knows of it by id (its processes, cgroup, state), its addresses and
+/// port rules, and its directory all go.
+fn remove_broken(paths: &Paths, store: &ContainerStore, id: &str) -> anyhow::Result<()> {
+    let runtime = paths.runtime();
+    match runtime.delete(id, true) {
+        Ok(()) | Err(cli::runtime::RuntimeError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    crate::network::release(paths, id, true)?;
+    store.remove(id)?;
+    Ok(())
 }
 
 fn remove_one(
@@ -144,12 +170,18 @@ pub fn for_each_container(
     queries: &[String],
     mut action: impl FnMut(ContainerRecord) -> anyhow::Result<()>,
 ) -> i32 {
+    for_each_query(queries, |query| find(store, query).and_then(&mut action))
+}
+
+/// Run `action` for each query, printing the query when it succeeds and
+/// one error line when it fails (docker's output): 1 if any failed.
+fn for_each_query(queries: &[String], mut action: impl FnMut(&str) -> anyhow::Result<()>) -> i32 {
     let mut failed = false;
     for query in queries {
-        match find(store, query).and_then(&mut action) {
+        match action(query) {
             Ok(()) => println!("{query}"),
             Err(e) => {
-                eprintln!("berth: {e:#}");
+                eprintln!("berth: {}", crate::exit::one_line(&e));
                 failed = true;
             }
         }

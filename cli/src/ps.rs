@@ -13,14 +13,25 @@ pub fn ps(paths: &Paths, args: &PsArgs) -> anyhow::Result<()> {
     records.retain(|r| args.all || r.is_active());
     // Newest first, like docker.
     records.reverse();
+    // Records that cannot be read are shown (with -a), never hide the rest.
+    let broken = if args.all {
+        store.broken()?
+    } else {
+        Vec::new()
+    };
+    let short = |id: &str| id[..id.len().min(12)].to_owned();
     if args.quiet {
-        for r in &records {
-            println!("{}", r.short_id());
+        for id in records
+            .iter()
+            .map(|r| &r.id)
+            .chain(broken.iter().map(|b| &b.id))
+        {
+            println!("{}", short(id));
         }
         return Ok(());
     }
     let now = Timestamp::now();
-    let rows: Vec<Vec<String>> = records
+    let mut rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
             vec![
@@ -33,6 +44,16 @@ pub fn ps(paths: &Paths, args: &PsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
+    rows.extend(broken.iter().map(|b| {
+        vec![
+            short(&b.id),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            "Broken record (berth rm -f removes it)".to_owned(),
+        ]
+    }));
     print!(
         "{}",
         render(

@@ -29,7 +29,7 @@ pub use log::{read_log, read_log_from, LogEntry, LogLimits, LogWriter, Stream};
 pub use names::{generate_id, generate_name, validate_name};
 pub use private_dir::ensure_private_dir;
 pub use record::{ContainerRecord, Limits, Status};
-pub use store::{ContainerStore, StoreLock};
+pub use store::{BrokenRecord, ContainerStore, StoreLock};
 pub use time::Timestamp;
 
 use std::path::PathBuf;
@@ -57,6 +57,11 @@ pub enum StateError {
     NotFound { query: String },
     #[error("container id prefix {query:?} is ambiguous: it matches {count} containers")]
     Ambiguous { query: String, count: usize },
+    #[error("{path}: container record larger than {max} bytes")]
+    RecordTooLarge { path: PathBuf, max: u64 },
+    /// A container whose record cannot be read; `rm -f` removes it.
+    #[error("container {id} has a broken record: {reason}")]
+    Broken { id: String, reason: String },
     /// A state directory another user could tamper with.
     #[error(
         "refusing to use {path}: {reason}; it must be owned by this user and writable only by it"

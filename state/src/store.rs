@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use crate::{validate_name, write_atomic, ContainerRecord, Durability, FileLock, StateError};
 
 const RECORD_FILE: &str = "config.json";
+/// A record is a few KiB (a custom seccomp profile makes it tens); a larger
+/// one is damage, not read into memory.
+const MAX_RECORD_SIZE: u64 = 4 << 20;
 const LOCK_FILE: &str = ".lock";
 
 /// The directory of container records: `<dir>/<id>/config.json`, one
@@ -14,6 +17,15 @@ const LOCK_FILE: &str = ".lock";
 #[derive(Debug, Clone)]
 pub struct ContainerStore {
     dir: PathBuf,
+}
+
+/// A container whose record cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenRecord {
+    /// The container's id (its directory's name).
+    pub id: String,
+    /// Why its record cannot be read.
+    pub reason: String,
 }
 
 /// Exclusive hold on the store; released when dropped.
@@ -55,6 +67,7 @@ impl ContainerStore {
     pub fn create(&self, record: &ContainerRecord) -> Result<(), StateError> {
         validate_name(&record.name)?;
         let _lock = self.lock()?;
+        self.sweep_leftovers();
         if let Some(other) = self.list()?.into_iter().find(|r| r.name == record.name) {
             return Err(StateError::NameInUse {
                 name: record.name.clone(),
@@ -80,12 +93,25 @@ impl ContainerStore {
     /// Read one record by full id.
     pub fn load(&self, id: &str) -> Result<ContainerRecord, StateError> {
         let path = self.record_path(id);
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+        let not_found = |e: std::io::Error| match e.kind() {
             ErrorKind::NotFound => StateError::NotFound {
                 query: id.to_owned(),
             },
             _ => StateError::io(&path, e),
-        })?;
+        };
+        let mut file = fs::File::open(&path).map_err(not_found)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&mut file, MAX_RECORD_SIZE + 1),
+            &mut bytes,
+        )
+        .map_err(|e| StateError::io(&path, e))?;
+        if bytes.len() as u64 > MAX_RECORD_SIZE {
+            return Err(StateError::RecordTooLarge {
+                path,
+                max: MAX_RECORD_SIZE,
+            });
+        }
         serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path, source })
     }
 
@@ -116,10 +142,23 @@ impl ContainerStore {
 
     /// Every container, oldest first. Hidden entries (half-created or
     /// half-removed containers) are skipped; so are directories whose
-    /// record is missing.
+    /// record is missing, and records that cannot be read (see
+    /// [`ContainerStore::broken`]): one damaged record never hides the
+    /// others.
     pub fn list(&self) -> Result<Vec<ContainerRecord>, StateError> {
+        Ok(self.scan()?.0)
+    }
+
+    /// The containers whose record exists but cannot be read (corrupt,
+    /// empty, too large), with why, so that they can be shown and removed.
+    pub fn broken(&self) -> Result<Vec<BrokenRecord>, StateError> {
+        Ok(self.scan()?.1)
+    }
+
+    fn scan(&self) -> Result<(Vec<ContainerRecord>, Vec<BrokenRecord>), StateError> {
         let entries = fs::read_dir(&self.dir).map_err(|e| StateError::io(&self.dir, e))?;
         let mut records = Vec::new();
+        let mut broken = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| StateError::io(&self.dir, e))?;
             let name = entry.file_name();
@@ -130,11 +169,17 @@ impl ContainerStore {
             match self.load(id) {
                 Ok(record) => records.push(record),
                 Err(StateError::NotFound { .. }) => continue,
+                Err(e @ (StateError::Corrupt { .. } | StateError::RecordTooLarge { .. })) => broken
+                    .push(BrokenRecord {
+                        id: id.to_owned(),
+                        reason: e.to_string(),
+                    }),
                 Err(e) => return Err(e),
             }
         }
         records.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
-        Ok(records)
+        broken.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((records, broken))
     }
 
     /// Find a container by exact name, full id, or unique id prefix.
@@ -145,7 +190,7 @@ impl ContainerStore {
         if query.is_empty() {
             return Err(not_found());
         }
-        let records = self.list()?;
+        let (records, broken) = self.scan()?;
         if let Some(r) = records.iter().find(|r| r.id == query || r.name == query) {
             return Ok(r.clone());
         }
@@ -156,7 +201,14 @@ impl ContainerStore {
                 query: query.to_owned(),
                 count: more + 1,
             }),
-            (None, _) => Err(not_found()),
+            (None, _) => match broken.into_iter().find(|b| b.id.starts_with(query)) {
+                // Only its id is known: say so, so `rm -f` can still remove it.
+                Some(b) => Err(StateError::Broken {
+                    id: b.id,
+                    reason: b.reason,
+                }),
+                None => Err(not_found()),
+            },
         }
     }
 
@@ -173,6 +225,23 @@ impl ContainerStore {
         }
         remove_tree(&doomed)?;
         remove_tree(&self.dir.join(format!(".{id}.new")))
+    }
+
+    /// Finish what killed commands left: `.<id>.new` (a create, which
+    /// holds the lock this runs under, so none is in progress) and
+    /// `.<id>.removing` (a remove; deleting it twice is harmless). Best
+    /// effort: a leftover that cannot go now goes next time.
+    fn sweep_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') && (name.ends_with(".new") || name.ends_with(".removing")) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     /// Path of the store directory itself.
@@ -291,8 +360,11 @@ mod tests {
         let r = record("x");
         store.create(&r).unwrap();
         fs::write(store.container_dir(&r.id).join(RECORD_FILE), b"{").unwrap();
-        let err = store.list().unwrap_err();
-        assert!(err.to_string().contains(&r.id), "{err}");
+        // Left out of the list, reported as broken, naming its file.
+        assert!(store.list().unwrap().is_empty());
+        let broken = store.broken().unwrap();
+        assert_eq!(broken[0].id, r.id);
+        assert!(broken[0].reason.contains(&r.id), "{}", broken[0].reason);
     }
 
     #[test]
@@ -306,5 +378,56 @@ mod tests {
         });
         assert_eq!(winners, 1);
         assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn broken_records_never_hide_the_others_and_can_be_found_by_id() {
+        let (_dir, store) = store();
+        let good = record("good");
+        store.create(&good).unwrap();
+        let mut ids = Vec::new();
+        for (name, content) in [
+            ("garbage", b"{not json".to_vec()),
+            ("empty", Vec::new()),
+            ("huge", vec![b' '; (MAX_RECORD_SIZE + 1) as usize]),
+        ] {
+            let bad = record(name);
+            store.create(&bad).unwrap();
+            fs::write(store.record_path(&bad.id), content).unwrap();
+            ids.push(bad.id);
+        }
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "good");
+        let broken = store.broken().unwrap();
+        assert_eq!(broken.len(), 3);
+        assert!(broken.iter().any(|b| b.reason.contains("larger than")));
+        for id in &ids {
+            match store.find(&id[..12]) {
+                Err(StateError::Broken { id: found, .. }) => assert_eq!(&found, id),
+                other => panic!("{other:?}"),
+            }
+            store.remove(id).unwrap();
+        }
+        assert!(store.broken().unwrap().is_empty());
+        assert_eq!(store.find("good").unwrap().id, good.id);
+    }
+
+    #[test]
+    fn leftovers_of_killed_commands_are_swept_by_the_next_create() {
+        let (_dir, store) = store();
+        for leftover in [".abc.new", ".def.removing"] {
+            let dir = store.dir().join(leftover).join("upper/deep");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("file"), "x").unwrap();
+        }
+        store.create(&record("next")).unwrap();
+        let names: Vec<String> = fs::read_dir(store.dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lock")
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 }

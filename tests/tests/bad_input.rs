@@ -395,3 +395,46 @@ fn a_state_root_others_can_write_is_refused() {
     assert_eq!(mode(berth.root()), 0o700);
     berth.assert_clean();
 }
+
+/// One corrupt record never locks the engine: `ps -a` lists the others
+/// and shows the broken one, `run` still works, and `rm -f` removes the
+/// broken container, killing its still-running process through the
+/// runtime's own state.
+#[test]
+fn a_corrupt_record_is_shown_and_removed_without_hiding_the_others() {
+    require_root!();
+    let berth = Berth::new();
+    let keep = berth.run_ok([
+        "run", "-d", "--net", "none", "--name", "keep", "busybox", "sleep", "60",
+    ]);
+    let victim = berth.run_ok(["run", "-d", "--net", "none", "busybox", "sleep", "60"]);
+    let (keep, victim) = (keep.trim().to_owned(), victim.trim().to_owned());
+    let record = berth
+        .root()
+        .join("containers")
+        .join(&victim)
+        .join("config.json");
+    let pid = berth.inspect(&victim)["pid"].as_i64().unwrap();
+    for garbage in [&b"{not json"[..], &b""[..], &vec![b' '; 5 << 20][..]] {
+        fs::write(&record, garbage).unwrap();
+        let ps = berth.run_ok(["ps", "-a"]);
+        assert!(ps.contains("keep"), "{ps}");
+        assert!(
+            ps.contains(&victim[..12]) && ps.contains("Broken record"),
+            "{ps}"
+        );
+    }
+    let out = berth.output(["rm", &victim[..12]]);
+    assert_berth_error(&out, 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rm -f"));
+    berth.run_ok(["run", "--rm", "--net", "none", "busybox", "true"]);
+    berth.run_ok(["rm", "-f", &victim[..12]]);
+    assert!(!berth.run_ok(["ps", "-a"]).contains(&victim[..12]));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")),
+        "the broken container's process was killed"
+    );
+    berth.run_ok(["rm", "-f", &keep]);
+    berth.assert_clean();
+}
