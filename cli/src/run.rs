@@ -314,9 +314,14 @@ fn parse_log_options(options: &[String]) -> anyhow::Result<LogLimits> {
                 })?;
             }
             Some(("max-file", n)) => {
-                limits.max_files = n.parse().ok().filter(|&n| n > 0).with_context(|| {
-                    format!("invalid --log-opt {option:?}: max-file must be a positive number")
-                })?;
+                let max = LogLimits::MAX_FILES;
+                limits.max_files = n
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0 && n <= max)
+                    .with_context(|| {
+                        format!("invalid --log-opt {option:?}: max-file must be a number from 1 to {max}")
+                    })?;
             }
             _ => bail!("unknown --log-opt {option:?}: supported are max-size=SIZE and max-file=N"),
         }
@@ -745,6 +750,15 @@ mod tests {
         );
         assert!(parse_log_options(&["max-size=0".into()]).is_err());
         assert!(parse_log_options(&["colour=blue".into()]).is_err());
+        assert!(parse_log_options(&["max-file=100".into()]).is_ok());
+        for bad in [
+            "max-file=101",
+            "max-file=100000000",
+            "max-file=0",
+            "max-file=-1",
+        ] {
+            assert!(parse_log_options(&[bad.into()]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub struct LogLimits {
     pub max_files: u32,
 }
 
+impl LogLimits {
+    /// The most files kept: each rotation renames every kept file, and
+    /// reading the log opens them all, so the count is bounded (a record
+    /// asking for more is held to this).
+    pub const MAX_FILES: u32 = 100;
+}
+
 impl Default for LogLimits {
     fn default() -> Self {
         LogLimits {
@@ -90,7 +97,7 @@ impl LogWriter {
             size,
             limits: LogLimits {
                 max_size: limits.max_size.max(1),
-                max_files: limits.max_files.max(1),
+                max_files: limits.max_files.clamp(1, LogLimits::MAX_FILES),
             },
             pending: [Vec::new(), Vec::new()],
         })
@@ -305,5 +312,26 @@ mod tests {
         log.write(Stream::Stdout, b"b\n").unwrap();
         let (second, _) = read_log_from(&path, offset).unwrap();
         assert_eq!(texts(&second), [(Stream::Stdout, "b\n")]);
+    }
+
+    #[test]
+    fn a_huge_max_files_is_held_to_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        let limits = LogLimits {
+            max_size: 64,
+            max_files: 100_000_000,
+        };
+        let start = std::time::Instant::now();
+        let mut writer = LogWriter::open(&path, limits).unwrap();
+        for i in 0..500 {
+            writer
+                .write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        drop(writer);
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(files <= LogLimits::MAX_FILES as usize, "{files} files");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
     }
 }
