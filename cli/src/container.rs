@@ -56,12 +56,16 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
     })?)
 }
 
-/// All containers, with stale records corrected.
+/// All containers, with stale records corrected (and any left frozen by a
+/// killed commit thawed).
 pub fn list(store: &ContainerStore) -> anyhow::Result<Vec<ContainerRecord>> {
     store
         .list()?
         .into_iter()
-        .map(|r| refresh(store, r))
+        .map(|r| {
+            crate::pause::recover_left_frozen(store, &r);
+            refresh(store, r)
+        })
         .collect()
 }
 

@@ -22,6 +22,7 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
     berth_ns::sealed::reexec_from_sealed_copy()?;
     let store = paths.containers()?;
     let record = find(&store, &args.container)?;
+    crate::pause::recover_left_frozen(&store, &record);
     match record.status {
         Status::Running if is_alive(&record) => {}
         Status::Paused => bail!("container {} is paused: unpause it first", record.name),

@@ -112,19 +112,12 @@ pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i
         ..Default::default()
     };
     // Like docker commit's default --pause: a consistent snapshot of a
-    // running container.
-    let frozen = match crate::limits::of(&record) {
-        Some(cgroup) if record.status == berth_state::Status::Running => {
-            cgroup.freeze().ok().map(|()| cgroup)
-        }
-        _ => None,
-    };
+    // running container, thawed on every way out (see FreezeGuard).
+    let frozen = crate::pause::FreezeGuard::freeze(&containers, &record)?;
     let committed = images
         .commit(&base, &upper, &options)
         .with_context(|| format!("cannot commit container {} as {}", record.name, args.image));
-    if let Some(cgroup) = frozen {
-        cgroup.thaw()?;
-    }
+    drop(frozen);
     let image = committed?;
     println!("{}", image.id);
     Ok(0)

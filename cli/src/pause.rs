@@ -51,12 +51,107 @@ fn thaw(store: &ContainerStore, record: &ContainerRecord) -> anyhow::Result<()> 
 }
 
 /// A frozen process does not act on signals: stop, kill and rm thaw a
-/// paused container first (as docker does).
+/// paused container first (as docker does), and also one the record calls
+/// running whose cgroup is frozen (a `commit` killed while it held the
+/// container still).
 pub fn thaw_for_signal(store: &ContainerStore, record: &ContainerRecord) -> anyhow::Result<()> {
-    if record.status == Status::Paused {
+    if record.status == Status::Paused || is_left_frozen(store, record) {
         thaw(store, record)?;
     }
     Ok(())
+}
+
+/// A running container whose cgroup is frozen although nobody paused it
+/// and no live `commit` holds it (see [`FreezeGuard`]).
+pub fn is_left_frozen(store: &ContainerStore, record: &ContainerRecord) -> bool {
+    record.status == Status::Running
+        && !FreezeGuard::holder_alive(store, record)
+        && crate::limits::of(record).is_some_and(|cgroup| cgroup.is_frozen().unwrap_or(false))
+}
+
+/// `exec` and `ps` of a container a killed `commit` left frozen: thaw it
+/// (it would hang an exec and look running while it is not).
+pub fn recover_left_frozen(store: &ContainerStore, record: &ContainerRecord) {
+    if is_left_frozen(store, record) {
+        let _ = thaw(store, record);
+    }
+}
+
+/// A running container held frozen for a consistent snapshot (docker
+/// commit's default --pause). The holder's pid and start time are written
+/// beside the record, so that a holder killed with SIGKILL is noticed and
+/// the container thawed by the next command; SIGINT, SIGTERM and SIGHUP are
+/// held back while frozen, so they cannot end berth before it thaws.
+pub struct FreezeGuard {
+    cgroup: berth_cgroup::Cgroup,
+    marker: std::path::PathBuf,
+    blocked: nix::sys::signal::SigSet,
+}
+
+impl FreezeGuard {
+    const MARKER: &'static str = "frozen-by";
+
+    /// Freeze a running container; `None` when it is not running or has
+    /// no cgroup (nothing to hold still).
+    pub fn freeze(
+        store: &ContainerStore,
+        record: &ContainerRecord,
+    ) -> anyhow::Result<Option<FreezeGuard>> {
+        use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+        let Some(cgroup) = limits::of(record).filter(|_| record.status == Status::Running) else {
+            return Ok(None);
+        };
+        let mut blocked = SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            blocked.add(signal);
+        }
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)?;
+        let pid = std::process::id();
+        let start = berth_state::process_start_time(std::path::Path::new("/proc"), pid as i32)
+            .unwrap_or_default();
+        let marker = store.container_dir(&record.id).join(Self::MARKER);
+        let guard = FreezeGuard {
+            cgroup,
+            marker,
+            blocked,
+        };
+        berth_state::replace_file(
+            &guard.marker,
+            format!("{pid} {start}").as_bytes(),
+            berth_state::Durability::Volatile,
+        )
+        .with_context(|| format!("cannot write {}", guard.marker.display()))?;
+        guard.cgroup.freeze()?;
+        Ok(Some(guard))
+    }
+
+    /// Whether a live process holds this container frozen.
+    fn holder_alive(store: &ContainerStore, record: &ContainerRecord) -> bool {
+        let marker = store.container_dir(&record.id).join(Self::MARKER);
+        let Ok(text) = std::fs::read_to_string(marker) else {
+            return false;
+        };
+        let mut fields = text.split_whitespace().map(str::parse::<u64>);
+        match (fields.next(), fields.next()) {
+            (Some(Ok(pid)), Some(Ok(start))) => {
+                berth_state::is_same_process(std::path::Path::new("/proc"), pid as i32, Some(start))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Drop for FreezeGuard {
+    fn drop(&mut self) {
+        let _ = self.cgroup.thaw();
+        let _ = std::fs::remove_file(&self.marker);
+        // A signal that came while frozen is delivered now.
+        let _ = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+            Some(&self.blocked),
+            None,
+        );
+    }
 }
 
 struct Sample {

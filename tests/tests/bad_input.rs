@@ -438,3 +438,91 @@ fn a_corrupt_record_is_shown_and_removed_without_hiding_the_others() {
     berth.run_ok(["rm", "-f", &keep]);
     berth.assert_clean();
 }
+
+/// The freezer file berth uses for a container's cgroup: v1's
+/// freezer.state where the freezer controller is on v1 (hybrid hosts too),
+/// else v2's cgroup.freeze.
+fn freezer_files(id: &str) -> Vec<PathBuf> {
+    let all = all_freezer_files(id);
+    let v1: Vec<PathBuf> = all
+        .iter()
+        .filter(|f| f.ends_with("freezer.state"))
+        .cloned()
+        .collect();
+    if v1.is_empty() {
+        all
+    } else {
+        v1
+    }
+}
+
+fn all_freezer_files(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in walkdir_cgroups(Path::new("/sys/fs/cgroup"), 0) {
+        if entry.file_name().is_some_and(|n| n == id) {
+            for file in ["freezer.state", "cgroup.freeze"] {
+                if entry.join(file).exists() {
+                    found.push(entry.join(file));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn walkdir_cgroups(dir: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if depth > 8 {
+        return out;
+    }
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(entry.path());
+            out.extend(walkdir_cgroups(&entry.path(), depth + 1));
+        }
+    }
+    out
+}
+
+/// A container a killed `commit` left frozen (its cgroup frozen, the
+/// record still "running", no live holder) is thawed by the next `ps` or
+/// `exec`, and `stop` works.
+#[test]
+fn a_container_left_frozen_by_a_killed_commit_recovers() {
+    require_root!();
+    let berth = Berth::new();
+    let id = berth.run_ok(["run", "-d", "--net", "none", "busybox", "sleep", "60"]);
+    let id = id.trim().to_owned();
+    let files = freezer_files(&id);
+    assert!(!files.is_empty(), "no freezer for {id}");
+    for file in &files {
+        let frozen = if file.ends_with("freezer.state") {
+            "FROZEN"
+        } else {
+            "1"
+        };
+        fs::write(file, frozen).unwrap();
+    }
+    berth.run_ok(["ps"]);
+    for file in &files {
+        let state = fs::read_to_string(file).unwrap();
+        assert!(
+            state.trim() == "THAWED" || state.trim() == "0",
+            "{}: {state}",
+            file.display()
+        );
+    }
+    for file in &files {
+        let frozen = if file.ends_with("freezer.state") {
+            "FROZEN"
+        } else {
+            "1"
+        };
+        fs::write(file, frozen).unwrap();
+    }
+    let out = berth.output(["exec", &id, "echo", "alive"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "alive\n", "{out:?}");
+    berth.run_ok(["stop", "-t", "1", &id]);
+    berth.run_ok(["rm", &id]);
+    berth.assert_clean();
+}
