@@ -113,7 +113,10 @@ fn fake_host() -> OwnedFd {
         "/proc/sys/net does not follow the thread's namespace; refusing to go on"
     );
     in_ns(&host, || {
-        Netlink::connect().unwrap().set_up_by_name("lo").unwrap()
+        Netlink::connect().unwrap().set_up_by_name("lo").unwrap();
+        // A new namespace may inherit the host's forwarding setting: start
+        // every fake host with it off, whatever the real host has.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "0\n").unwrap();
     });
     host
 }
