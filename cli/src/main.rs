@@ -29,7 +29,34 @@ use args::{Cli, Command, ImageCommand};
 use exit::Failure;
 use paths::Paths;
 
+/// `print!`/`println!` panic when standard output cannot be written (a
+/// reader that went away, a full disk). Output is berth's answer, so such
+/// a failure ends berth like any other, without a backtrace: silently with
+/// 141 for a closed pipe (what a shell reports for SIGPIPE, as `head`
+/// expects), with one line and 125 otherwise. Every other panic keeps the
+/// default report.
+fn exit_cleanly_when_stdout_fails() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if let Some(reason) = message.strip_prefix("failed printing to stdout: ") {
+            if reason.contains("os error 32") {
+                std::process::exit(141);
+            }
+            eprintln!("berth: cannot write the output: {reason}");
+            std::process::exit(125);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_cleanly_when_stdout_fails();
     // One binary, two grammars: under the name `berth-runtime` it is an
     // OCI runtime with runc's command line.
     let invoked_as = std::env::args_os()

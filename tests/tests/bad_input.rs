@@ -526,3 +526,40 @@ fn a_container_left_frozen_by_a_killed_commit_recovers() {
     berth.run_ok(["rm", &id]);
     berth.assert_clean();
 }
+
+/// Output that cannot be written is never a panic: a full device is one
+/// line and 125, a reader that went away ends berth quietly (141, as a
+/// shell reports SIGPIPE).
+#[test]
+fn unwritable_output_is_one_line_or_a_quiet_exit_never_a_panic() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "run", "--net", "none", "--name", "printed", "busybox", "true",
+    ]);
+    for args in [&["ps", "-a"][..], &["images"], &["inspect", "printed"]] {
+        let full = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = berth.cmd(args).stdout(full).output().unwrap();
+        let line = assert_berth_error(&out, 125);
+        assert!(line.contains("No space left"), "{line}");
+
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = berth
+            .cmd(args)
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {out:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    berth.run_ok(["rm", "printed"]);
+    berth.assert_clean();
+}
