@@ -157,6 +157,36 @@ pub struct RunArgs {
     /// Overwrite the image's entrypoint ("" removes it)
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
+    /// User to run as: name|uid[:group|gid], looked up in the image
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Additional group to run with (name in the image, or gid)
+    #[arg(long, value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Read environment variables from a file (KEY=VALUE lines)
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Set a label on the container (KEY=VALUE)
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Set a resource limit: NAME=SOFT[:HARD] (e.g. nofile=1024:2048)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Size of /dev/shm (e.g. 64m)
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Set a namespaced kernel parameter (KEY=VALUE)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub sysctl: Vec<String>,
+    /// Tune the container's OOM preference (-1000 to 1000)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i32>,
+    /// Signal to stop the container (default SIGTERM or the image's)
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

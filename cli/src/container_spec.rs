@@ -8,7 +8,8 @@ use berth_ns::{Capability, CapabilitySet};
 use cli::runtime::OVERLAY_ROOTFS_ANNOTATION;
 use oci_spec::runtime::{
     Capabilities, LinuxBuilder, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources, Mount, Process, Root, Spec, User,
+    LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
+    User,
 };
 
 /// The parts of a container that the spec is built from.
@@ -38,6 +39,22 @@ pub struct ContainerPlan<'a> {
     pub cgroup_namespace: bool,
     pub resources: LinuxResources,
     pub cgroup_parent: Option<&'a str>,
+    /// docker's process and filesystem flags (`-u`, `--read-only`, ...).
+    pub extras: &'a Extras,
+}
+
+/// What docker's flags beyond the basics put in the spec.
+#[derive(Debug, Default, Clone)]
+pub struct Extras {
+    /// `-u` resolved in the image (root when `None`), plus `--group-add`.
+    pub user: Option<crate::user::ResolvedUser>,
+    pub read_only: bool,
+    /// `--ulimit`: (RLIMIT_ name, soft, hard).
+    pub rlimits: Vec<(String, u64, u64)>,
+    /// `--shm-size` in bytes.
+    pub shm_size: Option<u64>,
+    pub sysctl: std::collections::HashMap<String, String>,
+    pub oom_score_adj: Option<i32>,
 }
 
 /// The container's write layer: overlay's upper and work dirs and the
@@ -56,7 +73,7 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
     spec.set_version(OCI_VERSION.to_owned());
     let mut root = Root::default();
     root.set_path(rootfs);
-    root.set_readonly(Some(false));
+    root.set_readonly(Some(plan.extras.read_only));
     spec.set_root(Some(root));
     spec.set_hostname(Some(plan.hostname.to_owned()));
     spec.set_domainname(None);
@@ -70,7 +87,7 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
         overlay.to_string(),
     )])));
     spec.set_process(Some(process(plan)));
-    spec.set_mounts(Some(mounts(plan.volumes)));
+    spec.set_mounts(Some(mounts(plan.volumes, plan.extras.shm_size)));
     spec.set_hooks(None);
 
     let mut namespaces = vec![
@@ -111,6 +128,9 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
         .masked_paths(masked)
         .readonly_paths(readonly)
         .build()?;
+    if !plan.extras.sysctl.is_empty() {
+        linux.set_sysctl(Some(plan.extras.sysctl.clone()));
+    }
     let capabilities = if plan.privileged {
         CapabilitySet::all()
     } else {
@@ -141,13 +161,36 @@ fn process(plan: &ContainerPlan<'_>) -> Process {
     let mut process = Process::default();
     process.set_terminal(Some(plan.tty));
     process.set_console_size(plan.console_size.filter(|_| plan.tty).map(console_size));
-    process.set_user(User::default());
+    let mut user = User::default();
+    if let Some(resolved) = &plan.extras.user {
+        user.set_uid(resolved.uid);
+        user.set_gid(resolved.gid);
+        user.set_additional_gids(Some(resolved.additional_gids.clone()));
+    }
+    process.set_user(user);
     process.set_args(Some(plan.command.to_vec()));
     process.set_env(Some(plan.env.to_vec()));
     process.set_cwd(PathBuf::from(plan.workdir.unwrap_or("/")));
     process.set_no_new_privileges(Some(plan.no_new_privileges));
-    // docker sets no rlimits: the container inherits berth's.
-    process.set_rlimits(None);
+    // docker sets no rlimits of its own: the container inherits berth's,
+    // except those given with --ulimit.
+    let rlimits: Vec<PosixRlimit> = plan
+        .extras
+        .rlimits
+        .iter()
+        .filter_map(|(name, soft, hard)| {
+            let typ: PosixRlimitType =
+                serde_json::from_value(serde_json::Value::String(name.clone())).ok()?;
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(*soft)
+                .hard(*hard)
+                .build()
+                .ok()
+        })
+        .collect();
+    process.set_rlimits((!rlimits.is_empty()).then_some(rlimits));
+    process.set_oom_score_adj(plan.extras.oom_score_adj);
     let set = if plan.privileged {
         CapabilitySet::all()
     } else {
@@ -185,7 +228,7 @@ fn to_spec_capability(cap: Capability) -> Option<oci_spec::runtime::Capability> 
 }
 
 /// docker's default mounts (berth-fs's lists), then the binds in order.
-fn mounts(volumes: &[berth_fs::Volume]) -> Vec<Mount> {
+fn mounts(volumes: &[berth_fs::Volume], shm_size: Option<u64>) -> Vec<Mount> {
     let mount = |destination: &str, typ: &str, source: &str, options: Vec<String>| {
         let mut mount = Mount::default();
         mount.set_destination(PathBuf::from(destination));
@@ -205,7 +248,12 @@ fn mounts(volumes: &[berth_fs::Volume]) -> Vec<Mount> {
                 .source
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| fstype.clone());
-            mount(&entry.destination, &fstype, &source, entry.options)
+            let mut options = entry.options;
+            if let Some(size) = shm_size.filter(|_| entry.destination == "/dev/shm") {
+                options.retain(|o| !o.starts_with("size="));
+                options.push(format!("size={size}"));
+            }
+            mount(&entry.destination, &fstype, &source, options)
         })
         .collect();
     for volume in volumes {
@@ -276,6 +324,7 @@ mod tests {
             privileged: false,
             no_new_privileges: true,
             seccomp_profile: Some("unconfined"),
+            extras: &Extras::default(),
             own_network: true,
             cgroup_namespace: true,
             resources,

@@ -20,6 +20,7 @@ mod run;
 mod seccomp;
 mod supervise;
 mod table;
+mod user;
 
 use std::process::ExitCode;
 

@@ -66,7 +66,11 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         Some(h) => validate_hostname(h)?,
         None => record.short_id().to_owned(),
     };
-    record.stop_signal = config.stop_signal().clone();
+    let extras = extras(&args, &image)?;
+    record.stop_signal = args
+        .stop_signal
+        .clone()
+        .or_else(|| config.stop_signal().clone());
     if let Some(signal) = &record.stop_signal {
         crate::container::parse_signal(signal)
             .with_context(|| format!("the image's StopSignal {signal:?}"))?;
@@ -77,8 +81,20 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         .unwrap_or_default()
         .into_iter()
         .collect();
+    for label in &args.label {
+        let (key, value) = label.split_once('=').unwrap_or((label, ""));
+        if key.is_empty() {
+            bail!("invalid label {label:?}: the key is empty");
+        }
+        record.labels.insert(key.to_owned(), value.to_owned());
+    }
     let image_env = config.env().clone().unwrap_or_default();
-    record.env = build_env(&image_env, &args.env, &record.hostname, args.tty)?;
+    let mut env_flags = Vec::new();
+    for file in &args.env_file {
+        env_flags.extend(read_env_file(file)?);
+    }
+    env_flags.extend(args.env.iter().cloned());
+    record.env = build_env(&image_env, &env_flags, &record.hostname, args.tty)?;
     record.workdir = args
         .workdir
         .clone()
@@ -155,6 +171,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         cgroup_namespace: berth_ns::Namespace::Cgroup.is_supported(Path::new("/proc")),
         resources,
         cgroup_parent: args.cgroup_parent.as_deref(),
+        extras: &extras,
     })?;
     let launch = LaunchPlan {
         spec,
@@ -384,6 +401,160 @@ fn resolve_image(images: &ImageStore, name: &str) -> anyhow::Result<Image> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read image {name:?}")),
     }
+}
+
+/// `--env-file`: KEY=VALUE lines (a bare KEY copies berth's own value);
+/// blank lines and `#` comments are skipped, as docker does.
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    const MAX: u64 = 1 << 20;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the env file {}", path.display()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX + 1), &mut text)
+        .with_context(|| {
+            format!(
+                "cannot read the env file {}: not UTF-8 text",
+                path.display()
+            )
+        })?;
+    if text.len() as u64 > MAX {
+        bail!("the env file {} is larger than {MAX} bytes", path.display());
+    }
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name = line.split('=').next().unwrap_or_default();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            bail!(
+                "invalid env file {} line {}: {line:?} is not KEY=VALUE",
+                path.display(),
+                number + 1
+            );
+        }
+        entries.push(line.to_owned());
+    }
+    Ok(entries)
+}
+
+/// `-u`, `--group-add`, `--read-only`, `--ulimit`, `--shm-size`,
+/// `--sysctl`, `--oom-score-adj` checked and resolved for the spec.
+fn extras(
+    args: &RunArgs,
+    image: &berth_image::Image,
+) -> anyhow::Result<crate::container_spec::Extras> {
+    let layers = image.lower_dirs();
+    let mut user = match &args.user {
+        Some(spec) => Some(crate::user::resolve(spec, &layers)?),
+        None => image
+            .run_config()
+            .user()
+            .clone()
+            .filter(|u| !u.is_empty())
+            .map(|spec| crate::user::resolve(&spec, &layers))
+            .transpose()
+            .context("the image's User")?,
+    };
+    if !args.group_add.is_empty() {
+        let resolved = user.get_or_insert(crate::user::ResolvedUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        });
+        for group in &args.group_add {
+            let gid = crate::user::resolve(&format!("0:{group}"), &layers)
+                .with_context(|| format!("--group-add {group}"))?
+                .gid;
+            if !resolved.additional_gids.contains(&gid) {
+                resolved.additional_gids.push(gid);
+            }
+        }
+    }
+    let mut rlimits = Vec::new();
+    for ulimit in &args.ulimit {
+        rlimits.push(parse_ulimit(ulimit)?);
+    }
+    let shm_size = args
+        .shm_size
+        .as_deref()
+        .map(|size| {
+            parse_size(size)
+                .filter(|&s| s > 0)
+                .with_context(|| format!("invalid --shm-size {size:?}: use a size like 64m"))
+        })
+        .transpose()?;
+    let mut sysctl = std::collections::HashMap::new();
+    for entry in &args.sysctl {
+        let Some((key, value)) = entry.split_once('=') else {
+            bail!("invalid --sysctl {entry:?}: use KEY=VALUE");
+        };
+        let mut own = vec![berth_ns::Namespace::Ipc, berth_ns::Namespace::Uts];
+        if args.net != "host" {
+            own.push(berth_ns::Namespace::Net);
+        }
+        berth_ns::process::validate_sysctl(key, &own)
+            .with_context(|| format!("invalid --sysctl {entry:?}"))?;
+        sysctl.insert(key.to_owned(), value.to_owned());
+    }
+    if let Some(score) = args.oom_score_adj {
+        if !(-1000..=1000).contains(&score) {
+            bail!("invalid --oom-score-adj {score}: it must be between -1000 and 1000");
+        }
+    }
+    Ok(crate::container_spec::Extras {
+        user,
+        read_only: args.read_only,
+        rlimits,
+        shm_size,
+        sysctl,
+        oom_score_adj: args.oom_score_adj,
+    })
+}
+
+/// `--ulimit NAME=SOFT[:HARD]` (docker's names: nofile, nproc, core, ...;
+/// -1 is unlimited) as (RLIMIT_NAME, soft, hard).
+fn parse_ulimit(text: &str) -> anyhow::Result<(String, u64, u64)> {
+    let invalid = || {
+        anyhow::anyhow!("invalid --ulimit {text:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048")
+    };
+    let (name, values) = text.split_once('=').ok_or_else(invalid)?;
+    const NAMES: [&str; 16] = [
+        "as",
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ];
+    if !NAMES.contains(&name) {
+        bail!("invalid --ulimit {text:?}: unknown limit {name:?}");
+    }
+    let value = |v: &str| -> anyhow::Result<u64> {
+        match v {
+            "-1" | "unlimited" => Ok(u64::MAX),
+            v => v.parse().map_err(|_| invalid()),
+        }
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((soft, hard)) => (value(soft)?, value(hard)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        bail!("invalid --ulimit {text:?}: the soft limit is above the hard one");
+    }
+    Ok((format!("RLIMIT_{}", name.to_ascii_uppercase()), soft, hard))
 }
 
 /// docker's rule for the container's command line: the image's ENTRYPOINT
@@ -684,6 +855,42 @@ mod tests {
             ]
         );
         assert!(build_env(&[], &["=x".into()], "h", false).is_err());
+    }
+
+    #[test]
+    fn ulimits_parse_as_in_docker() {
+        assert_eq!(
+            parse_ulimit("nofile=1024:2048").unwrap(),
+            ("RLIMIT_NOFILE".to_owned(), 1024, 2048)
+        );
+        assert_eq!(parse_ulimit("core=-1").unwrap().2, u64::MAX);
+        for bad in [
+            "nofile",
+            "nofile=",
+            "bogus=1",
+            "nofile=2:1",
+            "nofile=a:b",
+            "=1",
+        ] {
+            assert!(parse_ulimit(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn env_files_skip_comments_and_refuse_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, "# comment\n\nA=1\n  B=two words\nHOME\n").unwrap();
+        assert_eq!(
+            read_env_file(&file).unwrap(),
+            vec!["A=1", "B=two words", "HOME"]
+        );
+        std::fs::write(&file, "A=1\nnot a variable\n").unwrap();
+        let err = read_env_file(&file).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        std::fs::write(&file, "=x\n").unwrap();
+        assert!(read_env_file(&file).is_err());
+        assert!(read_env_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]

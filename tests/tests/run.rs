@@ -221,3 +221,95 @@ fn entrypoint_flag_replaces_the_images_entrypoint_and_cmd() {
     assert_eq!(stdout(&out), "plain\n", "{}", describe(&out));
     berth.assert_clean();
 }
+
+#[test]
+fn docker_process_flags_take_effect() {
+    require_root!();
+    let berth = Berth::new();
+    let env_file = berth.root().join("env");
+    std::fs::write(&env_file, "# settings\nA=from-file\nB=from-file\n").unwrap();
+    let env_file = env_file.to_str().unwrap().to_owned();
+    let out = berth.output([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "-u",
+        "nobody",
+        "--group-add",
+        "10",
+        "--read-only",
+        "--env-file",
+        &env_file,
+        "-e",
+        "B=from-flag",
+        "--ulimit",
+        "nofile=123:456",
+        "--shm-size",
+        "1m",
+        "--sysctl",
+        "net.ipv4.ip_forward=1",
+        "--oom-score-adj",
+        "300",
+        "-l",
+        "team=infra",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; id -G; echo $A $B; ulimit -n; ulimit -Hn; df -k /dev/shm | tail -1; \
+         cat /proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj; \
+         touch /x 2>/dev/null && echo root-writable || echo root-read-only",
+    ]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 9, "{}", describe(&out));
+    assert_eq!(lines[0], "65534", "nobody from the image's /etc/passwd");
+    assert!(lines[1].split(' ').any(|g| g == "10"), "{text}");
+    assert_eq!(lines[2], "from-file from-flag");
+    assert_eq!((lines[3], lines[4]), ("123", "456"));
+    assert!(
+        lines[5].split_whitespace().nth(1) == Some("1024"),
+        "/dev/shm of 1m: {text}"
+    );
+    assert_eq!((lines[6], lines[7]), ("1", "300"));
+    assert_eq!(lines[8], "root-read-only");
+
+    // Labels and the stop signal are on the record.
+    berth.run_ok([
+        "run",
+        "-d",
+        "--net",
+        "none",
+        "--name",
+        "labelled",
+        "-l",
+        "team=infra",
+        "--stop-signal",
+        "USR1",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let record = berth.inspect("labelled");
+    assert_eq!(record["labels"]["team"], "infra", "{record}");
+    assert_eq!(record["stop_signal"], "USR1", "{record}");
+    berth.run_ok(["rm", "-f", "labelled"]);
+
+    // Bad input: one line, 125, nothing made.
+    for bad in [
+        &["-u", "ghost"][..],
+        &["--ulimit", "nofile=9:1"],
+        &["--ulimit", "bogus=1"],
+        &["--shm-size", "lots"],
+        &["--sysctl", "kernel.shmmax"],
+        &["--sysctl", "vm.swappiness=1"],
+        &["--oom-score-adj", "5000"],
+        &["--env-file", "/no/such/file"],
+    ] {
+        let mut args = vec!["run", "--rm", "--net", "none"];
+        args.extend_from_slice(bad);
+        args.extend(["busybox", "true"]);
+        assert_berth_error(&berth.output(&args), 125);
+    }
+    berth.assert_clean();
+}
