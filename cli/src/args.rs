@@ -56,6 +56,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// List images
     Images,
+    /// Show berth's version
+    Version,
+    /// Show what berth runs on and what it holds
+    Info,
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),

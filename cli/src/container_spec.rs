@@ -154,8 +154,8 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
     Ok(spec)
 }
 
-/// The runtime spec version these specs follow.
-const OCI_VERSION: &str = "1.2.0";
+/// The runtime spec version these specs follow: the runtime's.
+const OCI_VERSION: &str = cli::runtime::OCI_VERSION;
 
 fn process(plan: &ContainerPlan<'_>) -> Process {
     let mut process = Process::default();

@@ -8,6 +8,7 @@ mod container_spec;
 mod exec;
 mod exit;
 mod images;
+mod info;
 mod limits;
 mod logs;
 mod monitor;
@@ -102,6 +103,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pause(args) => pause::pause(&paths, &args),
         Command::Unpause(args) => pause::unpause(&paths, &args),
         Command::Stats(args) => pause::stats(&paths, &args),
+        Command::Version => info::version(),
+        Command::Info => info::info(&paths),
         Command::Network(command) => network::command(&paths, &command),
         Command::Inspect(args) => container::inspect(&paths, &args),
         Command::Images | Command::Image(ImageCommand::List) => images::list(&paths).map(|()| 0),

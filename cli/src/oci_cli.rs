@@ -564,7 +564,7 @@ fn list(runtime: &Runtime, format: &str, quiet: bool) -> anyhow::Result<i32> {
 fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.2.0",
+        "ociVersionMax": cli::runtime::OCI_VERSION,
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": [
             "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
@@ -597,7 +597,7 @@ fn write_default_spec(bundle: &Path) -> anyhow::Result<()> {
         bail!("File {} exists. Remove it first", path.display());
     }
     let mut spec = Spec::default();
-    spec.set_version("1.2.0".to_owned());
+    spec.set_version(cli::runtime::OCI_VERSION.to_owned());
     let text = serde_json::to_string_pretty(&spec)?;
     std::fs::write(&path, text + "\n").with_context(|| format!("write {}", path.display()))?;
     Ok(())

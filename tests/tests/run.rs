@@ -1,5 +1,6 @@
 //! `berth run`: exit codes, environment, working directory, stdin.
 
+use std::fs;
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
@@ -311,5 +312,38 @@ fn docker_process_flags_take_effect() {
         args.extend(["busybox", "true"]);
         assert_berth_error(&berth.output(&args), 125);
     }
+    berth.assert_clean();
+}
+
+#[test]
+fn version_and_info_describe_berth_and_the_host() {
+    require_root!();
+    let berth = Berth::new();
+    let version = berth.run_ok(["version"]);
+    assert!(
+        version.contains(" Version:") && version.contains("OCI runtime spec"),
+        "{version}"
+    );
+    berth.run_ok(["run", "--net", "none", "--name", "done", "busybox", "true"]);
+    berth.run_ok([
+        "run", "-d", "--net", "none", "--name", "up", "busybox", "sleep", "60",
+    ]);
+    let info = berth.run_ok(["info"]);
+    for line in [
+        "Containers: 2",
+        " Running: 1",
+        " Stopped: 1",
+        "Images: 1",
+        "Storage Driver: overlay",
+    ] {
+        assert!(info.lines().any(|l| l == line), "{line:?} in\n{info}");
+    }
+    assert!(
+        info.contains(&format!("Berth Root Dir: {}", berth.root().display())),
+        "{info}"
+    );
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(info.contains(kernel.trim()), "{info}");
+    berth.run_ok(["rm", "-f", "up", "done"]);
     berth.assert_clean();
 }

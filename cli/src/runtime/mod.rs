@@ -30,7 +30,7 @@ pub mod tty;
 pub use error::{Result, RuntimeError};
 pub use exec::{ExecOptions, Executing};
 pub use lifecycle::{CreateOptions, Created, Stdio};
-pub use state::{validate_id, Details, Status};
+pub use state::{validate_id, Details, Status, OCI_VERSION};
 
 use std::path::{Path, PathBuf};
 
