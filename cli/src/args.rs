@@ -225,6 +225,15 @@ pub struct ExecArgs {
     /// Working directory inside the container
     #[arg(short, long, value_name = "DIR")]
     pub workdir: Option<String>,
+    /// User to run as: name|uid[:group|gid], looked up in the container
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Run in the background (output discarded)
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Give the process every capability
+    #[arg(long)]
+    pub privileged: bool,
     #[arg(value_name = "CONTAINER")]
     pub container: String,
     #[arg(required = true, allow_hyphen_values = true, value_name = "COMMAND")]

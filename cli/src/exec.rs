@@ -37,28 +37,62 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
     if let Some(dir) = &args.workdir {
         process.set_cwd(PathBuf::from(dir));
     }
-    process.set_terminal(Some(args.tty));
+    if let Some(user) = &args.user {
+        // Looked up in the running container's own files.
+        let pid = record.pid.context("the container has no process")?;
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let resolved = crate::user::resolve(user, &[root])?;
+        let mut spec_user = process.user().clone();
+        spec_user.set_uid(resolved.uid);
+        spec_user.set_gid(resolved.gid);
+        spec_user.set_additional_gids(Some(resolved.additional_gids));
+        process.set_user(spec_user);
+    }
+    if args.privileged {
+        process.set_capabilities(Some(crate::container_spec::capabilities(
+            berth_ns::CapabilitySet::all(),
+        )));
+    }
+    let tty = args.tty && !args.detach;
+    process.set_terminal(Some(tty));
     let console_size = crate::supervise::user_terminal()
         .and_then(cli::runtime::tty::window_size)
-        .filter(|_| args.tty)
+        .filter(|_| tty)
         .map(crate::container_spec::console_size);
     process.set_console_size(console_size);
-    let stdin = if args.interactive || args.tty {
+    let null = || -> anyhow::Result<OwnedFd> {
+        Ok(OwnedFd::from(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .context("cannot open /dev/null")?,
+        ))
+    };
+    let stdin = if (args.interactive || args.tty) && !args.detach {
         None
     } else {
-        Some(OwnedFd::from(
-            std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
-        ))
+        Some(null()?)
+    };
+    let (stdout, stderr) = if args.detach {
+        (Some(null()?), Some(null()?))
+    } else {
+        (None, None)
     };
     let options = ExecOptions {
         stdio: Stdio {
             stdin,
-            ..Stdio::default()
+            stdout,
+            stderr,
         },
         ..ExecOptions::default()
     };
     let (mut signals, _restore_mask) = block_relayed_signals()?;
     let executing = runtime.exec(&record.id, &process, options).map_err(coded)?;
+    if args.detach {
+        // It runs on; when berth exits, the container's PID 1 adopts it.
+        return Ok(0);
+    }
     let guard = ChildGuard::new(executing.pid);
     let status = match executing.terminal {
         Some(master) => {

@@ -347,3 +347,55 @@ fn version_and_info_describe_berth_and_the_host() {
     berth.run_ok(["rm", "-f", "up", "done"]);
     berth.assert_clean();
 }
+
+#[test]
+fn exec_user_detach_and_privileged() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "run", "-d", "--net", "none", "--name", "target", "busybox", "sleep", "60",
+    ]);
+    assert_eq!(
+        berth.run_ok(["exec", "-u", "nobody", "target", "id", "-u"]),
+        "65534\n"
+    );
+    assert_eq!(
+        berth.run_ok(["exec", "-u", "1000:10", "target", "id", "-g"]),
+        "10\n"
+    );
+    let caps = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        all.extend(["target", "grep", "CapEff", "/proc/self/status"]);
+        u64::from_str_radix(
+            berth
+                .run_ok(&all)
+                .trim()
+                .trim_start_matches("CapEff:")
+                .trim(),
+            16,
+        )
+        .unwrap()
+    };
+    assert!(caps(&["--privileged"]).count_ones() > caps(&[]).count_ones());
+    // -d returns at once; the process goes on in the container.
+    let started = std::time::Instant::now();
+    berth.run_ok([
+        "exec",
+        "-d",
+        "target",
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/detached",
+    ]);
+    assert!(started.elapsed() < Duration::from_millis(900));
+    assert!(wait_until(Duration::from_secs(10), || {
+        berth
+            .output(["exec", "target", "test", "-e", "/tmp/detached"])
+            .status
+            .success()
+    }));
+    assert_berth_error(&berth.output(["exec", "-u", "ghost", "target", "id"]), 125);
+    berth.run_ok(["rm", "-f", "target"]);
+    berth.assert_clean();
+}

@@ -540,8 +540,14 @@ pub(crate) fn capability_sets(caps: Option<&LinuxCapabilities>) -> Result<Capabi
     warned.sort();
     warned.dedup();
     if !warned.is_empty() {
+        // Named after whichever program this runtime runs in.
+        let program = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "berth-runtime".to_owned());
         eprintln!(
-            "berth-runtime: warning: leaving out capabilities this kernel or runtime lacks: {}",
+            "{program}: warning: leaving out capabilities this kernel or runtime lacks: {}",
             warned.join(", ")
         );
     }
