@@ -191,6 +191,15 @@ pub struct RunArgs {
     /// Signal to stop the container (default SIGTERM or the image's)
     #[arg(long, value_name = "SIGNAL")]
     pub stop_signal: Option<String>,
+    /// PID namespace: host, or container:NAME|ID to share another's
+    #[arg(long, value_name = "MODE")]
+    pub pid: Option<String>,
+    /// IPC namespace: private, shareable, host, or container:NAME|ID
+    #[arg(long, value_name = "MODE")]
+    pub ipc: Option<String>,
+    /// UTS namespace: host
+    #[arg(long, value_name = "MODE")]
+    pub uts: Option<String>,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

@@ -55,6 +55,9 @@ pub struct Extras {
     pub shm_size: Option<u64>,
     pub sysctl: std::collections::HashMap<String, String>,
     pub oom_score_adj: Option<i32>,
+    /// `--pid/--ipc/--uts host|container:C`: the host's namespace (`None`)
+    /// or another container's (its path) instead of a new one.
+    pub shared: Vec<(LinuxNamespaceType, Option<PathBuf>)>,
 }
 
 /// The container's write layer: overlay's upper and work dirs and the
@@ -104,10 +107,19 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
     }
     let namespaces: Vec<LinuxNamespace> = namespaces
         .into_iter()
-        .map(|typ| {
+        .filter_map(|typ| {
             let mut ns = LinuxNamespace::default();
             ns.set_typ(typ);
-            ns
+            match plan.extras.shared.iter().find(|(t, _)| *t == typ) {
+                // --pid host and the like: the host's namespace.
+                Some((_, None)) => return None,
+                // --pid container:C and the like: C's namespace.
+                Some((_, Some(path))) => {
+                    ns.set_path(Some(path.clone()));
+                }
+                None => {}
+            }
+            Some(ns)
         })
         .collect();
     let (masked, readonly) = if plan.privileged {

@@ -5,6 +5,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use oci_spec::runtime::LinuxNamespaceType;
 use std::os::fd::OwnedFd;
 
 use berth_image::{Image, ImageStore};
@@ -66,7 +67,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         Some(h) => validate_hostname(h)?,
         None => record.short_id().to_owned(),
     };
-    let extras = extras(&args, &image)?;
+    let extras = extras(paths, &args, &image)?;
     record.stop_signal = args
         .stop_signal
         .clone()
@@ -441,7 +442,30 @@ fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
 
 /// `-u`, `--group-add`, `--read-only`, `--ulimit`, `--shm-size`,
 /// `--sysctl`, `--oom-score-adj` checked and resolved for the spec.
+/// The namespace file of a running container, for `--pid container:C`.
+fn namespace_of_container(
+    paths: &Paths,
+    target: &str,
+    kind: LinuxNamespaceType,
+) -> anyhow::Result<std::path::PathBuf> {
+    let store = paths.containers()?;
+    let record = crate::container::find(&store, target)?;
+    let pid = match record.pid {
+        Some(pid) if record.is_active() && crate::container::is_alive(&record) => pid,
+        _ => bail!("cannot join the namespaces of container {target}: it is not running"),
+    };
+    let name = match kind {
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Network => "net",
+        _ => bail!("cannot share that namespace"),
+    };
+    Ok(std::path::PathBuf::from(format!("/proc/{pid}/ns/{name}")))
+}
+
 fn extras(
+    paths: &Paths,
     args: &RunArgs,
     image: &berth_image::Image,
 ) -> anyhow::Result<crate::container_spec::Extras> {
@@ -503,7 +527,39 @@ fn extras(
             bail!("invalid --oom-score-adj {score}: it must be between -1000 and 1000");
         }
     }
+    let mut shared = Vec::new();
+    for (flag, value, kind, modes) in [
+        (
+            "--pid",
+            &args.pid,
+            LinuxNamespaceType::Pid,
+            &["host", "container:"][..],
+        ),
+        (
+            "--ipc",
+            &args.ipc,
+            LinuxNamespaceType::Ipc,
+            &["host", "container:", "private", "shareable"],
+        ),
+        ("--uts", &args.uts, LinuxNamespaceType::Uts, &["host"]),
+    ] {
+        let Some(value) = value else { continue };
+        match value.as_str() {
+            "private" | "shareable" if modes.contains(&"private") => {}
+            "host" => shared.push((kind, None)),
+            other => match other.strip_prefix("container:") {
+                Some(target) if modes.contains(&"container:") && !target.is_empty() => {
+                    shared.push((kind, Some(namespace_of_container(paths, target, kind)?)));
+                }
+                _ => bail!(
+                    "invalid {flag} {value:?}: use {}",
+                    modes.join(", ").replace("container:", "container:NAME")
+                ),
+            },
+        }
+    }
     Ok(crate::container_spec::Extras {
+        shared,
         user,
         read_only: args.read_only,
         rlimits,

@@ -399,3 +399,70 @@ fn exec_user_detach_and_privileged() {
     berth.run_ok(["rm", "-f", "target"]);
     berth.assert_clean();
 }
+
+#[test]
+fn pid_ipc_and_uts_namespaces_can_be_shared() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "run", "-d", "--net", "none", "--name", "first", "busybox", "sleep", "60",
+    ]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--net", "none"];
+        all.extend_from_slice(args);
+        berth.run_ok(&all)
+    };
+    // --pid container:C sees C's sleep as PID 1.
+    let ps = run(&[
+        "--pid",
+        "container:first",
+        "busybox",
+        "ps",
+        "-o",
+        "pid,args",
+    ]);
+    assert!(ps.lines().any(|l| l.trim() == "1 sleep 60"), "{ps}");
+    // --pid host sees the host's init and more.
+    let host_pids = run(&[
+        "--pid",
+        "host",
+        "busybox",
+        "sh",
+        "-c",
+        "ls -d /proc/[0-9]* | wc -l",
+    ]);
+    assert!(host_pids.trim().parse::<u32>().unwrap() > 5, "{host_pids}");
+    // --ipc container:C shares C's IPC namespace.
+    let theirs = berth.run_ok(["exec", "first", "readlink", "/proc/self/ns/ipc"]);
+    let ours = run(&[
+        "--ipc",
+        "container:first",
+        "busybox",
+        "readlink",
+        "/proc/self/ns/ipc",
+    ]);
+    assert_eq!(ours, theirs);
+    // --uts host: the host's name, untouched.
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        run(&["--uts", "host", "busybox", "hostname"]).trim(),
+        host.trim()
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host
+    );
+    for bad in [
+        &["--pid", "bogus"][..],
+        &["--pid", "container:nobody-here"],
+        &["--uts", "container:first"],
+        &["--ipc", "none-such"],
+    ] {
+        let mut args = vec!["run", "--rm", "--net", "none"];
+        args.extend_from_slice(bad);
+        args.extend(["busybox", "true"]);
+        assert_berth_error(&berth.output(&args), 125);
+    }
+    berth.run_ok(["rm", "-f", "first"]);
+    berth.assert_clean();
+}
