@@ -200,6 +200,18 @@ pub struct RunArgs {
     /// UTS namespace: host
     #[arg(long, value_name = "MODE")]
     pub uts: Option<String>,
+    /// Add a line to /etc/hosts (NAME:IP)
+    #[arg(long, value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+    /// Set a DNS server in /etc/resolv.conf
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Set a DNS search domain
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Set a DNS resolver option (e.g. ndots:2)
+    #[arg(long, value_name = "OPTION")]
+    pub dns_option: Vec<String>,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

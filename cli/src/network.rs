@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use berth_net::{
-    render_hostname, render_hosts, render_resolv_conf, BridgeDriver, Endpoint, HostsEntry,
+    render_hostname, render_hosts, render_resolv_conf_with, BridgeDriver, Endpoint, HostsEntry,
     NetworkConfig, NetworkDriver, NetworkRequest, NetworkStore, PortMapping,
 };
 use berth_state::{ContainerRecord, ContainerStore};
@@ -144,12 +144,29 @@ impl EtcFiles {
     ) -> anyhow::Result<()> {
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let names = [record.name.as_str()];
+        let mut entries = others.to_vec();
+        for entry in &record.extra_hosts {
+            let (name, ip) = parse_extra_host(entry)?;
+            entries.push(HostsEntry::new(ip, [name]));
+        }
+        let dns = berth_net::DnsSettings {
+            servers: record
+                .dns
+                .iter()
+                .map(|s| {
+                    s.parse()
+                        .with_context(|| format!("invalid --dns {s:?}: not an IP address"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+            search: record.dns_search.clone(),
+            options: record.dns_options.clone(),
+        };
         for (name, text) in [
             (
                 "hosts",
-                render_hosts(&record.hostname, own_ip, &names, others),
+                render_hosts(&record.hostname, own_ip, &names, &entries),
             ),
-            ("resolv.conf", render_resolv_conf(&host_resolv)),
+            ("resolv.conf", render_resolv_conf_with(&host_resolv, &dns)),
             ("hostname", render_hostname(&record.hostname)),
         ] {
             let path = self.dir.join(name);
@@ -157,6 +174,23 @@ impl EtcFiles {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+/// `--add-host NAME:IP` (docker's form; an IPv6 address may follow the
+/// first colon).
+pub fn parse_extra_host(entry: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
+    let (name, ip) = entry
+        .split_once(':')
+        .with_context(|| format!("invalid --add-host {entry:?}: use NAME:IP"))?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let valid_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    match ip.parse() {
+        Ok(ip) if valid_name => Ok((name.to_owned(), ip)),
+        _ => bail!("invalid --add-host {entry:?}: use NAME:IP"),
     }
 }
 

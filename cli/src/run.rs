@@ -82,6 +82,18 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         .unwrap_or_default()
         .into_iter()
         .collect();
+    for entry in &args.add_host {
+        crate::network::parse_extra_host(entry)?;
+    }
+    for server in &args.dns {
+        server
+            .parse::<std::net::IpAddr>()
+            .with_context(|| format!("invalid --dns {server:?}: not an IP address"))?;
+    }
+    record.extra_hosts = args.add_host.clone();
+    record.dns = args.dns.clone();
+    record.dns_search = args.dns_search.clone();
+    record.dns_options = args.dns_option.clone();
     for label in &args.label {
         let (key, value) = label.split_once('=').unwrap_or((label, ""));
         if key.is_empty() {

@@ -105,6 +105,44 @@ pub fn render_resolv_conf(host: &str) -> String {
     text
 }
 
+/// A container's own resolver settings (docker's `--dns`, `--dns-search`,
+/// `--dns-option`): each one given replaces the host's lines of its kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    pub servers: Vec<IpAddr>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// [`render_resolv_conf`] with `settings` applied: the host's
+/// `nameserver`, `search` and `options` lines are replaced by the
+/// settings of each kind that has any.
+pub fn render_resolv_conf_with(host: &str, settings: &DnsSettings) -> String {
+    let replaced = |line: &str| match line.split_whitespace().next() {
+        Some("nameserver") => !settings.servers.is_empty(),
+        Some("search" | "domain") => !settings.search.is_empty(),
+        Some("options") => !settings.options.is_empty(),
+        _ => false,
+    };
+    let kept: Vec<&str> = host.lines().filter(|line| !replaced(line)).collect();
+    let mut text = if settings.servers.is_empty() {
+        render_resolv_conf(&kept.join("\n"))
+    } else {
+        let mut text: String = kept.iter().map(|l| format!("{l}\n")).collect();
+        for server in &settings.servers {
+            let _ = writeln!(text, "nameserver {server}");
+        }
+        text
+    };
+    if !settings.search.is_empty() {
+        let _ = writeln!(text, "search {}", settings.search.join(" "));
+    }
+    if !settings.options.is_empty() {
+        let _ = writeln!(text, "options {}", settings.options.join(" "));
+    }
+    text
+}
+
 /// Render `/etc/hostname`.
 pub fn render_hostname(hostname: &str) -> String {
     format!("{hostname}\n")
@@ -113,6 +151,28 @@ pub fn render_hostname(hostname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_settings_replace_the_hosts_lines_of_their_kind() {
+        let host = "nameserver 10.0.0.1\nsearch corp.example\noptions ndots:2\n# kept\n";
+        assert_eq!(render_resolv_conf_with(host, &DnsSettings::default()), host);
+        let settings = DnsSettings {
+            servers: vec!["192.0.2.53".parse().unwrap()],
+            search: vec!["a.example".into(), "b.example".into()],
+            options: vec!["ndots:5".into(), "timeout:1".into()],
+        };
+        assert_eq!(
+            render_resolv_conf_with(host, &settings),
+            "# kept\nnameserver 192.0.2.53\nsearch a.example b.example\noptions ndots:5 timeout:1\n"
+        );
+        let only_search = DnsSettings {
+            search: vec!["x.example".into()],
+            ..Default::default()
+        };
+        let text = render_resolv_conf_with(host, &only_search);
+        assert!(text.contains("nameserver 10.0.0.1") && text.contains("search x.example"));
+        assert!(!text.contains("corp.example"), "{text}");
+    }
 
     #[test]
     fn hosts_with_own_address_and_others() {

@@ -74,7 +74,10 @@ pub use driver::{
     SetupReport, CONTAINER_IFNAME,
 };
 pub use errors::ErrorList;
-pub use files::{render_hostname, render_hosts, render_resolv_conf, HostsEntry};
+pub use files::{
+    render_hostname, render_hosts, render_resolv_conf, render_resolv_conf_with, DnsSettings,
+    HostsEntry,
+};
 pub use firewall::{enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors};
 pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};

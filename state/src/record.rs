@@ -100,6 +100,17 @@ pub struct ContainerRecord {
     /// Labels (the image's, as docker copies them to its containers).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--add-host NAME:IP` entries for /etc/hosts.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// `--dns`, `--dns-search`, `--dns-option`: /etc/resolv.conf settings
+    /// that replace the host's of their kind.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub dns_options: Vec<String>,
     /// The container's cgroup as the code that created it serialized it
     /// (for berth: `berth_cgroup::Cgroup`), so that any later command can
     /// find and remove it even if berth's own cgroup has changed.
@@ -161,6 +172,10 @@ impl ContainerRecord {
             seccomp_profile: None,
             stop_signal: None,
             labels: Default::default(),
+            extra_hosts: Vec::new(),
+            dns: Vec::new(),
+            dns_search: Vec::new(),
+            dns_options: Vec::new(),
             cgroup: None,
             network_mode: String::new(),
             network: None,

@@ -466,3 +466,50 @@ fn pid_ipc_and_uts_namespaces_can_be_shared() {
     berth.run_ok(["rm", "-f", "first"]);
     berth.assert_clean();
 }
+
+#[test]
+fn add_host_and_dns_flags_write_the_containers_etc_files() {
+    require_root!();
+    let berth = Berth::new();
+    let out = berth.run_ok([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--add-host",
+        "db:192.0.2.7",
+        "--add-host",
+        "v6:[2001:db8::1]",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "a.example",
+        "--dns-option",
+        "ndots:3",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/hosts /etc/resolv.conf",
+    ]);
+    for line in [
+        "192.0.2.7\tdb",
+        "2001:db8::1\tv6",
+        "nameserver 192.0.2.53",
+        "search a.example",
+        "options ndots:3",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    assert_eq!(out.matches("nameserver").count(), 1, "only ours: {out}");
+    for bad in [
+        &["--add-host", "nope"][..],
+        &["--add-host", "x:300.1.1.1"],
+        &["--dns", "resolver"],
+    ] {
+        let mut args = vec!["run", "--rm", "--net", "none"];
+        args.extend_from_slice(bad);
+        args.extend(["busybox", "true"]);
+        assert_berth_error(&berth.output(&args), 125);
+    }
+    berth.assert_clean();
+}
