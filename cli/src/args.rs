@@ -212,6 +212,18 @@ pub struct RunArgs {
     /// Set a DNS resolver option (e.g. ndots:2)
     #[arg(long, value_name = "OPTION")]
     pub dns_option: Vec<String>,
+    /// Memory plus swap limit (-1: unlimited swap; needs --memory)
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Memory soft limit
+    #[arg(long, value_name = "SIZE")]
+    pub memory_reservation: Option<String>,
+    /// CPU CFS period in microseconds
+    #[arg(long, value_name = "US")]
+    pub cpu_period: Option<u64>,
+    /// CPU CFS quota in microseconds per period
+    #[arg(long, value_name = "US", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

@@ -34,6 +34,34 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(LinuxResources, Limits)> {
         resources.set_memory(Some(memory));
         limits.memory = Some(bytes);
     }
+    if let Some(text) = &args.memory_swap {
+        let Some(limit) = limits.memory else {
+            anyhow::bail!("invalid --memory-swap {text:?}: it needs --memory as well");
+        };
+        let swap = if text == "-1" {
+            -1
+        } else {
+            let bytes = berth_cgroup::parse_memory_size(text).context("--memory-swap")?;
+            if bytes < limit {
+                anyhow::bail!(
+                    "invalid --memory-swap {text:?}: it must be at least --memory (memory plus swap)"
+                );
+            }
+            bytes as i64
+        };
+        let mut memory = resources.memory().clone().unwrap_or_default();
+        memory.set_swap(Some(swap));
+        resources.set_memory(Some(memory));
+    }
+    if let Some(text) = &args.memory_reservation {
+        let bytes = berth_cgroup::parse_memory_size(text).context("--memory-reservation")?;
+        if limits.memory.is_some_and(|limit| bytes > limit) {
+            anyhow::bail!("invalid --memory-reservation {text:?}: it must be below --memory");
+        }
+        let mut memory = resources.memory().clone().unwrap_or_default();
+        memory.set_reservation(Some(bytes as i64));
+        resources.set_memory(Some(memory));
+    }
     let mut cpu = LinuxCpu::default();
     let mut cpu_set = false;
     if let Some(text) = &args.cpu_shares {
@@ -59,6 +87,23 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(LinuxResources, Limits)> {
         cpu.set_period(Some(quota.period_us));
         cpu_set = true;
         limits.cpus = Some(cpus);
+    }
+    if args.cpus.is_some() && (args.cpu_period.is_some() || args.cpu_quota.is_some()) {
+        anyhow::bail!("--cpus and --cpu-period/--cpu-quota cannot be used together");
+    }
+    if let Some(period) = args.cpu_period {
+        if !(1_000..=1_000_000).contains(&period) {
+            anyhow::bail!("invalid --cpu-period {period}: it must be from 1000 to 1000000 (us)");
+        }
+        cpu.set_period(Some(period));
+        cpu_set = true;
+    }
+    if let Some(quota) = args.cpu_quota {
+        if quota != -1 && quota < 1_000 {
+            anyhow::bail!("invalid --cpu-quota {quota}: it must be at least 1000 (us), or -1");
+        }
+        cpu.set_quota(Some(quota));
+        cpu_set = true;
     }
     if let Some(text) = &args.cpuset_cpus {
         berth_cgroup::parse_cpu_list(text).context("--cpuset-cpus")?;

@@ -513,3 +513,54 @@ fn add_host_and_dns_flags_write_the_containers_etc_files() {
     }
     berth.assert_clean();
 }
+
+/// The memory and CPU flags reach the container's cgroup (read back
+/// through its own read-only cgroup view, v1 or v2 names).
+#[test]
+fn memory_swap_reservation_and_cfs_flags_reach_the_cgroup() {
+    require_root!();
+    let berth = Berth::new();
+    let script = "cat /sys/fs/cgroup/memory/memory.soft_limit_in_bytes \
+                  /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes \
+                  /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us \
+                  2>/dev/null || cat /sys/fs/cgroup/memory.low /sys/fs/cgroup/memory.swap.max \
+                  /sys/fs/cgroup/cpu.max";
+    let out = berth.run_ok([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "-m",
+        "32m",
+        "--memory-swap",
+        "64m",
+        "--memory-reservation",
+        "16m",
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "25000",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let values: Vec<&str> = out.split_whitespace().collect();
+    let v1 = ["16777216", "67108864", "25000", "50000"];
+    // v2: memory.low, memory.swap.max (swap alone: 64m - 32m), cpu.max.
+    let v2 = ["16777216", "33554432", "25000", "50000"];
+    assert!(values == v1 || values == v2, "{out}");
+    for bad in [
+        &["--memory-swap", "64m"][..],
+        &["-m", "64m", "--memory-swap", "32m"],
+        &["-m", "16m", "--memory-reservation", "32m"],
+        &["--cpus", "1", "--cpu-quota", "50000"],
+        &["--cpu-period", "10"],
+    ] {
+        let mut args = vec!["run", "--rm", "--net", "none"];
+        args.extend_from_slice(bad);
+        args.extend(["busybox", "true"]);
+        assert_berth_error(&berth.output(&args), 125);
+    }
+    berth.assert_clean();
+}
