@@ -49,7 +49,7 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(LinuxResources, Limits)> {
             }
             bytes as i64
         };
-        let mut memory = resources.memory().clone().unwrap_or_default();
+        let mut memory = resources.memory().unwrap_or_default();
         memory.set_swap(Some(swap));
         resources.set_memory(Some(memory));
     }
@@ -58,7 +58,7 @@ pub fn parse(args: &RunArgs) -> anyhow::Result<(LinuxResources, Limits)> {
         if limits.memory.is_some_and(|limit| bytes > limit) {
             anyhow::bail!("invalid --memory-reservation {text:?}: it must be below --memory");
         }
-        let mut memory = resources.memory().clone().unwrap_or_default();
+        let mut memory = resources.memory().unwrap_or_default();
         memory.set_reservation(Some(bytes as i64));
         resources.set_memory(Some(memory));
     }
