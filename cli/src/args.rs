@@ -224,6 +224,9 @@ pub struct RunArgs {
     /// CPU CFS quota in microseconds per period
     #[arg(long, value_name = "US", allow_hyphen_values = true)]
     pub cpu_quota: Option<i64>,
+    /// Add a host device: HOST[:CONTAINER][:PERMISSIONS] (permissions from rwm)
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Vec<String>,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

@@ -58,6 +58,8 @@ pub struct Extras {
     /// `--pid/--ipc/--uts host|container:C`: the host's namespace (`None`)
     /// or another container's (its path) instead of a new one.
     pub shared: Vec<(LinuxNamespaceType, Option<PathBuf>)>,
+    /// `--device`: the device node to make and the cgroup access it gets.
+    pub devices: Vec<(oci_spec::runtime::LinuxDevice, String)>,
 }
 
 /// The container's write layer: overlay's upper and work dirs and the
@@ -142,6 +144,20 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
         .build()?;
     if !plan.extras.sysctl.is_empty() {
         linux.set_sysctl(Some(plan.extras.sysctl.clone()));
+    }
+    if !plan.extras.devices.is_empty() {
+        linux.set_devices(Some(
+            plan.extras.devices.iter().map(|(d, _)| d.clone()).collect(),
+        ));
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        let mut rules = resources.devices().clone().unwrap_or_default();
+        for (device, access) in &plan.extras.devices {
+            let mut rule = oci_spec::runtime::LinuxDeviceCgroup::from(device);
+            rule.set_access(Some(access.clone()));
+            rules.push(rule);
+        }
+        resources.set_devices(Some(rules));
+        linux.set_resources(Some(resources));
     }
     let capabilities = if plan.privileged {
         CapabilitySet::all()

@@ -570,7 +570,13 @@ fn extras(
             },
         }
     }
+    let devices = args
+        .device
+        .iter()
+        .map(|spec| parse_device(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(crate::container_spec::Extras {
+        devices,
         shared,
         user,
         read_only: args.read_only,
@@ -579,6 +585,45 @@ fn extras(
         sysctl,
         oom_score_adj: args.oom_score_adj,
     })
+}
+
+/// `--device HOST[:CONTAINER][:PERMISSIONS]`: the host node's type and
+/// numbers, made at CONTAINER (default: the same path) with the access
+/// given (default rwm).
+fn parse_device(spec: &str) -> anyhow::Result<(oci_spec::runtime::LinuxDevice, String)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let parts: Vec<&str> = spec.split(':').collect();
+    let is_access = |s: &str| !s.is_empty() && s.chars().all(|c| "rwm".contains(c));
+    let (host, container, access) = match parts.as_slice() {
+        [host] => (*host, *host, "rwm"),
+        [host, last] if is_access(last) => (*host, *host, *last),
+        [host, container] => (*host, *container, "rwm"),
+        [host, container, access] if is_access(access) => (*host, *container, *access),
+        _ => bail!("invalid --device {spec:?}: use HOST[:CONTAINER][:PERMISSIONS]"),
+    };
+    if !host.starts_with('/') || !container.starts_with('/') {
+        bail!("invalid --device {spec:?}: device paths must be absolute");
+    }
+    let meta = std::fs::metadata(host)
+        .with_context(|| format!("invalid --device {spec:?}: cannot stat {host}"))?;
+    let kind = if meta.file_type().is_char_device() {
+        oci_spec::runtime::LinuxDeviceType::C
+    } else if meta.file_type().is_block_device() {
+        oci_spec::runtime::LinuxDeviceType::B
+    } else {
+        bail!("invalid --device {spec:?}: {host} is not a device");
+    };
+    let rdev = meta.rdev();
+    let device = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path(container)
+        .typ(kind)
+        .major(nix::sys::stat::major(rdev) as i64)
+        .minor(nix::sys::stat::minor(rdev) as i64)
+        .file_mode(meta.mode() & 0o777)
+        .uid(0u32)
+        .gid(0u32)
+        .build()?;
+    Ok((device, access.to_owned()))
 }
 
 /// `--ulimit NAME=SOFT[:HARD]` (docker's names: nofile, nproc, core, ...;

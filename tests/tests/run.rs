@@ -564,3 +564,85 @@ fn memory_swap_reservation_and_cfs_flags_reach_the_cgroup() {
     }
     berth.assert_clean();
 }
+
+#[test]
+fn device_flag_adds_a_host_device_with_its_access() {
+    require_root!();
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("skipped: no /dev/fuse on this host");
+        return;
+    }
+    let berth = Berth::new();
+    let open_for_write = "exec 3>/dev/fuse && echo opened";
+    let plain = berth.output([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "test -c /dev/fuse && echo present",
+    ]);
+    assert!(
+        !stdout(&plain).contains("present"),
+        "no /dev/fuse by default"
+    );
+    let given = berth.run_ok([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--device",
+        "/dev/fuse",
+        "busybox",
+        "sh",
+        "-c",
+        "ls -l /dev/fuse; exec 3>/dev/fuse && echo opened",
+    ]);
+    assert!(
+        given.contains("10, 229") && given.contains("opened"),
+        "{given}"
+    );
+    let moved = berth.run_ok([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--device",
+        "/dev/fuse:/dev/myfuse",
+        "busybox",
+        "ls",
+        "/dev/myfuse",
+    ]);
+    assert_eq!(moved, "/dev/myfuse\n");
+    let read_only = berth.output([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        "--device",
+        "/dev/fuse:/dev/fuse:r",
+        "busybox",
+        "sh",
+        "-c",
+        open_for_write,
+    ]);
+    assert!(
+        !stdout(&read_only).contains("opened"),
+        "{}",
+        describe(&read_only)
+    );
+    for bad in [
+        "/etc/passwd",
+        "/dev/nonexistent",
+        "relative",
+        "/dev/fuse:/x:rwx",
+    ] {
+        assert_berth_error(
+            &berth.output(["run", "--rm", "--device", bad, "busybox", "true"]),
+            125,
+        );
+    }
+    berth.assert_clean();
+}

@@ -421,6 +421,14 @@ pub(crate) fn device_cgroup(spec: &Spec) -> Result<Option<Vec<DeviceRule>>> {
             LinuxDeviceType::C | LinuxDeviceType::U => DeviceType::Char,
             _ => continue,
         };
+        // A device the spec's own rules name keeps the access they give
+        // (docker's `--device /dev/x:/dev/x:r`).
+        let named = listed.iter().any(|rule| {
+            rule.major() == Some(device.major()) && rule.minor() == Some(device.minor())
+        });
+        if named {
+            continue;
+        }
         rules.push(DeviceRule {
             kind,
             major: Some(device.major() as u32),
