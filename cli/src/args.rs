@@ -227,6 +227,9 @@ pub struct RunArgs {
     /// Add a host device: HOST[:CONTAINER][:PERMISSIONS] (permissions from rwm)
     #[arg(long, value_name = "DEVICE")]
     pub device: Vec<String>,
+    /// Seconds `stop` waits before killing (default 10)
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)
@@ -279,8 +282,12 @@ pub struct ExecArgs {
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Seconds to wait for the container to stop before killing it
-    #[arg(short, long, default_value_t = 10)]
-    pub time: u64,
+    /// (default: the container's --stop-timeout, else 10)
+    #[arg(short, long)]
+    pub time: Option<u64>,
+    /// Signal to send first (default: the container's stop signal)
+    #[arg(short, long, value_name = "SIGNAL")]
+    pub signal: Option<String>,
     #[arg(required = true, value_name = "CONTAINER")]
     pub containers: Vec<String>,
 }

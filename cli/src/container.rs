@@ -207,12 +207,13 @@ pub fn stop(paths: &Paths, args: &StopArgs) -> anyhow::Result<i32> {
     Ok(for_each_container(&store, &args.containers, |record| {
         require_running(&record)?;
         crate::pause::thaw_for_signal(&store, &record)?;
-        let signal = match &record.stop_signal {
+        let signal = match args.signal.as_ref().or(record.stop_signal.as_ref()) {
             Some(name) => parse_signal(name)?,
             None => Signal::SIGTERM,
         };
         signal_container(&record, signal)?;
-        if !wait_until_dead(&record, Duration::from_secs(args.time)) {
+        let grace = args.time.or(record.stop_timeout).unwrap_or(10);
+        if !wait_until_dead(&record, Duration::from_secs(grace)) {
             kill_and_wait(&record)?;
         }
         refresh(&store, record).map(drop)

@@ -90,6 +90,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
             .parse::<std::net::IpAddr>()
             .with_context(|| format!("invalid --dns {server:?}: not an IP address"))?;
     }
+    record.stop_timeout = args.stop_timeout;
     record.extra_hosts = args.add_host.clone();
     record.dns = args.dns.clone();
     record.dns_search = args.dns_search.clone();

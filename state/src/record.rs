@@ -97,6 +97,9 @@ pub struct ContainerRecord {
     /// SIGTERM.
     #[serde(default)]
     pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (`--stop-timeout`); `None`: 10.
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
     /// Labels (the image's, as docker copies them to its containers).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
@@ -171,6 +174,7 @@ impl ContainerRecord {
             no_new_privileges: false,
             seccomp_profile: None,
             stop_signal: None,
+            stop_timeout: None,
             labels: Default::default(),
             extra_hosts: Vec::new(),
             dns: Vec::new(),

@@ -646,3 +646,65 @@ fn device_flag_adds_a_host_device_with_its_access() {
     }
     berth.assert_clean();
 }
+
+#[test]
+fn stop_signal_and_stop_timeout() {
+    require_root!();
+    let berth = Berth::new();
+    let trap = "trap 'exit 7' USR1; while true; do sleep 0.1; done";
+    berth.run_ok([
+        "run", "-d", "--net", "none", "--name", "trapper", "busybox", "sh", "-c", trap,
+    ]);
+    berth.run_ok(["stop", "-s", "USR1", "trapper"]);
+    assert_eq!(berth.inspect("trapper")["exit_code"], 7);
+    berth.run_ok(["rm", "trapper"]);
+
+    // The container's own stop signal is used by a plain stop.
+    berth.run_ok([
+        "run",
+        "-d",
+        "--net",
+        "none",
+        "--name",
+        "own",
+        "--stop-signal",
+        "USR1",
+        "busybox",
+        "sh",
+        "-c",
+        trap,
+    ]);
+    berth.run_ok(["stop", "own"]);
+    assert_eq!(berth.inspect("own")["exit_code"], 7);
+    berth.run_ok(["rm", "own"]);
+
+    // A process that ignores SIGTERM is killed after --stop-timeout.
+    berth.run_ok([
+        "run",
+        "-d",
+        "--net",
+        "none",
+        "--name",
+        "stubborn",
+        "--stop-timeout",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ]);
+    let started = std::time::Instant::now();
+    berth.run_ok(["stop", "stubborn"]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    assert_eq!(berth.inspect("stubborn")["exit_code"], 137);
+    berth.run_ok(["rm", "stubborn"]);
+    assert_berth_error(
+        &berth.output(["run", "--rm", "--stop-signal", "NOPE", "busybox", "true"]),
+        125,
+    );
+    berth.assert_clean();
+}
