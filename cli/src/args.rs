@@ -58,6 +58,30 @@ pub enum Command {
     Images,
     /// Show berth's version
     Version,
+    /// Rename a container
+    Rename {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        #[arg(value_name = "NEW_NAME")]
+        new_name: String,
+    },
+    /// Block until containers stop, then print their exit codes
+    Wait {
+        #[arg(required = true, value_name = "CONTAINER")]
+        containers: Vec<String>,
+    },
+    /// List a container's published ports
+    Port {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+        #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+        private: Option<String>,
+    },
+    /// Show a container's processes
+    Top {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
     /// Show what berth runs on and what it holds
     Info,
     /// Manage images

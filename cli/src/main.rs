@@ -4,6 +4,7 @@
 
 mod args;
 mod container;
+mod container_ops;
 mod container_spec;
 mod exec;
 mod exit;
@@ -104,6 +105,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Unpause(args) => pause::unpause(&paths, &args),
         Command::Stats(args) => pause::stats(&paths, &args),
         Command::Version => info::version(),
+        Command::Rename {
+            container,
+            new_name,
+        } => container_ops::rename(&paths, &container, &new_name),
+        Command::Wait { containers } => container_ops::wait(&paths, &containers),
+        Command::Port { container, private } => {
+            container_ops::port(&paths, &container, private.as_deref())
+        }
+        Command::Top { container } => container_ops::top(&paths, &container),
         Command::Info => info::info(&paths),
         Command::Network(command) => network::command(&paths, &command),
         Command::Inspect(args) => container::inspect(&paths, &args),

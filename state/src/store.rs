@@ -227,6 +227,26 @@ impl ContainerStore {
         remove_tree(&self.dir.join(format!(".{id}.new")))
     }
 
+    /// Give container `id` a new name, refused when invalid or taken.
+    pub fn rename(&self, id: &str, new_name: &str) -> Result<ContainerRecord, StateError> {
+        validate_name(new_name)?;
+        let _lock = self.lock()?;
+        if let Some(other) = self
+            .list()?
+            .into_iter()
+            .find(|r| r.name == new_name && r.id != id)
+        {
+            return Err(StateError::NameInUse {
+                name: new_name.to_owned(),
+                id: other.id,
+            });
+        }
+        let mut record = self.load(id)?;
+        record.name = new_name.to_owned();
+        self.save(&record)?;
+        Ok(record)
+    }
+
     /// Finish what killed commands left: `.<id>.new` (a create, which
     /// holds the lock this runs under, so none is in progress) and
     /// `.<id>.removing` (a remove; deleting it twice is harmless). Best

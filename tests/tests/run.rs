@@ -708,3 +708,57 @@ fn stop_signal_and_stop_timeout() {
     );
     berth.assert_clean();
 }
+
+#[test]
+fn rename_wait_port_and_top() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "run",
+        "-d",
+        "--net",
+        "none",
+        "--name",
+        "before",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 3",
+    ]);
+    berth.run_ok(["rename", "before", "after"]);
+    assert!(berth.run_ok(["ps", "-a"]).contains("after"));
+    assert_berth_error(&berth.output(["rename", "before", "x"]), 125);
+    let top = berth.run_ok(["top", "after"]);
+    assert!(top.starts_with("UID") && top.contains("sleep 1"), "{top}");
+    assert_eq!(berth.run_ok(["wait", "after"]), "3\n");
+    assert_berth_error(&berth.output(["top", "after"]), 125);
+    berth.run_ok([
+        "run", "-d", "--net", "none", "--name", "other", "busybox", "sleep", "60",
+    ]);
+    assert_berth_error(&berth.output(["rename", "after", "other"]), 125);
+    assert_berth_error(&berth.output(["rename", "after", "bad/name"]), 125);
+    // --net none publishes nothing.
+    assert_eq!(berth.run_ok(["port", "other"]), "");
+    assert_berth_error(&berth.output(["port", "other", "80"]), 125);
+    // On the (sandboxed) default bridge: the published ports.
+    berth.run_ok([
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "18080:80",
+        "-p",
+        "18053:53/udp",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(
+        berth.run_ok(["port", "web"]),
+        "80/tcp -> 0.0.0.0:18080\n53/udp -> 0.0.0.0:18053\n"
+    );
+    assert_eq!(berth.run_ok(["port", "web", "53/udp"]), "0.0.0.0:18053\n");
+    berth.run_ok(["rm", "-f", "after", "other", "web"]);
+    berth.assert_clean();
+}

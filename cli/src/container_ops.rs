@@ -1,0 +1,131 @@
+//! `berth rename`, `wait`, `port` and `top`: small questions and changes
+//! about one container.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::container::{find, refresh};
+use crate::paths::Paths;
+use crate::table::render;
+
+/// `rename OLD NEW`: the name is the only thing that changes.
+pub fn rename(paths: &Paths, container: &str, new_name: &str) -> anyhow::Result<i32> {
+    let store = paths.containers()?;
+    let record = find(&store, container)?;
+    store.rename(&record.id, new_name)?;
+    Ok(0)
+}
+
+/// `wait C...`: block until each has stopped; print each exit code.
+pub fn wait(paths: &Paths, containers: &[String]) -> anyhow::Result<i32> {
+    let store = paths.containers()?;
+    let mut out = String::new();
+    let mut failed = false;
+    for query in containers {
+        let result = (|| -> anyhow::Result<i32> {
+            let mut record = find(&store, query)?;
+            while record.is_active() {
+                std::thread::sleep(Duration::from_millis(50));
+                record = refresh(&store, store.load(&record.id)?)?;
+            }
+            Ok(record.exit_code.unwrap_or(crate::exit::BERTH_FAILED))
+        })();
+        match result {
+            Ok(code) => {
+                let _ = writeln!(out, "{code}");
+            }
+            Err(e) => {
+                eprintln!("berth: {}", crate::exit::one_line(&e));
+                failed = true;
+            }
+        }
+    }
+    print!("{out}");
+    Ok(i32::from(failed))
+}
+
+/// `port C [PRIVATE[/PROTO]]`: the container's published ports, docker's
+/// `80/tcp -> 0.0.0.0:8080` lines.
+pub fn port(paths: &Paths, container: &str, private: Option<&str>) -> anyhow::Result<i32> {
+    let store = paths.containers()?;
+    let record = find(&store, container)?;
+    let endpoint: Option<berth_net::Endpoint> = record
+        .network
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .context("the container's network record")?;
+    let ports = endpoint.map(|e| e.ports).unwrap_or_default();
+    let wanted = private.map(|p| {
+        let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+        (port.to_owned(), proto.to_owned())
+    });
+    let mut out = String::new();
+    for mapping in &ports {
+        let proto = mapping.protocol.to_string();
+        if let Some((port, want_proto)) = &wanted {
+            if *port != mapping.container_port.to_string() || *want_proto != proto {
+                continue;
+            }
+            let _ = writeln!(out, "0.0.0.0:{}", mapping.host_port);
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{}/{proto} -> 0.0.0.0:{}",
+            mapping.container_port, mapping.host_port
+        );
+    }
+    if let (Some(p), true) = (private, out.is_empty()) {
+        bail!("no public port '{p}' published for {container}");
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+/// `top C`: the container's processes, as `ps -ef` shows them.
+pub fn top(paths: &Paths, container: &str) -> anyhow::Result<i32> {
+    let store = paths.containers()?;
+    let record = find(&store, container)?;
+    if !record.is_active() {
+        bail!("container {} is not running", record.name);
+    }
+    let pids = paths
+        .runtime()
+        .processes(&record.id)
+        .map_err(crate::run::coded)?;
+    let proc_root = Path::new("/proc");
+    let rows: Vec<Vec<String>> = pids
+        .iter()
+        .filter_map(|pid| {
+            let dir = proc_root.join(pid.to_string());
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+                    .unwrap_or_default()
+            };
+            let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+            let command = if cmdline.is_empty() {
+                format!("[{}]", field("Name:"))
+            } else {
+                String::from_utf8_lossy(&cmdline)
+                    .trim_end_matches('\0')
+                    .replace('\0', " ")
+            };
+            Some(vec![
+                field("Uid:"),
+                pid.to_string(),
+                field("PPid:"),
+                command,
+            ])
+        })
+        .collect();
+    print!("{}", render(&["UID", "PID", "PPID", "CMD"], &rows));
+    Ok(0)
+}
