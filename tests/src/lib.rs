@@ -443,11 +443,11 @@ impl Berth {
         self.entries("containers")
     }
 
-    /// The image layers' root filesystems (`<root>/images/layers/*/rootfs`).
+    /// The image layers' file trees (`<root>/images/layers/*/diff`).
     pub fn layer_rootfses(&self) -> Vec<PathBuf> {
         self.entries("images/layers")
             .into_iter()
-            .map(|l| l.join("rootfs"))
+            .map(|l| l.join("diff"))
             .collect()
     }
 

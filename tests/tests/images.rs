@@ -112,13 +112,14 @@ fn images_lists_name_id_created_size() {
     let header = lines.next().expect("a header");
     assert_eq!(
         header.split_whitespace().collect::<Vec<_>>(),
-        ["NAME", "ID", "CREATED", "SIZE"],
+        ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"],
         "images header"
     );
     let row = lines.next().expect("the busybox image");
     let columns: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(columns.first(), Some(&"busybox"), "{out}");
-    let id = columns.get(1).expect("an id");
+    assert_eq!(columns.get(..2), Some(&["busybox", "latest"][..]), "{out}");
+    assert!(row.contains(" ago "), "CREATED as docker says it: {row}");
+    let id = columns.get(2).expect("an id");
     assert!(
         id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()),
         "short id: {row}"
