@@ -383,7 +383,7 @@ pub struct LoadArgs {
     /// Read from a tar archive file (or OCI layout directory) instead of STDIN
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
-    /// Suppress the load output
+    /// Accepted as docker's: it hides the progress, which berth does not draw
     #[arg(short, long)]
     pub quiet: bool,
 }

@@ -341,9 +341,8 @@ pub fn load(paths: &Paths, args: &LoadArgs) -> anyhow::Result<i32> {
             text.push_str(&format!("Loaded image: {}\n", name.familiar()));
         }
     }
-    // docker's -q only hides progress, which berth does not draw: the
-    // names are printed either way.
-    let _ = args.quiet;
+    // docker's -q (`args.quiet`) only hides progress, which berth does
+    // not draw: the names are printed either way.
     print_out(&text).map(|()| 0)
 }
 
