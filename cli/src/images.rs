@@ -186,8 +186,7 @@ pub fn import(paths: &Paths, file: &Path, name: &str) -> anyhow::Result<i32> {
             return Err(e).with_context(|| format!("cannot import {} as {name}", file.display()))
         }
     };
-    println!("{}", image.id);
-    Ok(0)
+    print_out(&format!("{}\n", image.id)).map(|()| 0)
 }
 
 /// `berth rmi [-f] IMAGE...`, docker's semantics: a reference is untagged;
