@@ -326,9 +326,18 @@ pub fn load(paths: &Paths, args: &LoadArgs) -> anyhow::Result<i32> {
             if stdin.is_terminal() {
                 bail!("requested load from stdin, but stdin is empty: use -i FILE or redirect");
             }
-            images
-                .load(&mut stdin.lock(), &platform, &progress)
-                .context("cannot load the archive from stdin")?
+            match images.load(&mut stdin.lock(), &platform, &progress) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    // The store reads stdin from a spooled copy, which its
+                    // errors name: the user gave stdin.
+                    let spool_dir = format!("{}/", images.root().join("tmp").display());
+                    bail!(
+                        "cannot load from stdin: {}",
+                        without_paths_below(&e.to_string(), &spool_dir, "stdin")
+                    )
+                }
+            }
         }
     };
     let mut text = String::new();
@@ -343,6 +352,23 @@ pub fn load(paths: &Paths, args: &LoadArgs) -> anyhow::Result<i32> {
     // docker's -q (`args.quiet`) only hides progress, which berth does
     // not draw: the names are printed either way.
     print_out(&text).map(|()| 0)
+}
+
+/// `text` with every path that starts with `dir` replaced by `name`.
+fn without_paths_below(text: &str, dir: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(dir) {
+        out.push_str(&rest[..at]);
+        out.push_str(name);
+        let path = &rest[at..];
+        let end = path
+            .find(|c: char| c.is_whitespace() || c == ':' || c == ',')
+            .unwrap_or(path.len());
+        rest = &path[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `berth save [-o FILE] [--format docker-archive|oci-archive] IMAGE...`.
@@ -634,6 +660,19 @@ pub fn commit(paths: &Paths, args: &CommitArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::unix_seconds;
+
+    #[test]
+    fn spooled_paths_are_named_for_what_the_user_gave() {
+        assert_eq!(
+            super::without_paths_below(
+                "/r/tmp/1-2-0 is neither a docker archive: /r/tmp/1-2-0, x",
+                "/r/tmp/",
+                "the archive"
+            ),
+            "the archive is neither a docker archive: the archive, x"
+        );
+        assert_eq!(super::without_paths_below("plain", "/r/tmp/", "x"), "plain");
+    }
 
     #[test]
     fn rfc3339_times_read_as_unix_seconds() {

@@ -399,7 +399,11 @@ fn a_corrupt_or_truncated_archive_is_refused_and_changes_nothing() {
         let mut load = berth.cmd(["load"]);
         load.stdin(std::fs::File::open(archive).expect("open"));
         let out = load.output().expect("berth load");
-        assert_berth_error(&out, 125);
+        let line = assert_berth_error(&out, 125);
+        assert!(
+            !line.contains(berth.root().to_str().expect("utf-8")),
+            "the error names the store's spooled copy, not stdin: {line}"
+        );
         assert_eq!(
             berth.run_ok(["images"]),
             images_before,
