@@ -7,7 +7,7 @@ use std::process::Command;
 use berth_e2e::oci::{reference_runtime, Podman};
 use berth_e2e::{
     assert_berth_error, assert_target_error, describe, make_busybox_rootfs, require_root, stdout,
-    Berth,
+    Berth, Pty,
 };
 
 /// `tar -cf FILE -C DIR .` (with `z` for .tar.gz) using the host's tar.
@@ -657,5 +657,36 @@ fn export_writes_the_merged_filesystem() {
         "the same archive"
     );
     berth.run_ok(["rm", "c"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn save_refuses_a_terminal_and_prune_asks_on_one() {
+    require_root!();
+    let berth = Berth::new();
+    let step = std::time::Duration::from_secs(20);
+    berth.run_ok(["run", "--rm", "busybox", "true"]);
+    berth.run_ok(["tag", "busybox", "spare"]);
+    berth.run_ok(["rmi", "busybox"]);
+
+    let mut pty = Pty::new(24, 80);
+    let mut save = pty.spawn(berth.cmd(["save", "spare"]));
+    pty.expect("berth: cowardly refusing to save to a terminal", step);
+    let status = save.0.wait().expect("wait for save");
+    assert_eq!(status.code(), Some(125));
+
+    // Answered no: nothing goes.
+    let mut prune = pty.spawn(berth.cmd(["image", "prune", "-a"]));
+    pty.expect("Are you sure you want to continue? [y/N] ", step);
+    pty.send(b"n\r");
+    assert!(prune.0.wait().expect("wait for prune").success());
+    assert_eq!(berth.run_ok(["images", "-q"]).lines().count(), 1);
+    // Answered yes: the unused image goes.
+    let mut prune = pty.spawn(berth.cmd(["image", "prune", "-a"]));
+    pty.expect("Are you sure you want to continue? [y/N] ", step);
+    pty.send(b"y\r");
+    pty.expect("Total reclaimed space: ", step);
+    assert!(prune.0.wait().expect("wait for prune").success());
+    assert_eq!(berth.run_ok(["images", "-q"]), "");
     berth.assert_clean();
 }
