@@ -226,12 +226,9 @@ fn remove_one(
         lines.push_str(&format!("Untagged: {}\n", reference.familiar()));
         Ok(())
     };
-    match by_reference {
-        Some(reference) if image.tags.len() > 1 => {
-            // Other names keep the image: only this one goes.
-            return untag(&reference, lines);
-        }
-        Some(_) | None => {}
+    if let Some(reference) = by_reference.filter(|_| image.tags.len() > 1) {
+        // Other names keep the image: only this one goes.
+        return untag(&reference, lines);
     }
     if !force && image.tags.len() > 1 {
         bail!(
@@ -245,19 +242,17 @@ fn remove_one(
                 .join(", ")
         );
     }
-    if let Some(user) = &user {
-        if !force {
-            bail!(
-                "cannot remove image {name}: container {user} uses it; remove the container first (or -f to only untag it)"
-            );
-        }
-        for reference in &image.tags {
-            untag(reference, lines)?;
-        }
-        return Ok(());
+    if let (Some(user), false) = (&user, force) {
+        bail!(
+            "cannot remove image {name}: container {user} uses it; remove the container first (or -f to only untag it)"
+        );
     }
     for reference in &image.tags {
         untag(reference, lines)?;
+    }
+    if user.is_some() {
+        // Forced: the container keeps its image, untagged.
+        return Ok(());
     }
     let removed = images.remove_image(&image.id, true)?;
     for id in &removed.images {
