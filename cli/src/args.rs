@@ -55,7 +55,7 @@ pub enum Command {
     /// Show the stored record of containers or images as JSON
     Inspect(InspectArgs),
     /// List images
-    Images,
+    Images(ImagesArgs),
     /// Show berth's version
     Version,
     /// Rename a container
@@ -87,6 +87,23 @@ pub enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag {
+        #[arg(value_name = "SOURCE_IMAGE[:TAG]")]
+        source: String,
+        #[arg(value_name = "TARGET_IMAGE[:TAG]")]
+        target: String,
+    },
+    /// Remove one or more images
+    Rmi(RmiArgs),
+    /// Load images from a tar archive or STDIN
+    Load(LoadArgs),
+    /// Save images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -377,10 +394,20 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct CommitArgs {
+    /// Commit message
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Author (e.g. "Jane Doe <jane@example.com>")
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction to the image's config (CMD,
+    /// ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL, VOLUME)
+    #[arg(short, long, value_name = "INSTRUCTION")]
+    pub change: Vec<String>,
     #[arg(value_name = "CONTAINER")]
     pub container: String,
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -414,17 +441,107 @@ pub enum ImageCommand {
     Import { file: PathBuf, name: String },
     /// List images
     #[command(alias = "ls")]
-    List,
-    /// Remove an image
+    List(ImagesArgs),
+    /// Remove one or more images
     #[command(alias = "remove")]
-    Rm { names: Vec<String> },
-    /// Write an image to a tar archive that `image import` reads back
-    Save {
-        name: String,
-        /// Output file
-        #[arg(short, long)]
-        output: PathBuf,
+    Rm(RmiArgs),
+    /// Save images to a tar archive (streamed to STDOUT by default)
+    Save(SaveArgs),
+    /// Load images from a tar archive or STDIN
+    Load(LoadArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag {
+        #[arg(value_name = "SOURCE_IMAGE[:TAG]")]
+        source: String,
+        #[arg(value_name = "TARGET_IMAGE[:TAG]")]
+        target: String,
     },
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Show images' details as JSON
+    Inspect {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Remove unused images
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only show image ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show all images (berth has no intermediate images: the same list)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Force removal of the image: untag it even while a container uses it
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from a tar archive file (or OCI layout directory) instead of STDIN
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Accepted as docker's: it hides the progress, which berth does not draw
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Write to a file instead of STDOUT
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Archive format: docker-archive or oci-archive
+    #[arg(long, default_value = "docker-archive")]
+    pub format: String,
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to a file instead of STDOUT
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
 }
 
 #[cfg(test)]

@@ -245,14 +245,7 @@ pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
         match find(&store, target) {
             Ok(record) => out.push(serde_json::to_value(&record)?),
             Err(container_err) => match images.resolve(target) {
-                Ok(image) => out.push(serde_json::json!({
-                    "Id": image.id.to_string(),
-                    "RepoTags": image.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
-                    "Created": image.created(),
-                    "Size": image.size(),
-                    "Config": image.config.config(),
-                    "Layers": image.lower_dirs(),
-                })),
+                Ok(image) => out.push(crate::images::inspect_json(&image)),
                 Err(_) => match container_err.downcast_ref::<berth_state::StateError>() {
                     Some(berth_state::StateError::NotFound { .. }) => {
                         bail!("no such container or image: {target}")

@@ -1,90 +1,609 @@
-//! `berth images`, `berth image import`, `berth image rm`.
+//! The image commands: `images`, `tag`, `rmi`, `load`, `save`, `history`,
+//! `image inspect`, `image import`, `image prune`, `export`, `commit`.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use berth_image::{Image, ImageId, ImageStore, Reference};
 
+use crate::args::{
+    CommitArgs, ExportArgs, HistoryArgs, ImagesArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
+};
 use crate::paths::Paths;
 use crate::table::{human_duration, human_size, render};
 
-pub fn list(paths: &Paths) -> anyhow::Result<()> {
-    let images = paths.images()?.list()?;
-    let now = berth_state::Timestamp::now();
-    let rows: Vec<Vec<String>> = images
+/// Seconds since the epoch of an RFC 3339 time (the config's `created`).
+fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let text = rfc3339.get(range)?;
+        text.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| text.parse().ok())
+            .flatten()
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let rest = rfc3339.get(19..)?;
+    let zone = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    let offset = match zone.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), ..] if zone.len() == 6 => {
+            let hours: i64 = zone.get(1..3)?.parse().ok()?;
+            let minutes: i64 = zone.get(4..6)?.parse().ok()?;
+            let seconds = hours * 3600 + minutes * 60;
+            if *sign == b'+' {
+                seconds
+            } else {
+                -seconds
+            }
+        }
+        _ => return None,
+    };
+    // Days since the epoch of a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+/// docker's CREATED column: "N units ago", from the config's time (the
+/// time the image was stored when the config has none).
+fn created_ago(created: Option<&str>, fallback: u64) -> String {
+    let seconds = created
+        .and_then(unix_seconds)
+        .unwrap_or(i64::try_from(fallback).unwrap_or(0));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let elapsed = u64::try_from(now.saturating_sub(seconds)).unwrap_or(0);
+    format!(
+        "{} ago",
+        human_duration(std::time::Duration::from_secs(elapsed))
+    )
+}
+
+/// The image ids that containers record (their images cannot go).
+fn pinned_ids(paths: &Paths) -> anyhow::Result<BTreeSet<String>> {
+    let containers = crate::container::list(&paths.containers()?)?;
+    Ok(containers.into_iter().map(|c| c.image_id).collect())
+}
+
+/// A container that uses `id`, as "NAME (SHORT ID)".
+fn user_of(paths: &Paths, id: &ImageId) -> anyhow::Result<Option<String>> {
+    let containers = crate::container::list(&paths.containers()?)?;
+    Ok(containers
         .iter()
-        .map(|image| {
-            let created = berth_state::Timestamp::from_unix(image.added, 0);
-            vec![
-                image
-                    .tags
-                    .first()
-                    .map_or_else(|| "<none>".to_owned(), |t| t.familiar()),
-                image.id.short().to_owned(),
-                format!("{} ago", human_duration(created.until(now))),
-                human_size(image.size()),
-            ]
+        .find(|c| c.image_id == id.hex())
+        .map(|c| format!("{} ({})", c.name, c.short_id())))
+}
+
+/// Write `text` to stdout; a closed pipe is not an error worth a panic.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("cannot write to stdout"),
+    }
+}
+
+/// `berth images [-q] [-a] [--no-trunc] [REPO[:TAG]]`.
+pub fn list(paths: &Paths, args: &ImagesArgs) -> anyhow::Result<i32> {
+    let images = paths.images()?.list()?;
+    let filter = args
+        .reference
+        .as_deref()
+        .map(|text| {
+            // `busybox` matches every tag of busybox; `busybox:1` one tag.
+            let has_tag = text
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':'));
+            Reference::parse(text).map(|r| (r, has_tag))
         })
-        .collect();
-    print!("{}", render(&["NAME", "ID", "CREATED", "SIZE"], &rows));
-    Ok(())
+        .transpose()?;
+    let mut rows = Vec::new();
+    let mut ids = Vec::new();
+    for image in &images {
+        let id = if args.no_trunc {
+            image.id.to_string()
+        } else {
+            image.id.short().to_owned()
+        };
+        let created = created_ago(image.created(), image.added);
+        let size = human_size(image.size());
+        let mut names: Vec<(String, String)> = image
+            .tags
+            .iter()
+            .filter(|t| match &filter {
+                Some((wanted, has_tag)) => {
+                    t.name() == wanted.name() && (!has_tag || t.tag() == wanted.tag())
+                }
+                None => true,
+            })
+            .map(|t| (t.familiar_name(), t.tag().unwrap_or("<none>").to_owned()))
+            .collect();
+        if names.is_empty() {
+            if filter.is_some() || !image.tags.is_empty() {
+                continue;
+            }
+            names.push(("<none>".to_owned(), "<none>".to_owned()));
+        }
+        if !ids.contains(&id) {
+            ids.push(id.clone());
+        }
+        for (repository, tag) in names {
+            rows.push(vec![
+                repository,
+                tag,
+                id.clone(),
+                created.clone(),
+                size.clone(),
+            ]);
+        }
+    }
+    if args.quiet {
+        let mut text = String::new();
+        for id in ids {
+            text.push_str(&id);
+            text.push('\n');
+        }
+        return print_out(&text).map(|()| 0);
+    }
+    print_out(&render(
+        &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+        &rows,
+    ))
+    .map(|()| 0)
 }
 
-pub fn import(paths: &Paths, file: &Path, name: &str) -> anyhow::Result<()> {
-    let reference = berth_image::Reference::parse(name)?;
-    let image = paths
-        .images()?
-        .import(file, Some(&reference))
-        .with_context(|| format!("cannot import {} as {name}", file.display()))?;
-    println!("{}", image.id);
-    Ok(())
+/// `berth tag SOURCE TARGET`.
+pub fn tag(paths: &Paths, source: &str, target: &str) -> anyhow::Result<i32> {
+    let images = paths.images()?;
+    let image = images.resolve(source)?;
+    let reference = Reference::parse(target)?;
+    if reference.digest().is_some() {
+        bail!("invalid tag {target:?}: a tag cannot name a digest");
+    }
+    images.tag(&image.id, &reference)?;
+    Ok(0)
 }
 
-pub fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
-    if names.is_empty() {
+/// `berth image import FILE NAME`: a root filesystem tar as an image.
+pub fn import(paths: &Paths, file: &Path, name: &str) -> anyhow::Result<i32> {
+    let reference = Reference::parse(name)?;
+    let image = match paths.images()?.import(file, Some(&reference)) {
+        Ok(image) => image,
+        Err(e @ berth_image::ImageError::IsImageArchive { .. }) => {
+            bail!("{e}: use `berth load -i {}`", file.display())
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot import {} as {name}", file.display()))
+        }
+    };
+    print_out(&format!("{}\n", image.id)).map(|()| 0)
+}
+
+/// `berth rmi [-f] IMAGE...`, docker's semantics: a reference is untagged;
+/// the image goes when no tag is left and no container uses it.
+pub fn remove(paths: &Paths, args: &RmiArgs) -> anyhow::Result<i32> {
+    if args.images.is_empty() {
         bail!("name at least one image to remove");
     }
     let images = paths.images()?;
-    let containers = crate::container::list(&paths.containers()?)?;
     let mut failed = false;
-    for name in names {
-        let result = (|| -> anyhow::Result<()> {
-            let image = images.resolve(name)?;
-            let reference = berth_image::Reference::parse(name)
-                .ok()
-                .filter(|r| image.tags.contains(r));
-            if let Some(reference) = &reference {
-                if image.tags.len() > 1 {
-                    // Other names keep the image: only this one goes.
-                    images.untag(reference)?;
-                    return Ok(());
-                }
-            }
-            if let Some(user) = containers.iter().find(|c| c.image_id == image.id.hex()) {
-                bail!(
-                    "cannot remove image {name}: container {} ({}) uses it; remove the container first",
-                    user.name,
-                    user.short_id()
-                );
-            }
-            images.remove_image(&image.id, true)?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => println!("Deleted: {name}"),
-            Err(e) => {
-                eprintln!("berth: {e:#}");
-                failed = true;
-            }
+    for name in &args.images {
+        let mut lines = String::new();
+        let result = remove_one(paths, &images, name, args.force, &mut lines);
+        print_out(&lines)?;
+        if let Err(e) = result {
+            eprintln!("berth: {}", crate::exit::one_line(&e));
+            failed = true;
         }
     }
     Ok(if failed { 1 } else { 0 })
 }
 
-/// `berth commit`: the container's merged filesystem (image layer plus its
-/// write layer; volumes are bind mounts and so not part of it) becomes a new
-/// image with the container's command and environment as its defaults.
-pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i32> {
-    let reference = berth_image::Reference::parse(&args.image)?;
+fn remove_one(
+    paths: &Paths,
+    images: &ImageStore,
+    name: &str,
+    force: bool,
+    lines: &mut String,
+) -> anyhow::Result<()> {
+    let image = images.resolve(name)?;
+    let user = user_of(paths, &image.id)?;
+    let by_reference = Reference::parse(name)
+        .ok()
+        .filter(|r| image.tags.contains(r));
+    let untag = |reference: &Reference, lines: &mut String| -> anyhow::Result<()> {
+        images.untag(reference)?;
+        lines.push_str(&format!("Untagged: {}\n", reference.familiar()));
+        Ok(())
+    };
+    if let Some(reference) = by_reference.filter(|_| image.tags.len() > 1) {
+        // Other names keep the image: only this one goes.
+        return untag(&reference, lines);
+    }
+    if !force && image.tags.len() > 1 {
+        bail!(
+            "unable to delete {} (must be forced): the image is referenced in repositories {}",
+            image.id.short(),
+            image
+                .tags
+                .iter()
+                .map(|t| t.familiar())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let (Some(user), false) = (&user, force) {
+        bail!(
+            "cannot remove image {name}: container {user} uses it; remove the container first (or -f to only untag it)"
+        );
+    }
+    for reference in &image.tags {
+        untag(reference, lines)?;
+    }
+    if user.is_some() {
+        // Forced: the container keeps its image, untagged.
+        return Ok(());
+    }
+    let removed = images.remove_image(&image.id, true)?;
+    for id in &removed.images {
+        lines.push_str(&format!("Deleted: {id}\n"));
+    }
+    Ok(())
+}
+
+/// `berth image prune [-a] [-f]`.
+pub fn prune(paths: &Paths, args: &PruneArgs) -> anyhow::Result<i32> {
+    if !args.force && std::io::stdin().is_terminal() {
+        let what = if args.all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let images = paths.images()?;
+    let pinned = pinned_ids(paths)?;
+    let mut text = String::new();
+    if args.all {
+        for image in images.list()? {
+            if pinned.contains(image.id.hex()) {
+                continue;
+            }
+            for reference in &image.tags {
+                images.untag(reference)?;
+                text.push_str(&format!("untagged: {}\n", reference.familiar()));
+            }
+        }
+    }
+    let removed = images.gc(&|id| pinned.contains(id.hex()))?;
+    let mut out = String::new();
+    if !removed.images.is_empty() {
+        out.push_str("Deleted Images:\n");
+        out.push_str(&text);
+        for id in &removed.images {
+            out.push_str(&format!("deleted: {id}\n"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        human_size(removed.bytes)
+    ));
+    print_out(&out).map(|()| 0)
+}
+
+/// `berth load [-i FILE] [-q]`.
+pub fn load(paths: &Paths, args: &LoadArgs) -> anyhow::Result<i32> {
+    let images = paths.images()?;
+    let platform = berth_image::TargetPlatform::host();
+    let progress = |_: berth_image::Progress| {};
+    let loaded = match &args.input {
+        Some(path) => images
+            .load_path(path, &platform, &progress)
+            .with_context(|| format!("cannot load {}", path.display()))?,
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                bail!("requested load from stdin, but stdin is empty: use -i FILE or redirect");
+            }
+            match images.load(&mut stdin.lock(), &platform, &progress) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    // The store reads stdin from a spooled copy, which its
+                    // errors name: the user gave stdin.
+                    let spool_dir = format!("{}/", images.root().join("tmp").display());
+                    bail!(
+                        "cannot load from stdin: {}",
+                        without_paths_below(&e.to_string(), &spool_dir, "stdin")
+                    )
+                }
+            }
+        }
+    };
+    let mut text = String::new();
+    for (image, names) in &loaded {
+        if names.is_empty() {
+            text.push_str(&format!("Loaded image ID: {}\n", image.id));
+        }
+        for name in names {
+            text.push_str(&format!("Loaded image: {}\n", name.familiar()));
+        }
+    }
+    // docker's -q (`args.quiet`) only hides progress, which berth does
+    // not draw: the names are printed either way.
+    print_out(&text).map(|()| 0)
+}
+
+/// `text` with every path that starts with `dir` replaced by `name`.
+fn without_paths_below(text: &str, dir: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(dir) {
+        out.push_str(&rest[..at]);
+        out.push_str(name);
+        let path = &rest[at..];
+        let end = path
+            .find(|c: char| c.is_whitespace() || c == ':' || c == ',')
+            .unwrap_or(path.len());
+        rest = &path[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `berth save [-o FILE] [--format docker-archive|oci-archive] IMAGE...`.
+pub fn save(paths: &Paths, args: &SaveArgs) -> anyhow::Result<i32> {
+    let oci = match args.format.as_str() {
+        "docker-archive" => false,
+        "oci-archive" => true,
+        other => bail!("unknown archive format {other:?}: use docker-archive or oci-archive"),
+    };
+    let images = paths.images()?;
+    let mut chosen: Vec<(Image, Vec<Reference>)> = Vec::new();
+    for name in &args.images {
+        let image = images.resolve(name)?;
+        let reference = Reference::parse(name)
+            .ok()
+            .filter(|r| image.tags.contains(r));
+        match chosen.iter_mut().find(|(i, _)| i.id == image.id) {
+            Some((_, names)) => names.extend(reference),
+            None => chosen.push((image, reference.into_iter().collect())),
+        }
+    }
+    let list: Vec<(&Image, &[Reference])> = chosen.iter().map(|(i, n)| (i, n.as_slice())).collect();
+    let write = |out: &mut dyn Write| -> anyhow::Result<()> {
+        if oci {
+            images.save_oci_archive(&list, out)?;
+        } else {
+            images.save_docker_archive(&list, out)?;
+        }
+        Ok(())
+    };
+    match &args.output {
+        Some(output) => write_atomically(output, write).map(|()| 0),
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("cowardly refusing to save to a terminal: use the -o flag or redirect");
+            }
+            let mut writer = std::io::BufWriter::new(stdout.lock());
+            write(&mut writer)?;
+            writer.flush().context("cannot write to stdout")?;
+            Ok(0)
+        }
+    }
+}
+
+/// Write a file through a temp file beside it, renamed at the end, so a
+/// failure never leaves a truncated file behind.
+fn write_atomically(
+    output: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = temp_path_in(dir, output);
+    let result = (|| -> anyhow::Result<()> {
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut writer = std::io::BufWriter::new(file);
+        write(&mut writer)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, output)
+            .with_context(|| format!("cannot write {}", output.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path_in(dir: &Path, output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive.tar".into());
+    dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// `berth history [--no-trunc] [-q] IMAGE`: the config's history, newest
+/// first; a step that made a layer shows that layer's size.
+pub fn history(paths: &Paths, args: &HistoryArgs) -> anyhow::Result<i32> {
+    let image = paths.images()?.resolve(&args.image)?;
+    let steps = image.config.history().clone().unwrap_or_default();
+    let mut layers = image.layers.iter();
+    let mut rows = Vec::new();
+    for step in &steps {
+        let empty = step.empty_layer().unwrap_or(false);
+        let size = if empty {
+            0
+        } else {
+            layers.next().map_or(0, |l| l.size)
+        };
+        rows.push((step, size));
+    }
+    rows.reverse();
+    let id = |first: bool| {
+        if !first {
+            "<missing>".to_owned()
+        } else if args.no_trunc {
+            image.id.to_string()
+        } else {
+            image.id.short().to_owned()
+        }
+    };
+    if args.quiet {
+        return print_out(&format!("{}\n", id(true))).map(|()| 0);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (step, size))| {
+            let mut created_by = step.created_by().clone().unwrap_or_default();
+            if !args.no_trunc && created_by.chars().count() > 45 {
+                created_by = created_by.chars().take(44).collect::<String>() + "…";
+            }
+            vec![
+                id(i == 0),
+                created_ago(step.created().as_deref(), image.added),
+                created_by,
+                human_size(*size),
+                step.comment().clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print_out(&render(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &table,
+    ))
+    .map(|()| 0)
+}
+
+/// docker's `image inspect` shape of an image.
+pub fn inspect_json(image: &Image) -> serde_json::Value {
+    let config = image.run_config();
+    let set = |items: &Option<Vec<String>>| {
+        items.as_ref().map(|items| {
+            items
+                .iter()
+                .map(|i| (i.clone(), serde_json::json!({})))
+                .collect::<serde_json::Map<_, _>>()
+        })
+    };
+    let mut repositories = BTreeSet::new();
+    for tag in &image.tags {
+        repositories.insert(format!("{}@{}", tag.familiar_name(), image.manifest_digest));
+    }
+    serde_json::json!({
+        "Id": image.id.to_string(),
+        "RepoTags": image
+            .tags
+            .iter()
+            .filter(|t| t.tag().is_some())
+            .map(|t| t.familiar())
+            .collect::<Vec<_>>(),
+        "RepoDigests": repositories,
+        "Created": image.created(),
+        "Author": image.config.author().clone().unwrap_or_default(),
+        "Config": {
+            "User": config.user().clone().unwrap_or_default(),
+            "ExposedPorts": set(config.exposed_ports()),
+            "Env": config.env(),
+            "Cmd": config.cmd(),
+            "Volumes": set(config.volumes()),
+            "WorkingDir": config.working_dir().clone().unwrap_or_default(),
+            "Entrypoint": config.entrypoint(),
+            "Labels": config.labels(),
+            "StopSignal": config.stop_signal(),
+        },
+        "Architecture": image.config.architecture().to_string(),
+        "Os": image.config.os().to_string(),
+        "Size": image.size(),
+        "RootFS": {
+            "Type": image.config.rootfs().typ(),
+            "Layers": image.config.rootfs().diff_ids(),
+        },
+    })
+}
+
+/// `berth image inspect IMAGE...`.
+pub fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
+    let images = paths.images()?;
+    let mut out = Vec::new();
+    for name in names {
+        out.push(inspect_json(&images.resolve(name)?));
+    }
+    print_out(&(serde_json::to_string_pretty(&out)? + "\n")).map(|()| 0)
+}
+
+/// `berth export [-o FILE] CONTAINER`: the container's filesystem as one
+/// tar, its write layer over the image's layers, whiteouts applied.
+pub fn export(paths: &Paths, args: &ExportArgs) -> anyhow::Result<i32> {
+    let containers = paths.containers()?;
+    let record = crate::container::find(&containers, &args.container)?;
+    let images = paths.images()?;
+    let image = images
+        .resolve(&record.image_id)
+        .with_context(|| format!("the image of container {} is gone", record.name))?;
+    let upper = containers.container_dir(&record.id).join("upper");
+    let mut layers = vec![upper];
+    layers.extend(image.lower_dirs());
+    let layer_refs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+    let write = |out: &mut dyn Write| -> anyhow::Result<()> {
+        berth_image::write_merged_tar(&layer_refs, out)
+            .with_context(|| format!("cannot export container {}", record.name))
+    };
+    match &args.output {
+        Some(output) => write_atomically(output, write).map(|()| 0),
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                bail!("cowardly refusing to save to a terminal: use the -o flag or redirect");
+            }
+            let mut writer = std::io::BufWriter::new(stdout.lock());
+            write(&mut writer)?;
+            writer.flush().context("cannot write to stdout")?;
+            Ok(0)
+        }
+    }
+}
+
+/// `berth commit`: the container's write layer becomes one new layer over
+/// its image's, with a config from the image's plus the container's
+/// command, environment and working directory and the `--change`s.
+pub fn commit(paths: &Paths, args: &CommitArgs) -> anyhow::Result<i32> {
+    let reference = args.image.as_deref().map(Reference::parse).transpose()?;
+    let changes = args
+        .change
+        .iter()
+        .map(|c| berth_image::ConfigChange::parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let containers = paths.containers()?;
     let record = crate::container::find(&containers, &args.container)?;
     let images = paths.images()?;
@@ -105,61 +624,56 @@ pub fn commit(paths: &Paths, args: &crate::args::CommitArgs) -> anyhow::Result<i
             .collect(),
     ));
     config.set_working_dir(record.workdir.clone());
+    for change in &changes {
+        change.apply(&mut config);
+    }
     let options = berth_image::CommitOptions {
         config: Some(config),
+        author: args.author.clone(),
+        comment: args.message.clone(),
         created_by: Some(record.command.join(" ")),
-        tag: Some(reference),
-        ..Default::default()
+        tag: reference,
     };
     // Like docker commit's default --pause: a consistent snapshot of a
     // running container, thawed on every way out (see FreezeGuard).
     let frozen = crate::pause::FreezeGuard::freeze(&containers, &record)?;
     let committed = images
         .commit(&base, &upper, &options)
-        .with_context(|| format!("cannot commit container {} as {}", record.name, args.image));
+        .with_context(|| format!("cannot commit container {}", record.name));
     drop(frozen);
     let image = committed?;
-    println!("{}", image.id);
-    Ok(0)
+    print_out(&format!("{}\n", image.id)).map(|()| 0)
 }
 
-/// `berth image save NAME -o FILE`: a docker archive, written to a temp
-/// file beside FILE and renamed, so a failure never leaves a truncated
-/// archive behind.
-pub fn save(paths: &Paths, name: &str, output: &Path) -> anyhow::Result<i32> {
-    let images = paths.images()?;
-    let image = images.resolve(name)?;
-    let names: Vec<berth_image::Reference> = berth_image::Reference::parse(name)
-        .ok()
-        .filter(|r| image.tags.contains(r))
-        .into_iter()
-        .collect();
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile_in(dir, output)?;
-    let result = (|| -> anyhow::Result<()> {
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut writer = std::io::BufWriter::new(file);
-        images.save_docker_archive(&[(&image, names.as_slice())], &mut writer)?;
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, output)
-            .with_context(|| format!("cannot write {}", output.display()))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+#[cfg(test)]
+mod tests {
+    use super::unix_seconds;
+
+    #[test]
+    fn spooled_paths_are_named_for_what_the_user_gave() {
+        assert_eq!(
+            super::without_paths_below(
+                "/r/tmp/1-2-0 is neither a docker archive: /r/tmp/1-2-0, x",
+                "/r/tmp/",
+                "the archive"
+            ),
+            "the archive is neither a docker archive: the archive, x"
+        );
+        assert_eq!(super::without_paths_below("plain", "/r/tmp/", "x"), "plain");
     }
-    result.map(|()| 0)
-}
 
-fn tempfile_in(dir: &Path, output: &Path) -> anyhow::Result<std::path::PathBuf> {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image.tar".into());
-    Ok(dir.join(format!(".{name}.{}.tmp", std::process::id())))
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2024-02-29T12:34:56.789Z"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(
+            unix_seconds("2024-02-29T14:34:56+02:00"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(unix_seconds("not a time"), None);
+        assert_eq!(unix_seconds("2024-02-29T12:34:56"), None);
+    }
 }

@@ -117,11 +117,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Info => info::info(&paths),
         Command::Network(command) => network::command(&paths, &command),
         Command::Inspect(args) => container::inspect(&paths, &args),
-        Command::Images | Command::Image(ImageCommand::List) => images::list(&paths).map(|()| 0),
-        Command::Image(ImageCommand::Import { file, name }) => {
-            images::import(&paths, &file, &name).map(|()| 0)
+        Command::Images(args) | Command::Image(ImageCommand::List(args)) => {
+            images::list(&paths, &args)
         }
-        Command::Image(ImageCommand::Rm { names }) => images::remove(&paths, &names),
-        Command::Image(ImageCommand::Save { name, output }) => images::save(&paths, &name, &output),
+        Command::Image(ImageCommand::Import { file, name }) => images::import(&paths, &file, &name),
+        Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
+            images::remove(&paths, &args)
+        }
+        Command::Save(args) | Command::Image(ImageCommand::Save(args)) => {
+            images::save(&paths, &args)
+        }
+        Command::Load(args) | Command::Image(ImageCommand::Load(args)) => {
+            images::load(&paths, &args)
+        }
+        Command::Tag { source, target } | Command::Image(ImageCommand::Tag { source, target }) => {
+            images::tag(&paths, &source, &target)
+        }
+        Command::History(args) | Command::Image(ImageCommand::History(args)) => {
+            images::history(&paths, &args)
+        }
+        Command::Image(ImageCommand::Inspect { images: names }) => images::inspect(&paths, &names),
+        Command::Image(ImageCommand::Prune(args)) => images::prune(&paths, &args),
+        Command::Export(args) => images::export(&paths, &args),
     }
 }

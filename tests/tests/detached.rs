@@ -937,7 +937,7 @@ fn the_seed_scenario_commit_a_container_and_run_the_image() {
     assert!(vol1.path().join("v.txt").is_file());
     assert_eq!(berth.status_of("two"), "running");
 
-    // save -> import under a new name -> run.
+    // save -> remove -> load -> tag under a new name -> run.
     let tars = tempfile::tempdir().expect("tar dir");
     let tar = tars.path().join("snap.tar");
     berth.run_ok(["image", "save", "snap", "-o", &tar.to_string_lossy()]);
@@ -945,7 +945,12 @@ fn the_seed_scenario_commit_a_container_and_run_the_image() {
         fs::metadata(&tar).is_ok_and(|m| m.len() > 0),
         "no tar written"
     );
-    berth.run_ok(["image", "import", &tar.to_string_lossy(), "snap-copy"]);
+    berth.run_ok(["rmi", "snap"]);
+    assert_eq!(
+        berth.run_ok(["load", "-i", &tar.to_string_lossy()]),
+        "Loaded image: snap:latest\n"
+    );
+    berth.run_ok(["tag", "snap", "snap-copy"]);
     assert_eq!(
         berth.run_ok(["run", "--rm", "snap-copy", "cat", "/outside.txt"]),
         "outside\n"
