@@ -66,6 +66,23 @@ pub fn status_code(status: nix::sys::wait::WaitStatus) -> Option<i32> {
     }
 }
 
+/// Write `text` to standard output. A reader that went away ends berth
+/// quietly with 141 (what a shell reports for SIGPIPE; `head` expects it);
+/// any other failure (a full disk) is an error. The panic hook in `main`
+/// gives `print!` the same behaviour.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(CLOSED_PIPE),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write the output")),
+    }
+}
+
+/// The exit code of a process killed by SIGPIPE, as a shell shows it.
+pub const CLOSED_PIPE: i32 = 141;
+
 #[cfg(test)]
 mod tests {
     use super::*;

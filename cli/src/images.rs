@@ -84,12 +84,7 @@ fn user_of(paths: &Paths, id: &ImageId) -> anyhow::Result<Option<String>> {
 
 /// Write `text` to stdout; a closed pipe is not an error worth a panic.
 fn print_out(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(e).context("cannot write to stdout"),
-    }
+    crate::exit::write_stdout(text)
 }
 
 /// `berth images [-q] [-a] [--no-trunc] [REPO[:TAG]]`.

@@ -49,7 +49,7 @@ fn exit_cleanly_when_stdout_fails() {
             .unwrap_or_default();
         if let Some(reason) = message.strip_prefix("failed printing to stdout: ") {
             if reason.contains("os error 32") {
-                std::process::exit(141);
+                std::process::exit(exit::CLOSED_PIPE);
             }
             eprintln!("berth: cannot write the output: {reason}");
             std::process::exit(125);
