@@ -16,6 +16,7 @@ mod oci_cli;
 mod paths;
 mod pause;
 mod ps;
+mod pull;
 mod run;
 mod seccomp;
 mod supervise;
@@ -82,5 +83,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Image(ImageCommand::Rm { names }) => images::remove(&paths, &names),
         Command::Image(ImageCommand::Save { name, output }) => images::save(&paths, &name, &output),
+        Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {
+            pull::pull_command(&paths, &args)
+        }
+        Command::Login(args) => pull::login(&paths, &args),
+        Command::Logout(args) => pull::logout(&paths, &args),
     }
 }

@@ -17,6 +17,11 @@ impl Paths {
         Paths { root }
     }
 
+    /// The root directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn containers(&self) -> anyhow::Result<ContainerStore> {
         self.ensure_root()?;
         let dir = self.root.join("containers");
