@@ -62,7 +62,7 @@ pub fn pull_command(paths: &Paths, args: &PullArgs) -> anyhow::Result<i32> {
 
 /// The reference to pull: docker's grammar, `latest` when no tag.
 pub fn parse_reference(text: &str) -> anyhow::Result<Reference> {
-    Reference::parse(text).with_context(|| format!("invalid reference format {text:?}"))
+    Ok(Reference::parse(text)?)
 }
 
 /// Pulls `reference` into `images`, reporting on `out` as docker does
@@ -90,6 +90,7 @@ pub fn pull(
         user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_owned(),
         ..PullOptions::default()
     };
+    let source = RegistrySource::open(&registry_reference, &options).with_context(failed)?;
     let mut display = Display::new(out, settings.terminal, settings.quiet);
     display.line(&format!(
         "{}: Pulling from {}",
@@ -99,14 +100,13 @@ pub fn pull(
             .unwrap_or(berth_image::DEFAULT_TAG),
         repository_shown(reference)
     ));
-    let source = RegistrySource::open(&registry_reference, &options).with_context(failed)?;
     let before = match images.resolve(&reference.to_string()) {
         Ok(image) => Some(image.id),
         Err(ImageError::NotFound { .. }) => None,
         Err(e) => return Err(e).with_context(failed),
     };
     for layer in berth_image::ImageSource::manifest(&source).layers() {
-        display.add_layer(&layer.digest().to_string());
+        display.add_layer(layer.digest().as_ref());
     }
     let image = images
         .add_image(&source, std::slice::from_ref(reference), &|event| {
@@ -325,8 +325,9 @@ fn server_name(server: Option<&str>) -> String {
 fn prompt(question: &str, echo: bool) -> anyhow::Result<String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
     let mut out = std::io::stdout().lock();
-    write!(out, "{question}").and_then(|()| out.flush())?;
     let stdin = std::io::stdin();
+    // Echo goes off before the question: what is typed after it is seen
+    // is never shown.
     let saved = if echo {
         None
     } else {
@@ -337,6 +338,12 @@ fn prompt(question: &str, echo: bool) -> anyhow::Result<String> {
             .context("cannot turn off the terminal's echo")?;
         Some(saved)
     };
+    if let Err(e) = write!(out, "{question}").and_then(|()| out.flush()) {
+        if let Some(saved) = &saved {
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
+        }
+        return Err(e).context("cannot write to the terminal");
+    }
     let mut answer = String::new();
     let read = stdin.lock().read_line(&mut answer);
     if let Some(saved) = saved {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use berth_e2e::registry::{sha256_digest, OciLayout, Push, SampleImage, SampleLayer, TestRegistry};
 use berth_e2e::{
     assert_berth_error, command_line, describe, kill, noise, require_registry_tools, require_root,
-    run_command, stderr, stdout, wait_until, Berth, KillOnDrop, TarBuilder,
+    run_command, stderr, stdout, wait_until, Berth, KillOnDrop, Pty, TarBuilder,
 };
 
 /// `berth --root <root> ARGS...` in the host's network namespace, with
@@ -421,5 +421,49 @@ fn a_pull_killed_midway_leaves_a_usable_store() {
     assert_eq!(seen, format!("{}\nsecond layer\n", 96 << 20));
     berth.run_ok(["image", "rm", &reference]);
     assert!(!berth.run_ok(["images"]).contains(&reference));
+    berth.assert_clean();
+}
+
+#[test]
+fn on_a_terminal_login_prompts_without_echo_and_pull_redraws_layer_lines() {
+    require_root!();
+    require_registry_tools!();
+    let (registry, image) =
+        registry_with_app(TestRegistry::start_with_basic_auth("alice", "s3cret"));
+    let berth = Berth::new();
+    let home = tempfile::tempdir().expect("home");
+    let server = registry.address().to_owned();
+    let reference = format!("{server}/app:1");
+
+    let mut pty = Pty::new(24, 80);
+    let mut login = pty.spawn(host_cmd(&berth, home.path(), ["login", &server]));
+    pty.expect("Username: ", Duration::from_secs(30));
+    pty.send(b"alice\n");
+    pty.expect("Password: ", Duration::from_secs(30));
+    pty.send(b"s3cret\n");
+    pty.expect("Login Succeeded", Duration::from_secs(30));
+    assert!(login.wait(Duration::from_secs(30)).success());
+    assert!(
+        !pty.transcript().contains("s3cret"),
+        "the password was echoed:\n{}",
+        pty.transcript()
+    );
+
+    let mut pty = Pty::new(24, 80);
+    let mut pull = pty.spawn(host_cmd(&berth, home.path(), ["pull", &reference]));
+    pty.expect(
+        &format!("Status: Downloaded newer image for {reference}"),
+        Duration::from_secs(60),
+    );
+    assert!(pull.wait(Duration::from_secs(30)).success());
+    let shown = pty.transcript();
+    for layer in &image.layers {
+        let short = &sha256_digest(&layer.blob)["sha256:".len()..][..12];
+        assert!(
+            shown.contains(&format!("{short}: Pulling fs layer"))
+                && shown.contains(&format!("\r\x1b[2K{short}: Pull complete\r")),
+            "{short}'s line is not redrawn in place:\n{shown:?}"
+        );
+    }
     berth.assert_clean();
 }
