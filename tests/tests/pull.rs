@@ -146,6 +146,27 @@ fn pulled_images_run_and_a_second_pull_is_up_to_date() {
 
     let listed = berth.run_ok(["images"]);
     assert!(listed.contains(&reference), "images:\n{listed}");
+
+    // An output that cannot be written is one error, not a panic.
+    let mut full = host_cmd(&berth, home.path(), ["pull", "-q", &reference]);
+    full.stdout(std::fs::File::create("/dev/full").expect("open /dev/full"));
+    let line = assert_berth_error(&run_command(full), 125);
+    assert!(line.contains("output"), "{line}");
+
+    // By digest: the same image.
+    let by_digest = format!("{}/app@{}", registry.address(), image.manifest_digest());
+    let out = stdout(&host_ok(&berth, home.path(), ["pull", &by_digest]));
+    assert!(out.ends_with(&format!("{by_digest}\n")), "{out}");
+    let seen = berth.run_ok([
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        &by_digest,
+        "cat",
+        "/etc/motd",
+    ]);
+    assert_eq!(seen, "second layer\n");
     berth.assert_clean();
 }
 
