@@ -104,6 +104,12 @@ pub enum Command {
     History(HistoryArgs),
     /// Export a container's filesystem as a tar archive
     Export(ExportArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
+    /// Log in to a registry
+    Login(LoginArgs),
+    /// Log out from a registry
+    Logout(LogoutArgs),
 }
 
 #[derive(Debug, Args)]
@@ -271,6 +277,14 @@ pub struct RunArgs {
     /// Seconds `stop` waits before killing (default 10)
     #[arg(long, value_name = "SECONDS")]
     pub stop_timeout: Option<u64>,
+    /// Pull the image before running: missing, always or never
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "missing",
+        value_parser = ["missing", "always", "never"]
+    )]
+    pub pull: String,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)
@@ -465,6 +479,8 @@ pub enum ImageCommand {
     },
     /// Remove unused images
     Prune(PruneArgs),
+    /// Download an image from a registry
+    Pull(PullArgs),
 }
 
 #[derive(Debug, Args)]
@@ -542,6 +558,64 @@ pub struct ExportArgs {
     pub output: Option<PathBuf>,
     #[arg(value_name = "CONTAINER")]
     pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Platform of a multi-platform image (os/arch[/variant])
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Check the registry's TLS certificate (HTTPS registries)
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub tls_verify: bool,
+    /// Print only the image reference
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Image to pull ([REGISTRY/]NAME[:TAG|@DIGEST])
+    #[arg(value_name = "NAME[:TAG|@DIGEST]")]
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// User name
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin)
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Check the registry's TLS certificate (HTTPS registries)
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub tls_verify: bool,
+    /// Registry (default: docker.io)
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// Registry (default: docker.io)
+    #[arg(value_name = "SERVER")]
+    pub server: Option<String>,
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod oci_cli;
 mod paths;
 mod pause;
 mod ps;
+mod pull;
 mod run;
 mod seccomp;
 mod supervise;
@@ -139,5 +140,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(ImageCommand::Inspect { images: names }) => images::inspect(&paths, &names),
         Command::Image(ImageCommand::Prune(args)) => images::prune(&paths, &args),
         Command::Export(args) => images::export(&paths, &args),
+        Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {
+            pull::pull_command(&paths, &args)
+        }
+        Command::Login(args) => pull::login(&paths, &args),
+        Command::Logout(args) => pull::logout(&paths, &args),
     }
 }

@@ -17,8 +17,8 @@ impl Paths {
         Paths { root }
     }
 
-    /// The state root itself.
-    pub fn root(&self) -> &std::path::Path {
+    /// The root directory itself.
+    pub fn root(&self) -> &Path {
         &self.root
     }
 

@@ -44,7 +44,7 @@ const RELAYED_SIGNALS: [Signal; 8] = [
 pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
     let images = paths.images()?;
-    let image = resolve_image(&images, &args.image)?;
+    let image = resolve_image(paths, &images, &args.image, &args.pull)?;
     let config = image.run_config();
     let command = command_line(
         args.entrypoint.as_deref(),
@@ -399,21 +399,48 @@ impl Drop for RemoveOnFailure<'_> {
     }
 }
 
-fn resolve_image(images: &ImageStore, name: &str) -> anyhow::Result<Image> {
+/// The image to run: the built-in busybox is built locally (never pulled:
+/// `run busybox` works offline); other images are pulled as `pull`
+/// (`missing`, `always` or `never`) says, the pull's report on stderr.
+fn resolve_image(
+    paths: &Paths,
+    images: &ImageStore,
+    name: &str,
+    pull: &str,
+) -> anyhow::Result<Image> {
     let default = berth_image::Reference::parse(DEFAULT_IMAGE)?;
-    match images.resolve(name) {
-        Ok(image) => Ok(image),
-        Err(berth_image::ImageError::NotFound { .. })
-            if berth_image::Reference::parse(name).ok().as_ref() == Some(&default) =>
-        {
-            images
-                .ensure_busybox(&default)
-                .context("cannot build the default busybox image")
+    let reference = berth_image::Reference::parse(name).ok();
+    if reference.as_ref() == Some(&default) {
+        return images
+            .ensure_busybox(&default)
+            .context("cannot build the default busybox image");
+    }
+    let local = match images.resolve(name) {
+        Ok(image) => Some(image),
+        Err(berth_image::ImageError::NotFound { .. }) => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read image {name:?}")),
+    };
+    match (pull, local) {
+        ("never", None) => {
+            let shown = reference.map_or_else(|| name.to_owned(), |r| r.familiar());
+            bail!("no such image {shown} (--pull never: it is not pulled)")
         }
-        Err(berth_image::ImageError::NotFound { .. }) => {
-            bail!("unable to find image {name:?}: import it first with `berth image import FILE {name}`")
+        ("always", _) | ("missing", None) => {
+            let reference = crate::pull::parse_reference(name)?;
+            if pull == "missing" {
+                eprintln!("Unable to find image '{}' locally", reference.familiar());
+            }
+            let stderr = std::io::stderr();
+            let settings = crate::pull::PullSettings {
+                platform: berth_image::TargetPlatform::host(),
+                tls_verify: true,
+                terminal: std::io::IsTerminal::is_terminal(&stderr),
+                quiet: false,
+            };
+            crate::pull::pull(paths, images, &reference, &settings, &mut stderr.lock())
         }
-        Err(e) => Err(e).with_context(|| format!("cannot read image {name:?}")),
+        (_, Some(image)) => Ok(image),
+        (other, None) => bail!("invalid --pull policy {other:?}: use missing, always or never"),
     }
 }
 
