@@ -1092,7 +1092,7 @@ fn rejected_runs_do_not_create_the_default_network() {
     let mut failures = Vec::new();
     for args in [
         &["run", "-p", "70000:80", "busybox", "true"][..],
-        &["run", "nosuchimage", "true"],
+        &["run", "--pull", "never", "nosuchimage", "true"],
         &["run", "--name", "named", "busybox", "true"],
         &["run", "-p", "8084:80", "-p", "8084:81", "busybox", "true"],
     ] {

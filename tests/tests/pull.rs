@@ -264,6 +264,25 @@ fn run_pulls_missing_images_unless_told_never() {
     );
     assert!(err.contains("Status: Downloaded newer image"), "{err}");
 
+    // A failed implicit pull: docker's two lines, no container made.
+    let missing = format!("{}/nothere:1", registry.address());
+    let output = run_command(host_cmd(
+        &berth,
+        home.path(),
+        ["run", "--rm", "--net", "none", &missing, "true"],
+    ));
+    let err = stderr(&output);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        output.status.code() == Some(125)
+            && lines.len() == 2
+            && lines[0] == format!("Unable to find image '{missing}' locally")
+            && lines[1].starts_with("berth: cannot pull "),
+        "{}",
+        describe(&output)
+    );
+    assert!(berth.container_ids().is_empty());
+
     // Present now: no pull, even with never.
     let output = host_ok(
         &berth,
