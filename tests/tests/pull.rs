@@ -144,8 +144,16 @@ fn pulled_images_run_and_a_second_pull_is_up_to_date() {
     let quiet = stdout(&host_ok(&berth, home.path(), ["pull", "-q", &reference]));
     assert_eq!(quiet, format!("{reference}\n"));
 
+    // REPOSITORY and TAG columns.
     let listed = berth.run_ok(["images"]);
-    assert!(listed.contains(&reference), "images:\n{listed}");
+    let (repository, tag) = reference.rsplit_once(':').expect("a tagged reference");
+    assert!(
+        listed.lines().any(|line| {
+            let mut columns = line.split_whitespace();
+            columns.next() == Some(repository) && columns.next() == Some(tag)
+        }),
+        "images:\n{listed}"
+    );
 
     // An output that cannot be written is one error, not a panic.
     let mut full = host_cmd(&berth, home.path(), ["pull", "-q", &reference]);
