@@ -783,6 +783,6 @@ mod tests {
             [Tool::Berth, Tool::BerthBaseline, Tool::Crun, Tool::Runc]
         );
         assert_eq!((settings.runs, settings.rounds, settings.count), (5, 1, 20));
-        assert_eq!(settings.scenarios.len(), 4);
+        assert_eq!(settings.scenarios.len(), 5);
     }
 }
