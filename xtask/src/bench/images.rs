@@ -42,6 +42,9 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
             );
         }
     }
+    // The measuring stage runs in a private network namespace: the local
+    // registry needs its loopback.
+    berth_net::set_link_up("lo").context("bringing up lo for the local registry")?;
     let base = runner.work.root.join("images-bench");
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let rounds = settings.rounds.clamp(1, 5);
