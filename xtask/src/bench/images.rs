@@ -69,8 +69,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
         let dir = base.join(format!("pull-{round}"));
         let berth_root = dir.join("berth");
         let berth = time(
-            runner
-                .berth_command()
+            Command::new(&runner.berth)
                 .arg("--root")
                 .arg(&berth_root)
                 .args(["pull", "-q", &big_ref]),
@@ -109,8 +108,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
     for round in 0..rounds {
         let root = tmpfs.join(format!("load-{round}"));
         let berth = time(
-            runner
-                .berth_command()
+            Command::new(&runner.berth)
                 .arg("--root")
                 .arg(&root)
                 .arg("load")
@@ -153,8 +151,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
         let layout = base.join(name.replace(['/', ':'], "-"));
         write_layout(&layout, &layers, name)?;
         run_checked(quiet(
-            runner
-                .berth_command()
+            Command::new(&runner.berth)
                 .arg("--root")
                 .arg(&deep_root)
                 .arg("load")
@@ -167,8 +164,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
         let mut pair = [0.0; 2];
         for (slot, image) in [(0, "bench/flat:1"), (1, "bench/deep:1")] {
             pair[slot] = time(
-                runner
-                    .berth_command()
+                Command::new(&runner.berth)
                     .arg("--root")
                     .arg(&deep_root)
                     .args(["run", "--rm", "--net", "none", image, "true"]),
