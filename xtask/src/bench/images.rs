@@ -240,7 +240,8 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
 /// Milliseconds a command took; it must succeed.
 fn time(command: &mut Command) -> Result<f64> {
     let start = Instant::now();
-    run_checked(quiet(command))?;
+    // stderr kept: run_checked quotes it when the command fails.
+    run_checked(command.stdout(Stdio::null()))?;
     Ok(start.elapsed().as_secs_f64() * 1000.0)
 }
 
