@@ -75,12 +75,14 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
                 .args(["pull", "-q", &big_ref]),
         )?;
         let podman_root = dir.join("podman");
+        // podman refuses a runroot path longer than 50 characters.
+        let podman_run = PathBuf::from(format!("/tmp/berth-bench-podman-{round}"));
         let podman = time(
             Command::new("podman")
                 .arg("--root")
                 .arg(podman_root.join("root"))
                 .arg("--runroot")
-                .arg(podman_root.join("run"))
+                .arg(&podman_run)
                 .args(["--storage-driver", "overlay", "--events-backend", "none"])
                 .args(["pull", "-q", "--tls-verify=false", &big_ref]),
         )?;
@@ -89,8 +91,9 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
             let _ = writeln!(raw, "pull\t{round}\t{case}\t{millis:.1}");
         }
         pulls.push([berth, podman, floor]);
-        remove_podman_storage(&podman_root);
+        remove_podman_storage(&podman_root, &podman_run);
         let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&podman_run);
     }
 
     // Load of a docker-archive, everything on tmpfs.
@@ -392,12 +395,12 @@ fn write_layout(dir: &Path, layers: &[Vec<u8>], reference: &str) -> Result<()> {
 }
 
 /// podman's overlay storage leaves mounts; its own reset removes them.
-fn remove_podman_storage(root: &Path) {
+fn remove_podman_storage(root: &Path, run: &Path) {
     let _ = Command::new("podman")
         .arg("--root")
         .arg(root.join("root"))
         .arg("--runroot")
-        .arg(root.join("run"))
+        .arg(run)
         .args(["--storage-driver", "overlay", "system", "reset", "-f"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
