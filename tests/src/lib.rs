@@ -549,6 +549,9 @@ impl Drop for Berth {
         // The root's runtime-state directory lives on tmpfs outside the
         // root (see `berth`'s paths): it goes with the root.
         if let Ok(target) = fs::read_link(self.root().join("runtime")) {
+            // The compiled-seccomp cache goes; a container's state left
+            // there would keep the directory (and show as a leak).
+            let _ = fs::remove_dir_all(target.join("seccomp@cache"));
             let _ = fs::remove_dir(target);
         }
         let mut leaks = self.leaks();

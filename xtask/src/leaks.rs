@@ -39,6 +39,7 @@ impl LeakProbe {
             ("network namespace", network_namespaces()),
             ("process", self.processes()),
             ("file left in the tests' TMPDIR", self.tmp_dir_entries()),
+            ("runtime state dir", runtime_state_dirs()),
         ];
         // Without iptables berth cannot have added rules, so nothing to check.
         if let Some(rules) = iptables_rules() {
@@ -240,6 +241,18 @@ impl Snapshot {
             })
             .collect()
     }
+}
+
+/// Each berth root's runtime-state directory (below /run/berth/runtime,
+/// linked from `<root>/runtime`): it goes with its root.
+fn runtime_state_dirs() -> BTreeSet<String> {
+    let Ok(entries) = fs::read_dir("/run/berth/runtime") else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.path().display().to_string())
+        .collect()
 }
 
 #[cfg(test)]
