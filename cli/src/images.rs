@@ -389,19 +389,36 @@ pub fn save(paths: &Paths, args: &SaveArgs) -> anyhow::Result<i32> {
         }
         Ok(())
     };
-    match &args.output {
-        Some(output) => write_atomically(output, write).map(|()| 0),
-        None => {
-            let stdout = std::io::stdout();
-            if stdout.is_terminal() {
-                bail!("cowardly refusing to save to a terminal: use the -o flag or redirect");
-            }
-            let mut writer = std::io::BufWriter::new(stdout.lock());
-            write(&mut writer)?;
-            writer.flush().context("cannot write to stdout")?;
-            Ok(0)
+    write_archive(args.output.as_deref(), write)
+}
+
+/// An archive to `output` (a temp file renamed into place), or to
+/// standard output when there is none, never to a terminal. A reader that
+/// went away ends berth as `exit::write_stdout` does.
+fn write_archive(
+    output: Option<&Path>,
+    write: impl Fn(&mut dyn Write) -> anyhow::Result<()>,
+) -> anyhow::Result<i32> {
+    if let Some(output) = output {
+        return write_atomically(output, write).map(|()| 0);
+    }
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        bail!("cowardly refusing to save to a terminal: use the -o flag or redirect");
+    }
+    let mut writer = std::io::BufWriter::new(stdout.lock());
+    let written = write(&mut writer).and_then(|()| Ok(writer.flush()?));
+    if let Err(e) = &written {
+        let closed = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if closed {
+            std::process::exit(crate::exit::CLOSED_PIPE);
         }
     }
+    written.context("cannot write the output").map(|()| 0)
 }
 
 /// Write a file through a temp file beside it, renamed at the end, so a
@@ -574,19 +591,7 @@ pub fn export(paths: &Paths, args: &ExportArgs) -> anyhow::Result<i32> {
         berth_image::write_merged_tar(&layer_refs, out)
             .with_context(|| format!("cannot export container {}", record.name))
     };
-    match &args.output {
-        Some(output) => write_atomically(output, write).map(|()| 0),
-        None => {
-            let stdout = std::io::stdout();
-            if stdout.is_terminal() {
-                bail!("cowardly refusing to save to a terminal: use the -o flag or redirect");
-            }
-            let mut writer = std::io::BufWriter::new(stdout.lock());
-            write(&mut writer)?;
-            writer.flush().context("cannot write to stdout")?;
-            Ok(0)
-        }
-    }
+    write_archive(args.output.as_deref(), write)
 }
 
 /// `berth commit`: the container's write layer becomes one new layer over
