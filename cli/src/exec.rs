@@ -107,6 +107,7 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
                 &mut signals,
                 None,
                 &attach,
+                None,
             )?
         }
         None => crate::supervise::wait_forwarding_signals(executing.pid, &mut signals)?,

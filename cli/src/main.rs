@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 mod args;
+mod attach;
 mod container;
 mod container_ops;
 mod container_spec;
@@ -10,6 +11,7 @@ mod exec;
 mod exit;
 mod images;
 mod info;
+mod lifecycle;
 mod limits;
 mod logs;
 mod monitor;
@@ -145,5 +147,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Login(args) => pull::login(&paths, &args),
         Command::Logout(args) => pull::logout(&paths, &args),
+        Command::Create(args) => run::create(&paths, *args),
+        Command::Start(args) => lifecycle::start(&paths, &args),
+        Command::Restart(args) => lifecycle::restart(&paths, &args),
+        Command::Attach(args) => attach::attach(&paths, &args),
     }
 }

@@ -10,7 +10,8 @@ use std::os::fd::OwnedFd;
 
 use berth_image::{Image, ImageStore};
 use berth_state::{
-    generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter, StateError,
+    generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter,
+    RestartPolicy, StateError,
 };
 use cli::runtime::{CreateOptions, RuntimeError, Stdio};
 use nix::fcntl::OFlag;
@@ -43,6 +44,49 @@ const RELAYED_SIGNALS: [Signal; 8] = [
 
 pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
+    let containers = paths.containers()?;
+    if args.restart.as_deref().is_some_and(|p| p != "no") && !args.detach {
+        bail!("--restart needs -d: berth restarts containers that run in the background");
+    }
+    let (record, launch, guard) = create_container(paths, &containers, &args)?;
+    if args.detach {
+        crate::monitor::start_detached(paths, &containers, record.clone(), launch, guard)?;
+        println!("{}", record.id);
+        Ok(0)
+    } else {
+        foreground(paths, &containers, record, launch, guard)
+    }
+}
+
+/// `berth create`: the container as `run` makes it, left in the Created
+/// state for `start`.
+pub fn create(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
+    require_root()?;
+    let containers = paths.containers()?;
+    let (record, _launch, mut guard) = create_container(paths, &containers, &args)?;
+    guard.armed = false;
+    println!("{}", record.id);
+    Ok(0)
+}
+
+/// Image + flags -> the container's record, write layer and OCI spec
+/// (kept as `spec.json` in its directory for every later start), and the
+/// plan to launch it now. Until the guard is disarmed, a failure takes the
+/// container away again.
+fn create_container<'a>(
+    paths: &'a Paths,
+    containers: &'a ContainerStore,
+    args: &RunArgs,
+) -> anyhow::Result<(ContainerRecord, LaunchPlan, RemoveOnFailure<'a>)> {
+    let restart_policy = match &args.restart {
+        None => RestartPolicy::No,
+        Some(text) => RestartPolicy::parse(text).with_context(|| {
+            format!("invalid --restart {text:?}: use no, on-failure[:N], always or unless-stopped")
+        })?,
+    };
+    if restart_policy != RestartPolicy::No && args.rm {
+        bail!("conflicting options: --restart and --rm (a removed container cannot restart)");
+    }
     let images = paths.images()?;
     let image = resolve_image(paths, &images, &args.image, &args.pull)?;
     let config = image.run_config();
@@ -58,7 +102,6 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
             args.image
         );
     }
-    let containers = paths.containers()?;
     let id = generate_id();
     let mut record = ContainerRecord::new(id.clone(), String::new(), args.image.clone());
     record.image_id = image.id.hex().to_owned();
@@ -67,7 +110,16 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         Some(h) => validate_hostname(h)?,
         None => record.short_id().to_owned(),
     };
-    let extras = extras(paths, &args, &image)?;
+    let extras = extras(paths, args, &image)?;
+    record.init = args.init;
+    record.restart_policy = restart_policy;
+    for (kind, mode) in [("pid", &args.pid), ("ipc", &args.ipc), ("uts", &args.uts)] {
+        if let Some(target) = mode.as_deref().and_then(|m| m.strip_prefix("container:")) {
+            record
+                .joined_namespaces
+                .insert(kind.to_owned(), target.to_owned());
+        }
+    }
     record.stop_signal = args
         .stop_signal
         .clone()
@@ -123,7 +175,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.auto_remove = args.rm;
     record.detached = args.detach;
     record.log_limits = parse_log_options(&args.log_opt)?;
-    let (resources, limits) = crate::limits::parse(&args)?;
+    let (resources, limits) = crate::limits::parse(args)?;
     record.limits = limits;
     record.cgroup_parent = args.cgroup_parent.clone();
     let capabilities =
@@ -134,6 +186,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         parse_security_options(&args.security_opt)?;
     let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
     record.network_mode = args.net.clone();
+    record.publish = args.publish.clone();
     let user_volumes = args
         .volume
         .iter()
@@ -141,13 +194,13 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         .collect::<Result<Vec<_>, _>>()?;
     berth_fs::prepare_volume_sources(&user_volumes)?;
     record.volumes = args.volume.clone();
-    create_record(&containers, &mut record, args.name.as_deref())?;
+    create_record(containers, &mut record, args.name.as_deref())?;
 
     // From here on a failure must take the container away again.
     let guard = RemoveOnFailure {
         paths,
-        store: &containers,
-        id: &id,
+        store: containers,
+        id: id.clone(),
         armed: true,
     };
     let dir = containers.container_dir(&id);
@@ -187,16 +240,83 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         cgroup_parent: args.cgroup_parent.as_deref(),
         extras: &extras,
     })?;
+    save_spec(&dir, &spec)?;
     let launch = LaunchPlan {
         spec,
         network,
         forward_stdin: args.interactive && !args.detach,
     };
-    if args.detach {
-        crate::monitor::start_detached(paths, &containers, record, launch, guard)
-    } else {
-        foreground(paths, &containers, record, launch, guard)
+    Ok((record, launch, guard))
+}
+
+/// The spec a container was created with, kept for its later starts.
+const SPEC_FILE: &str = "spec.json";
+
+fn save_spec(container_dir: &Path, spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
+    let path = container_dir.join(SPEC_FILE);
+    let json = serde_json::to_vec(spec)?;
+    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn load_spec(container_dir: &Path) -> anyhow::Result<oci_spec::runtime::Spec> {
+    // A spec is tens of KiB; a bigger file is not one berth wrote.
+    const MAX: u64 = 4 << 20;
+    let path = container_dir.join(SPEC_FILE);
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX + 1), &mut json)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if json.len() as u64 > MAX {
+        bail!("{} is too large to be a container spec", path.display());
     }
+    serde_json::from_slice(&json).with_context(|| format!("{} is corrupt", path.display()))
+}
+
+/// The plan to start an existing (created or stopped) container again:
+/// its stored spec with the namespaces of other containers it joins
+/// looked up anew, and its network planned and prepared from the record
+/// (`--net`, `-p`), /etc files rewritten.
+pub fn restart_plan(
+    paths: &Paths,
+    store: &ContainerStore,
+    record: &ContainerRecord,
+    forward_stdin: bool,
+) -> anyhow::Result<LaunchPlan> {
+    let dir = store.container_dir(&record.id);
+    let mut spec = load_spec(&dir)?;
+    if let Some(namespaces) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|linux| linux.namespaces_mut().as_mut())
+    {
+        for namespace in namespaces.iter_mut() {
+            let kind = namespace.typ();
+            let name = match kind {
+                LinuxNamespaceType::Pid => "pid",
+                LinuxNamespaceType::Ipc => "ipc",
+                LinuxNamespaceType::Uts => "uts",
+                _ => continue,
+            };
+            if let Some(target) = record.joined_namespaces.get(name) {
+                namespace.set_path(Some(namespace_of_container(paths, target, kind)?));
+            }
+        }
+    }
+    if record.tty && forward_stdin {
+        let size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
+        if let Some(process) = spec.process_mut() {
+            process.set_console_size(size.map(crate::container_spec::console_size));
+        }
+    }
+    let mut network = crate::network::plan(paths, &record.network_mode, &record.publish)?;
+    crate::network::prepare(paths, &mut network)?;
+    crate::network::EtcFiles::new(&dir).write(record, None, &[])?;
+    Ok(LaunchPlan {
+        spec,
+        network,
+        forward_stdin,
+    })
 }
 
 /// A container ready to launch: its spec, and the network the engine
@@ -209,7 +329,7 @@ pub struct LaunchPlan {
     pub forward_stdin: bool,
 }
 
-fn require_root() -> anyhow::Result<()> {
+pub fn require_root() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("berth needs root to create containers: run it as root or with sudo");
     }
@@ -217,7 +337,7 @@ fn require_root() -> anyhow::Result<()> {
 }
 
 /// Run the container attached to this terminal and pass its exit code on.
-fn foreground(
+pub fn foreground(
     paths: &Paths,
     store: &ContainerStore,
     mut record: ContainerRecord,
@@ -257,7 +377,17 @@ pub fn supervise_to_the_end(
     log: &mut LogWriter,
     attach: &Attachment,
 ) -> anyhow::Result<i32> {
-    let status = supervise(launched.pid(), launched.output, signals, Some(log), attach);
+    // Without the socket the container still runs; only attach is lost.
+    let mut server = crate::attach::AttachServer::listen(&store.container_dir(&record.id)).ok();
+    let status = supervise(
+        launched.pid(),
+        launched.output,
+        signals,
+        Some(log),
+        attach,
+        server.as_mut(),
+    );
+    drop(server);
     launched.child.reaped.set(status.is_ok());
     Ok(finish(paths, store, &record.id, status?))
 }
@@ -299,8 +429,15 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     } else {
         store
             .update(id, |r| {
+                let monitor = (r.monitor_pid, r.monitor_start_time);
                 r.mark_exited(code);
                 r.oom_killed = oom_killed;
+                // Only a monitor outlives the container to start it again.
+                if r.detached && r.restart_wanted(code) {
+                    r.restarting = true;
+                    r.restart_count += 1;
+                    (r.monitor_pid, r.monitor_start_time) = monitor;
+                }
             })
             .map(drop)
     };
@@ -382,17 +519,17 @@ fn parse_size(text: &str) -> Option<u64> {
 pub struct RemoveOnFailure<'a> {
     pub paths: &'a Paths,
     pub store: &'a ContainerStore,
-    pub id: &'a str,
+    pub id: String,
     pub armed: bool,
 }
 
 impl Drop for RemoveOnFailure<'_> {
     fn drop(&mut self) {
         if self.armed {
-            if let Err(e) = crate::network::release(self.paths, self.id, false) {
+            if let Err(e) = crate::network::release(self.paths, &self.id, false) {
                 eprintln!("berth: {e:#}");
             }
-            if let Err(e) = self.store.remove(self.id) {
+            if let Err(e) = self.store.remove(&self.id) {
                 eprintln!("berth: cleaning up container {} also failed: {e}", self.id);
             }
         }
@@ -612,6 +749,7 @@ fn extras(
         shm_size,
         sysctl,
         oom_score_adj: args.oom_score_adj,
+        init: args.init,
     })
 }
 
@@ -864,20 +1002,23 @@ pub fn launch(
     } else {
         let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        // docker gives a container without -i an empty stdin.
-        let stdin = if plan.forward_stdin {
-            None
+        // docker gives a container without -i an empty stdin; a detached
+        // one with -i a pipe that attach clients write to.
+        let (stdin, stdin_write) = if plan.forward_stdin {
+            (None, None)
+        } else if record.detached && record.interactive {
+            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            (Some(read), Some(write))
         } else {
-            Some(OwnedFd::from(
-                std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
-            ))
+            let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+            (Some(OwnedFd::from(null)), None)
         };
         let stdio = Stdio {
             stdin,
             stdout: Some(out_write),
             stderr: Some(err_write),
         };
-        (stdio, Some((out_read, err_read)))
+        (stdio, Some((out_read, err_read, stdin_write)))
     };
     let bundle = store.container_dir(&record.id);
     let options = CreateOptions {
@@ -915,7 +1056,11 @@ pub fn launch(
     }
     let output = match (terminal, output_reads) {
         (Some(master), _) => Output::Terminal(master),
-        (None, Some((stdout, stderr))) => Output::Pipes { stdout, stderr },
+        (None, Some((stdout, stderr, stdin))) => Output::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        },
         (None, None) => bail!("the container did not send its terminal"),
     };
     Ok(Launched {
@@ -933,6 +1078,13 @@ pub fn coded(error: RuntimeError) -> anyhow::Error {
 }
 
 pub struct RestoreMask(SigSet);
+
+impl RestoreMask {
+    /// Restore `previous` when dropped.
+    pub fn new(previous: SigSet) -> Self {
+        RestoreMask(previous)
+    }
+}
 
 impl Drop for RestoreMask {
     fn drop(&mut self) {

@@ -17,12 +17,20 @@ use nix::unistd::{isatty, read, Pid};
 
 use cli::runtime::tty::{copy_window_size, RawMode};
 
+use crate::attach::{AttachServer, ClientRequest};
+
 /// Where the container's output comes from: its terminal (`-t`) or a pipe
 /// per stream.
 #[derive(Debug)]
 pub enum Output {
     Terminal(OwnedFd),
-    Pipes { stdout: OwnedFd, stderr: OwnedFd },
+    /// `stdin`: the write end of the container's stdin, held for attach
+    /// clients (a detached `-i` container).
+    Pipes {
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        stdin: Option<OwnedFd>,
+    },
 }
 
 /// What a supervisor is connected to.
@@ -82,7 +90,9 @@ pub fn supervise(
     signals: &mut SignalFd,
     mut log: Option<&mut LogWriter>,
     attach: &Attachment,
+    mut server: Option<&mut AttachServer>,
 ) -> anyhow::Result<WaitStatus> {
+    let mut container_stdin = None;
     let (mut sources, terminal) = match output {
         Output::Terminal(fd) => {
             let copy = fd.try_clone().context("duplicate the terminal")?;
@@ -95,21 +105,28 @@ pub fn supervise(
                 Some(copy),
             )
         }
-        Output::Pipes { stdout, stderr } => (
-            vec![
-                Source {
-                    fd: stdout,
-                    stream: Stream::Stdout,
-                    open: true,
-                },
-                Source {
-                    fd: stderr,
-                    stream: Stream::Stderr,
-                    open: true,
-                },
-            ],
-            None,
-        ),
+        Output::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        } => {
+            container_stdin = stdin;
+            (
+                vec![
+                    Source {
+                        fd: stdout,
+                        stream: Stream::Stdout,
+                        open: true,
+                    },
+                    Source {
+                        fd: stderr,
+                        stream: Stream::Stderr,
+                        open: true,
+                    },
+                ],
+                None,
+            )
+        }
     };
     let user_terminal = user_terminal();
     let _raw = match (&terminal, attach.forward_stdin) {
@@ -120,22 +137,28 @@ pub fn supervise(
     // Small on purpose: a detached container's monitor lives as long as
     // the container and its memory is paid per container.
     let mut buf = vec![0u8; 16 * 1024];
-    let emit =
-        |stream: Stream, bytes: &[u8], log: &mut Option<&mut LogWriter>| -> anyhow::Result<()> {
-            if attach.echo {
-                let target = if stream == Stream::Stdout {
-                    stdout()
-                } else {
-                    stderr()
-                };
-                // The user going away (closed pipe) must not kill the container.
-                let _ = write_all(target, bytes);
-            }
-            if let Some(log) = log {
-                log.write(stream, bytes)?;
-            }
-            Ok(())
-        };
+    let emit = |stream: Stream,
+                bytes: &[u8],
+                log: &mut Option<&mut LogWriter>,
+                server: &mut Option<&mut AttachServer>|
+     -> anyhow::Result<()> {
+        if attach.echo {
+            let target = if stream == Stream::Stdout {
+                stdout()
+            } else {
+                stderr()
+            };
+            // The user going away (closed pipe) must not kill the container.
+            let _ = write_all(target, bytes);
+        }
+        if let Some(server) = server {
+            server.broadcast(stream, bytes);
+        }
+        if let Some(log) = log {
+            log.write(stream, bytes)?;
+        }
+        Ok(())
+    };
 
     let status = loop {
         let mut fds: Vec<PollFd> = Vec::with_capacity(4);
@@ -151,6 +174,15 @@ pub fn supervise(
         let stdin_slot = fds.len();
         if stdin_open {
             fds.push(PollFd::new(stdin(), PollFlags::POLLIN));
+        }
+        let server_slot = fds.len();
+        if let Some(server) = &server {
+            fds.extend(
+                server
+                    .poll_fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(Errno::EINTR) => continue,
@@ -171,7 +203,7 @@ pub fn supervise(
             match read(&source.fd, &mut buf) {
                 // EIO: every holder of the terminal's other side is gone.
                 Ok(0) | Err(Errno::EIO) => source.open = false,
-                Ok(n) => emit(source.stream, &buf[..n], &mut log)?,
+                Ok(n) => emit(source.stream, &buf[..n], &mut log, &mut server)?,
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => return Err(anyhow::anyhow!("read the container's output: {e}")),
             }
@@ -186,6 +218,28 @@ pub fn supervise(
                 }
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => return Err(anyhow::anyhow!("read stdin: {e}")),
+            }
+        }
+        if let Some(server) = server.as_deref_mut() {
+            for request in server.service(&ready[server_slot.min(ready.len())..]) {
+                match request {
+                    ClientRequest::Input(data) => {
+                        let target = terminal.as_ref().or(container_stdin.as_ref());
+                        if let Some(target) = target {
+                            // A container that does not read its input
+                            // loses it rather than stalling its monitor.
+                            if write_all(target.as_fd(), &data).is_err() && terminal.is_none() {
+                                container_stdin = None;
+                            }
+                        }
+                    }
+                    ClientRequest::CloseInput => container_stdin = None,
+                    ClientRequest::Resize(rows, cols) => {
+                        if let Some(terminal) = &terminal {
+                            cli::runtime::tty::set_window_size(terminal.as_fd(), rows, cols);
+                        }
+                    }
+                }
             }
         }
         if ready[signal_slot] {
@@ -217,7 +271,7 @@ pub fn supervise(
         loop {
             match read(&source.fd, &mut buf) {
                 Ok(0) => break,
-                Ok(n) => emit(source.stream, &buf[..n], &mut log)?,
+                Ok(n) => emit(source.stream, &buf[..n], &mut log, &mut server)?,
                 Err(Errno::EINTR) => {}
                 Err(_) => break,
             }
