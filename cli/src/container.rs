@@ -258,6 +258,10 @@ fn mark_manually_stopped(
     store: &ContainerStore,
     id: &str,
 ) -> anyhow::Result<Option<ContainerRecord>> {
+    let current = store.load(id)?;
+    if !current.is_active() && !current.restarting {
+        return Ok(None);
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         // Set again on every round: a monitor that was starting the

@@ -88,12 +88,16 @@ fn wanted_after_reboot(record: &ContainerRecord, policies: &[RestartPolicy]) -> 
     }
 }
 
-/// A user's start: the policy counts afresh and applies again.
+/// A user's start: what a crashed run left (runtime state, cgroup,
+/// address) is released, and the policy counts afresh and applies again.
 fn reset_for_start(
+    paths: &Paths,
     store: &ContainerStore,
     record: &ContainerRecord,
     detached: bool,
 ) -> anyhow::Result<ContainerRecord> {
+    crate::limits::release(paths, record)?;
+    crate::network::release(paths, &record.id, true)?;
     Ok(store.update(&record.id, |r| {
         r.manually_stopped = false;
         r.restart_count = 0;
@@ -115,7 +119,7 @@ pub fn start_in_background(
         // Its policy's monitor is about to start it.
         return Ok(());
     }
-    let record = reset_for_start(store, &record, true)?;
+    let record = reset_for_start(paths, store, &record, true)?;
     let plan = restart_plan(paths, store, &record, false)?;
     let guard = RemoveOnFailure {
         paths,
@@ -134,7 +138,7 @@ fn start_attached(
     record: ContainerRecord,
     interactive: bool,
 ) -> anyhow::Result<i32> {
-    let record = reset_for_start(store, &record, false)?;
+    let record = reset_for_start(paths, store, &record, false)?;
     let plan = restart_plan(paths, store, &record, interactive && record.interactive)?;
     let guard = RemoveOnFailure {
         paths,
