@@ -122,6 +122,11 @@ impl AttachServer {
         let address = socket_address(&dir);
         let _ = std::fs::remove_file(&address);
         let listener = UnixListener::bind(&address)?;
+        // Only root may attach (connecting needs write permission).
+        std::fs::set_permissions(
+            &address,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
         listener.set_nonblocking(true)?;
         Ok(AttachServer {
             listener,

@@ -1,7 +1,7 @@
 //! `berth run`: create a container from an image and run it in the
 //! foreground, passing its exit code through.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -255,7 +255,16 @@ const SPEC_FILE: &str = "spec.json";
 fn save_spec(container_dir: &Path, spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
     let path = container_dir.join(SPEC_FILE);
     let json = serde_json::to_vec(spec)?;
-    std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))
+    // Private like the record: the spec names host paths and the user's
+    // environment.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &json))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn load_spec(container_dir: &Path) -> anyhow::Result<oci_spec::runtime::Spec> {

@@ -268,7 +268,7 @@ fn attach_round_trip_through_a_real_pty() {
     );
     assert_eq!(status(&berth, "shell"), "running");
 
-    let mut pty = Pty::new(30, 90);
+    let pty = Pty::new(30, 90);
     let mut client = pty.spawn(berth.cmd(["attach", "--detach-keys", "ctrl-a,d", "shell"]));
     pty.send(b"exit 4\r");
     assert_eq!(
