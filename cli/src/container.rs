@@ -58,11 +58,33 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
             return Ok(current);
         }
     }
-    Ok(store.update(&record.id, |r| {
+    // The monitor (or the foreground `run`) is gone, and the kernel killed
+    // PID 1 with it (its parent-death signal is SIGKILL): record that, give
+    // back what the container held, and carry out its --rm.
+    let ended = store.update(&record.id, |r| {
         if r.is_active() && !is_alive(r) {
-            r.mark_exited(UNKNOWN_EXIT);
+            r.mark_exited(KILLED_WITH_ITS_MONITOR);
         }
-    })?)
+    })?;
+    let paths = Paths::new(store.dir().parent().unwrap_or(store.dir()).to_path_buf());
+    if let Err(e) = crate::limits::release(&paths, &ended) {
+        eprintln!("berth: {e:#}");
+    }
+    if let Err(e) = crate::network::release(&paths, &ended.id, true) {
+        eprintln!("berth: {e:#}");
+    }
+    if ended.auto_remove {
+        store.remove(&ended.id)?;
+    }
+    Ok(ended)
+}
+
+/// 128 + SIGKILL: how a container ends when its monitor dies.
+const KILLED_WITH_ITS_MONITOR: i32 = 137;
+
+/// A record that [`refresh`] removed (its container had --rm).
+fn removed(store: &ContainerStore, record: &ContainerRecord) -> bool {
+    record.auto_remove && !record.is_active() && !store.container_dir(&record.id).exists()
 }
 
 /// All containers, with stale records corrected (and any left frozen by a
@@ -75,11 +97,17 @@ pub fn list(store: &ContainerStore) -> anyhow::Result<Vec<ContainerRecord>> {
             crate::pause::recover_left_frozen(store, &r);
             refresh(store, r)
         })
+        .filter(|r| !r.as_ref().is_ok_and(|r| removed(store, r)))
         .collect()
 }
 
 pub fn find(store: &ContainerStore, query: &str) -> anyhow::Result<ContainerRecord> {
-    refresh(store, store.find(query)?)
+    let record = refresh(store, store.find(query)?)?;
+    if removed(store, &record) {
+        // Gone with --rm just now: as if it had never been found.
+        return Ok(store.find(query)?);
+    }
+    Ok(record)
 }
 
 pub fn rm(paths: &Paths, args: &RmArgs) -> anyhow::Result<i32> {

@@ -935,7 +935,15 @@ fn create_record(
 ) -> anyhow::Result<()> {
     if let Some(name) = name {
         record.name = name.to_owned();
-        return store.create(record).map_err(Into::into);
+        return match store.create(record) {
+            // Its holder may be a --rm container whose berth was killed:
+            // looking it up carries that out, then the name may be free.
+            Err(StateError::NameInUse { .. }) => {
+                let _ = crate::container::find(store, name);
+                store.create(record).map_err(Into::into)
+            }
+            other => other.map_err(Into::into),
+        };
     }
     for _ in 0..16 {
         record.name = generate_name();
