@@ -110,7 +110,32 @@ fn create_container<'a>(
         Some(h) => validate_hostname(h)?,
         None => record.short_id().to_owned(),
     };
-    let extras = extras(paths, args, &image)?;
+    let mut extras = extras(paths, args, &image)?;
+    let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
+    if let crate::network::NetworkMode::Container {
+        netns, hostname, ..
+    } = &network
+    {
+        // docker: the other container's network comes with its name and
+        // its /etc/hosts and resolv.conf.
+        for (given, flag) in [
+            (args.hostname.is_some(), "--hostname"),
+            (!args.add_host.is_empty(), "--add-host"),
+            (!args.dns.is_empty(), "--dns"),
+        ] {
+            if given {
+                bail!("conflicting options: {flag} and --network {}", args.net);
+            }
+        }
+        record.hostname = hostname.clone();
+        extras
+            .shared
+            .push((LinuxNamespaceType::Network, Some(netns.clone())));
+        let target = args.net.trim_start_matches("container:");
+        record
+            .joined_namespaces
+            .insert("net".to_owned(), target.to_owned());
+    }
     record.init = args.init;
     record.restart_policy = restart_policy;
     for (kind, mode) in [("pid", &args.pid), ("ipc", &args.ipc), ("uts", &args.uts)] {
@@ -184,7 +209,6 @@ fn create_container<'a>(
     record.capabilities = Some(capabilities.iter().map(|c| c.name().to_owned()).collect());
     (record.no_new_privileges, record.seccomp_profile) =
         parse_security_options(&args.security_opt)?;
-    let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
     record.network_mode = args.net.clone();
     record.publish = args.publish.clone();
     let user_volumes = args
@@ -208,8 +232,10 @@ fn create_container<'a>(
     // /etc/hosts, resolv.conf and hostname first, so that a user's -v can
     // still replace one of them.
     crate::network::prepare(paths, &mut network)?;
-    let etc_files = crate::network::EtcFiles::new(&dir);
-    etc_files.write(&record, None, &[])?;
+    let etc_files = crate::network::EtcFiles::for_mode(&dir, &network);
+    if !network.shares_another_container() {
+        etc_files.write(&record, None, &[])?;
+    }
     let mut volumes = etc_files.volumes();
     volumes.extend(user_volumes);
     let console_size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
@@ -305,6 +331,7 @@ pub fn restart_plan(
                 LinuxNamespaceType::Pid => "pid",
                 LinuxNamespaceType::Ipc => "ipc",
                 LinuxNamespaceType::Uts => "uts",
+                LinuxNamespaceType::Network => "net",
                 _ => continue,
             };
             if let Some(target) = record.joined_namespaces.get(name) {
@@ -320,7 +347,9 @@ pub fn restart_plan(
     }
     let mut network = crate::network::plan(paths, &record.network_mode, &record.publish)?;
     crate::network::prepare(paths, &mut network)?;
-    crate::network::EtcFiles::new(&dir).write(record, None, &[])?;
+    if !network.shares_another_container() {
+        crate::network::EtcFiles::new(&dir).write(record, None, &[])?;
+    }
     Ok(LaunchPlan {
         spec,
         network,

@@ -1105,3 +1105,87 @@ fn rejected_runs_do_not_create_the_default_network() {
     berth.assert_clean();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn network_container_mode_shares_the_other_containers_stack_and_names() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "busybox",
+        "sh",
+        "-c",
+        "echo shared > /index.html; exec httpd -f -p 127.0.0.1:8080 -h /",
+    ]);
+    let holder = berth.inspect("holder");
+    let hostname = holder["hostname"].as_str().expect("hostname").to_owned();
+    let holder_ip = endpoint(&berth, "holder")["ip"]
+        .as_str()
+        .expect("ip")
+        .to_owned();
+    let joiner = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "container:holder"];
+        all.extend(args);
+        berth.run_ok(all)
+    };
+    // Its loopback is the holder's: the server on 127.0.0.1 answers.
+    let page = joiner(&["busybox", "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    assert_eq!(page, "shared\n");
+    let addresses = joiner(&["busybox", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addresses.contains(&holder_ip), "{addresses}");
+    assert_eq!(joiner(&["busybox", "hostname"]).trim(), hostname);
+    let hosts = joiner(&["busybox", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&holder_ip),
+        "the holder's /etc/hosts: {hosts}"
+    );
+
+    for bad in [
+        vec![
+            "run",
+            "--rm",
+            "--network",
+            "container:holder",
+            "-p",
+            "8081:80",
+            "busybox",
+            "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--network",
+            "container:holder",
+            "-h",
+            "x",
+            "busybox",
+            "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--network",
+            "container:nosuch",
+            "busybox",
+            "true",
+        ],
+    ] {
+        assert_berth_error(&berth.output(&bad), 125);
+    }
+    berth.run_ok(["stop", "-t", "1", "holder"]);
+    let stopped = berth.output([
+        "run",
+        "--rm",
+        "--network",
+        "container:holder",
+        "busybox",
+        "true",
+    ]);
+    let message = assert_berth_error(&stopped, 125);
+    assert!(message.contains("not running"), "{message}");
+    berth.run_ok(["rm", "holder"]);
+    berth.assert_clean();
+}
