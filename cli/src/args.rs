@@ -243,7 +243,8 @@ pub struct RunArgs {
         default_value = "bridge"
     )]
     pub net: String,
-    /// Publish a container's port on the host (HOSTPORT:CTRPORT[/tcp|/udp])
+    /// Publish a container's port on the host ([HOSTPORT:]CTRPORT[/tcp|/udp];
+    /// without HOSTPORT a free one is chosen)
     #[arg(short, long = "publish", value_name = "HOSTPORT:CTRPORT")]
     pub publish: Vec<String>,
     /// Log options: max-size=SIZE (e.g. 10m), max-file=N
@@ -347,6 +348,9 @@ pub struct RunArgs {
     /// Run a small init as PID 1 that reaps zombies and forwards signals
     #[arg(long)]
     pub init: bool,
+    /// Publish every port the image exposes on a free host port
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

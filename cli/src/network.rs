@@ -71,9 +71,10 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
         .collect::<Result<Vec<_>, _>>()?;
     for (i, port) in ports.iter().enumerate() {
         let seen = &ports[..i];
-        if seen
-            .iter()
-            .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
+        if port.host_port != 0
+            && seen
+                .iter()
+                .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
         {
             bail!(
                 "host port {}/{} is given twice: publish each host port once",

@@ -111,7 +111,16 @@ fn create_container<'a>(
         None => record.short_id().to_owned(),
     };
     let mut extras = extras(paths, args, &image)?;
-    let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
+    let mut publish = args.publish.clone();
+    let on_a_bridge =
+        !matches!(args.net.as_str(), "none" | "host") && !args.net.starts_with("container:");
+    if args.publish_all && on_a_bridge {
+        publish.extend(exposed_ports_to_publish(
+            config.exposed_ports().as_deref().unwrap_or_default(),
+            &args.publish,
+        )?);
+    }
+    let mut network = crate::network::plan(paths, &args.net, &publish)?;
     if let crate::network::NetworkMode::Container {
         netns, hostname, ..
     } = &network
@@ -210,7 +219,7 @@ fn create_container<'a>(
     (record.no_new_privileges, record.seccomp_profile) =
         parse_security_options(&args.security_opt)?;
     record.network_mode = args.net.clone();
-    record.publish = args.publish.clone();
+    record.publish = publish;
     let user_volumes = args
         .volume
         .iter()
@@ -273,6 +282,31 @@ fn create_container<'a>(
         forward_stdin: args.interactive && !args.detach,
     };
     Ok((record, launch, guard))
+}
+
+/// `-P`: the image's ExposedPorts (`80/tcp`, `53/udp`, `8080`) not
+/// already published with `-p`, each on a free host port.
+fn exposed_ports_to_publish(
+    exposed: &[String],
+    published: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut already = Vec::new();
+    for spec in published {
+        let mapping: berth_net::PortMapping = spec.parse()?;
+        already.push((mapping.container_port, mapping.protocol));
+    }
+    let mut ports = Vec::new();
+    for entry in exposed {
+        let mapping: berth_net::PortMapping = entry
+            .parse()
+            .with_context(|| format!("the image's ExposedPorts entry {entry:?}"))?;
+        let key = (mapping.container_port, mapping.protocol);
+        if !already.contains(&key) {
+            already.push(key);
+            ports.push(format!("{}/{}", mapping.container_port, mapping.protocol));
+        }
+    }
+    Ok(ports)
 }
 
 /// The spec a container was created with, kept for its later starts.

@@ -73,6 +73,12 @@ pub enum IpamError {
     },
     #[error("host port {port}/{protocol} is given twice")]
     DuplicatePort { port: u16, protocol: Protocol },
+    #[error("no free host port for {protocol} in {first}-{last}")]
+    NoFreePort {
+        protocol: Protocol,
+        first: u16,
+        last: u16,
+    },
     #[error("network {network} still has {count} address lease(s) (first: {first_owner})")]
     InUse {
         network: String,
@@ -460,6 +466,41 @@ impl IpamTxn {
                 self.record.ports.push(forward.clone());
                 self.dirty = true;
             }
+        }
+        Ok(())
+    }
+
+    /// Give every forward asking for host port 0 ("any") a port of
+    /// `range` that no forward holds (nor another of `forwards`) and that
+    /// `is_free` accepts (e.g. no host process listens on it), as docker
+    /// does for `-p CONTAINERPORT` and `-P`.
+    pub fn choose_host_ports(
+        &self,
+        forwards: &mut [PortForward],
+        range: std::ops::RangeInclusive<u16>,
+        is_free: impl Fn(u16, Protocol) -> bool,
+    ) -> Result<(), IpamError> {
+        for i in 0..forwards.len() {
+            if forwards[i].mapping.host_port != 0 {
+                continue;
+            }
+            let protocol = forwards[i].mapping.protocol;
+            let held = |port: u16| {
+                self.record
+                    .ports
+                    .iter()
+                    .chain(forwards.iter())
+                    .any(|f| f.mapping.host_port == port && f.mapping.protocol == protocol)
+            };
+            let port = range
+                .clone()
+                .find(|&port| !held(port) && is_free(port, protocol))
+                .ok_or(IpamError::NoFreePort {
+                    protocol,
+                    first: *range.start(),
+                    last: *range.end(),
+                })?;
+            forwards[i].mapping.host_port = port;
         }
         Ok(())
     }

@@ -1189,3 +1189,61 @@ fn network_container_mode_shares_the_other_containers_stack_and_names() {
     berth.run_ok(["rm", "holder"]);
     berth.assert_clean();
 }
+
+#[test]
+fn publish_all_and_bare_container_ports_get_free_host_ports() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["run", "--net", "none", "--name", "base", "busybox", "true"]);
+    berth.run_ok([
+        "commit",
+        "-c",
+        "EXPOSE 80",
+        "-c",
+        "EXPOSE 9999/udp",
+        "base",
+        "exposed",
+    ]);
+    let mut args: Vec<String> = ["run", "-d", "--name", "web", "-P", "-p", "7070"]
+        .map(String::from)
+        .to_vec();
+    let mut command = httpd("published-all");
+    command[0] = "exposed".into();
+    args.extend(command);
+    berth.run_ok(&args);
+    let ports = berth.run_ok(["port", "web"]);
+    let host_port = |spec: &str| -> u16 {
+        let line = ports
+            .lines()
+            .find(|l| l.starts_with(&format!("{spec} -> ")))
+            .unwrap_or_else(|| panic!("{spec} is not published: {ports}"));
+        line.rsplit(':').next().unwrap().parse().expect("a port")
+    };
+    let (web, udp, extra) = (
+        host_port("80/tcp"),
+        host_port("9999/udp"),
+        host_port("7070/tcp"),
+    );
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("range");
+    let bounds: Vec<u16> = range
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    for port in [web, udp, extra] {
+        assert!(
+            (bounds[0]..=bounds[1]).contains(&port),
+            "{port} is an ephemeral port ({range})"
+        );
+    }
+    assert_ne!(web, extra);
+    let gateway: Ipv4Addr = endpoint(&berth, "web")["gateway"]
+        .as_str()
+        .expect("gateway")
+        .parse()
+        .expect("an address");
+    let response = http_get_eventually(berth.netns(), SocketAddr::from((gateway, web)));
+    assert!(response.contains("published-all"), "{response}");
+    berth.run_ok(["rm", "-f", "web", "base"]);
+    berth.run_ok(["rmi", "exposed"]);
+    berth.assert_clean();
+}
