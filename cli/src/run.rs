@@ -1082,11 +1082,12 @@ pub fn launch(
     } else {
         let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        // docker gives a container without -i an empty stdin; a detached
-        // one with -i a pipe that attach clients write to.
-        let (stdin, stdin_write) = if plan.forward_stdin {
-            (None, None)
-        } else if record.detached && record.interactive {
+        // docker gives a container without -i an empty stdin; one with -i
+        // a pipe that berth (or attach clients) write to.
+        // Never berth's own stdin: the container could reopen a host file
+        // through /proc/self/fd/0; berth relays it through a pipe.
+        let (stdin, stdin_write) = if plan.forward_stdin || (record.detached && record.interactive)
+        {
             let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
             (Some(read), Some(write))
         } else {

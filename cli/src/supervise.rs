@@ -133,7 +133,16 @@ pub fn supervise(
         (Some(_), true) => RawMode::enter(stdin()),
         _ => None,
     };
-    let mut stdin_open = attach.forward_stdin && terminal.is_some();
+    if let Some(pipe) = &container_stdin {
+        // Input is queued and written as the container takes it, so that
+        // a container not reading its input never stops its output relay.
+        fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
+    let mut stdin_open = attach.forward_stdin && (terminal.is_some() || container_stdin.is_some());
+    // Input for the container's stdin pipe not written yet, and whether
+    // the pipe is to be closed once it is (the input ended).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut close_when_written = false;
     // Small on purpose: a detached container's monitor lives as long as
     // the container and its memory is paid per container.
     let mut buf = vec![0u8; 16 * 1024];
@@ -172,8 +181,14 @@ pub fn supervise(
         let signal_slot = fds.len();
         fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
         let stdin_slot = fds.len();
-        if stdin_open {
+        // One queue's worth at a time: berth's stdin waits while the
+        // container has not taken the last read.
+        if stdin_open && pending.is_empty() {
             fds.push(PollFd::new(stdin(), PollFlags::POLLIN));
+        }
+        let pipe_slot = fds.len();
+        if let (false, Some(pipe)) = (pending.is_empty(), &container_stdin) {
+            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLOUT));
         }
         let server_slot = fds.len();
         if let Some(server) = &server {
@@ -208,14 +223,17 @@ pub fn supervise(
                 Err(e) => return Err(anyhow::anyhow!("read the container's output: {e}")),
             }
         }
-        if stdin_open && ready.get(stdin_slot).copied().unwrap_or(false) {
+        let stdin_polled = stdin_open && stdin_slot < pipe_slot;
+        if stdin_polled && ready.get(stdin_slot).copied().unwrap_or(false) {
             match read(stdin(), &mut buf) {
-                Ok(0) | Err(Errno::EIO) => stdin_open = false,
-                Ok(n) => {
-                    if let Some(terminal) = &terminal {
-                        write_all(terminal.as_fd(), &buf[..n])?;
-                    }
+                Ok(0) | Err(Errno::EIO) => {
+                    stdin_open = false;
+                    close_when_written = true;
                 }
+                Ok(n) => match &terminal {
+                    Some(terminal) => write_all(terminal.as_fd(), &buf[..n])?,
+                    None => pending.extend_from_slice(&buf[..n]),
+                },
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => return Err(anyhow::anyhow!("read stdin: {e}")),
             }
@@ -223,17 +241,14 @@ pub fn supervise(
         if let Some(server) = server.as_deref_mut() {
             for request in server.service(&ready[server_slot.min(ready.len())..]) {
                 match request {
-                    ClientRequest::Input(data) => {
-                        let target = terminal.as_ref().or(container_stdin.as_ref());
-                        if let Some(target) = target {
-                            // A container that does not read its input
-                            // loses it rather than stalling its monitor.
-                            if write_all(target.as_fd(), &data).is_err() && terminal.is_none() {
-                                container_stdin = None;
-                            }
+                    ClientRequest::Input(data) => match &terminal {
+                        Some(terminal) => {
+                            let _ = write_all(terminal.as_fd(), &data);
                         }
-                    }
-                    ClientRequest::CloseInput => container_stdin = None,
+                        None if container_stdin.is_some() => pending.extend_from_slice(&data),
+                        None => {}
+                    },
+                    ClientRequest::CloseInput => close_when_written = true,
                     ClientRequest::Resize(rows, cols) => {
                         if let Some(terminal) = &terminal {
                             cli::runtime::tty::set_window_size(terminal.as_fd(), rows, cols);
@@ -241,6 +256,25 @@ pub fn supervise(
                     }
                 }
             }
+        }
+        // Written now if it can be (also right after a read), else when
+        // poll says the pipe has room.
+        if let (false, Some(pipe)) = (pending.is_empty(), &container_stdin) {
+            match nix::unistd::write(pipe, &pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                // The container closed its stdin: the rest has no reader.
+                Err(_) => {
+                    pending.clear();
+                    container_stdin = None;
+                    stdin_open = false;
+                }
+            }
+        }
+        if close_when_written && pending.is_empty() {
+            container_stdin = None;
         }
         if ready[signal_slot] {
             if let Some(info) = signals.read_signal()? {
@@ -281,24 +315,4 @@ pub fn supervise(
         log.flush()?;
     }
     Ok(status)
-}
-
-/// Wait for `child`, forwarding the signals berth receives, when its output
-/// goes straight to berth's own stdio (no relay needed).
-pub fn wait_forwarding_signals(child: Pid, signals: &mut SignalFd) -> anyhow::Result<WaitStatus> {
-    loop {
-        let status = waitpid(child, Some(WaitPidFlag::WNOHANG))?;
-        if !matches!(status, WaitStatus::StillAlive) {
-            return Ok(status);
-        }
-        let Some(info) = signals.read_signal()? else {
-            continue;
-        };
-        match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGCHLD | Signal::SIGWINCH) | Err(_) => {}
-            Ok(signal) => {
-                let _ = kill(child, signal);
-            }
-        }
-    }
 }

@@ -1780,3 +1780,46 @@ fn seccomp_default_profile_refuses_what_docker_refuses() {
     assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
     berth.assert_clean();
 }
+
+/// `exec` and `run` never hand the container berth's own descriptors:
+/// through /proc/self/fd it could reopen the host files they point to
+/// (here, truncate the file a user redirected the output to, or write
+/// into the file given as input).
+#[test]
+fn exec_and_run_stdio_cannot_reopen_host_files() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_detached(["--name", "target", "busybox", "sleep", "60"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input");
+    let output = dir.path().join("output");
+    let attack = "cat > /dev/null; echo first; \
+                  echo pwned > /proc/self/fd/0; echo truncated > /proc/self/fd/1; true";
+    for prefix in [
+        vec!["exec", "-i", "target"],
+        vec!["run", "--rm", "-i", "--net", "none", "busybox"],
+    ] {
+        fs::write(&input, "precious\n").expect("input");
+        let mut args = prefix.clone();
+        args.extend(["sh", "-c", attack]);
+        let status = berth
+            .cmd(&args)
+            .stdin(fs::File::open(&input).expect("open input"))
+            .stdout(fs::File::create(&output).expect("create output"))
+            .status()
+            .expect("run berth");
+        assert!(status.success(), "{prefix:?}: {status}");
+        assert_eq!(
+            fs::read_to_string(&input).expect("input"),
+            "precious\n",
+            "{prefix:?} wrote into the host file given as input"
+        );
+        assert_eq!(
+            fs::read_to_string(&output).expect("output"),
+            "first\ntruncated\n",
+            "{prefix:?} reopened the host file given as output"
+        );
+    }
+    berth.run_ok(["rm", "-f", "target"]);
+    berth.assert_clean();
+}
