@@ -73,6 +73,8 @@ pub enum IpamError {
     },
     #[error("host port {port}/{protocol} is given twice")]
     DuplicatePort { port: u16, protocol: Protocol },
+    #[error("host port {port}/{protocol} is in use by a process on the host")]
+    PortInUseOnHost { port: u16, protocol: Protocol },
     #[error("no free host port for {protocol} in {first}-{last}")]
     NoFreePort {
         protocol: Protocol,
@@ -470,10 +472,12 @@ impl IpamTxn {
         Ok(())
     }
 
-    /// Give every forward asking for host port 0 ("any") a port of
-    /// `range` that no forward holds (nor another of `forwards`) and that
-    /// `is_free` accepts (e.g. no host process listens on it), as docker
-    /// does for `-p CONTAINERPORT` and `-P`.
+    /// Check and complete the host ports of `forwards`: a port given must
+    /// be one `is_free` accepts (no host process uses it: publishing it
+    /// would steal that service's traffic) unless `owner` publishes it
+    /// already; host port 0 ("any", docker's `-p CONTAINERPORT` and `-P`)
+    /// becomes a port of `range` that no forward holds (nor another of
+    /// `forwards`) and that `is_free` accepts.
     pub fn choose_host_ports(
         &self,
         forwards: &mut [PortForward],
@@ -481,7 +485,19 @@ impl IpamTxn {
         is_free: impl Fn(u16, Protocol) -> bool,
     ) -> Result<(), IpamError> {
         for i in 0..forwards.len() {
-            if forwards[i].mapping.host_port != 0 {
+            let PortMapping {
+                host_port,
+                protocol,
+                ..
+            } = forwards[i].mapping;
+            if host_port != 0 {
+                let republished = self.record.ports.contains(&forwards[i]);
+                if !republished && !is_free(host_port, protocol) {
+                    return Err(IpamError::PortInUseOnHost {
+                        port: host_port,
+                        protocol,
+                    });
+                }
                 continue;
             }
             let protocol = forwards[i].mapping.protocol;

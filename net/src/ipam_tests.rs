@@ -464,6 +464,16 @@ fn any_host_port_is_one_nobody_holds_and_the_host_does_not_use() {
         ]
     );
     txn.reserve_ports(&wanted).unwrap();
+    // A port given must not be one a host process uses, unless the owner
+    // publishes it already (a restart).
+    let mut taken = vec![forward("d", 40005, Protocol::Tcp)];
+    assert!(matches!(
+        txn.choose_host_ports(&mut taken, 40000..=40010, |_, _| false),
+        Err(IpamError::PortInUseOnHost { port: 40005, .. })
+    ));
+    let mut again = vec![forward("a", 40000, Protocol::Tcp)];
+    txn.choose_host_ports(&mut again, 40000..=40010, |_, _| false)
+        .unwrap();
     let mut too_many = vec![forward("c", 0, Protocol::Tcp)];
     assert!(matches!(
         txn.choose_host_ports(&mut too_many, 40002..=40003, |_, _| true),

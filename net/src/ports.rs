@@ -55,6 +55,8 @@ pub enum PortParseError {
     Format { spec: String },
     #[error("invalid port mapping {spec:?}: {port:?} is not a port number (1-65535)")]
     Port { spec: String, port: String },
+    #[error("invalid port mapping {spec:?}: not a port number (1-65535)")]
+    NotAPort { spec: String },
     #[error("invalid port mapping {spec:?}: unknown protocol {protocol:?} (tcp or udp)")]
     Protocol { spec: String, protocol: String },
 }
@@ -90,9 +92,17 @@ pub fn parse_port_mapping(spec: &str) -> Result<PortMapping, PortParseError> {
         });
     }
     let port = |text: &str| -> Result<u16, PortParseError> {
-        let invalid = || PortParseError::Port {
-            spec: spec.to_owned(),
-            port: text.to_owned(),
+        let invalid = || {
+            if text == spec || text == ports {
+                PortParseError::NotAPort {
+                    spec: spec.to_owned(),
+                }
+            } else {
+                PortParseError::Port {
+                    spec: spec.to_owned(),
+                    port: text.to_owned(),
+                }
+            }
         };
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid());
@@ -184,7 +194,9 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    PortParseError::Port { .. } | PortParseError::Format { .. }
+                    PortParseError::Port { .. }
+                        | PortParseError::NotAPort { .. }
+                        | PortParseError::Format { .. }
                 ),
                 "{bad}: {err:?}"
             );

@@ -1247,3 +1247,26 @@ fn publish_all_and_bare_container_ports_get_free_host_ports() {
     berth.run_ok(["rmi", "exposed"]);
     berth.assert_clean();
 }
+
+#[test]
+fn a_host_port_a_host_process_listens_on_is_refused() {
+    require_root!();
+    let berth = Berth::new();
+    // A service of the host's (inside the test's namespace) on 18095.
+    let listener = in_netns(berth.netns().path(), || {
+        TcpListener::bind(("0.0.0.0", 18095)).expect("bind 18095")
+    });
+    let out = berth.output([
+        "run", "--name", "thief", "-p", "18095:80", "busybox", "true",
+    ]);
+    let message = assert_berth_error(&out, 125);
+    assert!(
+        message.contains("18095") && message.contains("in use"),
+        "{message}"
+    );
+    assert!(berth.container_ids().is_empty(), "nothing is left of it");
+    drop(listener);
+    // Once the service is gone the port can be published.
+    berth.run_ok(["run", "--rm", "-p", "18095:80", "busybox", "true"]);
+    berth.assert_clean();
+}
