@@ -1823,3 +1823,74 @@ fn exec_and_run_stdio_cannot_reopen_host_files() {
     berth.run_ok(["rm", "-f", "target"]);
     berth.assert_clean();
 }
+
+/// `depth` directories `d/d/d...` below `dir` and a `leaf` file at the
+/// bottom, made relative to descriptors (the path is far beyond PATH_MAX,
+/// which a shell in the container cannot `cd` through, a program can).
+fn make_deep_tree(dir: &Path, depth: usize) {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(dir, flags, Mode::empty()).expect("open");
+    for _ in 0..depth {
+        mkdirat(&fd, "d", Mode::from_bits_truncate(0o755)).expect("mkdirat");
+        fd = openat(&fd, "d", flags, Mode::empty()).expect("openat");
+    }
+    fs::write(format!("/proc/self/fd/{}/leaf", fd.as_raw_fd()), "bottom\n").expect("leaf");
+}
+
+/// How deep `d/d/d...` goes below `dir`, and the leaf's content there.
+fn read_deep_tree(dir: &Path) -> (usize, String) {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(dir, flags, Mode::empty()).expect("open");
+    let mut depth = 0;
+    while let Ok(next) = openat(&fd, "d", flags, Mode::empty()) {
+        fd = next;
+        depth += 1;
+    }
+    let leaf =
+        fs::read_to_string(format!("/proc/self/fd/{}/leaf", fd.as_raw_fd())).unwrap_or_default();
+    (depth, leaf)
+}
+
+/// A container can make its tree as deep as it likes: commit and export
+/// walk it without recursion (a recursive walk overflowed berth's stack
+/// at ~800 levels), and the committed layer is extracted with each
+/// directory opened a bounded number of times (it was quadratic).
+#[test]
+fn commit_and_export_of_a_very_deep_tree() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["run", "--name", "deep", "--net", "none", "busybox", "true"]);
+    let upper = berth.container_dirs()[0].join("upper");
+    make_deep_tree(&upper, 3000);
+    berth.run_ok(["commit", "deep", "deepimage"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("deep.tar");
+    berth.run_ok(["export", "-o", archive.to_str().expect("utf-8"), "deep"]);
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .expect("tar -tf");
+    assert!(listing.status.success(), "{}", describe(&listing));
+    let leaves = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter(|l| l.ends_with("/d/leaf"))
+        .count();
+    assert_eq!(leaves, 1, "the export holds the leaf 3000 levels down");
+    // The committed image's top layer has the whole tree.
+    let deepest = berth
+        .layer_rootfses()
+        .iter()
+        .map(|layer| read_deep_tree(layer))
+        .max()
+        .expect("layers");
+    assert_eq!(deepest, (3000, "bottom\n".to_owned()));
+    berth.run_ok(["run", "--rm", "--net", "none", "deepimage", "ls", "/d"]);
+    berth.run_ok(["rm", "deep"]);
+    berth.run_ok(["rmi", "deepimage"]);
+    berth.assert_clean();
+}
