@@ -694,3 +694,55 @@ fn save_refuses_a_terminal_and_prune_asks_on_one() {
     assert_eq!(berth.run_ok(["images", "-q"]), "");
     berth.assert_clean();
 }
+
+/// Hold-out 6: a container pins its image by id. Importing or committing
+/// onto its image's name moves the name; the container keeps running,
+/// restarting and committing from the layers it was made from, and the old
+/// image stays until nothing uses it.
+#[test]
+fn a_name_moved_to_a_new_image_leaves_containers_on_theirs() {
+    require_root!();
+    let berth = Berth::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let import = |marker: &str| {
+        let rootfs = work.path().join(marker);
+        make_busybox_rootfs(&rootfs);
+        std::fs::write(rootfs.join("marker"), marker).expect("marker");
+        let tar = work.path().join(format!("{marker}.tar"));
+        tar_dir(&rootfs, &tar, false);
+        berth.run_ok(["image", "import", tar.to_str().expect("utf-8"), "app"]);
+    };
+    import("one");
+    berth.run_ok([
+        "run", "-d", "--net", "none", "--name", "pinned", "app", "sleep", "60",
+    ]);
+    import("two");
+    berth.run_ok(["commit", "pinned", "app"]);
+    // The name now means the commit of the first image; the second
+    // import lost its name and nothing uses it.
+    let marker = |container: &str| berth.run_ok(["exec", container, "cat", "/marker"]);
+    assert_eq!(marker("pinned"), "one");
+    berth.run_ok(["restart", "-t", "1", "pinned"]);
+    assert_eq!(marker("pinned"), "one", "a restart keeps the pinned image");
+    assert_eq!(
+        berth.run_ok(["run", "--rm", "--net", "none", "app", "cat", "/marker"]),
+        "one",
+        "the commit took its base from the container's image, not the name's"
+    );
+    berth.run_ok(["rm", "-f", "pinned"]);
+    // The first image lost its name to the commit but is still the
+    // commit's base; the second is dangling and prune removes it.
+    berth.run_ok(["image", "prune", "-f"]);
+    assert_eq!(
+        berth.run_ok(["run", "--rm", "--net", "none", "app", "cat", "/marker"]),
+        "one"
+    );
+    berth.run_ok(["rmi", "app"]);
+    berth.run_ok(["image", "prune", "-a", "-f"]);
+    assert!(
+        berth.layer_rootfses().is_empty(),
+        "{:?}",
+        berth.layer_rootfses()
+    );
+    berth.assert_clean();
+}
