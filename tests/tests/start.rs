@@ -411,3 +411,22 @@ fn bad_lifecycle_input_is_one_line_and_creates_nothing() {
     }
     berth.assert_clean();
 }
+
+#[test]
+fn start_ai_gives_a_created_terminal_container_this_terminal() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "create", "-it", "--net", "none", "--name", "later", "busybox", "sh",
+    ]);
+    let mut pty = Pty::new(24, 70);
+    let mut client = pty.spawn(berth.cmd(["start", "-ai", "later"]));
+    pty.send(b"echo hi''there; stty size\r");
+    pty.expect("hithere", STEP);
+    pty.expect("24 70", STEP);
+    pty.send(b"exit 3\r");
+    assert_eq!(client.wait(STEP).code(), Some(3));
+    assert_eq!(status(&berth, "later"), "exited");
+    berth.run_ok(["rm", "later"]);
+    berth.assert_clean();
+}
