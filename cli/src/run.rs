@@ -505,6 +505,7 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
                 r.mark_exited(code);
                 r.oom_killed = oom_killed;
                 // Only a monitor outlives the container to start it again.
+                r.restarting = false;
                 if r.detached && r.restart_wanted(code) {
                     r.restarting = true;
                     r.restart_count += 1;

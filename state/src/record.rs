@@ -283,6 +283,7 @@ impl ContainerRecord {
     /// Record that the container's PID 1 started.
     pub fn mark_running(&mut self, pid: i32, pid_start_time: Option<u64>) {
         self.status = Status::Running;
+        self.restarting = false;
         self.pid = Some(pid);
         self.pid_start_time = pid_start_time;
         self.started_at = Some(Timestamp::now());

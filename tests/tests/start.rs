@@ -151,11 +151,16 @@ fn always_restarts_until_stopped_and_unless_stopped_stays_stopped() {
             "sleep 0.2",
         ]);
     }
-    // A clean exit is restarted too.
-    assert!(wait_until(STEP, || berth.inspect("forever")
-        ["restart_count"]
-        .as_u64()
-        .is_some_and(|n| n >= 2)));
+    // A clean exit is restarted too; running again, it is not "restarting".
+    assert!(wait_until(STEP, || {
+        let record = berth.inspect("forever");
+        record["restart_count"].as_u64().is_some_and(|n| n >= 2) && record["status"] == "running"
+    }));
+    let record = berth.inspect("forever");
+    assert!(
+        record["status"] != "running" || record["restarting"] == false,
+        "{record}"
+    );
     let ps = berth.run_ok(["ps", "-a"]);
     assert!(
         ps.contains("Up") || ps.contains("Restarting"),
