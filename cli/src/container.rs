@@ -314,8 +314,22 @@ pub fn kill_containers(paths: &Paths, args: &KillArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     Ok(for_each_container(&store, &args.containers, |record| {
         require_running(&record)?;
-        // docker: a killed container is one the user stopped.
-        let record = store.update(&record.id, |r| r.manually_stopped = true)?;
+        // A container killed to end it is one the user stopped (its
+        // policy leaves it stopped); a signal to make it reload (HUP,
+        // USR1, ...) is not.
+        let stop_signal = record
+            .stop_signal
+            .as_deref()
+            .and_then(cli::runtime::parse_signal);
+        let ends_it = matches!(
+            signal,
+            Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT
+        ) || Some(signal) == stop_signal;
+        let record = if ends_it {
+            store.update(&record.id, |r| r.manually_stopped = true)?
+        } else {
+            record
+        };
         crate::pause::thaw_for_signal(&store, &record)?;
         signal_container(&record, signal)
     }))
