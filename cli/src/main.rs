@@ -9,6 +9,7 @@ mod container_ops;
 mod container_spec;
 mod exec;
 mod exit;
+mod format;
 mod images;
 mod info;
 mod lifecycle;
