@@ -498,6 +498,27 @@ pub struct PsArgs {
     /// Only display container ids
     #[arg(short, long)]
     pub quiet: bool,
+    /// Format the output: table, table TEMPLATE, json, or a Go template
+    /// (placeholders .ID .Image .Command .CreatedAt .RunningFor .Ports
+    /// .Status .Size .Names .Labels .Label .Mounts .Networks .State)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=,
+    /// exited=CODE, before=, since=
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Show the N most recently created containers (all states)
+    #[arg(short = 'n', long, value_name = "N", allow_negative_numbers = true)]
+    pub last: Option<i64>,
+    /// Show the most recently created container (all states)
+    #[arg(short, long)]
+    pub latest: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show the size of each container's write layer
+    #[arg(short, long)]
+    pub size: bool,
 }
 
 #[derive(Debug, Args)]
@@ -513,6 +534,12 @@ pub struct RmArgs {
 pub struct InspectArgs {
     #[arg(required = true, value_name = "CONTAINER|IMAGE")]
     pub targets: Vec<String>,
+    /// Only look for this kind of object: container or image
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// Format the output with a Go template (e.g. '{{.State.Pid}}'), or json
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -85,10 +85,18 @@ impl Format {
     pub fn render(&self, header: &[(&str, &str)], items: &[Value]) -> anyhow::Result<String> {
         let mut out = String::new();
         if self.table {
-            let titles: BTreeMap<String, Value> = header
+            let mut titles: BTreeMap<String, Value> = header
                 .iter()
                 .map(|(field, title)| ((*field).to_owned(), Value::from(*title)))
                 .collect();
+            // `{{.Label "k"}}` heads its column with LABEL.
+            for method in METHODS {
+                let title = Value::from(method.to_uppercase());
+                titles.insert(
+                    (*method).to_owned(),
+                    Value::Function(Arc::new(move |_: &[Value]| Ok(title.clone()))),
+                );
+            }
             // Columns named by the template but without a title are empty
             // in the header, not an error.
             let header_template = compile(&self.template.source, MissingKey::Invalid)
@@ -415,7 +423,7 @@ pub fn align_columns(text: &str) -> String {
             out.push_str(cell);
             if column < last {
                 let pad = widths[column] - cell.chars().count();
-                out.extend(std::iter::repeat_n(' ', pad));
+                out.push_str(&" ".repeat(pad));
             }
         }
     }

@@ -12,6 +12,7 @@ mod exit;
 mod format;
 mod images;
 mod info;
+mod inspect;
 mod lifecycle;
 mod limits;
 mod logs;
@@ -158,7 +159,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Top { container } => container_ops::top(&paths, &container),
         Command::Info => info::info(&paths),
         Command::Network(command) => network::command(&paths, &command),
-        Command::Inspect(args) => container::inspect(&paths, &args),
+        Command::Inspect(args) => inspect::inspect(&paths, &args),
         Command::Images(args) | Command::Image(ImageCommand::List(args)) => {
             images::list(&paths, &args)
         }

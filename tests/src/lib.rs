@@ -413,14 +413,20 @@ impl Berth {
             .collect()
     }
 
-    /// The record of one container (`berth inspect C`, first element).
+    /// The stored record of one container (its `config.json`, which has
+    /// more than docker's shape that `berth inspect` prints), read after
+    /// `berth inspect` found it and brought it up to date.
     pub fn inspect(&self, container: &str) -> serde_json::Value {
-        let out = self.run_ok(["inspect", container]);
-        let value: serde_json::Value = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("`berth inspect {container}` is not JSON ({e}):\n{out}"));
-        value.get(0).cloned().unwrap_or_else(|| {
-            panic!("`berth inspect {container}` is not a non-empty array:\n{out}")
-        })
+        let id = self.run_ok(["inspect", "--type", "container", "-f", "{{.Id}}", container]);
+        let path = self
+            .root()
+            .join("containers")
+            .join(id.trim())
+            .join("config.json");
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read the record of {container}: {e}"));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("the record of {container} is not JSON ({e}):\n{text}"))
     }
 
     /// Directory entries under `<root>/<sub>` (hidden files such as lock
