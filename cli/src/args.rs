@@ -589,6 +589,14 @@ pub struct ImagesArgs {
     pub no_trunc: bool,
     #[arg(value_name = "REPOSITORY[:TAG]")]
     pub reference: Option<String>,
+    /// Format the output: table, table TEMPLATE, json, or a Go template
+    /// (placeholders .ID .Repository .Tag .Digest .CreatedSince .CreatedAt .Size)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Filter: dangling=true|false, reference=PATTERN, label=KEY[=VALUE],
+    /// before=IMAGE, since=IMAGE
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
