@@ -368,6 +368,16 @@ pub struct LogsArgs {
     pub tail: String,
     #[arg(value_name = "CONTAINER")]
     pub container: String,
+    /// Show each line's time (RFC 3339 with nanoseconds)
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Show lines since a time: RFC 3339 (2026-01-02T15:04:05Z), unix
+    /// seconds, or a duration before now (10m, 1h30m)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Show lines until a time (same forms as --since)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Args)]
