@@ -118,6 +118,20 @@ pub enum Command {
     Restart(RestartArgs),
     /// Attach this terminal to a running container's input and output
     Attach(AttachArgs),
+    /// Print a shell completion script (e.g. `berth completion bash >
+    /// /etc/bash_completion.d/berth`)
+    Completion {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+}
+
+/// The shells `berth completion` writes scripts for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 
 mod args;
 mod attach;
+mod completion;
 mod container;
 mod container_ops;
 mod container_spec;
@@ -191,5 +192,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Start(args) => lifecycle::start(&paths, &args),
         Command::Restart(args) => lifecycle::restart(&paths, &args),
         Command::Attach(args) => attach::attach(&paths, &args),
+        Command::Completion { shell } => completion::completion(shell),
     }
 }
