@@ -57,7 +57,7 @@ pub enum Command {
     /// List images
     Images(ImagesArgs),
     /// Show berth's version
-    Version,
+    Version(VersionArgs),
     /// Rename a container
     Rename {
         #[arg(value_name = "CONTAINER")]
@@ -83,7 +83,7 @@ pub enum Command {
         container: String,
     },
     /// Show what berth runs on and what it holds
-    Info,
+    Info(InfoArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
@@ -124,6 +124,20 @@ pub enum Command {
         #[arg(value_enum, value_name = "SHELL")]
         shell: CompletionShell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Format the output with a Go template (e.g. '{{.Client.Version}}'), or json
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Format the output with a Go template (e.g. '{{.KernelVersion}}'), or json
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 /// The shells `berth completion` writes scripts for.

@@ -35,7 +35,14 @@ mod tests {
             clap_complete::Shell::Fish,
         ] {
             let text = script(shell);
-            for word in ["berth", "inspect", "completion", "format", "filter", "since"] {
+            for word in [
+                "berth",
+                "inspect",
+                "completion",
+                "format",
+                "filter",
+                "since",
+            ] {
                 assert!(text.contains(word), "{shell}: no {word}");
             }
         }

@@ -148,7 +148,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pause(args) => pause::pause(&paths, &args),
         Command::Unpause(args) => pause::unpause(&paths, &args),
         Command::Stats(args) => pause::stats(&paths, &args),
-        Command::Version => info::version(),
+        Command::Version(args) => info::version(args.format.as_deref()),
         Command::Rename {
             container,
             new_name,
@@ -158,7 +158,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             container_ops::port(&paths, &container, private.as_deref())
         }
         Command::Top { container } => container_ops::top(&paths, &container),
-        Command::Info => info::info(&paths),
+        Command::Info(args) => info::info(&paths, args.format.as_deref()),
         Command::Network(command) => network::command(&paths, &command),
         Command::Inspect(args) => inspect::inspect(&paths, &args),
         Command::Images(args) | Command::Image(ImageCommand::List(args)) => {

@@ -1184,18 +1184,19 @@ impl Berth {
         record
     }
 
-    /// The STATUS column of `berth ps` (`all`: `ps -a`) for the row whose
-    /// NAME is `name`, or None when it is not listed.
+    /// The STATUS column of `berth ps` (`all`: `ps -a`) for the container
+    /// named `name`, or None when it is not listed.
     pub fn ps_status(&self, all: bool, name: &str) -> Option<String> {
+        let format = ["--format", "{{.Names}}\t{{.Status}}"];
         let out = if all {
-            self.run_ok(["ps", "-a"])
+            self.run_ok(["ps", "-a", format[0], format[1]])
         } else {
-            self.run_ok(["ps"])
+            self.run_ok(["ps", format[0], format[1]])
         };
-        ps_rows(&out)
-            .into_iter()
-            .find(|row| row.get(1).map(String::as_str) == Some(name))
-            .and_then(|row| row.last().cloned())
+        out.lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(listed, _)| *listed == name)
+            .map(|(_, status)| status.to_owned())
     }
 
     /// A container's log file, `<root>/containers/<id>/container.log`.

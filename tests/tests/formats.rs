@@ -525,3 +525,34 @@ fn closed_and_full_outputs_end_quietly_never_a_panic() {
     berth.run_ok(["rm", "out"]);
     berth.assert_clean();
 }
+
+#[test]
+fn version_and_info_take_a_format() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "run", "--pull", "never", "--net", "none", "--name", "one", "busybox", "true",
+    ]);
+    let version = berth.run_ok(["version", "--format", "{{.Client.Version}}"]);
+    assert!(version.trim().split('.').count() == 3, "{version}");
+    let info: serde_json::Value =
+        serde_json::from_str(&berth.run_ok(["info", "--format", "{{json .}}"])).expect("json");
+    assert_eq!(info["Containers"], 1);
+    assert_eq!(info["ContainersStopped"], 1);
+    assert_eq!(info["Images"], 1);
+    assert_eq!(info["Driver"], "overlay");
+    assert_eq!(info["DockerRootDir"], berth.root().to_str().unwrap());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(
+        berth.run_ok(["info", "-f", "{{.KernelVersion}}"]).trim(),
+        kernel.trim()
+    );
+    let cgroup = berth.run_ok(["info", "-f", "{{.CgroupVersion}} {{.CgroupLayout}}"]);
+    assert!(
+        ["1 legacy", "1 hybrid", "2 unified"].contains(&cgroup.trim()),
+        "{cgroup}"
+    );
+    assert_berth_error(&berth.output(["info", "-f", "{{.X"]), 125);
+    berth.run_ok(["rm", "one"]);
+    berth.assert_clean();
+}
