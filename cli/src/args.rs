@@ -542,7 +542,7 @@ pub struct PsArgs {
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
     /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=,
-    /// exited=CODE, before=, since=
+    /// exited=CODE, before=, since=, network=, volume=, publish=PORT[/PROTO]
     #[arg(short, long, value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
     /// Show the N most recently created containers (all states)

@@ -272,8 +272,11 @@ impl Filters {
                 "exited" if value.parse::<i32>().is_err() => {
                     bail!("invalid filter 'exited={value}': give an exit code")
                 }
-                "status" | "exited" | "name" | "label" | "ancestor" | "id" | "before" | "since" => {
+                "publish" if parse_port_filter(value).is_none() => {
+                    bail!("invalid filter 'publish={value}': use PORT[/tcp|/udp]")
                 }
+                "status" | "exited" | "name" | "label" | "ancestor" | "id" | "before" | "since"
+                | "network" | "volume" | "publish" => {}
                 _ => bail!("invalid filter '{key}'"),
             }
             filters
@@ -322,6 +325,22 @@ impl Filters {
                             || record.image == format!("{value}:latest")
                             || resolve_image(value).is_some_and(|id| id == record.image_id)
                     }
+                    "network" => {
+                        crate::network::endpoint_of(record).is_some_and(|e| e.network == *value)
+                            || record.network_mode == *value
+                    }
+                    "volume" => record.volumes.iter().any(|v| {
+                        let mut parts = v.split(':');
+                        parts.next() == Some(value.as_str()) || parts.next() == Some(value.as_str())
+                    }),
+                    "publish" => {
+                        let wanted = parse_port_filter(value);
+                        record
+                            .publish
+                            .iter()
+                            .filter_map(|p| p.parse::<berth_net::PortMapping>().ok())
+                            .any(|m| Some((m.container_port, m.protocol)) == wanted)
+                    }
                     "before" | "since" => {
                         let Some(other) = all
                             .iter()
@@ -344,6 +363,18 @@ impl Filters {
         }
         Ok(true)
     }
+}
+
+/// `publish=PORT[/PROTO]`: a container-side port with a host binding, as
+/// docker's filter matches the keys of `HostConfig.PortBindings`.
+fn parse_port_filter(text: &str) -> Option<(u16, berth_net::Protocol)> {
+    let (port, protocol) = text.split_once('/').unwrap_or((text, "tcp"));
+    let protocol = match protocol {
+        "tcp" => berth_net::Protocol::Tcp,
+        "udp" => berth_net::Protocol::Udp,
+        _ => return None,
+    };
+    Some((port.parse().ok()?, protocol))
 }
 
 /// docker matches `name=` as a regular expression against the name; the
@@ -427,6 +458,9 @@ mod tests {
     fn filters_select_like_dockers() {
         let mut running = record("a1", Status::Running, 10);
         running.labels.insert("tier".into(), "web".into());
+        running.publish = vec!["8080:80".into()];
+        running.volumes = vec!["/srv:/data:ro".into()];
+        running.network_mode = "none".into();
         let exited = record("b2", Status::Exited, 20);
         let created = record("c3", Status::Created, 30);
         let all = vec![running.clone(), exited.clone(), created.clone()];
@@ -454,11 +488,23 @@ mod tests {
         assert_eq!(pick(&["ancestor=alpine"]), Vec::<String>::new());
         assert_eq!(pick(&["since=a1"]), ["b2", "c3"]);
         assert_eq!(pick(&["before=c3", "status=exited"]), ["b2"]);
+        assert_eq!(pick(&["publish=80"]), ["a1"]);
+        assert_eq!(pick(&["publish=80/udp"]), Vec::<String>::new());
+        assert_eq!(pick(&["publish=8080"]), Vec::<String>::new());
+        assert_eq!(pick(&["volume=/data"]), ["a1"]);
+        assert_eq!(pick(&["volume=/srv"]), ["a1"]);
+        assert_eq!(pick(&["network=none"]), ["a1"]);
     }
 
     #[test]
     fn bad_filters_are_refused() {
-        for bad in ["status=sleeping", "colour=red", "exited=x", "nokey"] {
+        for bad in [
+            "status=sleeping",
+            "colour=red",
+            "exited=x",
+            "nokey",
+            "publish=http",
+        ] {
             let error = Filters::parse(&[bad.to_owned()]).unwrap_err();
             assert!(!error.to_string().contains('\n'), "{bad}");
         }
