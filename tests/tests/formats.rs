@@ -233,6 +233,11 @@ fn ps_shows_published_ports() {
         "{ports}"
     );
     assert!(berth.run_ok(["ps"]).contains("0.0.0.0:18080->80/tcp"));
+    assert_eq!(names(&berth, &["--filter", "publish=80"]), ["served"]);
+    assert_eq!(names(&berth, &["--filter", "publish=53/udp"]), ["served"]);
+    assert!(names(&berth, &["--filter", "publish=81"]).is_empty());
+    assert_eq!(names(&berth, &["--filter", "network=bridge"]), ["served"]);
+    assert!(names(&berth, &["--filter", "network=none"]).is_empty());
     let host_port = berth.run_ok([
         "inspect",
         "-f",
