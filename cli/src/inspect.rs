@@ -169,12 +169,22 @@ fn port_map<'a>(
         ports
             .entry(format!("{}/{}", mapping.container_port, mapping.protocol))
             .or_default()
-            .push(json!({"HostIp": host_ip, "HostPort": mapping.host_port.to_string()}));
+            .push(json!({"HostIp": host_ip, "HostPort": host_port_text(mapping.host_port)}));
     }
     ports
         .into_iter()
         .map(|(k, v)| (k, Value::Array(v)))
         .collect()
+}
+
+/// A binding's host port; none given (`-p 80`, 0 in the record) is
+/// docker's "" (the engine picks one when the container starts).
+fn host_port_text(port: u16) -> String {
+    if port == 0 {
+        String::new()
+    } else {
+        port.to_string()
+    }
 }
 
 /// The capabilities kept, against docker's default set: what was added
@@ -402,7 +412,7 @@ mod tests {
         record.limits.cpus = Some(0.5);
         record.volumes = vec!["/srv/data:/data:ro".into()];
         record.labels.insert("team".into(), "web".into());
-        record.publish = vec!["8080:80".into()];
+        record.publish = vec!["8080:80".into(), "53/udp".into()];
         record.network_mode = "bridge".into();
         record.restart_policy = RestartPolicy::OnFailure { max_retries: 3 };
         record.capabilities = Some(
