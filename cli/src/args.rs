@@ -578,6 +578,9 @@ pub struct InspectArgs {
     /// Format the output with a Go template (e.g. '{{.State.Pid}}'), or json
     #[arg(short, long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Add SizeRw (the write layer) and SizeRootFs (with the image) to containers
+    #[arg(short, long)]
+    pub size: bool,
 }
 
 #[derive(Debug, Subcommand)]

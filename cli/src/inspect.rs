@@ -42,18 +42,26 @@ pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
             },
         };
         if let Some(record) = container {
-            let spec = read_spec(&store.container_dir(&record.id).join("spec.json"));
+            let dir = store.container_dir(&record.id);
+            let spec = read_spec(&dir.join("spec.json"));
             let network_id = crate::network::endpoint_of(&record).and_then(|endpoint| {
                 berth_net::NetworkStore::new(paths.networks_dir())
                     .get(&endpoint.network)
                     .ok()
                     .map(|n| n.id)
             });
-            found.push(container_json(
-                &record,
-                network_id.as_deref(),
-                spec.as_ref(),
-            ));
+            let mut value = container_json(&record, network_id.as_deref(), spec.as_ref());
+            add_paths(&mut value, &record, &dir);
+            if args.size {
+                let written = crate::ps::tree_size(&dir.join("upper"));
+                let image = images
+                    .resolve(&record.image_id)
+                    .map(|i| i.size())
+                    .unwrap_or(0);
+                value["SizeRw"] = json!(written);
+                value["SizeRootFs"] = json!(written + image);
+            }
+            found.push(value);
             continue;
         }
         if kind != Some("container") {
@@ -76,6 +84,25 @@ pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
     };
     crate::exit::write_stdout(&text)?;
     Ok(0)
+}
+
+/// Where the container's files are on the host: its log and the
+/// /etc files berth writes for it (none of its own for resolv.conf and
+/// hosts when it shares another container's network).
+fn add_paths(value: &mut Value, record: &ContainerRecord, dir: &std::path::Path) {
+    value["LogPath"] = json!(dir.join("container.log"));
+    let shares_network = record.network_mode.starts_with("container:");
+    for (field, file) in [
+        ("ResolvConfPath", "resolv.conf"),
+        ("HostnamePath", "hostname"),
+        ("HostsPath", "hosts"),
+    ] {
+        value[field] = if shares_network && file != "hostname" {
+            json!("")
+        } else {
+            json!(dir.join(file))
+        };
+    }
 }
 
 /// JSON indented by four spaces, as docker's `inspect` prints it.

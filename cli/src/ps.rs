@@ -214,7 +214,7 @@ fn docker_date(time: Timestamp) -> String {
 
 /// The bytes of the regular files and links under `dir` (a container's
 /// write layer), without following links; unreadable parts count as 0.
-fn tree_size(dir: &Path) -> u64 {
+pub fn tree_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

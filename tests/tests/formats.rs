@@ -305,6 +305,25 @@ fn inspect_has_dockers_shape_for_running_and_exited_containers() {
         serde_json::from_str(&berth.run_ok(["inspect", "-f", "{{json .Config.Env}}", "up"]))
             .expect("json .Config.Env");
     assert!(env.contains(&"GREETING=hi".to_owned()), "{env:?}");
+    // The host paths docker names, and -s sizes.
+    let paths = berth.run_ok([
+        "inspect",
+        "-f",
+        "{{.LogPath}} {{.HostsPath}} {{.ResolvConfPath}} {{.HostnamePath}}",
+        "up",
+    ]);
+    for path in paths.split_whitespace() {
+        assert!(
+            path.starts_with(berth.root().to_str().unwrap()) && fs::metadata(path).is_ok(),
+            "{path}"
+        );
+    }
+    let sizes = berth.run_ok(["inspect", "-s", "-f", "{{.SizeRw}} {{.SizeRootFs}}", "up"]);
+    let sizes: Vec<u64> = sizes
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(sizes[1] > sizes[0], "{sizes:?}");
     let ranged = berth.run_ok([
         "inspect",
         "-f",
