@@ -172,7 +172,9 @@ pub fn list(paths: &Paths, args: &ImagesArgs) -> anyhow::Result<i32> {
             ids.push(id.clone());
         }
         let created = created_ago(image.created(), image.added);
-        let created_at = image.created().unwrap_or_default().to_owned();
+        let created_at = u64::try_from(created_seconds(image))
+            .map(|secs| crate::ps::docker_date(berth_state::Timestamp::from_unix(secs, 0)))
+            .unwrap_or_default();
         let size = human_size(image.size());
         for (repository, tag) in names {
             items.push(crate::format::to_value(&serde_json::json!({
@@ -185,6 +187,8 @@ pub fn list(paths: &Paths, args: &ImagesArgs) -> anyhow::Result<i32> {
                 "Size": size,
                 "VirtualSize": size,
                 "Containers": "N/A",
+                "SharedSize": "N/A",
+                "UniqueSize": "N/A",
             })));
         }
     }

@@ -205,7 +205,7 @@ pub fn ports_text(ports: &[berth_net::PortMapping]) -> String {
 
 /// Go's default time printing, as docker's `.CreatedAt`:
 /// `2026-11-21 21:30:55 +0000 UTC`.
-fn docker_date(time: Timestamp) -> String {
+pub fn docker_date(time: Timestamp) -> String {
     let text = time.to_string();
     let (date, clock) = text.split_once('T').unwrap_or((&text, ""));
     let clock = clock.split(['.', 'Z']).next().unwrap_or_default();
