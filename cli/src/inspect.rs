@@ -105,13 +105,193 @@ fn add_paths(value: &mut Value, record: &ContainerRecord, dir: &std::path::Path)
     }
 }
 
-/// JSON indented by four spaces, as docker's `inspect` prints it.
+/// JSON as docker's `inspect` prints it: indented by four spaces, each
+/// object's fields in the order of docker's Go structs (the rest after
+/// them, sorted), so the output reads like docker's side by side.
 fn docker_indented(value: &Value) -> anyhow::Result<String> {
-    let mut out = Vec::new();
-    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
-    serde::Serialize::serialize(value, &mut serializer)?;
-    Ok(String::from_utf8(out)?)
+    let mut out = String::new();
+    write_ordered(&mut out, value, &mut Vec::new(), 0)?;
+    Ok(out)
+}
+
+/// Field order of docker's structs, by where the object sits.
+fn field_order(path: &[String]) -> &'static [&'static str] {
+    let names: Vec<&str> = path.iter().map(String::as_str).collect();
+    match names.as_slice() {
+        // The container and the image inspect objects.
+        [_] => &[
+            "Id",
+            "RepoTags",
+            "RepoDigests",
+            "Created",
+            "Path",
+            "Args",
+            "State",
+            "Image",
+            "ResolvConfPath",
+            "HostnamePath",
+            "HostsPath",
+            "LogPath",
+            "Name",
+            "RestartCount",
+            "Driver",
+            "Platform",
+            "HostConfig",
+            "SizeRw",
+            "SizeRootFs",
+            "Mounts",
+            "Author",
+            "Config",
+            "Architecture",
+            "Os",
+            "Size",
+            "NetworkSettings",
+            "RootFS",
+        ],
+        [_, "State"] => &[
+            "Status",
+            "Running",
+            "Paused",
+            "Restarting",
+            "OOMKilled",
+            "Dead",
+            "Pid",
+            "ExitCode",
+            "Error",
+            "StartedAt",
+            "FinishedAt",
+        ],
+        [_, "Config"] => &[
+            "Hostname",
+            "Domainname",
+            "User",
+            "AttachStdin",
+            "AttachStdout",
+            "AttachStderr",
+            "ExposedPorts",
+            "Tty",
+            "OpenStdin",
+            "StdinOnce",
+            "Env",
+            "Cmd",
+            "Image",
+            "Volumes",
+            "WorkingDir",
+            "Entrypoint",
+            "OnBuild",
+            "Labels",
+            "StopSignal",
+            "StopTimeout",
+        ],
+        [_, "HostConfig"] => &[
+            "Binds",
+            "ContainerIDFile",
+            "LogConfig",
+            "NetworkMode",
+            "PortBindings",
+            "RestartPolicy",
+            "AutoRemove",
+            "CapAdd",
+            "CapDrop",
+            "Dns",
+            "DnsOptions",
+            "DnsSearch",
+            "ExtraHosts",
+            "IpcMode",
+            "PidMode",
+            "Privileged",
+            "ReadonlyRootfs",
+            "SecurityOpt",
+            "UTSMode",
+            "CgroupParent",
+            "CpuShares",
+            "Memory",
+            "NanoCpus",
+            "CpusetCpus",
+            "CpusetMems",
+            "PidsLimit",
+            "Init",
+        ],
+        [_, "HostConfig", "RestartPolicy"] => &["Name", "MaximumRetryCount"],
+        [_, "HostConfig", "LogConfig"] => &["Type", "Config"],
+        [_, "Mounts", _] => &[
+            "Type",
+            "Name",
+            "Source",
+            "Destination",
+            "Driver",
+            "Mode",
+            "RW",
+            "Propagation",
+        ],
+        [_, "NetworkSettings"] => &[
+            "Bridge",
+            "SandboxID",
+            "Ports",
+            "Gateway",
+            "IPAddress",
+            "IPPrefixLen",
+            "MacAddress",
+            "Networks",
+        ],
+        [_, "NetworkSettings", "Networks", _] => &[
+            "MacAddress",
+            "NetworkID",
+            "EndpointID",
+            "Gateway",
+            "IPAddress",
+            "IPPrefixLen",
+        ],
+        [_, "RootFS"] => &["Type", "Layers"],
+        _ => &[],
+    }
+}
+
+fn write_ordered(
+    out: &mut String,
+    value: &Value,
+    path: &mut Vec<String>,
+    depth: usize,
+) -> anyhow::Result<()> {
+    let indent = |depth: usize| "    ".repeat(depth);
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            let order = field_order(path);
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| {
+                (
+                    order.iter().position(|o| o == k).unwrap_or(order.len()),
+                    k.as_str(),
+                )
+            });
+            out.push_str("{\n");
+            for (i, key) in keys.iter().enumerate() {
+                out.push_str(&indent(depth + 1));
+                out.push_str(&serde_json::to_string(key)?);
+                out.push_str(": ");
+                path.push((*key).clone());
+                write_ordered(out, &map[key.as_str()], path, depth + 1)?;
+                path.pop();
+                out.push_str(if i + 1 < keys.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&indent(depth));
+            out.push('}');
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&indent(depth + 1));
+                path.push(i.to_string());
+                write_ordered(out, item, path, depth + 1)?;
+                path.pop();
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&indent(depth));
+            out.push(']');
+        }
+        scalar => out.push_str(&serde_json::to_string(scalar)?),
+    }
+    Ok(())
 }
 
 /// The container's OCI spec as kept in its directory (for what the
@@ -472,6 +652,28 @@ mod tests {
     fn container_shape() {
         let value = container_json(&fixture(), Some(&"ef".repeat(32)), None);
         insta::assert_json_snapshot!(value);
+    }
+
+    /// The printed JSON has docker's field order and four-space indent,
+    /// and is the same JSON.
+    #[test]
+    fn printed_like_dockers_inspect() {
+        let value = Value::Array(vec![container_json(&fixture(), None, None)]);
+        let text = docker_indented(&value).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+        let top: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("        \"") && !l.starts_with("         "))
+            .map(|l| l.trim().split('"').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            top[..7],
+            ["Id", "Created", "Path", "Args", "State", "Image", "Name"]
+        );
+        assert_eq!(top.last(), Some(&"NetworkSettings"));
+        let state = text.find("\"Status\": \"running\"").unwrap();
+        assert!(state < text.find("\"Pid\"").unwrap());
+        assert!(text.starts_with("[\n    {\n        \"Id\": "), "{text}");
     }
 
     #[test]
