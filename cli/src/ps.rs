@@ -342,12 +342,7 @@ impl Filters {
                             .any(|m| Some((m.container_port, m.protocol)) == wanted)
                     }
                     "before" | "since" => {
-                        let Some(other) = all
-                            .iter()
-                            .find(|r| r.name == *value || r.id.starts_with(value.as_str()))
-                        else {
-                            bail!("no such container: {value}");
-                        };
+                        let other = reference_point(all, value)?;
                         if key == "before" {
                             record.created < other.created
                         } else {
@@ -362,6 +357,23 @@ impl Filters {
             }
         }
         Ok(true)
+    }
+}
+
+/// The container `before=`/`since=` name: by name first, then by id or
+/// a unique id prefix (a name like `db` is also a hex prefix).
+fn reference_point<'a>(
+    all: &'a [ContainerRecord],
+    query: &str,
+) -> anyhow::Result<&'a ContainerRecord> {
+    if let Some(named) = all.iter().find(|r| r.name == query) {
+        return Ok(named);
+    }
+    let mut by_id = all.iter().filter(|r| r.id.starts_with(query));
+    match (by_id.next(), by_id.next()) {
+        (Some(one), None) => Ok(one),
+        (Some(_), Some(_)) => bail!("{query:?} is the start of several container ids"),
+        (None, _) => bail!("no such container: {query}"),
     }
 }
 
@@ -461,6 +473,8 @@ mod tests {
         running.publish = vec!["8080:80".into()];
         running.volumes = vec!["/srv:/data:ro".into()];
         running.network_mode = "none".into();
+        // Its id starts like another container's name: the name wins.
+        running.id = format!("b2ff{}", "0".repeat(60));
         let exited = record("b2", Status::Exited, 20);
         let created = record("c3", Status::Created, 30);
         let all = vec![running.clone(), exited.clone(), created.clone()];
@@ -483,11 +497,12 @@ mod tests {
         assert_eq!(pick(&["name=2"]), ["b2"]);
         assert_eq!(pick(&["name=^/c3$"]), ["c3"]);
         assert_eq!(pick(&["name=^c$"]), Vec::<String>::new());
-        assert_eq!(pick(&["id=b2"]), ["b2"]);
+        assert_eq!(pick(&["id=b20"]), ["b2"]);
         assert_eq!(pick(&["ancestor=busybox"]), ["a1", "b2", "c3"]);
         assert_eq!(pick(&["ancestor=alpine"]), Vec::<String>::new());
         assert_eq!(pick(&["since=a1"]), ["b2", "c3"]);
         assert_eq!(pick(&["before=c3", "status=exited"]), ["b2"]);
+        assert_eq!(pick(&["before=b2"]), ["a1"]);
         assert_eq!(pick(&["publish=80"]), ["a1"]);
         assert_eq!(pick(&["publish=80/udp"]), Vec::<String>::new());
         assert_eq!(pick(&["publish=8080"]), Vec::<String>::new());
