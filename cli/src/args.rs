@@ -57,7 +57,7 @@ pub enum Command {
     /// List images
     Images(ImagesArgs),
     /// Show berth's version
-    Version,
+    Version(VersionArgs),
     /// Rename a container
     Rename {
         #[arg(value_name = "CONTAINER")]
@@ -83,7 +83,7 @@ pub enum Command {
         container: String,
     },
     /// Show what berth runs on and what it holds
-    Info,
+    Info(InfoArgs),
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
@@ -118,6 +118,34 @@ pub enum Command {
     Restart(RestartArgs),
     /// Attach this terminal to a running container's input and output
     Attach(AttachArgs),
+    /// Print a shell completion script (e.g. `berth completion bash >
+    /// /etc/bash_completion.d/berth`)
+    Completion {
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Format the output with a Go template (e.g. '{{.Client.Version}}'), or json
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Format the output with a Go template (e.g. '{{.KernelVersion}}'), or json
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+/// The shells `berth completion` writes scripts for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +396,16 @@ pub struct LogsArgs {
     pub tail: String,
     #[arg(value_name = "CONTAINER")]
     pub container: String,
+    /// Show each line's time (RFC 3339 with nanoseconds)
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Show lines since a time: RFC 3339 (2026-01-02T15:04:05Z), unix
+    /// seconds, or a duration before now (10m, 1h30m)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Show lines until a time (same forms as --since)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +536,27 @@ pub struct PsArgs {
     /// Only display container ids
     #[arg(short, long)]
     pub quiet: bool,
+    /// Format the output: table, table TEMPLATE, json, or a Go template
+    /// (placeholders .ID .Image .Command .CreatedAt .RunningFor .Ports
+    /// .Status .Size .Names .Labels .Label .Mounts .Networks .State)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Filter: status=, name=, label=KEY[=VALUE], ancestor=, id=,
+    /// exited=CODE, before=, since=, network=, volume=, publish=PORT[/PROTO]
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// Show the N most recently created containers (all states)
+    #[arg(short = 'n', long, value_name = "N", allow_negative_numbers = true)]
+    pub last: Option<i64>,
+    /// Show the most recently created container (all states)
+    #[arg(short, long)]
+    pub latest: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show the size of each container's write layer
+    #[arg(short, long)]
+    pub size: bool,
 }
 
 #[derive(Debug, Args)]
@@ -513,6 +572,15 @@ pub struct RmArgs {
 pub struct InspectArgs {
     #[arg(required = true, value_name = "CONTAINER|IMAGE")]
     pub targets: Vec<String>,
+    /// Only look for this kind of object: container or image
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// Format the output with a Go template (e.g. '{{.State.Pid}}'), or json
+    #[arg(short, long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Add SizeRw (the write layer) and SizeRootFs (with the image) to containers
+    #[arg(short, long)]
+    pub size: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -562,6 +630,14 @@ pub struct ImagesArgs {
     pub no_trunc: bool,
     #[arg(value_name = "REPOSITORY[:TAG]")]
     pub reference: Option<String>,
+    /// Format the output: table, table TEMPLATE, json, or a Go template
+    /// (placeholders .ID .Repository .Tag .Digest .CreatedSince .CreatedAt .Size)
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Filter: dangling=true|false, reference=PATTERN, label=KEY[=VALUE],
+    /// before=IMAGE, since=IMAGE
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use berth_state::{is_same_process, ContainerRecord, ContainerStore, Status};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::args::{InspectArgs, KillArgs, RmArgs, StopArgs};
+use crate::args::{KillArgs, RmArgs, StopArgs};
 use crate::paths::Paths;
 
 /// Exit code recorded for a container whose end berth did not see (its
@@ -339,28 +339,6 @@ pub fn kill_containers(paths: &Paths, args: &KillArgs) -> anyhow::Result<i32> {
 pub fn parse_signal(text: &str) -> anyhow::Result<Signal> {
     cli::runtime::parse_signal(text)
         .ok_or_else(|| anyhow::anyhow!("invalid signal {text:?}: use a name like TERM or a number"))
-}
-
-pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
-    let store = paths.containers()?;
-    let images = paths.images()?;
-    let mut out = Vec::new();
-    for target in &args.targets {
-        match find(&store, target) {
-            Ok(record) => out.push(serde_json::to_value(&record)?),
-            Err(container_err) => match images.resolve(target) {
-                Ok(image) => out.push(crate::images::inspect_json(&image)),
-                Err(_) => match container_err.downcast_ref::<berth_state::StateError>() {
-                    Some(berth_state::StateError::NotFound { .. }) => {
-                        bail!("no such container or image: {target}")
-                    }
-                    _ => return Err(container_err),
-                },
-            },
-        }
-    }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(0)
 }
 
 /// docker's STATUS column.

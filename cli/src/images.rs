@@ -87,10 +87,41 @@ fn print_out(text: &str) -> anyhow::Result<()> {
     crate::exit::write_stdout(text)
 }
 
-/// `berth images [-q] [-a] [--no-trunc] [REPO[:TAG]]`.
+/// docker's default `images` table.
+const IMAGES_TABLE: &str = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+
+/// The column titles of docker's `images` placeholders.
+const IMAGES_HEADER: &[(&str, &str)] = &[
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("ID", "IMAGE ID"),
+    ("Digest", "DIGEST"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+    ("VirtualSize", "SIZE"),
+    ("Containers", "CONTAINERS"),
+];
+
+/// `berth images [-q] [-a] [--no-trunc] [--format F] [--filter K=V]
+/// [REPO[:TAG]]`: one row per tag (an untagged image is one `<none>`
+/// row), newest first.
 pub fn list(paths: &Paths, args: &ImagesArgs) -> anyhow::Result<i32> {
-    let images = paths.images()?.list()?;
-    let filter = args
+    let filters = ImageFilters::parse(&args.filter)?;
+    let format = if args.quiet {
+        None
+    } else {
+        let text = args.format.as_deref().unwrap_or(IMAGES_TABLE);
+        Some(crate::format::Format::parse(
+            text,
+            IMAGES_TABLE,
+            crate::format::Fields::Fixed,
+        )?)
+    };
+    let store = paths.images()?;
+    let mut images = store.list()?;
+    images.sort_by_key(|image| std::cmp::Reverse(created_seconds(image)));
+    let wanted = args
         .reference
         .as_deref()
         .map(|text| {
@@ -102,29 +133,37 @@ pub fn list(paths: &Paths, args: &ImagesArgs) -> anyhow::Result<i32> {
             Reference::parse(text).map(|r| (r, has_tag))
         })
         .transpose()?;
-    let mut rows = Vec::new();
+    let resolve = |name: &str| -> anyhow::Result<i64> {
+        let image = store
+            .resolve(name)
+            .with_context(|| format!("invalid filter value {name:?}"))?;
+        Ok(created_seconds(&image))
+    };
+    let mut items = Vec::new();
     let mut ids = Vec::new();
     for image in &images {
+        if !filters.matches_image(image, &resolve)? {
+            continue;
+        }
         let id = if args.no_trunc {
             image.id.to_string()
         } else {
             image.id.short().to_owned()
         };
-        let created = created_ago(image.created(), image.added);
-        let size = human_size(image.size());
         let mut names: Vec<(String, String)> = image
             .tags
             .iter()
-            .filter(|t| match &filter {
+            .filter(|t| match &wanted {
                 Some((wanted, has_tag)) => {
                     t.name() == wanted.name() && (!has_tag || t.tag() == wanted.tag())
                 }
                 None => true,
             })
+            .filter(|t| filters.matches_reference(t))
             .map(|t| (t.familiar_name(), t.tag().unwrap_or("<none>").to_owned()))
             .collect();
         if names.is_empty() {
-            if filter.is_some() || !image.tags.is_empty() {
+            if wanted.is_some() || !image.tags.is_empty() || filters.has_reference() {
                 continue;
             }
             names.push(("<none>".to_owned(), "<none>".to_owned()));
@@ -132,29 +171,146 @@ pub fn list(paths: &Paths, args: &ImagesArgs) -> anyhow::Result<i32> {
         if !ids.contains(&id) {
             ids.push(id.clone());
         }
+        let created = created_ago(image.created(), image.added);
+        let created_at = u64::try_from(created_seconds(image))
+            .map(|secs| crate::ps::docker_date(berth_state::Timestamp::from_unix(secs, 0)))
+            .unwrap_or_default();
+        let size = human_size(image.size());
         for (repository, tag) in names {
-            rows.push(vec![
-                repository,
-                tag,
-                id.clone(),
-                created.clone(),
-                size.clone(),
-            ]);
+            items.push(crate::format::to_value(&serde_json::json!({
+                "Repository": repository,
+                "Tag": tag,
+                "ID": id,
+                "Digest": if image.manifest_digest.is_empty() { "<none>" } else { image.manifest_digest.as_str() },
+                "CreatedSince": created,
+                "CreatedAt": created_at,
+                "Size": size,
+                "VirtualSize": size,
+                "Containers": "N/A",
+                "SharedSize": "N/A",
+                "UniqueSize": "N/A",
+            })));
         }
     }
-    if args.quiet {
-        let mut text = String::new();
-        for id in ids {
-            text.push_str(&id);
-            text.push('\n');
+    let text = match format {
+        None => ids.iter().map(|id| format!("{id}\n")).collect(),
+        Some(format) => format.render(IMAGES_HEADER, &items)?,
+    };
+    print_out(&text).map(|()| 0)
+}
+
+/// When an image was made (its config's time, else when it was stored).
+fn created_seconds(image: &Image) -> i64 {
+    image
+        .created()
+        .and_then(unix_seconds)
+        .unwrap_or(i64::try_from(image.added).unwrap_or(0))
+}
+
+/// `images --filter`: dangling=, reference=, label=, before=, since=.
+#[derive(Debug, Default)]
+struct ImageFilters {
+    dangling: Option<bool>,
+    references: Vec<String>,
+    labels: Vec<String>,
+    before: Vec<String>,
+    since: Vec<String>,
+}
+
+impl ImageFilters {
+    fn parse(given: &[String]) -> anyhow::Result<Self> {
+        let mut filters = ImageFilters::default();
+        for text in given {
+            let Some((key, value)) = text.split_once('=') else {
+                bail!("bad format of filter {text:?} (expected name=value)");
+            };
+            match key.trim().to_lowercase().as_str() {
+                "dangling" => {
+                    filters.dangling = Some(match value.to_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => bail!("invalid filter 'dangling={value}': use true or false"),
+                    })
+                }
+                "reference" => filters.references.push(value.to_owned()),
+                "label" => filters.labels.push(value.to_owned()),
+                "before" => filters.before.push(value.to_owned()),
+                "since" => filters.since.push(value.to_owned()),
+                other => bail!("invalid filter '{other}'"),
+            }
         }
-        return print_out(&text).map(|()| 0);
+        Ok(filters)
     }
-    print_out(&render(
-        &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
-        &rows,
-    ))
-    .map(|()| 0)
+
+    fn has_reference(&self) -> bool {
+        !self.references.is_empty()
+    }
+
+    /// The filters about the image as a whole.
+    fn matches_image(
+        &self,
+        image: &Image,
+        created_of: &dyn Fn(&str) -> anyhow::Result<i64>,
+    ) -> anyhow::Result<bool> {
+        if let Some(dangling) = self.dangling {
+            if image.tags.is_empty() != dangling {
+                return Ok(false);
+            }
+        }
+        let labels = image.run_config().labels().clone().unwrap_or_default();
+        let label_ok = self
+            .labels
+            .iter()
+            .all(|wanted| match wanted.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
+                None => labels.contains_key(wanted.as_str()),
+            });
+        if !label_ok {
+            return Ok(false);
+        }
+        let created = created_seconds(image);
+        for name in &self.before {
+            if created >= created_of(name)? {
+                return Ok(false);
+            }
+        }
+        for name in &self.since {
+            if created <= created_of(name)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// `reference=PATTERN`: a glob over `name` or `name:tag`, as docker
+    /// matches it (any one pattern suffices).
+    fn matches_reference(&self, reference: &Reference) -> bool {
+        if self.references.is_empty() {
+            return true;
+        }
+        let name = reference.familiar_name();
+        let full = format!("{name}:{}", reference.tag().unwrap_or("latest"));
+        self.references
+            .iter()
+            .any(|pattern| glob_matches(pattern, &name) || glob_matches(pattern, &full))
+    }
+}
+
+/// Go's `path.Match`, without character classes: `*` is any run of
+/// characters but `/`, `?` one such character.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != '/')
+                .any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => t.first().is_some_and(|&c| c != '/') && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(&p, &t)
 }
 
 /// `berth tag SOURCE TARGET`.
@@ -647,7 +803,7 @@ pub fn commit(paths: &Paths, args: &CommitArgs) -> anyhow::Result<i32> {
 
 #[cfg(test)]
 mod tests {
-    use super::unix_seconds;
+    use super::{glob_matches, unix_seconds, ImageFilters, IMAGES_HEADER, IMAGES_TABLE};
 
     #[test]
     fn spooled_paths_are_named_for_what_the_user_gave() {
@@ -660,6 +816,51 @@ mod tests {
             "the archive is neither a docker archive: the archive, x"
         );
         assert_eq!(super::without_paths_below("plain", "/r/tmp/", "x"), "plain");
+    }
+
+    #[test]
+    fn reference_patterns_match_as_docker_globs() {
+        assert!(glob_matches("busy*", "busybox"));
+        assert!(glob_matches("busybox:*", "busybox:latest"));
+        assert!(glob_matches("b?sybox", "busybox"));
+        assert!(!glob_matches("busy*", "localhost/busybox"));
+        assert!(glob_matches("*/busybox", "localhost/busybox"));
+        assert!(!glob_matches("alpine", "busybox"));
+    }
+
+    /// docker's default `images` table.
+    #[test]
+    fn table_output() {
+        let row = |repository: &str, tag: &str, id: &str, created: &str, size: &str| {
+            crate::format::to_value(&serde_json::json!({
+                "Repository": repository, "Tag": tag, "ID": id, "Digest": "<none>",
+                "CreatedSince": created, "CreatedAt": "", "Size": size,
+                "VirtualSize": size, "Containers": "N/A",
+            }))
+        };
+        let items = [
+            row(
+                "localhost/web",
+                "1.2",
+                "0123456789ab",
+                "2 hours ago",
+                "4.26MB",
+            ),
+            row("busybox", "latest", "ba5eba11ba5e", "3 weeks ago", "1.98MB"),
+            row("<none>", "<none>", "feedfacefeed", "5 months ago", "12MB"),
+        ];
+        let format =
+            crate::format::Format::parse(IMAGES_TABLE, IMAGES_TABLE, crate::format::Fields::Fixed)
+                .unwrap();
+        insta::assert_snapshot!(format.render(IMAGES_HEADER, &items).unwrap());
+    }
+
+    #[test]
+    fn image_filters_refuse_unknown_keys() {
+        assert!(ImageFilters::parse(&["dangling=true".into()]).is_ok());
+        for bad in ["colour=red", "dangling=maybe", "nokey"] {
+            assert!(ImageFilters::parse(&[bad.to_owned()]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,33 @@ use berth_state::Status;
 
 use crate::paths::Paths;
 
-pub fn version() -> anyhow::Result<i32> {
+/// docker's `version --format` data: `{{.Client.Version}}`,
+/// `{{json .}}`.
+fn version_json() -> serde_json::Value {
+    serde_json::json!({
+        "Client": {
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Os": "linux",
+            "Arch": go_arch(),
+            "Runtime": crate::oci_cli::PROGRAM_NAME,
+            "OciVersion": oci_spec_version(),
+            "Libseccomp": berth_ns::seccomp::library_version().to_string(),
+        }
+    })
+}
+
+/// Print `--format` over one JSON value (`version`, `info`).
+fn print_formatted(format: &str, value: &serde_json::Value) -> anyhow::Result<i32> {
+    let format = crate::format::Format::parse(format, "", crate::format::Fields::Open)?;
+    let text = format.render(&[], &[crate::format::to_value(value)])?;
+    crate::exit::write_stdout(&text)?;
+    Ok(0)
+}
+
+pub fn version(format: Option<&str>) -> anyhow::Result<i32> {
+    if let Some(format) = format {
+        return print_formatted(format, &version_json());
+    }
     let mut out = String::new();
     let _ = writeln!(out, "Client:");
     let _ = writeln!(out, " Version:           {}", env!("CARGO_PKG_VERSION"));
@@ -26,7 +52,7 @@ pub fn version() -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn info(paths: &Paths) -> anyhow::Result<i32> {
+pub fn info(paths: &Paths, format: Option<&str>) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     let records = crate::container::list(&store)?;
     let count = |wanted: &[Status]| {
@@ -57,19 +83,52 @@ pub fn info(paths: &Paths) -> anyhow::Result<i32> {
         })
         .unwrap_or_else(|| "Linux".to_owned());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let memory = std::fs::read_to_string("/proc/meminfo")
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
             text.lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
-        .map(|kib| crate::table::human_size(kib * 1024))
+        .map(|kib| kib * 1024);
+    let memory = memory_bytes
+        .map(crate::table::human_size)
         .unwrap_or_default();
+    let running = count(&[Status::Running]);
+    let paused = count(&[Status::Paused]);
+    if let Some(format) = format {
+        let value = serde_json::json!({
+            "Containers": records.len(),
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": records.len() - running - paused,
+            "Images": images,
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "Driver": "overlay",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": cgroup_version.split(' ').next().unwrap_or_default(),
+            "CgroupLayout": match cgroups.as_ref().map(|h| h.layout()) {
+                Some(berth_cgroup::Layout::Unified) => "unified",
+                Some(berth_cgroup::Layout::Legacy) => "legacy",
+                Some(berth_cgroup::Layout::Hybrid) => "hybrid",
+                None => "unknown",
+            },
+            "DefaultRuntime": crate::oci_cli::PROGRAM_NAME,
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "KernelVersion": kernel,
+            "OperatingSystem": os,
+            "OSType": "linux",
+            "Architecture": std::env::consts::ARCH,
+            "NCPU": cpus,
+            "MemTotal": memory_bytes,
+            "DockerRootDir": paths.root(),
+        });
+        return print_formatted(format, &value);
+    }
     let mut out = String::new();
     let _ = writeln!(out, "Containers: {}", records.len());
-    let _ = writeln!(out, " Running: {}", count(&[Status::Running]));
-    let _ = writeln!(out, " Paused: {}", count(&[Status::Paused]));
+    let _ = writeln!(out, " Running: {running}");
+    let _ = writeln!(out, " Paused: {paused}");
     let _ = writeln!(
         out,
         " Stopped: {}",

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::bail;
-use berth_state::{read_log, read_log_from, LogEntry, Stream};
+use anyhow::{bail, Context};
+use berth_state::{read_log, read_log_from, LogEntry, Stream, Timestamp};
 
 use crate::args::LogsArgs;
 use crate::container::find;
@@ -13,15 +13,30 @@ use crate::run::log_path;
 
 pub fn logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<i32> {
     let tail = parse_tail(&args.tail)?;
+    let now = Timestamp::now();
+    let window = Window {
+        since: args
+            .since
+            .as_deref()
+            .map(|t| parse_time(t, now).with_context(|| format!("invalid --since {t:?}")))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|t| parse_time(t, now).with_context(|| format!("invalid --until {t:?}")))
+            .transpose()?,
+        timestamps: args.timestamps,
+    };
     let store = paths.containers()?;
     let record = find(&store, &args.container)?;
     let path = log_path(&store, &record.id);
     let mut entries = read_log(&path, record.log_limits)?;
+    // docker takes the tail first, then keeps what is in the time window.
     if let Some(n) = tail {
         entries.drain(..entries.len().saturating_sub(n));
     }
-    print_entries(&entries)?;
-    if !args.follow {
+    print_entries(&window.keep(entries))?;
+    if !args.follow || window.until.is_some_and(|until| until < now) {
         return Ok(0);
     }
     // Follow the live file from its current end. Rotation replaces it with
@@ -34,7 +49,10 @@ pub fn logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<i32> {
         }
         let (new, next) = read_log_from(&path, offset)?;
         offset = next;
-        print_entries(&new)?;
+        print_entries(&window.keep(new.clone()))?;
+        if window.until.is_some_and(|until| until < Timestamp::now()) {
+            return Ok(0);
+        }
         if new.is_empty() {
             let current = find(&store, &record.id);
             match current {
@@ -42,12 +60,161 @@ pub fn logs(paths: &Paths, args: &LogsArgs) -> anyhow::Result<i32> {
                 // Ended or removed: print what arrived meanwhile and stop.
                 _ => {
                     let (rest, _) = read_log_from(&path, offset)?;
-                    print_entries(&rest)?;
+                    print_entries(&window.keep(rest))?;
                     return Ok(0);
                 }
             }
         }
     }
+}
+
+/// Which lines to show, and how.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    timestamps: bool,
+}
+
+impl Window {
+    /// The entries inside the window; with `-t`, each line led by its time
+    /// as docker prints it (RFC 3339 with nine fraction digits).
+    fn keep(&self, entries: Vec<LogEntry>) -> Vec<LogEntry> {
+        entries
+            .into_iter()
+            .filter(|e| self.since.map_or(true, |since| e.time >= since))
+            .filter(|e| self.until.map_or(true, |until| e.time <= until))
+            .map(|mut e| {
+                if self.timestamps {
+                    e.log = format!("{} {}", e.time, e.log);
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+/// docker's `--since`/`--until` times: RFC 3339 (with or without a
+/// fraction and zone; a date alone is its midnight, UTC), unix seconds
+/// with an optional fraction, or a Go duration before `now`.
+fn parse_time(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    let text = text.trim();
+    if let Some(ago) = parse_go_duration(text) {
+        let then = Timestamp::from_unix(0, 0).until(now).saturating_sub(ago);
+        return Ok(Timestamp::from_unix(then.as_secs(), then.subsec_nanos()));
+    }
+    if let Some((secs, fraction)) = split_unix(text) {
+        return Ok(Timestamp::from_unix(secs, fraction));
+    }
+    parse_rfc3339(text).ok_or_else(|| {
+        anyhow::anyhow!("use RFC 3339 (2026-01-02T15:04:05Z), unix seconds, or a duration (10m)")
+    })
+}
+
+/// `1700000000` or `1700000000.5`.
+fn split_unix(text: &str) -> Option<(u64, u32)> {
+    let (secs, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(secs) || !(fraction.is_empty() || digits(fraction) && fraction.len() <= 9) {
+        return None;
+    }
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse::<u32>().ok()? * 10u32.pow(9 - fraction.len() as u32)
+    };
+    Some((secs.parse().ok()?, nanos))
+}
+
+/// Go's `time.ParseDuration`: `1h30m`, `10m`, `1.5s`, `300ms`.
+fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() || rest == "0" {
+        return (rest == "0").then_some(Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// RFC 3339 and its shorter forms docker accepts:
+/// `2026-01-02T15:04:05.5+01:00`, `2026-01-02T15:04:05`, `2026-01-02T15:04`,
+/// `2026-01-02`.
+fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    let (date, time) = text.split_once('T').unwrap_or((text, "00:00:00Z"));
+    let mut parts = date.splitn(3, '-');
+    let number = |s: Option<&str>, len: usize| -> Option<i64> {
+        let s = s?;
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+    };
+    let (year, month, day) = (
+        number(parts.next(), 4)?,
+        number(parts.next(), 2)?,
+        number(parts.next(), 2)?,
+    );
+    let zone_at = time.find(['Z', 'z', '+', '-']).unwrap_or(time.len());
+    let (clock, zone) = time.split_at(zone_at);
+    let offset = match zone {
+        "" | "Z" | "z" => 0,
+        _ => {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let (h, m) = zone[1..].split_once(':')?;
+            sign * (number(Some(h), 2)? * 3600 + number(Some(m), 2)? * 60)
+        }
+    };
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut fields = hms.split(':');
+    let hour = number(fields.next(), 2)?;
+    let minute = number(fields.next(), 2)?;
+    let second = match fields.next() {
+        Some(s) => number(Some(s), 2)?,
+        None => 0,
+    };
+    if fields.next().is_some()
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let nanos = match fraction {
+        "" => 0,
+        f if f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+            f.parse::<u32>().ok()? * 10u32.pow(9 - f.len() as u32)
+        }
+        _ => return None,
+    };
+    // Days since the epoch of a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(Timestamp::from_unix(u64::try_from(secs).ok()?, nanos))
 }
 
 fn parse_tail(text: &str) -> anyhow::Result<Option<usize>> {
@@ -82,6 +249,52 @@ fn print_entries(entries: &[LogEntry]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_in_docker_forms() {
+        let now = Timestamp::from_unix(1_795_296_655, 500);
+        let at = |secs, nanos| Timestamp::from_unix(secs, nanos);
+        let parse = |text: &str| parse_time(text, now).unwrap();
+        assert_eq!(parse("10m"), at(1_795_296_655 - 600, 500));
+        assert_eq!(parse("1h30m"), at(1_795_296_655 - 5400, 500));
+        assert_eq!(parse("1700000000"), at(1_700_000_000, 0));
+        assert_eq!(parse("1700000000.25"), at(1_700_000_000, 250_000_000));
+        assert_eq!(parse("2026-11-21T21:30:55Z"), at(1_795_296_655, 0));
+        assert_eq!(
+            parse("2026-11-21T21:30:55.000000005Z"),
+            at(1_795_296_655, 5)
+        );
+        assert_eq!(parse("2026-11-21T22:30:55+01:00"), at(1_795_296_655, 0));
+        assert_eq!(parse("2026-11-21T21:30"), at(1_795_296_600, 0));
+        assert_eq!(parse("2026-11-21"), at(1_795_219_200, 0));
+        for bad in [
+            "yesterday",
+            "10x",
+            "2026-13-01",
+            "2026-11-21T25:00",
+            "",
+            "-5m",
+        ] {
+            assert!(parse_time(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn window_keeps_lines_in_time_and_stamps_them() {
+        let entry = |secs, log: &str| LogEntry {
+            stream: Stream::Stdout,
+            time: Timestamp::from_unix(secs, 0),
+            log: log.to_owned(),
+        };
+        let window = Window {
+            since: Some(Timestamp::from_unix(20, 0)),
+            until: Some(Timestamp::from_unix(30, 0)),
+            timestamps: true,
+        };
+        let kept = window.keep(vec![entry(10, "a\n"), entry(20, "b\n"), entry(31, "c\n")]);
+        let lines: Vec<&str> = kept.iter().map(|e| e.log.as_str()).collect();
+        assert_eq!(lines, ["1970-01-01T00:00:20.000000000Z b\n"]);
+    }
 
     #[test]
     fn tail_values() {

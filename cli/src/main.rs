@@ -4,13 +4,16 @@
 
 mod args;
 mod attach;
+mod completion;
 mod container;
 mod container_ops;
 mod container_spec;
 mod exec;
 mod exit;
+mod format;
 mod images;
 mod info;
+mod inspect;
 mod lifecycle;
 mod limits;
 mod logs;
@@ -145,7 +148,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pause(args) => pause::pause(&paths, &args),
         Command::Unpause(args) => pause::unpause(&paths, &args),
         Command::Stats(args) => pause::stats(&paths, &args),
-        Command::Version => info::version(),
+        Command::Version(args) => info::version(args.format.as_deref()),
         Command::Rename {
             container,
             new_name,
@@ -155,9 +158,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             container_ops::port(&paths, &container, private.as_deref())
         }
         Command::Top { container } => container_ops::top(&paths, &container),
-        Command::Info => info::info(&paths),
+        Command::Info(args) => info::info(&paths, args.format.as_deref()),
         Command::Network(command) => network::command(&paths, &command),
-        Command::Inspect(args) => container::inspect(&paths, &args),
+        Command::Inspect(args) => inspect::inspect(&paths, &args),
         Command::Images(args) | Command::Image(ImageCommand::List(args)) => {
             images::list(&paths, &args)
         }
@@ -189,5 +192,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Start(args) => lifecycle::start(&paths, &args),
         Command::Restart(args) => lifecycle::restart(&paths, &args),
         Command::Attach(args) => attach::attach(&paths, &args),
+        Command::Completion { shell } => completion::completion(shell),
     }
 }

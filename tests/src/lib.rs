@@ -413,14 +413,20 @@ impl Berth {
             .collect()
     }
 
-    /// The record of one container (`berth inspect C`, first element).
+    /// The stored record of one container (its `config.json`, which has
+    /// more than docker's shape that `berth inspect` prints), read after
+    /// `berth inspect` found it and brought it up to date.
     pub fn inspect(&self, container: &str) -> serde_json::Value {
-        let out = self.run_ok(["inspect", container]);
-        let value: serde_json::Value = serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("`berth inspect {container}` is not JSON ({e}):\n{out}"));
-        value.get(0).cloned().unwrap_or_else(|| {
-            panic!("`berth inspect {container}` is not a non-empty array:\n{out}")
-        })
+        let id = self.run_ok(["inspect", "--type", "container", "-f", "{{.Id}}", container]);
+        let path = self
+            .root()
+            .join("containers")
+            .join(id.trim())
+            .join("config.json");
+        let text = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read the record of {container}: {e}"));
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("the record of {container} is not JSON ({e}):\n{text}"))
     }
 
     /// Directory entries under `<root>/<sub>` (hidden files such as lock
@@ -1178,18 +1184,19 @@ impl Berth {
         record
     }
 
-    /// The STATUS column of `berth ps` (`all`: `ps -a`) for the row whose
-    /// NAME is `name`, or None when it is not listed.
+    /// The STATUS column of `berth ps` (`all`: `ps -a`) for the container
+    /// named `name`, or None when it is not listed.
     pub fn ps_status(&self, all: bool, name: &str) -> Option<String> {
+        let format = ["--format", "{{.Names}}\t{{.Status}}"];
         let out = if all {
-            self.run_ok(["ps", "-a"])
+            self.run_ok(["ps", "-a", format[0], format[1]])
         } else {
-            self.run_ok(["ps"])
+            self.run_ok(["ps", format[0], format[1]])
         };
-        ps_rows(&out)
-            .into_iter()
-            .find(|row| row.get(1).map(String::as_str) == Some(name))
-            .and_then(|row| row.last().cloned())
+        out.lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(listed, _)| *listed == name)
+            .map(|(_, status)| status.to_owned())
     }
 
     /// A container's log file, `<root>/containers/<id>/container.log`.

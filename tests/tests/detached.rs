@@ -59,10 +59,11 @@ fn assert_dead_within(pid: i32, what: &str) {
     );
 }
 
+/// The NAMES column (docker's last) of a `ps` table.
 fn names_in(table: &str) -> Vec<String> {
     ps_rows(table)
         .into_iter()
-        .filter_map(|row| row.get(1).cloned())
+        .filter_map(|row| row.last().cloned())
         .collect()
 }
 

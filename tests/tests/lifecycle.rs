@@ -198,11 +198,12 @@ fn ps_shows_docker_columns() {
         [
             "CONTAINER",
             "ID",
-            "NAME",
             "IMAGE",
             "COMMAND",
             "CREATED",
-            "STATUS"
+            "STATUS",
+            "PORTS",
+            "NAMES"
         ],
         "ps header"
     );
@@ -216,15 +217,16 @@ fn ps_shows_docker_columns() {
         "row starts with the short id: {row}"
     );
     let columns: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(columns.get(1..3), Some(&["listed", "busybox"][..]), "{row}");
+    assert_eq!(columns.get(1), Some(&"busybox"), "{row}");
+    assert_eq!(columns.last(), Some(&"listed"), "{row}");
     assert!(row.contains("\"sh -c exit 0\""), "command column: {row}");
     assert!(row.contains("Exited (0)"), "status column: {row}");
     // Columns line up under the header.
     for (title, value) in [
-        ("NAME", "listed"),
         ("IMAGE", "busybox"),
         ("COMMAND", "\"sh"),
         ("STATUS", "Exited"),
+        ("NAMES", "listed"),
     ] {
         let at = header.find(title).expect("title");
         assert!(

@@ -57,7 +57,7 @@ fn pid_1_killed_from_the_host_gives_137() {
             return false;
         }
         let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let Some(p) = record[0]["pid"].as_i64() else {
+        let Some(p) = record[0]["State"]["Pid"].as_i64().filter(|&p| p > 0) else {
             return false;
         };
         pid = p as i32;
