@@ -13,6 +13,7 @@ mod info;
 mod limits;
 mod logs;
 mod monitor;
+mod mounts;
 mod network;
 mod oci_cli;
 mod paths;
@@ -24,6 +25,7 @@ mod seccomp;
 mod supervise;
 mod table;
 mod user;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -145,5 +147,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Login(args) => pull::login(&paths, &args),
         Command::Logout(args) => pull::logout(&paths, &args),
+        Command::Volume(command) => volume::command(&paths, &command),
     }
 }

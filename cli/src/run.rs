@@ -134,13 +134,11 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         parse_security_options(&args.security_opt)?;
     let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
     record.network_mode = args.net.clone();
-    let user_volumes = args
-        .volume
-        .iter()
-        .map(|spec| berth_fs::parse_volume(spec))
-        .collect::<Result<Vec<_>, _>>()?;
-    berth_fs::prepare_volume_sources(&user_volumes)?;
+    let image_volumes = config.volumes().clone().unwrap_or_default();
+    let mut mounts = crate::mounts::for_run(paths, &containers, &args, &image_volumes)?;
     record.volumes = args.volume.clone();
+    record.mounts = std::mem::take(&mut mounts.record);
+    record.anonymous_volumes = mounts.anonymous.clone();
     create_record(&containers, &mut record, args.name.as_deref())?;
 
     // From here on a failure must take the container away again.
@@ -149,6 +147,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         store: &containers,
         id: &id,
         armed: true,
+        volumes: std::mem::take(&mut mounts.created),
     };
     let dir = containers.container_dir(&id);
     prepare_layer_dirs(&dir)?;
@@ -157,8 +156,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     crate::network::prepare(paths, &mut network)?;
     let etc_files = crate::network::EtcFiles::new(&dir);
     etc_files.write(&record, None, &[])?;
-    let mut volumes = etc_files.volumes();
-    volumes.extend(user_volumes);
+    let volumes = etc_files.volumes();
     let console_size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
     let spec = crate::container_spec::build(&crate::container_spec::ContainerPlan {
         id: &id,
@@ -186,6 +184,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         resources,
         cgroup_parent: args.cgroup_parent.as_deref(),
         extras: &extras,
+        mounts: &mounts.oci,
     })?;
     let launch = LaunchPlan {
         spec,
@@ -295,7 +294,11 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     }
     // With --rm nothing is left to record the exit in.
     let result = if record.auto_remove {
-        store.remove(id)
+        let removed = store.remove(id);
+        if removed.is_ok() {
+            crate::volume::remove_anonymous(paths, &record);
+        }
+        removed
     } else {
         store
             .update(id, |r| {
@@ -361,7 +364,7 @@ fn parse_log_options(options: &[String]) -> anyhow::Result<LogLimits> {
 }
 
 /// "512", "10k", "10m", "1g" (powers of 1024, as docker).
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim().to_ascii_lowercase();
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
@@ -377,17 +380,22 @@ fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(multiplier)
 }
 
-/// Removes a half-made container (network lease, record and directory)
-/// unless disarmed.
+/// Removes a half-made container (network lease, record and directory,
+/// the volumes made for it) unless disarmed.
 pub struct RemoveOnFailure<'a> {
     pub paths: &'a Paths,
     pub store: &'a ContainerStore,
     pub id: &'a str,
     pub armed: bool,
+    /// Volumes made for this container (removed after it unless disarmed).
+    pub volumes: crate::mounts::CreatedVolumes,
 }
 
 impl Drop for RemoveOnFailure<'_> {
     fn drop(&mut self) {
+        if !self.armed {
+            self.volumes.keep();
+        }
         if self.armed {
             if let Err(e) = crate::network::release(self.paths, self.id, false) {
                 eprintln!("berth: {e:#}");

@@ -11,7 +11,9 @@ use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::AT_FDCWD;
 use nix::fcntl::{openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::UtimensatFlags;
 use nix::sys::stat::{fchmodat, fstatat, mkdirat, mknodat, FchmodatFlags, Mode, SFlag};
+use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, symlinkat, Gid, Uid};
 
 use crate::FsError;
@@ -137,6 +139,15 @@ pub(crate) fn copy_tree(from: &OwnedFd, to: &OwnedFd, shown: &Path) -> Result<()
             FchmodatFlags::FollowSymlink,
         )
         .map_err(|e| fail("chmod", os_name, e))?;
+        // Last, after the writes and the copies below a directory.
+        nix::sys::stat::utimensat(
+            AT_FDCWD,
+            through.as_str(),
+            &TimeSpec::new(st.st_atime, st.st_atime_nsec),
+            &TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+            UtimensatFlags::FollowSymlink,
+        )
+        .map_err(|e| fail("utimes", os_name, e))?;
     }
     Ok(())
 }
@@ -230,6 +241,12 @@ mod tests {
         std::fs::create_dir_all(from.join("sub")).unwrap();
         std::fs::create_dir(&to).unwrap();
         std::fs::write(from.join("sub/file"), b"content").unwrap();
+        let old = std::fs::File::options()
+            .write(true)
+            .open(from.join("sub/file"))
+            .unwrap();
+        old.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+            .unwrap();
         std::fs::set_permissions(
             from.join("sub/file"),
             std::fs::Permissions::from_mode(0o4751),
@@ -256,6 +273,10 @@ mod tests {
 
         let meta = |p: &str| std::fs::symlink_metadata(to.join(p)).unwrap();
         assert_eq!(std::fs::read(to.join("sub/file")).unwrap(), b"content");
+        assert_eq!(
+            meta("sub/file").mtime(),
+            std::fs::metadata(from.join("sub/file")).unwrap().mtime()
+        );
         assert_eq!(meta("sub/file").permissions().mode() & 0o7777, 0o4751);
         assert_eq!(meta("sub").permissions().mode() & 0o7777, 0o1750);
         assert_eq!(
