@@ -133,7 +133,7 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
-    /// Bind mount a volume (HOST:CONTAINER[:ro])
+    /// Bind mount a volume (HOST:CONTAINER[:ro], or NAME:CONTAINER, or CONTAINER)
     #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volume: Vec<String>,
     /// Memory limit (e.g. 512m, 1g; units b, k, m, g)
@@ -300,7 +300,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
     /// Mount the volumes of another container (CONTAINER[:ro|:rw])
-    #[arg(long, value_name = "CONTAINER[:ro|:rw]")]
+    #[arg(long, value_name = "CONTAINER")]
     pub volumes_from: Vec<String>,
 }
 
