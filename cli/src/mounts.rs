@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use berth_state::{
-    ContainerRecord, MountPoint, NewVolume, VolumeBacking, VolumeRecord, VolumeStore,
+    ContainerRecord, MountPoint, NewVolume, VolumeBacking, VolumeLock, VolumeRecord, VolumeStore,
 };
 use oci_spec::runtime::Mount;
 
@@ -561,7 +561,11 @@ pub fn for_run(
         from.extend(volumes_from(&source, mode));
     }
     let list = combine(own, from, image_volumes(image_volume_paths)?)?;
-    resolve(&crate::volume::store(paths)?, &list)
+    let store = crate::volume::store(paths)?;
+    let lock = store.lock()?;
+    let mut resolved = resolve(&store, lock, &list)?;
+    resolved.created.containers = Some(containers.clone());
+    Ok(resolved)
 }
 
 /// The mounts ready for the spec and the record.
@@ -578,10 +582,16 @@ pub struct ResolvedMounts {
 }
 
 /// Volumes made for a container that is not made yet: removed when
-/// dropped, unless [`CreatedVolumes::keep`] was called.
+/// dropped (unless another container uses one by then), unless
+/// [`CreatedVolumes::keep`] was called. Until [`CreatedVolumes::unlock`]
+/// it holds the volume store's lock, so that no `volume rm` or `prune` can
+/// take a volume between its making and the record that names it.
 #[derive(Debug, Default)]
 pub struct CreatedVolumes {
     store: Option<VolumeStore>,
+    /// Whose records say which volumes are in use.
+    containers: Option<berth_state::ContainerStore>,
+    lock: Option<VolumeLock>,
     names: Vec<String>,
 }
 
@@ -589,16 +599,45 @@ impl CreatedVolumes {
     /// The container exists now: its volumes stay.
     pub fn keep(&mut self) {
         self.names.clear();
+        self.lock = None;
+    }
+
+    /// The container's record (naming its volumes) is stored: others may
+    /// use the volume store again.
+    pub fn unlock(&mut self) {
+        self.lock = None;
     }
 }
 
 impl Drop for CreatedVolumes {
     fn drop(&mut self) {
         let Some(store) = &self.store else { return };
-        for name in self.names.drain(..) {
-            if let Err(e) = store.remove(&name) {
-                eprintln!("berth: cleaning up volume {name} also failed: {e}");
+        if self.names.is_empty() {
+            return;
+        }
+        let held = self.lock.take();
+        let cleanup = || -> anyhow::Result<()> {
+            let lock = match held {
+                Some(lock) => lock,
+                None => store.lock()?,
+            };
+            let users = match &self.containers {
+                Some(containers) => crate::volume::volume_users(containers)?,
+                None => Default::default(),
+            };
+            for name in &self.names {
+                if !users.contains_key(name) {
+                    store.remove_locked(&lock, name)?;
+                }
             }
+            Ok(())
+        };
+        if let Err(e) = cleanup() {
+            eprintln!(
+                "berth: cleaning up volumes {} also failed: {}",
+                self.names.join(", "),
+                crate::exit::one_line(&e)
+            );
         }
     }
 }
@@ -619,10 +658,18 @@ const TMPFS_DEFAULTS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 /// Make the volumes the list names (a new anonymous one gets a 64-hex
 /// name), create missing `-v` host directories, and build the OCI mounts
 /// and the record's `Mounts`.
-pub fn resolve(store: &VolumeStore, requests: &[MountRequest]) -> anyhow::Result<ResolvedMounts> {
+/// `lock` is the store's lock, held by the result until
+/// [`CreatedVolumes::unlock`].
+pub fn resolve(
+    store: &VolumeStore,
+    lock: VolumeLock,
+    requests: &[MountRequest],
+) -> anyhow::Result<ResolvedMounts> {
     let mut resolved = ResolvedMounts {
         created: CreatedVolumes {
             store: Some(store.clone()),
+            containers: None,
+            lock: Some(lock),
             names: Vec::new(),
         },
         ..ResolvedMounts::default()
@@ -673,7 +720,12 @@ pub fn resolve(store: &VolumeStore, requests: &[MountRequest]) -> anyhow::Result
                     options: options.clone(),
                     anonymous,
                 };
-                let (volume, created) = store.create(&new)?;
+                let lock = resolved
+                    .created
+                    .lock
+                    .as_ref()
+                    .context("the volume store is not locked")?;
+                let (volume, created) = store.create_locked(lock, &new)?;
                 if created {
                     resolved.created.names.push(volume.name.clone());
                 }
@@ -973,7 +1025,7 @@ mod tests {
             v(&format!("{}:/data:ro", host.display())).unwrap(),
             parse_tmpfs_flag("/run:size=1m,exec").unwrap(),
         ];
-        let mut resolved = resolve(&store, &requests).unwrap();
+        let mut resolved = resolve(&store, store.lock().unwrap(), &requests).unwrap();
         assert!(host.is_dir(), "a -v host directory is made");
         let targets: Vec<String> = resolved
             .oci
@@ -999,7 +1051,7 @@ mod tests {
         drop(resolved);
         assert!(store.list().unwrap().is_empty());
 
-        let again = resolve(&store, &requests[..1]).unwrap();
+        let again = resolve(&store, store.lock().unwrap(), &requests[..1]).unwrap();
         let mut created = again.created;
         created.keep();
         drop(created);
@@ -1008,13 +1060,36 @@ mod tests {
             v("/x").unwrap(),
             m("type=bind,source=/no/such/dir,target=/y").unwrap(),
         ];
-        assert!(resolve(&store, &bad).is_err());
+        assert!(resolve(&store, store.lock().unwrap(), &bad).is_err());
         assert_eq!(
             store.list().unwrap().len(),
             1,
             "the anonymous volume stayed"
         );
-        resolved = resolve(&store, &[]).unwrap();
+        resolved = resolve(&store, store.lock().unwrap(), &[]).unwrap();
         assert!(resolved.oci.is_empty());
+    }
+
+    #[test]
+    fn a_made_volume_another_container_took_up_is_not_cleaned_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = VolumeStore::open(tmp.path().join("volumes")).unwrap();
+        let containers = berth_state::ContainerStore::open(tmp.path().join("containers")).unwrap();
+        let mut resolved = resolve(
+            &store,
+            store.lock().unwrap(),
+            &[v("taken:/a").unwrap(), v("free:/b").unwrap()],
+        )
+        .unwrap();
+        resolved.created.containers = Some(containers.clone());
+        resolved.created.unlock();
+        // Another container's record names "taken" before this one fails.
+        let mut other =
+            ContainerRecord::new(berth_state::generate_id(), "other".into(), "x".into());
+        other.mounts = vec![resolved.record[0].clone()];
+        containers.create(&other).unwrap();
+        drop(resolved);
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(names, ["taken"]);
     }
 }

@@ -140,6 +140,8 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.mounts = std::mem::take(&mut mounts.record);
     record.anonymous_volumes = mounts.anonymous.clone();
     create_record(&containers, &mut record, args.name.as_deref())?;
+    // The record names its volumes now: they are in use.
+    mounts.created.unlock();
 
     // From here on a failure must take the container away again.
     let guard = RemoveOnFailure {

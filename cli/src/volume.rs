@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 
 use anyhow::{bail, Context};
-use berth_state::{ContainerRecord, NewVolume, VolumeError, VolumeRecord, VolumeStore};
+use berth_state::{ContainerRecord, NewVolume, VolumeError, VolumeLock, VolumeRecord, VolumeStore};
 
 use crate::args::{VolumeCommand, VolumeCreateArgs, VolumeLsArgs, VolumePruneArgs, VolumeRmArgs};
 use crate::paths::Paths;
@@ -58,7 +58,13 @@ fn create(paths: &Paths, args: &VolumeCreateArgs) -> anyhow::Result<i32> {
 
 /// Which containers (ids) use each volume, stopped ones too.
 pub fn users(paths: &Paths) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
-    let containers = paths.containers()?;
+    volume_users(&paths.containers()?)
+}
+
+/// [`users`] from a container store.
+pub fn volume_users(
+    containers: &berth_state::ContainerStore,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for record in containers.list()? {
         for name in volume_names(&record) {
@@ -227,6 +233,7 @@ fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
 /// Remove one volume unless a container (running or not) uses it.
 fn remove_unused(
     store: &VolumeStore,
+    lock: &VolumeLock,
     users: &BTreeMap<String, Vec<String>>,
     name: &str,
 ) -> anyhow::Result<()> {
@@ -237,16 +244,19 @@ fn remove_unused(
             short.join(", ")
         );
     }
-    store.remove(name)?;
+    store.remove_locked(lock, name)?;
     Ok(())
 }
 
 fn remove(paths: &Paths, args: &VolumeRmArgs) -> anyhow::Result<i32> {
     let store = store(paths)?;
+    // Held from the check to the removal: no `run` can start using a
+    // volume in between.
+    let lock = store.lock()?;
     let users = users(paths)?;
     let mut failed = false;
     for name in &args.volumes {
-        match remove_unused(&store, &users, name) {
+        match remove_unused(&store, &lock, &users, name) {
             Ok(()) => crate::exit::write_stdout(&format!("{name}\n"))?,
             Err(e)
                 if args.force
@@ -277,6 +287,7 @@ pub fn prune_volumes(
         .map(|f| parse_filter(f, &["label"]))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let store = store(paths)?;
+    let lock = store.lock()?;
     let users = users(paths)?;
     let mut removed = Vec::new();
     let mut bytes = 0;
@@ -288,7 +299,7 @@ pub fn prune_volumes(
             continue;
         }
         let size = store.disk_usage(&volume.name).unwrap_or(0);
-        store.remove(&volume.name)?;
+        store.remove_locked(&lock, &volume.name)?;
         bytes += size;
         removed.push(volume.name);
     }
@@ -339,6 +350,7 @@ pub fn remove_anonymous(paths: &Paths, record: &ContainerRecord) {
     }
     let result = (|| {
         let store = store(paths)?;
+        let lock = store.lock()?;
         let users = users(paths)?;
         for name in &record.anonymous_volumes {
             let others = users
@@ -347,7 +359,7 @@ pub fn remove_anonymous(paths: &Paths, record: &ContainerRecord) {
             if others {
                 continue;
             }
-            match store.remove(name) {
+            match store.remove_locked(&lock, name) {
                 Ok(()) | Err(VolumeError::NotFound { .. }) => {}
                 Err(e) => return Err(anyhow::Error::new(e)),
             }

@@ -249,6 +249,18 @@ impl VolumeStore {
     /// some were given).
     pub fn create(&self, new: &NewVolume) -> Result<(VolumeRecord, bool), VolumeError> {
         validate_volume_name(&new.name)?;
+        let lock = self.lock()?;
+        self.create_locked(&lock, new)
+    }
+
+    /// [`VolumeStore::create`] under a lock the caller holds (so that it
+    /// can record the volume's user before anyone may remove it).
+    pub fn create_locked(
+        &self,
+        _lock: &VolumeLock,
+        new: &NewVolume,
+    ) -> Result<(VolumeRecord, bool), VolumeError> {
+        validate_volume_name(&new.name)?;
         let driver = new.driver.as_deref().unwrap_or(LOCAL_DRIVER);
         if driver != LOCAL_DRIVER {
             return Err(VolumeError::UnknownDriver {
@@ -256,7 +268,6 @@ impl VolumeStore {
             });
         }
         parse_local_options(&new.options)?;
-        let _lock = self.lock()?;
         match self.get(&new.name) {
             Ok(existing) => {
                 if !new.options.is_empty() && new.options != existing.options {
@@ -371,7 +382,15 @@ impl VolumeStore {
     /// takes long or fails.
     pub fn remove(&self, name: &str) -> Result<(), VolumeError> {
         self.get(name)?;
-        let _lock = self.lock()?;
+        let lock = self.lock()?;
+        self.remove_locked(&lock, name)
+    }
+
+    /// [`VolumeStore::remove`] under a lock the caller holds (so that no
+    /// container can start using the volume between the caller's check
+    /// that none does and the removal).
+    pub fn remove_locked(&self, _lock: &VolumeLock, name: &str) -> Result<(), VolumeError> {
+        self.get(name)?;
         let dir = self.dir.join(name);
         let doomed = self.dir.join(format!(".{name}.removing"));
         let _ = fs::remove_dir_all(&doomed);
