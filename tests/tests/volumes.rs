@@ -347,6 +347,27 @@ fn a_volume_in_use_cannot_be_removed() {
     );
     berth.run_ok(["rm", "user"]);
     assert_eq!(berth.run_ok(["volume", "rm", "busy"]), "busy\n");
+    // A running container's volume, anonymous or named, cannot go either.
+    berth.run_ok(run_args(&[
+        "-d",
+        "--name",
+        "runner",
+        "-v",
+        "live:/live",
+        "-v",
+        "/anon",
+        "busybox",
+        "sleep",
+        "60",
+    ]));
+    assert_eq!(volume_names(&berth).len(), 2);
+    for name in volume_names(&berth) {
+        assert_target_error(&berth.output(["volume", "rm", &name]));
+    }
+    let out = berth.run_ok(["volume", "prune", "-a", "-f"]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+    berth.run_ok(["rm", "-f", "-v", "runner"]);
+    assert_eq!(volume_names(&berth), ["live"]);
     berth.assert_clean();
 }
 
