@@ -846,3 +846,42 @@ fn a_mount_target_that_is_a_symlink_to_root_is_refused_and_the_host_untouched() 
     assert!(stdout(&berth.output(["volume", "ls", "-q"])).contains("deep"));
     berth.assert_clean();
 }
+
+/// Unmounts (lazily) a mount the test made on the host.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn bind_nonrecursive_leaves_out_the_mounts_below_the_source() {
+    require_root!();
+    let berth = Berth::new();
+    let host = tempfile::tempdir().expect("tempdir");
+    let sub = host.path().join("sub");
+    fs::create_dir(&sub).expect("mkdir");
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "berth-e2e-sub"])
+        .arg(&sub)
+        .output()
+        .expect("mount");
+    assert!(out.status.success(), "{}", describe(&out));
+    let _unmount = HostMount(sub.clone());
+    fs::write(sub.join("on-the-submount"), "x").expect("write");
+    let show = "ls /h/sub";
+    for (flags, expected) in [
+        ("", "on-the-submount\n"),
+        (",bind-nonrecursive", ""),
+        (",bind-nonrecursive=false", "on-the-submount\n"),
+    ] {
+        let mount = format!("type=bind,src={},dst=/h{flags}", host.path().display());
+        let out = berth.run_ok(run_args(&[
+            "--rm", "--mount", &mount, "busybox", "sh", "-c", show,
+        ]));
+        assert_eq!(out, expected, "--mount {mount}");
+    }
+    berth.assert_clean();
+}
