@@ -110,9 +110,65 @@ pub enum Command {
     Login(LoginArgs),
     /// Log out from a registry
     Logout(LogoutArgs),
+    /// Create a new container (as `run` does) without starting it
+    Create(Box<RunArgs>),
+    /// Start created or stopped containers
+    Start(StartArgs),
+    /// Restart containers
+    Restart(RestartArgs),
+    /// Attach this terminal to a running container's input and output
+    Attach(AttachArgs),
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach to the container's output (and pass its exit code on)
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach the container's input too
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Start every stopped container whose restart policy wants it running
+    /// (after a reboot); narrow with --filter restart=POLICY
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: restart=always|unless-stopped|on-failure (repeatable)
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    #[arg(value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Seconds to wait for the container to stop before killing it
+    #[arg(short, long)]
+    pub time: Option<u64>,
+    /// Signal to send first (default: the container's stop signal)
+    #[arg(short, long, value_name = "SIGNAL")]
+    pub signal: Option<String>,
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not attach this terminal's input
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Key sequence that detaches and leaves the container running
+    /// (default ctrl-p,ctrl-q)
+    #[arg(long, value_name = "KEYS")]
+    pub detach_keys: Option<String>,
+    /// Accepted as docker's: signals are passed on to a container without
+    /// a terminal (a terminal passes them as keys)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
 }
 
 #[derive(Debug, Args)]
@@ -190,7 +246,8 @@ pub struct RunArgs {
         default_value = "bridge"
     )]
     pub net: String,
-    /// Publish a container's port on the host (HOSTPORT:CTRPORT[/tcp|/udp])
+    /// Publish a container's port on the host ([HOSTPORT:]CTRPORT[/tcp|/udp];
+    /// without HOSTPORT a free one is chosen)
     #[arg(short, long = "publish", value_name = "HOSTPORT:CTRPORT")]
     pub publish: Vec<String>,
     /// Log options: max-size=SIZE (e.g. 10m), max-file=N
@@ -288,6 +345,15 @@ pub struct RunArgs {
         value_parser = ["missing", "always", "never"]
     )]
     pub pull: String,
+    /// Restart policy: no, on-failure[:N], always or unless-stopped
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+    /// Run a small init as PID 1 that reaps zombies and forwards signals
+    #[arg(long)]
+    pub init: bool,
+    /// Publish every port the image exposes on a free host port
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// Image to start from
     pub image: String,
     /// Command and arguments (default: the image's command)

@@ -26,7 +26,7 @@ pub fn is_alive(record: &ContainerRecord) -> bool {
 
 /// Whether the process that records this container's exit (its monitor,
 /// or the foreground `berth run`) is alive.
-fn monitor_alive(record: &ContainerRecord) -> bool {
+pub fn monitor_alive(record: &ContainerRecord) -> bool {
     match record.monitor_pid {
         Some(pid) => is_same_process(Path::new("/proc"), pid, record.monitor_start_time),
         None => false,
@@ -38,6 +38,15 @@ fn monitor_alive(record: &ContainerRecord) -> bool {
 /// monitor is still alive it is about to record the real exit code: give
 /// it a moment first.
 pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Result<ContainerRecord> {
+    if record.restarting && !record.is_active() && !monitor_alive(&record) {
+        // The monitor that was to start it again is gone (a reboot).
+        return Ok(store.update(&record.id, |r| {
+            if !r.is_active() && !monitor_alive(r) {
+                r.restarting = false;
+                r.monitor_pid = None;
+            }
+        })?);
+    }
     if !record.is_active() || is_alive(&record) {
         return Ok(record);
     }
@@ -49,11 +58,34 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
             return Ok(current);
         }
     }
-    Ok(store.update(&record.id, |r| {
+    // The monitor (or the foreground `run`) is gone, and the kernel killed
+    // PID 1 with it (its parent-death signal is SIGKILL): record that, give
+    // back what the container held, and carry out its --rm.
+    let ended = store.update(&record.id, |r| {
         if r.is_active() && !is_alive(r) {
-            r.mark_exited(UNKNOWN_EXIT);
+            r.mark_exited(KILLED_WITH_ITS_MONITOR);
         }
-    })?)
+    })?;
+    let paths = Paths::new(store.dir().parent().unwrap_or(store.dir()).to_path_buf());
+    if let Err(e) = crate::limits::release(&paths, &ended) {
+        eprintln!("berth: {e:#}");
+    }
+    if let Err(e) = crate::network::release(&paths, &ended.id, true) {
+        eprintln!("berth: {e:#}");
+    }
+    if ended.auto_remove {
+        store.remove(&ended.id)?;
+        crate::volume::remove_anonymous(&paths, &ended);
+    }
+    Ok(ended)
+}
+
+/// 128 + SIGKILL: how a container ends when its monitor dies.
+const KILLED_WITH_ITS_MONITOR: i32 = 137;
+
+/// A record that [`refresh`] removed (its container had --rm).
+fn removed(store: &ContainerStore, record: &ContainerRecord) -> bool {
+    record.auto_remove && !record.is_active() && !store.container_dir(&record.id).exists()
 }
 
 /// All containers, with stale records corrected (and any left frozen by a
@@ -66,11 +98,17 @@ pub fn list(store: &ContainerStore) -> anyhow::Result<Vec<ContainerRecord>> {
             crate::pause::recover_left_frozen(store, &r);
             refresh(store, r)
         })
+        .filter(|r| !r.as_ref().is_ok_and(|r| removed(store, r)))
         .collect()
 }
 
 pub fn find(store: &ContainerStore, query: &str) -> anyhow::Result<ContainerRecord> {
-    refresh(store, store.find(query)?)
+    let record = refresh(store, store.find(query)?)?;
+    if removed(store, &record) {
+        // Gone with --rm just now: as if it had never been found.
+        return Ok(store.find(query)?);
+    }
+    Ok(record)
 }
 
 pub fn rm(paths: &Paths, args: &RmArgs) -> anyhow::Result<i32> {
@@ -118,17 +156,24 @@ fn remove_one(
     record: ContainerRecord,
     force: bool,
 ) -> anyhow::Result<()> {
-    if record.is_active() {
+    if record.is_active() || record.restarting {
         if !force {
+            let state = if record.restarting {
+                "restarting"
+            } else {
+                "running"
+            };
             bail!(
-                "cannot remove container {}: it is running; stop it first or use `berth rm -f`",
+                "cannot remove container {}: it is {state}; stop it first or use `berth rm -f`",
                 record.name
             );
         }
-        crate::pause::thaw_for_signal(store, &record)?;
-        kill_and_wait(&record)?;
-        // Let the monitor record the end and release what it holds.
-        refresh(store, record.clone())?;
+        if let Some(running) = mark_manually_stopped(store, &record.id)? {
+            crate::pause::thaw_for_signal(store, &running)?;
+            kill_and_wait(&running)?;
+            // Let the monitor record the end and release what it holds.
+            refresh(store, running)?;
+        }
     }
     // A container whose monitor died still has its cgroup, address and
     // port rules.
@@ -211,19 +256,63 @@ fn require_running(record: &ContainerRecord) -> anyhow::Result<()> {
 pub fn stop(paths: &Paths, args: &StopArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     Ok(for_each_container(&store, &args.containers, |record| {
-        require_running(&record)?;
-        crate::pause::thaw_for_signal(&store, &record)?;
-        let signal = match args.signal.as_ref().or(record.stop_signal.as_ref()) {
-            Some(name) => parse_signal(name)?,
-            None => Signal::SIGTERM,
-        };
-        signal_container(&record, signal)?;
-        let grace = args.time.or(record.stop_timeout).unwrap_or(10);
-        if !wait_until_dead(&record, Duration::from_secs(grace)) {
-            kill_and_wait(&record)?;
-        }
-        refresh(&store, record).map(drop)
+        stop_container(&store, record, args.signal.as_deref(), args.time).map(drop)
     }))
+}
+
+/// Stop one container (also one that its restart policy is about to
+/// start again) and keep its policy from starting it; returns the record
+/// as it ended. Stopping a stopped container is not an error (docker).
+pub fn stop_container(
+    store: &ContainerStore,
+    record: ContainerRecord,
+    signal: Option<&str>,
+    grace: Option<u64>,
+) -> anyhow::Result<ContainerRecord> {
+    let signal = match signal.or(record.stop_signal.as_deref()) {
+        Some(name) => parse_signal(name)?,
+        None => Signal::SIGTERM,
+    };
+    let Some(record) = mark_manually_stopped(store, &record.id)? else {
+        return Ok(record);
+    };
+    crate::pause::thaw_for_signal(store, &record)?;
+    signal_container(&record, signal)?;
+    let grace = grace.or(record.stop_timeout).unwrap_or(10);
+    if !wait_until_dead(&record, Duration::from_secs(grace)) {
+        kill_and_wait(&record)?;
+    }
+    refresh(store, record)
+}
+
+/// Record that the user stopped the container, so that its restart
+/// policy leaves it stopped; `Some(record)` if it is running and must
+/// be signalled. A container between two policy restarts is waited for:
+/// its monitor either gives up (it sees the mark) or has just started it.
+fn mark_manually_stopped(
+    store: &ContainerStore,
+    id: &str,
+) -> anyhow::Result<Option<ContainerRecord>> {
+    let current = store.load(id)?;
+    if !current.is_active() && !current.restarting {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Set again on every round: a monitor that was starting the
+        // container may have saved its record over the first mark.
+        let record = store.update(id, |r| r.manually_stopped = true)?;
+        if record.is_active() {
+            return Ok(Some(refresh(store, record)?).filter(|r| r.is_active()));
+        }
+        if !record.restarting || !monitor_alive(&record) || Instant::now() >= deadline {
+            if record.restarting {
+                store.update(id, |r| r.restarting = false)?;
+            }
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `berth kill`: send a signal (default SIGKILL) to PID 1.
@@ -232,6 +321,8 @@ pub fn kill_containers(paths: &Paths, args: &KillArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     Ok(for_each_container(&store, &args.containers, |record| {
         require_running(&record)?;
+        // docker: a killed container is one the user stopped.
+        let record = store.update(&record.id, |r| r.manually_stopped = true)?;
         crate::pause::thaw_for_signal(&store, &record)?;
         signal_container(&record, signal)
     }))
@@ -278,6 +369,16 @@ pub fn status_text(record: &ContainerRecord, now: berth_state::Timestamp) -> Str
             } else {
                 up
             }
+        }
+        Status::Exited if record.restarting => {
+            let ago = record
+                .finished_at
+                .map(|t| human_duration(t.until(now)))
+                .unwrap_or_default();
+            format!(
+                "Restarting ({}) {ago} ago",
+                record.exit_code.unwrap_or(UNKNOWN_EXIT)
+            )
         }
         Status::Exited => {
             let ago = record

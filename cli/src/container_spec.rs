@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use berth_ns::{Capability, CapabilitySet};
-use cli::runtime::OVERLAY_ROOTFS_ANNOTATION;
+use cli::runtime::{OVERLAY_ROOTFS_ANNOTATION, REAPING_INIT_ANNOTATION};
 use oci_spec::runtime::{
     Capabilities, LinuxBuilder, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType,
     LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
@@ -63,6 +63,8 @@ pub struct Extras {
     pub shared: Vec<(LinuxNamespaceType, Option<PathBuf>)>,
     /// `--device`: the device node to make and the cgroup access it gets.
     pub devices: Vec<(oci_spec::runtime::LinuxDevice, String)>,
+    /// `--init`: the runtime's reaping init is PID 1.
+    pub init: bool,
 }
 
 /// The container's write layer: overlay's upper and work dirs and the
@@ -90,10 +92,12 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
         "upper": upper,
         "work": work,
     });
-    spec.set_annotations(Some(HashMap::from([(
-        OVERLAY_ROOTFS_ANNOTATION.to_owned(),
-        overlay.to_string(),
-    )])));
+    let mut annotations =
+        HashMap::from([(OVERLAY_ROOTFS_ANNOTATION.to_owned(), overlay.to_string())]);
+    if plan.extras.init {
+        annotations.insert(REAPING_INIT_ANNOTATION.to_owned(), "true".to_owned());
+    }
+    spec.set_annotations(Some(annotations));
     spec.set_process(Some(process(plan)));
     spec.set_mounts(Some(mounts(
         plan.volumes,

@@ -69,15 +69,27 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
                 .context("cannot open /dev/null")?,
         ))
     };
-    let stdin = if (args.interactive || args.tty) && !args.detach {
-        None
-    } else {
-        Some(null()?)
-    };
-    let (stdout, stderr) = if args.detach {
-        (Some(null()?), Some(null()?))
-    } else {
+    // Without a terminal, the process gets pipes that berth relays, never
+    // berth's own descriptors: through /proc/self/fd it could reopen a
+    // host file they point to.
+    let relayed = !args.detach && !tty;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC);
+    let (stdin, stdin_write) = if args.interactive && relayed {
+        let (read, write) = pipe()?;
+        (Some(read), Some(write))
+    } else if tty {
         (None, None)
+    } else {
+        (Some(null()?), None)
+    };
+    let (stdout, stderr, output_reads) = if args.detach {
+        (Some(null()?), Some(null()?), None)
+    } else if tty {
+        (None, None, None)
+    } else {
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        (Some(out_write), Some(err_write), Some((out_read, err_read)))
     };
     let options = ExecOptions {
         stdio: Stdio {
@@ -94,23 +106,21 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let guard = ChildGuard::new(executing.pid);
-    let status = match executing.terminal {
-        Some(master) => {
-            let attach = Attachment {
-                echo: true,
-                forward_stdin: args.interactive,
-                forward_signals: true,
-            };
-            supervise(
-                executing.pid,
-                Output::Terminal(master),
-                &mut signals,
-                None,
-                &attach,
-            )?
-        }
-        None => crate::supervise::wait_forwarding_signals(executing.pid, &mut signals)?,
+    let output = match (executing.terminal, output_reads) {
+        (Some(master), _) => Output::Terminal(master),
+        (None, Some((stdout, stderr))) => Output::Pipes {
+            stdout,
+            stderr,
+            stdin: stdin_write,
+        },
+        (None, None) => bail!("the process in the container did not send its terminal"),
     };
+    let attach = Attachment {
+        echo: true,
+        forward_stdin: args.interactive,
+        forward_signals: true,
+    };
+    let status = supervise(executing.pid, output, &mut signals, None, &attach, None)?;
     guard.reaped.set(true);
     Ok(status_code(status).unwrap_or(crate::exit::BERTH_FAILED))
 }

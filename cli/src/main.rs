@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 mod args;
+mod attach;
 mod container;
 mod container_ops;
 mod container_spec;
@@ -10,6 +11,7 @@ mod exec;
 mod exit;
 mod images;
 mod info;
+mod lifecycle;
 mod limits;
 mod logs;
 mod monitor;
@@ -74,10 +76,16 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            // docker: usage errors are berth's failure (125); --help is not.
-            return ExitCode::from(if e.use_stderr() { 125 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // docker: usage errors are berth's failure (125), and like every
+            // error one line.
+            eprintln!("berth: {}", usage_error_line(&e));
+            return ExitCode::from(125);
         }
     };
     let code = match dispatch(cli) {
@@ -89,6 +97,38 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(125))
+}
+
+/// clap's report of a usage error as one line: its message without the
+/// tips (a flag berth does not know is named once, not offered as a value
+/// with `-- --flag`) and the usage block, plus where to read more.
+fn usage_error_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(|line| line.trim())
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    let command: Vec<String> = std::env::args()
+        .skip(1)
+        .take_while(|a| !a.starts_with('-'))
+        .take(2)
+        .collect();
+    match error.kind() {
+        clap::error::ErrorKind::UnknownArgument | clap::error::ErrorKind::InvalidSubcommand => {
+            let shown = match command.first() {
+                Some(sub) if error.kind() == clap::error::ErrorKind::UnknownArgument => {
+                    format!("berth {sub} --help")
+                }
+                _ => "berth --help".to_owned(),
+            };
+            let what = message.split(" found").next().unwrap_or(message);
+            format!("{what} (see `{shown}`)")
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// Run one command; `Ok` carries the exit code (a container's own code for
@@ -147,6 +187,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Login(args) => pull::login(&paths, &args),
         Command::Logout(args) => pull::logout(&paths, &args),
+        Command::Create(args) => run::create(&paths, *args),
+        Command::Start(args) => lifecycle::start(&paths, &args),
+        Command::Restart(args) => lifecycle::restart(&paths, &args),
+        Command::Attach(args) => attach::attach(&paths, &args),
         Command::Volume(command) => volume::command(&paths, &command),
     }
 }

@@ -14,19 +14,21 @@ use nix::unistd::{fork, ForkResult};
 use crate::exit::CodedError;
 use crate::paths::Paths;
 use crate::run::{
-    block_relayed_signals, launch, open_log, supervise_to_the_end, LaunchPlan, RemoveOnFailure,
+    block_relayed_signals, launch, open_log, restart_plan, supervise_to_the_end, LaunchPlan,
+    RemoveOnFailure,
 };
 use crate::supervise::Attachment;
+use std::time::{Duration, Instant};
 
-/// Fork the monitor, let it start the container, and report: the id on
-/// success, the init's error (with its exit code) on failure.
+/// Fork the monitor and let it start the container; the init's error
+/// (with its exit code) on failure.
 pub fn start_detached(
     paths: &Paths,
     store: &ContainerStore,
     record: ContainerRecord,
     plan: LaunchPlan,
     mut guard: RemoveOnFailure<'_>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<()> {
     let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     // SAFETY: berth is single-threaded here, so the child's copy of the
     // process is consistent; it never returns into the caller's code.
@@ -43,10 +45,7 @@ pub fn start_detached(
             let mut report = String::new();
             std::fs::File::from(ready_read).read_to_string(&mut report)?;
             match report.split_once(' ') {
-                Some(("ok", _)) => {
-                    println!("{}", record.id);
-                    Ok(0)
-                }
+                Some(("ok", _)) => Ok(()),
                 Some(("error", rest)) => {
                     let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
                     Err(CodedError {
@@ -117,16 +116,81 @@ fn monitor(
         forward_stdin: false,
         forward_signals: false,
     };
-    match supervise_to_the_end(
-        paths,
-        store,
-        &record,
-        launched,
-        &mut signals,
-        &mut log,
-        &attach,
-    ) {
-        Ok(_) => 0,
-        Err(_) => 1,
+    let mut launched = launched;
+    let mut delay = FIRST_RESTART_DELAY;
+    loop {
+        let started = Instant::now();
+        if supervise_to_the_end(
+            paths,
+            store,
+            &record,
+            launched,
+            &mut signals,
+            &mut log,
+            &attach,
+        )
+        .is_err()
+        {
+            return 1;
+        }
+        // `finish` decided, by the policy, whether it starts again.
+        match store.load(&record.id) {
+            Ok(current) if current.restarting => record = current,
+            _ => return 0,
+        }
+        if started.elapsed() >= RESTART_DELAY_RESET_AFTER {
+            delay = FIRST_RESTART_DELAY;
+        }
+        if !wait_unless_stopped(store, &record.id, delay) {
+            return 0;
+        }
+        delay = (delay * 2).min(MAX_RESTART_DELAY);
+        let relaunched = restart_plan(paths, store, &record, false)
+            .and_then(|plan| launch(paths, store, &mut record, plan));
+        launched = match relaunched {
+            Ok(launched) => launched,
+            Err(error) => {
+                let message = format!("berth: cannot restart the container: {error:#}\n");
+                let _ = log.write(berth_state::Stream::Stderr, message.as_bytes());
+                let _ = log.flush();
+                let _ = store.update(&record.id, |r| {
+                    r.restarting = false;
+                    r.monitor_pid = None;
+                    r.monitor_start_time = None;
+                });
+                return 1;
+            }
+        };
+    }
+}
+
+/// docker's restart backoff: 100 ms, doubled at each restart up to a
+/// minute, back to 100 ms after a run of at least 10 s.
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(100);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+const RESTART_DELAY_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// Sleep out the backoff, watching the record: false (and the record no
+/// longer restarting) if the user stopped or removed the container.
+fn wait_unless_stopped(store: &ContainerStore, id: &str, delay: Duration) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        match store.load(id) {
+            Ok(record) if record.manually_stopped => {
+                let _ = store.update(id, |r| {
+                    r.restarting = false;
+                    r.monitor_pid = None;
+                    r.monitor_start_time = None;
+                });
+                return false;
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(Duration::from_millis(50)));
     }
 }

@@ -33,11 +33,24 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
+    /// Another running container's network namespace (`container:NAME`),
+    /// with its /etc/hosts, resolv.conf and hostname.
+    Container {
+        netns: PathBuf,
+        /// Its directory, where its /etc files are.
+        container_dir: PathBuf,
+        hostname: String,
+    },
 }
 
 impl NetworkMode {
     pub fn has_own_namespace(&self) -> bool {
         !matches!(self, NetworkMode::Host)
+    }
+
+    /// `--network container:NAME`.
+    pub fn shares_another_container(&self) -> bool {
+        matches!(self, NetworkMode::Container { .. })
     }
 }
 
@@ -58,9 +71,10 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
         .collect::<Result<Vec<_>, _>>()?;
     for (i, port) in ports.iter().enumerate() {
         let seen = &ports[..i];
-        if seen
-            .iter()
-            .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
+        if port.host_port != 0
+            && seen
+                .iter()
+                .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
         {
             bail!(
                 "host port {}/{} is given twice: publish each host port once",
@@ -75,6 +89,24 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
         }
         "none" => Ok(NetworkMode::None),
         "host" => Ok(NetworkMode::Host),
+        mode if mode.starts_with("container:") => {
+            let target = &mode["container:".len()..];
+            if !ports.is_empty() {
+                bail!("conflicting options: -p and --network {mode} (the ports are the other container's)");
+            }
+            let containers = paths.containers()?;
+            let record = crate::container::find(&containers, target)?;
+            match record.pid {
+                Some(pid) if record.is_active() && crate::container::is_alive(&record) => {
+                    Ok(NetworkMode::Container {
+                        netns: PathBuf::from(format!("/proc/{pid}/ns/net")),
+                        container_dir: containers.container_dir(&record.id),
+                        hostname: record.hostname,
+                    })
+                }
+                _ => bail!("cannot join the network of container {target}: it is not running"),
+            }
+        }
         name => {
             let store = store(paths);
             let network = if name == DEFAULT_NETWORK {
@@ -120,6 +152,15 @@ impl EtcFiles {
     pub fn new(container_dir: &Path) -> Self {
         EtcFiles {
             dir: container_dir.to_owned(),
+        }
+    }
+
+    /// The files a container with `mode` gets: its own, or those of the
+    /// container whose network it shares.
+    pub fn for_mode(container_dir: &Path, mode: &NetworkMode) -> Self {
+        match mode {
+            NetworkMode::Container { container_dir, .. } => EtcFiles::new(container_dir),
+            _ => EtcFiles::new(container_dir),
         }
     }
 

@@ -1,7 +1,7 @@
 //! `berth run`: create a container from an image and run it in the
 //! foreground, passing its exit code through.
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -10,7 +10,8 @@ use std::os::fd::OwnedFd;
 
 use berth_image::{Image, ImageStore};
 use berth_state::{
-    generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter, StateError,
+    generate_id, generate_name, ContainerRecord, ContainerStore, LogLimits, LogWriter,
+    RestartPolicy, StateError,
 };
 use cli::runtime::{CreateOptions, RuntimeError, Stdio};
 use nix::fcntl::OFlag;
@@ -43,6 +44,49 @@ const RELAYED_SIGNALS: [Signal; 8] = [
 
 pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
+    let containers = paths.containers()?;
+    if args.restart.as_deref().is_some_and(|p| p != "no") && !args.detach {
+        bail!("--restart needs -d: berth restarts containers that run in the background");
+    }
+    let (record, launch, guard) = create_container(paths, &containers, &args)?;
+    if args.detach {
+        crate::monitor::start_detached(paths, &containers, record.clone(), launch, guard)?;
+        println!("{}", record.id);
+        Ok(0)
+    } else {
+        foreground(paths, &containers, record, launch, guard)
+    }
+}
+
+/// `berth create`: the container as `run` makes it, left in the Created
+/// state for `start`.
+pub fn create(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
+    require_root()?;
+    let containers = paths.containers()?;
+    let (record, _launch, mut guard) = create_container(paths, &containers, &args)?;
+    guard.armed = false;
+    println!("{}", record.id);
+    Ok(0)
+}
+
+/// Image + flags -> the container's record, write layer and OCI spec
+/// (kept as `spec.json` in its directory for every later start), and the
+/// plan to launch it now. Until the guard is disarmed, a failure takes the
+/// container away again.
+fn create_container<'a>(
+    paths: &'a Paths,
+    containers: &'a ContainerStore,
+    args: &RunArgs,
+) -> anyhow::Result<(ContainerRecord, LaunchPlan, RemoveOnFailure<'a>)> {
+    let restart_policy = match &args.restart {
+        None => RestartPolicy::No,
+        Some(text) => RestartPolicy::parse(text).with_context(|| {
+            format!("invalid --restart {text:?}: use no, on-failure[:N], always or unless-stopped")
+        })?,
+    };
+    if restart_policy != RestartPolicy::No && args.rm {
+        bail!("conflicting options: --restart and --rm (a removed container cannot restart)");
+    }
     let images = paths.images()?;
     let image = resolve_image(paths, &images, &args.image, &args.pull)?;
     let config = image.run_config();
@@ -58,7 +102,6 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
             args.image
         );
     }
-    let containers = paths.containers()?;
     let id = generate_id();
     let mut record = ContainerRecord::new(id.clone(), String::new(), args.image.clone());
     record.image_id = image.id.hex().to_owned();
@@ -67,7 +110,50 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         Some(h) => validate_hostname(h)?,
         None => record.short_id().to_owned(),
     };
-    let extras = extras(paths, &args, &image)?;
+    let mut extras = extras(paths, args, &image)?;
+    let mut publish = args.publish.clone();
+    let on_a_bridge =
+        !matches!(args.net.as_str(), "none" | "host") && !args.net.starts_with("container:");
+    if args.publish_all && on_a_bridge {
+        publish.extend(exposed_ports_to_publish(
+            config.exposed_ports().as_deref().unwrap_or_default(),
+            &args.publish,
+        )?);
+    }
+    let mut network = crate::network::plan(paths, &args.net, &publish)?;
+    if let crate::network::NetworkMode::Container {
+        netns, hostname, ..
+    } = &network
+    {
+        // docker: the other container's network comes with its name and
+        // its /etc/hosts and resolv.conf.
+        for (given, flag) in [
+            (args.hostname.is_some(), "--hostname"),
+            (!args.add_host.is_empty(), "--add-host"),
+            (!args.dns.is_empty(), "--dns"),
+        ] {
+            if given {
+                bail!("conflicting options: {flag} and --network {}", args.net);
+            }
+        }
+        record.hostname = hostname.clone();
+        extras
+            .shared
+            .push((LinuxNamespaceType::Network, Some(netns.clone())));
+        let target = args.net.trim_start_matches("container:");
+        record
+            .joined_namespaces
+            .insert("net".to_owned(), target.to_owned());
+    }
+    record.init = args.init;
+    record.restart_policy = restart_policy;
+    for (kind, mode) in [("pid", &args.pid), ("ipc", &args.ipc), ("uts", &args.uts)] {
+        if let Some(target) = mode.as_deref().and_then(|m| m.strip_prefix("container:")) {
+            record
+                .joined_namespaces
+                .insert(kind.to_owned(), target.to_owned());
+        }
+    }
     record.stop_signal = args
         .stop_signal
         .clone()
@@ -123,7 +209,7 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.auto_remove = args.rm;
     record.detached = args.detach;
     record.log_limits = parse_log_options(&args.log_opt)?;
-    let (resources, limits) = crate::limits::parse(&args)?;
+    let (resources, limits) = crate::limits::parse(args)?;
     record.limits = limits;
     record.cgroup_parent = args.cgroup_parent.clone();
     let capabilities =
@@ -132,22 +218,22 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     record.capabilities = Some(capabilities.iter().map(|c| c.name().to_owned()).collect());
     (record.no_new_privileges, record.seccomp_profile) =
         parse_security_options(&args.security_opt)?;
-    let mut network = crate::network::plan(paths, &args.net, &args.publish)?;
     record.network_mode = args.net.clone();
+    record.publish = publish;
     let image_volumes = config.volumes().clone().unwrap_or_default();
-    let mut mounts = crate::mounts::for_run(paths, &containers, &args, &image_volumes)?;
+    let mut mounts = crate::mounts::for_run(paths, containers, args, &image_volumes)?;
     record.volumes = args.volume.clone();
     record.mounts = std::mem::take(&mut mounts.record);
     record.anonymous_volumes = mounts.anonymous.clone();
-    create_record(&containers, &mut record, args.name.as_deref())?;
+    create_record(containers, &mut record, args.name.as_deref())?;
     // The record names its volumes now: they are in use.
     mounts.created.unlock();
 
     // From here on a failure must take the container away again.
     let guard = RemoveOnFailure {
         paths,
-        store: &containers,
-        id: &id,
+        store: containers,
+        id: id.clone(),
         armed: true,
         volumes: std::mem::take(&mut mounts.created),
     };
@@ -156,8 +242,10 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
     // /etc/hosts, resolv.conf and hostname first, so that a user's -v can
     // still replace one of them.
     crate::network::prepare(paths, &mut network)?;
-    let etc_files = crate::network::EtcFiles::new(&dir);
-    etc_files.write(&record, None, &[])?;
+    let etc_files = crate::network::EtcFiles::for_mode(&dir, &network);
+    if !network.shares_another_container() {
+        etc_files.write(&record, None, &[])?;
+    }
     let volumes = etc_files.volumes();
     let console_size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
     let spec = crate::container_spec::build(&crate::container_spec::ContainerPlan {
@@ -188,16 +276,120 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
         extras: &extras,
         mounts: &mounts.oci,
     })?;
+    save_spec(&dir, &spec)?;
     let launch = LaunchPlan {
         spec,
         network,
         forward_stdin: args.interactive && !args.detach,
     };
-    if args.detach {
-        crate::monitor::start_detached(paths, &containers, record, launch, guard)
-    } else {
-        foreground(paths, &containers, record, launch, guard)
+    Ok((record, launch, guard))
+}
+
+/// `-P`: the image's ExposedPorts (`80/tcp`, `53/udp`, `8080`) not
+/// already published with `-p`, each on a free host port.
+fn exposed_ports_to_publish(
+    exposed: &[String],
+    published: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let mut already = Vec::new();
+    for spec in published {
+        let mapping: berth_net::PortMapping = spec.parse()?;
+        already.push((mapping.container_port, mapping.protocol));
     }
+    let mut ports = Vec::new();
+    for entry in exposed {
+        let mapping: berth_net::PortMapping = entry
+            .parse()
+            .with_context(|| format!("the image's ExposedPorts entry {entry:?}"))?;
+        let key = (mapping.container_port, mapping.protocol);
+        if !already.contains(&key) {
+            already.push(key);
+            ports.push(format!("{}/{}", mapping.container_port, mapping.protocol));
+        }
+    }
+    Ok(ports)
+}
+
+/// The spec a container was created with, kept for its later starts.
+const SPEC_FILE: &str = "spec.json";
+
+fn save_spec(container_dir: &Path, spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
+    let path = container_dir.join(SPEC_FILE);
+    let json = serde_json::to_vec(spec)?;
+    // Private like the record: the spec names host paths and the user's
+    // environment.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &json))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn load_spec(container_dir: &Path) -> anyhow::Result<oci_spec::runtime::Spec> {
+    // A spec is tens of KiB; a bigger file is not one berth wrote.
+    const MAX: u64 = 4 << 20;
+    let path = container_dir.join(SPEC_FILE);
+    let file =
+        std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX + 1), &mut json)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if json.len() as u64 > MAX {
+        bail!("{} is too large to be a container spec", path.display());
+    }
+    serde_json::from_slice(&json).with_context(|| format!("{} is corrupt", path.display()))
+}
+
+/// The plan to start an existing (created or stopped) container again:
+/// its stored spec with the namespaces of other containers it joins
+/// looked up anew, and its network planned and prepared from the record
+/// (`--net`, `-p`), /etc files rewritten.
+pub fn restart_plan(
+    paths: &Paths,
+    store: &ContainerStore,
+    record: &ContainerRecord,
+    forward_stdin: bool,
+) -> anyhow::Result<LaunchPlan> {
+    let dir = store.container_dir(&record.id);
+    let mut spec = load_spec(&dir)?;
+    if let Some(namespaces) = spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|linux| linux.namespaces_mut().as_mut())
+    {
+        for namespace in namespaces.iter_mut() {
+            let kind = namespace.typ();
+            let name = match kind {
+                LinuxNamespaceType::Pid => "pid",
+                LinuxNamespaceType::Ipc => "ipc",
+                LinuxNamespaceType::Uts => "uts",
+                LinuxNamespaceType::Network => "net",
+                _ => continue,
+            };
+            if let Some(target) = record.joined_namespaces.get(name) {
+                namespace.set_path(Some(namespace_of_container(paths, target, kind)?));
+            }
+        }
+    }
+    if record.tty && forward_stdin {
+        let size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
+        if let Some(process) = spec.process_mut() {
+            process.set_console_size(size.map(crate::container_spec::console_size));
+        }
+    }
+    let mut network = crate::network::plan(paths, &record.network_mode, &record.publish)?;
+    crate::network::prepare(paths, &mut network)?;
+    if !network.shares_another_container() {
+        crate::network::EtcFiles::new(&dir).write(record, None, &[])?;
+    }
+    Ok(LaunchPlan {
+        spec,
+        network,
+        forward_stdin,
+    })
 }
 
 /// A container ready to launch: its spec, and the network the engine
@@ -210,7 +402,7 @@ pub struct LaunchPlan {
     pub forward_stdin: bool,
 }
 
-fn require_root() -> anyhow::Result<()> {
+pub fn require_root() -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("berth needs root to create containers: run it as root or with sudo");
     }
@@ -218,7 +410,7 @@ fn require_root() -> anyhow::Result<()> {
 }
 
 /// Run the container attached to this terminal and pass its exit code on.
-fn foreground(
+pub fn foreground(
     paths: &Paths,
     store: &ContainerStore,
     mut record: ContainerRecord,
@@ -258,7 +450,17 @@ pub fn supervise_to_the_end(
     log: &mut LogWriter,
     attach: &Attachment,
 ) -> anyhow::Result<i32> {
-    let status = supervise(launched.pid(), launched.output, signals, Some(log), attach);
+    // Without the socket the container still runs; only attach is lost.
+    let mut server = crate::attach::AttachServer::listen(&store.container_dir(&record.id)).ok();
+    let status = supervise(
+        launched.pid(),
+        launched.output,
+        signals,
+        Some(log),
+        attach,
+        server.as_mut(),
+    );
+    drop(server);
     launched.child.reaped.set(status.is_ok());
     Ok(finish(paths, store, &record.id, status?))
 }
@@ -304,8 +506,15 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     } else {
         store
             .update(id, |r| {
+                let monitor = (r.monitor_pid, r.monitor_start_time);
                 r.mark_exited(code);
                 r.oom_killed = oom_killed;
+                // Only a monitor outlives the container to start it again.
+                if r.detached && r.restart_wanted(code) {
+                    r.restarting = true;
+                    r.restart_count += 1;
+                    (r.monitor_pid, r.monitor_start_time) = monitor;
+                }
             })
             .map(drop)
     };
@@ -387,7 +596,7 @@ pub(crate) fn parse_size(text: &str) -> Option<u64> {
 pub struct RemoveOnFailure<'a> {
     pub paths: &'a Paths,
     pub store: &'a ContainerStore,
-    pub id: &'a str,
+    pub id: String,
     pub armed: bool,
     /// Volumes made for this container (removed after it unless disarmed).
     pub volumes: crate::mounts::CreatedVolumes,
@@ -399,10 +608,10 @@ impl Drop for RemoveOnFailure<'_> {
             self.volumes.keep();
         }
         if self.armed {
-            if let Err(e) = crate::network::release(self.paths, self.id, false) {
+            if let Err(e) = crate::network::release(self.paths, &self.id, false) {
                 eprintln!("berth: {e:#}");
             }
-            if let Err(e) = self.store.remove(self.id) {
+            if let Err(e) = self.store.remove(&self.id) {
                 eprintln!("berth: cleaning up container {} also failed: {e}", self.id);
             }
         }
@@ -622,6 +831,7 @@ fn extras(
         shm_size,
         sysctl,
         oom_score_adj: args.oom_score_adj,
+        init: args.init,
     })
 }
 
@@ -798,7 +1008,15 @@ fn create_record(
 ) -> anyhow::Result<()> {
     if let Some(name) = name {
         record.name = name.to_owned();
-        return store.create(record).map_err(Into::into);
+        return match store.create(record) {
+            // Its holder may be a --rm container whose berth was killed:
+            // looking it up carries that out, then the name may be free.
+            Err(StateError::NameInUse { .. }) => {
+                let _ = crate::container::find(store, name);
+                store.create(record).map_err(Into::into)
+            }
+            other => other.map_err(Into::into),
+        };
     }
     for _ in 0..16 {
         record.name = generate_name();
@@ -874,20 +1092,24 @@ pub fn launch(
     } else {
         let (out_read, out_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
         let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        // docker gives a container without -i an empty stdin.
-        let stdin = if plan.forward_stdin {
-            None
+        // docker gives a container without -i an empty stdin; one with -i
+        // a pipe that berth (or attach clients) write to.
+        // Never berth's own stdin: the container could reopen a host file
+        // through /proc/self/fd/0; berth relays it through a pipe.
+        let (stdin, stdin_write) = if plan.forward_stdin || (record.detached && record.interactive)
+        {
+            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            (Some(read), Some(write))
         } else {
-            Some(OwnedFd::from(
-                std::fs::File::open("/dev/null").context("cannot open /dev/null")?,
-            ))
+            let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+            (Some(OwnedFd::from(null)), None)
         };
         let stdio = Stdio {
             stdin,
             stdout: Some(out_write),
             stderr: Some(err_write),
         };
-        (stdio, Some((out_read, err_read)))
+        (stdio, Some((out_read, err_read, stdin_write)))
     };
     let bundle = store.container_dir(&record.id);
     let options = CreateOptions {
@@ -925,7 +1147,11 @@ pub fn launch(
     }
     let output = match (terminal, output_reads) {
         (Some(master), _) => Output::Terminal(master),
-        (None, Some((stdout, stderr))) => Output::Pipes { stdout, stderr },
+        (None, Some((stdout, stderr, stdin))) => Output::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        },
         (None, None) => bail!("the container did not send its terminal"),
     };
     Ok(Launched {
@@ -943,6 +1169,13 @@ pub fn coded(error: RuntimeError) -> anyhow::Error {
 }
 
 pub struct RestoreMask(SigSet);
+
+impl RestoreMask {
+    /// Restore `previous` when dropped.
+    pub fn new(previous: SigSet) -> Self {
+        RestoreMask(previous)
+    }
+}
 
 impl Drop for RestoreMask {
     fn drop(&mut self) {

@@ -17,12 +17,20 @@ use nix::unistd::{isatty, read, Pid};
 
 use cli::runtime::tty::{copy_window_size, RawMode};
 
+use crate::attach::{AttachServer, ClientRequest};
+
 /// Where the container's output comes from: its terminal (`-t`) or a pipe
 /// per stream.
 #[derive(Debug)]
 pub enum Output {
     Terminal(OwnedFd),
-    Pipes { stdout: OwnedFd, stderr: OwnedFd },
+    /// `stdin`: the write end of the container's stdin, held for attach
+    /// clients (a detached `-i` container).
+    Pipes {
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        stdin: Option<OwnedFd>,
+    },
 }
 
 /// What a supervisor is connected to.
@@ -82,7 +90,9 @@ pub fn supervise(
     signals: &mut SignalFd,
     mut log: Option<&mut LogWriter>,
     attach: &Attachment,
+    mut server: Option<&mut AttachServer>,
 ) -> anyhow::Result<WaitStatus> {
+    let mut container_stdin = None;
     let (mut sources, terminal) = match output {
         Output::Terminal(fd) => {
             let copy = fd.try_clone().context("duplicate the terminal")?;
@@ -95,47 +105,69 @@ pub fn supervise(
                 Some(copy),
             )
         }
-        Output::Pipes { stdout, stderr } => (
-            vec![
-                Source {
-                    fd: stdout,
-                    stream: Stream::Stdout,
-                    open: true,
-                },
-                Source {
-                    fd: stderr,
-                    stream: Stream::Stderr,
-                    open: true,
-                },
-            ],
-            None,
-        ),
+        Output::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        } => {
+            container_stdin = stdin;
+            (
+                vec![
+                    Source {
+                        fd: stdout,
+                        stream: Stream::Stdout,
+                        open: true,
+                    },
+                    Source {
+                        fd: stderr,
+                        stream: Stream::Stderr,
+                        open: true,
+                    },
+                ],
+                None,
+            )
+        }
     };
     let user_terminal = user_terminal();
     let _raw = match (&terminal, attach.forward_stdin) {
         (Some(_), true) => RawMode::enter(stdin()),
         _ => None,
     };
-    let mut stdin_open = attach.forward_stdin && terminal.is_some();
+    if let Some(pipe) = &container_stdin {
+        // Input is queued and written as the container takes it, so that
+        // a container not reading its input never stops its output relay.
+        fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
+    let mut stdin_open = attach.forward_stdin && (terminal.is_some() || container_stdin.is_some());
+    // Input for the container's stdin pipe not written yet, and whether
+    // the pipe is to be closed once it is (the input ended).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut close_when_written = false;
     // Small on purpose: a detached container's monitor lives as long as
     // the container and its memory is paid per container.
     let mut buf = vec![0u8; 16 * 1024];
-    let emit =
-        |stream: Stream, bytes: &[u8], log: &mut Option<&mut LogWriter>| -> anyhow::Result<()> {
-            if attach.echo {
-                let target = if stream == Stream::Stdout {
-                    stdout()
-                } else {
-                    stderr()
-                };
-                // The user going away (closed pipe) must not kill the container.
-                let _ = write_all(target, bytes);
-            }
-            if let Some(log) = log {
-                log.write(stream, bytes)?;
-            }
-            Ok(())
-        };
+    let emit = |stream: Stream,
+                bytes: &[u8],
+                log: &mut Option<&mut LogWriter>,
+                server: &mut Option<&mut AttachServer>|
+     -> anyhow::Result<()> {
+        if attach.echo {
+            let target = if stream == Stream::Stdout {
+                stdout()
+            } else {
+                stderr()
+            };
+            // The user going away (closed pipe) must not kill the container.
+            let _ = write_all(target, bytes);
+        }
+        if let Some(server) = server {
+            server.broadcast(stream, bytes);
+        }
+        if let Some(log) = log {
+            log.write(stream, bytes)?;
+        }
+        Ok(())
+    };
 
     let status = loop {
         let mut fds: Vec<PollFd> = Vec::with_capacity(4);
@@ -149,8 +181,23 @@ pub fn supervise(
         let signal_slot = fds.len();
         fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
         let stdin_slot = fds.len();
-        if stdin_open {
+        // One queue's worth at a time: berth's stdin waits while the
+        // container has not taken the last read.
+        if stdin_open && pending.is_empty() {
             fds.push(PollFd::new(stdin(), PollFlags::POLLIN));
+        }
+        let pipe_slot = fds.len();
+        if let (false, Some(pipe)) = (pending.is_empty(), &container_stdin) {
+            fds.push(PollFd::new(pipe.as_fd(), PollFlags::POLLOUT));
+        }
+        let server_slot = fds.len();
+        if let Some(server) = &server {
+            fds.extend(
+                server
+                    .poll_fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Err(Errno::EINTR) => continue,
@@ -171,22 +218,63 @@ pub fn supervise(
             match read(&source.fd, &mut buf) {
                 // EIO: every holder of the terminal's other side is gone.
                 Ok(0) | Err(Errno::EIO) => source.open = false,
-                Ok(n) => emit(source.stream, &buf[..n], &mut log)?,
+                Ok(n) => emit(source.stream, &buf[..n], &mut log, &mut server)?,
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => return Err(anyhow::anyhow!("read the container's output: {e}")),
             }
         }
-        if stdin_open && ready.get(stdin_slot).copied().unwrap_or(false) {
+        let stdin_polled = stdin_open && stdin_slot < pipe_slot;
+        if stdin_polled && ready.get(stdin_slot).copied().unwrap_or(false) {
             match read(stdin(), &mut buf) {
-                Ok(0) | Err(Errno::EIO) => stdin_open = false,
-                Ok(n) => {
-                    if let Some(terminal) = &terminal {
-                        write_all(terminal.as_fd(), &buf[..n])?;
-                    }
+                Ok(0) | Err(Errno::EIO) => {
+                    stdin_open = false;
+                    close_when_written = true;
                 }
+                Ok(n) => match &terminal {
+                    Some(terminal) => write_all(terminal.as_fd(), &buf[..n])?,
+                    None => pending.extend_from_slice(&buf[..n]),
+                },
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => return Err(anyhow::anyhow!("read stdin: {e}")),
             }
+        }
+        if let Some(server) = server.as_deref_mut() {
+            for request in server.service(&ready[server_slot.min(ready.len())..]) {
+                match request {
+                    ClientRequest::Input(data) => match &terminal {
+                        Some(terminal) => {
+                            let _ = write_all(terminal.as_fd(), &data);
+                        }
+                        None if container_stdin.is_some() => pending.extend_from_slice(&data),
+                        None => {}
+                    },
+                    ClientRequest::CloseInput => close_when_written = true,
+                    ClientRequest::Resize(rows, cols) => {
+                        if let Some(terminal) = &terminal {
+                            cli::runtime::tty::set_window_size(terminal.as_fd(), rows, cols);
+                        }
+                    }
+                }
+            }
+        }
+        // Written now if it can be (also right after a read), else when
+        // poll says the pipe has room.
+        if let (false, Some(pipe)) = (pending.is_empty(), &container_stdin) {
+            match nix::unistd::write(pipe, &pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                // The container closed its stdin: the rest has no reader.
+                Err(_) => {
+                    pending.clear();
+                    container_stdin = None;
+                    stdin_open = false;
+                }
+            }
+        }
+        if close_when_written && pending.is_empty() {
+            container_stdin = None;
         }
         if ready[signal_slot] {
             if let Some(info) = signals.read_signal()? {
@@ -217,7 +305,7 @@ pub fn supervise(
         loop {
             match read(&source.fd, &mut buf) {
                 Ok(0) => break,
-                Ok(n) => emit(source.stream, &buf[..n], &mut log)?,
+                Ok(n) => emit(source.stream, &buf[..n], &mut log, &mut server)?,
                 Err(Errno::EINTR) => {}
                 Err(_) => break,
             }
@@ -227,24 +315,4 @@ pub fn supervise(
         log.flush()?;
     }
     Ok(status)
-}
-
-/// Wait for `child`, forwarding the signals berth receives, when its output
-/// goes straight to berth's own stdio (no relay needed).
-pub fn wait_forwarding_signals(child: Pid, signals: &mut SignalFd) -> anyhow::Result<WaitStatus> {
-    loop {
-        let status = waitpid(child, Some(WaitPidFlag::WNOHANG))?;
-        if !matches!(status, WaitStatus::StillAlive) {
-            return Ok(status);
-        }
-        let Some(info) = signals.read_signal()? else {
-            continue;
-        };
-        match Signal::try_from(info.ssi_signo as i32) {
-            Ok(Signal::SIGCHLD | Signal::SIGWINCH) | Err(_) => {}
-            Ok(signal) => {
-                let _ = kill(child, signal);
-            }
-        }
-    }
 }

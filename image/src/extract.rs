@@ -737,29 +737,50 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
-    /// Apply directory metadata, deepest first, so that a directory made
-    /// read-only (or non-searchable) does not stop its children.
+    /// Apply directory metadata, every directory after all below it, so
+    /// that a directory made read-only (or non-searchable) does not stop
+    /// its children.
+    ///
+    /// The directories are taken in reverse name order (a directory comes
+    /// after everything below it), walking with a stack of open
+    /// directories from the root: each is opened once, whatever the depth
+    /// (opening each from the root would be quadratic in the depth).
     fn finish(&mut self) -> Result<(), ImageError> {
+        use std::os::fd::AsFd;
         let mut dirs: Vec<_> = std::mem::take(&mut self.dirs).into_iter().collect();
-        dirs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        dirs.sort_by(|a, b| b.0.cmp(&a.0));
+        // The open directories from the root down: (name, descriptor).
+        let mut open: Vec<(OsString, OwnedFd)> = Vec::new();
         for (comps, meta) in dirs {
             let path = self.full_path(&comps);
-            let fd = match comps.split_last() {
-                None => self
-                    .root
-                    .try_clone()
-                    .map_err(|e| ImageError::io("duplicate descriptor of", &path, e))?,
-                Some((name, parents)) => {
+            let shared = open
+                .iter()
+                .zip(&comps)
+                .take_while(|((name, _), comp)| name == *comp)
+                .count();
+            open.truncate(shared);
+            let mut reachable = true;
+            for comp in &comps[shared..] {
+                let parent = match open.last() {
+                    Some((_, fd)) => fd.as_fd(),
+                    None => self.root.as_fd(),
+                };
+                match openat(parent, comp.as_os_str(), DIR_FLAGS, Mode::empty()) {
+                    Ok(fd) => open.push((comp.clone(), fd)),
                     // A directory replaced by a later entry is simply skipped.
-                    let Ok(parent) = self.open_dir(parents, "", false) else {
-                        continue;
-                    };
-                    match openat(&parent, name.as_os_str(), DIR_FLAGS, Mode::empty()) {
-                        Ok(fd) => fd,
-                        Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => continue,
-                        Err(e) => return Err(ImageError::errno("open directory", &path, e)),
+                    Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => {
+                        reachable = false;
+                        break;
                     }
+                    Err(e) => return Err(ImageError::errno("open directory", &path, e)),
                 }
+            }
+            if !reachable {
+                continue;
+            }
+            let fd = match open.last() {
+                Some((_, fd)) => fd.as_fd(),
+                None => self.root.as_fd(),
             };
             self.apply_fd(&fd, meta, &path)?;
         }

@@ -347,7 +347,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         let mut txn = self.ipam.transaction()?;
         let fresh = !txn.holds_anything(container_id);
         let ip = txn.allocate(&network.pool(), container_id)?;
-        let forwards: Vec<PortForward> = ports
+        let mut forwards: Vec<PortForward> = ports
             .iter()
             .map(|mapping| PortForward {
                 owner: container_id.to_owned(),
@@ -357,7 +357,13 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
                 mapping: *mapping,
             })
             .collect();
+        txn.choose_host_ports(
+            &mut forwards,
+            ephemeral_port_range(&self.proc_sys),
+            host_port_is_free,
+        )?;
         txn.reserve_ports(&forwards)?;
+        let ports: Vec<PortMapping> = forwards.iter().map(|f| f.mapping).collect();
         txn.commit()?;
 
         let endpoint = Endpoint {
@@ -370,7 +376,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             bridge: network.bridge.clone(),
             host_veth,
             container_ifname: CONTAINER_IFNAME.to_owned(),
-            ports: ports.to_vec(),
+            ports,
         };
         if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, &forwards, fresh) {
             let cleanup = match self.detach(container_id) {
@@ -384,6 +390,30 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
 
     fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
         self.detach_with(container_id, false)
+    }
+}
+
+/// The kernel's range for ephemeral ports (`ip_local_port_range`), where
+/// docker also picks host ports it chooses; Linux's default if unreadable.
+fn ephemeral_port_range(proc_sys: &Path) -> std::ops::RangeInclusive<u16> {
+    let text =
+        std::fs::read_to_string(proc_sys.join("net/ipv4/ip_local_port_range")).unwrap_or_default();
+    let mut bounds = text
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u16>().ok());
+    match (bounds.next(), bounds.next()) {
+        (Some(first), Some(last)) if first > 0 && first <= last => first..=last,
+        _ => 32768..=60999,
+    }
+}
+
+/// Whether no host process has `port` bound (tried by binding it on every
+/// address, and letting go at once).
+fn host_port_is_free(port: u16, protocol: crate::ports::Protocol) -> bool {
+    let address = (Ipv4Addr::UNSPECIFIED, port);
+    match protocol {
+        crate::ports::Protocol::Tcp => std::net::TcpListener::bind(address).is_ok(),
+        crate::ports::Protocol::Udp => std::net::UdpSocket::bind(address).is_ok(),
     }
 }
 

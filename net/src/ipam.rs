@@ -73,6 +73,14 @@ pub enum IpamError {
     },
     #[error("host port {port}/{protocol} is given twice")]
     DuplicatePort { port: u16, protocol: Protocol },
+    #[error("host port {port}/{protocol} is in use by a process on the host")]
+    PortInUseOnHost { port: u16, protocol: Protocol },
+    #[error("no free host port for {protocol} in {first}-{last}")]
+    NoFreePort {
+        protocol: Protocol,
+        first: u16,
+        last: u16,
+    },
     #[error("network {network} still has {count} address lease(s) (first: {first_owner})")]
     InUse {
         network: String,
@@ -460,6 +468,55 @@ impl IpamTxn {
                 self.record.ports.push(forward.clone());
                 self.dirty = true;
             }
+        }
+        Ok(())
+    }
+
+    /// Check and complete the host ports of `forwards`: a port given must
+    /// be one `is_free` accepts (no host process uses it: publishing it
+    /// would steal that service's traffic) unless `owner` publishes it
+    /// already; host port 0 ("any", docker's `-p CONTAINERPORT` and `-P`)
+    /// becomes a port of `range` that no forward holds (nor another of
+    /// `forwards`) and that `is_free` accepts.
+    pub fn choose_host_ports(
+        &self,
+        forwards: &mut [PortForward],
+        range: std::ops::RangeInclusive<u16>,
+        is_free: impl Fn(u16, Protocol) -> bool,
+    ) -> Result<(), IpamError> {
+        for i in 0..forwards.len() {
+            let PortMapping {
+                host_port,
+                protocol,
+                ..
+            } = forwards[i].mapping;
+            if host_port != 0 {
+                let republished = self.record.ports.contains(&forwards[i]);
+                if !republished && !is_free(host_port, protocol) {
+                    return Err(IpamError::PortInUseOnHost {
+                        port: host_port,
+                        protocol,
+                    });
+                }
+                continue;
+            }
+            let protocol = forwards[i].mapping.protocol;
+            let held = |port: u16| {
+                self.record
+                    .ports
+                    .iter()
+                    .chain(forwards.iter())
+                    .any(|f| f.mapping.host_port == port && f.mapping.protocol == protocol)
+            };
+            let port = range
+                .clone()
+                .find(|&port| !held(port) && is_free(port, protocol))
+                .ok_or(IpamError::NoFreePort {
+                    protocol,
+                    first: *range.start(),
+                    last: *range.end(),
+                })?;
+            forwards[i].mapping.host_port = port;
         }
         Ok(())
     }

@@ -435,3 +435,48 @@ fn holds_anything_sees_leases_and_ports_of_an_owner() {
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp.")), "{names:?}");
 }
+
+#[test]
+fn any_host_port_is_one_nobody_holds_and_the_host_does_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let mut txn = ipam.transaction().unwrap();
+    txn.reserve_ports(&[forward("a", 40000, Protocol::Tcp)])
+        .unwrap();
+    let mut wanted = vec![
+        forward("b", 0, Protocol::Tcp),
+        forward("b", 0, Protocol::Tcp),
+        forward("b", 0, Protocol::Udp),
+    ];
+    // 40001 is "in use on the host".
+    txn.choose_host_ports(&mut wanted, 40000..=40010, |port, _| port != 40001)
+        .unwrap();
+    let chosen: Vec<(u16, Protocol)> = wanted
+        .iter()
+        .map(|f| (f.mapping.host_port, f.mapping.protocol))
+        .collect();
+    assert_eq!(
+        chosen,
+        [
+            (40002, Protocol::Tcp),
+            (40003, Protocol::Tcp),
+            (40000, Protocol::Udp)
+        ]
+    );
+    txn.reserve_ports(&wanted).unwrap();
+    // A port given must not be one a host process uses, unless the owner
+    // publishes it already (a restart).
+    let mut taken = vec![forward("d", 40005, Protocol::Tcp)];
+    assert!(matches!(
+        txn.choose_host_ports(&mut taken, 40000..=40010, |_, _| false),
+        Err(IpamError::PortInUseOnHost { port: 40005, .. })
+    ));
+    let mut again = vec![forward("a", 40000, Protocol::Tcp)];
+    txn.choose_host_ports(&mut again, 40000..=40010, |_, _| false)
+        .unwrap();
+    let mut too_many = vec![forward("c", 0, Protocol::Tcp)];
+    assert!(matches!(
+        txn.choose_host_ports(&mut too_many, 40002..=40003, |_, _| true),
+        Err(IpamError::NoFreePort { .. })
+    ));
+}

@@ -55,12 +55,15 @@ pub enum PortParseError {
     Format { spec: String },
     #[error("invalid port mapping {spec:?}: {port:?} is not a port number (1-65535)")]
     Port { spec: String, port: String },
+    #[error("invalid port mapping {spec:?}: not a port number (1-65535)")]
+    NotAPort { spec: String },
     #[error("invalid port mapping {spec:?}: unknown protocol {protocol:?} (tcp or udp)")]
     Protocol { spec: String, protocol: String },
 }
 
-/// Parse `HOSTPORT:CONTAINERPORT[/tcp|/udp]` (tcp when no protocol is
-/// given). Ports must be 1-65535.
+/// Parse `[HOSTPORT:]CONTAINERPORT[/tcp|/udp]` (tcp when no protocol is
+/// given). Ports must be 1-65535; without a host port (`80`, `:80`)
+/// `host_port` is 0: the driver chooses a free one.
 ///
 /// ```
 /// use berth_net::{parse_port_mapping, Protocol};
@@ -81,15 +84,25 @@ pub fn parse_port_mapping(spec: &str) -> Result<PortMapping, PortParseError> {
         }
         None => (spec, Protocol::Tcp),
     };
-    let Some((host, container)) = ports.split_once(':') else {
+    // `CONTAINERPORT` alone: any free host port (0 until one is chosen).
+    let (host, container) = ports.split_once(':').unwrap_or(("", ports));
+    if container.is_empty() {
         return Err(PortParseError::Format {
             spec: spec.to_owned(),
         });
-    };
+    }
     let port = |text: &str| -> Result<u16, PortParseError> {
-        let invalid = || PortParseError::Port {
-            spec: spec.to_owned(),
-            port: text.to_owned(),
+        let invalid = || {
+            if text == spec || text == ports {
+                PortParseError::NotAPort {
+                    spec: spec.to_owned(),
+                }
+            } else {
+                PortParseError::Port {
+                    spec: spec.to_owned(),
+                    port: text.to_owned(),
+                }
+            }
         };
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid());
@@ -100,7 +113,7 @@ pub fn parse_port_mapping(spec: &str) -> Result<PortMapping, PortParseError> {
         }
     };
     Ok(PortMapping {
-        host_port: port(host)?,
+        host_port: if host.is_empty() { 0 } else { port(host)? },
         container_port: port(container)?,
         protocol,
     })
@@ -151,6 +164,18 @@ mod tests {
     }
 
     #[test]
+    fn a_container_port_alone_asks_for_any_host_port() {
+        assert_eq!(
+            parse_port_mapping("80").unwrap(),
+            mapping(0, 80, Protocol::Tcp)
+        );
+        assert_eq!(
+            parse_port_mapping(":53/udp").unwrap(),
+            mapping(0, 53, Protocol::Udp)
+        );
+    }
+
+    #[test]
     fn refuses_invalid_mappings() {
         for bad in [
             "70000:80",
@@ -159,9 +184,7 @@ mod tests {
             "80:0",
             "-1:80",
             "+80:80",
-            ":80",
             "80:",
-            "80",
             "",
             "a:80",
             "80:80:80",
@@ -171,7 +194,9 @@ mod tests {
             assert!(
                 matches!(
                     err,
-                    PortParseError::Port { .. } | PortParseError::Format { .. }
+                    PortParseError::Port { .. }
+                        | PortParseError::NotAPort { .. }
+                        | PortParseError::Format { .. }
                 ),
                 "{bad}: {err:?}"
             );

@@ -126,6 +126,31 @@ pub struct ContainerRecord {
     /// berth: `berth_net::Endpoint`: address, MAC, network, ports).
     #[serde(default)]
     pub network: Option<serde_json::Value>,
+    /// `-p` as given: published again each time the container starts.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// `--pid`/`--ipc`/`--uts` modes naming another container
+    /// (`container:NAME`), by namespace ("pid", "ipc", "uts"): resolved to
+    /// that container's namespace again at each start.
+    #[serde(default)]
+    pub joined_namespaces: std::collections::BTreeMap<String, String>,
+    /// `--init`: a reaping init is PID 1.
+    #[serde(default)]
+    pub init: bool,
+    /// `--restart`: what the monitor does when the container exits.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Restarts done by the policy since the user last started it.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The policy is waiting to start the container again (its monitor,
+    /// `monitor_pid`, is alive and will).
+    #[serde(default)]
+    pub restarting: bool,
+    /// Stopped by the user (`stop`, `kill`): `unless-stopped` and
+    /// `always` leave it stopped until the user starts it again.
+    #[serde(default)]
+    pub manually_stopped: bool,
     /// What is mounted into the container besides its image (volumes,
     /// binds, tmpfs), in docker's `Mounts` shape.
     #[serde(default)]
@@ -134,6 +159,63 @@ pub struct ContainerRecord {
     /// VOLUMEs): removed with it by `rm -v` and `--rm`.
     #[serde(default)]
     pub anonymous_volumes: Vec<String>,
+}
+
+/// docker's `--restart` policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "name")]
+pub enum RestartPolicy {
+    #[default]
+    No,
+    /// Restart after a non-zero exit, at most `max_retries` times (0:
+    /// without limit).
+    OnFailure {
+        max_retries: u32,
+    },
+    Always,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    /// Parse docker's syntax: `no`, `on-failure[:N]`, `always`,
+    /// `unless-stopped`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.split_once(':') {
+            None => match text {
+                "no" | "" => Some(RestartPolicy::No),
+                "on-failure" => Some(RestartPolicy::OnFailure { max_retries: 0 }),
+                "always" => Some(RestartPolicy::Always),
+                "unless-stopped" => Some(RestartPolicy::UnlessStopped),
+                _ => None,
+            },
+            Some(("on-failure", n)) => n
+                .parse()
+                .ok()
+                .map(|max_retries| RestartPolicy::OnFailure { max_retries }),
+            Some(_) => None,
+        }
+    }
+
+    /// docker's name (`on-failure` without the count).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::OnFailure { .. } => "on-failure",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestartPolicy::OnFailure { max_retries } if *max_retries > 0 => {
+                write!(f, "on-failure:{max_retries}")
+            }
+            other => f.write_str(other.name()),
+        }
+    }
 }
 
 /// One entry of docker's `Mounts` list.
@@ -217,6 +299,13 @@ impl ContainerRecord {
             cgroup: None,
             network_mode: String::new(),
             network: None,
+            publish: Vec::new(),
+            joined_namespaces: Default::default(),
+            init: false,
+            restart_policy: RestartPolicy::No,
+            restart_count: 0,
+            restarting: false,
+            manually_stopped: false,
             mounts: Vec::new(),
             anonymous_volumes: Vec::new(),
         }
@@ -245,6 +334,22 @@ impl ContainerRecord {
         self.monitor_start_time = None;
         self.exit_code = Some(exit_code);
         self.finished_at = Some(Timestamp::now());
+    }
+
+    /// Whether the restart policy starts the container again after it
+    /// ended with `exit_code` (docker's rules: `on-failure` only after a
+    /// failure and within its count; never after the user stopped it).
+    pub fn restart_wanted(&self, exit_code: i32) -> bool {
+        if self.manually_stopped || self.auto_remove {
+            return false;
+        }
+        match self.restart_policy {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { max_retries } => {
+                exit_code != 0 && (max_retries == 0 || self.restart_count < max_retries)
+            }
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
     }
 
     /// Whether the record claims a live process (running or paused).
@@ -289,5 +394,45 @@ mod tests {
         let record: ContainerRecord = serde_json::from_str(old).unwrap();
         assert_eq!(record.status, Status::Exited);
         assert_eq!(record.log_limits, crate::LogLimits::default());
+    }
+
+    #[test]
+    fn restart_policies_parse_as_docker_writes_them() {
+        assert_eq!(RestartPolicy::parse("no"), Some(RestartPolicy::No));
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3"),
+            Some(RestartPolicy::OnFailure { max_retries: 3 })
+        );
+        assert_eq!(
+            RestartPolicy::parse("on-failure"),
+            Some(RestartPolicy::OnFailure { max_retries: 0 })
+        );
+        assert_eq!(RestartPolicy::parse("always"), Some(RestartPolicy::Always));
+        assert_eq!(
+            RestartPolicy::parse("unless-stopped"),
+            Some(RestartPolicy::UnlessStopped)
+        );
+        for bad in ["sometimes", "on-failure:x", "always:2", "on-failure:-1"] {
+            assert_eq!(RestartPolicy::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            RestartPolicy::OnFailure { max_retries: 3 }.to_string(),
+            "on-failure:3"
+        );
+    }
+
+    #[test]
+    fn restart_follows_the_policy_and_the_user() {
+        let mut record = ContainerRecord::new("a".repeat(64), "c".into(), "busybox".into());
+        assert!(!record.restart_wanted(1));
+        record.restart_policy = RestartPolicy::OnFailure { max_retries: 2 };
+        assert!(record.restart_wanted(1));
+        assert!(!record.restart_wanted(0));
+        record.restart_count = 2;
+        assert!(!record.restart_wanted(1));
+        record.restart_policy = RestartPolicy::Always;
+        assert!(record.restart_wanted(0));
+        record.manually_stopped = true;
+        assert!(!record.restart_wanted(0));
     }
 }

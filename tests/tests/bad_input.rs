@@ -575,3 +575,30 @@ fn unwritable_output_is_one_line_or_a_quiet_exit_never_a_panic() {
     berth.run_ok(["rm", "printed"]);
     berth.assert_clean();
 }
+
+#[test]
+fn usage_errors_are_one_line_naming_the_flag_once() {
+    require_root!();
+    let berth = Berth::new();
+    for (args, names) in [
+        (
+            &["run", "--frobnicate", "busybox", "true"][..],
+            "--frobnicate",
+        ),
+        (&["ps", "--bogus"][..], "--bogus"),
+        (&["frobnicate"][..], "frobnicate"),
+        (&["run", "--restart=always"][..], "IMAGE"),
+        (&["run", "-m"][..], "--memory"),
+    ] {
+        let out = berth.output(args);
+        let message = assert_berth_error(&out, 125);
+        assert_eq!(
+            message.matches(names).count(),
+            1,
+            "{args:?} names {names} once: {message}"
+        );
+        assert!(!message.contains("tip:"), "{message}");
+    }
+    assert!(berth.container_ids().is_empty());
+    berth.assert_clean();
+}

@@ -230,9 +230,38 @@ fn ps_tells_the_truth_after_a_foreground_run_is_sigkilled() {
         "ps lists a dead container"
     );
     let status = berth.ps_status(true, "fg").expect("ps -a lists it");
-    assert!(status.starts_with("Exited ("), "ps -a status: {status}");
+    // The real end: the kernel killed PID 1 when its parent died.
+    assert!(status.starts_with("Exited (137)"), "ps -a status: {status}");
+    // What it held is given back as soon as berth notices, not at rm.
+    let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "cgroups left after ps: {left:?}");
 
     berth.run_ok(["rm", "-f", "fg"]);
+    assert!(find_cgroups_named(&[id]).is_empty());
+    berth.assert_clean();
+}
+
+#[test]
+fn a_sigkilled_foreground_run_rm_is_still_removed() {
+    require_root!();
+    let berth = Berth::new();
+    let mut run = berth.spawn(["run", "--rm", "--name", "gone", "busybox", "sleep", "100"]);
+    assert!(
+        wait_until(STEP, || berth.output(["inspect", "gone"]).status.success()
+            && berth.status_of("gone") == "running"),
+        "the foreground container never ran"
+    );
+    let id = berth.id_of("gone");
+    let record = berth.inspect("gone");
+    let pid = pid_of(&record, "pid");
+    let dirs = cgroup_dirs(&record);
+    run.0.kill().expect("kill -9 berth run --rm");
+    run.wait(STEP);
+    assert_dead_within(pid, "PID 1 after `berth run --rm` was killed");
+    // Its name is free for the next run at once.
+    berth.run_ok(["run", "--rm", "--name", "gone", "busybox", "true"]);
+    assert_eq!(berth.ps_status(true, "gone"), None, "--rm is carried out");
+    assert!(berth.container_ids().is_empty());
     let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
     assert!(left.is_empty(), "cgroups left: {left:?}");
     assert!(find_cgroups_named(&[id]).is_empty());
@@ -671,8 +700,8 @@ fn stop_of_an_exited_container_changes_nothing() {
     assert_eq!(out.status.code(), Some(4));
     berth.id_of("over");
     let before = berth.inspect("over");
-    let out = berth.output(["stop", "over"]);
-    assert_target_error(&out);
+    // docker: stopping a stopped container succeeds and changes nothing.
+    assert_eq!(berth.run_ok(["stop", "over"]).trim(), "over");
     assert_eq!(berth.inspect("over"), before, "stop changed the record");
     let out = berth.output(["kill", "over"]);
     assert_target_error(&out);

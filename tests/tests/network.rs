@@ -1105,3 +1105,168 @@ fn rejected_runs_do_not_create_the_default_network() {
     berth.assert_clean();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn network_container_mode_shares_the_other_containers_stack_and_names() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "busybox",
+        "sh",
+        "-c",
+        "echo shared > /index.html; exec httpd -f -p 127.0.0.1:8080 -h /",
+    ]);
+    let holder = berth.inspect("holder");
+    let hostname = holder["hostname"].as_str().expect("hostname").to_owned();
+    let holder_ip = endpoint(&berth, "holder")["ip"]
+        .as_str()
+        .expect("ip")
+        .to_owned();
+    let joiner = |args: &[&str]| {
+        let mut all = vec!["run", "--rm", "--network", "container:holder"];
+        all.extend(args);
+        berth.run_ok(all)
+    };
+    // Its loopback is the holder's: the server on 127.0.0.1 answers.
+    let page = joiner(&["busybox", "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    assert_eq!(page, "shared\n");
+    let addresses = joiner(&["busybox", "ip", "-4", "addr", "show", "eth0"]);
+    assert!(addresses.contains(&holder_ip), "{addresses}");
+    assert_eq!(joiner(&["busybox", "hostname"]).trim(), hostname);
+    let hosts = joiner(&["busybox", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&holder_ip),
+        "the holder's /etc/hosts: {hosts}"
+    );
+
+    for bad in [
+        vec![
+            "run",
+            "--rm",
+            "--network",
+            "container:holder",
+            "-p",
+            "8081:80",
+            "busybox",
+            "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--network",
+            "container:holder",
+            "-h",
+            "x",
+            "busybox",
+            "true",
+        ],
+        vec![
+            "run",
+            "--rm",
+            "--network",
+            "container:nosuch",
+            "busybox",
+            "true",
+        ],
+    ] {
+        assert_berth_error(&berth.output(&bad), 125);
+    }
+    berth.run_ok(["stop", "-t", "1", "holder"]);
+    let stopped = berth.output([
+        "run",
+        "--rm",
+        "--network",
+        "container:holder",
+        "busybox",
+        "true",
+    ]);
+    let message = assert_berth_error(&stopped, 125);
+    assert!(message.contains("not running"), "{message}");
+    berth.run_ok(["rm", "holder"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn publish_all_and_bare_container_ports_get_free_host_ports() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["run", "--net", "none", "--name", "base", "busybox", "true"]);
+    berth.run_ok([
+        "commit",
+        "-c",
+        "EXPOSE 80",
+        "-c",
+        "EXPOSE 9999/udp",
+        "base",
+        "exposed",
+    ]);
+    let mut args: Vec<String> = ["run", "-d", "--name", "web", "-P", "-p", "7070"]
+        .map(String::from)
+        .to_vec();
+    let mut command = httpd("published-all");
+    command[0] = "exposed".into();
+    args.extend(command);
+    berth.run_ok(&args);
+    let ports = berth.run_ok(["port", "web"]);
+    let host_port = |spec: &str| -> u16 {
+        let line = ports
+            .lines()
+            .find(|l| l.starts_with(&format!("{spec} -> ")))
+            .unwrap_or_else(|| panic!("{spec} is not published: {ports}"));
+        line.rsplit(':').next().unwrap().parse().expect("a port")
+    };
+    let (web, udp, extra) = (
+        host_port("80/tcp"),
+        host_port("9999/udp"),
+        host_port("7070/tcp"),
+    );
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("range");
+    let bounds: Vec<u16> = range
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    for port in [web, udp, extra] {
+        assert!(
+            (bounds[0]..=bounds[1]).contains(&port),
+            "{port} is an ephemeral port ({range})"
+        );
+    }
+    assert_ne!(web, extra);
+    let gateway: Ipv4Addr = endpoint(&berth, "web")["gateway"]
+        .as_str()
+        .expect("gateway")
+        .parse()
+        .expect("an address");
+    let response = http_get_eventually(berth.netns(), SocketAddr::from((gateway, web)));
+    assert!(response.contains("published-all"), "{response}");
+    berth.run_ok(["rm", "-f", "web", "base"]);
+    berth.run_ok(["rmi", "exposed"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn a_host_port_a_host_process_listens_on_is_refused() {
+    require_root!();
+    let berth = Berth::new();
+    // A service of the host's (inside the test's namespace) on 18095.
+    let listener = in_netns(berth.netns().path(), || {
+        TcpListener::bind(("0.0.0.0", 18095)).expect("bind 18095")
+    });
+    let out = berth.output([
+        "run", "--name", "thief", "-p", "18095:80", "busybox", "true",
+    ]);
+    let message = assert_berth_error(&out, 125);
+    assert!(
+        message.contains("18095") && message.contains("in use"),
+        "{message}"
+    );
+    assert!(berth.container_ids().is_empty(), "nothing is left of it");
+    drop(listener);
+    // Once the service is gone the port can be published.
+    berth.run_ok(["run", "--rm", "-p", "18095:80", "busybox", "true"]);
+    berth.assert_clean();
+}

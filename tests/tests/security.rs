@@ -1780,3 +1780,117 @@ fn seccomp_default_profile_refuses_what_docker_refuses() {
     assert_eq!(stderr(&out).lines().count(), 1, "{}", describe(&out));
     berth.assert_clean();
 }
+
+/// `exec` and `run` never hand the container berth's own descriptors:
+/// through /proc/self/fd it could reopen the host files they point to
+/// (here, truncate the file a user redirected the output to, or write
+/// into the file given as input).
+#[test]
+fn exec_and_run_stdio_cannot_reopen_host_files() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_detached(["--name", "target", "busybox", "sleep", "60"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input");
+    let output = dir.path().join("output");
+    let attack = "cat > /dev/null; echo first; \
+                  echo pwned > /proc/self/fd/0; echo truncated > /proc/self/fd/1; true";
+    for prefix in [
+        vec!["exec", "-i", "target"],
+        vec!["run", "--rm", "-i", "--net", "none", "busybox"],
+    ] {
+        fs::write(&input, "precious\n").expect("input");
+        let mut args = prefix.clone();
+        args.extend(["sh", "-c", attack]);
+        let status = berth
+            .cmd(&args)
+            .stdin(fs::File::open(&input).expect("open input"))
+            .stdout(fs::File::create(&output).expect("create output"))
+            .status()
+            .expect("run berth");
+        assert!(status.success(), "{prefix:?}: {status}");
+        assert_eq!(
+            fs::read_to_string(&input).expect("input"),
+            "precious\n",
+            "{prefix:?} wrote into the host file given as input"
+        );
+        assert_eq!(
+            fs::read_to_string(&output).expect("output"),
+            "first\ntruncated\n",
+            "{prefix:?} reopened the host file given as output"
+        );
+    }
+    berth.run_ok(["rm", "-f", "target"]);
+    berth.assert_clean();
+}
+
+/// `depth` directories `d/d/d...` below `dir` and a `leaf` file at the
+/// bottom, made relative to descriptors (the path is far beyond PATH_MAX,
+/// which a shell in the container cannot `cd` through, a program can).
+fn make_deep_tree(dir: &Path, depth: usize) {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(dir, flags, Mode::empty()).expect("open");
+    for _ in 0..depth {
+        mkdirat(&fd, "d", Mode::from_bits_truncate(0o755)).expect("mkdirat");
+        fd = openat(&fd, "d", flags, Mode::empty()).expect("openat");
+    }
+    fs::write(format!("/proc/self/fd/{}/leaf", fd.as_raw_fd()), "bottom\n").expect("leaf");
+}
+
+/// How deep `d/d/d...` goes below `dir`, and the leaf's content there.
+fn read_deep_tree(dir: &Path) -> (usize, String) {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut fd = nix::fcntl::open(dir, flags, Mode::empty()).expect("open");
+    let mut depth = 0;
+    while let Ok(next) = openat(&fd, "d", flags, Mode::empty()) {
+        fd = next;
+        depth += 1;
+    }
+    let leaf =
+        fs::read_to_string(format!("/proc/self/fd/{}/leaf", fd.as_raw_fd())).unwrap_or_default();
+    (depth, leaf)
+}
+
+/// A container can make its tree as deep as it likes: commit and export
+/// walk it without recursion (a recursive walk overflowed berth's stack
+/// at ~800 levels), and the committed layer is extracted with each
+/// directory opened a bounded number of times (it was quadratic).
+#[test]
+fn commit_and_export_of_a_very_deep_tree() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["run", "--name", "deep", "--net", "none", "busybox", "true"]);
+    let upper = berth.container_dirs()[0].join("upper");
+    make_deep_tree(&upper, 3000);
+    berth.run_ok(["commit", "deep", "deepimage"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("deep.tar");
+    berth.run_ok(["export", "-o", archive.to_str().expect("utf-8"), "deep"]);
+    let listing = Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .expect("tar -tf");
+    assert!(listing.status.success(), "{}", describe(&listing));
+    let leaves = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .filter(|l| l.ends_with("/d/leaf"))
+        .count();
+    assert_eq!(leaves, 1, "the export holds the leaf 3000 levels down");
+    // The committed image's top layer has the whole tree.
+    let deepest = berth
+        .layer_rootfses()
+        .iter()
+        .map(|layer| read_deep_tree(layer))
+        .max()
+        .expect("layers");
+    assert_eq!(deepest, (3000, "bottom\n".to_owned()));
+    berth.run_ok(["run", "--rm", "--net", "none", "deepimage", "ls", "/d"]);
+    berth.run_ok(["rm", "deep"]);
+    berth.run_ok(["rmi", "deepimage"]);
+    berth.assert_clean();
+}

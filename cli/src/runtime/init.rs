@@ -248,7 +248,17 @@ fn setup_init(plan: &InitPlan<'_>, channel: &InitChannel) -> Result<Infallible, 
     )
     .step("hooks")?;
     std::io::Write::write_all(&mut &started, b"0").step("write the exec fifo")?;
+    if wants_reaping_init(plan.spec) {
+        return Err(prepared.exec_under_reaping_init(&plan.process));
+    }
     Err(prepared.exec(&plan.process))
+}
+
+fn wants_reaping_init(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(super::REAPING_INIT_ANNOTATION))
+        .is_some_and(|value| value == "true")
 }
 
 /// The exec fifo: opening it for writing blocks until `start` opens it for
@@ -512,6 +522,104 @@ impl PreparedProcess {
             Ok(never) => match never {},
         };
         exec_failure(&self.shown, errno)
+    }
+}
+
+impl PreparedProcess {
+    /// [`super::REAPING_INIT_ANNOTATION`]: fork; the child execs the
+    /// process (and reports an exec failure as a plain init would), this
+    /// process stays PID 1 to reap and forward signals. Returns only if
+    /// the fork fails.
+    fn exec_under_reaping_init(self, plan: &ProcessPlan) -> InitFailure {
+        // Blocked before the fork, so that no signal sent between the fork
+        // and the wait is lost; the child unblocks them before its exec.
+        let all = SigSet::all();
+        if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None) {
+            return failure(RUNTIME_FAILED, format!("block signals for the init: {e}"));
+        }
+        // SAFETY: the init is single-threaded (a clone of the runtime
+        // taken before any thread), so the child's copy is consistent.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => failure(RUNTIME_FAILED, format!("fork the init's child: {e}")),
+            Ok(nix::unistd::ForkResult::Child) => self.exec(plan),
+            Ok(nix::unistd::ForkResult::Parent { child }) => reap_and_forward(child),
+        }
+    }
+}
+
+/// PID 1 of a container run with a reaping init: hold nothing of the
+/// runtime's (so that the channel and the exec fifo see the child's exec,
+/// not this process), forward signals to the child, reap every process
+/// that is re-parented here, and leave with the child's status.
+fn reap_and_forward(child: nix::unistd::Pid) -> ! {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    // This process is a copy of the engine: the container must not read
+    // its memory (non-dumpable: /proc/1/mem, environ and exe are root's
+    // alone), nor its command line and environment, which are the host's.
+    let _ = nix::sys::prctl::set_dumpable(false);
+    let _ = nix::sys::prctl::set_name(c"init");
+    wipe_arguments_and_environment();
+    // SAFETY: close_range only closes descriptors; the init holds nothing
+    // it needs above stdio (it never writes to the channel again).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let all = SigSet::all();
+    loop {
+        let signal = match all.wait() {
+            Ok(signal) => signal,
+            Err(_) => continue,
+        };
+        if signal != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(child, signal);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == child => {
+                    std::process::exit(128 + signal as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+/// Overwrite the memory that /proc/PID/cmdline and environ show with
+/// "init" and zeros (setproctitle's way; the Rust runtime does not read
+/// argv or environ again after start-up).
+fn wipe_arguments_and_environment() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which may hold spaces: arg_start is
+    // field 48, arg_end 49, env_start 50, env_end 51 (proc(5)).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(4)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [arg_start, arg_end, env_start, env_end] = fields[..] else {
+        return;
+    };
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if start == 0 || end <= start {
+            continue;
+        }
+        // SAFETY: the kernel reports these ranges as this process's own
+        // argument and environment strings, mapped writable on its stack;
+        // nothing in this single-threaded process reads them any more.
+        unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+    }
+    if arg_end > arg_start + 4 {
+        // SAFETY: as above; the range is longer than the five bytes written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(c"init".as_ptr().cast::<u8>(), arg_start as *mut u8, 5)
+        };
     }
 }
 

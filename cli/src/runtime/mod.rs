@@ -51,6 +51,14 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// leak there; engines that prepare the rootfs themselves leave it out.
 pub const OVERLAY_ROOTFS_ANNOTATION: &str = "run.berth.rootfs.overlay";
 
+/// Annotation by which an engine asks for a reaping init as the
+/// container's PID 1 (docker's `--init`; value `"true"`): the runtime's
+/// own init process stays PID 1, forks the spec's process as its only
+/// child, forwards every signal it gets to it, reaps every zombie and exits
+/// with the child's status (128+N for a death by signal N, as tini). It is
+/// built into the runtime, so no binary has to be mounted into the image.
+pub const REAPING_INIT_ANNOTATION: &str = "run.berth.init";
+
 /// A signal as people and engines write it: "KILL", "SIGKILL", "kill" or
 /// "9" (podman and containerd's shims pass numbers).
 pub fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
