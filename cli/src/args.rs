@@ -124,6 +124,9 @@ pub enum Command {
         #[arg(value_enum, value_name = "SHELL")]
         shell: CompletionShell,
     },
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCommand),
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +217,7 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
-    /// Bind mount a volume (HOST:CONTAINER[:ro])
+    /// Bind mount a volume (HOST:CONTAINER[:ro], or NAME:CONTAINER, or CONTAINER)
     #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
     pub volume: Vec<String>,
     /// Memory limit (e.g. 512m, 1g; units b, k, m, g)
@@ -384,6 +387,15 @@ pub struct RunArgs {
     /// Command and arguments (default: the image's command)
     #[arg(allow_hyphen_values = true)]
     pub command: Vec<String>,
+    /// Attach a filesystem mount (type=bind|volume|tmpfs,source=...,target=...)
+    #[arg(long, value_name = "MOUNT")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory (PATH[:size=64m,mode=1777,...])
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
+    /// Mount the volumes of another container (CONTAINER[:ro|:rw])
+    #[arg(long, value_name = "CONTAINER")]
+    pub volumes_from: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -566,6 +578,9 @@ pub struct RmArgs {
     pub force: bool,
     #[arg(required = true, value_name = "CONTAINER")]
     pub containers: Vec<String>,
+    /// Remove the anonymous volumes of the containers too
+    #[arg(short, long)]
+    pub volumes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -758,6 +773,73 @@ pub struct LogoutArgs {
     /// Registry (default: docker.io)
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume
+    Create(VolumeCreateArgs),
+    /// List volumes
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Show volumes' details as JSON
+    Inspect {
+        #[arg(required = true, value_name = "VOLUME")]
+        volumes: Vec<String>,
+    },
+    /// Remove one or more volumes
+    #[command(alias = "remove")]
+    Rm(VolumeRmArgs),
+    /// Remove unused volumes (anonymous ones only, unless --all)
+    Prune(VolumePruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Volume driver (only "local")
+    #[arg(short, long, default_value = "local")]
+    pub driver: String,
+    /// Set metadata on the volume (KEY=VALUE)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Driver options (type=tmpfs, device=..., o=...)
+    #[arg(short, long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// The volume's name (default: a generated one)
+    #[arg(value_name = "VOLUME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeLsArgs {
+    /// Only display volume names
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Filter: name=TEXT, label=KEY[=VALUE], dangling=true|false, driver=local
+    #[arg(short, long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeRmArgs {
+    /// Do not fail when a volume does not exist
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true, value_name = "VOLUME")]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumePruneArgs {
+    /// Remove all unused volumes, named ones too
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Filter: label=KEY[=VALUE], label!=KEY[=VALUE]
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
 }
 
 #[cfg(test)]

@@ -75,6 +75,7 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
     }
     if ended.auto_remove {
         store.remove(&ended.id)?;
+        crate::volume::remove_anonymous(&paths, &ended);
     }
     Ok(ended)
 }
@@ -114,7 +115,13 @@ pub fn rm(paths: &Paths, args: &RmArgs) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     Ok(for_each_query(&args.containers, |query| {
         match find(&store, query) {
-            Ok(record) => remove_one(paths, &store, record, args.force),
+            Ok(record) => {
+                let removed = remove_one(paths, &store, record.clone(), args.force);
+                if removed.is_ok() && args.volumes {
+                    crate::volume::remove_anonymous(paths, &record);
+                }
+                removed
+            }
             Err(e) => match e.downcast_ref::<berth_state::StateError>() {
                 Some(berth_state::StateError::Broken { id, .. }) if args.force => {
                     remove_broken(paths, &store, id)

@@ -41,6 +41,9 @@ pub struct ContainerPlan<'a> {
     pub cgroup_parent: Option<&'a str>,
     /// docker's process and filesystem flags (`-u`, `--read-only`, ...).
     pub extras: &'a Extras,
+    /// `-v`, `--mount`, `--tmpfs`, `--volumes-from` and the image's
+    /// VOLUMEs (see [`crate::mounts`]), mounted after the binds above.
+    pub mounts: &'a [Mount],
 }
 
 /// What docker's flags beyond the basics put in the spec.
@@ -96,7 +99,11 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
     }
     spec.set_annotations(Some(annotations));
     spec.set_process(Some(process(plan)));
-    spec.set_mounts(Some(mounts(plan.volumes, plan.extras.shm_size)));
+    spec.set_mounts(Some(mounts(
+        plan.volumes,
+        plan.mounts,
+        plan.extras.shm_size,
+    )));
     spec.set_hooks(None);
 
     let mut namespaces = vec![
@@ -259,8 +266,9 @@ fn to_spec_capability(cap: Capability) -> Option<oci_spec::runtime::Capability> 
     serde_json::from_value(serde_json::Value::String(cap.name().to_owned())).ok()
 }
 
-/// docker's default mounts (berth-fs's lists), then the binds in order.
-fn mounts(volumes: &[berth_fs::Volume], shm_size: Option<u64>) -> Vec<Mount> {
+/// docker's default mounts (berth-fs's lists), then the binds in order,
+/// then the container's own mounts.
+fn mounts(volumes: &[berth_fs::Volume], own: &[Mount], shm_size: Option<u64>) -> Vec<Mount> {
     let mount = |destination: &str, typ: &str, source: &str, options: Vec<String>| {
         let mut mount = Mount::default();
         mount.set_destination(PathBuf::from(destination));
@@ -300,6 +308,19 @@ fn mounts(volumes: &[berth_fs::Volume], shm_size: Option<u64>) -> Vec<Mount> {
             options,
         ));
     }
+    // docker mounts its /etc files and the user's mounts parents first (a
+    // volume on /etc must not hide the /etc/hosts bind), in order within
+    // one depth (a user's own /etc/hosts comes after berth's, and wins).
+    let defaults = list.len() - volumes.len();
+    let mut binds = list.split_off(defaults);
+    binds.extend(own.iter().cloned());
+    binds.sort_by_key(|m| {
+        m.destination()
+            .components()
+            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+            .count()
+    });
+    list.extend(binds);
     list
 }
 
@@ -357,6 +378,7 @@ mod tests {
             no_new_privileges: true,
             seccomp_profile: Some("unconfined"),
             extras: &Extras::default(),
+            mounts: &[],
             own_network: true,
             cgroup_namespace: true,
             resources,

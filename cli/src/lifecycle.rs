@@ -126,6 +126,7 @@ pub fn start_in_background(
         store,
         id: record.id.clone(),
         armed: false,
+        volumes: Default::default(),
     };
     crate::monitor::start_detached(paths, store, record, plan, guard)
 }
@@ -145,6 +146,7 @@ fn start_attached(
         store,
         id: record.id.clone(),
         armed: false,
+        volumes: Default::default(),
     };
     crate::run::foreground(paths, store, record, plan, guard)
 }

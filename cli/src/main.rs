@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod monitor;
+mod mounts;
 mod network;
 mod oci_cli;
 mod paths;
@@ -29,6 +30,7 @@ mod seccomp;
 mod supervise;
 mod table;
 mod user;
+mod volume;
 
 use std::process::ExitCode;
 
@@ -193,5 +195,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Restart(args) => lifecycle::restart(&paths, &args),
         Command::Attach(args) => attach::attach(&paths, &args),
         Command::Completion { shell } => completion::completion(shell),
+        Command::Volume(command) => volume::command(&paths, &command),
     }
 }

@@ -220,14 +220,14 @@ fn create_container<'a>(
         parse_security_options(&args.security_opt)?;
     record.network_mode = args.net.clone();
     record.publish = publish;
-    let user_volumes = args
-        .volume
-        .iter()
-        .map(|spec| berth_fs::parse_volume(spec))
-        .collect::<Result<Vec<_>, _>>()?;
-    berth_fs::prepare_volume_sources(&user_volumes)?;
+    let image_volumes = config.volumes().clone().unwrap_or_default();
+    let mut mounts = crate::mounts::for_run(paths, containers, args, &image_volumes)?;
     record.volumes = args.volume.clone();
+    record.mounts = std::mem::take(&mut mounts.record);
+    record.anonymous_volumes = mounts.anonymous.clone();
     create_record(containers, &mut record, args.name.as_deref())?;
+    // The record names its volumes now: they are in use.
+    mounts.created.unlock();
 
     // From here on a failure must take the container away again.
     let guard = RemoveOnFailure {
@@ -235,6 +235,7 @@ fn create_container<'a>(
         store: containers,
         id: id.clone(),
         armed: true,
+        volumes: std::mem::take(&mut mounts.created),
     };
     let dir = containers.container_dir(&id);
     prepare_layer_dirs(&dir)?;
@@ -245,8 +246,7 @@ fn create_container<'a>(
     if !network.shares_another_container() {
         etc_files.write(&record, None, &[])?;
     }
-    let mut volumes = etc_files.volumes();
-    volumes.extend(user_volumes);
+    let volumes = etc_files.volumes();
     let console_size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
     let spec = crate::container_spec::build(&crate::container_spec::ContainerPlan {
         id: &id,
@@ -274,6 +274,7 @@ fn create_container<'a>(
         resources,
         cgroup_parent: args.cgroup_parent.as_deref(),
         extras: &extras,
+        mounts: &mounts.oci,
     })?;
     save_spec(&dir, &spec)?;
     let launch = LaunchPlan {
@@ -497,7 +498,11 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     }
     // With --rm nothing is left to record the exit in.
     let result = if record.auto_remove {
-        store.remove(id)
+        let removed = store.remove(id);
+        if removed.is_ok() {
+            crate::volume::remove_anonymous(paths, &record);
+        }
+        removed
     } else {
         store
             .update(id, |r| {
@@ -571,7 +576,7 @@ fn parse_log_options(options: &[String]) -> anyhow::Result<LogLimits> {
 }
 
 /// "512", "10k", "10m", "1g" (powers of 1024, as docker).
-fn parse_size(text: &str) -> Option<u64> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim().to_ascii_lowercase();
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
@@ -587,17 +592,22 @@ fn parse_size(text: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(multiplier)
 }
 
-/// Removes a half-made container (network lease, record and directory)
-/// unless disarmed.
+/// Removes a half-made container (network lease, record and directory,
+/// the volumes made for it) unless disarmed.
 pub struct RemoveOnFailure<'a> {
     pub paths: &'a Paths,
     pub store: &'a ContainerStore,
     pub id: String,
     pub armed: bool,
+    /// Volumes made for this container (removed after it unless disarmed).
+    pub volumes: crate::mounts::CreatedVolumes,
 }
 
 impl Drop for RemoveOnFailure<'_> {
     fn drop(&mut self) {
+        if !self.armed {
+            self.volumes.keep();
+        }
         if self.armed {
             if let Err(e) = crate::network::release(self.paths, &self.id, false) {
                 eprintln!("berth: {e:#}");

@@ -86,8 +86,9 @@ pub enum FsError {
         source: io::Error,
     },
 
-    /// `tmpcopyup` could not copy an entry into the new tmpfs.
-    #[error("cannot copy {path} into the new tmpfs ({step}): {source}")]
+    /// `tmpcopyup` (or a volume's `copyup`) could not copy an entry into
+    /// the new tmpfs (or the empty volume).
+    #[error("cannot copy {path} into place ({step}): {source}")]
     CopyUp {
         /// The entry, as it is in the new tmpfs.
         path: PathBuf,

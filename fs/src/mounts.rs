@@ -231,6 +231,9 @@ pub fn mount_entry(rootfs: &Path, entry: &MountEntry) -> Result<(), FsError> {
     if options.copy_up && (fstype != Some("tmpfs") || options.is_bind()) {
         return Err(invalid("tmpcopyup is only for a tmpfs".into()));
     }
+    if options.copy_into_source && !options.is_bind() {
+        return Err(invalid("copyup is only for a bind mount".into()));
+    }
     if clean_components(&entry.destination).is_empty() {
         return Err(invalid("nothing can be mounted on the root itself".into()));
     }
@@ -407,6 +410,9 @@ fn mount_bind(
         reason,
     })?;
 
+    if options.copy_into_source && src_is_dir {
+        copy_into_empty_source(&src, source, &target, &shown)?;
+    }
     let recursive = options.flags.contains(MsFlags::MS_REC);
     bind_mount_fds(&src, &target, recursive, &shown)?;
     drop(target);
@@ -418,6 +424,65 @@ fn mount_bind(
     }
     remount_bind(&mounted, &shown, options)?;
     apply_propagation_and_attributes(&mounted, &shown, options)
+}
+
+/// `copyup`: fill the (host) source directory with the content of the
+/// rootfs directory it is about to cover, if the source is empty and the
+/// mount point already had something in it (docker's copy-up of a new
+/// volume). The mount point was resolved inside the rootfs; its entries
+/// are copied without following any symlink.
+fn copy_into_empty_source(
+    src: &OwnedFd,
+    source: &Path,
+    target: &OwnedFd,
+    shown: &Path,
+) -> Result<(), FsError> {
+    let source_dir = crate::copy_up::reopen_dir(src, source)?;
+    let covered = crate::copy_up::reopen_dir(target, shown)?;
+    let is_empty = |fd: &OwnedFd, path: &Path| -> Result<bool, FsError> {
+        let dir = nix::dir::Dir::openat(
+            fd,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FsError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let mut empty = true;
+        for entry in dir {
+            let entry = entry.map_err(|e| FsError::Stat {
+                path: path.to_path_buf(),
+                source: e.into(),
+            })?;
+            if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
+                empty = false;
+                break;
+            }
+        }
+        Ok(empty)
+    };
+    if !is_empty(&source_dir, source)? || is_empty(&covered, shown)? {
+        return Ok(());
+    }
+    crate::copy_up::copy_tree(&covered, &source_dir, source)?;
+    // The volume's root takes the covered directory's owner and mode, as
+    // docker's copy-up does.
+    let st = stat(&covered, shown)?;
+    nix::unistd::fchown(
+        &source_dir,
+        Some(nix::unistd::Uid::from_raw(st.st_uid)),
+        Some(nix::unistd::Gid::from_raw(st.st_gid)),
+    )
+    .and_then(|()| {
+        nix::sys::stat::fchmod(&source_dir, Mode::from_bits_truncate(st.st_mode & 0o7777))
+    })
+    .map_err(|e| FsError::CopyUp {
+        path: source.to_path_buf(),
+        step: "chown".into(),
+        source: e.into(),
+    })
 }
 
 /// Give a fresh bind mount the flags its options name (a bind mount

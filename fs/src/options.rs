@@ -33,6 +33,11 @@ pub struct MountOptions {
     /// `tmpcopyup`: a new tmpfs starts with a copy of what the directory it
     /// covers held.
     pub copy_up: bool,
+    /// `copyup` (berth's, for volumes): before a bind mount of an empty
+    /// host directory over a directory of the rootfs, that directory's
+    /// content is copied into the host directory (docker's volume
+    /// copy-up).
+    pub copy_into_source: bool,
 }
 
 impl Default for MountOptions {
@@ -43,6 +48,7 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             recursive: RecursiveAttrs::default(),
             copy_up: false,
+            copy_into_source: false,
             data: String::new(),
         }
     }
@@ -199,7 +205,8 @@ pub fn propagation_flags(name: &str) -> Option<MsFlags> {
 ///   `rsymfollow` go to [`MountOptions::recursive`] (an atime mode also
 ///   clears the atime field, as mount_setattr(2) requires);
 /// - `defaults` is ignored;
-/// - `tmpcopyup` sets [`MountOptions::copy_up`]; `idmap` and `ridmap` are refused
+/// - `tmpcopyup` sets [`MountOptions::copy_up`], `copyup`
+///   [`MountOptions::copy_into_source`]; `idmap` and `ridmap` are refused
 ///   ([`FsError::InvalidMountOption`]), as is an option with a NUL byte;
 /// - everything else (`mode=755`, `size=65536k`, `newinstance`, ...) is
 ///   passed to the filesystem in [`MountOptions::data`], comma-joined in
@@ -244,6 +251,8 @@ pub fn parse_mount_options(options: &[String]) -> Result<MountOptions, FsError> 
             }
         } else if name == "tmpcopyup" {
             parsed.copy_up = true;
+        } else if name == "copyup" {
+            parsed.copy_into_source = true;
         } else if let Some((_, reason)) = REFUSED_OPTIONS.iter().find(|(o, _)| *o == name) {
             return Err(refuse(reason));
         } else if name != "defaults" {
@@ -533,6 +542,8 @@ mod tests {
     #[test]
     fn unsupported_options_are_refused_clearly() {
         assert!(parse(&["tmpcopyup"]).copy_up);
+        assert!(parse(&["rbind", "copyup"]).copy_into_source);
+        assert_eq!(parse(&["rbind", "copyup"]).data, "");
         assert!(refused("idmap").contains("ID-mapped"));
         assert!(refused("ridmap").contains("ID-mapped"));
         assert!(refused("mode=7\0").contains("NUL"));

@@ -22,15 +22,20 @@ mod private_dir;
 mod record;
 mod store;
 mod time;
+mod volume;
 
 pub use atomic::{replace_file, write_atomic, Durability, FileLock};
 pub use liveness::{is_same_process, process_start_time};
 pub use log::{read_log, read_log_from, LogEntry, LogLimits, LogWriter, Stream};
 pub use names::{generate_id, generate_name, validate_name};
 pub use private_dir::ensure_private_dir;
-pub use record::{ContainerRecord, Limits, RestartPolicy, Status};
+pub use record::{ContainerRecord, Limits, MountPoint, RestartPolicy, Status};
 pub use store::{BrokenRecord, ContainerStore, StoreLock};
 pub use time::Timestamp;
+pub use volume::{
+    disk_usage, parse_local_options, validate_volume_name, NewVolume, VolumeBacking, VolumeError,
+    VolumeLock, VolumeRecord, VolumeStore, LOCAL_DRIVER,
+};
 
 use std::path::PathBuf;
 

@@ -151,6 +151,14 @@ pub struct ContainerRecord {
     /// `always` leave it stopped until the user starts it again.
     #[serde(default)]
     pub manually_stopped: bool,
+    /// What is mounted into the container besides its image (volumes,
+    /// binds, tmpfs), in docker's `Mounts` shape.
+    #[serde(default)]
+    pub mounts: Vec<MountPoint>,
+    /// Volumes made for this container alone (`-v /path`, the image's
+    /// VOLUMEs): removed with it by `rm -v` and `--rm`.
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
 }
 
 /// docker's `--restart` policies.
@@ -208,6 +216,32 @@ impl std::fmt::Display for RestartPolicy {
             other => f.write_str(other.name()),
         }
     }
+}
+
+/// One entry of docker's `Mounts` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountPoint {
+    /// `bind`, `volume` or `tmpfs`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The volume's name (volumes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The host path (empty for a tmpfs).
+    pub source: String,
+    pub destination: String,
+    /// The volume's driver (volumes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// The mode text as given (`ro`, `rw`, ...; empty when none).
+    #[serde(default)]
+    pub mode: String,
+    #[serde(rename = "RW")]
+    pub rw: bool,
+    /// Bind propagation (`rprivate` by default; empty for the others).
+    #[serde(default)]
+    pub propagation: String,
 }
 
 /// Resource limits of a container (`None`: not limited).
@@ -272,6 +306,8 @@ impl ContainerRecord {
             restart_count: 0,
             restarting: false,
             manually_stopped: false,
+            mounts: Vec::new(),
+            anonymous_volumes: Vec::new(),
         }
     }
 
@@ -339,6 +375,17 @@ mod tests {
         record.limits.memory = Some(64 << 20);
         record.mark_running(42, Some(7));
         record.started_at = Some(Timestamp::from_unix(1_795_296_656, 0));
+        record.mounts = vec![MountPoint {
+            kind: "volume".into(),
+            name: Some("data".into()),
+            source: "/var/lib/berth/volumes/data/_data".into(),
+            destination: "/data".into(),
+            driver: Some("local".into()),
+            mode: "z".into(),
+            rw: true,
+            propagation: String::new(),
+        }];
+        record.anonymous_volumes = vec!["cd".repeat(32)];
         insta::assert_json_snapshot!(record);
     }
 
