@@ -378,17 +378,18 @@ fn exec_user_detach_and_privileged() {
         .unwrap()
     };
     assert!(caps(&["--privileged"]).count_ones() > caps(&[]).count_ones());
-    // -d returns at once; the process goes on in the container.
-    let started = std::time::Instant::now();
+    // -d returns while the process goes on in the container: here it
+    // waits for a gate that is only opened after exec -d returned (an
+    // exec -d that waited for it would never return).
     berth.run_ok([
         "exec",
         "-d",
         "target",
         "sh",
         "-c",
-        "sleep 1; touch /tmp/detached",
+        "while [ ! -e /tmp/gate ]; do sleep 0.05; done; touch /tmp/detached",
     ]);
-    assert!(started.elapsed() < Duration::from_millis(900));
+    berth.run_ok(["exec", "target", "touch", "/tmp/gate"]);
     assert!(wait_until(Duration::from_secs(10), || {
         berth
             .output(["exec", "target", "test", "-e", "/tmp/detached"])
