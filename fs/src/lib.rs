@@ -123,6 +123,7 @@
 //! # }
 //! ```
 
+pub mod copy;
 mod copy_up;
 mod devices;
 mod error;
