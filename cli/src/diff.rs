@@ -12,8 +12,14 @@ pub fn diff(paths: &Paths, query: &str) -> anyhow::Result<i32> {
         .images()?
         .resolve(&record.image_id)
         .with_context(|| format!("the image of container {} is gone", record.name))?;
-    let upper = containers.container_dir(&record.id).join("upper");
-    let changes = berth_fs::layer_changes(&upper, &image.lower_dirs())
+    let dir = containers.container_dir(&record.id);
+    // The mount points of the /etc files berth provides are its own.
+    let hidden: Vec<std::path::PathBuf> = crate::network::EtcFiles::new(&dir)
+        .volumes()
+        .into_iter()
+        .map(|v| v.target.into())
+        .collect();
+    let changes = berth_fs::layer_changes(&dir.join("upper"), &image.lower_dirs(), &hidden)
         .with_context(|| format!("cannot read the changes of container {}", record.name))?;
     let mut out = String::new();
     for change in changes {

@@ -137,7 +137,16 @@ fn sorted_names(dir: &mut Dir, path: &Path) -> Result<Vec<OsString>, DiffError> 
 /// A directory whose size, mode and modification time equal the lower
 /// one's is not reported by itself. An opaque directory (removed and made
 /// again) is reported as changed, and everything in it as added.
-pub fn layer_changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>, DiffError> {
+///
+/// `hidden` paths (absolute inside the container) are the engine's own
+/// mount points (`/etc/hosts` and the like, made in the write layer so
+/// that something can be mounted on them): they are left out, and so is a
+/// directory that only changed by getting one.
+pub fn layer_changes(
+    upper: &Path,
+    lowers: &[PathBuf],
+    hidden: &[PathBuf],
+) -> Result<Vec<Change>, DiffError> {
     let mut dir = Dir::open(upper, DIR_FLAGS, Mode::empty()).map_err(fail("open", upper))?;
     let lower_dirs: LowerDirs = lowers
         .iter()
@@ -147,6 +156,7 @@ pub fn layer_changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>, Di
         upper,
         changes: Vec::new(),
         reported_dirs: Vec::new(),
+        hidden,
     };
     walk.directory(&mut dir, &lower_dirs, Path::new("/"))?;
     Ok(walk.changes)
@@ -157,6 +167,7 @@ struct Walk<'a> {
     changes: Vec<Change>,
     /// Directories already reported (so a parent is reported once).
     reported_dirs: Vec<PathBuf>,
+    hidden: &'a [PathBuf],
 }
 
 impl Walk<'_> {
@@ -192,6 +203,9 @@ impl Walk<'_> {
         let fd = dir.as_fd();
         for name in &names {
             let child = path.join(name);
+            if self.hidden.contains(&child) {
+                continue;
+            }
             let st = match fstatat(fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue,
@@ -216,17 +230,23 @@ impl Walk<'_> {
                 Err(e) => return Err(fail("open", &self.host(&child))(e)),
             };
             let opaque = is_opaque(sub.as_fd());
+            // Reported only because its time or size changed: the change
+            // that says so, if it turns out to be only a hidden entry's.
+            let mut only_touched = None;
             match &lower {
                 None => self.report(ChangeKind::Added, &child),
                 Some(below) => {
-                    let same = is_dir(below)
+                    let same_mode = is_dir(below) && below.st_mode == st.st_mode;
+                    let same = same_mode
                         && below.st_size == st.st_size
-                        && below.st_mode == st.st_mode
                         && below.st_mtime == st.st_mtime
                         && below.st_mtime_nsec == st.st_mtime_nsec;
                     if opaque || !same {
                         self.report(ChangeKind::Changed, &child);
                         self.reported_dirs.push(child.clone());
+                        if same_mode && !opaque {
+                            only_touched = Some(self.changes.len());
+                        }
                     }
                 }
             }
@@ -248,6 +268,14 @@ impl Walk<'_> {
                     .collect()
             };
             self.directory(&mut sub, &sub_lowers, &child)?;
+            let holds_hidden = self
+                .hidden
+                .iter()
+                .any(|h| h.parent() == Some(child.as_path()));
+            if holds_hidden && only_touched == Some(self.changes.len()) {
+                self.changes.pop();
+                self.reported_dirs.retain(|d| *d != child);
+            }
         }
         Ok(())
     }
@@ -298,7 +326,7 @@ mod tests {
         // the test's filesystem gives both the same.
         let same_size = fs::metadata(upper.join("usr")).unwrap().len() == st.len();
 
-        let changes = layer_changes(&upper, &[lower]).unwrap();
+        let changes = layer_changes(&upper, &[lower], &[]).unwrap();
         let mut expected = vec![
             "C /etc",
             "A /etc/added",
@@ -311,6 +339,35 @@ mod tests {
             expected.push("C /usr");
         }
         assert_eq!(letters(&changes), expected);
+    }
+
+    #[test]
+    fn engine_mount_points_are_hidden_with_the_touch_they_gave_their_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lower = tmp.path().join("lower");
+        let upper = tmp.path().join("upper");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::create_dir_all(lower.join("var")).unwrap();
+        fs::create_dir_all(upper.join("etc")).unwrap();
+        fs::create_dir_all(upper.join("var")).unwrap();
+        fs::write(upper.join("etc/resolv.conf"), "").unwrap();
+        fs::write(upper.join("var/resolv.conf"), "").unwrap();
+        fs::set_permissions(
+            upper.join("etc"),
+            fs::metadata(lower.join("etc")).unwrap().permissions(),
+        )
+        .unwrap();
+        let hidden = [PathBuf::from("/etc/resolv.conf")];
+        let changes = layer_changes(&upper, &[lower.clone()], &hidden).unwrap();
+        // /var's new file is a change like any other.
+        assert_eq!(letters(&changes), ["C /var", "A /var/resolv.conf"]);
+
+        fs::write(upper.join("etc/motd"), "hi").unwrap();
+        let changes = layer_changes(&upper, &[lower], &hidden).unwrap();
+        assert_eq!(
+            letters(&changes),
+            ["C /etc", "A /etc/motd", "C /var", "A /var/resolv.conf"]
+        );
     }
 
     #[test]
@@ -329,7 +386,7 @@ mod tests {
         for path in [upper.join("bin/true"), upper.join("top")] {
             nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
         }
-        let changes = layer_changes(&upper, &[lower]).unwrap();
+        let changes = layer_changes(&upper, &[lower], &[]).unwrap();
         assert_eq!(letters(&changes), ["C /bin", "D /bin/true", "D /top"]);
     }
 
@@ -362,7 +419,7 @@ mod tests {
             eprintln!("skipped: the temp filesystem has no trusted xattrs");
             return;
         }
-        let changes = layer_changes(&upper, &[lower]).unwrap();
+        let changes = layer_changes(&upper, &[lower], &[]).unwrap();
         assert_eq!(letters(&changes), ["C /data", "A /data/kept-name"]);
     }
 }
