@@ -72,7 +72,8 @@ impl Drop for ContainerRoot {
 }
 
 fn open_container_root(paths: &Paths, record: &ContainerRecord) -> anyhow::Result<ContainerRoot> {
-    let label = format!("{}:", record.name);
+    // Errors name the container in their context (see `cp`).
+    let label = "";
     if let (true, Some(pid)) = (crate::container::is_alive(record), record.pid) {
         let root = TreeRoot::open(&PathBuf::from(format!("/proc/{pid}/root")), label)
             .with_context(|| format!("cannot enter container {}", record.name))?;
@@ -140,12 +141,15 @@ pub fn cp(paths: &Paths, args: &CpArgs) -> anyhow::Result<i32> {
                 Side::Host(path) => path.clone(),
                 _ => String::new(),
             };
-            (record, copy_out(&root.root, &path, other, args)?, to)
+            let copied = copy_out(&root.root, &path, other, args)
+                .with_context(|| format!("cannot copy {container}:{path}"))?;
+            (record, copied, to)
         }
         (other @ (Side::Host(_) | Side::Stream), Side::Container { container, path }) => {
             let record = crate::container::find(&paths.containers()?, &container)?;
             let root = open_container_root(paths, &record)?;
-            let copied = copy_in(&root.root, other, &path, args)?;
+            let copied = copy_in(&root.root, other, &path, args)
+                .with_context(|| format!("cannot copy to {container}:{path}"))?;
             (record, copied, format!("{container}:{path}"))
         }
         (Side::Container { .. }, Side::Container { .. }) => {
