@@ -358,7 +358,7 @@ mod tests {
         )
         .unwrap();
         let hidden = [PathBuf::from("/etc/resolv.conf")];
-        let changes = layer_changes(&upper, &[lower.clone()], &hidden).unwrap();
+        let changes = layer_changes(&upper, std::slice::from_ref(&lower), &hidden).unwrap();
         // /var's new file is a change like any other.
         assert_eq!(letters(&changes), ["C /var", "A /var/resolv.conf"]);
 
