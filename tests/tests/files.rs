@@ -304,20 +304,28 @@ fn cp_while_the_container_swaps_directories_for_symlinks() {
         &script,
     ]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut rounds = 0;
-    while Instant::now() < deadline && rounds < 150 {
+    let (mut rounds, mut reads, mut writes) = (0, 0, 0);
+    while Instant::now() < deadline && (rounds < 150 || reads == 0 || writes == 0) {
         rounds += 1;
-        let _ = berth.output([
+        let into = berth.output([
             "cp",
             payload.to_str().unwrap(),
             &format!("swap:/d/tmp/{tag}/"),
         ]);
+        writes += usize::from(into.status.success());
         let out = berth.output(["cp", &format!("swap:/d/tmp/{tag}/secret"), "-"]);
+        let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            !String::from_utf8_lossy(&out.stdout).contains("host secret"),
+            !text.contains("host secret"),
             "cp read the host's file through the container's symlink"
         );
+        reads += usize::from(text.contains("container\n"));
     }
+    // The race was run: copies went through while the swapping went on.
+    assert!(
+        reads > 0 && writes > 0,
+        "{rounds} rounds: {reads} reads, {writes} writes"
+    );
     let names: Vec<_> = fs::read_dir(&canary)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -324,18 +324,19 @@ fn a_directory_swapped_for_a_symlink_mid_copy_is_never_followed() {
     }
     fs::create_dir(c.join("in")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let reads = swapper(c.join("d"), canary.clone(), stop.clone());
-    let writes = swapper(c.join("in"), canary.clone(), stop.clone());
+    let read_swapper = swapper(c.join("d"), canary.clone(), stop.clone());
+    let write_swapper = swapper(c.join("in"), canary.clone(), stop.clone());
 
     let container = TreeRoot::open(&c, "c:").unwrap();
     let host = TreeRoot::open(tmp.path(), "").unwrap();
+    let (mut reads, mut writes) = (0, 0);
     for round in 0..200 {
         // Out of the container: never the host's secret.
         let out = tmp.path().join(format!("out{round}"));
         fs::create_dir(&out).unwrap();
         if let Ok(source) = container.source("/d/.", false) {
             let into = host.directory(&format!("/out{round}")).unwrap();
-            let _ = copy_tree(&source, None, &into, me());
+            reads += usize::from(copy_tree(&source, None, &into, me()).is_ok());
         }
         for entry in fs::read_dir(&out).unwrap() {
             let path = entry.unwrap().path();
@@ -347,12 +348,17 @@ fn a_directory_swapped_for_a_symlink_mid_copy_is_never_followed() {
         // Into the container: never into the canary.
         let source = host.source("/c/d.parked", false);
         if let (Ok(source), Ok(into)) = (source, container.directory("/in")) {
-            let _ = copy_tree(&source, Some(OsStr::new("x")), &into, me());
+            let copied = copy_tree(&source, Some(OsStr::new("x")), &into, me());
+            writes += usize::from(copied.is_ok());
         }
     }
     stop.store(true, Ordering::Relaxed);
-    reads.join().unwrap();
-    writes.join().unwrap();
+    read_swapper.join().unwrap();
+    write_swapper.join().unwrap();
+    assert!(
+        reads > 0 && writes > 0,
+        "{reads} reads, {writes} writes went through"
+    );
     let names: Vec<_> = fs::read_dir(&canary)
         .unwrap()
         .map(|e| e.unwrap().file_name())
