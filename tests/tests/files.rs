@@ -336,6 +336,40 @@ fn cp_while_the_container_swaps_directories_for_symlinks() {
 }
 
 #[test]
+fn cp_reaches_the_volumes_of_running_and_stopped_containers() {
+    require_root!();
+    let berth = Berth::new();
+    let host = tempfile::tempdir().unwrap();
+    let volume = host.path().join("volume");
+    fs::create_dir(&volume).unwrap();
+    fs::write(volume.join("from-host"), "host side").unwrap();
+    let bind = format!("{}:/vol", volume.display());
+    berth.run_ok([
+        "run", "-d", "--pull", "never", "--net", "none", "-v", &bind, "--name", "live", "busybox",
+        "sleep", "600",
+    ]);
+    berth.run_ok([
+        "run", "--pull", "never", "--net", "none", "-v", &bind, "--name", "dead", "busybox", "true",
+    ]);
+    let payload = host.path().join("payload");
+    fs::write(&payload, "payload").unwrap();
+    for container in ["live", "dead"] {
+        berth.run_ok([
+            "cp",
+            payload.to_str().unwrap(),
+            &format!("{container}:/vol/{container}"),
+        ]);
+        assert_eq!(
+            fs::read_to_string(volume.join(container)).unwrap(),
+            "payload"
+        );
+        let out = berth.output(["cp", &format!("{container}:/vol/from-host"), "-"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("host side"));
+    }
+    berth.assert_clean();
+}
+
+#[test]
 fn cp_refuses_what_docker_refuses() {
     require_root!();
     let berth = Berth::new();
