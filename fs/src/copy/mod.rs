@@ -39,6 +39,7 @@ mod error;
 mod plan;
 mod sink;
 mod source;
+mod xattr;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};

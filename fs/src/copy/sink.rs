@@ -34,6 +34,8 @@ pub(crate) struct Meta {
     pub rdev: u64,
     /// Content size of a regular file.
     pub size: u64,
+    /// Extended attributes that travel (see [`super::xattr`]).
+    pub xattrs: super::xattr::Xattrs,
 }
 
 /// Content of a regular file.
@@ -213,6 +215,8 @@ fn finish_fd(
     .map_err(|e| CopyError::entry("chown", shown, e))?;
     fchmod(fd, Mode::from_bits_truncate(meta.mode & 0o7777))
         .map_err(|e| CopyError::entry("chmod", shown, e))?;
+    super::xattr::write(fd, &meta.xattrs)
+        .map_err(|e| CopyError::entry_io("set the extended attributes of", shown, e))?;
     let mtime = timespec(meta.mtime);
     futimens(fd, &mtime, &mtime).map_err(|e| CopyError::entry("set the times of", shown, e))
 }
@@ -449,6 +453,25 @@ impl<W: Write> TarSink<W> {
             .map_err(|source| CopyError::WriteArchive { source })
     }
 
+    /// Extended attributes as PAX `SCHILY.xattr.NAME` records (GNU tar's
+    /// and docker's form), just before the entry they belong to.
+    fn xattrs(&mut self, meta: &Meta) -> Result<(), CopyError> {
+        let records: Vec<(String, &[u8])> = meta
+            .xattrs
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = std::str::from_utf8(name).ok()?;
+                Some((format!("SCHILY.xattr.{name}"), value.as_slice()))
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.builder
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .map_err(write_error)
+    }
+
     fn header(kind: tar::EntryType, meta: &Meta, size: u64) -> tar::Header {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
@@ -467,6 +490,7 @@ fn write_error(source: io::Error) -> CopyError {
 
 impl<W: Write> Sink for TarSink<W> {
     fn directory(&mut self, path: &Path, meta: &Meta) -> Result<(), CopyError> {
+        self.xattrs(meta)?;
         let mut header = Self::header(tar::EntryType::Directory, meta, 0);
         let mut name = path.as_os_str().as_bytes().to_vec();
         name.push(b'/');
@@ -490,6 +514,7 @@ impl<W: Write> Sink for TarSink<W> {
         content: Content<'_>,
         _more_links: bool,
     ) -> Result<u64, CopyError> {
+        self.xattrs(meta)?;
         let mut header = Self::header(tar::EntryType::Regular, meta, meta.size);
         let reader: Box<dyn Read + '_> = match content {
             Content::File(file) => Box::new(Exactly {

@@ -29,6 +29,7 @@ pub(crate) fn meta_of(st: &FileStat) -> Meta {
         mtime: (st.st_mtime, st.st_mtime_nsec),
         rdev: st.st_rdev,
         size: u64::try_from(st.st_size).unwrap_or(0),
+        xattrs: Vec::new(),
     }
 }
 
@@ -172,7 +173,9 @@ impl<'s, S: Sink> TreeWalker<'s, S> {
         if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) {
             return Ok(false);
         }
-        let meta = meta_of(&opened);
+        let mut meta = meta_of(&opened);
+        meta.xattrs = super::xattr::read(dir.as_fd())
+            .map_err(|e| CopyError::entry_io("read the extended attributes of", shown, e))?;
         if !rel.as_os_str().is_empty() {
             self.sink.directory(rel, &meta)?;
         }
@@ -233,7 +236,9 @@ impl<'s, S: Sink> TreeWalker<'s, S> {
         if file_type(&opened) != libc::S_IFREG || (opened.st_dev, opened.st_ino) != key {
             return Ok(false);
         }
-        let meta = meta_of(&opened);
+        let mut meta = meta_of(&opened);
+        meta.xattrs = super::xattr::read(file.as_fd())
+            .map_err(|e| CopyError::entry_io("read the extended attributes of", shown, e))?;
         let more_links = opened.st_nlink > 1;
         self.bytes += self
             .sink
@@ -287,6 +292,7 @@ fn header_meta(
         ),
         rdev: libc::makedev(major, minor),
         size: header.size().map_err(&read)?,
+        xattrs: Vec::new(),
     })
 }
 
@@ -302,7 +308,18 @@ pub(crate) fn unpack(input: impl Read, sink: &mut impl Sink) -> Result<u64, Copy
         let Some(path) = archive_path(&entry.path_bytes())? else {
             continue;
         };
-        let meta = header_meta(entry.header(), read)?;
+        let mut meta = header_meta(entry.header(), read)?;
+        if let Some(extensions) = entry.pax_extensions().map_err(read)? {
+            for extension in extensions {
+                let extension = extension.map_err(read)?;
+                if let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    if super::xattr::travels(name) {
+                        meta.xattrs
+                            .push((name.to_vec(), extension.value_bytes().to_vec()));
+                    }
+                }
+            }
+        }
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
                 sink.directory(&path, &meta)?;

@@ -44,10 +44,19 @@ fn sample_tree(dir: &Path) {
     fs::create_dir(dir.join("locked")).unwrap();
     fs::write(dir.join("locked/inside"), "in").unwrap();
     fs::set_permissions(dir.join("locked"), fs::Permissions::from_mode(0o555)).unwrap();
+    // Extended attributes that travel, on a file and a directory (where
+    // the temp filesystem keeps them).
+    for path in [dir.join("run.sh"), dir.join("sub")] {
+        let file = fs::File::open(&path).unwrap();
+        let attrs = vec![(b"user.note".to_vec(), b"kept".to_vec())];
+        super::xattr::write(std::os::fd::AsFd::as_fd(&file), &attrs).unwrap();
+    }
 }
 
-/// Path -> (type, mode, content or link target, mtime) for every entry.
-fn describe(dir: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>, i64)> {
+/// Path -> (type, mode, content or link target, mtime, extended
+/// attributes) for every entry.
+#[allow(clippy::type_complexity)]
+fn describe(dir: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>, i64, super::xattr::Xattrs)> {
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -72,9 +81,21 @@ fn describe(dir: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>, i64)> {
                 ("other", Vec::new())
             };
             let mtime = if ft.is_dir() { 0 } else { meta.mtime() };
+            let xattrs = if ft.is_dir() || ft.is_file() {
+                let file = fs::File::open(&path).unwrap();
+                super::xattr::read(std::os::fd::AsFd::as_fd(&file)).unwrap()
+            } else {
+                Vec::new()
+            };
             out.insert(
                 path.strip_prefix(dir).unwrap().to_path_buf(),
-                (kind.to_owned(), meta.mode() & 0o7777, content, mtime),
+                (
+                    kind.to_owned(),
+                    meta.mode() & 0o7777,
+                    content,
+                    mtime,
+                    xattrs,
+                ),
             );
         }
     }
@@ -100,7 +121,11 @@ fn a_tree_is_copied_with_links_modes_and_times() {
     let bytes = copy_tree(&source, Some(OsStr::new("copy")), &into, me()).unwrap();
     assert_eq!(bytes, 200_000 + 18 + 1 + 6 + 2);
 
-    assert_eq!(describe(&src), describe(&dst.join("copy")));
+    let described = describe(&src);
+    assert_eq!(described, describe(&dst.join("copy")));
+    // The xattrs were there to be copied (or the filesystem keeps none).
+    let run_sh = &described[Path::new("run.sh")].4;
+    assert!(run_sh.is_empty() || run_sh[0].1 == b"kept");
     assert_eq!(
         ino(&dst.join("copy/sub/first")),
         ino(&dst.join("copy/second")),
