@@ -391,13 +391,14 @@ impl Sink for DirSink {
             .try_clone_to_owned()
             .map_err(|e| CopyError::entry_io("open", &shown, e))?;
         self.finish_at(dir.as_fd(), &name, meta, &shown)?;
-        // mknod applied the umask; a fifo's or device's mode is set by path
-        // (fchmodat cannot skip symlinks, but this was just made as a node).
+        // mknod applied the umask. Without following a symlink: a running
+        // container may have swapped one in, and it would be followed from
+        // the host's root.
         nix::sys::stat::fchmodat(
             &dir,
             name.as_os_str(),
             mode,
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
         )
         .map_err(|e| CopyError::entry("chmod", &shown, e))
     }
