@@ -133,7 +133,8 @@ const CONTAINER_ROOT: Ownership = Ownership::Fixed { uid: 0, gid: 0 };
 pub fn cp(paths: &Paths, args: &CpArgs) -> anyhow::Result<i32> {
     let source = parse_side(&args.source);
     let dest = parse_side(&args.destination);
-    let (container, copied, to) = match (source, dest) {
+    // The bytes copied, and where to (empty for a stream).
+    let (copied, to) = match (source, dest) {
         (Side::Container { container, path }, other @ (Side::Host(_) | Side::Stream)) => {
             let record = crate::container::find(&paths.containers()?, &container)?;
             let root = open_container_root(paths, &record)?;
@@ -143,21 +144,20 @@ pub fn cp(paths: &Paths, args: &CpArgs) -> anyhow::Result<i32> {
             };
             let copied = copy_out(&root.root, &path, other, args)
                 .with_context(|| format!("cannot copy {container}:{path}"))?;
-            (record, copied, to)
+            (copied, to)
         }
         (other @ (Side::Host(_) | Side::Stream), Side::Container { container, path }) => {
             let record = crate::container::find(&paths.containers()?, &container)?;
             let root = open_container_root(paths, &record)?;
             let copied = copy_in(&root.root, other, &path, args)
                 .with_context(|| format!("cannot copy to {container}:{path}"))?;
-            (record, copied, format!("{container}:{path}"))
+            (copied, format!("{container}:{path}"))
         }
         (Side::Container { .. }, Side::Container { .. }) => {
             bail!("copying between containers is not supported")
         }
         _ => bail!("must specify at least one container source"),
     };
-    let _ = container;
     // docker reports this only to a person watching.
     if !args.quiet && !to.is_empty() && std::io::stderr().is_terminal() {
         eprintln!(
@@ -182,7 +182,7 @@ fn copy_out(root: &TreeRoot, path: &str, to: Side, args: &CpArgs) -> anyhow::Res
             if !source.is_dir() && berth_fs::copy::names_a_directory(path) {
                 bail!(berth_fs::copy::CopyError::NotADirectory { path: path.into() });
             }
-            let name = (!contents).then(|| stream_name(path, source.is_dir()));
+            let name = (!contents).then(|| stream_name(path));
             let stdout = std::io::stdout();
             if stdout.is_terminal() {
                 bail!("cowardly refusing to write a tar stream to a terminal: redirect the output");
@@ -211,7 +211,7 @@ fn copy_out(root: &TreeRoot, path: &str, to: Side, args: &CpArgs) -> anyhow::Res
 }
 
 /// The name of the top entry in a tar stream: the source's last component.
-fn stream_name(path: &str, _is_dir: bool) -> String {
+fn stream_name(path: &str) -> String {
     path.trim_end_matches('/')
         .rsplit('/')
         .next()
@@ -298,8 +298,8 @@ mod tests {
 
     #[test]
     fn streams_are_named_after_the_source() {
-        assert_eq!(stream_name("/etc/app/", true), "app");
-        assert_eq!(stream_name("/etc/hosts", false), "hosts");
-        assert_eq!(stream_name("/", true), ".");
+        assert_eq!(stream_name("/etc/app/"), "app");
+        assert_eq!(stream_name("/etc/hosts"), "hosts");
+        assert_eq!(stream_name("/"), ".");
     }
 }
