@@ -127,6 +127,19 @@ pub enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manage berth
+    #[command(subcommand)]
+    System(SystemCommand),
 }
 
 #[derive(Debug, Args)]
@@ -490,6 +503,8 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Remove all unused networks
+    Prune(FilteredPruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -706,6 +721,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub force: bool,
+    /// Provide filter values (e.g. "until=24h", "label=key=value")
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -840,6 +858,79 @@ pub struct VolumePruneArgs {
     /// Filter: label=KEY[=VALUE], label!=KEY[=VALUE]
     #[arg(long, value_name = "FILTER")]
     pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long)]
+    pub follow_link: bool,
+    /// Suppress progress output during copy
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// CONTAINER:SRC_PATH, a host path, or - (a tar stream on STDIN)
+    #[arg(value_name = "SRC")]
+    pub source: String,
+    /// CONTAINER:DEST_PATH, a host path, or - (a tar stream on STDOUT)
+    #[arg(value_name = "DEST")]
+    pub destination: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove all stopped containers
+    Prune(FilteredPruneArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(CpArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff {
+        #[arg(value_name = "CONTAINER")]
+        container: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FilteredPruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Provide filter values (e.g. "until=24h", "label=key=value")
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove unused data
+    Prune(SystemPruneArgs),
+    /// Show berth disk usage
+    Df(DfArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Provide filter values (e.g. "until=24h", "label=key=value")
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Prune anonymous volumes no container uses too
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[cfg(test)]

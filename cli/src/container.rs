@@ -150,7 +150,7 @@ fn remove_broken(paths: &Paths, store: &ContainerStore, id: &str) -> anyhow::Res
     Ok(())
 }
 
-fn remove_one(
+pub(crate) fn remove_one(
     paths: &Paths,
     store: &ContainerStore,
     record: ContainerRecord,

@@ -8,14 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use berth_image::{Image, ImageId, ImageStore, Reference};
 
-use crate::args::{
-    CommitArgs, ExportArgs, HistoryArgs, ImagesArgs, LoadArgs, PruneArgs, RmiArgs, SaveArgs,
-};
+use crate::args::{CommitArgs, ExportArgs, HistoryArgs, ImagesArgs, LoadArgs, RmiArgs, SaveArgs};
 use crate::paths::Paths;
 use crate::table::{human_duration, human_size, render};
 
 /// Seconds since the epoch of an RFC 3339 time (the config's `created`).
-fn unix_seconds(rfc3339: &str) -> Option<i64> {
+pub(crate) fn unix_seconds(rfc3339: &str) -> Option<i64> {
     let number = |range: std::ops::Range<usize>| -> Option<i64> {
         let text = rfc3339.get(range)?;
         text.bytes()
@@ -53,7 +51,7 @@ fn unix_seconds(rfc3339: &str) -> Option<i64> {
 
 /// docker's CREATED column: "N units ago", from the config's time (the
 /// time the image was stored when the config has none).
-fn created_ago(created: Option<&str>, fallback: u64) -> String {
+pub(crate) fn created_ago(created: Option<&str>, fallback: u64) -> String {
     let seconds = created
         .and_then(unix_seconds)
         .unwrap_or(i64::try_from(fallback).unwrap_or(0));
@@ -412,36 +410,43 @@ fn remove_one(
     Ok(())
 }
 
-/// `berth image prune [-a] [-f]`.
-pub fn prune(paths: &Paths, args: &PruneArgs) -> anyhow::Result<i32> {
-    if !args.force && std::io::stdin().is_terminal() {
-        let what = if args.all {
-            "all images without at least one container associated to them"
-        } else {
-            "all dangling images"
-        };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
-    }
+/// `image prune`'s work (also `system prune`'s): untag (with `all`) the
+/// images no container uses that `filter` selects, then remove every
+/// untagged one of them. The "Deleted Images:" report and the bytes freed.
+pub(crate) fn prune_images(
+    paths: &Paths,
+    all: bool,
+    filter: &crate::prune::PruneFilter,
+) -> anyhow::Result<(String, u64)> {
     let images = paths.images()?;
     let pinned = pinned_ids(paths)?;
+    // Images the filter leaves alone are kept like those in use.
+    let mut spared = BTreeSet::new();
     let mut text = String::new();
-    if args.all {
-        for image in images.list()? {
-            if pinned.contains(image.id.hex()) {
-                continue;
-            }
+    for image in images.list()? {
+        let created = image
+            .created()
+            .and_then(unix_seconds)
+            .or(i64::try_from(image.added).ok());
+        let labels = image
+            .run_config()
+            .labels()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if !filter.matches(created, &labels) {
+            spared.insert(image.id.hex().to_owned());
+            continue;
+        }
+        if all && !pinned.contains(image.id.hex()) {
             for reference in &image.tags {
                 images.untag(reference)?;
                 text.push_str(&format!("untagged: {}\n", reference.familiar()));
             }
         }
     }
-    let removed = images.gc(&|id| pinned.contains(id.hex()))?;
+    let removed = images.gc(&|id| pinned.contains(id.hex()) || spared.contains(id.hex()))?;
     let mut out = String::new();
     if !removed.images.is_empty() {
         out.push_str("Deleted Images:\n");
@@ -451,11 +456,7 @@ pub fn prune(paths: &Paths, args: &PruneArgs) -> anyhow::Result<i32> {
         }
         out.push('\n');
     }
-    out.push_str(&format!(
-        "Total reclaimed space: {}\n",
-        human_size(removed.bytes)
-    ));
-    print_out(&out).map(|()| 0)
+    Ok((out, removed.bytes))
 }
 
 /// `berth load [-i FILE] [-q]`.

@@ -567,7 +567,12 @@ pub fn container_json(
             "PidsLimit": record.limits.pids_limit,
             "Init": record.init,
         },
-        "Mounts": mounts(&record.volumes),
+        "Mounts": if record.mounts.is_empty() {
+            // A record from before `mounts`.
+            json!(mounts(&record.volumes))
+        } else {
+            json!(record.mounts)
+        },
         "Config": {
             "Hostname": record.hostname,
             "Domainname": "",

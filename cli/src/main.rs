@@ -8,6 +8,8 @@ mod completion;
 mod container;
 mod container_ops;
 mod container_spec;
+mod copy;
+mod diff;
 mod exec;
 mod exit;
 mod format;
@@ -23,6 +25,7 @@ mod network;
 mod oci_cli;
 mod paths;
 mod pause;
+mod prune;
 mod ps;
 mod pull;
 mod run;
@@ -36,7 +39,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command, ImageCommand};
+use args::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use exit::Failure;
 use paths::Paths;
 
@@ -183,7 +186,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             images::history(&paths, &args)
         }
         Command::Image(ImageCommand::Inspect { images: names }) => images::inspect(&paths, &names),
-        Command::Image(ImageCommand::Prune(args)) => images::prune(&paths, &args),
+        Command::Image(ImageCommand::Prune(args)) => prune::image_prune(&paths, &args),
         Command::Export(args) => images::export(&paths, &args),
         Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {
             pull::pull_command(&paths, &args)
@@ -196,5 +199,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Attach(args) => attach::attach(&paths, &args),
         Command::Completion { shell } => completion::completion(shell),
         Command::Volume(command) => volume::command(&paths, &command),
+        Command::Cp(args) | Command::Container(ContainerCommand::Cp(args)) => {
+            copy::cp(&paths, &args)
+        }
+        Command::Diff { container } | Command::Container(ContainerCommand::Diff { container }) => {
+            diff::diff(&paths, &container)
+        }
+        Command::Container(ContainerCommand::Prune(args)) => prune::container_prune(&paths, &args),
+        Command::System(SystemCommand::Prune(args)) => prune::system_prune(&paths, &args),
+        Command::System(SystemCommand::Df(args)) => prune::system_df(&paths, &args),
     }
 }

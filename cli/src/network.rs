@@ -312,6 +312,7 @@ pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
         NetworkCommand::Ls => list(paths),
         NetworkCommand::Inspect { names } => inspect(paths, names),
         NetworkCommand::Rm { names } => remove(paths, names),
+        NetworkCommand::Prune(args) => crate::prune::network_prune(paths, args),
     }
 }
 
@@ -413,4 +414,26 @@ fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
         }
     }
     Ok(i32::from(failed))
+}
+
+/// Tear down and forget every network `unused` selects (given the network
+/// and its record file); their names. Stops at the first failure.
+pub fn remove_unused(
+    paths: &Paths,
+    unused: impl Fn(&berth_net::NetworkConfig, &Path) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let store = store(paths);
+    let mut removed = Vec::new();
+    for network in store.list()? {
+        let record_file = store.dir().join(format!("{}.json", network.name));
+        if !unused(&network, &record_file) {
+            continue;
+        }
+        driver(paths)
+            .teardown(&network)
+            .with_context(|| format!("cannot remove network {}", network.name))?;
+        store.remove(&network.name)?;
+        removed.push(network.name);
+    }
+    Ok(removed)
 }

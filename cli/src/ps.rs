@@ -329,10 +329,17 @@ impl Filters {
                         crate::network::endpoint_of(record).is_some_and(|e| e.network == *value)
                             || record.network_mode == *value
                     }
-                    "volume" => record.volumes.iter().any(|v| {
-                        let mut parts = v.split(':');
-                        parts.next() == Some(value.as_str()) || parts.next() == Some(value.as_str())
-                    }),
+                    "volume" => {
+                        record.volumes.iter().any(|v| {
+                            let mut parts = v.split(':');
+                            parts.next() == Some(value.as_str())
+                                || parts.next() == Some(value.as_str())
+                        }) || record.mounts.iter().any(|m| {
+                            m.name.as_deref() == Some(value.as_str())
+                                || m.destination == *value
+                                || m.source == *value
+                        })
+                    }
                     "publish" => {
                         let wanted = parse_port_filter(value);
                         record

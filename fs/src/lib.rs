@@ -123,8 +123,10 @@
 //! # }
 //! ```
 
+pub mod copy;
 mod copy_up;
 mod devices;
+mod diff;
 mod error;
 mod kernel;
 mod masked;
@@ -139,6 +141,7 @@ pub use devices::{
     create_default_devices, create_dev_symlinks, create_devices, default_devices, DeviceKind,
     DeviceNode,
 };
+pub use diff::{layer_changes, Change, ChangeKind, DiffError};
 pub use error::FsError;
 pub use kernel::mount_kernel_filesystems;
 pub use masked::{mask_paths, readonly_paths, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS};

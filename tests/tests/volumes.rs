@@ -885,3 +885,46 @@ fn bind_nonrecursive_leaves_out_the_mounts_below_the_source() {
     }
     berth.assert_clean();
 }
+
+#[test]
+fn system_prune_volumes_df_and_cp_see_volumes() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(run_args(&[
+        "--name",
+        "writer",
+        "-v",
+        "keep:/named",
+        "-v",
+        "/anon",
+        "busybox",
+        "sh",
+        "-c",
+        "echo in-volume > /named/file; head -c 100000 /dev/zero > /anon/zeros",
+    ]));
+    // The container is stopped: cp reaches its named volume through its
+    // record's mounts.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("file");
+    berth.run_ok(["cp", "writer:/named/file", copy.to_str().expect("utf-8")]);
+    assert_eq!(fs::read_to_string(&copy).expect("copied"), "in-volume\n");
+    let df = berth.run_ok(["system", "df"]);
+    let row = df
+        .lines()
+        .find(|l| l.starts_with("Local Volumes"))
+        .expect("volumes row");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[2..4], ["2", "2"], "two volumes, both used: {row}");
+    let verbose = berth.run_ok(["system", "df", "-v"]);
+    assert!(verbose.contains("keep"), "{verbose}");
+
+    berth.run_ok(["rm", "writer"]);
+    // Without --volumes nothing of them goes; with it the anonymous one.
+    berth.run_ok(["system", "prune", "-f"]);
+    assert_eq!(volume_names(&berth).len(), 2);
+    let out = berth.run_ok(["system", "prune", "-f", "--volumes"]);
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert_eq!(volume_names(&berth), ["keep"], "the named volume stays");
+    berth.run_ok(["volume", "rm", "keep"]);
+    berth.assert_clean();
+}

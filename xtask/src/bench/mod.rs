@@ -53,6 +53,7 @@
 //! [`network`] (the scenarios), [`report`] (statistics, summary),
 //! [`system`] (mounts, cgroups, processes).
 
+mod files;
 mod host;
 mod images;
 mod latency;
@@ -102,7 +103,8 @@ pub struct BenchArgs {
     /// started, listed, removed), `network` (`--net NET [-p]` beside
     /// `--net none`, and IPAM allocation), `images` (pull from a local
     /// registry against podman and skopeo+tar, load against tar -xf, run of
-    /// a 10-layer against a 1-layer image).
+    /// a 10-layer against a 1-layer image), `cp` (a 1 GiB tree out of a
+    /// container against tar | tar; only when asked for).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network, Scenario::Images])]
     scenarios: Vec<Scenario>,
     /// Regimes of the latency scenarios: `cold` (interleaved, paced), `warm`
@@ -161,6 +163,7 @@ enum Scenario {
     Throughput,
     Network,
     Images,
+    Cp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -196,6 +199,7 @@ impl Scenario {
             Scenario::Throughput => "throughput",
             Scenario::Network => "network",
             Scenario::Images => "images",
+            Scenario::Cp => "cp",
         }
     }
 
@@ -661,10 +665,11 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     }
     report.probes = probes;
     type MeasureFn = fn(&Settings, &Runner) -> Result<Section>;
-    let others: [(Scenario, &str, MeasureFn); 3] = [
+    let others: [(Scenario, &str, MeasureFn); 4] = [
         (Scenario::Throughput, "throughput", throughput::measure),
         (Scenario::Network, "network", network::measure),
         (Scenario::Images, "images", images::measure),
+        (Scenario::Cp, "cp", files::measure),
     ];
     for (scenario, name, measure) in others {
         if !settings.has(scenario) {
