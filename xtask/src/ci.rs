@@ -38,6 +38,10 @@ const VM_SUITE: &[&str] = &[
     "containers_on_one_network_reach_each_other",
     "published_port_is_reachable",
     "interactive_shell_on_a_terminal",
+    // The reaping init (a fork in the runtime's init) and mount options
+    // (tmpfs size/mode, propagation) as each kernel does them.
+    "init_reaps_zombies_and_forwards_signals",
+    "mount_and_tmpfs_options_reach_the_container",
     // The OCI runtime (berth-runtime) on each layout: lifecycle, a limit
     // that really kills, every process/linux setting, the console socket
     // ("pause_freezes" above also picks its pause test and podman's), and
