@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use berth_state::{ContainerRecord, ContainerStore, Stream};
 use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -388,16 +388,9 @@ pub fn attach_running(
         if stdin_open {
             fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(Errno::EINTR) => continue,
-            Err(e) => bail!("poll: {e}"),
-            Ok(_) => {}
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
+        let Some(ready) = crate::supervise::wait_ready(fds)? else {
+            continue;
+        };
         if ready[0] {
             let n = match socket.read(&mut buf) {
                 Ok(n) => n,

@@ -297,11 +297,9 @@ fn mark_manually_stopped(
     if !current.is_active() && !current.restarting {
         return Ok(None);
     }
+    let mut record = store.update(id, |r| r.manually_stopped = true)?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        // Set again on every round: a monitor that was starting the
-        // container may have saved its record over the first mark.
-        let record = store.update(id, |r| r.manually_stopped = true)?;
         if record.is_active() {
             return Ok(Some(refresh(store, record)?).filter(|r| r.is_active()));
         }
@@ -312,6 +310,7 @@ fn mark_manually_stopped(
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));
+        record = store.load(id)?;
     }
 }
 

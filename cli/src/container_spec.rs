@@ -269,14 +269,7 @@ fn to_spec_capability(cap: Capability) -> Option<oci_spec::runtime::Capability> 
 /// docker's default mounts (berth-fs's lists), then the binds in order,
 /// then the container's own mounts.
 fn mounts(volumes: &[berth_fs::Volume], own: &[Mount], shm_size: Option<u64>) -> Vec<Mount> {
-    let mount = |destination: &str, typ: &str, source: &str, options: Vec<String>| {
-        let mut mount = Mount::default();
-        mount.set_destination(PathBuf::from(destination));
-        mount.set_typ(Some(typ.to_owned()));
-        mount.set_source(Some(PathBuf::from(source)));
-        mount.set_options(Some(options));
-        mount
-    };
+    let mount = crate::mounts::oci_mount;
     // docker's list, and its read-only view of the container's own cgroup
     // (so that a program sees its limits).
     let mut list: Vec<Mount> = berth_fs::default_mounts()

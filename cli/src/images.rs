@@ -12,41 +12,15 @@ use crate::args::{CommitArgs, ExportArgs, HistoryArgs, ImagesArgs, LoadArgs, Rmi
 use crate::paths::Paths;
 use crate::table::{human_duration, human_size, render};
 
-/// Seconds since the epoch of an RFC 3339 time (the config's `created`).
+/// Seconds since the epoch of an RFC 3339 time with its zone (the
+/// config's `created`).
 pub(crate) fn unix_seconds(rfc3339: &str) -> Option<i64> {
-    let number = |range: std::ops::Range<usize>| -> Option<i64> {
-        let text = rfc3339.get(range)?;
-        text.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| text.parse().ok())
-            .flatten()
-    };
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    let rest = rfc3339.get(19..)?;
-    let zone = rest.trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match zone.as_bytes() {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), ..] if zone.len() == 6 => {
-            let hours: i64 = zone.get(1..3)?.parse().ok()?;
-            let minutes: i64 = zone.get(4..6)?.parse().ok()?;
-            let seconds = hours * 3600 + minutes * 60;
-            if *sign == b'+' {
-                seconds
-            } else {
-                -seconds
-            }
-        }
-        _ => return None,
-    };
-    // Days since the epoch of a civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    let has_zone = rfc3339
+        .get(19..)
+        .is_some_and(|rest| rest.contains(['Z', 'z', '+', '-']));
+    has_zone
+        .then(|| crate::time_text::rfc3339(rfc3339).map(|(secs, _)| secs))
+        .flatten()
 }
 
 /// docker's CREATED column: "N units ago", from the config's time (the

@@ -121,13 +121,7 @@ pub fn start_in_background(
     }
     let record = reset_for_start(paths, store, &record, true)?;
     let plan = restart_plan(paths, store, &record, false)?;
-    let guard = RemoveOnFailure {
-        paths,
-        store,
-        id: record.id.clone(),
-        armed: false,
-        volumes: Default::default(),
-    };
+    let guard = RemoveOnFailure::disarmed(paths, store, &record.id);
     crate::monitor::start_detached(paths, store, record, plan, guard)
 }
 
@@ -141,13 +135,7 @@ fn start_attached(
 ) -> anyhow::Result<i32> {
     let record = reset_for_start(paths, store, &record, false)?;
     let plan = restart_plan(paths, store, &record, interactive && record.interactive)?;
-    let guard = RemoveOnFailure {
-        paths,
-        store,
-        id: record.id.clone(),
-        armed: false,
-        volumes: Default::default(),
-    };
+    let guard = RemoveOnFailure::disarmed(paths, store, &record.id);
     crate::run::foreground(paths, store, record, plan, guard)
 }
 

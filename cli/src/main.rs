@@ -32,6 +32,7 @@ mod run;
 mod seccomp;
 mod supervise;
 mod table;
+mod time_text;
 mod user;
 mod volume;
 

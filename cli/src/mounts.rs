@@ -642,7 +642,8 @@ impl Drop for CreatedVolumes {
     }
 }
 
-fn oci_mount(destination: &str, typ: &str, source: &str, options: Vec<String>) -> Mount {
+/// One OCI mount entry.
+pub(crate) fn oci_mount(destination: &str, typ: &str, source: &str, options: Vec<String>) -> Mount {
     let mut mount = Mount::default();
     mount.set_destination(PathBuf::from(destination));
     mount.set_typ(Some(typ.to_owned()));

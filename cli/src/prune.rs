@@ -24,54 +24,13 @@ pub struct PruneFilter {
     labels: Vec<(String, Option<String>, bool)>,
 }
 
-/// A Go duration as docker reads `until=10m`: numbers with units
-/// `ns us µs ms s m h`, e.g. `1h30m`, `1.5h`.
-fn go_duration_secs(text: &str) -> Option<f64> {
-    let mut total = 0.0;
-    let mut rest = text;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * scale;
-    }
-    Some(total)
-}
-
 /// docker's `until`: a duration before now, unix seconds (`1700000000`,
 /// `1700000000.5`), an RFC 3339 time, or a date (`2026-01-02`,
 /// `2026-01-02T15:04:05`, taken as UTC).
 fn parse_until(text: &str, now: i64) -> Option<i64> {
-    if let Some(secs) = go_duration_secs(text) {
-        return Some(now - secs as i64);
-    }
-    if let Ok(secs) = text.parse::<f64>() {
-        return Some(secs as i64);
-    }
-    let with_zone = match text.len() {
-        10 => format!("{text}T00:00:00Z"),
-        19 => format!("{text}Z"),
-        _ => text.to_owned(),
-    };
-    crate::images::unix_seconds(&with_zone)
+    let now = Timestamp::from_unix(u64::try_from(now).ok()?, 0);
+    let then = crate::time_text::point_in_time(text, now)?;
+    i64::try_from(then.unix_secs()).ok()
 }
 
 impl PruneFilter {

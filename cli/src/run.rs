@@ -603,6 +603,20 @@ pub struct RemoveOnFailure<'a> {
     pub volumes: crate::mounts::CreatedVolumes,
 }
 
+impl<'a> RemoveOnFailure<'a> {
+    /// A guard that removes nothing: for a container that exists already
+    /// (`start`), which a failed start must leave in place.
+    pub fn disarmed(paths: &'a Paths, store: &'a ContainerStore, id: &str) -> Self {
+        RemoveOnFailure {
+            paths,
+            store,
+            id: id.to_owned(),
+            armed: false,
+            volumes: Default::default(),
+        }
+    }
+}
+
 impl Drop for RemoveOnFailure<'_> {
     fn drop(&mut self) {
         if !self.armed {
@@ -1131,13 +1145,18 @@ pub fn launch(
         crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
         let me = std::process::id() as i32;
         let proc_root = Path::new("/proc");
-        record.mark_running(
-            pid.as_raw(),
-            berth_state::process_start_time(proc_root, pid.as_raw()),
-        );
-        record.monitor_pid = Some(me);
-        record.monitor_start_time = berth_state::process_start_time(proc_root, me);
-        store.save(record)?;
+        let pid_start_time = berth_state::process_start_time(proc_root, pid.as_raw());
+        let monitor_start_time = berth_state::process_start_time(proc_root, me);
+        // Only what starting changes, under the store's lock: a `stop`,
+        // `rename` or `update` meanwhile is kept, not saved over.
+        let (cgroup, network) = (record.cgroup.clone(), record.network.clone());
+        *record = store.update(&record.id, |r| {
+            r.cgroup = cgroup;
+            r.network = network;
+            r.mark_running(pid.as_raw(), pid_start_time);
+            r.monitor_pid = Some(me);
+            r.monitor_start_time = monitor_start_time;
+        })?;
         created.start().map_err(coded)
     })();
     if let Err(error) = started {

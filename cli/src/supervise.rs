@@ -77,6 +77,21 @@ pub fn user_terminal() -> Option<BorrowedFd<'static>> {
         .find(|fd| isatty(*fd).unwrap_or(false))
 }
 
+/// Wait until one of `fds` has something (input, or its end); which ones
+/// did, in order. `None` when a signal interrupted the wait: poll again.
+pub fn wait_ready(mut fds: Vec<PollFd<'_>>) -> anyhow::Result<Option<Vec<bool>>> {
+    match poll(&mut fds, PollTimeout::NONE) {
+        Err(Errno::EINTR) => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("poll: {e}")),
+        Ok(_) => {}
+    }
+    Ok(Some(
+        fds.iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect(),
+    ))
+}
+
 struct Source {
     fd: OwnedFd,
     stream: Stream,
@@ -199,16 +214,9 @@ pub fn supervise(
                     .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
             );
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(anyhow::anyhow!("poll: {e}")),
-            Ok(_) => {}
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
+        let Some(ready) = wait_ready(fds)? else {
+            continue;
+        };
 
         for (slot, &i) in index_of_source.iter().enumerate() {
             if !ready[slot] {

@@ -1224,7 +1224,10 @@ fn publish_all_and_bare_container_ports_get_free_host_ports() {
         host_port("9999/udp"),
         host_port("7070/tcp"),
     );
-    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("range");
+    // The range of the namespace berth ran in (a host may set its own).
+    let range = in_netns(berth.netns().path(), || {
+        fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").expect("range")
+    });
     let bounds: Vec<u16> = range
         .split_whitespace()
         .map(|n| n.parse().unwrap())
