@@ -993,17 +993,21 @@ pub fn make_busybox_rootfs(dir: &Path) {
     fs::create_dir_all(&bin).expect("mkdir bin");
     fs::create_dir_all(dir.join("etc")).expect("mkdir etc");
     fs::create_dir_all(dir.join("tmp")).expect("mkdir tmp");
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .expect("no static busybox on the host: apt-get install busybox-static");
-    fs::copy(busybox, bin.join("busybox")).expect("copy busybox");
+    fs::copy(host_busybox(), bin.join("busybox")).expect("copy busybox");
     for applet in ["sh", "cat", "echo", "ls", "true", "sleep", "id"] {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
     }
     fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
     fs::write(dir.join("etc/group"), "root:x:0:\n").expect("group");
+}
+
+/// The host's static busybox, which the test images copy.
+pub fn host_busybox() -> &'static Path {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .expect("no static busybox on the host: apt-get install busybox-static")
 }
 
 /// A small deterministic pseudo-random byte stream (xorshift), for

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::{make_busybox_rootfs, TarBuilder};
+use crate::{host_busybox, make_busybox_rootfs, TarBuilder};
 
 /// The image both clients get, imported from [`write_busybox_oci_archive`].
 pub const BUSYBOX_IMAGE: &str = "localhost/busybox:latest";
@@ -95,7 +95,9 @@ pub fn write_busybox_oci_archive(path: &Path) {
 /// ip, seq, grep, touch...), plus the directories a system image has.
 fn link_all_applets(rootfs: &Path) {
     let bin = rootfs.join("bin");
-    let list = Command::new(bin.join("busybox"))
+    // The host's copy, not the one just written: a fork in another test
+    // thread may still hold the new file's write descriptor (ETXTBSY).
+    let list = Command::new(host_busybox())
         .arg("--list")
         .output()
         .expect("busybox --list");
