@@ -409,6 +409,18 @@ pub struct RunArgs {
     /// Mount the volumes of another container (CONTAINER[:ro|:rw])
     #[arg(long, value_name = "CONTAINER")]
     pub volumes_from: Vec<String>,
+    /// User namespace: host (none), auto[:size=N] (a free block of the
+    /// berth user's /etc/subuid and /etc/subgid ranges)
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// Map container uids to host uids (CONTAINER_ID:HOST_ID:SIZE), in a
+    /// user namespace
+    #[arg(long, value_name = "MAP")]
+    pub uidmap: Vec<String>,
+    /// Map container gids to host gids (CONTAINER_ID:HOST_ID:SIZE; default:
+    /// as --uidmap)
+    #[arg(long, value_name = "MAP")]
+    pub gidmap: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,7 @@ mod supervise;
 mod table;
 mod time_text;
 mod user;
+mod userns;
 mod volume;
 
 use std::process::ExitCode;

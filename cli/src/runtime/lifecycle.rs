@@ -166,6 +166,48 @@ impl Runtime {
             .map_err(|e| RuntimeError::io(&self.root, e))
     }
 
+    /// Mount the engine's overlay on `rootfs` in the mount namespace of
+    /// the init `pid` (waiting for Start, its ID maps written), with the
+    /// image layers ID-mapped through its user namespace. The init cannot:
+    /// ID-mapping a mount of the host's filesystem takes the host's root,
+    /// and an overlay mounted from inside the user namespace could not use
+    /// the layers' `trusted.` whiteout attributes. A thread of the runtime
+    /// enters that namespace for the mounts and ends with them.
+    fn mount_idmapped_overlay(
+        &self,
+        pid: nix::unistd::Pid,
+        overlay: super::rootfs::OverlayRequest,
+        rootfs: &Path,
+    ) -> Result<()> {
+        let ns = |name: &str| {
+            let path = self.proc_root.join(format!("{pid}/ns/{name}"));
+            std::fs::File::open(&path).map_err(|e| RuntimeError::io(&path, e))
+        };
+        let (userns, mntns) = (ns("user")?, ns("mnt")?);
+        let union = berth_fs::OverlayRootfs {
+            lower: overlay.lower,
+            upper: overlay.upper,
+            work: overlay.work,
+            target: rootfs.to_path_buf(),
+        };
+        let mount = || -> Result<()> {
+            use nix::sched::{setns, unshare, CloneFlags};
+            // A thread shares its filesystem context (root, cwd) with the
+            // others until it unshares it; setns needs it unshared.
+            unshare(CloneFlags::CLONE_FS)
+                .map_err(|e| RuntimeError::system("unshare the thread's filesystem context", e))?;
+            setns(mntns.as_fd(), CloneFlags::CLONE_NEWNS)
+                .map_err(|e| RuntimeError::system("enter the container's mount namespace", e))?;
+            union.mount_idmapped(userns.as_fd())?;
+            Ok(())
+        };
+        std::thread::scope(|scope| scope.spawn(mount).join()).unwrap_or_else(|_| {
+            Err(RuntimeError::invalid(
+                "the thread mounting the root filesystem panicked",
+            ))
+        })
+    }
+
     /// Create container `id` from `spec` (paths in it relative to
     /// `bundle`): its init is set up and waits for [`Created::start`] or
     /// [`Runtime::start`]. On failure nothing of it is left.
@@ -232,7 +274,11 @@ impl Runtime {
             .collect();
         let create_container_hooks = hooks_at(spec, HookPoint::CreateContainer);
         let start_container_hooks = hooks_at(spec, HookPoint::StartContainer);
+        let overlay = super::rootfs::overlay_request(spec)
+            .map_err(|e| RuntimeError::invalid(format!("the rootfs overlay annotation: {e}")))?;
+        let overlay_mounted_by_runtime = overlay.is_some() && namespaces.creates(Namespace::User);
         let plan = InitPlan {
+            overlay_mounted_by_runtime,
             spec,
             rootfs,
             namespaces: namespaces.clone(),
@@ -289,6 +335,9 @@ impl Runtime {
                 &maps(linux.uid_mappings()),
                 &maps(linux.gid_mappings()),
             )?;
+        }
+        if let (Some(overlay), true) = (overlay, overlay_mounted_by_runtime) {
+            self.mount_idmapped_overlay(pid, overlay, &plan.rootfs)?;
         }
         let cgroup = Cgroup::create_at(&hierarchies, &cgroup_path)?;
         unwind.cgroup = Some(cgroup.clone());

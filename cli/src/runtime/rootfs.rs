@@ -31,7 +31,9 @@ pub(crate) fn prepare(
     let propagation = rootfs_propagation(spec).step("rootfsPropagation")?;
     berth_fs::set_rootfs_propagation(rootfs, propagation).step("rootfsPropagation")?;
 
-    if let Some(overlay) = overlay_request(spec).step("rootfs overlay annotation")? {
+    if plan.overlay_mounted_by_runtime {
+        // Already there: see `Runtime::mount_idmapped_overlay`.
+    } else if let Some(overlay) = overlay_request(spec).step("rootfs overlay annotation")? {
         OverlayRootfs {
             lower: overlay.lower,
             upper: overlay.upper,
@@ -112,7 +114,7 @@ fn as_strs(list: &[String]) -> Vec<&str> {
     list.iter().map(String::as_str).collect()
 }
 
-fn overlay_request(spec: &Spec) -> Result<Option<OverlayRequest>, serde_json::Error> {
+pub(crate) fn overlay_request(spec: &Spec) -> Result<Option<OverlayRequest>, serde_json::Error> {
     spec.annotations()
         .as_ref()
         .and_then(|a| a.get(OVERLAY_ROOTFS_ANNOTATION))
