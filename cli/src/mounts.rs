@@ -587,6 +587,13 @@ impl ResolvedMounts {
     /// for it now becomes its root's, as with docker's userns-remap. A
     /// volume that existed before keeps its owner.
     pub fn prepare_for_mapped_root(&self, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+        for point in self.record.iter().filter(|p| p.kind == "bind") {
+            crate::userns::check_reachable(
+                Path::new(&point.source),
+                "the bind source",
+                (uid, gid),
+            )?;
+        }
         for point in self.record.iter().filter(|p| p.kind == "volume") {
             let data = Path::new(&point.source);
             let volume_dir = data.parent().unwrap_or(data);

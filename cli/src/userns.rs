@@ -9,7 +9,7 @@
 //! write layer, a volume it creates) belongs to its mapped ids.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -326,6 +326,9 @@ pub fn prepare_container_dir(
     owned: &[PathBuf],
     (uid, gid): (u32, u32),
 ) -> anyhow::Result<()> {
+    // Above berth's root nothing is changed: it must already let the
+    // container's root pass.
+    check_reachable(paths.root(), "berth's root", (uid, gid))?;
     let containers_dir = container_dir.parent().unwrap_or(container_dir);
     for dir in [paths.root(), containers_dir, container_dir] {
         berth_state::make_searchable(dir)?;
@@ -333,6 +336,33 @@ pub fn prepare_container_dir(
     for path in owned {
         std::os::unix::fs::lchown(path, Some(uid), Some(gid))
             .with_context(|| format!("cannot give {} to the container's root", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Fail with one line unless the container's root (host `uid`:`gid`)
+/// may search every directory above `path` (what it mounts or enters runs
+/// as that user: bind sources must be reachable, as with docker's
+/// userns-remap).
+pub fn check_reachable(path: &Path, what: &str, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+    for dir in path.ancestors().skip(1) {
+        let meta =
+            std::fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+        let mode = meta.permissions().mode();
+        let searchable = if meta.uid() == uid {
+            mode & 0o100 != 0
+        } else if meta.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !searchable {
+            bail!(
+                "a container in a user namespace cannot reach {what} {}: {} is closed to its root (host uid {uid}); chmod o+x it, or use --userns=host",
+                path.display(),
+                dir.display()
+            );
+        }
     }
     Ok(())
 }
@@ -426,6 +456,25 @@ mod tests {
             free_block(&[(1000, 10), (5000, 100)], &[], 50),
             Some(range(0, 5000, 50))
         );
+    }
+
+    #[test]
+    fn a_closed_directory_on_the_way_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let inner = tmp.path().join("a/b");
+        std::fs::create_dir_all(&inner).unwrap();
+        let mode = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        mode(tmp.path(), 0o711).unwrap();
+        mode(&tmp.path().join("a"), 0o700).unwrap();
+        let file = inner.join("f");
+        let err = check_reachable(&file, "the bind source", (4_000_000, 4_000_000)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("{} is closed", tmp.path().join("a").display())),
+            "{text}"
+        );
+        mode(&tmp.path().join("a"), 0o711).unwrap();
+        check_reachable(&file, "the bind source", (4_000_000, 4_000_000)).unwrap();
     }
 
     #[test]

@@ -117,10 +117,17 @@ impl OverlayRootfs {
             })?;
             if covered.insert(dir.clone()) {
                 crate::options::overmount_idmapped(&dir, userns).map_err(|source| {
-                    FsError::Mount {
-                        target: dir.clone(),
-                        fstype: "idmapped bind".into(),
-                        source,
+                    if source == Errno::EINVAL {
+                        FsError::IdMapUnsupported {
+                            path: dir.clone(),
+                            source,
+                        }
+                    } else {
+                        FsError::Mount {
+                            target: dir.clone(),
+                            fstype: "idmapped bind".into(),
+                            source,
+                        }
                     }
                 })?;
             }
