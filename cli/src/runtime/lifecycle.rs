@@ -133,6 +133,9 @@ struct Unwind<'a> {
     dir: &'a Path,
     pid: Option<Pid>,
     cgroup: Option<Cgroup>,
+    /// The rootfs of a container without a mount namespace, whose mounts
+    /// are in the runtime's.
+    host_mounts_below: Option<&'a Path>,
     armed: bool,
 }
 
@@ -147,6 +150,9 @@ impl Drop for Unwind<'_> {
         }
         if let Some(cgroup) = &self.cgroup {
             let _ = cgroup.remove();
+        }
+        if let Some(rootfs) = self.host_mounts_below {
+            let _ = berth_fs::unmount_below(rootfs);
         }
         let _ = std::fs::remove_dir_all(self.dir);
     }
@@ -221,13 +227,29 @@ impl Runtime {
         state::validate_id(id)?;
         convert::refuse_unsupported(spec)?;
         let namespaces = Namespaces::from_spec(spec)?;
-        // Without a mount namespace of its own the container's mounts would
-        // land in the runtime's (the host's) namespace and outlive it: runc
-        // does that and chroots; berth refuses.
+        // Without a mount namespace the container's mounts land in the
+        // runtime's own (as with runc, which chroots): `delete` takes them
+        // away again. What would change the host's mounts themselves is
+        // refused.
         if !namespaces.has(Namespace::Mount) {
-            return Err(RuntimeError::invalid(
-                "the container needs a mount namespace (new, or joined by path)",
-            ));
+            let linux = spec.linux().as_ref();
+            if linux
+                .and_then(|l| l.rootfs_propagation().as_deref())
+                .is_some_and(|p| !p.is_empty())
+            {
+                return Err(RuntimeError::invalid(
+                    "rootfsPropagation needs a mount namespace (it would change the host's mounts)",
+                ));
+            }
+            if super::rootfs::overlay_request(spec)
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return Err(RuntimeError::invalid(
+                    "the engine's overlay root needs a mount namespace",
+                ));
+            }
         }
         if spec.process().is_none() {
             return Err(RuntimeError::invalid("the spec has no process"));
@@ -239,6 +261,7 @@ impl Runtime {
         hierarchies.check(&resources)?;
         let cgroup_path = convert::cgroup_path(spec, id);
         let rootfs = state::rootfs_path(bundle, spec);
+        let mounts_root = rootfs.clone();
         if !rootfs.is_dir() {
             return Err(RuntimeError::invalid(format!(
                 "the root {} is not a directory",
@@ -259,6 +282,7 @@ impl Runtime {
             dir: &dir,
             pid: None,
             cgroup: None,
+            host_mounts_below: (!namespaces.has(Namespace::Mount)).then_some(mounts_root.as_path()),
             armed: true,
         };
         let fifo = dir.join(EXEC_FIFO);
@@ -544,6 +568,10 @@ impl Runtime {
         }
         if let Some(cgroup) = &file.cgroup {
             cgroup.remove()?;
+        }
+        if !Namespaces::from_spec(&file.spec)?.has(Namespace::Mount) {
+            // Its mounts are in the runtime's namespace, below its root.
+            berth_fs::unmount_below(&state::rootfs_path(&file.bundle, &file.spec))?;
         }
         let dir = self.container_dir(id);
         std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
