@@ -19,7 +19,8 @@ use crate::supervise::{supervise, Attachment, Output};
 pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
     // The process that enters the container must not be the host's binary
     // (CVE-2019-5736): start over from a sealed in-memory copy.
-    berth_ns::sealed::reexec_from_sealed_copy()?;
+    let runtime = paths.runtime();
+    berth_ns::sealed::reexec_from_sealed_copy(&runtime.sealed_exec_layer())?;
     let store = paths.containers()?;
     let record = find(&store, &args.container)?;
     crate::pause::recover_left_frozen(&store, &record);
@@ -28,7 +29,6 @@ pub fn exec(paths: &Paths, args: &ExecArgs) -> anyhow::Result<i32> {
         Status::Paused => bail!("container {} is paused: unpause it first", record.name),
         _ => bail!("container {} is not running", record.name),
     }
-    let runtime = paths.runtime();
     let spec = runtime.spec(&record.id).map_err(coded)?;
     let mut process = spec.process().clone().unwrap_or_default();
     process.set_args(Some(args.command.clone()));

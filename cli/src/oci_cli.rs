@@ -412,7 +412,7 @@ fn state_json(runtime: &Runtime, id: &str) -> anyhow::Result<serde_json::Value> 
 fn exec(runtime: &Runtime, args: ExecArgs) -> anyhow::Result<i32> {
     // The new process is visible to the container before it execs: it must
     // not run the host's binary (CVE-2019-5736).
-    berth_ns::sealed::reexec_from_sealed_copy()?;
+    berth_ns::sealed::reexec_from_sealed_copy(&runtime.sealed_exec_layer())?;
     let process = exec_process(runtime, &args)?;
     let terminal = process.terminal().unwrap_or(false);
     if terminal && args.console_socket.is_none() {

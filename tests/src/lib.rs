@@ -534,10 +534,10 @@ impl Berth {
         let tmp = self.entries("images/tmp");
         assert!(tmp.is_empty(), "temporary image files left: {tmp:?}");
         // The runtime's state of every container (on tmpfs, linked from
-        // <root>/runtime) goes with it; compiled seccomp programs are a
-        // cache shared by all.
+        // <root>/runtime) goes with it; compiled seccomp programs and the
+        // empty layer of exec's sealed overlay are shared by all.
         let mut runtime = self.entries("runtime");
-        runtime.retain(|entry| !entry.ends_with("seccomp@cache"));
+        runtime.retain(|entry| !RUNTIME_SHARED.iter().any(|name| entry.ends_with(name)));
         assert!(runtime.is_empty(), "runtime state left: {runtime:?}");
         // A killed container's processes may take a moment to be reaped.
         let mut leaks = self.leaks();
@@ -553,15 +553,21 @@ impl Berth {
     }
 }
 
+/// What a root's runtime-state directory holds for all its containers:
+/// compiled seccomp programs and the empty layer of exec's sealed overlay.
+const RUNTIME_SHARED: [&str; 2] = ["seccomp@cache", "empty@layer"];
+
 impl Drop for Berth {
     fn drop(&mut self) {
         let removed = self.remove_all_containers();
         // The root's runtime-state directory lives on tmpfs outside the
         // root (see `berth`'s paths): it goes with the root.
         if let Ok(target) = fs::read_link(self.root().join("runtime")) {
-            // The compiled-seccomp cache goes; a container's state left
+            // What all containers share goes; a container's state left
             // there would keep the directory (and show as a leak).
-            let _ = fs::remove_dir_all(target.join("seccomp@cache"));
+            for name in RUNTIME_SHARED {
+                let _ = fs::remove_dir_all(target.join(name));
+            }
             let _ = fs::remove_dir(target);
         }
         let mut leaks = self.leaks();

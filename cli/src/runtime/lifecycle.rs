@@ -164,6 +164,13 @@ impl Runtime {
         self.root.join("seccomp@cache")
     }
 
+    /// The empty bottom layer of the read-only overlay a process that
+    /// enters a container re-executes from (see
+    /// [`berth_ns::sealed::reexec_from_sealed_copy`]).
+    pub fn sealed_exec_layer(&self) -> PathBuf {
+        self.root.join("empty@layer")
+    }
+
     fn ensure_root(&self) -> Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)

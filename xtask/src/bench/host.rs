@@ -304,7 +304,9 @@ fn clean_up_on_host(
         .filter(|e| e.path_is_symlink() && e.file_name() == "runtime")
     {
         if let Ok(target) = fs::read_link(entry.path()) {
-            let _ = fs::remove_dir_all(target.join("seccomp@cache"));
+            for shared in ["seccomp@cache", "empty@layer"] {
+                let _ = fs::remove_dir_all(target.join(shared));
+            }
             let _ = fs::remove_dir(target);
         }
     }
