@@ -37,13 +37,10 @@ pub fn is_sealed_copy() -> bool {
     memfd || runs_from_detached_readonly_overlay()
 }
 
-/// overlayfs's statfs magic.
-const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
-
 fn runs_from_detached_readonly_overlay() -> bool {
     let exe = c"/proc/self/exe";
     let overlay = nix::sys::statfs::statfs(exe)
-        .is_ok_and(|fs| fs.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC);
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
     let read_only = nix::sys::statvfs::statvfs(exe)
         .is_ok_and(|fs| fs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
     if !overlay || !read_only {
@@ -295,7 +292,7 @@ mod tests {
         let program = sealed_overlay(&tmp.path().join("empty")).unwrap();
         let path = format!("/proc/self/fd/{}", program.as_raw_fd());
         let fs = nix::sys::statfs::statfs(path.as_str()).unwrap();
-        assert_eq!(fs.filesystem_type().0 as i64, OVERLAYFS_SUPER_MAGIC);
+        assert_eq!(fs.filesystem_type(), nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
         let err = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
