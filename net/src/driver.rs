@@ -11,7 +11,8 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{
-    enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors,
+    enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,
+    TeardownErrors,
 };
 use crate::ipam::{Ipam, IpamError, PortForward};
 use crate::netlink::{
@@ -99,6 +100,12 @@ pub enum DriverError {
     Ipam(#[from] IpamError),
     #[error("cannot enable IPv4 forwarding: {source}")]
     IpForward {
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot let bridge {bridge} carry localhost connections (route_localnet): {source}")]
+    RouteLocalnet {
+        bridge: String,
         #[source]
         source: io::Error,
     },
@@ -230,6 +237,12 @@ impl<F: Firewall> BridgeDriver<F> {
             }
             result => result?,
         }
+        if !forwards.is_empty() {
+            // A container reaching its own published port through a host
+            // address is routed back out of the bridge port it came from.
+            let port = host.link_index(&endpoint.host_veth)?;
+            host.set_hairpin(port, true)?;
+        }
 
         let description = format!("of container {}", endpoint.container_id);
         let mut inside = Netlink::connect_in(netns, &description)?;
@@ -281,6 +294,13 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             let (index, was_created) = netlink.create_bridge(&network.bridge)?;
             created = was_created;
             netlink.add_address(index, network.gateway_net())?;
+            // Published ports answer on 127.0.0.1 (see crate::firewall).
+            set_route_localnet(&self.proc_sys, &network.bridge, true).map_err(|source| {
+                DriverError::RouteLocalnet {
+                    bridge: network.bridge.clone(),
+                    source,
+                }
+            })?;
             netlink.set_up(index)?;
             Ok(())
         })();
@@ -360,7 +380,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         txn.choose_host_ports(
             &mut forwards,
             ephemeral_port_range(&self.proc_sys),
-            host_port_is_free,
+            crate::ports::probe_host_port,
         )?;
         txn.reserve_ports(&forwards)?;
         let ports: Vec<PortMapping> = forwards.iter().map(|f| f.mapping).collect();
@@ -404,16 +424,6 @@ fn ephemeral_port_range(proc_sys: &Path) -> std::ops::RangeInclusive<u16> {
     match (bounds.next(), bounds.next()) {
         (Some(first), Some(last)) if first > 0 && first <= last => first..=last,
         _ => 32768..=60999,
-    }
-}
-
-/// Whether no host process has `port` bound (tried by binding it on every
-/// address, and letting go at once).
-fn host_port_is_free(port: u16, protocol: crate::ports::Protocol) -> bool {
-    let address = (Ipv4Addr::UNSPECIFIED, port);
-    match protocol {
-        crate::ports::Protocol::Tcp => std::net::TcpListener::bind(address).is_ok(),
-        crate::ports::Protocol::Udp => std::net::UdpSocket::bind(address).is_ok(),
     }
 }
 
