@@ -112,9 +112,13 @@ pub fn publish_requests(publish: &[String]) -> anyhow::Result<Vec<PortMapping>> 
     let fixed = |p: &PortMapping| p.host_port != 0 && p.host_port_end == 0;
     for (i, port) in ports.iter().enumerate() {
         if fixed(port) && ports[..i].iter().any(|p| fixed(p) && p.clashes_with(port)) {
+            let binding = if port.host_ip.is_unspecified() {
+                port.host_port.to_string()
+            } else {
+                port.host_binding()
+            };
             bail!(
-                "host port {}/{} is given twice: publish each host port once",
-                port.host_binding(),
+                "host port {binding}/{} is given twice: publish each host port once",
                 port.protocol
             );
         }

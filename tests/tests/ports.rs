@@ -228,6 +228,20 @@ fn published_ports_answer_on_localhost_and_to_containers_through_host_addresses(
     // From the host through loopback, as docker's.
     let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 18080)));
     assert!(response.contains("served-by-web"), "{response}");
+    // `localhost` by name (it may name ::1 first, which is refused: the
+    // client goes on to 127.0.0.1, as with any service on IPv4 only).
+    let by_name = in_netns(host.path(), || -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(("localhost", 18080))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    });
+    assert!(
+        matches!(&by_name, Ok(text) if text.contains("served-by-web")),
+        "localhost:18080 answered {by_name:?}"
+    );
     // route_localnet is on for berth's bridge only.
     let bridge = berth.inspect("web")["network"]["bridge"]
         .as_str()
@@ -545,6 +559,76 @@ fn bad_publish_forms_are_refused_in_one_line_and_leave_nothing() {
             "-p {bad}: the rules changed"
         );
     }
+    // A host port given twice on overlapping addresses, in one run.
+    let out = berth.output([
+        "run",
+        "--net",
+        "refusals",
+        "-p",
+        "127.0.0.1:18000:80",
+        "-p",
+        "18000:81",
+        "busybox",
+        "true",
+    ]);
+    let line = assert_berth_error(&out, 125);
+    assert!(line.contains("18000/tcp is given twice"), "{line}");
+    // ...while the same port on two distinct addresses is fine.
+    berth.run_ok([
+        "run",
+        "--rm",
+        "--net",
+        "refusals",
+        "-p",
+        "127.0.0.1:18000:80",
+        "-p",
+        "10.99.0.1:18000:81",
+        "busybox",
+        "true",
+    ]);
     berth.run_ok(["network", "rm", "refusals"]);
+    berth.assert_clean();
+}
+
+/// `berth run` killed with SIGKILL while its container runs with every
+/// new form of `-p`: `rm -f` removes every rule, and the ports and
+/// ranges can be published again at once.
+#[test]
+fn killed_run_with_bound_and_ranged_ports_leaves_no_rule_after_rm_f() {
+    require_root!();
+    let berth = Berth::new();
+    create_network(&berth, "killed", "10.100.0.0/24");
+    let rules_before = iptables(&berth);
+    let publish = [
+        "-p",
+        "127.0.0.1:18140:80",
+        "-p",
+        "18141-18142:81-82/udp",
+        "-p",
+        "18150-18159:83",
+    ];
+    let mut args = vec!["run", "--name", "victim", "--net", "killed"];
+    args.extend(publish);
+    args.extend(["busybox", "sleep", "60"]);
+    let mut run = berth.spawn(&args);
+    let running = berth_e2e::wait_until(STEP, || {
+        let out = berth.output(["inspect", "-f", "{{.State.Status}}", "victim"]);
+        stdout(&out).trim() == "running"
+    });
+    assert!(running, "the container never ran");
+    let id = berth.id_of("victim");
+    assert!(
+        !rules_naming(&berth, &id).is_empty(),
+        "no rules while running"
+    );
+    berth_e2e::kill(run.0.id() as i32, libc::SIGKILL);
+    run.wait(STEP);
+    berth.run_ok(["rm", "-f", "victim"]);
+    assert_eq!(iptables(&berth), rules_before, "rules left after rm -f");
+    let mut again = vec!["run", "--rm", "--net", "killed"];
+    again.extend(publish);
+    again.extend(["busybox", "true"]);
+    berth.run_ok(&again);
+    berth.run_ok(["network", "rm", "killed"]);
     berth.assert_clean();
 }
