@@ -632,3 +632,107 @@ fn killed_run_with_bound_and_ranged_ports_leaves_no_rule_after_rm_f() {
     berth.run_ok(["network", "rm", "killed"]);
     berth.assert_clean();
 }
+
+/// route_localnet on the bridge (for published ports on 127.0.0.1) must
+/// not let a container reach the host's loopback-only services: a
+/// namespace on the bridge that routes 127.0.0.1 to its gateway (what a
+/// container with NET_ADMIN can set up) gets nowhere, and gets through
+/// once berth's guard rule is taken away (so the attack here is real).
+#[test]
+fn containers_cannot_reach_the_hosts_loopback_services_through_the_bridge() {
+    require_root!();
+    let berth = Berth::new();
+    let host = berth.netns();
+    create_network(&berth, "guarded", "10.101.0.0/24");
+    berth.run_detached([
+        "--name",
+        "publisher",
+        "--net",
+        "guarded",
+        "-p",
+        "18160:80",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let bridge = berth.inspect("publisher")["network"]["bridge"]
+        .as_str()
+        .expect("bridge")
+        .to_owned();
+    // A service of the host's on loopback only.
+    let _service = in_netns(host.path(), || {
+        TcpListener::bind(("127.0.0.1", 18161)).expect("bind 127.0.0.1:18161")
+    });
+
+    let rogue = NetSandbox::new();
+    ip(
+        host,
+        &[
+            "link", "add", "bt-rogue", "type", "veth", "peer", "name", "rg-in",
+        ],
+    );
+    ip(
+        host,
+        &["link", "set", "rg-in", "netns", &holder_pid(&rogue)],
+    );
+    ip(host, &["link", "set", "bt-rogue", "master", &bridge, "up"]);
+    // Without loopback addresses of its own, 127.0.0.1 is routed to the
+    // gateway.
+    ip(&rogue, &["addr", "flush", "dev", "lo"]);
+    ip(&rogue, &["addr", "add", "10.101.0.200/24", "dev", "rg-in"]);
+    ip(&rogue, &["link", "set", "rg-in", "up"]);
+    ip(
+        &rogue,
+        &[
+            "route",
+            "add",
+            "127.0.0.1/32",
+            "via",
+            "10.101.0.1",
+            "dev",
+            "rg-in",
+        ],
+    );
+    in_netns(rogue.path(), || {
+        fs::write("/proc/sys/net/ipv4/conf/rg-in/route_localnet", "1\n").expect("sysctl")
+    });
+    let attempt = || {
+        in_netns(rogue.path(), || {
+            let target = SocketAddr::from(([127, 0, 0, 1], 18161));
+            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map(drop)
+        })
+    };
+    assert!(
+        attempt().is_err(),
+        "a namespace on the bridge reached the host's 127.0.0.1:18161"
+    );
+
+    let guard = [
+        "-t",
+        "raw",
+        "-D",
+        "PREROUTING",
+        "-d",
+        "127.0.0.0/8",
+        "-i",
+        &bridge,
+        "-m",
+        "comment",
+        "--comment",
+        "berth:guarded",
+        "-j",
+        "DROP",
+    ];
+    sh_ok(host.command("iptables", guard));
+    assert!(
+        attempt().is_ok(),
+        "without the guard the rogue namespace should get through: the test's attack is not real"
+    );
+
+    ip(host, &["link", "del", "bt-rogue"]);
+    berth.run_ok(["rm", "-f", "publisher"]);
+    berth.run_ok(["network", "rm", "guarded"]);
+    let rules = iptables(&berth);
+    assert!(!rules.to_lowercase().contains("berth"), "{rules}");
+    berth.assert_clean();
+}
