@@ -184,15 +184,27 @@ impl<F: Firewall> BridgeDriver<F> {
     }
 
     /// Set the network up unless its bridge already exists and is up (the
-    /// bridge is made last, so its presence means setup completed).
-    /// Cheap on the fast path: one netlink request. `Some(report)` when
-    /// setup ran.
+    /// bridge is made last, so its presence means setup completed) and
+    /// lets published ports answer on 127.0.0.1 (a bridge set up by an
+    /// older berth does not: setting it up again adds what is missing).
+    /// Cheap on the fast path: one netlink request and one sysctl read.
+    /// `Some(report)` when setup ran.
     pub fn ensure(&self, network: &NetworkConfig) -> Result<Option<SetupReport>, DriverError> {
         let mut netlink = Netlink::connect()?;
         match netlink.link(&network.bridge)? {
-            Some(link) if link.up => Ok(None),
+            Some(link) if link.up && self.carries_localhost(&network.bridge) => Ok(None),
             _ => self.setup(network).map(Some),
         }
+    }
+
+    /// Whether `route_localnet` is on for `bridge` (see [`crate::firewall`]).
+    fn carries_localhost(&self, bridge: &str) -> bool {
+        let path = self
+            .proc_sys
+            .join("net/ipv4/conf")
+            .join(bridge)
+            .join("route_localnet");
+        std::fs::read_to_string(path).is_ok_and(|value| value.trim() == "1")
     }
 
     /// The bridge of `network`, set up first unless it exists and is up.

@@ -460,6 +460,13 @@ fn driver_dnat_masquerade_and_cleanup() {
             "1\n"
         );
         assert_eq!(driver.ensure(&network).unwrap(), None, "fast path");
+        // A bridge without route_localnet (set up by an older berth) is
+        // set up again, which adds what is missing.
+        let route_localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", network.bridge);
+        std::fs::write(&route_localnet, "0\n").unwrap();
+        assert!(driver.ensure(&network).unwrap().is_some());
+        assert_eq!(std::fs::read_to_string(&route_localnet).unwrap(), "1\n");
+        assert_eq!(driver.ensure(&network).unwrap(), None, "fast path again");
 
         // The outside world: a client and an upstream host.
         wire("vclient", "192.0.2.1/24", &client, "192.0.2.2/24");
