@@ -472,7 +472,9 @@ pub fn network_rules(network: &NetworkConfig) -> Vec<Rule> {
                 "-j",
                 "DROP",
             ],
-        ),
+        )
+        // First, so that no earlier ACCEPT of another tool's lets them by.
+        .inserted(),
     ]
 }
 
@@ -982,7 +984,7 @@ mod tests {
                 "-w -t filter -A BERTH-FORWARD -i br-0123456789ab -m comment --comment berth:web -j ACCEPT",
                 "-w -t nat -A BERTH-POSTROUTING -s 127.0.0.0/8 -o br-0123456789ab -m comment --comment berth:web -j MASQUERADE",
                 "-w -t nat -A BERTH-POSTROUTING -s 10.10.0.0/24 -o br-0123456789ab -m conntrack --ctstate DNAT -m comment --comment berth:web -j MASQUERADE",
-                "-w -t raw -A PREROUTING -d 127.0.0.0/8 -i br-0123456789ab -m comment --comment berth:web -j DROP",
+                "-w -t raw -I PREROUTING 1 -d 127.0.0.0/8 -i br-0123456789ab -m comment --comment berth:web -j DROP",
             ]
         );
         assert_eq!(
