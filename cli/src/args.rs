@@ -287,9 +287,10 @@ pub struct RunArgs {
         default_value = "bridge"
     )]
     pub net: String,
-    /// Publish a container's port on the host ([HOSTPORT:]CTRPORT[/tcp|/udp];
-    /// without HOSTPORT a free one is chosen)
-    #[arg(short, long = "publish", value_name = "HOSTPORT:CTRPORT")]
+    /// Publish a container's port on the host
+    /// ([[IP:][HOSTPORT[-END]]:]CTRPORT[-END][/tcp|/udp]; without HOSTPORT
+    /// a free one is chosen)
+    #[arg(short, long = "publish", value_name = "[IP:]HOSTPORT:CTRPORT")]
     pub publish: Vec<String>,
     /// Log options: max-size=SIZE (e.g. 10m), max-file=N
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]

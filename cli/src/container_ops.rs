@@ -48,7 +48,8 @@ pub fn wait(paths: &Paths, containers: &[String]) -> anyhow::Result<i32> {
 }
 
 /// `port C [PRIVATE[/PROTO]]`: the container's published ports, docker's
-/// `80/tcp -> 0.0.0.0:8080` lines.
+/// `80/tcp -> 0.0.0.0:8080` lines (`127.0.0.1:8080` when bound to one
+/// address).
 pub fn port(paths: &Paths, container: &str, private: Option<&str>) -> anyhow::Result<i32> {
     let store = paths.containers()?;
     let record = find(&store, container)?;
@@ -58,7 +59,10 @@ pub fn port(paths: &Paths, container: &str, private: Option<&str>) -> anyhow::Re
         .map(serde_json::from_value)
         .transpose()
         .context("the container's network record")?;
-    let ports = endpoint.map(|e| e.ports).unwrap_or_default();
+    let mut ports = endpoint.map(|e| e.ports).unwrap_or_default();
+    // docker sorts the lines naturally: by container port, protocol,
+    // then host address and port.
+    ports.sort_by_key(|p| (p.container_port, p.protocol, p.host_ip, p.host_port));
     let wanted = private.map(|p| {
         let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
         (port.to_owned(), proto.to_owned())
@@ -70,13 +74,14 @@ pub fn port(paths: &Paths, container: &str, private: Option<&str>) -> anyhow::Re
             if *port != mapping.container_port.to_string() || *want_proto != proto {
                 continue;
             }
-            let _ = writeln!(out, "0.0.0.0:{}", mapping.host_port);
+            let _ = writeln!(out, "{}", mapping.host_binding());
             continue;
         }
         let _ = writeln!(
             out,
-            "{}/{proto} -> 0.0.0.0:{}",
-            mapping.container_port, mapping.host_port
+            "{}/{proto} -> {}",
+            mapping.container_port,
+            mapping.host_binding()
         );
     }
     if let (Some(p), true) = (private, out.is_empty()) {

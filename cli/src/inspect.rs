@@ -368,17 +368,24 @@ fn mounts(volumes: &[String]) -> Vec<Value> {
         .collect()
 }
 
-/// docker's port map: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`.
+/// docker's port map: `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}`;
+/// `any_address` is what a binding on every address shows as HostIp
+/// (`""` in HostConfig.PortBindings, `0.0.0.0` once published).
 fn port_map<'a>(
     mappings: impl Iterator<Item = &'a berth_net::PortMapping>,
-    host_ip: &str,
+    any_address: &str,
 ) -> BTreeMap<String, Value> {
     let mut ports: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for mapping in mappings {
+        let host_ip = if mapping.host_ip.is_unspecified() {
+            any_address.to_owned()
+        } else {
+            mapping.host_ip.to_string()
+        };
         ports
             .entry(format!("{}/{}", mapping.container_port, mapping.protocol))
             .or_default()
-            .push(json!({"HostIp": host_ip, "HostPort": host_port_text(mapping.host_port)}));
+            .push(json!({"HostIp": host_ip, "HostPort": host_port_text(mapping)}));
     }
     ports
         .into_iter()
@@ -387,12 +394,13 @@ fn port_map<'a>(
 }
 
 /// A binding's host port; none given (`-p 80`, 0 in the record) is
-/// docker's "" (the engine picks one when the container starts).
-fn host_port_text(port: u16) -> String {
-    if port == 0 {
-        String::new()
-    } else {
-        port.to_string()
+/// docker's "" (the engine picks one when the container starts), a range
+/// to pick from is `8000-8010`.
+fn host_port_text(mapping: &berth_net::PortMapping) -> String {
+    match (mapping.host_port, mapping.host_port_end) {
+        (0, _) => String::new(),
+        (port, 0) => port.to_string(),
+        (first, last) => format!("{first}-{last}"),
     }
 }
 
@@ -453,7 +461,8 @@ pub fn container_json(
     let published: Vec<berth_net::PortMapping> = record
         .publish
         .iter()
-        .filter_map(|p| p.parse().ok())
+        .filter_map(|p| berth_net::parse_publish(p).ok())
+        .flatten()
         .collect();
     let network_mode = if record.network_mode.is_empty() {
         "bridge"
@@ -639,7 +648,12 @@ mod tests {
         record.limits.cpus = Some(0.5);
         record.volumes = vec!["/srv/data:/data:ro".into()];
         record.labels.insert("team".into(), "web".into());
-        record.publish = vec!["8080:80".into(), "53/udp".into()];
+        record.publish = vec![
+            "8080:80".into(),
+            "53/udp".into(),
+            "127.0.0.1:9000-9001:90-91".into(),
+            "7000-7010:70".into(),
+        ];
         record.network_mode = "bridge".into();
         record.restart_policy = RestartPolicy::OnFailure { max_retries: 3 };
         record.capabilities = Some(
@@ -660,7 +674,13 @@ mod tests {
             "bridge": "berth0",
             "host_veth": "veth0",
             "container_ifname": "eth0",
-            "ports": [{"host_port": 8080, "container_port": 80, "protocol": "tcp"}],
+            "ports": [
+                {"host_port": 8080, "container_port": 80, "protocol": "tcp"},
+                {"host_port": 32768, "container_port": 53, "protocol": "udp"},
+                {"host_ip": "127.0.0.1", "host_port": 9000, "container_port": 90, "protocol": "tcp"},
+                {"host_ip": "127.0.0.1", "host_port": 9001, "container_port": 91, "protocol": "tcp"},
+                {"host_port": 7003, "container_port": 70, "protocol": "tcp"},
+            ],
         }));
         record.mark_running(4242, Some(7));
         record.started_at = Some(Timestamp::from_unix(1_795_296_656, 0));
@@ -748,8 +768,9 @@ mod tests {
             "8080\n"
         );
         assert_eq!(
-            render("{{range $p, $conf := .NetworkSettings.Ports}}{{$p}} -> {{(index $conf 0).HostPort}}{{end}}"),
-            "80/tcp -> 8080\n"
+            render("{{range $p, $conf := .NetworkSettings.Ports}}{{$p}} -> {{(index $conf 0).HostIp}}:{{(index $conf 0).HostPort}}, {{end}}"),
+            "53/udp -> 0.0.0.0:32768, 70/tcp -> 0.0.0.0:7003, 80/tcp -> 0.0.0.0:8080, \
+             90/tcp -> 127.0.0.1:9000, 91/tcp -> 127.0.0.1:9001, \n"
         );
         assert_eq!(
             render("{{.State.Pid}} {{.HostConfig.RestartPolicy.Name}}"),

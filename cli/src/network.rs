@@ -65,24 +65,7 @@ fn driver(paths: &Paths) -> BridgeDriver {
 /// Resolve `--net` and `-p` before anything is created (only the default
 /// network's record may be made, on first use, as docker has it always).
 pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<NetworkMode> {
-    let ports = publish
-        .iter()
-        .map(|p| p.parse::<PortMapping>())
-        .collect::<Result<Vec<_>, _>>()?;
-    for (i, port) in ports.iter().enumerate() {
-        let seen = &ports[..i];
-        if port.host_port != 0
-            && seen
-                .iter()
-                .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
-        {
-            bail!(
-                "host port {}/{} is given twice: publish each host port once",
-                port.host_port,
-                port.protocol
-            );
-        }
-    }
+    let ports = publish_requests(publish)?;
     match net {
         "none" | "host" if !ports.is_empty() => {
             bail!("-p needs a bridge network: --net {net} has no ports to publish")
@@ -117,6 +100,30 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
             Ok(NetworkMode::Bridge { network, ports })
         }
     }
+}
+
+/// The mappings `-p` values ask for (ranges expanded), with a host port
+/// given twice (on overlapping addresses) refused.
+pub fn publish_requests(publish: &[String]) -> anyhow::Result<Vec<PortMapping>> {
+    let mut ports: Vec<PortMapping> = Vec::new();
+    for spec in publish {
+        ports.extend(berth_net::parse_publish(spec)?);
+    }
+    let fixed = |p: &PortMapping| p.host_port != 0 && p.host_port_end == 0;
+    for (i, port) in ports.iter().enumerate() {
+        if fixed(port) && ports[..i].iter().any(|p| fixed(p) && p.clashes_with(port)) {
+            let binding = if port.host_ip.is_unspecified() {
+                port.host_port.to_string()
+            } else {
+                port.host_binding()
+            };
+            bail!(
+                "host port {binding}/{} is given twice: publish each host port once",
+                port.protocol
+            );
+        }
+    }
+    Ok(ports)
 }
 
 /// Make the network usable (bridge, firewall rules) if it is not: after a

@@ -189,16 +189,67 @@ fn row(
     })
 }
 
-/// docker's PORTS column: `0.0.0.0:8080->80/tcp, 0.0.0.0:53->53/udp`.
+/// docker's PORTS column, as its `DisplayablePorts` makes it: sorted by
+/// container port; mappings whose host port equals the container port
+/// are grouped into runs per address and protocol
+/// (`0.0.0.0:8000-8002->8000-8002/tcp`) and come first, the others follow
+/// one by one (`0.0.0.0:8080->80/tcp, 127.0.0.1:5353->53/udp`).
 pub fn ports_text(ports: &[berth_net::PortMapping]) -> String {
-    ports
-        .iter()
-        .map(|p| {
-            format!(
-                "0.0.0.0:{}->{}/{}",
-                p.host_port, p.container_port, p.protocol
-            )
-        })
+    let mut sorted: Vec<&berth_net::PortMapping> = ports.iter().collect();
+    sorted.sort_by_key(|p| {
+        (
+            p.container_port,
+            p.host_ip.to_string(),
+            p.host_port,
+            p.protocol,
+        )
+    });
+    // (address, protocol) -> runs of equal host and container ports, in
+    // the order the keys first appear.
+    type Runs = Vec<(u16, u16)>;
+    let mut groups: Vec<((String, berth_net::Protocol), Runs)> = Vec::new();
+    let mut singles = Vec::new();
+    for port in sorted {
+        if port.host_port != port.container_port {
+            singles.push(format!(
+                "{}->{}/{}",
+                port.host_binding(),
+                port.container_port,
+                port.protocol
+            ));
+            continue;
+        }
+        let key = (port.host_ip.to_string(), port.protocol);
+        let current = port.container_port;
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, runs)) => match runs.last_mut() {
+                Some((_, last)) if last.checked_add(1) == Some(current) => *last = current,
+                _ => runs.push((current, current)),
+            },
+            None => groups.push((key, vec![(current, current)])),
+        }
+    }
+    // docker emits a run when the next one of its key starts, and each
+    // key's last run at the end.
+    let mut finished = Vec::new();
+    let mut last_runs = Vec::new();
+    for ((address, protocol), runs) in &groups {
+        let text = |(first, last): (u16, u16)| {
+            let range = if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            };
+            format!("{address}:{range}->{range}/{protocol}")
+        };
+        let (last, earlier) = runs.split_last().expect("a group has a run");
+        finished.extend(earlier.iter().map(|run| text(*run)));
+        last_runs.push(text(*last));
+    }
+    finished
+        .into_iter()
+        .chain(last_runs)
+        .chain(singles)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -345,7 +396,8 @@ impl Filters {
                         record
                             .publish
                             .iter()
-                            .filter_map(|p| p.parse::<berth_net::PortMapping>().ok())
+                            .filter_map(|p| berth_net::parse_publish(p).ok())
+                            .flatten()
                             .any(|m| Some((m.container_port, m.protocol)) == wanted)
                     }
                     "before" | "since" => {
@@ -532,14 +584,38 @@ mod tests {
         }
     }
 
+    fn published(specs: &[&str]) -> Vec<berth_net::PortMapping> {
+        specs
+            .iter()
+            .flat_map(|spec| berth_net::parse_publish(spec).unwrap())
+            .collect()
+    }
+
     #[test]
     fn ports_read_like_dockers() {
-        let ports: Vec<berth_net::PortMapping> =
-            vec!["8080:80".parse().unwrap(), "53:53/udp".parse().unwrap()];
         assert_eq!(
-            ports_text(&ports),
-            "0.0.0.0:8080->80/tcp, 0.0.0.0:53->53/udp"
+            ports_text(&published(&["8080:80", "53:53/udp"])),
+            "0.0.0.0:53->53/udp, 0.0.0.0:8080->80/tcp"
         );
+        assert_eq!(
+            ports_text(&published(&["127.0.0.1:8080:80", "5353:53/udp"])),
+            "0.0.0.0:5353->53/udp, 127.0.0.1:8080->80/tcp"
+        );
+        // Runs of equal host and container ports are grouped, per address
+        // and protocol; a gap starts a new run.
+        assert_eq!(
+            ports_text(&published(&[
+                "9000-9002:9000-9002",
+                "9004:9004",
+                "9000:9000/udp",
+                "127.0.0.1:9001:9001",
+                "8000-8001:80-81",
+            ])),
+            "0.0.0.0:9000-9002->9000-9002/tcp, 0.0.0.0:9004->9004/tcp, \
+             0.0.0.0:9000->9000/udp, 127.0.0.1:9001->9001/tcp, \
+             0.0.0.0:8000->80/tcp, 0.0.0.0:8001->81/tcp"
+        );
+        assert_eq!(ports_text(&[]), "");
     }
 
     #[test]

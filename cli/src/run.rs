@@ -341,18 +341,20 @@ fn exposed_ports_to_publish(
 ) -> anyhow::Result<Vec<String>> {
     let mut already = Vec::new();
     for spec in published {
-        let mapping: berth_net::PortMapping = spec.parse()?;
-        already.push((mapping.container_port, mapping.protocol));
+        for mapping in berth_net::parse_publish(spec)? {
+            already.push((mapping.container_port, mapping.protocol));
+        }
     }
     let mut ports = Vec::new();
     for entry in exposed {
-        let mapping: berth_net::PortMapping = entry
-            .parse()
+        let mappings = berth_net::parse_publish(entry)
             .with_context(|| format!("the image's ExposedPorts entry {entry:?}"))?;
-        let key = (mapping.container_port, mapping.protocol);
-        if !already.contains(&key) {
-            already.push(key);
-            ports.push(format!("{}/{}", mapping.container_port, mapping.protocol));
+        for mapping in mappings {
+            let key = (mapping.container_port, mapping.protocol);
+            if !already.contains(&key) {
+                already.push(key);
+                ports.push(format!("{}/{}", mapping.container_port, mapping.protocol));
+            }
         }
     }
     Ok(ports)

@@ -11,7 +11,8 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{
-    enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors,
+    enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,
+    TeardownErrors,
 };
 use crate::ipam::{Ipam, IpamError, PortForward};
 use crate::netlink::{
@@ -102,6 +103,12 @@ pub enum DriverError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot let bridge {bridge} carry localhost connections (route_localnet): {source}")]
+    RouteLocalnet {
+        bridge: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("container id {id:?} cannot name a network interface (it needs letters or digits)")]
     InvalidContainerId { id: String },
     #[error("{error}; cleaning up also failed: {cleanup}")]
@@ -177,15 +184,27 @@ impl<F: Firewall> BridgeDriver<F> {
     }
 
     /// Set the network up unless its bridge already exists and is up (the
-    /// bridge is made last, so its presence means setup completed).
-    /// Cheap on the fast path: one netlink request. `Some(report)` when
-    /// setup ran.
+    /// bridge is made last, so its presence means setup completed) and
+    /// lets published ports answer on 127.0.0.1 (a bridge set up by an
+    /// older berth does not: setting it up again adds what is missing).
+    /// Cheap on the fast path: one netlink request and one sysctl read.
+    /// `Some(report)` when setup ran.
     pub fn ensure(&self, network: &NetworkConfig) -> Result<Option<SetupReport>, DriverError> {
         let mut netlink = Netlink::connect()?;
         match netlink.link(&network.bridge)? {
-            Some(link) if link.up => Ok(None),
+            Some(link) if link.up && self.carries_localhost(&network.bridge) => Ok(None),
             _ => self.setup(network).map(Some),
         }
+    }
+
+    /// Whether `route_localnet` is on for `bridge` (see [`crate::firewall`]).
+    fn carries_localhost(&self, bridge: &str) -> bool {
+        let path = self
+            .proc_sys
+            .join("net/ipv4/conf")
+            .join(bridge)
+            .join("route_localnet");
+        std::fs::read_to_string(path).is_ok_and(|value| value.trim() == "1")
     }
 
     /// The bridge of `network`, set up first unless it exists and is up.
@@ -229,6 +248,12 @@ impl<F: Firewall> BridgeDriver<F> {
                 host.create_veth_up(&endpoint.host_veth, &peer, Some(bridge))?;
             }
             result => result?,
+        }
+        if !forwards.is_empty() {
+            // A container reaching its own published port through a host
+            // address is routed back out of the bridge port it came from.
+            let port = host.link_index(&endpoint.host_veth)?;
+            host.set_hairpin(port, true)?;
         }
 
         let description = format!("of container {}", endpoint.container_id);
@@ -281,6 +306,13 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             let (index, was_created) = netlink.create_bridge(&network.bridge)?;
             created = was_created;
             netlink.add_address(index, network.gateway_net())?;
+            // Published ports answer on 127.0.0.1 (see crate::firewall).
+            set_route_localnet(&self.proc_sys, &network.bridge, true).map_err(|source| {
+                DriverError::RouteLocalnet {
+                    bridge: network.bridge.clone(),
+                    source,
+                }
+            })?;
             netlink.set_up(index)?;
             Ok(())
         })();
@@ -360,7 +392,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         txn.choose_host_ports(
             &mut forwards,
             ephemeral_port_range(&self.proc_sys),
-            host_port_is_free,
+            crate::ports::probe_host_port,
         )?;
         txn.reserve_ports(&forwards)?;
         let ports: Vec<PortMapping> = forwards.iter().map(|f| f.mapping).collect();
@@ -404,16 +436,6 @@ fn ephemeral_port_range(proc_sys: &Path) -> std::ops::RangeInclusive<u16> {
     match (bounds.next(), bounds.next()) {
         (Some(first), Some(last)) if first > 0 && first <= last => first..=last,
         _ => 32768..=60999,
-    }
-}
-
-/// Whether no host process has `port` bound (tried by binding it on every
-/// address, and letting go at once).
-fn host_port_is_free(port: u16, protocol: crate::ports::Protocol) -> bool {
-    let address = (Ipv4Addr::UNSPECIFIED, port);
-    match protocol {
-        crate::ports::Protocol::Tcp => std::net::TcpListener::bind(address).is_ok(),
-        crate::ports::Protocol::Udp => std::net::UdpSocket::bind(address).is_ok(),
     }
 }
 

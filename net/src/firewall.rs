@@ -7,23 +7,40 @@
 //!
 //! | table  | chain             | rules                                             |
 //! |--------|-------------------|---------------------------------------------------|
-//! | nat    | BERTH-POSTROUTING | per network: MASQUERADE from the subnet out of any interface but the bridge |
-//! | nat    | BERTH-DNAT        | per published port: DNAT to container:port, unless it comes from the bridge itself |
+//! | nat    | BERTH-POSTROUTING | per network: MASQUERADE from the subnet out of any interface but the bridge; MASQUERADE into the bridge of loopback sources (localhost) and of DNATed flows from the subnet (hairpin) |
+//! | nat    | BERTH-DNAT        | per published port: DNAT of `[host address:]port` to container:port |
 //! | filter | BERTH-FORWARD     | per network: accept from the bridge, and replies (RELATED,ESTABLISHED) to it; per port: accept new connections to container:port |
+//! | raw    | PREROUTING        | per network: drop packets from the bridge to 127.0.0.0/8 |
 //!
-//! Jumps: `POSTROUTING -> BERTH-POSTROUTING`; `PREROUTING` and `OUTPUT
-//! -> BERTH-DNAT` for packets to a local address *other than*
-//! 127.0.0.0/8; `FORWARD -> BERTH-FORWARD` inserted first.
+//! Jumps: `POSTROUTING -> BERTH-POSTROUTING`; `PREROUTING -> BERTH-DNAT`
+//! for packets to a local address *other than* 127.0.0.0/8; `OUTPUT ->
+//! BERTH-DNAT` for the host's own packets to any local address, 127.0.0.1
+//! included; `FORWARD -> BERTH-FORWARD` inserted first.
 //!
-//! Loopback is deliberately left out: a published port is reachable from
-//! other hosts and namespaces, and from the host itself through any of its
-//! own non-loopback addresses (e.g. its LAN address or the bridge's
-//! gateway address), but not through 127.0.0.1. DNAT of 127.0.0.1 would
-//! need `route_localnet=1` on the bridge, which makes the kernel route
-//! packets with loopback addresses, and a DNAT that matches 127.0.0.1 in
-//! PREROUTING accepts such packets from any interface: a neighbour on
-//! the LAN could then reach "localhost-only" ports (moby#45610,
-//! CVE-2020-8558). Excluding 127.0.0.0/8 from both jumps avoids that class.
+//! A published port answers on every host address, `localhost` too, as
+//! docker's does (`-p 127.0.0.1:8080:80` answers on loopback only), and
+//! to containers that call it through a host address (hairpin).
+//!
+//! Localhost: DNAT in OUTPUT plus `route_localnet` on the bridge (set by
+//! [`set_route_localnet`] on that interface only, never on `all`), rather
+//! than a userland proxy: no process per port to keep alive and account
+//! for, no extra copy of every byte, the container sees the same kind of
+//! connection whatever the client, and it is gone with the rules. The
+//! kernel refuses to route a packet with a loopback source out of an
+//! interface without `route_localnet`, and the container could not answer
+//! 127.0.0.1 anyway, so such connections are MASQUERADEd to the bridge's
+//! address. Two defences keep loopback local (moby#45610,
+//! CVE-2020-8558): packets from elsewhere reach the DNAT rules only for
+//! non-loopback addresses (the PREROUTING jump excludes 127.0.0.0/8), and
+//! the raw table drops anything arriving from the bridge for
+//! 127.0.0.0/8, which `route_localnet` would otherwise deliver to the
+//! host's loopback services.
+//!
+//! Hairpin: the DNAT rules do not exclude the bridge, so a container
+//! connecting to a host address reaches the published port, its own
+//! included; such a flow goes back out through the bridge it came from,
+//! and is MASQUERADEd so that the answer returns through the host, where
+//! the DNAT is undone.
 //!
 //! Every change is idempotent: a rule is added only after `iptables -C`
 //! says it is missing, deleted only when `-C` finds it; chains are
@@ -135,6 +152,8 @@ pub type TeardownErrors = crate::errors::ErrorList<FirewallError>;
 pub enum Table {
     Nat,
     Filter,
+    /// Before connection tracking: where packets are dropped unseen.
+    Raw,
 }
 
 impl Table {
@@ -142,6 +161,7 @@ impl Table {
         match self {
             Table::Nat => "nat",
             Table::Filter => "filter",
+            Table::Raw => "raw",
         }
     }
 }
@@ -271,23 +291,19 @@ pub fn chains() -> [(Table, &'static str); 3] {
     ]
 }
 
-/// The jumps from the built-in chains into berth's.
+/// The jumps from the built-in chains into berth's. Packets arriving
+/// from elsewhere reach the port rules only for a non-loopback local
+/// address; the host's own packets also for 127.0.0.0/8, which is how a
+/// published port answers on `localhost` (see the module docs).
 pub fn jump_rules() -> Vec<Rule> {
-    let to_dnat = [
-        "!",
-        "-d",
-        "127.0.0.0/8",
-        "-m",
-        "addrtype",
-        "--dst-type",
-        "LOCAL",
-        "-m",
-        "comment",
-        "--comment",
-        "berth",
-        "-j",
-        DNAT_CHAIN,
-    ];
+    let tagged_jump = ["-m", "comment", "--comment", "berth", "-j", DNAT_CHAIN];
+    let local = ["-m", "addrtype", "--dst-type", "LOCAL"];
+    let from_outside: Vec<&str> = ["!", "-d", LOOPBACK_NET]
+        .into_iter()
+        .chain(local)
+        .chain(tagged_jump)
+        .collect();
+    let from_the_host: Vec<&str> = local.into_iter().chain(tagged_jump).collect();
     vec![
         Rule::new(
             Table::Nat,
@@ -301,8 +317,8 @@ pub fn jump_rules() -> Vec<Rule> {
                 POSTROUTING_CHAIN,
             ],
         ),
-        Rule::new(Table::Nat, "PREROUTING", &to_dnat),
-        Rule::new(Table::Nat, "OUTPUT", &to_dnat),
+        Rule::new(Table::Nat, "PREROUTING", &from_outside),
+        Rule::new(Table::Nat, "OUTPUT", &from_the_host),
         Rule::new(
             Table::Filter,
             "FORWARD",
@@ -311,6 +327,34 @@ pub fn jump_rules() -> Vec<Rule> {
         .inserted(),
     ]
 }
+
+/// Jumps earlier versions of berth made and this one does not: removed
+/// when the network rules are set up or the chains go, so that an
+/// upgraded host does not keep them.
+pub fn legacy_jump_rules() -> Vec<Rule> {
+    vec![Rule::new(
+        Table::Nat,
+        "OUTPUT",
+        &[
+            "!",
+            "-d",
+            LOOPBACK_NET,
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-m",
+            "comment",
+            "--comment",
+            "berth",
+            "-j",
+            DNAT_CHAIN,
+        ],
+    )]
+}
+
+/// The loopback network, 127.0.0.0/8.
+pub const LOOPBACK_NET: &str = "127.0.0.0/8";
 
 /// The rules of one network.
 pub fn network_rules(network: &NetworkConfig) -> Vec<Rule> {
@@ -367,51 +411,116 @@ pub fn network_rules(network: &NetworkConfig) -> Vec<Rule> {
                 "ACCEPT",
             ],
         ),
-    ]
-}
-
-/// The rules of one published port.
-pub fn port_forward_rules(forward: &PortForward) -> Vec<Rule> {
-    let protocol = forward.mapping.protocol.as_str();
-    let host_port = forward.mapping.host_port.to_string();
-    let container_port = forward.mapping.container_port.to_string();
-    let destination = format!("{}:{}", forward.container_ip, container_port);
-    let container = format!("{}/32", forward.container_ip);
-    let bridge = forward.bridge.as_str();
-    let tag = comment(&forward.owner);
-    vec![
+        // The host's connections to 127.0.0.1:PORT, DNATed to a container,
+        // leave with a loopback source the container cannot answer: the
+        // bridge's address instead.
         Rule::new(
             Table::Nat,
-            DNAT_CHAIN,
+            POSTROUTING_CHAIN,
             &[
-                "!",
-                "-i",
+                "-s",
+                LOOPBACK_NET,
+                "-o",
                 bridge,
-                "-p",
-                protocol,
-                "-m",
-                protocol,
-                "--dport",
-                &host_port,
                 "-m",
                 "comment",
                 "--comment",
                 &tag,
                 "-j",
-                "DNAT",
-                "--to-destination",
-                &destination,
+                "MASQUERADE",
             ],
         ),
+        // Hairpin: a container reaching a published port through a host
+        // address is DNATed back onto its own bridge; unless the source is
+        // rewritten too, the server answers it directly, from an address
+        // the client did not call.
+        Rule::new(
+            Table::Nat,
+            POSTROUTING_CHAIN,
+            &[
+                "-s",
+                &subnet,
+                "-o",
+                bridge,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "MASQUERADE",
+            ],
+        ),
+        // route_localnet on the bridge (for the above) would also let a
+        // container address the host's 127.0.0.1 services through it
+        // (CVE-2020-8558): nothing from the bridge may be for 127.0.0.0/8.
+        Rule::new(
+            Table::Raw,
+            "PREROUTING",
+            &[
+                "-d",
+                LOOPBACK_NET,
+                "-i",
+                bridge,
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "DROP",
+            ],
+        )
+        // First, so that no earlier ACCEPT of another tool's lets them by.
+        .inserted(),
+    ]
+}
+
+/// The rules of one published port: DNAT of the host port (on the
+/// mapping's host address only, when it has one) to the container, and
+/// acceptance of the forwarded connections. Neither excludes the bridge
+/// itself, so that containers reach the port through a host address too
+/// (hairpin; the network's MASQUERADE makes the answers come back).
+pub fn port_forward_rules(forward: &PortForward) -> Vec<Rule> {
+    let mapping = &forward.mapping;
+    let protocol = mapping.protocol.as_str();
+    let host_port = mapping.host_port.to_string();
+    let container_port = mapping.container_port.to_string();
+    let destination = format!("{}:{}", forward.container_ip, container_port);
+    let container = format!("{}/32", forward.container_ip);
+    let host_ip = format!("{}/32", mapping.host_ip);
+    let bridge = forward.bridge.as_str();
+    let tag = comment(&forward.owner);
+    let mut dnat: Vec<&str> = Vec::new();
+    if !mapping.host_ip.is_unspecified() {
+        dnat.extend(["-d", &host_ip]);
+    }
+    dnat.extend([
+        "-p",
+        protocol,
+        "-m",
+        protocol,
+        "--dport",
+        &host_port,
+        "-m",
+        "comment",
+        "--comment",
+        &tag,
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &destination,
+    ]);
+    vec![
+        Rule::new(Table::Nat, DNAT_CHAIN, &dnat),
         Rule::new(
             Table::Filter,
             FORWARD_CHAIN,
             &[
                 "-d",
                 &container,
-                "!",
-                "-i",
-                bridge,
                 "-o",
                 bridge,
                 "-p",
@@ -645,6 +754,9 @@ impl IptablesFirewall {
         for rule in jump_rules() {
             self.ensure_rule(&rule)?;
         }
+        for rule in legacy_jump_rules() {
+            self.remove_rule(&rule)?;
+        }
         Ok(())
     }
 
@@ -661,8 +773,8 @@ impl IptablesFirewall {
                 }
             }
         }
-        for rule in jump_rules() {
-            if let Err(e) = self.remove_rule(&rule) {
+        for rule in jump_rules().iter().chain(&legacy_jump_rules()) {
+            if let Err(e) = self.remove_rule(rule) {
                 errors.push(e);
             }
         }
@@ -783,6 +895,32 @@ pub fn enable_ip_forward(proc_sys: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Let `interface` route packets with loopback addresses (write `1` to
+/// `<proc_sys>/net/ipv4/conf/<interface>/route_localnet`, or `0` when
+/// `on` is false), in the caller's network namespace; only that
+/// interface, never `all` or `default`. The setting lives and dies with
+/// the interface. Returns whether it changed.
+pub fn set_route_localnet(proc_sys: &Path, interface: &str, on: bool) -> io::Result<bool> {
+    if interface.is_empty() || interface.contains('/') || interface.starts_with('.') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{interface:?} is not an interface name"),
+        ));
+    }
+    let path = proc_sys
+        .join("net/ipv4/conf")
+        .join(interface)
+        .join("route_localnet");
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let wanted = if on { "1" } else { "0" };
+    let current = std::fs::read_to_string(&path).map_err(with_path)?;
+    if current.trim() == wanted {
+        return Ok(false);
+    }
+    std::fs::write(&path, format!("{wanted}\n")).map_err(with_path)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,13 +953,13 @@ mod tests {
     }
 
     #[test]
-    fn jump_rules_exclude_loopback_and_insert_forward_first() {
+    fn jump_rules_exclude_loopback_from_outside_and_insert_forward_first() {
         assert_eq!(
             lines(&jump_rules(), RuleOp::Add),
             [
                 "-w -t nat -A POSTROUTING -m comment --comment berth -j BERTH-POSTROUTING",
                 "-w -t nat -A PREROUTING ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
-                "-w -t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
+                "-w -t nat -A OUTPUT -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
                 "-w -t filter -I FORWARD 1 -m comment --comment berth -j BERTH-FORWARD",
             ]
         );
@@ -829,16 +967,24 @@ mod tests {
             lines(&jump_rules()[3..], RuleOp::Check),
             ["-w -t filter -C FORWARD -m comment --comment berth -j BERTH-FORWARD"]
         );
+        // The OUTPUT jump of earlier versions, removed on upgrade.
+        assert_eq!(
+            lines(&legacy_jump_rules(), RuleOp::Delete),
+            ["-w -t nat -D OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT"]
+        );
     }
 
     #[test]
-    fn network_rules_masquerade_and_forward() {
+    fn network_rules_masquerade_forward_and_guard_loopback() {
         assert_eq!(
             lines(&network_rules(&network()), RuleOp::Add),
             [
                 "-w -t nat -A BERTH-POSTROUTING -s 10.10.0.0/24 ! -o br-0123456789ab -m comment --comment berth:web -j MASQUERADE",
                 "-w -t filter -A BERTH-FORWARD -o br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:web -j ACCEPT",
                 "-w -t filter -A BERTH-FORWARD -i br-0123456789ab -m comment --comment berth:web -j ACCEPT",
+                "-w -t nat -A BERTH-POSTROUTING -s 127.0.0.0/8 -o br-0123456789ab -m comment --comment berth:web -j MASQUERADE",
+                "-w -t nat -A BERTH-POSTROUTING -s 10.10.0.0/24 -o br-0123456789ab -m conntrack --ctstate DNAT -m comment --comment berth:web -j MASQUERADE",
+                "-w -t raw -I PREROUTING 1 -d 127.0.0.0/8 -i br-0123456789ab -m comment --comment berth:web -j DROP",
             ]
         );
         assert_eq!(
@@ -852,31 +998,45 @@ mod tests {
         let forward = example_forward(
             "c0ffee",
             Ipv4Addr::new(10, 10, 0, 2),
-            PortMapping {
-                host_port: 8080,
-                container_port: 80,
-                protocol: Protocol::Tcp,
-            },
+            PortMapping::new(8080, 80, Protocol::Tcp),
         );
         assert_eq!(
             lines(&port_forward_rules(&forward), RuleOp::Add),
             [
-                "-w -t nat -A BERTH-DNAT ! -i br-0123456789ab -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80",
-                "-w -t filter -A BERTH-FORWARD -d 10.10.0.2/32 ! -i br-0123456789ab -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT",
+                "-w -t nat -A BERTH-DNAT -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80",
+                "-w -t filter -A BERTH-FORWARD -d 10.10.0.2/32 -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT",
             ]
+        );
+        // Bound to one host address: DNAT for that destination only.
+        let loopback_only = example_forward(
+            "c0ffee",
+            Ipv4Addr::new(10, 10, 0, 2),
+            "127.0.0.1:8080:80".parse().unwrap(),
+        );
+        assert_eq!(
+            lines(&port_forward_rules(&loopback_only), RuleOp::Add),
+            [
+                "-w -t nat -A BERTH-DNAT -d 127.0.0.1/32 -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80",
+                "-w -t filter -A BERTH-FORWARD -d 10.10.0.2/32 -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT",
+            ]
+        );
+        let one_address_udp = example_forward(
+            "c0ffee",
+            Ipv4Addr::new(10, 10, 0, 3),
+            "192.168.1.5:5353:53/udp".parse().unwrap(),
+        );
+        assert_eq!(
+            lines(&port_forward_rules(&one_address_udp)[..1], RuleOp::Delete),
+            ["-w -t nat -D BERTH-DNAT -d 192.168.1.5/32 -p udp -m udp --dport 5353 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.3:53"]
         );
         let udp = example_forward(
             "c0ffee",
             Ipv4Addr::new(10, 10, 0, 2),
-            PortMapping {
-                host_port: 53,
-                container_port: 5353,
-                protocol: Protocol::Udp,
-            },
+            PortMapping::new(53, 5353, Protocol::Udp),
         );
         assert_eq!(
             lines(&port_forward_rules(&udp)[..1], RuleOp::Check),
-            ["-w -t nat -C BERTH-DNAT ! -i br-0123456789ab -p udp -m udp --dport 53 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:5353"]
+            ["-w -t nat -C BERTH-DNAT -p udp -m udp --dport 53 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:5353"]
         );
     }
 
@@ -899,21 +1059,21 @@ mod tests {
         assert_eq!(
             restore_input(&rules, RuleOp::Add),
             "*nat\n\
-             -A BERTH-DNAT ! -i br-0123456789ab -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80\n\
-             -A BERTH-DNAT ! -i br-0123456789ab -p udp -m udp --dport 53 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:5353\n\
+             -A BERTH-DNAT -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80\n\
+             -A BERTH-DNAT -p udp -m udp --dport 53 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:5353\n\
              COMMIT\n\
              *filter\n\
-             -A BERTH-FORWARD -d 10.10.0.2/32 ! -i br-0123456789ab -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT\n\
-             -A BERTH-FORWARD -d 10.10.0.2/32 ! -i br-0123456789ab -o br-0123456789ab -p udp -m udp --dport 5353 -m comment --comment berth:c0ffee -j ACCEPT\n\
+             -A BERTH-FORWARD -d 10.10.0.2/32 -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT\n\
+             -A BERTH-FORWARD -d 10.10.0.2/32 -o br-0123456789ab -p udp -m udp --dport 5353 -m comment --comment berth:c0ffee -j ACCEPT\n\
              COMMIT\n"
         );
         assert_eq!(
             restore_input(&port_forward_rules(&web), RuleOp::Delete),
             "*nat\n\
-             -D BERTH-DNAT ! -i br-0123456789ab -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80\n\
+             -D BERTH-DNAT -p tcp -m tcp --dport 8080 -m comment --comment berth:c0ffee -j DNAT --to-destination 10.10.0.2:80\n\
              COMMIT\n\
              *filter\n\
-             -D BERTH-FORWARD -d 10.10.0.2/32 ! -i br-0123456789ab -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT\n\
+             -D BERTH-FORWARD -d 10.10.0.2/32 -o br-0123456789ab -p tcp -m tcp --dport 80 -m comment --comment berth:c0ffee -j ACCEPT\n\
              COMMIT\n"
         );
         // The same lines as the iptables commands, minus `-w -t <table>`.
@@ -944,6 +1104,40 @@ mod tests {
             let firewall = IptablesFirewall::with_program(program, "/nonexistent");
             assert_eq!(firewall.restore_program(), PathBuf::from(restore));
         }
+    }
+
+    #[test]
+    fn route_localnet_is_set_on_the_named_interface_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("net/ipv4/conf");
+        for interface in ["all", "default", "br-web"] {
+            std::fs::create_dir_all(conf.join(interface)).unwrap();
+            std::fs::write(conf.join(interface).join("route_localnet"), "0\n").unwrap();
+        }
+        assert!(set_route_localnet(dir.path(), "br-web", true).unwrap());
+        assert!(!set_route_localnet(dir.path(), "br-web", true).unwrap());
+        let value = |interface: &str| {
+            std::fs::read_to_string(conf.join(interface).join("route_localnet")).unwrap()
+        };
+        assert_eq!(
+            [value("all"), value("default"), value("br-web")],
+            ["0\n", "0\n", "1\n"]
+        );
+        assert!(set_route_localnet(dir.path(), "br-web", false).unwrap());
+        assert_eq!(value("br-web"), "0\n");
+        // No interface of that name: an error naming the file.
+        let missing = set_route_localnet(dir.path(), "nosuch0", true).unwrap_err();
+        assert!(
+            missing.to_string().contains("nosuch0/route_localnet"),
+            "{missing}"
+        );
+        for bad in ["", "../all", "..", "a/b"] {
+            assert!(
+                set_route_localnet(dir.path(), bad, true).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(value("all"), "0\n");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::network::is_valid_name;
 use crate::persist::{self, FileLock};
-use crate::ports::{PortMapping, Protocol};
+use crate::ports::{PortMapping, PortProbe, Protocol};
 
 /// Smallest and largest prefix length a pool may have: /8 .. /30.
 pub const MIN_PREFIX: u8 = 8;
@@ -65,28 +65,48 @@ pub enum IpamError {
     },
     #[error("no free address left in network {network} ({subnet})")]
     Full { network: String, subnet: Ipv4Net },
-    #[error("host port {port}/{protocol} is already published by container {owner}")]
+    #[error("host port {}/{protocol} is already published by container {owner}", binding(*host_ip, *port))]
     PortTaken {
+        host_ip: Ipv4Addr,
         port: u16,
         protocol: Protocol,
         owner: String,
     },
-    #[error("host port {port}/{protocol} is given twice")]
-    DuplicatePort { port: u16, protocol: Protocol },
-    #[error("host port {port}/{protocol} is in use by a process on the host")]
-    PortInUseOnHost { port: u16, protocol: Protocol },
+    #[error("host port {}/{protocol} is given twice", binding(*host_ip, *port))]
+    DuplicatePort {
+        host_ip: Ipv4Addr,
+        port: u16,
+        protocol: Protocol,
+    },
+    #[error("host port {}/{protocol} is in use by a process on the host", binding(*host_ip, *port))]
+    PortInUseOnHost {
+        host_ip: Ipv4Addr,
+        port: u16,
+        protocol: Protocol,
+    },
     #[error("no free host port for {protocol} in {first}-{last}")]
     NoFreePort {
         protocol: Protocol,
         first: u16,
         last: u16,
     },
+    #[error("cannot publish on {host_ip}: it is not an address of this host")]
+    NotAHostAddress { host_ip: Ipv4Addr },
     #[error("network {network} still has {count} address lease(s) (first: {first_owner})")]
     InUse {
         network: String,
         count: usize,
         first_owner: String,
     },
+}
+
+/// `PORT` for every address, `IP:PORT` for one.
+fn binding(host_ip: Ipv4Addr, port: u16) -> String {
+    if host_ip.is_unspecified() {
+        port.to_string()
+    } else {
+        format!("{host_ip}:{port}")
+    }
 }
 
 impl IpamError {
@@ -438,27 +458,32 @@ impl IpamTxn {
         Released { addresses, ports }
     }
 
-    /// Reserve host ports; all or none. A port held by another owner, or
-    /// given twice, is refused. Re-reserving an identical forward is a
-    /// no-op.
+    /// Reserve host ports; all or none. A port held by another owner on
+    /// the same address (or where either is on every address), or given
+    /// twice, is refused. Re-reserving an identical forward is a no-op.
     pub fn reserve_ports(&mut self, forwards: &[PortForward]) -> Result<(), IpamError> {
-        let key = |f: &PortForward| (f.mapping.host_port, f.mapping.protocol);
         for (i, forward) in forwards.iter().enumerate() {
-            if forwards[..i].iter().any(|other| key(other) == key(forward)) {
+            let mapping = &forward.mapping;
+            if forwards[..i]
+                .iter()
+                .any(|other| other.mapping.clashes_with(mapping))
+            {
                 return Err(IpamError::DuplicatePort {
-                    port: forward.mapping.host_port,
-                    protocol: forward.mapping.protocol,
+                    host_ip: mapping.host_ip,
+                    port: mapping.host_port,
+                    protocol: mapping.protocol,
                 });
             }
             if let Some(held) = self
                 .record
                 .ports
                 .iter()
-                .find(|held| key(held) == key(forward) && *held != forward)
+                .find(|held| held.mapping.clashes_with(mapping) && *held != forward)
             {
                 return Err(IpamError::PortTaken {
-                    port: forward.mapping.host_port,
-                    protocol: forward.mapping.protocol,
+                    host_ip: mapping.host_ip,
+                    port: mapping.host_port,
+                    protocol: mapping.protocol,
                     owner: held.owner.clone(),
                 });
             }
@@ -472,51 +497,83 @@ impl IpamTxn {
         Ok(())
     }
 
-    /// Check and complete the host ports of `forwards`: a port given must
-    /// be one `is_free` accepts (no host process uses it: publishing it
+    /// Check and complete the host ports of `forwards`. A port given must
+    /// be one `probe` finds free (no host process uses it: publishing it
     /// would steal that service's traffic) unless `owner` publishes it
-    /// already; host port 0 ("any", docker's `-p CONTAINERPORT` and `-P`)
-    /// becomes a port of `range` that no forward holds (nor another of
-    /// `forwards`) and that `is_free` accepts.
+    /// already, on an address of the host. A port to be chosen becomes one
+    /// that no forward holds (nor another of `forwards`) and that `probe`
+    /// finds free: host port 0 ("any", docker's `-p CONTAINERPORT` and
+    /// `-P`) one of `range`, a host range (`-p 8000-8010:80`) one of it.
     pub fn choose_host_ports(
         &self,
         forwards: &mut [PortForward],
         range: std::ops::RangeInclusive<u16>,
-        is_free: impl Fn(u16, Protocol) -> bool,
+        probe: impl Fn(Ipv4Addr, u16, Protocol) -> PortProbe,
     ) -> Result<(), IpamError> {
         for i in 0..forwards.len() {
+            let wanted = forwards[i].mapping;
             let PortMapping {
-                host_port,
-                protocol,
-                ..
-            } = forwards[i].mapping;
-            if host_port != 0 {
-                let republished = self.record.ports.contains(&forwards[i]);
-                if !republished && !is_free(host_port, protocol) {
-                    return Err(IpamError::PortInUseOnHost {
-                        port: host_port,
-                        protocol,
-                    });
+                host_ip, protocol, ..
+            } = wanted;
+            let candidates = match wanted.host_port_choices() {
+                Some(ports) if ports.start() == ports.end() => {
+                    let republished = self.record.ports.contains(&forwards[i]);
+                    if republished {
+                        continue;
+                    }
+                    match probe(host_ip, wanted.host_port, protocol) {
+                        PortProbe::Free => continue,
+                        PortProbe::InUse => {
+                            return Err(IpamError::PortInUseOnHost {
+                                host_ip,
+                                port: wanted.host_port,
+                                protocol,
+                            })
+                        }
+                        PortProbe::NoSuchAddress => {
+                            return Err(IpamError::NotAHostAddress { host_ip })
+                        }
+                    }
                 }
-                continue;
-            }
-            let protocol = forwards[i].mapping.protocol;
+                Some(ports) => ports,
+                None => range.clone(),
+            };
             let held = |port: u16| {
+                let candidate = PortMapping {
+                    host_port: port,
+                    ..wanted
+                };
+                // Others of this request count once their port is fixed.
+                let settled = forwards.iter().enumerate().filter(|&(j, f)| {
+                    j != i && f.mapping.host_port != 0 && f.mapping.host_port_end == 0
+                });
                 self.record
                     .ports
                     .iter()
-                    .chain(forwards.iter())
-                    .any(|f| f.mapping.host_port == port && f.mapping.protocol == protocol)
+                    .chain(settled.map(|(_, f)| f))
+                    .any(|f| f.mapping.clashes_with(&candidate))
             };
-            let port = range
-                .clone()
-                .find(|&port| !held(port) && is_free(port, protocol))
-                .ok_or(IpamError::NoFreePort {
-                    protocol,
-                    first: *range.start(),
-                    last: *range.end(),
-                })?;
+            let mut chosen = None;
+            for port in candidates.clone() {
+                if held(port) {
+                    continue;
+                }
+                match probe(host_ip, port, protocol) {
+                    PortProbe::Free => {
+                        chosen = Some(port);
+                        break;
+                    }
+                    PortProbe::InUse => {}
+                    PortProbe::NoSuchAddress => return Err(IpamError::NotAHostAddress { host_ip }),
+                }
+            }
+            let port = chosen.ok_or(IpamError::NoFreePort {
+                protocol,
+                first: *candidates.start(),
+                last: *candidates.end(),
+            })?;
             forwards[i].mapping.host_port = port;
+            forwards[i].mapping.host_port_end = 0;
         }
         Ok(())
     }

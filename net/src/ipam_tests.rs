@@ -11,17 +11,21 @@ fn ip(text: &str) -> Ipv4Addr {
     text.parse().unwrap()
 }
 
+fn free_unless(in_use: bool) -> PortProbe {
+    if in_use {
+        PortProbe::InUse
+    } else {
+        PortProbe::Free
+    }
+}
+
 fn forward(owner: &str, host_port: u16, protocol: Protocol) -> PortForward {
     PortForward {
         owner: owner.to_owned(),
         network: "net".to_owned(),
         bridge: "berth0".to_owned(),
         container_ip: Ipv4Addr::new(10, 0, 0, 2),
-        mapping: PortMapping {
-            host_port,
-            container_port: 80,
-            protocol,
-        },
+        mapping: PortMapping::new(host_port, 80, protocol),
     }
 }
 
@@ -449,8 +453,10 @@ fn any_host_port_is_one_nobody_holds_and_the_host_does_not_use() {
         forward("b", 0, Protocol::Udp),
     ];
     // 40001 is "in use on the host".
-    txn.choose_host_ports(&mut wanted, 40000..=40010, |port, _| port != 40001)
-        .unwrap();
+    txn.choose_host_ports(&mut wanted, 40000..=40010, |_, port, _| {
+        free_unless(port == 40001)
+    })
+    .unwrap();
     let chosen: Vec<(u16, Protocol)> = wanted
         .iter()
         .map(|f| (f.mapping.host_port, f.mapping.protocol))
@@ -468,15 +474,101 @@ fn any_host_port_is_one_nobody_holds_and_the_host_does_not_use() {
     // publishes it already (a restart).
     let mut taken = vec![forward("d", 40005, Protocol::Tcp)];
     assert!(matches!(
-        txn.choose_host_ports(&mut taken, 40000..=40010, |_, _| false),
+        txn.choose_host_ports(&mut taken, 40000..=40010, |_, _, _| PortProbe::InUse),
         Err(IpamError::PortInUseOnHost { port: 40005, .. })
     ));
     let mut again = vec![forward("a", 40000, Protocol::Tcp)];
-    txn.choose_host_ports(&mut again, 40000..=40010, |_, _| false)
+    txn.choose_host_ports(&mut again, 40000..=40010, |_, _, _| PortProbe::InUse)
         .unwrap();
     let mut too_many = vec![forward("c", 0, Protocol::Tcp)];
     assert!(matches!(
-        txn.choose_host_ports(&mut too_many, 40002..=40003, |_, _| true),
+        txn.choose_host_ports(&mut too_many, 40002..=40003, |_, _, _| PortProbe::Free),
         Err(IpamError::NoFreePort { .. })
     ));
+}
+
+#[test]
+fn ports_on_different_host_addresses_coexist_and_every_address_clashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let on = |owner: &str, address: &str| {
+        let mut forward = forward(owner, 8080, Protocol::Tcp);
+        forward.mapping = forward.mapping.on_host_ip(ip(address));
+        forward
+    };
+    let mut txn = ipam.transaction().unwrap();
+    txn.reserve_ports(&[on("a", "127.0.0.1")]).unwrap();
+    txn.reserve_ports(&[on("b", "10.0.0.1")]).unwrap();
+    match txn.reserve_ports(&[forward("c", 8080, Protocol::Tcp)]) {
+        Err(e @ IpamError::PortTaken { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "host port 8080/tcp is already published by container a"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    match txn.reserve_ports(&[on("c", "127.0.0.1")]) {
+        Err(e) => assert_eq!(
+            e.to_string(),
+            "host port 127.0.0.1:8080/tcp is already published by container a"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        txn.reserve_ports(&[on("d", "10.0.0.2"), forward("d", 8080, Protocol::Tcp)]),
+        Err(IpamError::DuplicatePort { .. })
+    ));
+    txn.release_owner("a");
+    txn.release_owner("b");
+    txn.reserve_ports(&[forward("c", 8080, Protocol::Tcp)])
+        .unwrap();
+}
+
+#[test]
+fn a_host_range_gives_one_free_port_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let mut txn = ipam.transaction().unwrap();
+    txn.reserve_ports(&[forward("a", 8000, Protocol::Tcp)])
+        .unwrap();
+    let ranged = |owner: &str| {
+        let mut forward = forward(owner, 8000, Protocol::Tcp);
+        forward.mapping.host_port_end = 8003;
+        forward
+    };
+    // 8000 is held, 8001 in use on the host; two ranges in one request
+    // take different ports.
+    let mut wanted = vec![ranged("b"), ranged("b")];
+    txn.choose_host_ports(&mut wanted, 40000..=40010, |_, port, _| {
+        free_unless(port == 8001)
+    })
+    .unwrap();
+    let chosen: Vec<(u16, u16)> = wanted
+        .iter()
+        .map(|f| (f.mapping.host_port, f.mapping.host_port_end))
+        .collect();
+    assert_eq!(chosen, [(8002, 0), (8003, 0)]);
+    txn.reserve_ports(&wanted).unwrap();
+    let mut none_left = vec![ranged("c")];
+    match txn.choose_host_ports(&mut none_left, 40000..=40010, |_, port, _| {
+        free_unless(port == 8001)
+    }) {
+        Err(e @ IpamError::NoFreePort { .. }) => {
+            assert_eq!(e.to_string(), "no free host port for tcp in 8000-8003")
+        }
+        other => panic!("{other:?}"),
+    }
+    // An address the host does not have is refused by name.
+    let mut elsewhere = vec![forward("d", 9000, Protocol::Udp)];
+    elsewhere[0].mapping.host_ip = ip("192.0.2.1");
+    match txn.choose_host_ports(&mut elsewhere, 40000..=40010, |_, _, _| {
+        PortProbe::NoSuchAddress
+    }) {
+        Err(e) => assert_eq!(
+            e.to_string(),
+            "cannot publish on 192.0.2.1: it is not an address of this host"
+        ),
+        other => panic!("{other:?}"),
+    }
 }

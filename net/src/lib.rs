@@ -11,8 +11,8 @@
 //! - [`NetworkStore`]: network records (validation, overlap checks, the
 //!   default `bridge` network).
 //! - [`Firewall`] / [`IptablesFirewall`]: MASQUERADE, forwarding and DNAT
-//!   rules in berth's own chains (see [`firewall`] for the rule set and why
-//!   127.0.0.1 is not forwarded).
+//!   rules in berth's own chains (see [`firewall`] for the rule set, and how
+//!   published ports answer on 127.0.0.1 and to hairpin connections).
 //! - [`BridgeDriver`] ([`NetworkDriver`]): all of the above for one
 //!   container: `attach` returns an [`Endpoint`], `detach` undoes it from
 //!   the container id alone.
@@ -78,14 +78,20 @@ pub use files::{
     render_hostname, render_hosts, render_resolv_conf, render_resolv_conf_with, DnsSettings,
     HostsEntry,
 };
-pub use firewall::{enable_ip_forward, Firewall, FirewallError, IptablesFirewall, TeardownErrors};
+pub use firewall::{
+    enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,
+    TeardownErrors,
+};
 pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
     is_valid_name, overlaps, parse_subnet, NetworkConfig, NetworkError, NetworkRequest,
     NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
 };
-pub use ports::{parse_port_mapping, PortMapping, PortParseError, Protocol};
+pub use ports::{
+    parse_port_mapping, parse_publish, probe_host_port, PortMapping, PortParseError, PortProbe,
+    Protocol,
+};
 
 use std::os::fd::{AsRawFd, OwnedFd};
 

@@ -606,6 +606,42 @@ impl Netlink {
         self.modify_link("attach to a bridge", &subject, index, None, attrs)
     }
 
+    /// Turn the hairpin mode of bridge port `index` on or off (`bridge
+    /// link set dev X hairpin on`): whether the bridge may send a frame
+    /// back out of the port it came in on. Needed when the host routes a
+    /// container's packet back to that same container (a published port
+    /// reached through a host address).
+    pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<(), NetlinkError> {
+        // IFLA_BRPORT_MODE; the nested flag tells the bridge that
+        // IFLA_PROTINFO holds port attributes, not a bare STP state.
+        const BRPORT_MODE: u16 = 4;
+        const NESTED: u16 = 1 << 15;
+        let subject = format!("bridge port #{index}");
+        let message = (|| {
+            let mut port = RtBuffer::new();
+            port.push(attr(Ifla::UnrecognizedConst(BRPORT_MODE), u8::from(on))?);
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(
+                Ifla::UnrecognizedConst(libc::IFLA_PROTINFO | NESTED),
+                port,
+            )?);
+            IfinfomsgBuilder::default()
+                .ifi_family(RtAddrFamily::UnrecognizedConst(libc::AF_BRIDGE as u8))
+                .ifi_index(index as libc::c_int)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        self.request(
+            "set the hairpin mode of",
+            &subject,
+            Rtm::Setlink,
+            NlmF::empty(),
+            message,
+        )?;
+        Ok(())
+    }
+
     /// Set the MAC address of link `index`.
     pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<(), NetlinkError> {
         let subject = format!("link #{index}");

@@ -330,11 +330,7 @@ fn firewall_round_trip(program: &str, save: &str) {
             network: "fwnet".to_owned(),
             bridge: "br-fwtest".to_owned(),
             container_ip: Ipv4Addr::new(10, 88, 0, 2),
-            mapping: PortMapping {
-                host_port: 8080,
-                container_port: 80,
-                protocol: Protocol::Tcp,
-            },
+            mapping: PortMapping::new(8080, 80, Protocol::Tcp),
         };
         for _ in 0..2 {
             firewall.setup_network(&network).unwrap();
@@ -345,13 +341,16 @@ fn firewall_round_trip(program: &str, save: &str) {
         for rule in [
             "-A POSTROUTING -m comment --comment berth -j BERTH-POSTROUTING",
             "-A PREROUTING ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
-            "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
+            "-A OUTPUT -m addrtype --dst-type LOCAL -m comment --comment berth -j BERTH-DNAT",
             "-A FORWARD -m comment --comment berth -j BERTH-FORWARD",
             "-A BERTH-POSTROUTING -s 10.88.0.0/24 ! -o br-fwtest -m comment --comment \"berth:fwnet\" -j MASQUERADE",
             "-A BERTH-FORWARD -o br-fwtest -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment \"berth:fwnet\" -j ACCEPT",
             "-A BERTH-FORWARD -i br-fwtest -m comment --comment \"berth:fwnet\" -j ACCEPT",
-            "-A BERTH-DNAT ! -i br-fwtest -p tcp -m tcp --dport 8080 -m comment --comment \"berth:c0ffee\" -j DNAT --to-destination 10.88.0.2:80",
-            "-A BERTH-FORWARD -d 10.88.0.2/32 ! -i br-fwtest -o br-fwtest -p tcp -m tcp --dport 80 -m comment --comment \"berth:c0ffee\" -j ACCEPT",
+            "-A BERTH-POSTROUTING -s 127.0.0.0/8 -o br-fwtest -m comment --comment \"berth:fwnet\" -j MASQUERADE",
+            "-A BERTH-POSTROUTING -s 10.88.0.0/24 -o br-fwtest -m conntrack --ctstate DNAT -m comment --comment \"berth:fwnet\" -j MASQUERADE",
+            "-A PREROUTING -d 127.0.0.0/8 -i br-fwtest -m comment --comment \"berth:fwnet\" -j DROP",
+            "-A BERTH-DNAT -p tcp -m tcp --dport 8080 -m comment --comment \"berth:c0ffee\" -j DNAT --to-destination 10.88.0.2:80",
+            "-A BERTH-FORWARD -d 10.88.0.2/32 -o br-fwtest -p tcp -m tcp --dport 80 -m comment --comment \"berth:c0ffee\" -j ACCEPT",
         ] {
             assert_eq!(count(&saved, rule), 1, "{rule}\nin\n{saved}");
         }
@@ -375,7 +374,7 @@ fn firewall_round_trip(program: &str, save: &str) {
         assert_eq!(count(&saved, "berth:fwnet"), 0, "{saved}");
         assert_eq!(
             count(&saved, "berth:fwother"),
-            3,
+            6,
             "other network kept\n{saved}"
         );
         assert!(
@@ -461,6 +460,13 @@ fn driver_dnat_masquerade_and_cleanup() {
             "1\n"
         );
         assert_eq!(driver.ensure(&network).unwrap(), None, "fast path");
+        // A bridge without route_localnet (set up by an older berth) is
+        // set up again, which adds what is missing.
+        let route_localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", network.bridge);
+        std::fs::write(&route_localnet, "0\n").unwrap();
+        assert!(driver.ensure(&network).unwrap().is_some());
+        assert_eq!(std::fs::read_to_string(&route_localnet).unwrap(), "1\n");
+        assert_eq!(driver.ensure(&network).unwrap(), None, "fast path again");
 
         // The outside world: a client and an upstream host.
         wire("vclient", "192.0.2.1/24", &client, "192.0.2.2/24");
@@ -486,19 +492,41 @@ fn driver_dnat_masquerade_and_cleanup() {
         assert!(inside.up);
 
         // DNAT from an outside client to the host's address.
-        let server = serve(&container, "0.0.0.0:80", 3);
+        let server = serve(&container, "0.0.0.0:80", 5);
         assert_eq!(in_ns(&client, || ping("192.0.2.1:8080")).unwrap(), "pong");
-        // From the host itself, through its own non-loopback addresses.
+        // From the host itself, through its own non-loopback addresses,
+        // and through loopback.
         assert_eq!(ping("198.51.100.1:8080").unwrap(), "pong");
         assert_eq!(ping("10.77.0.1:8080").unwrap(), "pong");
-        let peers = server.join().unwrap();
+        assert_eq!(ping("127.0.0.1:8080").unwrap(), "pong");
+        // The container itself through the host's address (hairpin).
         assert_eq!(
-            peers[0].ip().to_string(),
-            "192.0.2.2",
-            "the container sees the client"
+            in_ns(&container, || ping("198.51.100.1:8080")).unwrap(),
+            "pong"
         );
-        // Loopback is deliberately not forwarded (see the firewall docs).
-        assert!(ping("127.0.0.1:8080").is_err());
+        let peers = server.join().unwrap();
+        let seen: Vec<String> = peers.iter().map(|p| p.ip().to_string()).collect();
+        // The client as itself; the host's own addresses; loopback and the
+        // hairpin as the bridge's address.
+        assert_eq!(
+            seen,
+            [
+                "192.0.2.2",
+                "198.51.100.1",
+                "10.77.0.1",
+                "10.77.0.1",
+                "10.77.0.1"
+            ]
+        );
+        // route_localnet on the bridge only.
+        let route_localnet = |interface: &str| {
+            std::fs::read_to_string(format!(
+                "/proc/sys/net/ipv4/conf/{interface}/route_localnet"
+            ))
+            .unwrap()
+        };
+        assert_eq!(route_localnet(&network.bridge), "1\n");
+        assert_eq!(route_localnet("vclient"), "0\n");
 
         // MASQUERADE: upstream sees the host's address, not the container's.
         let server = serve(&upstream, "198.51.100.2:9000", 1);

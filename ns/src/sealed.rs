@@ -292,7 +292,10 @@ mod tests {
         let program = sealed_overlay(&tmp.path().join("empty")).unwrap();
         let path = format!("/proc/self/fd/{}", program.as_raw_fd());
         let fs = nix::sys::statfs::statfs(path.as_str()).unwrap();
-        assert_eq!(fs.filesystem_type(), nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
+        assert_eq!(
+            fs.filesystem_type(),
+            nix::sys::statfs::OVERLAYFS_SUPER_MAGIC
+        );
         let err = std::fs::OpenOptions::new()
             .write(true)
             .open(&path)

@@ -229,7 +229,7 @@ fn ps_shows_published_ports() {
     let ports = berth.run_ok(["ps", "--format", "{{.Ports}}"]);
     assert_eq!(
         ports.trim(),
-        "0.0.0.0:18080->80/tcp, 0.0.0.0:5353->53/udp",
+        "0.0.0.0:5353->53/udp, 0.0.0.0:18080->80/tcp",
         "{ports}"
     );
     assert!(berth.run_ok(["ps"]).contains("0.0.0.0:18080->80/tcp"));

@@ -757,7 +757,7 @@ fn rename_wait_port_and_top() {
     ]);
     assert_eq!(
         berth.run_ok(["port", "web"]),
-        "80/tcp -> 0.0.0.0:18080\n53/udp -> 0.0.0.0:18053\n"
+        "53/udp -> 0.0.0.0:18053\n80/tcp -> 0.0.0.0:18080\n"
     );
     assert_eq!(berth.run_ok(["port", "web", "53/udp"]), "0.0.0.0:18053\n");
     berth.run_ok(["rm", "-f", "after", "other", "web"]);
