@@ -512,13 +512,18 @@ pub struct NetworkCreateArgs {
     /// Network driver
     #[arg(short, long, default_value = "bridge")]
     pub driver: String,
-    /// Subnet in CIDR form, e.g. 10.10.0.0/24
+    /// Subnet in CIDR form, e.g. 10.10.0.0/24 (default: the first free
+    /// one of 172.17-31.0.0/16, then 192.168.0.0/16 in /20s, that no
+    /// other network and no host address or route uses)
     #[arg(long)]
-    pub subnet: String,
+    pub subnet: Option<String>,
     /// Gateway address (default: the subnet's first address)
     #[arg(long)]
     pub gateway: Option<String>,
     pub name: String,
+    /// Restrict external access: containers reach each other only
+    #[arg(long)]
+    pub internal: bool,
 }
 
 #[derive(Debug, Args)]

@@ -114,9 +114,54 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
             } else {
                 Some(store.get(name)?)
             };
+            if network.as_ref().is_some_and(|n| n.internal) && !ports.is_empty() {
+                // docker accepts -p here and publishes nothing; a port
+                // that silently does not work is worse than a refusal.
+                bail!("-p cannot publish ports on network {name}: it is --internal (no traffic from outside reaches it)");
+            }
             Ok(NetworkMode::Bridge { network, ports })
         }
     }
+}
+
+/// The state root berth uses unless told otherwise: its default network
+/// is docker's (`berth0`, 172.17.0.0/16).
+const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+/// The default network's record, made on first use. The default root's is
+/// `berth0` on 172.17.0.0/16. Any other root gets a bridge named after
+/// its path (`berth-<8 hex>`) and the first free subnet of the default
+/// pools that no host address or route uses (another root's bridge
+/// included): two roots never share a bridge, nor hand out one address
+/// twice on one link.
+fn ensure_default_network(paths: &Paths) -> anyhow::Result<NetworkConfig> {
+    let store = store(paths);
+    let canonical = std::fs::canonicalize(paths.root()).unwrap_or_else(|_| paths.root().into());
+    if canonical == Path::new(DEFAULT_ROOT) {
+        return Ok(store.ensure_default(berth_net::DEFAULT_SUBNET)?);
+    }
+    if let Ok(existing) = store.get(DEFAULT_NETWORK) {
+        return Ok(existing);
+    }
+    let in_use = berth_net::Netlink::connect()
+        .and_then(|mut netlink| netlink.ipv4_prefixes_in_use())
+        .context("cannot read the host's addresses and routes")?;
+    let bridge = root_bridge_name(&canonical);
+    Ok(store.ensure_default_on(&bridge, |taken| {
+        let mut taken = taken.to_vec();
+        taken.extend(in_use);
+        berth_net::first_free_subnet(&berth_net::default_address_pools(), &taken)
+    })?)
+}
+
+/// `berth-` and 8 hex digits of the SHA-256 of the root's path (fits
+/// IFNAMSIZ).
+fn root_bridge_name(root: &Path) -> String {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let digest = sha2::Sha256::digest(root.as_os_str().as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("berth-{hex}")
 }
 
 /// Make the network usable (bridge, firewall rules) if it is not: after a
@@ -125,7 +170,7 @@ pub fn prepare(paths: &Paths, mode: &mut NetworkMode) -> anyhow::Result<()> {
     if let NetworkMode::Bridge { network, .. } = mode {
         let network = match network {
             Some(network) => network,
-            None => network.insert(store(paths).ensure_default(berth_net::DEFAULT_SUBNET)?),
+            None => network.insert(ensure_default_network(paths)?),
         };
         let report = driver(paths)
             .ensure(network)
@@ -319,11 +364,20 @@ pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
 fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
     paths.ensure_root()?;
     let store = store(paths);
+    let in_use = if args.subnet.is_none() {
+        berth_net::Netlink::connect()
+            .and_then(|mut netlink| netlink.ipv4_prefixes_in_use())
+            .context("cannot read the host's addresses and routes")?
+    } else {
+        Vec::new()
+    };
     let network = store.create(&NetworkRequest {
         name: args.name.clone(),
         driver: Some(args.driver.clone()),
         subnet: args.subnet.clone(),
         gateway: args.gateway.clone(),
+        internal: args.internal,
+        in_use,
     })?;
     match driver(paths).setup(&network) {
         Ok(report) => {
@@ -393,6 +447,9 @@ fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
     let mut failed = false;
     for name in names {
         let result = (|| -> anyhow::Result<()> {
+            if name == DEFAULT_NETWORK {
+                bail!("{name} is a pre-defined network and cannot be removed");
+            }
             let network = store.get(name)?;
             if let Some(user) = containers.iter().find(|r| {
                 endpoint_of(r).is_some_and(|e| e.network == network.name) && r.is_active()

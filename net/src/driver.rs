@@ -102,6 +102,8 @@ pub enum DriverError {
         #[source]
         source: io::Error,
     },
+    #[error("bridge {bridge} belongs to another berth state root ({owner}); refusing to use or remove it")]
+    BridgeOwnedElsewhere { bridge: String, owner: String },
     #[error("container id {id:?} cannot name a network interface (it needs letters or digits)")]
     InvalidContainerId { id: String },
     #[error("{error}; cleaning up also failed: {cleanup}")]
@@ -144,6 +146,19 @@ pub struct BridgeDriver<F = IptablesFirewall> {
     ipam: Ipam,
     firewall: F,
     proc_sys: PathBuf,
+    /// Written as the alias (`IFLA_IFALIAS`) of every bridge this driver
+    /// makes; a bridge whose alias names another owner is neither adopted
+    /// nor deleted, so two state roots never share or remove each
+    /// other's bridge.
+    owner: Option<String>,
+}
+
+/// The prefix of the bridge aliases that mark an owner.
+const OWNER_ALIAS_PREFIX: &str = "berth-root:";
+
+/// The alias marking bridges of the state under `networks_dir`.
+pub fn bridge_owner_alias(networks_dir: &Path) -> String {
+    format!("{OWNER_ALIAS_PREFIX}{}", networks_dir.display())
 }
 
 impl BridgeDriver<IptablesFirewall> {
@@ -155,6 +170,7 @@ impl BridgeDriver<IptablesFirewall> {
             IptablesFirewall::new(networks_dir),
             PathBuf::from("/proc/sys"),
         )
+        .owned_by(bridge_owner_alias(networks_dir))
     }
 }
 
@@ -165,6 +181,29 @@ impl<F: Firewall> BridgeDriver<F> {
             ipam,
             firewall,
             proc_sys,
+            owner: None,
+        }
+    }
+
+    /// Mark the bridges this driver makes with `owner` (see
+    /// [`bridge_owner_alias`]) and refuse bridges marked by another.
+    pub fn owned_by(mut self, owner: String) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Refuse a bridge another owner marked as its own.
+    fn check_owner(&self, link: &crate::LinkInfo) -> Result<(), DriverError> {
+        match (&self.owner, &link.alias) {
+            (Some(mine), Some(theirs))
+                if theirs.starts_with(OWNER_ALIAS_PREFIX) && mine != theirs =>
+            {
+                Err(DriverError::BridgeOwnedElsewhere {
+                    bridge: link.name.clone(),
+                    owner: theirs[OWNER_ALIAS_PREFIX.len()..].to_owned(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -183,7 +222,7 @@ impl<F: Firewall> BridgeDriver<F> {
     pub fn ensure(&self, network: &NetworkConfig) -> Result<Option<SetupReport>, DriverError> {
         let mut netlink = Netlink::connect()?;
         match netlink.link(&network.bridge)? {
-            Some(link) if link.up => Ok(None),
+            Some(link) if link.up => self.check_owner(&link).map(|()| None),
             _ => self.setup(network).map(Some),
         }
     }
@@ -195,7 +234,7 @@ impl<F: Firewall> BridgeDriver<F> {
         network: &NetworkConfig,
     ) -> Result<u32, DriverError> {
         match host.link(&network.bridge)? {
-            Some(link) if link.up => Ok(link.index),
+            Some(link) if link.up => self.check_owner(&link).map(|()| link.index),
             _ => {
                 self.setup(network)?;
                 Ok(host.require_link(&network.bridge)?.index)
@@ -203,17 +242,16 @@ impl<F: Firewall> BridgeDriver<F> {
         }
     }
 
-    /// `fresh`: the container held no lease before this attach, so no
-    /// rule of an earlier attempt can exist (see
-    /// [`Firewall::add_port_forwards`]).
+    /// The veth pair of `endpoint` (host end on `bridge`, the other in
+    /// `netns` with the endpoint's name, MAC and address), loopback up,
+    /// and, when `default_route`, the default route via the gateway.
     fn plumb(
         &self,
         host: &mut Netlink,
         bridge: u32,
         endpoint: &Endpoint,
         netns: BorrowedFd<'_>,
-        forwards: &[PortForward],
-        fresh: bool,
+        default_route: bool,
     ) -> Result<(), DriverError> {
         let peer = VethPeer {
             name: &endpoint.container_ifname,
@@ -233,14 +271,14 @@ impl<F: Firewall> BridgeDriver<F> {
 
         let description = format!("of container {}", endpoint.container_id);
         let mut inside = Netlink::connect_in(netns, &description)?;
-        let eth0 = inside.link_index(&endpoint.container_ifname)?;
+        let index = inside.link_index(&endpoint.container_ifname)?;
         let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
-        inside.add_address(eth0, address)?;
-        inside.set_up(eth0)?;
+        inside.add_address(index, address)?;
+        inside.set_up(index)?;
         inside.set_up(LOOPBACK_IFINDEX)?;
-        inside.add_default_route(endpoint.gateway, eth0)?;
-
-        self.firewall.add_port_forwards(forwards, fresh)?;
+        if default_route {
+            inside.add_default_route(endpoint.gateway, index)?;
+        }
         Ok(())
     }
 
@@ -273,6 +311,9 @@ impl<F: Firewall> BridgeDriver<F> {
 impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
     fn setup(&self, network: &NetworkConfig) -> Result<SetupReport, DriverError> {
         let mut netlink = Netlink::connect()?;
+        if let Some(existing) = netlink.link(&network.bridge)? {
+            self.check_owner(&existing)?;
+        }
         let ip_forward_enabled = enable_ip_forward(&self.proc_sys)
             .map_err(|source| DriverError::IpForward { source })?;
         self.firewall.setup_network(network)?;
@@ -280,6 +321,9 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         let result = (|| -> Result<(), DriverError> {
             let (index, was_created) = netlink.create_bridge(&network.bridge)?;
             created = was_created;
+            if let Some(owner) = &self.owner {
+                netlink.set_alias(index, owner)?;
+            }
             netlink.add_address(index, network.gateway_net())?;
             netlink.set_up(index)?;
             Ok(())
@@ -313,6 +357,14 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
                 count: leases.len(),
                 first_owner: first.owner.clone(),
             })]));
+        }
+        // Another root's bridge of the same name stays, with its rules.
+        let owned = Netlink::connect()
+            .and_then(|mut nl| nl.link(&network.bridge))
+            .map_err(DriverError::from)
+            .and_then(|link| link.map_or(Ok(()), |link| self.check_owner(&link)));
+        if let Err(e) = owned {
+            return Err(ErrorList(vec![e]));
         }
         let mut errors = Vec::new();
         if let Err(e) = self.firewall.teardown_network(network) {
@@ -378,7 +430,13 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             container_ifname: CONTAINER_IFNAME.to_owned(),
             ports,
         };
-        if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, &forwards, fresh) {
+        // `fresh`: the container held no lease before this attach, so no
+        // rule of an earlier attempt can exist (see
+        // [`Firewall::add_port_forwards`]).
+        let plumbed = self
+            .plumb(&mut host, bridge, &endpoint, netns, !network.internal)
+            .and_then(|()| Ok(self.firewall.add_port_forwards(&forwards, fresh)?));
+        if let Err(error) = plumbed {
             let cleanup = match self.detach(container_id) {
                 Ok(_) => Vec::new(),
                 Err(errors) => errors.0,

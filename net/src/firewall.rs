@@ -312,8 +312,29 @@ pub fn jump_rules() -> Vec<Rule> {
     ]
 }
 
+/// The rules of an `--internal` network: no MASQUERADE; traffic between
+/// its containers passes, anything into or out of the bridge from or to
+/// another interface is dropped (docker's isolation rules).
+pub fn internal_network_rules(network: &NetworkConfig) -> Vec<Rule> {
+    let bridge = network.bridge.as_str();
+    let tag = comment(&network.name);
+    let rule = |interfaces: &[&str], target: &str| {
+        let mut all = interfaces.to_vec();
+        all.extend(["-m", "comment", "--comment", &tag, "-j", target]);
+        Rule::new(Table::Filter, FORWARD_CHAIN, &all)
+    };
+    vec![
+        rule(&["-i", bridge, "-o", bridge], "ACCEPT"),
+        rule(&["-i", bridge, "!", "-o", bridge], "DROP"),
+        rule(&["!", "-i", bridge, "-o", bridge], "DROP"),
+    ]
+}
+
 /// The rules of one network.
 pub fn network_rules(network: &NetworkConfig) -> Vec<Rule> {
+    if network.internal {
+        return internal_network_rules(network);
+    }
     let subnet = network.subnet.to_string();
     let bridge = network.bridge.as_str();
     let tag = comment(&network.name);
@@ -797,6 +818,7 @@ mod tests {
             subnet: "10.10.0.0/24".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 10, 0, 1),
             bridge: "br-0123456789ab".into(),
+            internal: false,
         }
     }
 

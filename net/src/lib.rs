@@ -70,8 +70,8 @@ mod persist;
 mod ports;
 
 pub use driver::{
-    host_veth_name, BridgeDriver, DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver,
-    SetupReport, CONTAINER_IFNAME,
+    bridge_owner_alias, host_veth_name, BridgeDriver, DetachReport, DriverError, DriverErrors,
+    Endpoint, NetworkDriver, SetupReport, CONTAINER_IFNAME,
 };
 pub use errors::ErrorList;
 pub use files::{
@@ -82,8 +82,9 @@ pub use firewall::{enable_ip_forward, Firewall, FirewallError, IptablesFirewall,
 pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
-    is_valid_name, overlaps, parse_subnet, NetworkConfig, NetworkError, NetworkRequest,
-    NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
+    default_address_pools, first_free_subnet, is_valid_name, overlaps, parse_subnet, NetworkConfig,
+    NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK,
+    DEFAULT_SUBNET,
 };
 pub use ports::{parse_port_mapping, PortMapping, PortParseError, Protocol};
 

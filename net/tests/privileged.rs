@@ -284,6 +284,7 @@ fn test_network(name: &str, subnet: &str, bridge: &str) -> NetworkConfig {
         subnet,
         gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
         bridge: bridge.to_owned(),
+        internal: false,
     }
 }
 
@@ -449,7 +450,7 @@ fn driver_dnat_masquerade_and_cleanup() {
         let network = store
             .create(&NetworkRequest {
                 name: "e2e".into(),
-                subnet: "10.77.0.0/24".into(),
+                subnet: Some("10.77.0.0/24".into()),
                 ..Default::default()
             })
             .unwrap();

@@ -1,0 +1,356 @@
+//! User-defined networks (issue 15): subnets chosen clear of the host's
+//! addresses and routes, `--internal`, live `network connect` /
+//! `disconnect`, names and aliases that resolve whenever a container
+//! joined, and state roots that keep to their own bridges.
+//!
+//! As in `network.rs`, every berth command runs inside the test's private
+//! network namespace (the [`Berth`] sandbox, "the host"); an "outside"
+//! host is another namespace made here, joined to the sandbox by a veth
+//! pair. No packet leaves these namespaces.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
+
+/// Long enough for a slow VM; passing steps take milliseconds.
+const STEP: Duration = Duration::from_secs(20);
+
+/// Run a program to the end, asserting success; returns stdout.
+fn sh_ok(mut cmd: Command) -> String {
+    let line = berth_e2e::command_line(&cmd);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
+    assert!(out.status.success(), "`{line}` failed\n{}", describe(&out));
+    stdout(&out)
+}
+
+/// `ip ARGS...` inside `ns`, asserting success.
+fn ip(ns: &NetSandbox, args: &[&str]) -> String {
+    sh_ok(ns.command("ip", args))
+}
+
+/// The pid of the process holding `ns` open (from its /proc path).
+fn holder_pid(ns: &NetSandbox) -> String {
+    ns.path()
+        .components()
+        .nth(2)
+        .and_then(|c| c.as_os_str().to_str())
+        .expect("/proc/PID/ns/net")
+        .to_owned()
+}
+
+/// Names of the links in `ns`, sorted.
+fn links(ns: &NetSandbox) -> Vec<String> {
+    let out = ip(ns, &["-j", "link"]);
+    let value: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j link: {e}\n{out}"));
+    let mut names: Vec<String> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `berth network inspect NAME` (first element).
+fn network_inspect(berth: &Berth, name: &str) -> serde_json::Value {
+    let out = berth.run_ok(["network", "inspect", name]);
+    let value: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`network inspect {name}` is not JSON ({e}):\n{out}"));
+    value.get(0).cloned().unwrap_or(value)
+}
+
+/// The subnet `network inspect` reports.
+fn subnet_of(berth: &Berth, network: &str) -> String {
+    network_inspect(berth, network)["subnet"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Output of `berth exec C ARGS...`.
+fn exec(berth: &Berth, container: &str, args: &[&str]) -> Output {
+    let mut all = vec!["exec", container];
+    all.extend_from_slice(args);
+    berth.output(all)
+}
+
+/// Whether `from` gets an answer to one ping of `to`.
+fn pings(berth: &Berth, from: &str, to: &str) -> bool {
+    exec(berth, from, &["ping", "-c", "1", "-W", "2", to])
+        .status
+        .success()
+}
+
+/// Assert that `args` fails with one `berth: ` line; returns it.
+fn one_line_error(berth: &Berth, args: &[&str]) -> String {
+    let out = berth.output(args);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.lines().count() == 1 && err.starts_with("berth: "),
+        "`berth {}`: expected one `berth: ` line\n{}",
+        args.join(" "),
+        describe(&out)
+    );
+    err.trim_end().to_owned()
+}
+
+// ---------------------------------------------------------------------
+// network create without --subnet
+// ---------------------------------------------------------------------
+
+#[test]
+fn network_create_without_subnet_avoids_host_addresses_and_other_networks() {
+    require_root!();
+    let berth = Berth::new();
+    let host = berth.netns();
+    // Something else on "the host" already uses 172.18.5.0/24: another
+    // engine's bridge with an address there.
+    ip(host, &["link", "add", "other0", "type", "bridge"]);
+    ip(host, &["addr", "add", "172.18.5.1/24", "dev", "other0"]);
+    ip(host, &["link", "set", "other0", "up"]);
+
+    berth.run_ok(["network", "create", "first"]);
+    // 172.17 is the default network's; 172.18 overlaps the host's.
+    assert_eq!(subnet_of(&berth, "first"), "172.19.0.0/16");
+    assert_eq!(network_inspect(&berth, "first")["gateway"], "172.19.0.1");
+    berth.run_ok(["network", "create", "second"]);
+    assert_eq!(subnet_of(&berth, "second"), "172.20.0.0/16");
+    // A route (not only an address) counts too.
+    ip(host, &["route", "add", "172.21.0.0/16", "dev", "other0"]);
+    berth.run_ok(["network", "create", "third"]);
+    assert_eq!(subnet_of(&berth, "third"), "172.22.0.0/16");
+
+    // An explicit subnet over another network is refused, one line.
+    let err = one_line_error(
+        &berth,
+        &["network", "create", "--subnet", "172.20.3.0/24", "clash"],
+    );
+    assert!(err.contains("overlaps"), "{err}");
+
+    // The chosen network works: a container on it reaches its gateway.
+    berth.run_detached(["--name", "c", "--net", "first", "busybox", "sleep", "60"]);
+    assert!(pings(&berth, "c", "172.19.0.1"), "gateway of first");
+    berth.run_ok(["rm", "-f", "c"]);
+
+    let bridges: Vec<String> = ["first", "second", "third"]
+        .iter()
+        .map(|n| {
+            network_inspect(&berth, n)["bridge"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    berth.run_ok(["network", "rm", "first", "second", "third"]);
+    let left = links(host);
+    assert!(
+        bridges.iter().all(|b| !left.contains(b)),
+        "bridges {bridges:?} left: {left:?}"
+    );
+    berth.assert_clean();
+}
+
+// ---------------------------------------------------------------------
+// --internal
+// ---------------------------------------------------------------------
+
+#[test]
+fn internal_network_reaches_its_containers_but_not_the_outside() {
+    require_root!();
+    let berth = Berth::new();
+    let host = berth.netns();
+    // The "outside": another namespace, routed through the sandbox.
+    let outside = NetSandbox::new();
+    ip(
+        host,
+        &[
+            "link", "add", "up0", "type", "veth", "peer", "name", "down0",
+        ],
+    );
+    ip(
+        host,
+        &["link", "set", "down0", "netns", &holder_pid(&outside)],
+    );
+    ip(host, &["addr", "add", "10.99.0.1/24", "dev", "up0"]);
+    ip(host, &["link", "set", "up0", "up"]);
+    ip(&outside, &["addr", "add", "10.99.0.2/24", "dev", "down0"]);
+    ip(&outside, &["link", "set", "down0", "up"]);
+
+    berth.run_ok([
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.82.0.0/24",
+        "inside",
+    ]);
+    berth.run_ok(["network", "create", "--subnet", "10.83.0.0/24", "open"]);
+    assert_eq!(network_inspect(&berth, "inside")["internal"], true);
+    for (name, net) in [("a", "inside"), ("b", "inside"), ("c", "open")] {
+        berth.run_detached(["--name", name, "--net", net, "busybox", "sleep", "60"]);
+    }
+    // The outside is reachable from an ordinary network...
+    assert!(
+        pings(&berth, "c", "10.99.0.2"),
+        "c (open) cannot reach the outside"
+    );
+    // ...but not from the internal one, which has no route out.
+    assert!(
+        !pings(&berth, "a", "10.99.0.2"),
+        "a (internal) reached the outside"
+    );
+    let routes = stdout(&exec(&berth, "a", &["ip", "route"]));
+    assert!(
+        !routes.contains("default"),
+        "internal: a default route\n{routes}"
+    );
+    // Its containers reach each other, by address and by name.
+    assert!(pings(&berth, "a", "b"), "a cannot reach b by name");
+    assert!(pings(&berth, "b", "a"), "b cannot reach a by name");
+
+    // Publishing on an internal network is refused before anything runs.
+    let err = one_line_error(
+        &berth,
+        &[
+            "run", "--rm", "--pull", "never", "--net", "inside", "-p", "8080:80", "busybox", "true",
+        ],
+    );
+    assert!(err.contains("internal"), "{err}");
+
+    berth.run_ok(["rm", "-f", "a", "b", "c"]);
+    berth.run_ok(["network", "rm", "inside", "open"]);
+    let rules = sh_ok(host.command("iptables-save", [] as [&str; 0]));
+    assert!(
+        !rules.contains("berth:inside") && !rules.contains("berth:open"),
+        "rules left:\n{rules}"
+    );
+    berth.assert_clean();
+}
+
+// ---------------------------------------------------------------------
+// Two state roots on one host
+// ---------------------------------------------------------------------
+
+/// `berth --root <other's root> ARGS...` run in `host`'s sandbox: a second
+/// state root on the same "host".
+fn second_root(host: &Berth, other: &Berth, args: &[&str]) -> Output {
+    let mut cmd = Command::new(other.bin());
+    cmd.arg("--root")
+        .arg(other.root())
+        .args(args)
+        .env_remove("BERTH_ROOT")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    host.netns().enter(&mut cmd);
+    berth_e2e::run_command(cmd)
+}
+
+fn second_root_ok(host: &Berth, other: &Berth, args: &[&str]) -> String {
+    let out = second_root(host, other, args);
+    assert!(
+        out.status.success(),
+        "`berth --root B {}` failed\n{}",
+        args.join(" "),
+        describe(&out)
+    );
+    stdout(&out)
+}
+
+/// The recorded endpoint (`network` object) of a container of `root`.
+fn endpoint_in(host: &Berth, root: &Berth, container: &str) -> serde_json::Value {
+    let id = second_root_ok(
+        host,
+        root,
+        &["inspect", "--type", "container", "-f", "{{.Id}}", container],
+    );
+    let path: PathBuf = root
+        .root()
+        .join("containers")
+        .join(id.trim())
+        .join("config.json");
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+    )
+    .expect("json");
+    record["network"].clone()
+}
+
+#[test]
+fn two_state_roots_get_their_own_bridges_and_leave_each_other_alone() {
+    require_root!();
+    let a = Berth::new();
+    let b = Berth::new();
+    let run = ["run", "-d", "--pull", "never", "busybox", "sleep", "60"];
+    let mut run_a = run.to_vec();
+    run_a.splice(2..2, ["--name", "a1"]);
+    let mut run_b = run.to_vec();
+    run_b.splice(2..2, ["--name", "b1"]);
+    second_root_ok(&a, &a, &run_a);
+    second_root_ok(&a, &b, &run_b);
+    let (ea, eb) = (endpoint_in(&a, &a, "a1"), endpoint_in(&a, &b, "b1"));
+    assert_ne!(ea["bridge"], eb["bridge"], "{ea:#}\n{eb:#}");
+    assert_ne!(ea["ip"], eb["ip"], "{ea:#}\n{eb:#}");
+    assert_ne!(ea["mac"], eb["mac"], "{ea:#}\n{eb:#}");
+    let ip_a: Ipv4Addr = ea["ip"].as_str().unwrap().parse().unwrap();
+    let ip_b: Ipv4Addr = eb["ip"].as_str().unwrap().parse().unwrap();
+    let prefix_a = ea["prefix_len"].as_u64().unwrap() as u32;
+    let mask = u32::MAX << (32 - prefix_a);
+    assert_ne!(
+        u32::from(ip_a) & mask,
+        u32::from(ip_b) & mask,
+        "the roots' default networks overlap: {ip_a} and {ip_b}"
+    );
+    // Each bridge is marked with its owner.
+    let bridge_a = ea["bridge"].as_str().unwrap().to_owned();
+    let details = ip(a.netns(), &["-d", "link", "show", &bridge_a]);
+    assert!(
+        details.contains(&a.root().join("networks").display().to_string()),
+        "bridge {bridge_a} does not name its root:\n{details}"
+    );
+
+    // B removes all it has: A's container keeps its network.
+    second_root_ok(&a, &b, &["rm", "-f", "b1"]);
+    second_root_ok(
+        &a,
+        &b,
+        &["network", "create", "--subnet", "10.84.0.0/24", "mine"],
+    );
+    second_root_ok(&a, &b, &["network", "rm", "mine"]);
+    second_root_ok(&a, &b, &["network", "prune", "-f"]);
+    let out = second_root(&a, &b, &["network", "rm", "bridge"]);
+    assert!(
+        !out.status.success(),
+        "the default network was removed\n{}",
+        describe(&out)
+    );
+    let gateway_a = ea["gateway"].as_str().unwrap().to_owned();
+    let ping = second_root(
+        &a,
+        &a,
+        &["exec", "a1", "ping", "-c", "1", "-W", "2", &gateway_a],
+    );
+    assert!(
+        ping.status.success(),
+        "a1 lost its network\n{}",
+        describe(&ping)
+    );
+    assert!(
+        links(a.netns()).contains(&bridge_a),
+        "bridge {bridge_a} removed"
+    );
+
+    second_root_ok(&a, &a, &["rm", "-f", "a1"]);
+    let settled = wait_until(STEP, || {
+        !links(a.netns()).iter().any(|l| l.starts_with("vb"))
+    });
+    assert!(settled, "veths left: {:?}", links(a.netns()));
+    a.assert_clean();
+}
