@@ -409,6 +409,9 @@ pub struct RunArgs {
     /// Mount the volumes of another container (CONTAINER[:ro|:rw])
     #[arg(long, value_name = "CONTAINER")]
     pub volumes_from: Vec<String>,
+    /// Add a network-scoped alias for the container (user-defined networks)
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -505,6 +508,33 @@ pub enum NetworkCommand {
     },
     /// Remove all unused networks
     Prune(FilteredPruneArgs),
+    /// Connect a container to a network
+    Connect(NetworkConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(NetworkDisconnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkConnectArgs {
+    /// Add a network-scoped alias for the container
+    #[arg(long, value_name = "ALIAS")]
+    pub alias: Vec<String>,
+    /// IPv4 address (default: the next free one)
+    #[arg(long)]
+    pub ip: Option<String>,
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkDisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short, long)]
+    pub force: bool,
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
 }
 
 #[derive(Debug, Args)]

@@ -300,15 +300,76 @@ pub fn attach(
         Path::new("/proc"),
         pid as u32,
     ))?;
-    let endpoint = driver(paths).attach(network, &record.id, netns.as_fd(), ports)?;
+    let driver = driver(paths);
+    let endpoint = driver.attach(network, &record.id, netns.as_fd(), ports)?;
     record.network = Some(serde_json::to_value(&endpoint)?);
+    let mut joined = vec![network.name.clone()];
+    // The networks `network connect` added while it was not running.
+    let mut connections = connections_of(record);
+    if !connections.is_empty() {
+        let store = store(paths);
+        for (position, connection) in connections.iter_mut().enumerate() {
+            let extra = store.get(&connection.network)?;
+            let index = u32::try_from(position + 1).unwrap_or(u32::MAX);
+            let endpoint = driver
+                .connect(&extra, &record.id, netns.as_fd(), index, connection.ip)
+                .with_context(|| format!("cannot connect to network {}", extra.name))?;
+            connection.endpoint = Some(endpoint);
+            joined.push(extra.name);
+        }
+        set_connections(record, &connections)?;
+        let saved = record.connections.clone();
+        containers.update(&record.id, |r| r.connections = saved)?;
+    }
     let others = neighbours(containers, &network.name, &record.id);
     EtcFiles::new(&containers.container_dir(&record.id)).write(
         record,
         Some(endpoint.ip),
         &others,
     )?;
+    crate::network_hosts::refresh(paths, containers, &joined)?;
     Ok(())
+}
+
+/// A network joined besides the main one (`network connect`), kept in the
+/// container's record across stops and starts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Connection {
+    pub network: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `--ip`: the address asked for.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// While connected (the container runs): the live endpoint.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+}
+
+/// The record's additional networks.
+pub fn connections_of(record: &ContainerRecord) -> Vec<Connection> {
+    record
+        .connections
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect()
+}
+
+fn set_connections(record: &mut ContainerRecord, connections: &[Connection]) -> anyhow::Result<()> {
+    record.connections = connections
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+/// The network `--net` named (`bridge` when empty).
+pub fn main_network_name(record: &ContainerRecord) -> String {
+    if record.network_mode.is_empty() {
+        DEFAULT_NETWORK.to_owned()
+    } else {
+        record.network_mode.clone()
+    }
 }
 
 /// Running containers on `network`, for /etc/hosts.
@@ -341,14 +402,36 @@ pub fn release(paths: &Paths, container_id: &str, ended: bool) -> anyhow::Result
         return Ok(());
     }
     let driver = driver(paths);
+    // The veths of `network connect`: gone with the namespace once the
+    // container ended; deleted here after a failed start.
+    let containers = paths.containers().ok();
+    let record = containers.as_ref().and_then(|c| c.load(container_id).ok());
+    if !ended {
+        for connection in record.iter().flat_map(connections_of) {
+            if let Some(endpoint) = connection.endpoint {
+                driver
+                    .disconnect(&endpoint.network, container_id, &endpoint.host_veth)
+                    .with_context(|| {
+                        format!(
+                            "cannot disconnect container {container_id} from {}",
+                            endpoint.network
+                        )
+                    })?;
+            }
+        }
+    }
     let detached = if ended {
         driver.detach_ended(container_id)
     } else {
         driver.detach(container_id)
     };
-    detached
-        .map(drop)
-        .with_context(|| format!("cannot release the network of container {container_id}"))
+    let report = detached
+        .with_context(|| format!("cannot release the network of container {container_id}"))?;
+    if let Some(containers) = &containers {
+        let left: Vec<String> = report.addresses.into_iter().map(|(n, _)| n).collect();
+        crate::network_hosts::refresh(paths, containers, &left)?;
+    }
+    Ok(())
 }
 
 pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
@@ -358,7 +441,255 @@ pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
         NetworkCommand::Inspect { names } => inspect(paths, names),
         NetworkCommand::Rm { names } => remove(paths, names),
         NetworkCommand::Prune(args) => crate::prune::network_prune(paths, args),
+        NetworkCommand::Connect(args) => connect(paths, args),
+        NetworkCommand::Disconnect(args) => disconnect(paths, args),
     }
+}
+
+/// `--network-alias` (or `network connect --alias`) on `network`: docker
+/// gives aliases on user-defined networks only. Duplicates dropped.
+pub fn check_aliases(network: &str, aliases: &[String]) -> anyhow::Result<Vec<String>> {
+    if aliases.is_empty() {
+        return Ok(Vec::new());
+    }
+    if matches!(network, DEFAULT_NETWORK | "none" | "host" | "")
+        || network.starts_with("container:")
+    {
+        bail!("network-scoped aliases are supported only for containers in user-defined networks (not {:?})", if network.is_empty() { DEFAULT_NETWORK } else { network });
+    }
+    let mut kept: Vec<String> = Vec::new();
+    for alias in aliases {
+        let valid = !alias.is_empty()
+            && alias.len() <= 253
+            && alias
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        if !valid {
+            bail!("invalid network alias {alias:?}: use letters, digits, '-', '.' and '_'");
+        }
+        if !kept.contains(alias) {
+            kept.push(alias.clone());
+        }
+    }
+    Ok(kept)
+}
+
+/// The container's init pid when it runs (its network namespace exists).
+fn running_pid(record: &ContainerRecord) -> Option<i32> {
+    record
+        .pid
+        .filter(|_| record.is_active() && crate::container::is_alive(record))
+}
+
+/// The interface number for a new live connection: the smallest one that
+/// no live connection uses (eth1, eth2, ...).
+fn free_interface_index(connections: &[Connection]) -> Option<u32> {
+    let used: Vec<u32> = connections
+        .iter()
+        .filter_map(|c| c.endpoint.as_ref())
+        .filter_map(|e| e.container_ifname.strip_prefix("eth")?.parse().ok())
+        .collect();
+    (1..=99).find(|index| !used.contains(index))
+}
+
+/// `network connect [--ip IP] [--alias A]... NETWORK CONTAINER`: live on a
+/// running container (a new `eth<N>`), recorded on a stopped one (joined
+/// at its next start).
+fn connect(paths: &Paths, args: &crate::args::NetworkConnectArgs) -> anyhow::Result<i32> {
+    let containers = paths.containers()?;
+    let record = crate::container::find(&containers, &args.container)?;
+    let network = store(paths).get(&args.network)?;
+    let main = main_network_name(&record);
+    if matches!(main.as_str(), "none" | "host") || main.starts_with("container:") {
+        bail!(
+            "container {} cannot be connected to network {}: it runs with --network {main}",
+            record.name,
+            network.name
+        );
+    }
+    let aliases = check_aliases(&network.name, &args.alias)?;
+    let ip = match &args.ip {
+        Some(text) => Some(
+            text.parse::<Ipv4Addr>()
+                .ok()
+                .filter(|ip| network.subnet.contains(ip))
+                .with_context(|| {
+                    format!(
+                        "invalid --ip {text:?}: not an IPv4 address in {} ({})",
+                        network.name, network.subnet
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let connections = connections_of(&record);
+    if main == network.name || connections.iter().any(|c| c.network == network.name) {
+        bail!(
+            "container {} is already connected to network {}",
+            record.name,
+            network.name
+        );
+    }
+    let mut connection = Connection {
+        network: network.name.clone(),
+        aliases,
+        ip,
+        endpoint: None,
+    };
+    let driver = driver(paths);
+    let running = running_pid(&record);
+    if let Some(pid) = running {
+        let index = free_interface_index(&connections)
+            .with_context(|| format!("container {} has too many networks", record.name))?;
+        let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
+            Path::new("/proc"),
+            pid as u32,
+        ))?;
+        driver
+            .ensure(&network)
+            .with_context(|| format!("cannot set up network {}", network.name))?;
+        let endpoint = driver
+            .connect(&network, &record.id, netns.as_fd(), index, ip)
+            .with_context(|| {
+                format!("cannot connect {} to network {}", record.name, network.name)
+            })?;
+        connection.endpoint = Some(endpoint);
+    }
+    let saved = containers.update(&record.id, |r| {
+        // Whatever else changed meanwhile is kept; this one is added.
+        let mut current = connections_of(r);
+        current.retain(|c| c.network != network.name);
+        current.push(connection.clone());
+        r.connections = current
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+    });
+    if let Err(error) = saved {
+        if let Some(endpoint) = &connection.endpoint {
+            let _ = driver.disconnect(&network.name, &record.id, &endpoint.host_veth);
+        }
+        return Err(error.into());
+    }
+    if running.is_some() {
+        crate::network_hosts::refresh(paths, &containers, std::slice::from_ref(&network.name))?;
+    }
+    Ok(0)
+}
+
+/// `network disconnect [-f] NETWORK CONTAINER`: its interface on that
+/// network goes at once if it runs; the record forgets the network.
+/// Disconnecting the main network makes the first connected one main.
+fn disconnect(paths: &Paths, args: &crate::args::NetworkDisconnectArgs) -> anyhow::Result<i32> {
+    let containers = paths.containers()?;
+    let record = crate::container::find(&containers, &args.container)?;
+    let network = match store(paths).get(&args.network) {
+        Ok(network) => network.name,
+        // -f: the network may be gone already.
+        Err(_) if args.force => args.network.clone(),
+        Err(e) => return Err(e.into()),
+    };
+    let main = main_network_name(&record);
+    let connections = connections_of(&record);
+    let connection = connections.iter().find(|c| c.network == network).cloned();
+    let is_main = main == network;
+    if !is_main && connection.is_none() {
+        if args.force {
+            return Ok(0);
+        }
+        bail!(
+            "container {} is not connected to network {network}",
+            record.name
+        );
+    }
+    let driver = driver(paths);
+    if running_pid(&record).is_some() {
+        let host_veth = if is_main {
+            endpoint_of(&record)
+                .map(|e| e.host_veth)
+                .map_or_else(|| berth_net::host_veth_name(&record.id), Ok)?
+        } else {
+            match connection.as_ref().and_then(|c| c.endpoint.as_ref()) {
+                Some(endpoint) => endpoint.host_veth.clone(),
+                None => String::new(),
+            }
+        };
+        if !host_veth.is_empty() {
+            let result = driver.disconnect(&network, &record.id, &host_veth);
+            if let Err(errors) = result {
+                if !args.force {
+                    return Err(errors).with_context(|| {
+                        format!("cannot disconnect {} from network {network}", record.name)
+                    });
+                }
+            }
+        }
+    } else {
+        // Not running: at most a lease left by a crash.
+        let _ = driver.ipam().release(&network, &record.id);
+    }
+    containers.update(&record.id, |r| {
+        let mut rest = connections_of(r);
+        rest.retain(|c| c.network != network);
+        if is_main {
+            r.publish.clear();
+            match rest.is_empty() {
+                true => {
+                    r.network_mode = "none".to_owned();
+                    r.network = None;
+                    r.network_aliases.clear();
+                }
+                false => {
+                    let promoted = rest.remove(0);
+                    r.network_mode = promoted.network.clone();
+                    r.network_aliases = promoted.aliases.clone();
+                    r.network = promoted
+                        .endpoint
+                        .as_ref()
+                        .and_then(|e| serde_json::to_value(e).ok());
+                }
+            }
+        }
+        r.connections = rest
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+    })?;
+    crate::network_hosts::refresh_also(
+        paths,
+        &containers,
+        std::slice::from_ref(&network),
+        Some(&record.id),
+    )?;
+    Ok(0)
+}
+
+/// docker's `NetworkSettings.Networks` entries of the networks joined with
+/// `network connect` (the main network's entry is built by inspect).
+pub fn connected_networks_json(
+    paths: &Paths,
+    record: &ContainerRecord,
+) -> Vec<(String, serde_json::Value)> {
+    let running = record.is_active();
+    let networks = store(paths);
+    connections_of(record)
+        .into_iter()
+        .map(|c| {
+            let endpoint = c.endpoint.filter(|_| running);
+            let text = |f: fn(&Endpoint) -> String| endpoint.as_ref().map(f).unwrap_or_default();
+            let id = networks.get(&c.network).map(|n| n.id).unwrap_or_default();
+            let value = serde_json::json!({
+                "NetworkID": id,
+                "EndpointID": "",
+                "Aliases": c.aliases,
+                "Gateway": text(|e| e.gateway.to_string()),
+                "IPAddress": text(|e| e.ip.to_string()),
+                "IPPrefixLen": endpoint.as_ref().map_or(0, |e| e.prefix_len),
+                "MacAddress": text(|e| e.mac.to_string()),
+            });
+            (c.network, value)
+        })
+        .collect()
 }
 
 fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
@@ -452,7 +783,9 @@ fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
             }
             let network = store.get(name)?;
             if let Some(user) = containers.iter().find(|r| {
-                endpoint_of(r).is_some_and(|e| e.network == network.name) && r.is_active()
+                let connected = endpoint_of(r).is_some_and(|e| e.network == network.name)
+                    || connections_of(r).iter().any(|c| c.network == network.name);
+                connected && r.is_active()
             }) {
                 bail!("cannot remove network {name}: container {} is connected to it; remove the container first", user.name);
             }

@@ -219,6 +219,7 @@ fn create_container<'a>(
     (record.no_new_privileges, record.seccomp_profile) =
         parse_security_options(&args.security_opt)?;
     record.network_mode = args.net.clone();
+    record.network_aliases = crate::network::check_aliases(&args.net, &args.network_alias)?;
     record.publish = publish;
     let image_volumes = config.volumes().clone().unwrap_or_default();
     let mut mounts = crate::mounts::for_run(paths, containers, args, &image_volumes)?;

@@ -123,6 +123,23 @@ impl From<TeardownErrors> for DriverErrors {
     }
 }
 
+/// The host end of the veth of a container's `index`-th additional
+/// network (1 to 99, its `eth<index>`): `vb`, the first 10 letters or
+/// digits of its id, `x` and the index.
+pub fn extra_host_veth_name(container_id: &str, index: u32) -> Result<String, DriverError> {
+    let stem: String = container_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(MAX_IFNAME_LEN - 5)
+        .collect();
+    if stem.is_empty() || !(1..=99).contains(&index) {
+        return Err(DriverError::InvalidContainerId {
+            id: container_id.to_owned(),
+        });
+    }
+    Ok(format!("vb{stem}x{index}"))
+}
+
 /// The host end of a container's veth pair: `vb` and the first 13 letters
 /// or digits of its id, so that it can be found from the id alone.
 pub fn host_veth_name(container_id: &str) -> Result<String, DriverError> {
@@ -451,6 +468,105 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
     }
 }
 
+impl<F: Firewall> BridgeDriver<F> {
+    /// Connect a container that already has its main network to another
+    /// one (docker's `network connect`): a lease (`wanted`, or the next
+    /// free address), a veth pair whose host end is
+    /// [`extra_host_veth_name`]`(container_id, index)` on the network's
+    /// bridge and whose other end is `eth<index>` in `netns`, with the
+    /// address. No default route (the main network keeps it) and no
+    /// published ports. On failure nothing is left behind.
+    pub fn connect(
+        &self,
+        network: &NetworkConfig,
+        container_id: &str,
+        netns: BorrowedFd<'_>,
+        index: u32,
+        wanted: Option<Ipv4Addr>,
+    ) -> Result<Endpoint, DriverError> {
+        let host_veth = extra_host_veth_name(container_id, index)?;
+        let mut host = Netlink::connect()?;
+        let bridge = self.bridge_index(&mut host, network)?;
+        let mut txn = self.ipam.transaction()?;
+        let ip = txn.allocate_address(&network.pool(), container_id, wanted)?;
+        txn.commit()?;
+        let endpoint = Endpoint {
+            network: network.name.clone(),
+            container_id: container_id.to_owned(),
+            ip,
+            prefix_len: network.subnet.prefix_len(),
+            gateway: network.gateway,
+            mac: MacAddr::from_ipv4(ip),
+            bridge: network.bridge.clone(),
+            host_veth,
+            container_ifname: format!("eth{index}"),
+            ports: Vec::new(),
+        };
+        if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, false) {
+            let cleanup =
+                match self.disconnect(&endpoint.network, container_id, &endpoint.host_veth) {
+                    Ok(_) => Vec::new(),
+                    Err(errors) => errors.0,
+                };
+            return Err(with_cleanup(error, cleanup));
+        }
+        Ok(endpoint)
+    }
+
+    /// Undo [`BridgeDriver::connect`] (or the attach of the main network):
+    /// the ports published on `network`, the veth whose host end is
+    /// `host_veth`, and the lease in `network`; the container's other
+    /// networks are left alone. Idempotent.
+    pub fn disconnect(
+        &self,
+        network: &str,
+        container_id: &str,
+        host_veth: &str,
+    ) -> Result<DetachReport, DriverErrors> {
+        let mut errors = Vec::new();
+        let mut report = DetachReport::default();
+        let forwards: Vec<PortForward> = self
+            .ipam
+            .port_forwards(container_id)
+            .map_err(|e| ErrorList(vec![DriverError::from(e)]))?
+            .into_iter()
+            .filter(|f| f.network == network)
+            .collect();
+        let withdrawn = match self.firewall.remove_port_forwards(&forwards) {
+            Ok(()) => forwards,
+            Err(e) => {
+                errors.extend(DriverErrors::from(e).0);
+                Vec::new()
+            }
+        };
+        let all_rules_gone = errors.is_empty();
+        match Self::remove_veth(host_veth, false) {
+            Ok((existed, left_to_kernel)) => {
+                report.veth_deleted = existed;
+                report.veth_left_to_kernel = left_to_kernel;
+            }
+            Err(e) => errors.push(e.into()),
+        }
+        let released = (|| -> Result<(), IpamError> {
+            let mut txn = self.ipam.transaction()?;
+            for forward in &withdrawn {
+                txn.release_port(forward);
+            }
+            if all_rules_gone {
+                if let Some(ip) = txn.release(network, container_id) {
+                    report.addresses.push((network.to_owned(), ip));
+                }
+            }
+            txn.commit()
+        })();
+        match released {
+            Ok(()) => report.ports = withdrawn,
+            Err(e) => errors.push(e.into()),
+        }
+        ErrorList(errors).into_result().map(|()| report)
+    }
+}
+
 /// The kernel's range for ephemeral ports (`ip_local_port_range`), where
 /// docker also picks host ports it chooses; Linux's default if unreadable.
 fn ephemeral_port_range(proc_sys: &Path) -> std::ops::RangeInclusive<u16> {
@@ -555,6 +671,21 @@ fn with_cleanup(error: DriverError, cleanup: Vec<DriverError>) -> DriverError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_veth_names_fit_and_differ_per_index() {
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(extra_host_veth_name(&id, 1).unwrap(), "vb0123456789x1");
+        assert_eq!(extra_host_veth_name(&id, 99).unwrap(), "vb0123456789x99");
+        assert!(extra_host_veth_name(&id, 99).unwrap().len() <= MAX_IFNAME_LEN);
+        assert_ne!(
+            extra_host_veth_name(&id, 2).unwrap(),
+            host_veth_name(&id).unwrap()
+        );
+        assert!(extra_host_veth_name(&id, 0).is_err());
+        assert!(extra_host_veth_name(&id, 100).is_err());
+        assert!(extra_host_veth_name("--", 1).is_err());
+    }
 
     #[test]
     fn host_veth_names_fit_and_derive_from_the_id() {

@@ -70,8 +70,8 @@ mod persist;
 mod ports;
 
 pub use driver::{
-    bridge_owner_alias, host_veth_name, BridgeDriver, DetachReport, DriverError, DriverErrors,
-    Endpoint, NetworkDriver, SetupReport, CONTAINER_IFNAME,
+    bridge_owner_alias, extra_host_veth_name, host_veth_name, BridgeDriver, DetachReport,
+    DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport, CONTAINER_IFNAME,
 };
 pub use errors::ErrorList;
 pub use files::{

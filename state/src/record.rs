@@ -159,6 +159,14 @@ pub struct ContainerRecord {
     /// VOLUMEs): removed with it by `rm -v` and `--rm`.
     #[serde(default)]
     pub anonymous_volumes: Vec<String>,
+    /// `--network-alias`: more names of the container on its main network.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
+    /// Networks joined besides the main one (`network connect`), as the
+    /// network code serialized them (for berth: the network, its aliases,
+    /// a requested address and, while connected, the endpoint).
+    #[serde(default)]
+    pub connections: Vec<serde_json::Value>,
 }
 
 /// docker's `--restart` policies.
@@ -308,6 +316,8 @@ impl ContainerRecord {
             manually_stopped: false,
             mounts: Vec::new(),
             anonymous_volumes: Vec::new(),
+            network_aliases: Vec::new(),
+            connections: Vec::new(),
         }
     }
 

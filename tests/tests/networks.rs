@@ -101,6 +101,20 @@ fn one_line_error(berth: &Berth, args: &[&str]) -> String {
     err.trim_end().to_owned()
 }
 
+/// `docker inspect`'s NetworkSettings.Networks of a container.
+fn networks_of(berth: &Berth, container: &str) -> serde_json::Value {
+    let out = berth.run_ok([
+        "inspect",
+        "--type",
+        "container",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        container,
+    ]);
+    serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("Networks of {container}: {e}\n{out}"))
+}
+
 // ---------------------------------------------------------------------
 // network create without --subnet
 // ---------------------------------------------------------------------
@@ -353,4 +367,208 @@ fn two_state_roots_get_their_own_bridges_and_leave_each_other_alone() {
     });
     assert!(settled, "veths left: {:?}", links(a.netns()));
     a.assert_clean();
+}
+
+// ---------------------------------------------------------------------
+// Live names
+// ---------------------------------------------------------------------
+
+/// Whether `container`'s /etc/hosts maps `name` to some address.
+fn hosts_names(berth: &Berth, container: &str, name: &str) -> bool {
+    let hosts = stdout(&exec(berth, container, &["cat", "/etc/hosts"]));
+    hosts
+        .lines()
+        .any(|l| l.split_whitespace().skip(1).any(|w| w == name))
+}
+
+#[test]
+fn a_container_started_later_resolves_from_one_started_earlier_until_it_goes() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["network", "create", "--subnet", "10.85.0.0/24", "talk"]);
+    berth.run_detached(["--name", "early", "--net", "talk", "busybox", "sleep", "60"]);
+    berth.run_detached([
+        "--name",
+        "later",
+        "--net",
+        "talk",
+        "--network-alias",
+        "cache",
+        "--network-alias",
+        "kv",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    // Started before `later` existed, `early` knows it by name and alias.
+    for name in ["later", "cache", "kv"] {
+        assert!(pings(&berth, "early", name), "early cannot reach {name}");
+    }
+    assert!(pings(&berth, "later", "early"), "later cannot reach early");
+    // inspect shows the aliases.
+    let networks = networks_of(&berth, "later");
+    assert_eq!(
+        networks["talk"]["Aliases"],
+        serde_json::json!(["cache", "kv"])
+    );
+
+    // Gone with the container.
+    berth.run_ok(["rm", "-f", "later"]);
+    assert!(
+        !hosts_names(&berth, "early", "later") && !hosts_names(&berth, "early", "cache"),
+        "early still names the removed container"
+    );
+    // Aliases need a user-defined network, as in docker.
+    let err = one_line_error(
+        &berth,
+        &[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network-alias",
+            "x",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(err.contains("user-defined"), "{err}");
+
+    berth.run_ok(["rm", "-f", "early"]);
+    berth.run_ok(["network", "rm", "talk"]);
+    berth.assert_clean();
+}
+
+// ---------------------------------------------------------------------
+// network connect / disconnect
+// ---------------------------------------------------------------------
+
+/// The IPv4 addresses on `ifname` inside `container` (none when it has no
+/// such interface).
+fn addresses_on(berth: &Berth, container: &str, ifname: &str) -> Vec<String> {
+    let out = exec(
+        berth,
+        container,
+        &["ip", "-4", "-o", "addr", "show", "dev", ifname],
+    );
+    stdout(&out)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn connect_and_disconnect_running_and_stopped_containers() {
+    require_root!();
+    let berth = Berth::new();
+    let links_before = links(berth.netns());
+    berth.run_ok(["network", "create", "--subnet", "10.86.0.0/24", "front"]);
+    berth.run_ok(["network", "create", "--subnet", "10.87.0.0/24", "back"]);
+    let app = berth.run_detached(["--name", "app", "--net", "front", "busybox", "sleep", "60"]);
+    berth.run_detached(["--name", "db", "--net", "back", "busybox", "sleep", "60"]);
+    assert!(addresses_on(&berth, "app", "eth1").is_empty());
+    assert!(!pings(&berth, "app", "db"), "app reached db before connect");
+
+    // Live: a new interface, the asked-for address, names both ways.
+    berth.run_ok([
+        "network",
+        "connect",
+        "--alias",
+        "store",
+        "--ip",
+        "10.87.0.50",
+        "back",
+        "app",
+    ]);
+    assert_eq!(addresses_on(&berth, "app", "eth1"), ["10.87.0.50/24"]);
+    assert!(
+        pings(&berth, "app", "db"),
+        "app cannot reach db after connect"
+    );
+    assert!(pings(&berth, "db", "app"), "db cannot reach app by name");
+    assert!(pings(&berth, "db", "store"), "db cannot reach app's alias");
+    // The main network's route out is untouched.
+    let routes = stdout(&exec(&berth, "app", &["ip", "route"]));
+    assert!(
+        routes.contains("default via 10.86.0.1 dev eth0"),
+        "{routes}"
+    );
+    let networks = networks_of(&berth, "app");
+    assert_eq!(networks["back"]["IPAddress"], "10.87.0.50", "{networks:#}");
+    assert_eq!(networks["back"]["Aliases"], serde_json::json!(["store"]));
+    assert_eq!(networks["front"]["Gateway"], "10.86.0.1", "{networks:#}");
+    let extra_veth = format!("vb{}x1", &app[..10]);
+    assert!(links(berth.netns()).contains(&extra_veth));
+
+    // Refusals: one line each, nothing changed.
+    for (args, says) in [
+        (
+            vec!["network", "connect", "back", "app"],
+            "already connected",
+        ),
+        (
+            vec!["network", "connect", "--ip", "10.86.0.2", "front", "db"],
+            "in use",
+        ),
+        (vec!["network", "connect", "nosuch", "app"], "not found"),
+        (vec!["network", "disconnect", "back", "db2"], "db2"),
+        (vec!["network", "rm", "back"], "connected"),
+    ] {
+        let err = one_line_error(&berth, &args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(addresses_on(&berth, "app", "eth1"), ["10.87.0.50/24"]);
+
+    // Live disconnect: the interface, the veth, the name and the lease go.
+    berth.run_ok(["network", "disconnect", "back", "app"]);
+    assert!(addresses_on(&berth, "app", "eth1").is_empty());
+    let routes = stdout(&exec(&berth, "app", &["ip", "route"]));
+    assert!(
+        !routes.contains("10.87.0.0/24"),
+        "a route to back is left:\n{routes}"
+    );
+    assert!(!hosts_names(&berth, "db", "app"), "db still names app");
+    assert!(
+        !hosts_names(&berth, "app", "db"),
+        "app still names db:\n{}",
+        stdout(&exec(&berth, "app", &["cat", "/etc/hosts"]))
+    );
+    assert!(!links(berth.netns()).contains(&extra_veth));
+    assert_eq!(
+        networks_of(&berth, "app").as_object().map(|o| o.len()),
+        Some(1)
+    );
+    // The freed address can be taken again at once.
+    berth.run_ok(["network", "connect", "--ip", "10.87.0.50", "back", "app"]);
+    berth.run_ok(["network", "disconnect", "back", "app"]);
+
+    // A created container: recorded now, joined at start.
+    berth.run_ok([
+        "create", "--pull", "never", "--name", "late", "--net", "front", "busybox", "sleep", "60",
+    ]);
+    berth.run_ok(["network", "connect", "back", "late"]);
+    berth.run_ok(["start", "late"]);
+    let on_back = addresses_on(&berth, "late", "eth1");
+    assert!(
+        on_back.len() == 1 && on_back[0].starts_with("10.87.0."),
+        "late on back: {on_back:?}"
+    );
+    assert!(pings(&berth, "db", "late"), "db cannot reach late");
+    // Stopped and started again: the connection stays.
+    berth.run_ok(["stop", "-t", "1", "late"]);
+    berth.run_ok(["start", "late"]);
+    assert_eq!(addresses_on(&berth, "late", "eth1").len(), 1);
+
+    berth.run_ok(["rm", "-f", "app", "db", "late"]);
+    berth.run_ok(["network", "rm", "front", "back"]);
+    let settled = wait_until(STEP, || links(berth.netns()) == links_before);
+    assert!(settled, "links left: {:?}", links(berth.netns()));
+    let leases =
+        std::fs::read_to_string(berth.root().join("networks/ipam/ipam.json")).unwrap_or_default();
+    assert!(!leases.contains("10.87.0."), "leases left:\n{leases}");
+    berth.assert_clean();
 }
