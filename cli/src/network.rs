@@ -760,7 +760,15 @@ fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
         let members: Vec<serde_json::Value> = records
             .iter()
             .filter_map(|r| {
-                let endpoint = endpoint_of(r).filter(|e| e.network == network.name)?;
+                let connected = || {
+                    connections_of(r)
+                        .into_iter()
+                        .filter(|_| r.is_active())
+                        .find_map(|c| c.endpoint.filter(|e| e.network == network.name))
+                };
+                let endpoint = endpoint_of(r)
+                    .filter(|e| e.network == network.name)
+                    .or_else(connected)?;
                 Some(serde_json::json!({ "container": r.name, "id": r.id, "endpoint": endpoint }))
             })
             .collect();

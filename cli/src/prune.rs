@@ -196,6 +196,12 @@ fn prune_networks(paths: &Paths, filter: &PruneFilter) -> anyhow::Result<Vec<Str
             [Some(r.network_mode.clone()), endpoint]
         })
         .flatten()
+        .chain(
+            containers
+                .iter()
+                .flat_map(crate::network::connections_of)
+                .map(|c| c.network),
+        )
         .collect();
     // Networks carry no labels; their record's time stands for creation.
     let no_labels = BTreeMap::new();
