@@ -428,8 +428,10 @@ pub fn release(paths: &Paths, container_id: &str, ended: bool) -> anyhow::Result
     let report = detached
         .with_context(|| format!("cannot release the network of container {container_id}"))?;
     if let Some(containers) = &containers {
+        // The network is released; names that linger in the others'
+        // files until their next refresh are not worth failing for.
         let left: Vec<String> = report.addresses.into_iter().map(|(n, _)| n).collect();
-        crate::network_hosts::refresh(paths, containers, &left)?;
+        let _ = crate::network_hosts::refresh(paths, containers, &left);
     }
     Ok(())
 }
@@ -508,6 +510,9 @@ fn connect(paths: &Paths, args: &crate::args::NetworkConnectArgs) -> anyhow::Res
         );
     }
     let aliases = check_aliases(&network.name, &args.alias)?;
+    if args.ip.is_some() && network.name == DEFAULT_NETWORK {
+        bail!("user specified IP address is supported on user defined networks only");
+    }
     let ip = match &args.ip {
         Some(text) => Some(
             text.parse::<Ipv4Addr>()
@@ -834,4 +839,68 @@ pub fn remove_unused(
         removed.push(network.name);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_need_a_user_network_and_valid_names() {
+        let aliases = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            check_aliases("web", &aliases(&["db", "db", "cache.local"])).unwrap(),
+            ["db", "cache.local"]
+        );
+        assert!(check_aliases("bridge", &[]).unwrap().is_empty());
+        for network in ["bridge", "", "none", "host", "container:x"] {
+            let err = check_aliases(network, &aliases(&["db"])).unwrap_err();
+            assert!(err.to_string().contains("user-defined"), "{network}: {err}");
+        }
+        for bad in ["", "a b", "a/b", "x\n"] {
+            assert!(check_aliases("web", &aliases(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn live_connections_take_the_lowest_free_interface_number() {
+        let endpoint = |ifname: &str| Endpoint {
+            network: "n".into(),
+            container_id: "c".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            mac: berth_net::MacAddr::from_ipv4(Ipv4Addr::new(10, 0, 0, 2)),
+            bridge: "br-x".into(),
+            host_veth: "vbx".into(),
+            container_ifname: ifname.into(),
+            ports: Vec::new(),
+        };
+        let connection = |ifname: Option<&str>| Connection {
+            network: "n".into(),
+            aliases: Vec::new(),
+            ip: None,
+            endpoint: ifname.map(endpoint),
+        };
+        assert_eq!(free_interface_index(&[]), Some(1));
+        let live = [
+            connection(Some("eth1")),
+            connection(None),
+            connection(Some("eth3")),
+        ];
+        assert_eq!(free_interface_index(&live), Some(2));
+        let full: Vec<Connection> = (1..=99)
+            .map(|i| connection(Some(&format!("eth{i}"))))
+            .collect();
+        assert_eq!(free_interface_index(&full), None);
+    }
+
+    #[test]
+    fn per_root_bridge_names_fit_and_differ() {
+        let a = root_bridge_name(Path::new("/tmp/a"));
+        let b = root_bridge_name(Path::new("/tmp/b"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("berth-") && a.len() <= 15, "{a}");
+        assert_eq!(a, root_bridge_name(Path::new("/tmp/a")));
+    }
 }

@@ -159,6 +159,7 @@ pub fn refresh_also(
     if let Some(id) = also {
         leases.entry(id.to_owned()).or_default();
     }
+    let mut first_error = None;
     let members: Vec<HostsMember> = leases
         .iter()
         .filter_map(|(id, by_network)| {
@@ -174,9 +175,13 @@ pub fn refresh_also(
             continue;
         }
         let path = containers.container_dir(&me.id).join("hosts");
-        rewrite_in_place(&path, &hosts_file(me, &members))?;
+        // One container's file that cannot be written (its directory
+        // going away) does not keep the others stale.
+        if let Err(e) = rewrite_in_place(&path, &hosts_file(me, &members)) {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Replace the contents of `path` without replacing the file (it is
