@@ -572,3 +572,40 @@ fn connect_and_disconnect_running_and_stopped_containers() {
     assert!(!leases.contains("10.87.0."), "leases left:\n{leases}");
     berth.assert_clean();
 }
+
+#[test]
+fn parallel_starts_and_an_exit_keep_every_hosts_file_complete() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["network", "create", "--subnet", "10.88.0.0/24", "crowd"]);
+    let names: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+    std::thread::scope(|scope| {
+        for name in &names {
+            let berth = &berth;
+            scope.spawn(move || {
+                berth.run_detached(["--name", name, "--net", "crowd", "busybox", "sleep", "60"]);
+            });
+        }
+    });
+    // Whatever order they started in, each knows all the others.
+    for me in &names {
+        for other in names.iter().filter(|n| *n != me) {
+            assert!(
+                hosts_names(&berth, me, other),
+                "{me} does not name {other}:\n{}",
+                stdout(&exec(&berth, me, &["cat", "/etc/hosts"]))
+            );
+        }
+    }
+    // One that exits on its own leaves the others' files.
+    berth.run_detached(["--name", "brief", "--net", "crowd", "busybox", "sleep", "1"]);
+    assert!(hosts_names(&berth, "m0", "brief"));
+    let gone = wait_until(STEP, || !hosts_names(&berth, "m0", "brief"));
+    assert!(gone, "m0 still names the exited container");
+
+    let mut rm = vec!["rm", "-f", "brief"];
+    rm.extend(names.iter().map(String::as_str));
+    berth.run_ok(rm);
+    berth.run_ok(["network", "rm", "crowd"]);
+    berth.assert_clean();
+}
