@@ -128,25 +128,28 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
 /// is docker's (`berth0`, 172.17.0.0/16).
 const DEFAULT_ROOT: &str = "/var/lib/berth";
 
-/// The default network's record, made on first use. The default root's is
-/// `berth0` on 172.17.0.0/16. Any other root gets a bridge named after
-/// its path (`berth-<8 hex>`) and the first free subnet of the default
-/// pools that no host address or route uses (another root's bridge
-/// included): two roots never share a bridge, nor hand out one address
-/// twice on one link.
+/// The default network's record, made on first use: the first subnet of
+/// the default pools (172.17.0.0/16 first) that no host address or route
+/// uses (another root's bridge, docker0 included). The default root's
+/// bridge is `berth0`; any other root's is named after its path
+/// (`berth-<8 hex>`): two roots never share a bridge, nor hand out one
+/// address twice on one link.
 fn ensure_default_network(paths: &Paths) -> anyhow::Result<NetworkConfig> {
     let store = store(paths);
-    let canonical = std::fs::canonicalize(paths.root()).unwrap_or_else(|_| paths.root().into());
-    if canonical == Path::new(DEFAULT_ROOT) {
-        return Ok(store.ensure_default(berth_net::DEFAULT_SUBNET)?);
-    }
     if let Ok(existing) = store.get(DEFAULT_NETWORK) {
         return Ok(existing);
     }
+    let canonical = std::fs::canonicalize(paths.root()).unwrap_or_else(|_| paths.root().into());
+    // 172.17.0.0/16 when the host does not use it already (docker0 does,
+    // on a host that runs docker): then the next free pool.
     let in_use = berth_net::Netlink::connect()
         .and_then(|mut netlink| netlink.ipv4_prefixes_in_use())
         .context("cannot read the host's addresses and routes")?;
-    let bridge = root_bridge_name(&canonical);
+    let bridge = if canonical == Path::new(DEFAULT_ROOT) {
+        berth_net::DEFAULT_BRIDGE.to_owned()
+    } else {
+        root_bridge_name(&canonical)
+    };
     Ok(store.ensure_default_on(&bridge, |taken| {
         let mut taken = taken.to_vec();
         taken.extend(in_use);

@@ -102,6 +102,12 @@ pub enum DriverError {
         #[source]
         source: io::Error,
     },
+    #[error("subnet {subnet} of network {network} overlaps {used}, which the host already uses (an address or route of another interface)")]
+    SubnetInUseOnHost {
+        network: String,
+        subnet: Ipv4Net,
+        used: Ipv4Net,
+    },
     #[error("bridge {bridge} belongs to another berth state root ({owner}); refusing to use or remove it")]
     BridgeOwnedElsewhere { bridge: String, owner: String },
     #[error("container id {id:?} cannot name a network interface (it needs letters or digits)")]
@@ -328,8 +334,24 @@ impl<F: Firewall> BridgeDriver<F> {
 impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
     fn setup(&self, network: &NetworkConfig) -> Result<SetupReport, DriverError> {
         let mut netlink = Netlink::connect()?;
-        if let Some(existing) = netlink.link(&network.bridge)? {
-            self.check_owner(&existing)?;
+        match netlink.link(&network.bridge)? {
+            Some(existing) => self.check_owner(&existing)?,
+            // A new bridge must not take a subnet the host routes
+            // elsewhere already (another engine's bridge, a VPN that came
+            // up since the network was made): both would break.
+            None => {
+                let in_use = netlink.ipv4_prefixes_in_use()?;
+                if let Some(used) = in_use
+                    .into_iter()
+                    .find(|p| crate::network::overlaps(*p, network.subnet))
+                {
+                    return Err(DriverError::SubnetInUseOnHost {
+                        network: network.name.clone(),
+                        subnet: network.subnet,
+                        used,
+                    });
+                }
+            }
         }
         let ip_forward_enabled = enable_ip_forward(&self.proc_sys)
             .map_err(|source| DriverError::IpForward { source })?;

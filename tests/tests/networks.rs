@@ -148,10 +148,27 @@ fn network_create_without_subnet_avoids_host_addresses_and_other_networks() {
     );
     assert!(err.contains("overlaps"), "{err}");
 
+    // So is an explicit one over an address or route of the host.
+    let err = one_line_error(
+        &berth,
+        &["network", "create", "--subnet", "172.18.0.0/16", "onhost"],
+    );
+    assert!(err.contains("host"), "{err}");
+    assert!(!stdout(&berth.output(["network", "ls"])).contains("onhost"));
+
     // The chosen network works: a container on it reaches its gateway.
     berth.run_detached(["--name", "c", "--net", "first", "busybox", "sleep", "60"]);
     assert!(pings(&berth, "c", "172.19.0.1"), "gateway of first");
     berth.run_ok(["rm", "-f", "c"]);
+
+    // A host where docker0 holds 172.17.0.0/16: the default network,
+    // made on first use, takes the next free pool instead.
+    ip(host, &["link", "add", "docker0", "type", "bridge"]);
+    ip(host, &["addr", "add", "172.17.0.1/16", "dev", "docker0"]);
+    berth.run_detached(["--name", "d", "busybox", "sleep", "60"]);
+    assert_eq!(subnet_of(&berth, "bridge"), "172.23.0.0/16");
+    assert!(pings(&berth, "d", "172.23.0.1"), "gateway of bridge");
+    berth.run_ok(["rm", "-f", "d"]);
 
     let bridges: Vec<String> = ["first", "second", "third"]
         .iter()
