@@ -603,6 +603,8 @@ fn disconnect(paths: &Paths, args: &crate::args::NetworkDisconnectArgs) -> anyho
     let is_main = main == network;
     if !is_main && connection.is_none() {
         if args.force {
+            // A lease a killed `network connect` took before recording it.
+            driver(paths).ipam().release(&network, &record.id)?;
             return Ok(0);
         }
         bail!(
