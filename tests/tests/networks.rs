@@ -518,6 +518,11 @@ fn connect_and_disconnect_running_and_stopped_containers() {
     assert_eq!(networks["back"]["IPAddress"], "10.87.0.50", "{networks:#}");
     assert_eq!(networks["back"]["Aliases"], serde_json::json!(["store"]));
     assert_eq!(networks["front"]["Gateway"], "10.86.0.1", "{networks:#}");
+    let on_back = berth.run_ok(["ps", "-q", "--no-trunc", "--filter", "network=back"]);
+    assert!(
+        on_back.contains(&app),
+        "ps --filter network=back:\n{on_back}"
+    );
     let extra_veth = format!("vb{}x1", &app[..10]);
     assert!(links(berth.netns()).contains(&extra_veth));
 
