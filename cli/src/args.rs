@@ -412,6 +412,9 @@ pub struct RunArgs {
     /// Add a network-scoped alias for the container (user-defined networks)
     #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
     pub network_alias: Vec<String>,
+    /// IPv4 address on its network, e.g. 10.10.0.50 (user-defined networks)
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -304,6 +304,15 @@ pub fn attach(
         pid as u32,
     ))?;
     let driver = driver(paths);
+    if let Some(text) = &record.requested_ip {
+        // Leased first: the attach then finds the container's lease.
+        let wanted: Ipv4Addr = text
+            .parse()
+            .with_context(|| format!("invalid --ip {text:?}"))?;
+        let mut txn = driver.ipam().transaction()?;
+        txn.allocate_address(&network.pool(), &record.id, Some(wanted))?;
+        txn.commit()?;
+    }
     let endpoint = driver.attach(network, &record.id, netns.as_fd(), ports)?;
     record.network = Some(serde_json::to_value(&endpoint)?);
     let mut joined = vec![network.name.clone()];
@@ -477,6 +486,33 @@ pub fn check_aliases(network: &str, aliases: &[String]) -> anyhow::Result<Vec<St
         }
     }
     Ok(kept)
+}
+
+/// `run --ip`: docker takes it on user-defined networks only, inside
+/// their subnet.
+pub fn check_requested_ip(
+    paths: &Paths,
+    net: &str,
+    ip: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let Some(text) = ip else {
+        return Ok(None);
+    };
+    if matches!(net, DEFAULT_NETWORK | "none" | "host" | "") || net.starts_with("container:") {
+        bail!("user specified IP address is supported on user defined networks only");
+    }
+    let network = store(paths).get(net)?;
+    let ip: Ipv4Addr = text
+        .parse()
+        .ok()
+        .filter(|ip| network.subnet.contains(ip))
+        .with_context(|| {
+            format!(
+                "invalid --ip {text:?}: not an IPv4 address in {net} ({})",
+                network.subnet
+            )
+        })?;
+    Ok(Some(ip.to_string()))
 }
 
 /// The container's init pid when it runs (its network namespace exists).

@@ -220,6 +220,7 @@ fn create_container<'a>(
         parse_security_options(&args.security_opt)?;
     record.network_mode = args.net.clone();
     record.network_aliases = crate::network::check_aliases(&args.net, &args.network_alias)?;
+    record.requested_ip = crate::network::check_requested_ip(paths, &args.net, args.ip.as_deref())?;
     record.publish = publish;
     let image_volumes = config.volumes().clone().unwrap_or_default();
     let mut mounts = crate::mounts::for_run(paths, containers, args, &image_volumes)?;

@@ -167,6 +167,9 @@ pub struct ContainerRecord {
     /// a requested address and, while connected, the endpoint).
     #[serde(default)]
     pub connections: Vec<serde_json::Value>,
+    /// `--ip`: the address asked for on the main network.
+    #[serde(default)]
+    pub requested_ip: Option<String>,
 }
 
 /// docker's `--restart` policies.
@@ -318,6 +321,7 @@ impl ContainerRecord {
             anonymous_volumes: Vec::new(),
             network_aliases: Vec::new(),
             connections: Vec::new(),
+            requested_ip: None,
         }
     }
 

@@ -631,3 +631,49 @@ fn parallel_starts_and_an_exit_keep_every_hosts_file_complete() {
     berth.run_ok(["network", "rm", "crowd"]);
     berth.assert_clean();
 }
+
+#[test]
+fn run_ip_takes_the_asked_address_and_refuses_a_taken_one() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["network", "create", "--subnet", "10.89.0.0/24", "fixed"]);
+    berth.run_detached([
+        "--name",
+        "pinned",
+        "--net",
+        "fixed",
+        "--ip",
+        "10.89.0.77",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(addresses_on(&berth, "pinned", "eth0"), ["10.89.0.77/24"]);
+    assert_eq!(
+        networks_of(&berth, "pinned")["fixed"]["IPAddress"],
+        "10.89.0.77"
+    );
+    // Taken, outside the subnet, or on the default network: one line each.
+    for (args, says) in [
+        (vec!["--net", "fixed", "--ip", "10.89.0.77"], "in use"),
+        (vec!["--net", "fixed", "--ip", "10.90.0.5"], "10.89.0.0/24"),
+        (vec!["--ip", "172.17.0.9"], "user defined"),
+    ] {
+        let mut run = vec!["run", "--rm", "--pull", "never"];
+        run.extend(args.iter().copied());
+        run.extend(["busybox", "true"]);
+        let err = one_line_error(&berth, &run);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(
+        pings(&berth, "pinned", "10.89.0.1"),
+        "pinned lost its network"
+    );
+    // Stopped and started again, it gets the same address.
+    berth.run_ok(["stop", "-t", "1", "pinned"]);
+    berth.run_ok(["start", "pinned"]);
+    assert_eq!(addresses_on(&berth, "pinned", "eth0"), ["10.89.0.77/24"]);
+    berth.run_ok(["rm", "-f", "pinned"]);
+    berth.run_ok(["network", "rm", "fixed"]);
+    berth.assert_clean();
+}
