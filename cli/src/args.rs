@@ -557,6 +557,9 @@ pub struct NetworkCreateArgs {
     /// Restrict external access: containers reach each other only
     #[arg(long)]
     pub internal: bool,
+    /// Set metadata on the network (KEY=VALUE)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -754,6 +754,7 @@ fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
         subnet: args.subnet.clone(),
         gateway: args.gateway.clone(),
         internal: args.internal,
+        labels: crate::volume::key_values("--label", &args.label)?,
         in_use,
     })?;
     match driver(paths).setup(&network) {

@@ -819,6 +819,7 @@ mod tests {
             gateway: Ipv4Addr::new(10, 10, 0, 1),
             bridge: "br-0123456789ab".into(),
             internal: false,
+            labels: Default::default(),
         }
     }
 

@@ -45,6 +45,9 @@ pub struct NetworkConfig {
     /// outside (no masquerade, no forwarding out, no default route).
     #[serde(default)]
     pub internal: bool,
+    /// `--label K=V`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl NetworkConfig {
@@ -77,6 +80,8 @@ pub struct NetworkRequest {
     pub gateway: Option<String>,
     /// `--internal`.
     pub internal: bool,
+    /// `--label K=V`.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Prefixes the host already routes or has addresses in (see
     /// [`crate::Netlink::ipv4_prefixes_in_use`]); a chosen subnet avoids them.
     pub in_use: Vec<Ipv4Net>,
@@ -283,6 +288,7 @@ impl NetworkStore {
             subnet,
             gateway,
             internal: request.internal,
+            labels: request.labels.clone(),
         };
         self.insert_locked(&config)?;
         Ok(config)
@@ -320,6 +326,7 @@ impl NetworkStore {
             gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
             bridge: bridge.to_owned(),
             internal: false,
+            labels: Default::default(),
         };
         self.insert_locked(&config)?;
         Ok(config)
@@ -735,6 +742,7 @@ mod tests {
             gateway: Ipv4Addr::new(10, 10, 0, 1),
             bridge: "br-abababababab".into(),
             internal: false,
+            labels: Default::default(),
         };
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["subnet"], "10.10.0.0/24");

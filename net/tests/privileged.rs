@@ -285,6 +285,7 @@ fn test_network(name: &str, subnet: &str, bridge: &str) -> NetworkConfig {
         gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
         bridge: bridge.to_owned(),
         internal: false,
+        labels: Default::default(),
     }
 }
 

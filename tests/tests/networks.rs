@@ -677,3 +677,20 @@ fn run_ip_takes_the_asked_address_and_refuses_a_taken_one() {
     berth.run_ok(["network", "rm", "fixed"]);
     berth.assert_clean();
 }
+
+#[test]
+fn network_labels_are_kept_and_select_what_prune_removes() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok([
+        "network", "create", "--label", "tier=web", "--label", "x", "labelled",
+    ]);
+    berth.run_ok(["network", "create", "plain"]);
+    let labels = &network_inspect(&berth, "labelled")["labels"];
+    assert_eq!(labels, &serde_json::json!({"tier": "web", "x": ""}));
+    berth.run_ok(["network", "prune", "-f", "--filter", "label=tier=web"]);
+    let ls = berth.run_ok(["network", "ls"]);
+    assert!(!ls.contains("labelled") && ls.contains("plain"), "{ls}");
+    berth.run_ok(["network", "rm", "plain"]);
+    berth.assert_clean();
+}
