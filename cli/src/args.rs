@@ -415,6 +415,18 @@ pub struct RunArgs {
     /// IPv4 address on its network, e.g. 10.10.0.50 (user-defined networks)
     #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
+    /// User namespace: host (none), auto[:size=N] (a free block of the
+    /// berth user's /etc/subuid and /etc/subgid ranges)
+    #[arg(long, value_name = "MODE")]
+    pub userns: Option<String>,
+    /// Map container uids to host uids (CONTAINER_ID:HOST_ID:SIZE), in a
+    /// user namespace
+    #[arg(long, value_name = "MAP")]
+    pub uidmap: Vec<String>,
+    /// Map container gids to host gids (CONTAINER_ID:HOST_ID:SIZE; default:
+    /// as --uidmap)
+    #[arg(long, value_name = "MAP")]
+    pub gidmap: Vec<String>,
 }
 
 #[derive(Debug, Args)]

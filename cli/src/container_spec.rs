@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use berth_ns::{Capability, CapabilitySet};
 use cli::runtime::{OVERLAY_ROOTFS_ANNOTATION, REAPING_INIT_ANNOTATION};
 use oci_spec::runtime::{
-    Capabilities, LinuxBuilder, LinuxCapabilities, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
-    User,
+    Capabilities, LinuxBuilder, LinuxCapabilities, LinuxIdMapping, LinuxIdMappingBuilder,
+    LinuxNamespace, LinuxNamespaceType, LinuxResources, Mount, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, Root, Spec, User,
 };
 
 /// The parts of a container that the spec is built from.
@@ -44,6 +44,8 @@ pub struct ContainerPlan<'a> {
     /// `-v`, `--mount`, `--tmpfs`, `--volumes-from` and the image's
     /// VOLUMEs (see [`crate::mounts`]), mounted after the binds above.
     pub mounts: &'a [Mount],
+    /// Its own user namespace with these maps (`None`: the host's).
+    pub id_maps: Option<&'a berth_state::IdMaps>,
 }
 
 /// What docker's flags beyond the basics put in the spec.
@@ -118,6 +120,9 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
     if plan.cgroup_namespace {
         namespaces.push(LinuxNamespaceType::Cgroup);
     }
+    if plan.id_maps.is_some() {
+        namespaces.push(LinuxNamespaceType::User);
+    }
     let namespaces: Vec<LinuxNamespace> = namespaces
         .into_iter()
         .filter_map(|typ| {
@@ -153,6 +158,23 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
         .masked_paths(masked)
         .readonly_paths(readonly)
         .build()?;
+    if let Some(maps) = plan.id_maps {
+        let oci = |ranges: &[berth_state::IdRange]| -> anyhow::Result<Vec<LinuxIdMapping>> {
+            ranges
+                .iter()
+                .map(|r| {
+                    LinuxIdMappingBuilder::default()
+                        .container_id(r.container_id)
+                        .host_id(r.host_id)
+                        .size(r.size)
+                        .build()
+                        .map_err(Into::into)
+                })
+                .collect()
+        };
+        linux.set_uid_mappings(Some(oci(&maps.uid)?));
+        linux.set_gid_mappings(Some(oci(&maps.gid)?));
+    }
     if !plan.extras.sysctl.is_empty() {
         linux.set_sysctl(Some(plan.extras.sysctl.clone()));
     }
@@ -355,7 +377,17 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
+        let range = |host_id| berth_state::IdRange {
+            container_id: 0,
+            host_id,
+            size: 65536,
+        };
+        let id_maps = berth_state::IdMaps {
+            uid: vec![range(100_000)],
+            gid: vec![range(200_000)],
+        };
         let spec = build(&ContainerPlan {
+            id_maps: Some(&id_maps),
             id: "c1",
             hostname: "c1host",
             command: &["sh".into(), "-c".into(), "echo hi".into()],

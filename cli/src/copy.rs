@@ -12,7 +12,7 @@ use berth_fs::copy::{
     absolute_from, archive_tree, copy_tree, extract_archive, names_contents, plan_copy, Ownership,
     TreeRoot,
 };
-use berth_state::ContainerRecord;
+use berth_state::{ContainerRecord, IdRange};
 
 use crate::args::CpArgs;
 use crate::paths::Paths;
@@ -138,8 +138,49 @@ fn invoking_user() -> Ownership {
     }
 }
 
-/// Inside a container without `-a`: its root user.
-const CONTAINER_ROOT: Ownership = Ownership::Fixed { uid: 0, gid: 0 };
+/// Who owns what `cp` writes into a container: without `-a` its root
+/// user, with `-a` the source's ids, as host ids where the container has
+/// a user namespace.
+fn ownership_in(record: &ContainerRecord, archive: bool) -> Ownership {
+    let Some(maps) = &record.id_maps else {
+        return if archive {
+            Ownership::FromSource
+        } else {
+            Ownership::Fixed { uid: 0, gid: 0 }
+        };
+    };
+    let ranges = |list: &[IdRange]| {
+        list.iter()
+            .map(|r| [r.container_id, r.host_id, r.size])
+            .collect()
+    };
+    match (archive, maps.root()) {
+        (false, Some((uid, gid))) => Ownership::Fixed { uid, gid },
+        _ => Ownership::Mapped {
+            uid: ranges(&maps.uid),
+            gid: ranges(&maps.gid),
+        },
+    }
+}
+
+/// The ids a container's files keep on the way out (`-a`, tar streams):
+/// as the container sees them.
+fn ownership_out(record: &ContainerRecord) -> Ownership {
+    match &record.id_maps {
+        None => Ownership::FromSource,
+        Some(maps) => {
+            let ranges = |list: &[IdRange]| {
+                list.iter()
+                    .map(|r| [r.host_id, r.container_id, r.size])
+                    .collect()
+            };
+            Ownership::Mapped {
+                uid: ranges(&maps.uid),
+                gid: ranges(&maps.gid),
+            }
+        }
+    }
+}
 
 pub fn cp(paths: &Paths, args: &CpArgs) -> anyhow::Result<i32> {
     let source = parse_side(&args.source);
@@ -153,14 +194,15 @@ pub fn cp(paths: &Paths, args: &CpArgs) -> anyhow::Result<i32> {
                 Side::Host(path) => path.clone(),
                 _ => String::new(),
             };
-            let copied = copy_out(&root.root, &path, other, args)
+            let copied = copy_out(&root.root, &path, other, args, ownership_out(&record))
                 .with_context(|| format!("cannot copy {container}:{path}"))?;
             (copied, to)
         }
         (other @ (Side::Host(_) | Side::Stream), Side::Container { container, path }) => {
             let record = crate::container::find(&paths.containers()?, &container)?;
             let root = open_container_root(paths, &record)?;
-            let copied = copy_in(&root.root, other, &path, args)
+            let owner = ownership_in(&record, args.archive);
+            let copied = copy_in(&root.root, other, &path, args, owner)
                 .with_context(|| format!("cannot copy to {container}:{path}"))?;
             (copied, format!("{container}:{path}"))
         }
@@ -185,7 +227,13 @@ fn host_root() -> anyhow::Result<(TreeRoot, PathBuf)> {
 }
 
 /// Out of the container: to a host path, or as a tar stream to stdout.
-fn copy_out(root: &TreeRoot, path: &str, to: Side, args: &CpArgs) -> anyhow::Result<u64> {
+fn copy_out(
+    root: &TreeRoot,
+    path: &str,
+    to: Side,
+    args: &CpArgs,
+    kept: Ownership,
+) -> anyhow::Result<u64> {
     let source = root.source(path, args.follow_link)?;
     let contents = names_contents(path) || path.trim_end_matches('/').is_empty();
     match to {
@@ -199,7 +247,7 @@ fn copy_out(root: &TreeRoot, path: &str, to: Side, args: &CpArgs) -> anyhow::Res
                 bail!("cowardly refusing to write a tar stream to a terminal: redirect the output");
             }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            let written = archive_tree(&source, name.as_deref().map(OsStr::new), &mut out)
+            let written = archive_tree(&source, name.as_deref().map(OsStr::new), &mut out, kept)
                 .map_err(anyhow::Error::from)
                 .and_then(|n| Ok(out.flush().map(|()| n)?));
             exit_if_reader_left(&written);
@@ -210,11 +258,7 @@ fn copy_out(root: &TreeRoot, path: &str, to: Side, args: &CpArgs) -> anyhow::Res
             let dest = absolute_from(&cwd, &dest);
             let plan = plan_copy(path, source.is_dir(), &dest, host.existing(&dest)?)?;
             let into = host.directory(&plan.into)?;
-            let owner = if args.archive {
-                Ownership::FromSource
-            } else {
-                invoking_user()
-            };
+            let owner = if args.archive { kept } else { invoking_user() };
             Ok(copy_tree(&source, plan.name.as_deref(), &into, owner)?)
         }
         Side::Container { .. } => unreachable!("two containers are refused before"),
@@ -233,12 +277,13 @@ fn stream_name(path: &str) -> String {
 
 /// Into the container: from a host path, or a tar stream on stdin that is
 /// unpacked into the (existing) destination directory.
-fn copy_in(root: &TreeRoot, from: Side, path: &str, args: &CpArgs) -> anyhow::Result<u64> {
-    let owner = if args.archive {
-        Ownership::FromSource
-    } else {
-        CONTAINER_ROOT
-    };
+fn copy_in(
+    root: &TreeRoot,
+    from: Side,
+    path: &str,
+    args: &CpArgs,
+    owner: Ownership,
+) -> anyhow::Result<u64> {
     match from {
         Side::Stream => {
             let into = root.directory(path)?;

@@ -719,7 +719,7 @@ pub fn export(paths: &Paths, args: &ExportArgs) -> anyhow::Result<i32> {
     layers.extend(image.lower_dirs());
     let layer_refs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
     let write = |out: &mut dyn Write| -> anyhow::Result<()> {
-        berth_image::write_merged_tar(&layer_refs, out)
+        berth_image::write_merged_tar_as(&layer_refs, record.id_maps.as_ref(), out)
             .with_context(|| format!("cannot export container {}", record.name))
     };
     write_archive(args.output.as_deref(), write)
@@ -764,6 +764,7 @@ pub fn commit(paths: &Paths, args: &CommitArgs) -> anyhow::Result<i32> {
         comment: args.message.clone(),
         created_by: Some(record.command.join(" ")),
         tag: reference,
+        owners: record.id_maps.clone(),
     };
     // Like docker commit's default --pause: a consistent snapshot of a
     // running container, thawed on every way out (see FreezeGuard).

@@ -96,6 +96,15 @@ pub fn info(paths: &Paths, format: Option<&str>) -> anyhow::Result<i32> {
         .unwrap_or_default();
     let running = count(&[Status::Running]);
     let paused = count(&[Status::Paused]);
+    // docker's words for its userns-remap setting.
+    let remap = crate::userns::remap_setting().map(|user| match user.as_str() {
+        "default" => crate::userns::DEFAULT_USER.to_owned(),
+        _ => user,
+    });
+    let mut security_options = vec!["name=seccomp,profile=builtin".to_owned()];
+    if remap.is_some() {
+        security_options.push("name=userns".to_owned());
+    }
     if let Some(format) = format {
         let value = serde_json::json!({
             "Containers": records.len(),
@@ -114,7 +123,7 @@ pub fn info(paths: &Paths, format: Option<&str>) -> anyhow::Result<i32> {
                 None => "unknown",
             },
             "DefaultRuntime": crate::oci_cli::PROGRAM_NAME,
-            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "SecurityOptions": security_options,
             "KernelVersion": kernel,
             "OperatingSystem": os,
             "OSType": "linux",
@@ -141,6 +150,9 @@ pub fn info(paths: &Paths, format: Option<&str>) -> anyhow::Result<i32> {
     let _ = writeln!(out, "Cgroup Version: {cgroup_version}");
     let _ = writeln!(out, "Default Runtime: {}", crate::oci_cli::PROGRAM_NAME);
     let _ = writeln!(out, "Security Options:\n seccomp\n  Profile: builtin");
+    if let Some(user) = &remap {
+        let _ = writeln!(out, " userns\n  Remapped to: {user}'s subordinate ids");
+    }
     let _ = writeln!(out, "Kernel Version: {kernel}");
     let _ = writeln!(out, "Operating System: {os}");
     let _ = writeln!(out, "Architecture: {}", std::env::consts::ARCH);

@@ -214,6 +214,8 @@ fn field_order(path: &[String]) -> &'static [&'static str] {
             "CpusetMems",
             "PidsLimit",
             "Init",
+            "UsernsMode",
+            "IDMappings",
         ],
         [_, "HostConfig", "RestartPolicy"] => &["Name", "MaximumRetryCount"],
         [_, "HostConfig", "LogConfig"] => &["Type", "Config"],
@@ -518,6 +520,15 @@ pub fn container_json(
         ("max-size", record.log_limits.max_size.to_string()),
         ("max-file", record.log_limits.max_files.to_string()),
     ]);
+    let id_mappings = record.id_maps.as_ref().map(|maps| {
+        let lines = |ranges: &[berth_state::IdRange]| {
+            ranges
+                .iter()
+                .map(|r| format!("{}:{}:{}", r.container_id, r.host_id, r.size))
+                .collect::<Vec<_>>()
+        };
+        json!({"UidMap": lines(&maps.uid), "GidMap": lines(&maps.gid)})
+    });
     json!({
         "Id": record.id,
         "Created": go_time(Some(record.created)),
@@ -571,6 +582,10 @@ pub fn container_json(
             "CpusetMems": record.limits.cpuset_mems.clone().unwrap_or_default(),
             "PidsLimit": record.limits.pids_limit,
             "Init": record.init,
+            // docker's: "" for the host's; a mapped container's in
+            // podman's words and form.
+            "UsernsMode": if record.id_maps.is_some() { "private" } else { "" },
+            "IDMappings": id_mappings,
         },
         "Mounts": if record.mounts.is_empty() {
             // A record from before `mounts`.

@@ -35,6 +35,7 @@ mod supervise;
 mod table;
 mod time_text;
 mod user;
+mod userns;
 mod volume;
 
 use std::process::ExitCode;

@@ -581,6 +581,40 @@ pub struct ResolvedMounts {
     pub created: CreatedVolumes,
 }
 
+impl ResolvedMounts {
+    /// For a container whose root is host `uid`:`gid` (a user namespace):
+    /// the way to each volume's data becomes searchable, and a volume made
+    /// for it now becomes its root's, as with docker's userns-remap. A
+    /// volume that existed before keeps its owner.
+    pub fn prepare_for_mapped_root(&self, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
+        for point in self.record.iter().filter(|p| p.kind == "bind") {
+            crate::userns::check_reachable(
+                Path::new(&point.source),
+                "the bind source",
+                (uid, gid),
+            )?;
+        }
+        for point in self.record.iter().filter(|p| p.kind == "volume") {
+            let data = Path::new(&point.source);
+            let volume_dir = data.parent().unwrap_or(data);
+            let store_dir = volume_dir.parent().unwrap_or(volume_dir);
+            for dir in [store_dir, volume_dir] {
+                berth_state::make_searchable(dir)?;
+            }
+            let made_now = point
+                .name
+                .as_ref()
+                .is_some_and(|name| self.created.names.contains(name));
+            if made_now {
+                std::os::unix::fs::lchown(data, Some(uid), Some(gid)).with_context(|| {
+                    format!("cannot give {} to the container's root", data.display())
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Volumes made for a container that is not made yet: removed when
 /// dropped (unless another container uses one by then), unless
 /// [`CreatedVolumes::keep`] was called. Until [`CreatedVolumes::unlock`]

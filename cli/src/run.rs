@@ -222,8 +222,27 @@ fn create_container<'a>(
     record.network_aliases = crate::network::check_aliases(&args.net, &args.network_alias)?;
     record.requested_ip = crate::network::check_requested_ip(paths, &args.net, args.ip.as_deref())?;
     record.publish = publish;
+    let userns_request = crate::userns::request(
+        args.userns.as_deref(),
+        &args.uidmap,
+        &args.gidmap,
+        crate::userns::remap_setting().as_deref(),
+    )?;
+    if userns_request != crate::userns::Request::Host {
+        refuse_host_sharing_in_a_user_namespace(args)?;
+    }
+    let (id_maps, _userns_lock) = crate::userns::resolve(
+        paths,
+        containers,
+        &userns_request,
+        &crate::userns::SubIdFiles::from_env(),
+    )?;
+    record.id_maps = id_maps;
     let image_volumes = config.volumes().clone().unwrap_or_default();
     let mut mounts = crate::mounts::for_run(paths, containers, args, &image_volumes)?;
+    if let Some(root) = record.id_maps.as_ref().and_then(|m| m.root()) {
+        mounts.prepare_for_mapped_root(root)?;
+    }
     record.volumes = args.volume.clone();
     record.mounts = std::mem::take(&mut mounts.record);
     record.anonymous_volumes = mounts.anonymous.clone();
@@ -249,6 +268,14 @@ fn create_container<'a>(
         etc_files.write(&record, None, &[])?;
     }
     let volumes = etc_files.volumes();
+    if let Some(root) = record.id_maps.as_ref().and_then(|m| m.root()) {
+        let [upper, _work, rootfs] = crate::container_spec::layer_dirs(&dir);
+        let mut owned = vec![upper, rootfs];
+        if !network.shares_another_container() {
+            owned.extend(volumes.iter().map(|v| v.source.clone()));
+        }
+        crate::userns::prepare_container_dir(paths, &dir, &owned, root)?;
+    }
     let console_size = crate::supervise::user_terminal().and_then(cli::runtime::tty::window_size);
     let spec = crate::container_spec::build(&crate::container_spec::ContainerPlan {
         id: &id,
@@ -277,6 +304,7 @@ fn create_container<'a>(
         cgroup_parent: args.cgroup_parent.as_deref(),
         extras: &extras,
         mounts: &mounts.oci,
+        id_maps: record.id_maps.as_ref(),
     })?;
     save_spec(&dir, &spec)?;
     let launch = LaunchPlan {
@@ -285,6 +313,26 @@ fn create_container<'a>(
         forward_stdin: args.interactive && !args.detach,
     };
     Ok((record, launch, guard))
+}
+
+/// A user namespace cannot own the host's namespaces, nor another
+/// container's, nor every device: docker asks for `--userns=host` then.
+fn refuse_host_sharing_in_a_user_namespace(args: &RunArgs) -> anyhow::Result<()> {
+    let modes = [
+        ("--network", Some(args.net.as_str())),
+        ("--pid", args.pid.as_deref()),
+        ("--ipc", args.ipc.as_deref()),
+        ("--uts", args.uts.as_deref()),
+    ];
+    for (flag, mode) in modes {
+        if let Some(mode) = mode.filter(|m| *m == "host" || m.starts_with("container:")) {
+            bail!("conflicting options: {flag} {mode} and a user namespace (add --userns=host)");
+        }
+    }
+    if args.privileged {
+        bail!("conflicting options: --privileged and a user namespace (add --userns=host)");
+    }
+    Ok(())
 }
 
 /// `-P`: the image's ExposedPorts (`80/tcp`, `53/udp`, `8080`) not

@@ -19,6 +19,17 @@ pub enum FsError {
         source: nix::Error,
     },
 
+    /// A directory's filesystem cannot be ID-mapped on this kernel (e.g.
+    /// tmpfs before Linux 6.3), so a user namespace cannot see it owned
+    /// by its own ids.
+    #[error("cannot give a user namespace {path}: its filesystem does not support ID-mapped mounts on this kernel ({source})")]
+    IdMapUnsupported {
+        /// The directory.
+        path: PathBuf,
+        /// The errno of mount_setattr(2).
+        source: nix::Error,
+    },
+
     /// A mount(2) call failed.
     #[error("cannot mount {fstype} on {target}: {source}")]
     Mount {

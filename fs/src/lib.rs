@@ -150,8 +150,9 @@ pub use mounts::{
 };
 pub use options::{parse_mount_options, propagation_flags, MountOptions, RecursiveAttrs};
 pub use pivot::{
-    bind_onto_itself, finish_rootfs_propagation, make_mounts_private, move_root, pivot_root,
-    remount_root_readonly, set_mount_propagation, set_rootfs_propagation,
+    bind_onto_itself, chroot_root, finish_rootfs_propagation, make_mounts_private, move_root,
+    pivot_root, remount_root_readonly, set_mount_propagation, set_rootfs_propagation,
+    unmount_below,
 };
 pub use resolve::{
     ensure_dir_in_root, enter_workdir, open_in_root, resolve_in_root, Create, MAX_SYMLINKS,

@@ -3,7 +3,9 @@
 //! mount(2) flags, propagation changes, recursive mount_setattr(2)
 //! attributes, and the filesystem-specific data string.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -369,6 +371,66 @@ pub(crate) fn set_attrs_recursive(mnt: &OwnedFd, attrs: RecursiveAttrs) -> Resul
     };
     Errno::result(ret).map(drop)
 }
+
+/// Put an ID-mapped copy of the mount at `dir` over `dir` itself:
+/// open_tree(2) clones it, mount_setattr(2) maps its ids through the user
+/// namespace `userns` (a file owned by id N on disk shows as the host id
+/// that N maps to there) and move_mount(2) attaches the copy on `dir`, in
+/// the caller's mount namespace.
+pub(crate) fn overmount_idmapped(dir: &Path, userns: BorrowedFd<'_>) -> Result<(), Errno> {
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `path` is NUL-terminated and outlives the call; the flags
+    // ask for a new detached mount returned as a close-on-exec descriptor.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    let raw = Errno::result(ret)?;
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: as in set_attrs_recursive; `tree` and `userns` are open.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    Errno::result(ret)?;
+    // SAFETY: both paths are NUL-terminated and outlive the call; `tree`
+    // is the detached mount made above.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// linux/mount.h: open_tree's "clone the mount, detached".
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// linux/mount.h: mount_setattr's ID-mapping attribute.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// linux/mount.h: move_mount's "the source is the descriptor itself".
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x0000_0004;
 
 #[cfg(test)]
 mod tests {

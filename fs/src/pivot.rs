@@ -94,6 +94,76 @@ pub fn pivot_root(rootfs: &Path) -> Result<(), FsError> {
     })
 }
 
+/// Enter `rootfs` as `/` with chroot(2), for a container that shares the
+/// runtime's mount namespace (a spec without one, which runc also runs):
+/// `rootfs` becomes a mount point first (so a read-only root remounts the
+/// container's bind, never the host's root), then `chroot` and
+/// `chdir("/")`. The host's mounts stay where they are; the mounts made
+/// below `rootfs` stay in the host's namespace until
+/// [`unmount_below`] takes them away.
+pub fn chroot_root(rootfs: &Path) -> Result<(), FsError> {
+    ensure_mount_point(rootfs)?;
+    chdir(rootfs).map_err(|source| FsError::Chdir {
+        path: rootfs.to_path_buf(),
+        source,
+    })?;
+    nix::unistd::chroot(".").map_err(|source| FsError::Chroot {
+        path: rootfs.to_path_buf(),
+        source,
+    })?;
+    chdir("/").map_err(|source| FsError::Chdir {
+        path: "/".into(),
+        source,
+    })
+}
+
+/// Unmount (detached) every mount at or below `dir` in the caller's mount
+/// namespace, the deepest first: what a container without a mount
+/// namespace of its own left in the runtime's. Returns how many went.
+pub fn unmount_below(dir: &Path) -> Result<usize, FsError> {
+    let dir = std::fs::canonicalize(dir).map_err(|source| FsError::Stat {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mountinfo_path = Path::new("/proc/self/mountinfo");
+    let mut unmounted = 0;
+    // Stacked mounts show one at a time: read again until none is left.
+    loop {
+        let mountinfo =
+            std::fs::read_to_string(mountinfo_path).map_err(|source| FsError::ReadMountInfo {
+                path: mountinfo_path.to_path_buf(),
+                source,
+            })?;
+        let mut below: Vec<PathBuf> = parse_mountinfo(&mountinfo)
+            .into_iter()
+            .map(|(mount_point, _, _)| mount_point)
+            .filter(|mount_point| mount_point.starts_with(&dir))
+            .collect();
+        if below.is_empty() {
+            return Ok(unmounted);
+        }
+        below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        let before = unmounted;
+        for mount_point in below {
+            match umount2(&mount_point, MntFlags::MNT_DETACH) {
+                Ok(()) => unmounted += 1,
+                // Gone with its parent meanwhile.
+                Err(Errno::EINVAL | Errno::ENOENT) => {}
+                Err(source) => {
+                    return Err(FsError::Unmount {
+                        path: mount_point,
+                        source,
+                    })
+                }
+            }
+        }
+        if unmounted == before {
+            // Listed but not unmountable from here: leave it be.
+            return Ok(unmounted);
+        }
+    }
+}
+
 /// Change the propagation of the mount at `target` (`MS_PRIVATE`,
 /// `MS_SHARED`, `MS_SLAVE` or `MS_UNBINDABLE`, with `MS_REC` for the mounts
 /// below it too; see [`crate::propagation_flags`]).

@@ -2,6 +2,7 @@
 //! a per-container writable layer: overlay, or aufs where only aufs exists.
 
 use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
@@ -95,6 +96,43 @@ impl OverlayRootfs {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// Mount the union (overlay) for a container in a user namespace:
+    /// each lower layer is first covered, at its own path, by an ID-mapped
+    /// mount through `userns`, so that the image's files, owned by ids 0..N
+    /// on disk, belong to the container's ids 0..N; the layers on disk
+    /// stay untouched and shared with every other container. The covering
+    /// mounts are made in the caller's mount namespace: call this in the
+    /// container's own one (they go with it, and overlay keeps private
+    /// clones of its layers).
+    pub fn mount_idmapped(&self, userns: BorrowedFd<'_>) -> Result<(), FsError> {
+        let mut covered = std::collections::HashSet::new();
+        for layer in &self.lower {
+            // Layers may be reached through the store's short links; the
+            // mount goes on the directory itself.
+            let dir = std::fs::canonicalize(layer).map_err(|e| FsError::Open {
+                path: layer.clone(),
+                source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+            if covered.insert(dir.clone()) {
+                crate::options::overmount_idmapped(&dir, userns).map_err(|source| {
+                    if source == Errno::EINVAL {
+                        FsError::IdMapUnsupported {
+                            path: dir.clone(),
+                            source,
+                        }
+                    } else {
+                        FsError::Mount {
+                            target: dir.clone(),
+                            fstype: "idmapped bind".into(),
+                            source,
+                        }
+                    }
+                })?;
+            }
+        }
+        self.mount_with(UnionFs::Overlay)
     }
 
     /// Mount the union with the given filesystem.

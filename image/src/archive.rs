@@ -59,6 +59,9 @@ use tar::{EntryType, Header};
 use crate::extract::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 use crate::ImageError;
 
+/// The id the kernel shows for one a user namespace does not map.
+const OVERFLOW_ID: u32 = 65534;
+
 /// How often an entry that keeps changing type is looked at again.
 const RETRIES: usize = 16;
 
@@ -95,8 +98,21 @@ pub fn write_layer_tar(rootfs: &Path, out: impl Write) -> Result<(), ImageError>
 /// by an empty `.wh..wh..opq` file inside it, as docker and podman write
 /// layers. The same tree always gives the same bytes.
 pub fn write_diff_tar(layer: &Path, out: impl Write) -> Result<(), ImageError> {
+    write_diff_tar_as(layer, None, out)
+}
+
+/// [`write_diff_tar`] of the write layer of a container in a user
+/// namespace: its files are owned by host ids, archived as the ids
+/// `owners` maps them to in the container (65534 where it maps none, as
+/// the kernel shows them).
+pub fn write_diff_tar_as(
+    layer: &Path,
+    owners: Option<&berth_state::IdMaps>,
+    out: impl Write,
+) -> Result<(), ImageError> {
     let mut walker = Walker::new(out, false);
     walker.diff = true;
+    walker.top_owners = owners.cloned();
     walker.run(&[layer])
 }
 
@@ -109,7 +125,20 @@ pub fn write_diff_tar(layer: &Path, out: impl Write) -> Result<(), ImageError> {
 /// `user.overlay.opaque` = `"y"`) hide the layers below them. Otherwise
 /// the archive is as described for [`write_layer_tar`].
 pub fn write_merged_tar(layers: &[&Path], out: impl Write) -> Result<(), ImageError> {
-    Walker::new(out, true).run(layers)
+    write_merged_tar_as(layers, None, out)
+}
+
+/// [`write_merged_tar`] for a container in a user namespace: the topmost
+/// layer's owners are host ids, archived as in [`write_diff_tar_as`]; the
+/// image layers below are not mapped.
+pub fn write_merged_tar_as(
+    layers: &[&Path],
+    top_owners: Option<&berth_state::IdMaps>,
+    out: impl Write,
+) -> Result<(), ImageError> {
+    let mut walker = Walker::new(out, true);
+    walker.top_owners = top_owners.cloned();
+    walker.run(layers)
 }
 
 /// One directory of one layer.
@@ -150,6 +179,10 @@ struct Walker<W: Write> {
     /// (st_dev, st_ino) of archived non-directories with several links, and
     /// the name they were archived under.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Host ids of the topmost layer, archived as a container's ids.
+    top_owners: Option<berth_state::IdMaps>,
+    /// The layer of the entry being archived.
+    entry_layer: usize,
 }
 
 fn is_type(st: &FileStat, kind: SFlag) -> bool {
@@ -294,6 +327,8 @@ impl<W: Write> Walker<W> {
             diff: false,
             roots: Vec::new(),
             links: HashMap::new(),
+            top_owners: None,
+            entry_layer: 0,
         }
     }
 
@@ -419,6 +454,7 @@ impl<W: Write> Walker<W> {
         rel: &mut Vec<u8>,
     ) -> Result<Outcome, ImageError> {
         let dir = &dirs[i];
+        self.entry_layer = dir.layer;
         let name_os = OsStr::from_bytes(name);
         let path = self.host_path(dir.layer, rel);
         let st = match fstatat(&dir.fd, name_os, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -623,6 +659,18 @@ impl<W: Write> Walker<W> {
         data: impl Read,
         path: &Path,
     ) -> Result<(), ImageError> {
+        if let (Some(owners), 0) = (&self.top_owners, self.entry_layer) {
+            let container_id = |ranges: &[berth_state::IdRange], id: u64| {
+                u32::try_from(id)
+                    .ok()
+                    .and_then(|id| berth_state::IdMaps::to_container(ranges, id))
+                    .unwrap_or(OVERFLOW_ID)
+            };
+            let uid = container_id(&owners.uid, header.uid().unwrap_or(0));
+            let gid = container_id(&owners.gid, header.gid().unwrap_or(0));
+            header.set_uid(u64::from(uid));
+            header.set_gid(u64::from(gid));
+        }
         self.builder
             .append_data(header, Path::new(OsStr::from_bytes(rel)), data)
             .map_err(|e| entry_error(path, e))

@@ -612,6 +612,7 @@ fn commit_options(tag: &str, cmd: &[&str]) -> CommitOptions {
         comment: Some("a change".into()),
         created_by: Some("sh -c edit".into()),
         tag: Some(Reference::parse(tag).unwrap()),
+        owners: None,
     }
 }
 
@@ -789,4 +790,80 @@ fn commit_of_a_large_tree_streams() {
         fs::read(image.lower_dirs()[0].join("blob7")).unwrap(),
         vec![7u8; 1 << 20]
     );
+}
+
+/// Owners of (path, uid, gid) entries in a tar.
+fn tar_owners(bytes: &[u8]) -> BTreeMap<String, (u64, u64)> {
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let header = e.header();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                (header.uid().unwrap(), header.gid().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_user_namespace_write_layer_is_archived_with_the_containers_ids() {
+    use std::os::unix::fs::lchown;
+    let tmp = tempfile::tempdir().unwrap();
+    let (upper, lower) = (tmp.path().join("upper"), tmp.path().join("lower"));
+    fs::create_dir_all(&upper).unwrap();
+    fs::create_dir_all(&lower).unwrap();
+    fs::write(upper.join("made"), "m").unwrap();
+    fs::write(upper.join("stray"), "s").unwrap();
+    fs::write(lower.join("image-file"), "i").unwrap();
+    let owners = berth_state::IdMaps {
+        uid: vec![berth_state::IdRange {
+            container_id: 0,
+            host_id: 100_000,
+            size: 65536,
+        }],
+        gid: vec![berth_state::IdRange {
+            container_id: 0,
+            host_id: 200_000,
+            size: 65536,
+        }],
+    };
+    let chown = |path: &Path, uid, gid| {
+        if is_root() {
+            lchown(path, Some(uid), Some(gid)).unwrap();
+        }
+    };
+    chown(&upper, 100_000, 200_000);
+    chown(&upper.join("made"), 100_005, 200_007);
+    // Owned by a host id the container does not map (root here).
+    chown(&upper.join("stray"), 0, 0);
+    let me = (
+        u64::from(nix::unistd::geteuid().as_raw()),
+        u64::from(nix::unistd::getegid().as_raw()),
+    );
+    let expect = |mapped: (u64, u64)| if is_root() { mapped } else { (65534, 65534) };
+
+    let mut diff = Vec::new();
+    crate::write_diff_tar_as(&upper, Some(&owners), &mut diff).unwrap();
+    let owned = tar_owners(&diff);
+    assert_eq!(owned["./"], expect((0, 0)));
+    assert_eq!(owned["made"], expect((5, 7)));
+    assert_eq!(owned["stray"], (65534, 65534));
+
+    // Merged: only the write layer is mapped; image layers keep their ids.
+    let mut merged = Vec::new();
+    crate::write_merged_tar_as(&[&upper, &lower], Some(&owners), &mut merged).unwrap();
+    let owned = tar_owners(&merged);
+    assert_eq!(owned["made"], expect((5, 7)));
+    assert_eq!(owned["image-file"], me);
+
+    // Without owners nothing is mapped.
+    let mut plain = Vec::new();
+    crate::write_diff_tar(&upper, &mut plain).unwrap();
+    if is_root() {
+        assert_eq!(tar_owners(&plain)["made"], (100_005, 200_007));
+    }
 }

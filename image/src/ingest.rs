@@ -26,7 +26,7 @@ use crate::digest::{check_size, hex_of, read_verified, sha256_hex, sha256_hex_of
 use crate::extract::{extract_tar, remove_tree, ExtractOptions, Whiteouts};
 use crate::pipe::pipe_through;
 use crate::store::{fsync_dir, link_name, now, unique_suffix, ImageRecord, LayerRecord};
-use crate::{write_diff_tar, Image, ImageError, ImageId, ImageSource, ImageStore, Reference};
+use crate::{write_diff_tar_as, Image, ImageError, ImageId, ImageSource, ImageStore, Reference};
 
 /// The largest manifest accepted (containerd's bound).
 pub(crate) const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -248,6 +248,9 @@ pub struct CommitOptions {
     pub created_by: Option<String>,
     /// The reference to tag the new image with.
     pub tag: Option<Reference>,
+    /// The container's user namespace, whose host ids the write layer's
+    /// files are owned by (`None`: the host's).
+    pub owners: Option<berth_state::IdMaps>,
 }
 
 impl ImageStore {
@@ -1010,7 +1013,7 @@ impl ImageStore {
     /// base's as `options` say, and a history entry.
     ///
     /// The upper dir is archived in-process by descriptor without following
-    /// any symlink (see [`write_diff_tar`]) and streamed straight into the
+    /// any symlink (see [`crate::write_diff_tar`]) and streamed straight into the
     /// new layer. Works on a live upper dir; freeze the container first for
     /// a consistent snapshot.
     pub fn commit(
@@ -1033,7 +1036,7 @@ impl ImageStore {
             refuse_image_archives: false,
         };
         pipe_through(
-            |out| write_diff_tar(upper, out),
+            |out| write_diff_tar_as(upper, options.owners.as_ref(), out),
             |reader| self.add_layer_on(Some(base), reader, &origin, new, tags, extract),
         )
     }

@@ -70,7 +70,9 @@ mod source;
 mod store;
 mod store_source;
 
-pub use archive::{write_diff_tar, write_layer_tar, write_merged_tar};
+pub use archive::{
+    write_diff_tar, write_diff_tar_as, write_layer_tar, write_merged_tar, write_merged_tar_as,
+};
 pub use auth::{Credentials, CredentialsError, Login};
 pub use busybox::{find_static_busybox, write_busybox_tar};
 pub use compression::Compression;

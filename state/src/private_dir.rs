@@ -3,7 +3,7 @@
 //! A state directory that someone else owns, or may write, lets that user
 //! swap records (naming any PID for `stop` to kill) or layers under root's
 //! feet. So such a directory is refused, and one that is merely readable
-//! by others is closed to 0700.
+//! by others is closed to 0700 (0711 where it was searchable).
 
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -39,8 +39,30 @@ pub fn ensure_private_dir(path: &Path) -> Result<(), StateError> {
     if mode & 0o022 != 0 {
         return refuse(format!("others may write to it (mode {mode:04o})"));
     }
-    if mode != 0o700 {
-        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+    // Search-only bits (0711) are kept: a container in a user namespace
+    // is given a way to its own files through berth's directories (see
+    // `make_searchable`), never a listing.
+    let closed = if mode & 0o044 == 0 {
+        0o700 | (mode & 0o011)
+    } else {
+        0o700
+    };
+    if mode != closed {
+        fs::set_permissions(path, fs::Permissions::from_mode(closed))
+            .map_err(|e| StateError::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// Let every user search (but not list or change) the directory `path`,
+/// owned by the caller: mode 0711. A process of a container whose root is
+/// an unprivileged host user must reach its own mount sources under
+/// berth's private directories.
+pub fn make_searchable(path: &Path) -> Result<(), StateError> {
+    let meta = fs::symlink_metadata(path).map_err(|e| StateError::io(path, e))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o011 != 0o011 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o011))
             .map_err(|e| StateError::io(path, e))?;
     }
     Ok(())
@@ -75,6 +97,12 @@ mod tests {
             assert_eq!(mode(&dir), open);
         }
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+
+        // Searchable by others (for a remapped container's root): kept.
+        make_searchable(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o711);
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o711);
 
         // A symlink to a directory is not the directory.
         let link = tmp.path().join("link");

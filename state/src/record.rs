@@ -170,6 +170,49 @@ pub struct ContainerRecord {
     /// `--ip`: the address asked for on the main network.
     #[serde(default)]
     pub requested_ip: Option<String>,
+    /// The container's user namespace (`None`: the host's): how its uids
+    /// and gids map to the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_maps: Option<IdMaps>,
+}
+
+/// A user namespace's uid and gid maps.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IdMaps {
+    pub uid: Vec<IdRange>,
+    pub gid: Vec<IdRange>,
+}
+
+/// `size` ids from `container_id` in the container are `host_id`.. on the
+/// host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub size: u32,
+}
+
+impl IdMaps {
+    /// The host id that container id `id` maps to through `ranges`.
+    pub fn to_host(ranges: &[IdRange], id: u32) -> Option<u32> {
+        ranges
+            .iter()
+            .find(|r| id >= r.container_id && id - r.container_id < r.size)
+            .map(|r| r.host_id + (id - r.container_id))
+    }
+
+    /// The container id that host id `id` is, through `ranges`.
+    pub fn to_container(ranges: &[IdRange], id: u32) -> Option<u32> {
+        ranges
+            .iter()
+            .find(|r| id >= r.host_id && id - r.host_id < r.size)
+            .map(|r| r.container_id + (id - r.host_id))
+    }
+
+    /// The host uid and gid of the container's root.
+    pub fn root(&self) -> Option<(u32, u32)> {
+        Some((Self::to_host(&self.uid, 0)?, Self::to_host(&self.gid, 0)?))
+    }
 }
 
 /// docker's `--restart` policies.
@@ -322,6 +365,7 @@ impl ContainerRecord {
             network_aliases: Vec::new(),
             connections: Vec::new(),
             requested_ip: None,
+            id_maps: None,
         }
     }
 
@@ -400,6 +444,15 @@ mod tests {
             propagation: String::new(),
         }];
         record.anonymous_volumes = vec!["cd".repeat(32)];
+        let range = |host_id| IdRange {
+            container_id: 0,
+            host_id,
+            size: 65536,
+        };
+        record.id_maps = Some(IdMaps {
+            uid: vec![range(100_000)],
+            gid: vec![range(200_000)],
+        });
         insta::assert_json_snapshot!(record);
     }
 

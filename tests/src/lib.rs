@@ -361,6 +361,10 @@ impl Berth {
             .arg(self.root())
             .args(args)
             .env_remove("BERTH_ROOT")
+            // The engine's user-namespace settings come from each test.
+            .env_remove("BERTH_USERNS_REMAP")
+            .env_remove("BERTH_SUBUID_FILE")
+            .env_remove("BERTH_SUBGID_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -283,6 +283,61 @@ fn runtime_run_passes_the_exit_code_and_removes_the_container() {
     bench.berth.assert_clean();
 }
 
+/// A spec without namespaces (the conformance suite's linux_ns_itype):
+/// the container shares every namespace of the runtime, mount namespace
+/// included, as runc runs it (mounts below its root in the runtime's
+/// namespace, entered with chroot); `delete` takes those mounts away.
+#[test]
+fn runtime_without_namespaces_shares_the_runtimes_and_leaves_no_mount() {
+    require_root!();
+    let bench = RuntimeBench::new();
+    let id = new_id();
+    let mut spec = config(&[
+        "sh",
+        "-c",
+        "for ns in mnt pid ipc uts net cgroup; do readlink /proc/self/ns/$ns; done; \
+         touch /tmp/inside; ls /dev/null /proc/self/status",
+    ]);
+    spec["linux"]["namespaces"] = json!([]);
+    spec.as_object_mut().unwrap().remove("hostname");
+    let bundle = bench.bundle("no-namespaces", &spec);
+    let out = bench.run(&bundle, &id);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let own = |ns: &str| fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+    for (i, ns) in ["mnt", "pid", "ipc", "uts"].iter().enumerate() {
+        assert_eq!(Path::new(lines[i]), own(ns), "{ns}: {text}");
+    }
+    // The runtime runs in the test's network sandbox: the container too.
+    let mut readlink = bench
+        .berth
+        .netns()
+        .command("readlink", ["/proc/self/ns/net"]);
+    readlink.stdout(Stdio::piped());
+    let sandbox_net = run_command(readlink);
+    assert_eq!(lines[4], stdout(&sandbox_net).trim(), "net: {text}");
+    assert_eq!(Path::new(lines[5]), own("cgroup"), "cgroup: {text}");
+    assert!(
+        text.contains("/dev/null") && text.contains("/proc/self/status"),
+        "{text}"
+    );
+    // Nothing it mounted (its /proc, /dev, /tmp...) is left in this
+    // namespace, nor was the host's propagation changed.
+    let rootfs = fs::canonicalize(bundle.join("rootfs")).unwrap();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| l.contains(rootfs.to_str().unwrap()))
+        .collect();
+    assert!(left.is_empty(), "mounts left: {left:#?}");
+    assert!(
+        !rootfs.join("tmp/inside").exists(),
+        "/tmp was the container's tmpfs"
+    );
+    bench.berth.assert_clean();
+}
+
 #[test]
 fn runtime_exec_joins_the_container_and_passes_exit_codes() {
     require_root!();

@@ -328,6 +328,16 @@ mount -t tmpfs -o mode=1777 shm /dev/shm
 modprobe -a br_netfilter overlay veth bridge || echo "xtask-guest: some modules failed to load"
 ip link set lo up
 hostname berth-e2e-vm
+# The tests' state roots on a disk filesystem (ext4 in a loop file), as on
+# a real host: tmpfs takes ID-mapped mounts (user namespaces) only from
+# Linux 6.3, ext4 from 5.12.
+if modprobe -a loop ext4 && truncate -s 4G /tmp/e2e-disk.img \
+    && mkfs.ext4 -q -F /tmp/e2e-disk.img && mkdir -p /tmp/disk \
+    && mount -o loop /tmp/e2e-disk.img /tmp/disk && chmod 1777 /tmp/disk; then
+    export TMPDIR=/tmp/disk
+else
+    echo "xtask-guest: no ext4 disk for the tests, TMPDIR stays on tmpfs"
+fi
 echo "xtask-guest: set up after $(cut -d' ' -f1 /proc/uptime) s"
 {suite_command}
 sync

@@ -56,6 +56,8 @@ pub enum RuntimeError {
     Cgroup(#[from] berth_cgroup::CgroupError),
     #[error(transparent)]
     Namespace(#[from] berth_ns::NsError),
+    #[error(transparent)]
+    Filesystem(#[from] berth_fs::FsError),
 }
 
 impl RuntimeError {

@@ -87,6 +87,10 @@ pub(crate) struct InitPlan<'a> {
     pub hooks_handshake: bool,
     pub create_container_hooks: Vec<Hook>,
     pub start_container_hooks: Vec<Hook>,
+    /// The runtime mounts the engine's overlay in the init's mount
+    /// namespace itself (a new user namespace: only the host's root may
+    /// ID-map the image layers), so the init must not.
+    pub overlay_mounted_by_runtime: bool,
 }
 
 /// How the process's stdio, descriptors and capabilities are arranged

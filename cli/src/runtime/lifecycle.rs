@@ -133,6 +133,9 @@ struct Unwind<'a> {
     dir: &'a Path,
     pid: Option<Pid>,
     cgroup: Option<Cgroup>,
+    /// The rootfs of a container without a mount namespace, whose mounts
+    /// are in the runtime's.
+    host_mounts_below: Option<&'a Path>,
     armed: bool,
 }
 
@@ -147,6 +150,9 @@ impl Drop for Unwind<'_> {
         }
         if let Some(cgroup) = &self.cgroup {
             let _ = cgroup.remove();
+        }
+        if let Some(rootfs) = self.host_mounts_below {
+            let _ = berth_fs::unmount_below(rootfs);
         }
         let _ = std::fs::remove_dir_all(self.dir);
     }
@@ -166,6 +172,48 @@ impl Runtime {
             .map_err(|e| RuntimeError::io(&self.root, e))
     }
 
+    /// Mount the engine's overlay on `rootfs` in the mount namespace of
+    /// the init `pid` (waiting for Start, its ID maps written), with the
+    /// image layers ID-mapped through its user namespace. The init cannot:
+    /// ID-mapping a mount of the host's filesystem takes the host's root,
+    /// and an overlay mounted from inside the user namespace could not use
+    /// the layers' `trusted.` whiteout attributes. A thread of the runtime
+    /// enters that namespace for the mounts and ends with them.
+    fn mount_idmapped_overlay(
+        &self,
+        pid: nix::unistd::Pid,
+        overlay: super::rootfs::OverlayRequest,
+        rootfs: &Path,
+    ) -> Result<()> {
+        let ns = |name: &str| {
+            let path = self.proc_root.join(format!("{pid}/ns/{name}"));
+            std::fs::File::open(&path).map_err(|e| RuntimeError::io(&path, e))
+        };
+        let (userns, mntns) = (ns("user")?, ns("mnt")?);
+        let union = berth_fs::OverlayRootfs {
+            lower: overlay.lower,
+            upper: overlay.upper,
+            work: overlay.work,
+            target: rootfs.to_path_buf(),
+        };
+        let mount = || -> Result<()> {
+            use nix::sched::{setns, unshare, CloneFlags};
+            // A thread shares its filesystem context (root, cwd) with the
+            // others until it unshares it; setns needs it unshared.
+            unshare(CloneFlags::CLONE_FS)
+                .map_err(|e| RuntimeError::system("unshare the thread's filesystem context", e))?;
+            setns(mntns.as_fd(), CloneFlags::CLONE_NEWNS)
+                .map_err(|e| RuntimeError::system("enter the container's mount namespace", e))?;
+            union.mount_idmapped(userns.as_fd())?;
+            Ok(())
+        };
+        std::thread::scope(|scope| scope.spawn(mount).join()).unwrap_or_else(|_| {
+            Err(RuntimeError::invalid(
+                "the thread mounting the root filesystem panicked",
+            ))
+        })
+    }
+
     /// Create container `id` from `spec` (paths in it relative to
     /// `bundle`): its init is set up and waits for [`Created::start`] or
     /// [`Runtime::start`]. On failure nothing of it is left.
@@ -179,13 +227,29 @@ impl Runtime {
         state::validate_id(id)?;
         convert::refuse_unsupported(spec)?;
         let namespaces = Namespaces::from_spec(spec)?;
-        // Without a mount namespace of its own the container's mounts would
-        // land in the runtime's (the host's) namespace and outlive it: runc
-        // does that and chroots; berth refuses.
+        // Without a mount namespace the container's mounts land in the
+        // runtime's own (as with runc, which chroots): `delete` takes them
+        // away again. What would change the host's mounts themselves is
+        // refused.
         if !namespaces.has(Namespace::Mount) {
-            return Err(RuntimeError::invalid(
-                "the container needs a mount namespace (new, or joined by path)",
-            ));
+            let linux = spec.linux().as_ref();
+            if linux
+                .and_then(|l| l.rootfs_propagation().as_deref())
+                .is_some_and(|p| !p.is_empty())
+            {
+                return Err(RuntimeError::invalid(
+                    "rootfsPropagation needs a mount namespace (it would change the host's mounts)",
+                ));
+            }
+            if super::rootfs::overlay_request(spec)
+                .ok()
+                .flatten()
+                .is_some()
+            {
+                return Err(RuntimeError::invalid(
+                    "the engine's overlay root needs a mount namespace",
+                ));
+            }
         }
         if spec.process().is_none() {
             return Err(RuntimeError::invalid("the spec has no process"));
@@ -197,6 +261,7 @@ impl Runtime {
         hierarchies.check(&resources)?;
         let cgroup_path = convert::cgroup_path(spec, id);
         let rootfs = state::rootfs_path(bundle, spec);
+        let mounts_root = rootfs.clone();
         if !rootfs.is_dir() {
             return Err(RuntimeError::invalid(format!(
                 "the root {} is not a directory",
@@ -217,6 +282,7 @@ impl Runtime {
             dir: &dir,
             pid: None,
             cgroup: None,
+            host_mounts_below: (!namespaces.has(Namespace::Mount)).then_some(mounts_root.as_path()),
             armed: true,
         };
         let fifo = dir.join(EXEC_FIFO);
@@ -232,7 +298,11 @@ impl Runtime {
             .collect();
         let create_container_hooks = hooks_at(spec, HookPoint::CreateContainer);
         let start_container_hooks = hooks_at(spec, HookPoint::StartContainer);
+        let overlay = super::rootfs::overlay_request(spec)
+            .map_err(|e| RuntimeError::invalid(format!("the rootfs overlay annotation: {e}")))?;
+        let overlay_mounted_by_runtime = overlay.is_some() && namespaces.creates(Namespace::User);
         let plan = InitPlan {
+            overlay_mounted_by_runtime,
             spec,
             rootfs,
             namespaces: namespaces.clone(),
@@ -289,6 +359,9 @@ impl Runtime {
                 &maps(linux.uid_mappings()),
                 &maps(linux.gid_mappings()),
             )?;
+        }
+        if let (Some(overlay), true) = (overlay, overlay_mounted_by_runtime) {
+            self.mount_idmapped_overlay(pid, overlay, &plan.rootfs)?;
         }
         let cgroup = Cgroup::create_at(&hierarchies, &cgroup_path)?;
         unwind.cgroup = Some(cgroup.clone());
@@ -495,6 +568,10 @@ impl Runtime {
         }
         if let Some(cgroup) = &file.cgroup {
             cgroup.remove()?;
+        }
+        if !Namespaces::from_spec(&file.spec)?.has(Namespace::Mount) {
+            // Its mounts are in the runtime's namespace, below its root.
+            berth_fs::unmount_below(&state::rootfs_path(&file.bundle, &file.spec))?;
         }
         let dir = self.container_dir(id);
         std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;

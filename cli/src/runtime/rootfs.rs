@@ -28,10 +28,16 @@ pub(crate) fn prepare(
 ) -> Result<(), InitFailure> {
     let spec = plan.spec;
     let rootfs = &plan.rootfs;
-    let propagation = rootfs_propagation(spec).step("rootfsPropagation")?;
-    berth_fs::set_rootfs_propagation(rootfs, propagation).step("rootfsPropagation")?;
+    // In the runtime's mount namespace (the spec has none) the host's
+    // propagation stays as it is.
+    if !shares_the_runtimes_mounts(plan) {
+        let propagation = rootfs_propagation(spec).step("rootfsPropagation")?;
+        berth_fs::set_rootfs_propagation(rootfs, propagation).step("rootfsPropagation")?;
+    }
 
-    if let Some(overlay) = overlay_request(spec).step("rootfs overlay annotation")? {
+    if plan.overlay_mounted_by_runtime {
+        // Already there: see `Runtime::mount_idmapped_overlay`.
+    } else if let Some(overlay) = overlay_request(spec).step("rootfs overlay annotation")? {
         OverlayRootfs {
             lower: overlay.lower,
             upper: overlay.upper,
@@ -79,13 +85,17 @@ pub(crate) fn prepare(
 /// After the hooks: enter the root, hide what must be hidden.
 pub(crate) fn enter(plan: &InitPlan<'_>) -> Result<(), InitFailure> {
     let rootfs = &plan.rootfs;
-    if plan.no_pivot {
-        berth_fs::move_root(rootfs).step("rootfs")?;
+    if shares_the_runtimes_mounts(plan) {
+        berth_fs::chroot_root(rootfs).step("rootfs")?;
     } else {
-        berth_fs::pivot_root(rootfs).step("rootfs")?;
+        if plan.no_pivot {
+            berth_fs::move_root(rootfs).step("rootfs")?;
+        } else {
+            berth_fs::pivot_root(rootfs).step("rootfs")?;
+        }
+        let propagation = rootfs_propagation(plan.spec).step("rootfsPropagation")?;
+        berth_fs::finish_rootfs_propagation(propagation).step("rootfsPropagation")?;
     }
-    let propagation = rootfs_propagation(plan.spec).step("rootfsPropagation")?;
-    berth_fs::finish_rootfs_propagation(propagation).step("rootfsPropagation")?;
     let root = Path::new("/");
     let linux = plan.spec.linux().as_ref();
     let readonly: Vec<String> = linux
@@ -108,11 +118,18 @@ pub(crate) fn enter(plan: &InitPlan<'_>) -> Result<(), InitFailure> {
     Ok(())
 }
 
+/// A spec without a mount namespace: the container's mounts go into the
+/// runtime's, below its root, and it is entered with chroot (as runc
+/// does); `delete` unmounts them.
+fn shares_the_runtimes_mounts(plan: &InitPlan<'_>) -> bool {
+    !plan.namespaces.has(berth_ns::Namespace::Mount)
+}
+
 fn as_strs(list: &[String]) -> Vec<&str> {
     list.iter().map(String::as_str).collect()
 }
 
-fn overlay_request(spec: &Spec) -> Result<Option<OverlayRequest>, serde_json::Error> {
+pub(crate) fn overlay_request(spec: &Spec) -> Result<Option<OverlayRequest>, serde_json::Error> {
     spec.annotations()
         .as_ref()
         .and_then(|a| a.get(OVERLAY_ROOTFS_ANNOTATION))

@@ -58,7 +58,7 @@ use sink::{DirSink, Sink, TarSink};
 use source::{unpack, At, TreeWalker};
 
 /// Whose files the copies are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
     /// The source's uid and gid (docker cp `-a`, and tar streams).
     FromSource,
@@ -70,6 +70,36 @@ pub enum Ownership {
         /// The group.
         gid: u32,
     },
+    /// The source's uid and gid through id maps, for a container in a
+    /// user namespace (its ids in, host ids out, or the reverse): ranges
+    /// of (first source id, first id written, count). An id no range
+    /// holds becomes 65534, as the kernel shows it.
+    Mapped {
+        /// The uid ranges.
+        uid: Vec<[u32; 3]>,
+        /// The gid ranges.
+        gid: Vec<[u32; 3]>,
+    },
+}
+
+impl Ownership {
+    /// The owner written for a source entry owned by `uid`:`gid`.
+    pub fn owner_of(&self, uid: u32, gid: u32) -> (u32, u32) {
+        let through = |ranges: &[[u32; 3]], id: u32| {
+            ranges
+                .iter()
+                .find(|[from, _, count]| id >= *from && id - *from < *count)
+                .map_or(65534, |[from, to, _]| to + (id - from))
+        };
+        match self {
+            Ownership::FromSource => (uid, gid),
+            Ownership::Fixed { uid, gid } => (*uid, *gid),
+            Ownership::Mapped {
+                uid: uids,
+                gid: gids,
+            } => (through(uids, uid), through(gids, gid)),
+        }
+    }
 }
 
 /// A directory that paths are resolved in as if it were `/`: a container's
@@ -326,14 +356,15 @@ pub fn copy_tree(
 }
 
 /// Write `source` as a tar stream to `out`, its entries named `name/...`
-/// (or, with `None`, the directory's entries at the top). Owners are the
-/// source's. Returns the bytes of file content archived.
+/// (or, with `None`, the directory's entries at the top), owned as
+/// `ownership` says. Returns the bytes of file content archived.
 pub fn archive_tree(
     source: &CopySource,
     name: Option<&OsStr>,
     out: impl Write,
+    ownership: Ownership,
 ) -> Result<u64, CopyError> {
-    let mut sink = TarSink::new(out);
+    let mut sink = TarSink::new(out, ownership);
     let bytes = source.walk(name, &mut sink)?;
     let mut out = sink.finish()?;
     out.flush()

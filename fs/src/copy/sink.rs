@@ -121,10 +121,7 @@ impl DirSink {
     }
 
     fn owner(&self, meta: &Meta) -> (u32, u32) {
-        match self.ownership {
-            Ownership::FromSource => (meta.uid, meta.gid),
-            Ownership::Fixed { uid, gid } => (uid, gid),
-        }
+        self.ownership.owner_of(meta.uid, meta.gid)
     }
 
     /// The handle of `path`'s parent (created if missing) and its name.
@@ -433,6 +430,7 @@ impl<R: Read> Read for Exactly<R> {
 /// Writes entries as a tar stream (GNU long names, PAX where needed).
 pub(crate) struct TarSink<W: Write> {
     builder: tar::Builder<W>,
+    ownership: Ownership,
 }
 
 impl<W: Write> std::fmt::Debug for TarSink<W> {
@@ -442,10 +440,10 @@ impl<W: Write> std::fmt::Debug for TarSink<W> {
 }
 
 impl<W: Write> TarSink<W> {
-    pub(crate) fn new(out: W) -> Self {
+    pub(crate) fn new(out: W, ownership: Ownership) -> Self {
         let mut builder = tar::Builder::new(out);
         builder.mode(tar::HeaderMode::Complete);
-        TarSink { builder }
+        TarSink { builder, ownership }
     }
 
     pub(crate) fn finish(self) -> Result<W, CopyError> {
@@ -473,12 +471,13 @@ impl<W: Write> TarSink<W> {
             .map_err(write_error)
     }
 
-    fn header(kind: tar::EntryType, meta: &Meta, size: u64) -> tar::Header {
+    fn header(&self, kind: tar::EntryType, meta: &Meta, size: u64) -> tar::Header {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(kind);
         header.set_mode(meta.mode & 0o7777);
-        header.set_uid(u64::from(meta.uid));
-        header.set_gid(u64::from(meta.gid));
+        let (uid, gid) = self.ownership.owner_of(meta.uid, meta.gid);
+        header.set_uid(u64::from(uid));
+        header.set_gid(u64::from(gid));
         header.set_mtime(u64::try_from(meta.mtime.0).unwrap_or(0));
         header.set_size(size);
         header
@@ -492,7 +491,7 @@ fn write_error(source: io::Error) -> CopyError {
 impl<W: Write> Sink for TarSink<W> {
     fn directory(&mut self, path: &Path, meta: &Meta) -> Result<(), CopyError> {
         self.xattrs(meta)?;
-        let mut header = Self::header(tar::EntryType::Directory, meta, 0);
+        let mut header = self.header(tar::EntryType::Directory, meta, 0);
         let mut name = path.as_os_str().as_bytes().to_vec();
         name.push(b'/');
         self.builder
@@ -516,7 +515,7 @@ impl<W: Write> Sink for TarSink<W> {
         _more_links: bool,
     ) -> Result<u64, CopyError> {
         self.xattrs(meta)?;
-        let mut header = Self::header(tar::EntryType::Regular, meta, meta.size);
+        let mut header = self.header(tar::EntryType::Regular, meta, meta.size);
         let reader: Box<dyn Read + '_> = match content {
             Content::File(file) => Box::new(Exactly {
                 inner: file.take(meta.size),
@@ -534,14 +533,14 @@ impl<W: Write> Sink for TarSink<W> {
     }
 
     fn symlink(&mut self, path: &Path, meta: &Meta, target: &OsStr) -> Result<(), CopyError> {
-        let mut header = Self::header(tar::EntryType::Symlink, meta, 0);
+        let mut header = self.header(tar::EntryType::Symlink, meta, 0);
         self.builder
             .append_link(&mut header, path, Path::new(target))
             .map_err(write_error)
     }
 
     fn hardlink(&mut self, path: &Path, meta: &Meta, first: &Path) -> Result<(), CopyError> {
-        let mut header = Self::header(tar::EntryType::Link, meta, 0);
+        let mut header = self.header(tar::EntryType::Link, meta, 0);
         self.builder
             .append_link(&mut header, path, first)
             .map_err(write_error)
@@ -553,7 +552,7 @@ impl<W: Write> Sink for TarSink<W> {
             Special::Block => tar::EntryType::Block,
             Special::Fifo => tar::EntryType::Fifo,
         };
-        let mut header = Self::header(entry_type, meta, 0);
+        let mut header = self.header(entry_type, meta, 0);
         if kind != Special::Fifo {
             let dev = meta.rdev as libc::dev_t;
             header

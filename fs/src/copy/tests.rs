@@ -167,7 +167,13 @@ fn a_tar_stream_round_trips_the_tree() {
     let root = TreeRoot::open(tmp.path(), "").unwrap();
     let source = root.source("/src", false).unwrap();
     let mut archive = Vec::new();
-    archive_tree(&source, Some(OsStr::new("src")), &mut archive).unwrap();
+    archive_tree(
+        &source,
+        Some(OsStr::new("src")),
+        &mut archive,
+        Ownership::FromSource,
+    )
+    .unwrap();
     extract_archive(archive.as_slice(), &root.directory("/dst").unwrap(), me()).unwrap();
     assert_eq!(describe(&src), describe(&tmp.path().join("dst/src")));
     assert_eq!(
@@ -176,6 +182,43 @@ fn a_tar_stream_round_trips_the_tree() {
     );
     for d in [&src, &tmp.path().join("dst/src")] {
         fs::set_permissions(d.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn mapped_ownership_moves_ids_between_a_user_namespace_and_the_host() {
+    let to_host = Ownership::Mapped {
+        uid: vec![[0, 100_000, 1000], [1000, 5000, 10]],
+        gid: vec![[0, 200_000, 65536]],
+    };
+    assert_eq!(to_host.owner_of(0, 0), (100_000, 200_000));
+    assert_eq!(to_host.owner_of(1005, 7), (5005, 200_007));
+    // Ids the map leaves out: the kernel's overflow id.
+    assert_eq!(to_host.owner_of(1010, 65536), (65534, 65534));
+
+    // Through a tar stream: the header carries the mapped ids.
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir(tmp.path().join("src")).unwrap();
+    fs::write(tmp.path().join("src/f"), "f").unwrap();
+    let (uid, gid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let root = TreeRoot::open(tmp.path(), "").unwrap();
+    let source = root.source("/src", false).unwrap();
+    let shift = Ownership::Mapped {
+        uid: vec![[uid, 7, 1]],
+        gid: vec![[gid, 9, 1]],
+    };
+    let mut archive = Vec::new();
+    archive_tree(&source, None, &mut archive, shift).unwrap();
+    let mut tar = tar::Archive::new(archive.as_slice());
+    for entry in tar.entries().unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            (entry.header().uid().unwrap(), entry.header().gid().unwrap()),
+            (7, 9)
+        );
     }
 }
 
