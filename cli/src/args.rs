@@ -410,6 +410,12 @@ pub struct RunArgs {
     /// Mount the volumes of another container (CONTAINER[:ro|:rw])
     #[arg(long, value_name = "CONTAINER")]
     pub volumes_from: Vec<String>,
+    /// Add a network-scoped alias for the container (user-defined networks)
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address on its network, e.g. 10.10.0.50 (user-defined networks)
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<String>,
     /// User namespace: host (none), auto[:size=N] (a free block of the
     /// berth user's /etc/subuid and /etc/subgid ranges)
     #[arg(long, value_name = "MODE")]
@@ -518,6 +524,33 @@ pub enum NetworkCommand {
     },
     /// Remove all unused networks
     Prune(FilteredPruneArgs),
+    /// Connect a container to a network
+    Connect(NetworkConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(NetworkDisconnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkConnectArgs {
+    /// Add a network-scoped alias for the container
+    #[arg(long, value_name = "ALIAS")]
+    pub alias: Vec<String>,
+    /// IPv4 address (default: the next free one)
+    #[arg(long)]
+    pub ip: Option<String>,
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkDisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short, long)]
+    pub force: bool,
+    pub network: String,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
 }
 
 #[derive(Debug, Args)]
@@ -525,13 +558,21 @@ pub struct NetworkCreateArgs {
     /// Network driver
     #[arg(short, long, default_value = "bridge")]
     pub driver: String,
-    /// Subnet in CIDR form, e.g. 10.10.0.0/24
+    /// Subnet in CIDR form, e.g. 10.10.0.0/24 (default: the first free
+    /// one of 172.17-31.0.0/16, then 192.168.0.0/16 in /20s, that no
+    /// other network and no host address or route uses)
     #[arg(long)]
-    pub subnet: String,
+    pub subnet: Option<String>,
     /// Gateway address (default: the subnet's first address)
     #[arg(long)]
     pub gateway: Option<String>,
     pub name: String,
+    /// Restrict external access: containers reach each other only
+    #[arg(long)]
+    pub internal: bool,
+    /// Set metadata on the network (KEY=VALUE)
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
 }
 
 #[derive(Debug, Args)]

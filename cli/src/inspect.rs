@@ -51,6 +51,9 @@ pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
                     .map(|n| n.id)
             });
             let mut value = container_json(&record, network_id.as_deref(), spec.as_ref());
+            for (name, network) in crate::network::connected_networks_json(paths, &record) {
+                value["NetworkSettings"]["Networks"][name] = network;
+            }
             add_paths(&mut value, &record, &dir);
             if args.size {
                 let written = crate::ps::tree_size(&dir.join("upper"));
@@ -237,6 +240,7 @@ fn field_order(path: &[String]) -> &'static [&'static str] {
             "Networks",
         ],
         [_, "NetworkSettings", "Networks", _] => &[
+            "Aliases",
             "MacAddress",
             "NetworkID",
             "EndpointID",
@@ -507,6 +511,7 @@ pub fn container_json(
                 json!({
                     "NetworkID": network_id.unwrap_or_default(),
                     "EndpointID": "",
+                    "Aliases": record.network_aliases,
                     "Gateway": gateway,
                     "IPAddress": ip,
                     "IPPrefixLen": prefix,

@@ -22,6 +22,7 @@ mod logs;
 mod monitor;
 mod mounts;
 mod network;
+mod network_hosts;
 mod oci_cli;
 mod paths;
 mod pause;

@@ -97,6 +97,11 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
             } else {
                 Some(store.get(name)?)
             };
+            if network.as_ref().is_some_and(|n| n.internal) && !ports.is_empty() {
+                // docker accepts -p here and publishes nothing; a port
+                // that silently does not work is worse than a refusal.
+                bail!("-p cannot publish ports on network {name}: it is --internal (no traffic from outside reaches it)");
+            }
             Ok(NetworkMode::Bridge { network, ports })
         }
     }
@@ -126,13 +131,56 @@ pub fn publish_requests(publish: &[String]) -> anyhow::Result<Vec<PortMapping>> 
     Ok(ports)
 }
 
+/// The state root berth uses unless told otherwise: its default network
+/// is docker's (`berth0`, 172.17.0.0/16).
+const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+/// The default network's record, made on first use: the first subnet of
+/// the default pools (172.17.0.0/16 first) that no host address or route
+/// uses (another root's bridge, docker0 included). The default root's
+/// bridge is `berth0`; any other root's is named after its path
+/// (`berth-<8 hex>`): two roots never share a bridge, nor hand out one
+/// address twice on one link.
+fn ensure_default_network(paths: &Paths) -> anyhow::Result<NetworkConfig> {
+    let store = store(paths);
+    if let Ok(existing) = store.get(DEFAULT_NETWORK) {
+        return Ok(existing);
+    }
+    let canonical = std::fs::canonicalize(paths.root()).unwrap_or_else(|_| paths.root().into());
+    // 172.17.0.0/16 when the host does not use it already (docker0 does,
+    // on a host that runs docker): then the next free pool.
+    let in_use = berth_net::Netlink::connect()
+        .and_then(|mut netlink| netlink.ipv4_prefixes_in_use())
+        .context("cannot read the host's addresses and routes")?;
+    let bridge = if canonical == Path::new(DEFAULT_ROOT) {
+        berth_net::DEFAULT_BRIDGE.to_owned()
+    } else {
+        root_bridge_name(&canonical)
+    };
+    Ok(store.ensure_default_on(&bridge, |taken| {
+        let mut taken = taken.to_vec();
+        taken.extend(in_use);
+        berth_net::first_free_subnet(&berth_net::default_address_pools(), &taken)
+    })?)
+}
+
+/// `berth-` and 8 hex digits of the SHA-256 of the root's path (fits
+/// IFNAMSIZ).
+fn root_bridge_name(root: &Path) -> String {
+    use sha2::Digest;
+    use std::os::unix::ffi::OsStrExt;
+    let digest = sha2::Sha256::digest(root.as_os_str().as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("berth-{hex}")
+}
+
 /// Make the network usable (bridge, firewall rules) if it is not: after a
 /// reboot, or on first use of the default network.
 pub fn prepare(paths: &Paths, mode: &mut NetworkMode) -> anyhow::Result<()> {
     if let NetworkMode::Bridge { network, .. } = mode {
         let network = match network {
             Some(network) => network,
-            None => network.insert(store(paths).ensure_default(berth_net::DEFAULT_SUBNET)?),
+            None => network.insert(ensure_default_network(paths)?),
         };
         let report = driver(paths)
             .ensure(network)
@@ -262,15 +310,85 @@ pub fn attach(
         Path::new("/proc"),
         pid as u32,
     ))?;
-    let endpoint = driver(paths).attach(network, &record.id, netns.as_fd(), ports)?;
+    let driver = driver(paths);
+    if let Some(text) = &record.requested_ip {
+        // Leased first: the attach then finds the container's lease.
+        let wanted: Ipv4Addr = text
+            .parse()
+            .with_context(|| format!("invalid --ip {text:?}"))?;
+        let mut txn = driver.ipam().transaction()?;
+        txn.allocate_address(&network.pool(), &record.id, Some(wanted))?;
+        txn.commit()?;
+    }
+    let endpoint = driver.attach(network, &record.id, netns.as_fd(), ports)?;
     record.network = Some(serde_json::to_value(&endpoint)?);
+    let mut joined = vec![network.name.clone()];
+    // The networks `network connect` added while it was not running.
+    let mut connections = connections_of(record);
+    if !connections.is_empty() {
+        let store = store(paths);
+        for (position, connection) in connections.iter_mut().enumerate() {
+            let extra = store.get(&connection.network)?;
+            let index = u32::try_from(position + 1).unwrap_or(u32::MAX);
+            let endpoint = driver
+                .connect(&extra, &record.id, netns.as_fd(), index, connection.ip)
+                .with_context(|| format!("cannot connect to network {}", extra.name))?;
+            connection.endpoint = Some(endpoint);
+            joined.push(extra.name);
+        }
+        set_connections(record, &connections)?;
+        let saved = record.connections.clone();
+        containers.update(&record.id, |r| r.connections = saved)?;
+    }
     let others = neighbours(containers, &network.name, &record.id);
     EtcFiles::new(&containers.container_dir(&record.id)).write(
         record,
         Some(endpoint.ip),
         &others,
     )?;
+    crate::network_hosts::refresh(paths, containers, &joined)?;
     Ok(())
+}
+
+/// A network joined besides the main one (`network connect`), kept in the
+/// container's record across stops and starts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Connection {
+    pub network: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `--ip`: the address asked for.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// While connected (the container runs): the live endpoint.
+    #[serde(default)]
+    pub endpoint: Option<Endpoint>,
+}
+
+/// The record's additional networks.
+pub fn connections_of(record: &ContainerRecord) -> Vec<Connection> {
+    record
+        .connections
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect()
+}
+
+fn set_connections(record: &mut ContainerRecord, connections: &[Connection]) -> anyhow::Result<()> {
+    record.connections = connections
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+/// The network `--net` named (`bridge` when empty).
+pub fn main_network_name(record: &ContainerRecord) -> String {
+    if record.network_mode.is_empty() {
+        DEFAULT_NETWORK.to_owned()
+    } else {
+        record.network_mode.clone()
+    }
 }
 
 /// Running containers on `network`, for /etc/hosts.
@@ -303,14 +421,38 @@ pub fn release(paths: &Paths, container_id: &str, ended: bool) -> anyhow::Result
         return Ok(());
     }
     let driver = driver(paths);
+    // The veths of `network connect`: gone with the namespace once the
+    // container ended; deleted here after a failed start.
+    let containers = paths.containers().ok();
+    let record = containers.as_ref().and_then(|c| c.load(container_id).ok());
+    if !ended {
+        for connection in record.iter().flat_map(connections_of) {
+            if let Some(endpoint) = connection.endpoint {
+                driver
+                    .disconnect(&endpoint.network, container_id, &endpoint.host_veth)
+                    .with_context(|| {
+                        format!(
+                            "cannot disconnect container {container_id} from {}",
+                            endpoint.network
+                        )
+                    })?;
+            }
+        }
+    }
     let detached = if ended {
         driver.detach_ended(container_id)
     } else {
         driver.detach(container_id)
     };
-    detached
-        .map(drop)
-        .with_context(|| format!("cannot release the network of container {container_id}"))
+    let report = detached
+        .with_context(|| format!("cannot release the network of container {container_id}"))?;
+    if let Some(containers) = &containers {
+        // The network is released; names that linger in the others'
+        // files until their next refresh are not worth failing for.
+        let left: Vec<String> = report.addresses.into_iter().map(|(n, _)| n).collect();
+        let _ = crate::network_hosts::refresh(paths, containers, &left);
+    }
+    Ok(())
 }
 
 pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
@@ -320,17 +462,307 @@ pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
         NetworkCommand::Inspect { names } => inspect(paths, names),
         NetworkCommand::Rm { names } => remove(paths, names),
         NetworkCommand::Prune(args) => crate::prune::network_prune(paths, args),
+        NetworkCommand::Connect(args) => connect(paths, args),
+        NetworkCommand::Disconnect(args) => disconnect(paths, args),
     }
+}
+
+/// `--network-alias` (or `network connect --alias`) on `network`: docker
+/// gives aliases on user-defined networks only. Duplicates dropped.
+pub fn check_aliases(network: &str, aliases: &[String]) -> anyhow::Result<Vec<String>> {
+    if aliases.is_empty() {
+        return Ok(Vec::new());
+    }
+    if matches!(network, DEFAULT_NETWORK | "none" | "host" | "")
+        || network.starts_with("container:")
+    {
+        bail!("network-scoped aliases are supported only for containers in user-defined networks (not {:?})", if network.is_empty() { DEFAULT_NETWORK } else { network });
+    }
+    let mut kept: Vec<String> = Vec::new();
+    for alias in aliases {
+        let valid = !alias.is_empty()
+            && alias.len() <= 253
+            && alias
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        if !valid {
+            bail!("invalid network alias {alias:?}: use letters, digits, '-', '.' and '_'");
+        }
+        if !kept.contains(alias) {
+            kept.push(alias.clone());
+        }
+    }
+    Ok(kept)
+}
+
+/// `run --ip`: docker takes it on user-defined networks only, inside
+/// their subnet.
+pub fn check_requested_ip(
+    paths: &Paths,
+    net: &str,
+    ip: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let Some(text) = ip else {
+        return Ok(None);
+    };
+    if matches!(net, DEFAULT_NETWORK | "none" | "host" | "") || net.starts_with("container:") {
+        bail!("user specified IP address is supported on user defined networks only");
+    }
+    let network = store(paths).get(net)?;
+    let ip: Ipv4Addr = text
+        .parse()
+        .ok()
+        .filter(|ip| network.subnet.contains(ip))
+        .with_context(|| {
+            format!(
+                "invalid --ip {text:?}: not an IPv4 address in {net} ({})",
+                network.subnet
+            )
+        })?;
+    Ok(Some(ip.to_string()))
+}
+
+/// The container's init pid when it runs (its network namespace exists).
+fn running_pid(record: &ContainerRecord) -> Option<i32> {
+    record
+        .pid
+        .filter(|_| record.is_active() && crate::container::is_alive(record))
+}
+
+/// The interface number for a new live connection: the smallest one that
+/// no live connection uses (eth1, eth2, ...).
+fn free_interface_index(connections: &[Connection]) -> Option<u32> {
+    let used: Vec<u32> = connections
+        .iter()
+        .filter_map(|c| c.endpoint.as_ref())
+        .filter_map(|e| e.container_ifname.strip_prefix("eth")?.parse().ok())
+        .collect();
+    (1..=99).find(|index| !used.contains(index))
+}
+
+/// `network connect [--ip IP] [--alias A]... NETWORK CONTAINER`: live on a
+/// running container (a new `eth<N>`), recorded on a stopped one (joined
+/// at its next start).
+fn connect(paths: &Paths, args: &crate::args::NetworkConnectArgs) -> anyhow::Result<i32> {
+    let containers = paths.containers()?;
+    let record = crate::container::find(&containers, &args.container)?;
+    let network = store(paths).get(&args.network)?;
+    let main = main_network_name(&record);
+    if matches!(main.as_str(), "none" | "host") || main.starts_with("container:") {
+        bail!(
+            "container {} cannot be connected to network {}: it runs with --network {main}",
+            record.name,
+            network.name
+        );
+    }
+    let aliases = check_aliases(&network.name, &args.alias)?;
+    if args.ip.is_some() && network.name == DEFAULT_NETWORK {
+        bail!("user specified IP address is supported on user defined networks only");
+    }
+    let ip = match &args.ip {
+        Some(text) => Some(
+            text.parse::<Ipv4Addr>()
+                .ok()
+                .filter(|ip| network.subnet.contains(ip))
+                .with_context(|| {
+                    format!(
+                        "invalid --ip {text:?}: not an IPv4 address in {} ({})",
+                        network.name, network.subnet
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let connections = connections_of(&record);
+    if main == network.name || connections.iter().any(|c| c.network == network.name) {
+        bail!(
+            "container {} is already connected to network {}",
+            record.name,
+            network.name
+        );
+    }
+    let mut connection = Connection {
+        network: network.name.clone(),
+        aliases,
+        ip,
+        endpoint: None,
+    };
+    let driver = driver(paths);
+    let running = running_pid(&record);
+    if let Some(pid) = running {
+        let index = free_interface_index(&connections)
+            .with_context(|| format!("container {} has too many networks", record.name))?;
+        let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
+            Path::new("/proc"),
+            pid as u32,
+        ))?;
+        driver
+            .ensure(&network)
+            .with_context(|| format!("cannot set up network {}", network.name))?;
+        let endpoint = driver
+            .connect(&network, &record.id, netns.as_fd(), index, ip)
+            .with_context(|| {
+                format!("cannot connect {} to network {}", record.name, network.name)
+            })?;
+        connection.endpoint = Some(endpoint);
+    }
+    let saved = containers.update(&record.id, |r| {
+        // Whatever else changed meanwhile is kept; this one is added.
+        let mut current = connections_of(r);
+        current.retain(|c| c.network != network.name);
+        current.push(connection.clone());
+        r.connections = current
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+    });
+    if let Err(error) = saved {
+        if let Some(endpoint) = &connection.endpoint {
+            let _ = driver.disconnect(&network.name, &record.id, &endpoint.host_veth);
+        }
+        return Err(error.into());
+    }
+    if running.is_some() {
+        crate::network_hosts::refresh(paths, &containers, std::slice::from_ref(&network.name))?;
+    }
+    Ok(0)
+}
+
+/// `network disconnect [-f] NETWORK CONTAINER`: its interface on that
+/// network goes at once if it runs; the record forgets the network.
+/// Disconnecting the main network makes the first connected one main.
+fn disconnect(paths: &Paths, args: &crate::args::NetworkDisconnectArgs) -> anyhow::Result<i32> {
+    let containers = paths.containers()?;
+    let record = crate::container::find(&containers, &args.container)?;
+    let network = match store(paths).get(&args.network) {
+        Ok(network) => network.name,
+        // -f: the network may be gone already.
+        Err(_) if args.force => args.network.clone(),
+        Err(e) => return Err(e.into()),
+    };
+    let main = main_network_name(&record);
+    let connections = connections_of(&record);
+    let connection = connections.iter().find(|c| c.network == network).cloned();
+    let is_main = main == network;
+    if !is_main && connection.is_none() {
+        if args.force {
+            // A lease a killed `network connect` took before recording it.
+            driver(paths).ipam().release(&network, &record.id)?;
+            return Ok(0);
+        }
+        bail!(
+            "container {} is not connected to network {network}",
+            record.name
+        );
+    }
+    let driver = driver(paths);
+    if running_pid(&record).is_some() {
+        let host_veth = if is_main {
+            endpoint_of(&record)
+                .map(|e| e.host_veth)
+                .map_or_else(|| berth_net::host_veth_name(&record.id), Ok)?
+        } else {
+            match connection.as_ref().and_then(|c| c.endpoint.as_ref()) {
+                Some(endpoint) => endpoint.host_veth.clone(),
+                None => String::new(),
+            }
+        };
+        if !host_veth.is_empty() {
+            let result = driver.disconnect(&network, &record.id, &host_veth);
+            if let Err(errors) = result {
+                if !args.force {
+                    return Err(errors).with_context(|| {
+                        format!("cannot disconnect {} from network {network}", record.name)
+                    });
+                }
+            }
+        }
+    } else {
+        // Not running: at most a lease left by a crash.
+        let _ = driver.ipam().release(&network, &record.id);
+    }
+    containers.update(&record.id, |r| {
+        let mut rest = connections_of(r);
+        rest.retain(|c| c.network != network);
+        if is_main {
+            r.publish.clear();
+            match rest.is_empty() {
+                true => {
+                    r.network_mode = "none".to_owned();
+                    r.network = None;
+                    r.network_aliases.clear();
+                }
+                false => {
+                    let promoted = rest.remove(0);
+                    r.network_mode = promoted.network.clone();
+                    r.network_aliases = promoted.aliases.clone();
+                    r.network = promoted
+                        .endpoint
+                        .as_ref()
+                        .and_then(|e| serde_json::to_value(e).ok());
+                }
+            }
+        }
+        r.connections = rest
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
+    })?;
+    crate::network_hosts::refresh_also(
+        paths,
+        &containers,
+        std::slice::from_ref(&network),
+        Some(&record.id),
+    )?;
+    Ok(0)
+}
+
+/// docker's `NetworkSettings.Networks` entries of the networks joined with
+/// `network connect` (the main network's entry is built by inspect).
+pub fn connected_networks_json(
+    paths: &Paths,
+    record: &ContainerRecord,
+) -> Vec<(String, serde_json::Value)> {
+    let running = record.is_active();
+    let networks = store(paths);
+    connections_of(record)
+        .into_iter()
+        .map(|c| {
+            let endpoint = c.endpoint.filter(|_| running);
+            let text = |f: fn(&Endpoint) -> String| endpoint.as_ref().map(f).unwrap_or_default();
+            let id = networks.get(&c.network).map(|n| n.id).unwrap_or_default();
+            let value = serde_json::json!({
+                "NetworkID": id,
+                "EndpointID": "",
+                "Aliases": c.aliases,
+                "Gateway": text(|e| e.gateway.to_string()),
+                "IPAddress": text(|e| e.ip.to_string()),
+                "IPPrefixLen": endpoint.as_ref().map_or(0, |e| e.prefix_len),
+                "MacAddress": text(|e| e.mac.to_string()),
+            });
+            (c.network, value)
+        })
+        .collect()
 }
 
 fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
     paths.ensure_root()?;
     let store = store(paths);
+    let in_use = if args.subnet.is_none() {
+        berth_net::Netlink::connect()
+            .and_then(|mut netlink| netlink.ipv4_prefixes_in_use())
+            .context("cannot read the host's addresses and routes")?
+    } else {
+        Vec::new()
+    };
     let network = store.create(&NetworkRequest {
         name: args.name.clone(),
         driver: Some(args.driver.clone()),
         subnet: args.subnet.clone(),
         gateway: args.gateway.clone(),
+        internal: args.internal,
+        labels: crate::volume::key_values("--label", &args.label)?,
+        in_use,
     })?;
     match driver(paths).setup(&network) {
         Ok(report) => {
@@ -382,7 +814,15 @@ fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
         let members: Vec<serde_json::Value> = records
             .iter()
             .filter_map(|r| {
-                let endpoint = endpoint_of(r).filter(|e| e.network == network.name)?;
+                let connected = || {
+                    connections_of(r)
+                        .into_iter()
+                        .filter(|_| r.is_active())
+                        .find_map(|c| c.endpoint.filter(|e| e.network == network.name))
+                };
+                let endpoint = endpoint_of(r)
+                    .filter(|e| e.network == network.name)
+                    .or_else(connected)?;
                 Some(serde_json::json!({ "container": r.name, "id": r.id, "endpoint": endpoint }))
             })
             .collect();
@@ -400,9 +840,14 @@ fn remove(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
     let mut failed = false;
     for name in names {
         let result = (|| -> anyhow::Result<()> {
+            if name == DEFAULT_NETWORK {
+                bail!("{name} is a pre-defined network and cannot be removed");
+            }
             let network = store.get(name)?;
             if let Some(user) = containers.iter().find(|r| {
-                endpoint_of(r).is_some_and(|e| e.network == network.name) && r.is_active()
+                let connected = endpoint_of(r).is_some_and(|e| e.network == network.name)
+                    || connections_of(r).iter().any(|c| c.network == network.name);
+                connected && r.is_active()
             }) {
                 bail!("cannot remove network {name}: container {} is connected to it; remove the container first", user.name);
             }
@@ -443,4 +888,68 @@ pub fn remove_unused(
         removed.push(network.name);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_need_a_user_network_and_valid_names() {
+        let aliases = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            check_aliases("web", &aliases(&["db", "db", "cache.local"])).unwrap(),
+            ["db", "cache.local"]
+        );
+        assert!(check_aliases("bridge", &[]).unwrap().is_empty());
+        for network in ["bridge", "", "none", "host", "container:x"] {
+            let err = check_aliases(network, &aliases(&["db"])).unwrap_err();
+            assert!(err.to_string().contains("user-defined"), "{network}: {err}");
+        }
+        for bad in ["", "a b", "a/b", "x\n"] {
+            assert!(check_aliases("web", &aliases(&[bad])).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn live_connections_take_the_lowest_free_interface_number() {
+        let endpoint = |ifname: &str| Endpoint {
+            network: "n".into(),
+            container_id: "c".into(),
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            mac: berth_net::MacAddr::from_ipv4(Ipv4Addr::new(10, 0, 0, 2)),
+            bridge: "br-x".into(),
+            host_veth: "vbx".into(),
+            container_ifname: ifname.into(),
+            ports: Vec::new(),
+        };
+        let connection = |ifname: Option<&str>| Connection {
+            network: "n".into(),
+            aliases: Vec::new(),
+            ip: None,
+            endpoint: ifname.map(endpoint),
+        };
+        assert_eq!(free_interface_index(&[]), Some(1));
+        let live = [
+            connection(Some("eth1")),
+            connection(None),
+            connection(Some("eth3")),
+        ];
+        assert_eq!(free_interface_index(&live), Some(2));
+        let full: Vec<Connection> = (1..=99)
+            .map(|i| connection(Some(&format!("eth{i}"))))
+            .collect();
+        assert_eq!(free_interface_index(&full), None);
+    }
+
+    #[test]
+    fn per_root_bridge_names_fit_and_differ() {
+        let a = root_bridge_name(Path::new("/tmp/a"));
+        let b = root_bridge_name(Path::new("/tmp/b"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("berth-") && a.len() <= 15, "{a}");
+        assert_eq!(a, root_bridge_name(Path::new("/tmp/a")));
+    }
 }

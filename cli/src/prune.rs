@@ -196,14 +196,19 @@ fn prune_networks(paths: &Paths, filter: &PruneFilter) -> anyhow::Result<Vec<Str
             [Some(r.network_mode.clone()), endpoint]
         })
         .flatten()
+        .chain(
+            containers
+                .iter()
+                .flat_map(crate::network::connections_of)
+                .map(|c| c.network),
+        )
         .collect();
-    // Networks carry no labels; their record's time stands for creation.
-    let no_labels = BTreeMap::new();
+    // The record's time stands for creation.
     crate::network::remove_unused(paths, |network, record_file| {
         let created = std::fs::metadata(record_file).ok().map(|m| m.mtime());
         network.name != crate::network::DEFAULT_NETWORK
             && !used.contains(&network.name)
-            && filter.matches(created, &no_labels)
+            && filter.matches(created, &network.labels)
     })
 }
 

@@ -379,6 +379,9 @@ impl Filters {
                     "network" => {
                         crate::network::endpoint_of(record).is_some_and(|e| e.network == *value)
                             || record.network_mode == *value
+                            || crate::network::connections_of(record)
+                                .iter()
+                                .any(|c| c.network == *value)
                     }
                     "volume" => {
                         record.volumes.iter().any(|v| {

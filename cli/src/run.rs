@@ -219,6 +219,8 @@ fn create_container<'a>(
     (record.no_new_privileges, record.seccomp_profile) =
         parse_security_options(&args.security_opt)?;
     record.network_mode = args.net.clone();
+    record.network_aliases = crate::network::check_aliases(&args.net, &args.network_alias)?;
+    record.requested_ip = crate::network::check_requested_ip(paths, &args.net, args.ip.as_deref())?;
     record.publish = publish;
     let userns_request = crate::userns::request(
         args.userns.as_deref(),

@@ -30,7 +30,7 @@ pub fn store(paths: &Paths) -> anyhow::Result<VolumeStore> {
 }
 
 /// `KEY=VALUE` pairs (a bare KEY has an empty value).
-fn key_values(flag: &str, entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn key_values(flag: &str, entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
     for entry in entries {
         let (key, value) = entry.split_once('=').unwrap_or((entry, ""));

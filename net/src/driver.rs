@@ -109,6 +109,14 @@ pub enum DriverError {
         #[source]
         source: io::Error,
     },
+    #[error("subnet {subnet} of network {network} overlaps {used}, which the host already uses (an address or route of another interface)")]
+    SubnetInUseOnHost {
+        network: String,
+        subnet: Ipv4Net,
+        used: Ipv4Net,
+    },
+    #[error("bridge {bridge} belongs to another berth state root ({owner}); refusing to use or remove it")]
+    BridgeOwnedElsewhere { bridge: String, owner: String },
     #[error("container id {id:?} cannot name a network interface (it needs letters or digits)")]
     InvalidContainerId { id: String },
     #[error("{error}; cleaning up also failed: {cleanup}")]
@@ -126,6 +134,23 @@ impl From<TeardownErrors> for DriverErrors {
     fn from(errors: TeardownErrors) -> Self {
         crate::errors::ErrorList(errors.0.into_iter().map(DriverError::Firewall).collect())
     }
+}
+
+/// The host end of the veth of a container's `index`-th additional
+/// network (1 to 99, its `eth<index>`): `vb`, the first 10 letters or
+/// digits of its id, `x` and the index.
+pub fn extra_host_veth_name(container_id: &str, index: u32) -> Result<String, DriverError> {
+    let stem: String = container_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(MAX_IFNAME_LEN - 5)
+        .collect();
+    if stem.is_empty() || !(1..=99).contains(&index) {
+        return Err(DriverError::InvalidContainerId {
+            id: container_id.to_owned(),
+        });
+    }
+    Ok(format!("vb{stem}x{index}"))
 }
 
 /// The host end of a container's veth pair: `vb` and the first 13 letters
@@ -151,6 +176,19 @@ pub struct BridgeDriver<F = IptablesFirewall> {
     ipam: Ipam,
     firewall: F,
     proc_sys: PathBuf,
+    /// Written as the alias (`IFLA_IFALIAS`) of every bridge this driver
+    /// makes; a bridge whose alias names another owner is neither adopted
+    /// nor deleted, so two state roots never share or remove each
+    /// other's bridge.
+    owner: Option<String>,
+}
+
+/// The prefix of the bridge aliases that mark an owner.
+const OWNER_ALIAS_PREFIX: &str = "berth-root:";
+
+/// The alias marking bridges of the state under `networks_dir`.
+pub fn bridge_owner_alias(networks_dir: &Path) -> String {
+    format!("{OWNER_ALIAS_PREFIX}{}", networks_dir.display())
 }
 
 impl BridgeDriver<IptablesFirewall> {
@@ -162,6 +200,7 @@ impl BridgeDriver<IptablesFirewall> {
             IptablesFirewall::new(networks_dir),
             PathBuf::from("/proc/sys"),
         )
+        .owned_by(bridge_owner_alias(networks_dir))
     }
 }
 
@@ -172,6 +211,29 @@ impl<F: Firewall> BridgeDriver<F> {
             ipam,
             firewall,
             proc_sys,
+            owner: None,
+        }
+    }
+
+    /// Mark the bridges this driver makes with `owner` (see
+    /// [`bridge_owner_alias`]) and refuse bridges marked by another.
+    pub fn owned_by(mut self, owner: String) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// Refuse a bridge another owner marked as its own.
+    fn check_owner(&self, link: &crate::LinkInfo) -> Result<(), DriverError> {
+        match (&self.owner, &link.alias) {
+            (Some(mine), Some(theirs))
+                if theirs.starts_with(OWNER_ALIAS_PREFIX) && mine != theirs =>
+            {
+                Err(DriverError::BridgeOwnedElsewhere {
+                    bridge: link.name.clone(),
+                    owner: theirs[OWNER_ALIAS_PREFIX.len()..].to_owned(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -192,7 +254,9 @@ impl<F: Firewall> BridgeDriver<F> {
     pub fn ensure(&self, network: &NetworkConfig) -> Result<Option<SetupReport>, DriverError> {
         let mut netlink = Netlink::connect()?;
         match netlink.link(&network.bridge)? {
-            Some(link) if link.up && self.carries_localhost(&network.bridge) => Ok(None),
+            Some(link) if link.up && self.carries_localhost(&network.bridge) => {
+                self.check_owner(&link).map(|()| None)
+            }
             _ => self.setup(network).map(Some),
         }
     }
@@ -214,7 +278,7 @@ impl<F: Firewall> BridgeDriver<F> {
         network: &NetworkConfig,
     ) -> Result<u32, DriverError> {
         match host.link(&network.bridge)? {
-            Some(link) if link.up => Ok(link.index),
+            Some(link) if link.up => self.check_owner(&link).map(|()| link.index),
             _ => {
                 self.setup(network)?;
                 Ok(host.require_link(&network.bridge)?.index)
@@ -222,17 +286,17 @@ impl<F: Firewall> BridgeDriver<F> {
         }
     }
 
-    /// `fresh`: the container held no lease before this attach, so no
-    /// rule of an earlier attempt can exist (see
-    /// [`Firewall::add_port_forwards`]).
+    /// The veth pair of `endpoint` (host end on `bridge`, the other in
+    /// `netns` with the endpoint's name, MAC and address), loopback up,
+    /// and, when `default_route`, the default route via the gateway. An
+    /// endpoint that publishes ports gets hairpin mode on its bridge port.
     fn plumb(
         &self,
         host: &mut Netlink,
         bridge: u32,
         endpoint: &Endpoint,
         netns: BorrowedFd<'_>,
-        forwards: &[PortForward],
-        fresh: bool,
+        default_route: bool,
     ) -> Result<(), DriverError> {
         let peer = VethPeer {
             name: &endpoint.container_ifname,
@@ -249,7 +313,7 @@ impl<F: Firewall> BridgeDriver<F> {
             }
             result => result?,
         }
-        if !forwards.is_empty() {
+        if !endpoint.ports.is_empty() {
             // A container reaching its own published port through a host
             // address is routed back out of the bridge port it came from.
             let port = host.link_index(&endpoint.host_veth)?;
@@ -258,14 +322,14 @@ impl<F: Firewall> BridgeDriver<F> {
 
         let description = format!("of container {}", endpoint.container_id);
         let mut inside = Netlink::connect_in(netns, &description)?;
-        let eth0 = inside.link_index(&endpoint.container_ifname)?;
+        let index = inside.link_index(&endpoint.container_ifname)?;
         let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
-        inside.add_address(eth0, address)?;
-        inside.set_up(eth0)?;
+        inside.add_address(index, address)?;
+        inside.set_up(index)?;
         inside.set_up(LOOPBACK_IFINDEX)?;
-        inside.add_default_route(endpoint.gateway, eth0)?;
-
-        self.firewall.add_port_forwards(forwards, fresh)?;
+        if default_route {
+            inside.add_default_route(endpoint.gateway, index)?;
+        }
         Ok(())
     }
 
@@ -298,6 +362,25 @@ impl<F: Firewall> BridgeDriver<F> {
 impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
     fn setup(&self, network: &NetworkConfig) -> Result<SetupReport, DriverError> {
         let mut netlink = Netlink::connect()?;
+        match netlink.link(&network.bridge)? {
+            Some(existing) => self.check_owner(&existing)?,
+            // A new bridge must not take a subnet the host routes
+            // elsewhere already (another engine's bridge, a VPN that came
+            // up since the network was made): both would break.
+            None => {
+                let in_use = netlink.ipv4_prefixes_in_use()?;
+                if let Some(used) = in_use
+                    .into_iter()
+                    .find(|p| crate::network::overlaps(*p, network.subnet))
+                {
+                    return Err(DriverError::SubnetInUseOnHost {
+                        network: network.name.clone(),
+                        subnet: network.subnet,
+                        used,
+                    });
+                }
+            }
+        }
         let ip_forward_enabled = enable_ip_forward(&self.proc_sys)
             .map_err(|source| DriverError::IpForward { source })?;
         self.firewall.setup_network(network)?;
@@ -305,6 +388,9 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         let result = (|| -> Result<(), DriverError> {
             let (index, was_created) = netlink.create_bridge(&network.bridge)?;
             created = was_created;
+            if let Some(owner) = &self.owner {
+                netlink.set_alias(index, owner)?;
+            }
             netlink.add_address(index, network.gateway_net())?;
             // Published ports answer on 127.0.0.1 (see crate::firewall).
             set_route_localnet(&self.proc_sys, &network.bridge, true).map_err(|source| {
@@ -345,6 +431,14 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
                 count: leases.len(),
                 first_owner: first.owner.clone(),
             })]));
+        }
+        // Another root's bridge of the same name stays, with its rules.
+        let owned = Netlink::connect()
+            .and_then(|mut nl| nl.link(&network.bridge))
+            .map_err(DriverError::from)
+            .and_then(|link| link.map_or(Ok(()), |link| self.check_owner(&link)));
+        if let Err(e) = owned {
+            return Err(ErrorList(vec![e]));
         }
         let mut errors = Vec::new();
         if let Err(e) = self.firewall.teardown_network(network) {
@@ -410,7 +504,13 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             container_ifname: CONTAINER_IFNAME.to_owned(),
             ports,
         };
-        if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, &forwards, fresh) {
+        // `fresh`: the container held no lease before this attach, so no
+        // rule of an earlier attempt can exist (see
+        // [`Firewall::add_port_forwards`]).
+        let plumbed = self
+            .plumb(&mut host, bridge, &endpoint, netns, !network.internal)
+            .and_then(|()| Ok(self.firewall.add_port_forwards(&forwards, fresh)?));
+        if let Err(error) = plumbed {
             let cleanup = match self.detach(container_id) {
                 Ok(_) => Vec::new(),
                 Err(errors) => errors.0,
@@ -422,6 +522,105 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
 
     fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
         self.detach_with(container_id, false)
+    }
+}
+
+impl<F: Firewall> BridgeDriver<F> {
+    /// Connect a container that already has its main network to another
+    /// one (docker's `network connect`): a lease (`wanted`, or the next
+    /// free address), a veth pair whose host end is
+    /// [`extra_host_veth_name`]`(container_id, index)` on the network's
+    /// bridge and whose other end is `eth<index>` in `netns`, with the
+    /// address. No default route (the main network keeps it) and no
+    /// published ports. On failure nothing is left behind.
+    pub fn connect(
+        &self,
+        network: &NetworkConfig,
+        container_id: &str,
+        netns: BorrowedFd<'_>,
+        index: u32,
+        wanted: Option<Ipv4Addr>,
+    ) -> Result<Endpoint, DriverError> {
+        let host_veth = extra_host_veth_name(container_id, index)?;
+        let mut host = Netlink::connect()?;
+        let bridge = self.bridge_index(&mut host, network)?;
+        let mut txn = self.ipam.transaction()?;
+        let ip = txn.allocate_address(&network.pool(), container_id, wanted)?;
+        txn.commit()?;
+        let endpoint = Endpoint {
+            network: network.name.clone(),
+            container_id: container_id.to_owned(),
+            ip,
+            prefix_len: network.subnet.prefix_len(),
+            gateway: network.gateway,
+            mac: MacAddr::from_ipv4(ip),
+            bridge: network.bridge.clone(),
+            host_veth,
+            container_ifname: format!("eth{index}"),
+            ports: Vec::new(),
+        };
+        if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, false) {
+            let cleanup =
+                match self.disconnect(&endpoint.network, container_id, &endpoint.host_veth) {
+                    Ok(_) => Vec::new(),
+                    Err(errors) => errors.0,
+                };
+            return Err(with_cleanup(error, cleanup));
+        }
+        Ok(endpoint)
+    }
+
+    /// Undo [`BridgeDriver::connect`] (or the attach of the main network):
+    /// the ports published on `network`, the veth whose host end is
+    /// `host_veth`, and the lease in `network`; the container's other
+    /// networks are left alone. Idempotent.
+    pub fn disconnect(
+        &self,
+        network: &str,
+        container_id: &str,
+        host_veth: &str,
+    ) -> Result<DetachReport, DriverErrors> {
+        let mut errors = Vec::new();
+        let mut report = DetachReport::default();
+        let forwards: Vec<PortForward> = self
+            .ipam
+            .port_forwards(container_id)
+            .map_err(|e| ErrorList(vec![DriverError::from(e)]))?
+            .into_iter()
+            .filter(|f| f.network == network)
+            .collect();
+        let withdrawn = match self.firewall.remove_port_forwards(&forwards) {
+            Ok(()) => forwards,
+            Err(e) => {
+                errors.extend(DriverErrors::from(e).0);
+                Vec::new()
+            }
+        };
+        let all_rules_gone = errors.is_empty();
+        match Self::remove_veth(host_veth, false) {
+            Ok((existed, left_to_kernel)) => {
+                report.veth_deleted = existed;
+                report.veth_left_to_kernel = left_to_kernel;
+            }
+            Err(e) => errors.push(e.into()),
+        }
+        let released = (|| -> Result<(), IpamError> {
+            let mut txn = self.ipam.transaction()?;
+            for forward in &withdrawn {
+                txn.release_port(forward);
+            }
+            if all_rules_gone {
+                if let Some(ip) = txn.release(network, container_id) {
+                    report.addresses.push((network.to_owned(), ip));
+                }
+            }
+            txn.commit()
+        })();
+        match released {
+            Ok(()) => report.ports = withdrawn,
+            Err(e) => errors.push(e.into()),
+        }
+        ErrorList(errors).into_result().map(|()| report)
     }
 }
 
@@ -519,6 +718,21 @@ fn with_cleanup(error: DriverError, cleanup: Vec<DriverError>) -> DriverError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_veth_names_fit_and_differ_per_index() {
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(extra_host_veth_name(&id, 1).unwrap(), "vb0123456789x1");
+        assert_eq!(extra_host_veth_name(&id, 99).unwrap(), "vb0123456789x99");
+        assert!(extra_host_veth_name(&id, 99).unwrap().len() <= MAX_IFNAME_LEN);
+        assert_ne!(
+            extra_host_veth_name(&id, 2).unwrap(),
+            host_veth_name(&id).unwrap()
+        );
+        assert!(extra_host_veth_name(&id, 0).is_err());
+        assert!(extra_host_veth_name(&id, 100).is_err());
+        assert!(extra_host_veth_name("--", 1).is_err());
+    }
 
     #[test]
     fn host_veth_names_fit_and_derive_from_the_id() {

@@ -356,8 +356,31 @@ pub fn legacy_jump_rules() -> Vec<Rule> {
 /// The loopback network, 127.0.0.0/8.
 pub const LOOPBACK_NET: &str = "127.0.0.0/8";
 
+/// The rules of an `--internal` network: no MASQUERADE; traffic between
+/// its containers passes, anything into or out of the bridge from or to
+/// another interface is dropped (docker's isolation rules).
+pub fn internal_network_rules(network: &NetworkConfig) -> Vec<Rule> {
+    let bridge = network.bridge.as_str();
+    let tag = comment(&network.name);
+    let rule = |interfaces: &[&str], target: &str| {
+        let mut all = interfaces.to_vec();
+        all.extend(["-m", "comment", "--comment", &tag, "-j", target]);
+        Rule::new(Table::Filter, FORWARD_CHAIN, &all)
+    };
+    vec![
+        rule(&["-i", bridge, "-o", bridge], "ACCEPT"),
+        rule(&["-i", bridge, "!", "-o", bridge], "DROP"),
+        rule(&["!", "-i", bridge, "-o", bridge], "DROP"),
+    ]
+}
+
 /// The rules of one network.
 pub fn network_rules(network: &NetworkConfig) -> Vec<Rule> {
+    if network.internal {
+        let mut rules = internal_network_rules(network);
+        rules.push(loopback_guard(network));
+        return rules;
+    }
     let subnet = network.subnet.to_string();
     let bridge = network.bridge.as_str();
     let tag = comment(&network.name);
@@ -454,28 +477,34 @@ pub fn network_rules(network: &NetworkConfig) -> Vec<Rule> {
                 "MASQUERADE",
             ],
         ),
-        // route_localnet on the bridge (for the above) would also let a
-        // container address the host's 127.0.0.1 services through it
-        // (CVE-2020-8558): nothing from the bridge may be for 127.0.0.0/8.
-        Rule::new(
-            Table::Raw,
-            "PREROUTING",
-            &[
-                "-d",
-                LOOPBACK_NET,
-                "-i",
-                bridge,
-                "-m",
-                "comment",
-                "--comment",
-                &tag,
-                "-j",
-                "DROP",
-            ],
-        )
-        // First, so that no earlier ACCEPT of another tool's lets them by.
-        .inserted(),
+        loopback_guard(network),
     ]
+}
+
+/// route_localnet on a berth bridge (for published ports on 127.0.0.1)
+/// would also let a container address the host's 127.0.0.1 services
+/// through it (CVE-2020-8558): nothing from the bridge may be for
+/// 127.0.0.0/8. Every network gets it, internal ones too.
+fn loopback_guard(network: &NetworkConfig) -> Rule {
+    let tag = comment(&network.name);
+    Rule::new(
+        Table::Raw,
+        "PREROUTING",
+        &[
+            "-d",
+            LOOPBACK_NET,
+            "-i",
+            &network.bridge,
+            "-m",
+            "comment",
+            "--comment",
+            &tag,
+            "-j",
+            "DROP",
+        ],
+    )
+    // First, so that no earlier ACCEPT of another tool's lets them by.
+    .inserted()
 }
 
 /// The rules of one published port: DNAT of the host port (on the
@@ -935,6 +964,8 @@ mod tests {
             subnet: "10.10.0.0/24".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 10, 0, 1),
             bridge: "br-0123456789ab".into(),
+            internal: false,
+            labels: Default::default(),
         }
     }
 

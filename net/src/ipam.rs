@@ -63,6 +63,18 @@ pub enum IpamError {
         existing: Ipv4Net,
         requested: Ipv4Net,
     },
+    #[error("address {ip} is not usable in network {network} ({subnet}): not a host address of the subnet, or its gateway")]
+    AddressOutsidePool {
+        network: String,
+        subnet: Ipv4Net,
+        ip: Ipv4Addr,
+    },
+    #[error("address {ip} of network {network} is already in use by container {owner}")]
+    AddressTaken {
+        network: String,
+        ip: Ipv4Addr,
+        owner: String,
+    },
     #[error("no free address left in network {network} ({subnet})")]
     Full { network: String, subnet: Ipv4Net },
     #[error("host port {}/{protocol} is already published by container {owner}", binding(*host_ip, *port))]
@@ -376,6 +388,18 @@ impl IpamTxn {
     /// Lease an address of `pool` to `owner`: the lease it already holds
     /// there, or the next free host address after the last one handed out.
     pub fn allocate(&mut self, pool: &AddressPool, owner: &str) -> Result<Ipv4Addr, IpamError> {
+        self.allocate_address(pool, owner, None)
+    }
+
+    /// [`IpamTxn::allocate`], or with `wanted`, exactly that address
+    /// (docker's `--ip`): refused when it is outside the pool, the
+    /// gateway, the network or broadcast address, or another owner's.
+    pub fn allocate_address(
+        &mut self,
+        pool: &AddressPool,
+        owner: &str,
+        wanted: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, IpamError> {
         pool.validate()?;
         let name = pool.network.as_str();
         let matches =
@@ -405,12 +429,39 @@ impl IpamTxn {
         }
         let record = self.record.pools.get_mut(name).expect("inserted above");
         if let Some(ip) = record.leases.get(owner) {
-            return Ok(*ip);
+            if wanted.map_or(true, |wanted| wanted == *ip) {
+                return Ok(*ip);
+            }
         }
         let bitmap = self
             .bitmaps
             .entry(name.to_owned())
             .or_insert_with(|| build_bitmap(pool, record));
+        if let Some(wanted) = wanted {
+            let usable = pool.subnet.contains(&wanted)
+                && ![pool.subnet.network(), pool.subnet.broadcast(), pool.gateway]
+                    .contains(&wanted);
+            if !usable {
+                return Err(IpamError::AddressOutsidePool {
+                    network: name.to_owned(),
+                    subnet: pool.subnet,
+                    ip: wanted,
+                });
+            }
+            if let Some((holder, _)) = record.leases.iter().find(|(_, ip)| **ip == wanted) {
+                return Err(IpamError::AddressTaken {
+                    network: name.to_owned(),
+                    ip: wanted,
+                    owner: holder.clone(),
+                });
+            }
+            if let Some(old) = record.leases.insert(owner.to_owned(), wanted) {
+                bitmap.clear(pool.offset(old));
+            }
+            bitmap.set(pool.offset(wanted));
+            self.dirty = true;
+            return Ok(wanted);
+        }
         let Some(offset) = bitmap.first_clear_from(record.next) else {
             return Err(IpamError::Full {
                 network: name.to_owned(),

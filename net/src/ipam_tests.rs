@@ -572,3 +572,44 @@ fn a_host_range_gives_one_free_port_of_it() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_requested_address_is_leased_exactly_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let pool = pool("10.5.0.0/24");
+    let mut txn = ipam.transaction().unwrap();
+    assert_eq!(
+        txn.allocate_address(&pool, "a", Some(ip("10.5.0.77")))
+            .unwrap(),
+        ip("10.5.0.77")
+    );
+    // Asking again for the same is the same lease.
+    assert_eq!(
+        txn.allocate_address(&pool, "a", Some(ip("10.5.0.77")))
+            .unwrap(),
+        ip("10.5.0.77")
+    );
+    for bad in ["10.5.0.0", "10.5.0.1", "10.5.0.255", "10.6.0.9"] {
+        assert!(
+            matches!(
+                txn.allocate_address(&pool, "b", Some(ip(bad))),
+                Err(IpamError::AddressOutsidePool { .. })
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        txn.allocate_address(&pool, "b", Some(ip("10.5.0.77"))),
+        Err(IpamError::AddressTaken { ref owner, .. }) if owner == "a"
+    ));
+    // The automatic allocator never hands out a requested address.
+    let mut seen = HashSet::new();
+    for owner in 0..200 {
+        let got = txn.allocate(&pool, &format!("auto{owner}")).unwrap();
+        assert_ne!(got, ip("10.5.0.77"));
+        assert!(seen.insert(got));
+    }
+    txn.commit().unwrap();
+    assert_eq!(ipam.release("net", "a").unwrap(), Some(ip("10.5.0.77")));
+}

@@ -70,8 +70,8 @@ mod persist;
 mod ports;
 
 pub use driver::{
-    host_veth_name, BridgeDriver, DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver,
-    SetupReport, CONTAINER_IFNAME,
+    bridge_owner_alias, extra_host_veth_name, host_veth_name, BridgeDriver, DetachReport,
+    DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport, CONTAINER_IFNAME,
 };
 pub use errors::ErrorList;
 pub use files::{
@@ -85,8 +85,9 @@ pub use firewall::{
 pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
-    is_valid_name, overlaps, parse_subnet, NetworkConfig, NetworkError, NetworkRequest,
-    NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
+    default_address_pools, first_free_subnet, is_valid_name, overlaps, parse_subnet, NetworkConfig,
+    NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK,
+    DEFAULT_SUBNET,
 };
 pub use ports::{
     parse_port_mapping, parse_publish, probe_host_port, PortMapping, PortParseError, PortProbe,

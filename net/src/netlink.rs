@@ -20,7 +20,8 @@ use neli::consts::socket::NlFamily;
 use neli::err::SocketError;
 use neli::nl::{NlPayload, NlmsghdrBuilder};
 use neli::rtnl::{
-    Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, Rtattr, RtattrBuilder, RtmsgBuilder,
+    Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, Rtattr, RtattrBuilder, Rtmsg,
+    RtmsgBuilder,
 };
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
@@ -175,6 +176,9 @@ pub struct LinkInfo {
     /// [`NSID_NOT_ASSIGNED`] when it has none (the kernel gives no id to a
     /// namespace that is being destroyed).
     pub link_netnsid: Option<i32>,
+    /// `IFLA_IFALIAS`, the free-text alias (berth marks its bridges'
+    /// owner there).
+    pub alias: Option<String>,
 }
 
 /// `NETNSA_NSID_NOT_ASSIGNED`: the peer namespace has no id here.
@@ -786,6 +790,87 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// Every IPv4 prefix this namespace already uses: the subnets of its
+    /// addresses and the destinations of its routes (any table; default
+    /// routes left out, since they cover everything). A new network's
+    /// subnet must overlap none of them (another bridge, docker0, a VPN).
+    pub fn ipv4_prefixes_in_use(&mut self) -> Result<Vec<Ipv4Net>, NetlinkError> {
+        let mut prefixes = Vec::new();
+        let addresses = IfaddrmsgBuilder::default()
+            .ifa_family(RtAddrFamily::Inet)
+            .ifa_prefixlen(0)
+            .ifa_scope(RtScope::Universe)
+            .ifa_index(0)
+            .build()
+            .map_err(|e| e.to_string());
+        for reply in self.request("list", "addresses", Rtm::Getaddr, NlmF::DUMP, addresses)? {
+            let bytes: &[u8] = reply.as_ref();
+            let Ok(message) =
+                Ifaddrmsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len())
+            else {
+                continue;
+            };
+            let attrs = message.rtattrs().get_attr_handle();
+            let local = attrs
+                .get_attribute(Ifa::Local)
+                .or_else(|| attrs.get_attribute(Ifa::Address))
+                .and_then(|a| <[u8; 4]>::try_from(a.rta_payload().as_ref()).ok());
+            if let Some(octets) = local {
+                if let Ok(net) = Ipv4Net::new(Ipv4Addr::from(octets), *message.ifa_prefixlen()) {
+                    prefixes.push(net.trunc());
+                }
+            }
+        }
+        let routes = RtmsgBuilder::default()
+            .rtm_family(RtAddrFamily::Inet)
+            .rtm_dst_len(0)
+            .rtm_src_len(0)
+            .rtm_tos(0)
+            .rtm_table(RtTable::Unspec)
+            .rtm_protocol(Rtprot::Unspec)
+            .rtm_scope(RtScope::Universe)
+            .rtm_type(Rtn::Unspec)
+            .build()
+            .map_err(|e| e.to_string());
+        for reply in self.request("list", "routes", Rtm::Getroute, NlmF::DUMP, routes)? {
+            let bytes: &[u8] = reply.as_ref();
+            let Ok(message) = Rtmsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len())
+            else {
+                continue;
+            };
+            let prefix_len = *message.rtm_dst_len();
+            if prefix_len == 0 {
+                continue;
+            }
+            let destination = message
+                .rtattrs()
+                .get_attr_handle()
+                .get_attribute(Rta::Dst)
+                .and_then(|a| <[u8; 4]>::try_from(a.rta_payload().as_ref()).ok());
+            if let Some(octets) = destination {
+                if let Ok(net) = Ipv4Net::new(Ipv4Addr::from(octets), prefix_len) {
+                    prefixes.push(net.trunc());
+                }
+            }
+        }
+        prefixes.sort();
+        prefixes.dedup();
+        Ok(prefixes)
+    }
+
+    /// Set the alias (`ip link set NAME alias TEXT`) of link `index`.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<(), NetlinkError> {
+        let subject = format!("link #{index}");
+        let attrs = attr(Ifla::Ifalias, alias).map(|a| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(a);
+            attrs
+        });
+        self.modify_link("set the alias of", &subject, index, None, attrs)
+    }
+}
+
 fn parse_link(reply: &Buffer) -> Result<LinkInfo, String> {
     let bytes: &[u8] = reply.as_ref();
     let info = Ifinfomsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len())
@@ -801,6 +886,11 @@ fn parse_link(reply: &Buffer) -> Result<LinkInfo, String> {
     let master = attrs.get_attr_payload_as::<u32>(Ifla::Master).ok();
     let link = attrs.get_attr_payload_as::<u32>(Ifla::Link).ok();
     let link_netnsid = attrs.get_attr_payload_as::<i32>(Ifla::LinkNetnsid).ok();
+    let alias = attrs
+        .get_attr_payload_as_with_len::<String>(Ifla::Ifalias)
+        .ok()
+        .map(|a| a.trim_end_matches('\0').to_owned())
+        .filter(|a| !a.is_empty());
     let kind = attrs
         .get_nested_attributes::<IflaInfo>(Ifla::Linkinfo)
         .ok()
@@ -817,6 +907,7 @@ fn parse_link(reply: &Buffer) -> Result<LinkInfo, String> {
         kind: kind.map(|k| k.trim_end_matches('\0').to_owned()),
         link,
         link_netnsid,
+        alias,
     })
 }
 

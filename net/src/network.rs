@@ -41,6 +41,13 @@ pub struct NetworkConfig {
     /// The bridge interface on the host: `berth0` for the default network,
     /// `br-<first 12 hex of the id>` for the others.
     pub bridge: String,
+    /// docker's `--internal`: containers reach each other but nothing
+    /// outside (no masquerade, no forwarding out, no default route).
+    #[serde(default)]
+    pub internal: bool,
+    /// `--label K=V`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl NetworkConfig {
@@ -65,10 +72,19 @@ pub struct NetworkRequest {
     pub name: String,
     /// `None` means `bridge`.
     pub driver: Option<String>,
-    /// CIDR, e.g. `10.10.0.0/24`.
-    pub subnet: String,
+    /// CIDR, e.g. `10.10.0.0/24`; `None`: the first subnet of
+    /// [`default_address_pools`] that overlaps neither another network
+    /// nor any of `in_use`.
+    pub subnet: Option<String>,
     /// Default: the first host address of the subnet.
     pub gateway: Option<String>,
+    /// `--internal`.
+    pub internal: bool,
+    /// `--label K=V`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Prefixes the host already routes or has addresses in (see
+    /// [`crate::Netlink::ipv4_prefixes_in_use`]); a chosen subnet avoids them.
+    pub in_use: Vec<Ipv4Net>,
 }
 
 /// Errors from network records; each names the network or value at fault.
@@ -106,6 +122,8 @@ pub enum NetworkError {
     InvalidGatewayAddress { gateway: String },
     #[error("gateway {gateway} is not a host address of subnet {subnet}")]
     GatewayOutsideSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
+    #[error("no free subnet left in the default address pools (172.17-31.0.0/16, 192.168.0.0/16 in /20s): give one with --subnet")]
+    PoolsExhausted,
     #[error("subnet {subnet} overlaps {existing} of network {network}")]
     Overlap {
         subnet: Ipv4Net,
@@ -169,6 +187,30 @@ fn check_subnet(subnet: Ipv4Net) -> Result<(), NetworkError> {
     Ok(())
 }
 
+/// Where a subnet is chosen when none is given, in order: docker's
+/// default address pools, 172.17.0.0/16 .. 172.31.0.0/16, then
+/// 192.168.0.0/16 cut into /20s.
+pub fn default_address_pools() -> Vec<Ipv4Net> {
+    let sixteens = (17..=31)
+        .map(|b| Ipv4Addr::new(172, b, 0, 0))
+        .map(|a| (a, 16));
+    let twenties = (0..16u8)
+        .map(|i| Ipv4Addr::new(192, 168, i * 16, 0))
+        .map(|a| (a, 20));
+    sixteens
+        .chain(twenties)
+        .filter_map(|(address, prefix)| Ipv4Net::new(address, prefix).ok())
+        .collect()
+}
+
+/// The first of `candidates` that overlaps none of `taken`.
+pub fn first_free_subnet(candidates: &[Ipv4Net], taken: &[Ipv4Net]) -> Option<Ipv4Net> {
+    candidates
+        .iter()
+        .copied()
+        .find(|candidate| !taken.iter().any(|t| overlaps(*candidate, *t)))
+}
+
 /// Whether two subnets share any address.
 pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
@@ -219,8 +261,25 @@ impl NetworkStore {
                 driver: driver.to_owned(),
             });
         }
-        let (subnet, gateway) = parse_subnet(&request.subnet, request.gateway.as_deref())?;
+        let explicit = match &request.subnet {
+            Some(text) => Some(parse_subnet(text, request.gateway.as_deref())?),
+            None => None,
+        };
         let id = random_id()?;
+        let _lock = self.lock()?;
+        let (subnet, gateway) = match explicit {
+            Some(chosen) => chosen,
+            None => {
+                // The default network's subnet stays reserved for it even
+                // before it exists, as docker0's is.
+                let mut taken: Vec<Ipv4Net> = self.list()?.iter().map(|n| n.subnet).collect();
+                taken.extend(&request.in_use);
+                taken.push(DEFAULT_SUBNET);
+                let subnet = first_free_subnet(&default_address_pools(), &taken)
+                    .ok_or(NetworkError::PoolsExhausted)?;
+                parse_subnet(&subnet.to_string(), request.gateway.as_deref())?
+            }
+        };
         let config = NetworkConfig {
             name: request.name.clone(),
             bridge: format!("br-{}", &id[..12]),
@@ -228,8 +287,9 @@ impl NetworkStore {
             driver: BRIDGE_DRIVER.to_owned(),
             subnet,
             gateway,
+            internal: request.internal,
+            labels: request.labels.clone(),
         };
-        let _lock = self.lock()?;
         self.insert_locked(&config)?;
         Ok(config)
     }
@@ -238,20 +298,35 @@ impl NetworkStore {
     /// (and its first host address as gateway) if it does not exist yet.
     /// An existing default network is returned as it is.
     pub fn ensure_default(&self, subnet: Ipv4Net) -> Result<NetworkConfig, NetworkError> {
-        check_subnet(subnet)?;
+        self.ensure_default_on(DEFAULT_BRIDGE, |_| Some(subnet))
+    }
+
+    /// [`NetworkStore::ensure_default`] on bridge `bridge`, with the
+    /// subnet `choose` picks given the subnets of this store's other
+    /// networks (under the store's lock, so concurrent callers agree).
+    pub fn ensure_default_on(
+        &self,
+        bridge: &str,
+        choose: impl FnOnce(&[Ipv4Net]) -> Option<Ipv4Net>,
+    ) -> Result<NetworkConfig, NetworkError> {
         let _lock = self.lock()?;
         match self.get(DEFAULT_NETWORK) {
             Ok(existing) => return Ok(existing),
             Err(NetworkError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
+        let taken: Vec<Ipv4Net> = self.list()?.iter().map(|n| n.subnet).collect();
+        let subnet = choose(&taken).ok_or(NetworkError::PoolsExhausted)?;
+        check_subnet(subnet)?;
         let config = NetworkConfig {
             name: DEFAULT_NETWORK.to_owned(),
             id: random_id()?,
             driver: BRIDGE_DRIVER.to_owned(),
             subnet,
             gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
-            bridge: DEFAULT_BRIDGE.to_owned(),
+            bridge: bridge.to_owned(),
+            internal: false,
+            labels: Default::default(),
         };
         self.insert_locked(&config)?;
         Ok(config)
@@ -368,9 +443,9 @@ mod tests {
     fn request(name: &str, subnet: &str, gateway: Option<&str>) -> NetworkRequest {
         NetworkRequest {
             name: name.to_owned(),
-            driver: None,
-            subnet: subnet.to_owned(),
+            subnet: Some(subnet.to_owned()),
             gateway: gateway.map(str::to_owned),
+            ..Default::default()
         }
     }
 
@@ -529,6 +604,98 @@ mod tests {
     }
 
     #[test]
+    fn pools_are_dockers_defaults_in_order() {
+        let pools = default_address_pools();
+        assert_eq!(pools.len(), 15 + 16);
+        assert_eq!(pools[0].to_string(), "172.17.0.0/16");
+        assert_eq!(pools[14].to_string(), "172.31.0.0/16");
+        assert_eq!(pools[15].to_string(), "192.168.0.0/20");
+        assert_eq!(pools[30].to_string(), "192.168.240.0/20");
+        for (i, a) in pools.iter().enumerate() {
+            assert!(pools[i + 1..].iter().all(|b| !overlaps(*a, *b)), "{a}");
+        }
+    }
+
+    #[test]
+    fn first_free_subnet_skips_anything_overlapping() {
+        let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let pools = default_address_pools();
+        assert_eq!(first_free_subnet(&pools, &[]), Some(net("172.17.0.0/16")));
+        // A host address inside 172.17 (a /24 on docker0) and a wide route
+        // over 172.18-19 push the choice to 172.20.
+        let taken = [
+            net("172.17.0.0/24"),
+            net("172.18.0.0/15"),
+            net("10.0.0.0/8"),
+        ];
+        assert_eq!(
+            first_free_subnet(&pools, &taken),
+            Some(net("172.20.0.0/16"))
+        );
+        // A covering route (172.16.0.0/12) takes every /16: 192.168 next,
+        // where a home LAN on 192.168.0.0/24 costs the first /20 only.
+        let taken = [net("172.16.0.0/12"), net("192.168.0.0/24")];
+        assert_eq!(
+            first_free_subnet(&pools, &taken),
+            Some(net("192.168.16.0/20"))
+        );
+        let everything = [net("128.0.0.0/1")];
+        assert_eq!(first_free_subnet(&pools, &everything), None);
+    }
+
+    #[test]
+    fn create_without_subnet_avoids_networks_the_default_and_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        let auto = |name: &str, in_use: Vec<Ipv4Net>| NetworkRequest {
+            name: name.to_owned(),
+            in_use,
+            ..Default::default()
+        };
+        // 172.17 is the default network's even before it exists.
+        let first = store.create(&auto("a", vec![])).unwrap();
+        assert_eq!(first.subnet.to_string(), "172.18.0.0/16");
+        assert_eq!(first.gateway, Ipv4Addr::new(172, 18, 0, 1));
+        store
+            .create(&request("manual", "172.19.4.0/24", None))
+            .unwrap();
+        // The host has 172.20.1.7/24 on some interface.
+        let host = vec!["172.20.1.0/24".parse().unwrap()];
+        let second = store.create(&auto("b", host)).unwrap();
+        assert_eq!(second.subnet.to_string(), "172.21.0.0/16");
+        // A gateway given without a subnet is checked against the choice.
+        let err = store
+            .create(&NetworkRequest {
+                gateway: Some("10.0.0.1".into()),
+                ..auto("c", vec![])
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, NetworkError::GatewayOutsideSubnet { .. }),
+            "{err}"
+        );
+        let all = vec!["128.0.0.0/1".parse().unwrap()];
+        assert!(matches!(
+            store.create(&auto("d", all)),
+            Err(NetworkError::PoolsExhausted)
+        ));
+    }
+
+    #[test]
+    fn default_network_on_its_own_bridge_takes_a_free_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        store.create(&request("x", "172.17.0.0/24", None)).unwrap();
+        let default = store
+            .ensure_default_on("berth-0a1b2c3d", |taken| {
+                first_free_subnet(&default_address_pools(), taken)
+            })
+            .unwrap();
+        assert_eq!(default.bridge, "berth-0a1b2c3d");
+        assert_eq!(default.subnet.to_string(), "172.18.0.0/16");
+    }
+
+    #[test]
     fn overlap_detection() {
         let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
         assert!(overlaps(net("10.0.0.0/8"), net("10.1.2.0/24")));
@@ -574,6 +741,8 @@ mod tests {
             subnet: "10.10.0.0/24".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 10, 0, 1),
             bridge: "br-abababababab".into(),
+            internal: false,
+            labels: Default::default(),
         };
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["subnet"], "10.10.0.0/24");

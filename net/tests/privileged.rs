@@ -284,6 +284,8 @@ fn test_network(name: &str, subnet: &str, bridge: &str) -> NetworkConfig {
         subnet,
         gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
         bridge: bridge.to_owned(),
+        internal: false,
+        labels: Default::default(),
     }
 }
 
@@ -448,7 +450,7 @@ fn driver_dnat_masquerade_and_cleanup() {
         let network = store
             .create(&NetworkRequest {
                 name: "e2e".into(),
-                subnet: "10.77.0.0/24".into(),
+                subnet: Some("10.77.0.0/24".into()),
                 ..Default::default()
             })
             .unwrap();
@@ -789,4 +791,121 @@ fn link_names() -> BTreeSet<String> {
         .filter_map(|l| l.split(':').next())
         .map(|n| n.trim().to_owned())
         .collect()
+}
+
+#[test]
+fn a_bridge_marked_by_another_owner_is_neither_adopted_nor_removed() {
+    if skip_unless_root("a_bridge_marked_by_another_owner_is_neither_adopted_nor_removed") {
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let container = new_netns();
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let network = test_network("shared", "10.68.0.0/24", "br-ownertest");
+    let owned =
+        |dir: &std::path::Path| driver(dir).owned_by(format!("berth-root:{}", dir.display()));
+    in_ns(&host, || {
+        let first = owned(one.path());
+        first.setup(&network).unwrap();
+        let link = Netlink::connect()
+            .unwrap()
+            .require_link("br-ownertest")
+            .unwrap();
+        assert_eq!(
+            link.alias.as_deref(),
+            Some(format!("berth-root:{}", one.path().display()).as_str())
+        );
+        first
+            .attach(&network, "c1", container.as_fd(), &[])
+            .unwrap();
+
+        // Another root's driver refuses the bridge for every use.
+        let second = owned(two.path());
+        let refused = |e: &DriverError| matches!(e, DriverError::BridgeOwnedElsewhere { .. });
+        assert!(refused(&second.setup(&network).unwrap_err()));
+        assert!(refused(&second.ensure(&network).unwrap_err()));
+        let attach = second.attach(&network, "c2", new_netns().as_fd(), &[]);
+        assert!(refused(&attach.unwrap_err()));
+        let teardown = second.teardown(&network).unwrap_err();
+        assert!(teardown.0.iter().any(refused), "{teardown}");
+        assert!(Netlink::connect()
+            .unwrap()
+            .link("br-ownertest")
+            .unwrap()
+            .is_some());
+        assert!(second.ipam().leases("shared").unwrap().is_empty());
+
+        // Its owner still works it, and removes it.
+        assert_eq!(first.ensure(&network).unwrap(), None);
+        first.detach("c1").unwrap();
+        first.teardown(&network).unwrap();
+        assert!(Netlink::connect()
+            .unwrap()
+            .link("br-ownertest")
+            .unwrap()
+            .is_none());
+    });
+    drop((host, container));
+    assert_eq!(HostState::capture(), before);
+}
+
+#[test]
+fn connect_and_disconnect_add_and_remove_one_interface_and_lease() {
+    if skip_unless_root("connect_and_disconnect_add_and_remove_one_interface_and_lease") {
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let container = new_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_owned();
+    let main = test_network("main", "10.69.0.0/24", "br-conmain");
+    let extra = test_network("extra", "10.70.0.0/24", "br-conextra");
+    in_ns(&host, || {
+        let driver = driver(&state);
+        driver.attach(&main, "c1", container.as_fd(), &[]).unwrap();
+        let wanted = "10.70.0.9".parse().unwrap();
+        let endpoint = driver
+            .connect(&extra, "c1", container.as_fd(), 1, Some(wanted))
+            .unwrap();
+        assert_eq!(endpoint.ip, wanted);
+        assert_eq!(endpoint.container_ifname, "eth1");
+        assert!(endpoint.ports.is_empty());
+        let leases = driver.ipam().leases("extra").unwrap();
+        assert_eq!(leases.len(), 1);
+        in_ns(&container, || {
+            let mut inside = Netlink::connect().unwrap();
+            assert!(inside.link("eth0").unwrap().is_some());
+            assert!(inside.link("eth1").unwrap().unwrap().up);
+        });
+        // The same address for another container is refused, nothing made.
+        let other = new_netns();
+        let taken = driver.connect(&extra, "c2", other.as_fd(), 1, Some(wanted));
+        assert!(matches!(
+            taken,
+            Err(DriverError::Ipam(IpamError::AddressTaken { .. }))
+        ));
+
+        let report = driver
+            .disconnect("extra", "c1", &endpoint.host_veth)
+            .unwrap();
+        assert_eq!(report.addresses, [("extra".to_owned(), wanted)]);
+        assert!(driver.ipam().leases("extra").unwrap().is_empty());
+        assert_eq!(driver.ipam().leases("main").unwrap().len(), 1);
+        in_ns(&container, || {
+            let mut inside = Netlink::connect().unwrap();
+            assert!(inside.link("eth1").unwrap().is_none());
+            assert!(inside.link("eth0").unwrap().is_some());
+        });
+        // Idempotent.
+        driver
+            .disconnect("extra", "c1", &endpoint.host_veth)
+            .unwrap();
+        driver.detach("c1").unwrap();
+        driver.teardown(&extra).unwrap();
+        driver.teardown(&main).unwrap();
+    });
+    drop((host, container));
+    assert_eq!(HostState::capture(), before);
 }

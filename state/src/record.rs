@@ -159,6 +159,17 @@ pub struct ContainerRecord {
     /// VOLUMEs): removed with it by `rm -v` and `--rm`.
     #[serde(default)]
     pub anonymous_volumes: Vec<String>,
+    /// `--network-alias`: more names of the container on its main network.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
+    /// Networks joined besides the main one (`network connect`), as the
+    /// network code serialized them (for berth: the network, its aliases,
+    /// a requested address and, while connected, the endpoint).
+    #[serde(default)]
+    pub connections: Vec<serde_json::Value>,
+    /// `--ip`: the address asked for on the main network.
+    #[serde(default)]
+    pub requested_ip: Option<String>,
     /// The container's user namespace (`None`: the host's): how its uids
     /// and gids map to the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -351,6 +362,9 @@ impl ContainerRecord {
             manually_stopped: false,
             mounts: Vec::new(),
             anonymous_volumes: Vec::new(),
+            network_aliases: Vec::new(),
+            connections: Vec::new(),
+            requested_ip: None,
             id_maps: None,
         }
     }
