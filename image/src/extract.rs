@@ -34,6 +34,7 @@ use tar::EntryType;
 
 use crate::compression::decompressed;
 use crate::digest::HashingReader;
+use crate::tar_split::TarSplitRecorder;
 use crate::ImageError;
 
 /// The prefix that marks a whiteout entry in a layer tar.
@@ -97,7 +98,7 @@ fn extract_archive(
     };
     let (_, stream) = decompressed(reader).map_err(archive_err)?;
     let mut stream = HashingReader::new(stream);
-    extract_tar(&mut stream, dest, origin, options)?;
+    extract_tar(&mut stream, dest, origin, options, None)?;
     // Read what follows the end-of-archive blocks too, so that a
     // compressed stream's trailer (its checksum) is checked.
     let cleanup = |error| match remove_tree(dest) {
@@ -123,17 +124,22 @@ fn extract_archive(
 /// which must not exist yet, reading up to the end-of-archive marker; the
 /// caller reads whatever follows. Returns the bytes of regular file
 /// content written. On error `dest` is removed.
+///
+/// With `split`, whose reader `reader` must be, the layer's tar-split
+/// metadata is recorded: the extractor tells it where each regular file's
+/// content is, and what it removes again.
 pub(crate) fn extract_tar(
     reader: &mut dyn Read,
     dest: &Path,
     origin: &str,
     options: ExtractOptions,
+    split: Option<&TarSplitRecorder>,
 ) -> Result<u64, ImageError> {
     DirBuilder::new()
         .mode(0o700)
         .create(dest)
         .map_err(|e| ImageError::io("create directory", dest, e))?;
-    match extract_into(reader, dest, origin, options) {
+    match extract_into(reader, dest, origin, options, split) {
         Ok(size) => Ok(size),
         Err(error) => match remove_tree(dest) {
             Ok(()) => Err(error),
@@ -186,12 +192,13 @@ fn extract_into(
     dest: &Path,
     origin: &str,
     options: ExtractOptions,
+    split: Option<&TarSplitRecorder>,
 ) -> Result<u64, ImageError> {
     let archive_err = |source: io::Error| ImageError::Archive {
         origin: origin.to_owned(),
         source,
     };
-    let mut extractor = Extractor::new(dest, options)?;
+    let mut extractor = Extractor::new(dest, options, split.cloned())?;
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(archive_err)? {
         let entry = entry.map_err(archive_err)?;
@@ -230,6 +237,8 @@ struct Extractor<'a> {
     /// (the empty key is `dest` itself).
     dirs: HashMap<Vec<OsString>, Meta>,
     size: u64,
+    /// Records the tar-split metadata of a stored layer.
+    split: Option<TarSplitRecorder>,
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
@@ -238,7 +247,11 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_CLOEXEC);
 
 impl<'a> Extractor<'a> {
-    fn new(dest: &'a Path, options: ExtractOptions) -> Result<Self, ImageError> {
+    fn new(
+        dest: &'a Path,
+        options: ExtractOptions,
+        split: Option<TarSplitRecorder>,
+    ) -> Result<Self, ImageError> {
         let root = nix::fcntl::open(dest, DIR_FLAGS, Mode::empty())
             .map_err(|e| ImageError::errno("open directory", dest, e))?;
         let mut dirs = HashMap::new();
@@ -251,6 +264,7 @@ impl<'a> Extractor<'a> {
             options,
             dirs,
             size: 0,
+            split,
         })
     }
 
@@ -330,7 +344,10 @@ impl<'a> Extractor<'a> {
                 if raw_bytes.ends_with(b"/") {
                     self.directory(comps, meta, &raw)
                 } else {
-                    self.regular(&comps, meta, &raw, &mut entry, origin)
+                    // A sparse entry's bytes in the tar are not its file's
+                    // content: the tar-split keeps them verbatim.
+                    let plain = kind != EntryType::GNUSparse;
+                    self.regular(&comps, meta, &raw, &mut entry, origin, plain)
                 }
             }
             EntryType::Symlink => {
@@ -477,11 +494,17 @@ impl<'a> Extractor<'a> {
                 // symlinks.
                 // Also drop the cached descriptor, which may be below it.
                 self.last_dir = None;
+                if let Some(split) = &self.split {
+                    split.removing(comps, true)?;
+                }
                 remove_tree(&self.full_path(comps))?;
                 self.dirs.retain(|k, _| !k.starts_with(comps));
                 Ok(false)
             }
             Ok(_) => {
+                if let Some(split) = &self.split {
+                    split.removing(comps, false)?;
+                }
                 unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
                     .map_err(|e| ImageError::errno("remove", self.full_path(comps), e))?;
                 Ok(false)
@@ -573,6 +596,7 @@ impl<'a> Extractor<'a> {
         raw: &str,
         entry: &mut tar::Entry<'_, R>,
         origin: &str,
+        plain: bool,
     ) -> Result<(), ImageError> {
         let (parent, _) = self.prepare(comps, raw, false)?;
         let path = self.full_path(comps);
@@ -585,6 +609,10 @@ impl<'a> Extractor<'a> {
         )
         .map_err(|e| ImageError::errno("create file", &path, e))?;
         let mut file = File::from(fd);
+        let split = self.split.as_ref().filter(|_| plain);
+        if let Some(split) = split {
+            split.begin_file(comps);
+        }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = match entry.read(&mut buf) {
@@ -601,6 +629,9 @@ impl<'a> Extractor<'a> {
             file.write_all(&buf[..n])
                 .map_err(|e| ImageError::io("write", &path, e))?;
             self.size += n as u64;
+        }
+        if let Some(split) = split {
+            split.end_file()?;
         }
         self.apply_fd(&file, meta, &path)
     }

@@ -2,11 +2,13 @@
 //! archive), from a plain root filesystem tar, from a container's upper
 //! directory (commit), and the default busybox image.
 //!
-//! Every layer goes through one pass: the blob is written to a temp file
-//! while it is hashed, decompressed (by content), the uncompressed stream
-//! is hashed too (its `diff_id`) and extracted into a temp directory at
-//! the same time. Only when both digests and the size match does anything
-//! get renamed into the store.
+//! Every layer goes through one pass: the blob is hashed, decompressed (by
+//! content), the uncompressed stream is hashed too (its `diff_id`) and
+//! extracted into a temp directory at the same time. A compressed blob is
+//! written to a temp file as it is read; of an uncompressed one only the
+//! tar-split metadata is written (see [`crate::tar_split`]): the unpacked
+//! files are the rest of it. Only when both digests and the size match does
+//! anything get renamed into the store.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -26,6 +28,7 @@ use crate::digest::{check_size, hex_of, read_verified, sha256_hex, sha256_hex_of
 use crate::extract::{extract_tar, remove_tree, ExtractOptions, Whiteouts};
 use crate::pipe::pipe_through;
 use crate::store::{fsync_dir, link_name, now, unique_suffix, ImageRecord, LayerRecord};
+use crate::tar_split::TarSplitRecorder;
 use crate::{write_diff_tar_as, Image, ImageError, ImageId, ImageSource, ImageStore, Reference};
 
 /// The largest manifest accepted (containerd's bound).
@@ -68,7 +71,13 @@ pub enum Progress {
     },
 }
 
-/// Which stream of a layer is kept as its blob.
+/// Which stream of a layer is its blob (what a manifest names).
+///
+/// An uncompressed blob is never stored as a copy: the layer's unpacked
+/// files plus its tar-split metadata give it back byte for byte (see
+/// [`crate::tar_split`]). A compressed blob as received is stored: no
+/// compressor gives the same bytes again, and its digest is part of the
+/// image's manifest digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeepBlob {
     /// The bytes as received (possibly compressed): a pulled layer keeps
@@ -108,15 +117,16 @@ struct Unpacked {
     /// `None` when the stream was not compressed: the blob's digest.
     diff_hex: Option<String>,
     diff_size: u64,
-    /// The blob file, when the uncompressed stream is the one kept.
-    file: Option<BufWriter<File>>,
 }
 
 /// A layer extracted and verified in `tmp/`, not yet in the store.
 #[derive(Debug)]
 struct StagedLayer {
-    /// The temp directory: `blob` and `diff/` inside.
+    /// The temp directory: `diff/`, and `blob` (a compressed blob as
+    /// received) or the tar-split metadata inside.
     tmp: PathBuf,
+    /// Whether `blob` is there.
+    has_blob: bool,
     blob_hex: String,
     blob_size: u64,
     diff_hex: String,
@@ -190,7 +200,7 @@ impl<R: Read> Read for Tee<'_, R> {
     }
 }
 
-fn create_file(path: &Path) -> Result<File, ImageError> {
+pub(crate) fn create_file(path: &Path) -> Result<File, ImageError> {
     OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -284,15 +294,35 @@ impl ImageStore {
             options,
         } = *job;
         let blob_path = tmp.join("blob");
-        let file = BufWriter::with_capacity(256 << 10, create_file(&blob_path)?);
-        let (raw_file, diff_file) = match keep {
-            KeepBlob::AsReceived => (Some(file), None),
-            KeepBlob::Uncompressed => (None, Some(file)),
+        let what_digest = expected.blob.map_or("<new layer>", |(d, _)| d).to_owned();
+        let archive_err = |source: io::Error| ImageError::Archive {
+            origin: format!("{origin}: layer {what_digest}"),
+            source,
         };
-        let no_progress = |_| {};
+        // Large reads from the source whatever size the tar reader asks.
+        let mut raw = io::BufReader::with_capacity(1 << 20, raw);
+        // Whether the blob is compressed decides what is kept, before a
+        // byte of it is consumed.
+        let mut head = [0u8; 6];
+        let head_len = crate::compression::read_head(&mut raw, &mut head).map_err(archive_err)?;
+        let compressed = Compression::detect(&head[..head_len]) != Compression::None;
+        let keep_blob = keep == KeepBlob::AsReceived && compressed;
+        let raw_file = if keep_blob {
+            Some(BufWriter::with_capacity(
+                256 << 10,
+                create_file(&blob_path)?,
+            ))
+        } else {
+            None
+        };
+        let diff_dir = tmp.join("diff");
+        let split = if keep_blob {
+            None
+        } else {
+            Some(TarSplitRecorder::create(tmp, &diff_dir)?)
+        };
         let mut raw_tee = Tee {
-            // Large reads from the source whatever size the tar reader asks.
-            inner: io::BufReader::with_capacity(1 << 20, raw),
+            inner: io::Cursor::new(head[..head_len].to_vec()).chain(raw),
             file: raw_file,
             hasher: Some(Sha256::new()),
             count: 0,
@@ -305,16 +335,12 @@ impl ImageStore {
             reported: 0,
             write_error: None,
         };
-        let what_digest = expected.blob.map_or("<new layer>", |(d, _)| d).to_owned();
-        let archive_err = |source: io::Error| ImageError::Archive {
-            origin: format!("{origin}: layer {what_digest}"),
-            source,
-        };
+        let no_progress = |_| {};
         let extracted = (|| -> Result<Unpacked, ImageError> {
             let (compression, stream) = decompressed(&mut raw_tee).map_err(archive_err)?;
             let mut diff_tee = Tee {
                 inner: stream,
-                file: diff_file,
+                file: None,
                 // Uncompressed, both streams are the same bytes: hash once.
                 hasher: (compression != Compression::None).then(Sha256::new),
                 count: 0,
@@ -325,19 +351,36 @@ impl ImageStore {
                 reported: 0,
                 write_error: None,
             };
-            let size = extract_tar(&mut diff_tee, &tmp.join("diff"), origin, options)?;
-            // The rest of the uncompressed stream (tar padding, trailer).
-            io::copy(&mut diff_tee, &mut io::sink()).map_err(archive_err)?;
-            if let Some(e) = diff_tee.write_error.take() {
-                return Err(ImageError::io("write", &blob_path, e));
-            }
+            let size = match &split {
+                Some(split) => {
+                    let mut recording = split.reader(&mut diff_tee);
+                    let extracted =
+                        extract_tar(&mut recording, &diff_dir, origin, options, Some(split));
+                    // The rest of the uncompressed stream (tar padding,
+                    // trailer) is part of the layer tar too.
+                    let drained = extracted.and_then(|size| {
+                        io::copy(&mut recording, &mut io::sink())
+                            .map(|_| size)
+                            .map_err(archive_err)
+                    });
+                    match (drained, split.take_error()) {
+                        (_, Some(e)) => return Err(e),
+                        (result, None) => result?,
+                    }
+                }
+                None => {
+                    let size = extract_tar(&mut diff_tee, &diff_dir, origin, options, None)?;
+                    // The rest of the uncompressed stream (tar padding, trailer).
+                    io::copy(&mut diff_tee, &mut io::sink()).map_err(archive_err)?;
+                    size
+                }
+            };
             let diff_size = diff_tee.count;
             let diff_hex = diff_tee.hasher.map(hex_of);
             Ok(Unpacked {
                 size,
                 diff_hex,
                 diff_size,
-                file: diff_tee.file,
             })
         })();
         if let Some(e) = raw_tee.write_error.take() {
@@ -377,7 +420,6 @@ impl ImageStore {
             size,
             diff_hex,
             diff_size,
-            file: diff_file,
         } = extracted?;
         let diff_hex = diff_hex.unwrap_or_else(|| blob_hex.clone());
         drained.map_err(archive_err)?;
@@ -398,13 +440,16 @@ impl ImageStore {
             }
         }
         finish_file(raw_file, &blob_path)?;
-        finish_file(diff_file, &blob_path)?;
+        if let Some(split) = &split {
+            split.finish()?;
+        }
         let (blob_hex, blob_size) = match keep {
             KeepBlob::AsReceived => (blob_hex, blob_size),
             KeepBlob::Uncompressed => (diff_hex.clone(), diff_size),
         };
         Ok(StagedLayer {
             tmp: tmp.to_owned(),
+            has_blob: keep_blob,
             blob_hex,
             blob_size,
             diff_hex,
@@ -484,7 +529,9 @@ impl ImageStore {
         record: &LayerRecord,
     ) -> Result<LayerRecord, ImageError> {
         let chain_hex = sha256_hex_of(&record.chain_id, "the store")?.to_owned();
-        self.commit_blob(&staged.blob_path(), &staged.blob_hex)?;
+        if staged.has_blob {
+            self.commit_blob(&staged.blob_path(), &staged.blob_hex)?;
+        }
         let layer_dir = self.layers_dir().join(&chain_hex);
         if self.has_layer(&record.chain_id)? {
             remove_tree(&staged.tmp)?;

@@ -69,6 +69,7 @@ pub mod registry;
 mod source;
 mod store;
 mod store_source;
+mod tar_split;
 
 pub use archive::{
     write_diff_tar, write_diff_tar_as, write_layer_tar, write_merged_tar, write_merged_tar_as,
@@ -92,5 +93,7 @@ pub use store_source::StoreSource;
 mod archive_tests;
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod tar_split_tests;
 #[cfg(test)]
 mod tests;

@@ -7,9 +7,17 @@
 //! .lock                       flock(2)ed while anything below changes
 //! tmp/<pid>-<nanos>-<n>       work in progress (blobs being written, layers
 //!                             being extracted, trees being deleted)
-//! blobs/sha256/<hex>          manifests, configs and layer blobs, as received
+//! blobs/sha256/<hex>          manifests, configs and compressed layer blobs,
+//!                             as received (a store of an older berth also
+//!                             has uncompressed ones)
 //! layers/<chain-id hex>/diff/ a layer's files: one overlay lowerdir
 //! layers/<chain-id hex>/layer.json
+//! layers/<chain-id hex>/tar-split.zst
+//!                             the rest of an uncompressed layer blob
+//!                             (headers, padding): with diff/ it gives the
+//!                             blob back, byte for byte
+//! layers/<chain-id hex>/replaced/<n>
+//!                             files the layer's own tar replaced later
 //! l/<short>                   -> ../layers/<chain-id hex>/diff (short lowerdirs)
 //! images/<id hex>.json        an image: its manifest and layer chain
 //! repositories.json           tags: full reference -> image id

@@ -11,6 +11,7 @@ use oci_spec::image::{Descriptor, ImageManifest};
 use crate::digest::{sha256_hex_of, HashingReader};
 use crate::pipe::pipe_through;
 use crate::store::{unique_suffix, LayerRecord};
+use crate::tar_split::TarSplitReader;
 use crate::{write_diff_tar, Image, ImageError, ImageSource, ImageStore};
 
 /// An image of an [`ImageStore`], readable blob by blob.
@@ -138,6 +139,11 @@ impl ImageSource for StoreSource {
         Some(&self.manifest_bytes)
     }
 
+    /// A layer's uncompressed blob is made again from its unpacked files
+    /// and tar-split metadata, and checked against its diff_id as it is
+    /// read (a changed layer is an error at the end of the stream). A
+    /// store written by an older berth may still have the blob itself,
+    /// which is read then.
     fn open_blob(&self, descriptor: &Descriptor) -> Result<Box<dyn Read + Send + '_>, ImageError> {
         let digest = descriptor.digest().to_string();
         sha256_hex_of(&digest, &self.describe())?;
@@ -153,6 +159,12 @@ impl ImageSource for StoreSource {
                 digest: digest.clone(),
                 image: self.image.id.to_string(),
             })?;
+        if layer.blob_digest == layer.diff_id {
+            let dir = self.store.layer_dir(&layer.chain_id)?;
+            if let Some(reader) = TarSplitReader::open(&dir, &layer.diff_id)? {
+                return Ok(Box::new(reader));
+            }
+        }
         {
             let _lock = self.store.lock()?;
             if !path.exists() {

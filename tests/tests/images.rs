@@ -746,3 +746,131 @@ fn a_name_moved_to_a_new_image_leaves_containers_on_theirs() {
     );
     berth.assert_clean();
 }
+
+/// The layer tars of a docker archive (`manifest.json`'s `Layers`),
+/// unpacked with the host's tar into `scratch`.
+fn archive_layers(archive: &Path, scratch: &Path) -> Vec<Vec<u8>> {
+    std::fs::create_dir_all(scratch).expect("scratch dir");
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(scratch)
+        .output()
+        .expect("run tar");
+    assert!(out.status.success(), "tar failed\n{}", describe(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scratch.join("manifest.json")).expect("read"))
+            .expect("manifest.json");
+    manifest[0]["Layers"]
+        .as_array()
+        .expect("Layers")
+        .iter()
+        .map(|name| std::fs::read(scratch.join(name.as_str().expect("name"))).expect("layer"))
+        .collect()
+}
+
+#[test]
+fn save_gives_back_the_imported_tar_and_refuses_a_changed_layer() {
+    require_root!();
+    let berth = Berth::new();
+    let work = tempfile::tempdir().expect("tempdir");
+    let rootfs = work.path().join("rootfs");
+    make_busybox_rootfs(&rootfs);
+    std::fs::write(rootfs.join("etc/marker"), "original\n").expect("marker");
+    std::fs::hard_link(rootfs.join("etc/marker"), rootfs.join("etc/marker.link"))
+        .expect("hard link");
+    let tar = work.path().join("rootfs.tar");
+    tar_dir(&rootfs, &tar, false);
+    berth.run_ok([
+        "image",
+        "import",
+        tar.to_str().expect("utf-8"),
+        "localhost/split:1",
+    ]);
+
+    // The store keeps no copy of the tar, yet save gives it back byte for
+    // byte (GNU tar's headers and 10 KiB blocking included).
+    let saved = work.path().join("saved.tar");
+    let saved_arg = saved.to_str().expect("utf-8");
+    berth.run_ok(["save", "-o", saved_arg, "localhost/split:1"]);
+    let original = std::fs::read(&tar).expect("read tar");
+    assert!(
+        archive_layers(&saved, &work.path().join("unpacked")) == vec![original],
+        "the saved layer is the imported tar"
+    );
+    std::fs::remove_file(&saved).expect("remove");
+
+    // A file of the unpacked layer changed behind berth's back: save
+    // refuses in one line and leaves no archive.
+    let layers = berth.root().join("images/layers");
+    let marker = std::fs::read_dir(&layers)
+        .expect("layers")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("diff/etc/marker"))
+        .find(|p| p.is_file())
+        .expect("the imported layer");
+    std::fs::write(&marker, "tampered\n").expect("tamper");
+    let out = berth.output(["save", "-o", saved_arg, "localhost/split:1"]);
+    let line = assert_berth_error(&out, 125);
+    assert!(
+        line.contains("changed after the image was stored"),
+        "{line}"
+    );
+    assert!(!saved.exists(), "no archive left behind");
+    std::fs::write(&marker, "original\n").expect("restore");
+    berth.run_ok(["save", "-o", saved_arg, "localhost/split:1"]);
+    std::fs::remove_file(&saved).expect("remove");
+
+    // GNU sparse entries (kept verbatim), and PAX headers with long names
+    // and extended attributes, come back byte for byte too.
+    let odd = work.path().join("odd");
+    let deep = odd.join(format!("{}/{}", "d".repeat(90), "n".repeat(90)));
+    std::fs::create_dir_all(&deep).expect("mkdir");
+    std::fs::write(deep.join("file"), "behind a long name\n").expect("write");
+    let sparse = std::fs::File::create(odd.join("sparse")).expect("create");
+    sparse.set_len(4 << 20).expect("hole");
+    nix::sys::uio::pwrite(&sparse, b"data after a hole", 3 << 20).expect("pwrite");
+    drop(sparse);
+    let with_xattr = odd.join("with-xattr");
+    std::fs::write(&with_xattr, "x\n").expect("write");
+    let path = std::ffi::CString::new(with_xattr.to_str().expect("utf-8")).expect("path");
+    // SAFETY: both names are NUL-terminated C strings and the value is a
+    // buffer whose length is passed with it.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.berth-test".as_ptr(),
+            b"kept".as_ptr().cast(),
+            4,
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    for (name, flags) in [
+        ("gnu-sparse", vec!["--format=gnu", "--sparse"]),
+        ("pax-xattrs", vec!["--format=pax", "--xattrs"]),
+    ] {
+        let tar = work.path().join(format!("{name}.tar"));
+        let out = Command::new("tar")
+            .args(&flags)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&odd)
+            .arg(".")
+            .output()
+            .expect("run tar");
+        assert!(out.status.success(), "tar failed\n{}", describe(&out));
+        let image = format!("localhost/{name}:1");
+        berth.run_ok(["image", "import", tar.to_str().expect("utf-8"), &image]);
+        berth.run_ok(["save", "-o", saved_arg, &image]);
+        let original = std::fs::read(&tar).expect("read tar");
+        assert!(
+            archive_layers(&saved, &work.path().join(name)) == vec![original],
+            "{name}: the saved layer is the imported tar"
+        );
+        std::fs::remove_file(&saved).expect("remove");
+    }
+    berth.assert_clean();
+}
