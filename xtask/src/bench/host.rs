@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use berth_cgroup::Hierarchies;
 use serde_json::{json, Value};
 
+use super::engines::MASKED_DIRS;
 use super::latency::{CPU_PERIOD_US, CPU_QUOTA_US, MEMORY_LIMIT_BYTES};
 use super::system::{
     append, berth_container_ids, cgroup_dirs, find_in_path, mounts_below, processes, quiet,
@@ -330,11 +331,7 @@ impl HostSnapshot {
         HostSnapshot {
             cgroups: berth_like_cgroups(work),
             own_cgroups: own_cgroups(),
-            runtime_state_dirs: Self::RUNTIME_STATE_DIRS
-                .iter()
-                .map(PathBuf::from)
-                .filter(|dir| dir.exists())
-                .collect(),
+            runtime_state_dirs: Self::watched_dirs().filter(|dir| dir.exists()).collect(),
         }
     }
 
@@ -357,10 +354,17 @@ impl HostSnapshot {
     }
 
     fn new_runtime_state_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
-        Self::RUNTIME_STATE_DIRS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|dir| dir.exists() && !self.runtime_state_dirs.contains(dir))
+        Self::watched_dirs().filter(|dir| dir.exists() && !self.runtime_state_dirs.contains(dir))
+    }
+
+    /// The runtimes' default state dirs, and the machine-wide dirs the
+    /// engines scenario covers with a tmpfs (made first if missing).
+    fn watched_dirs() -> impl Iterator<Item = PathBuf> {
+        let mut dirs: Vec<&str> = Self::RUNTIME_STATE_DIRS.to_vec();
+        dirs.extend(MASKED_DIRS);
+        dirs.sort_unstable();
+        dirs.dedup();
+        dirs.into_iter().map(PathBuf::from)
     }
 }
 
@@ -434,7 +438,7 @@ fn leftover_report(work: &WorkDir, before: &HostSnapshot) -> String {
     }
     if found.is_empty() {
         format!(
-            "- none: no cgroup named {}* or by a new 64-hex id, no mount or process under {}, no new /run/crun or /run/runc, work dir removed\n",
+            "- none: no cgroup named {}* or by a new 64-hex id, no mount or process under {}, no new /run/crun, /run/runc or dir the engines scenario masks, work dir removed\n",
             work.id_prefix(),
             work.root.display()
         )
