@@ -284,8 +284,9 @@ fn clean_up_on_host(
             .status();
         }
     }
-    // crun makes its default state dir even for `crun spec` or `--version`.
-    for dir in before.new_runtime_state_dirs() {
+    // crun makes its default state dir even for `crun spec` or `--version`;
+    // the engines scenario makes the dirs it covers with a tmpfs if missing.
+    for dir in before.new_watched_dirs() {
         let _ = fs::remove_dir(dir); // only if empty: then it holds nothing
     }
     let mounts = mounts_below(&work.root)?;
@@ -353,8 +354,20 @@ impl HostSnapshot {
             .collect()
     }
 
-    fn new_runtime_state_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+    /// The dirs of [`Self::watched_dirs`] that appeared during the run.
+    fn new_watched_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
         Self::watched_dirs().filter(|dir| dir.exists() && !self.runtime_state_dirs.contains(dir))
+    }
+
+    /// New crun/runc default state dirs: crun fills its own on the host
+    /// (the others are covered by the engines scenario's tmpfs mounts, so
+    /// whatever is in them is someone else's).
+    fn new_runtime_state_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.new_watched_dirs().filter(|dir| {
+            Self::RUNTIME_STATE_DIRS
+                .iter()
+                .any(|known| dir == Path::new(known))
+        })
     }
 
     /// The runtimes' default state dirs, and the machine-wide dirs the
