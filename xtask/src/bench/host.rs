@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use berth_cgroup::Hierarchies;
 use serde_json::{json, Value};
 
+use super::engines::MASKED_DIRS;
 use super::latency::{CPU_PERIOD_US, CPU_QUOTA_US, MEMORY_LIMIT_BYTES};
 use super::system::{
     append, berth_container_ids, cgroup_dirs, find_in_path, mounts_below, processes, quiet,
@@ -283,8 +284,9 @@ fn clean_up_on_host(
             .status();
         }
     }
-    // crun makes its default state dir even for `crun spec` or `--version`.
-    for dir in before.new_runtime_state_dirs() {
+    // crun makes its default state dir even for `crun spec` or `--version`;
+    // the engines scenario makes the dirs it covers with a tmpfs if missing.
+    for dir in before.new_watched_dirs() {
         let _ = fs::remove_dir(dir); // only if empty: then it holds nothing
     }
     let mounts = mounts_below(&work.root)?;
@@ -332,11 +334,7 @@ impl HostSnapshot {
         HostSnapshot {
             cgroups: berth_like_cgroups(work),
             own_cgroups: own_cgroups(),
-            runtime_state_dirs: Self::RUNTIME_STATE_DIRS
-                .iter()
-                .map(PathBuf::from)
-                .filter(|dir| dir.exists())
-                .collect(),
+            runtime_state_dirs: Self::watched_dirs().filter(|dir| dir.exists()).collect(),
         }
     }
 
@@ -358,11 +356,30 @@ impl HostSnapshot {
             .collect()
     }
 
+    /// The dirs of [`Self::watched_dirs`] that appeared during the run.
+    fn new_watched_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        Self::watched_dirs().filter(|dir| dir.exists() && !self.runtime_state_dirs.contains(dir))
+    }
+
+    /// New crun/runc default state dirs: crun fills its own on the host
+    /// (the others are covered by the engines scenario's tmpfs mounts, so
+    /// whatever is in them is someone else's).
     fn new_runtime_state_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
-        Self::RUNTIME_STATE_DIRS
-            .iter()
-            .map(PathBuf::from)
-            .filter(|dir| dir.exists() && !self.runtime_state_dirs.contains(dir))
+        self.new_watched_dirs().filter(|dir| {
+            Self::RUNTIME_STATE_DIRS
+                .iter()
+                .any(|known| dir == Path::new(known))
+        })
+    }
+
+    /// The runtimes' default state dirs, and the machine-wide dirs the
+    /// engines scenario covers with a tmpfs (made first if missing).
+    fn watched_dirs() -> impl Iterator<Item = PathBuf> {
+        let mut dirs: Vec<&str> = Self::RUNTIME_STATE_DIRS.to_vec();
+        dirs.extend(MASKED_DIRS);
+        dirs.sort_unstable();
+        dirs.dedup();
+        dirs.into_iter().map(PathBuf::from)
     }
 }
 
@@ -436,7 +453,7 @@ fn leftover_report(work: &WorkDir, before: &HostSnapshot) -> String {
     }
     if found.is_empty() {
         format!(
-            "- none: no cgroup named {}* or by a new 64-hex id, no mount or process under {}, no new /run/crun or /run/runc, work dir removed\n",
+            "- none: no cgroup named {}* or by a new 64-hex id, no mount or process under {}, no new /run/crun, /run/runc or dir the engines scenario masks, work dir removed\n",
             work.id_prefix(),
             work.root.display()
         )

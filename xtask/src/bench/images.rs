@@ -345,8 +345,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// An OCI image layout at `dir` with `layers` (uncompressed tars, stored
-/// gzip level 1) named `reference`.
-fn write_layout(dir: &Path, layers: &[Vec<u8>], reference: &str) -> Result<()> {
+/// gzip level 1) named `reference` (as `ref.name` and containerd's
+/// `io.containerd.image.name`, which `ctr image import` reads).
+pub(super) fn write_layout(dir: &Path, layers: &[Vec<u8>], reference: &str) -> Result<()> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
     let put = |bytes: &[u8]| -> Result<(String, usize)> {
@@ -386,7 +387,10 @@ fn write_layout(dir: &Path, layers: &[Vec<u8>], reference: &str) -> Result<()> {
         "manifests": [{
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": manifest_digest, "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": reference}
+            "annotations": {
+                "org.opencontainers.image.ref.name": reference,
+                "io.containerd.image.name": reference,
+            }
         }]
     });
     fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;

@@ -16,6 +16,10 @@
 //!   creates, with and without `-p 8080:80`, beside `--net none`; and the
 //!   IPAM API timed alone (a whole /16 in one transaction, one commit per
 //!   allocation).
+//! - `engines` ([`engines`], only when asked for): berth as the OCI
+//!   runtime of podman and containerd (`berth-runtime`), `run --rm IMAGE
+//!   true` beside runc and crun under the same engine, interleaved round
+//!   by round, with the median of paired ratios berth-runtime / runc.
 //!
 //! The method is the one of ../shared/tools/peer-bench.sh, in Rust:
 //!
@@ -53,6 +57,7 @@
 //! [`network`] (the scenarios), [`report`] (statistics, summary),
 //! [`system`] (mounts, cgroups, processes).
 
+mod engines;
 mod files;
 mod host;
 mod images;
@@ -104,7 +109,9 @@ pub struct BenchArgs {
     /// `--net none`, and IPAM allocation), `images` (pull from a local
     /// registry against podman and skopeo+tar, load against tar -xf, run of
     /// a 10-layer against a 1-layer image), `cp` (a 1 GiB tree out of a
-    /// container against tar | tar; only when asked for).
+    /// container against tar | tar; only when asked for), `engines`
+    /// (`podman run --rm` and `ctr run --rm` with berth-runtime against
+    /// runc and crun; only when asked for).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network, Scenario::Images])]
     scenarios: Vec<Scenario>,
     /// Regimes of the latency scenarios: `cold` (interleaved, paced), `warm`
@@ -164,6 +171,7 @@ enum Scenario {
     Network,
     Images,
     Cp,
+    Engines,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -200,6 +208,7 @@ impl Scenario {
             Scenario::Network => "network",
             Scenario::Images => "images",
             Scenario::Cp => "cp",
+            Scenario::Engines => "engines",
         }
     }
 
@@ -665,11 +674,12 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     }
     report.probes = probes;
     type MeasureFn = fn(&Settings, &Runner) -> Result<Section>;
-    let others: [(Scenario, &str, MeasureFn); 4] = [
+    let others: [(Scenario, &str, MeasureFn); 5] = [
         (Scenario::Throughput, "throughput", throughput::measure),
         (Scenario::Network, "network", network::measure),
         (Scenario::Images, "images", images::measure),
         (Scenario::Cp, "cp", files::measure),
+        (Scenario::Engines, "engines", engines::measure),
     ];
     for (scenario, name, measure) in others {
         if !settings.has(scenario) {

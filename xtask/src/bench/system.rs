@@ -20,10 +20,19 @@ use crate::mounts::mount_table;
 /// Wait (at most 10 s) until this PID namespace holds nothing but us, reaping
 /// zombies reparented to us: a run must not pay for its predecessor's exit.
 pub(super) fn settle() {
+    settle_sparing(&[]);
+}
+
+/// [`settle`], with the processes `spared` (a daemon the scenario keeps
+/// running) allowed to stay.
+pub(super) fn settle_sparing(spared: &[u32]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         reap_zombies();
-        let busy = processes().iter().filter(|(pid, _)| *pid != 1).count();
+        let busy = processes()
+            .iter()
+            .filter(|(pid, _)| *pid != 1 && !spared.contains(pid))
+            .count();
         if busy == 0 {
             return;
         }
