@@ -332,9 +332,10 @@ hostname berth-e2e-vm
 # a real host: tmpfs takes ID-mapped mounts (user namespaces) only from
 # Linux 6.3, ext4 from 5.12.
 if modprobe -a loop ext4 && truncate -s 4G /tmp/e2e-disk.img \
-    && mkfs.ext4 -q -F /tmp/e2e-disk.img && mkdir -p /tmp/disk \
-    && mount -o loop /tmp/e2e-disk.img /tmp/disk && chmod 1777 /tmp/disk; then
-    export TMPDIR=/tmp/disk
+    && mkfs.ext4 -q -F /tmp/e2e-disk.img && mkdir -p /tmp/d \
+    && mount -o loop /tmp/e2e-disk.img /tmp/d && chmod 1777 /tmp/d; then
+    # A short path: podman refuses a runroot longer than 50 characters.
+    export TMPDIR=/tmp/d
 else
     echo "xtask-guest: no ext4 disk for the tests, TMPDIR stays on tmpfs"
 fi

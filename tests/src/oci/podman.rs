@@ -13,6 +13,10 @@ use super::{
 };
 use crate::{describe, stdout, NetSandbox, COMMAND_TIMEOUT};
 
+/// podman's run root below its directory: a short name, because podman
+/// refuses a runroot path longer than 50 characters.
+const RUNROOT: &str = "rr";
+
 /// podman with everything private: storage, state, configuration, locks
 /// and networks in a temporary directory, its network stack (bridge,
 /// veths, firewall rules) in a network namespace of its own, containers
@@ -60,7 +64,7 @@ impl Podman {
                 describe(&loaded)
             );
             podman.storage_driver = "vfs";
-            for sub in ["root", "runroot"] {
+            for sub in ["root", RUNROOT] {
                 let dir = podman.dir.path().join(sub);
                 let _ = fs::remove_dir_all(&dir);
                 fs::create_dir_all(&dir).expect("recreate podman's storage");
@@ -100,7 +104,7 @@ impl Podman {
     }
 
     fn write_config(&self) {
-        for sub in ["root", "runroot", "tmp", "networks", "volumes"] {
+        for sub in ["root", RUNROOT, "tmp", "networks", "volumes"] {
             fs::create_dir_all(self.path(sub)).expect("create podman's directories");
         }
         let (nofile, nproc) = container_rlimits();
@@ -129,7 +133,7 @@ network_backend = "netavark"
         let storage_conf = format!(
             "[storage]\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
             self.path("root").display(),
-            self.path("runroot").display()
+            self.path(RUNROOT).display()
         );
         fs::write(self.path("storage.conf"), storage_conf).expect("write storage.conf");
         // No registry is reachable: never look one up.
@@ -151,7 +155,7 @@ network_backend = "netavark"
         cmd.arg("--root")
             .arg(self.path("root"))
             .arg("--runroot")
-            .arg(self.path("runroot"))
+            .arg(self.path(RUNROOT))
             .arg("--tmpdir")
             .arg(self.path("tmp"))
             .arg("--volumepath")
