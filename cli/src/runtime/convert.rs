@@ -126,6 +126,25 @@ pub(crate) fn refuse_unsupported(spec: &Spec) -> Result<()> {
 /// The spec's `linux.seccomp` in berth-ns's terms, or `None` for no
 /// filter. What berth cannot honour (a notify listener) is refused, never
 /// dropped: the container would run less confined than its spec says.
+/// `linux.seccomp.flags` as the flags the program is loaded with.
+fn filter_flags(seccomp: &oci_spec::runtime::LinuxSeccomp) -> Result<seccomp::FilterFlags> {
+    let mut flags = seccomp::FilterFlags::default();
+    for flag in seccomp.flags().iter().flatten() {
+        match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => flags.log = true,
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => flags.thread_sync = true,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => flags.spec_allow = true,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                return Err(RuntimeError::invalid(
+                    "linux.seccomp flag SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs a notify \
+                     listener, which this runtime does not support",
+                ))
+            }
+        }
+    }
+    Ok(flags)
+}
+
 pub(crate) fn seccomp_profile(spec: &Spec) -> Result<Option<seccomp::Profile>> {
     let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
         return Ok(None);
@@ -152,20 +171,7 @@ pub(crate) fn seccomp_profile(spec: &Spec) -> Result<Option<seccomp::Profile>> {
             }
         })
     };
-    let mut flags = seccomp::FilterFlags::default();
-    for flag in seccomp.flags().iter().flatten() {
-        match flag {
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => flags.log = true,
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => flags.thread_sync = true,
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => flags.spec_allow = true,
-            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
-                return Err(RuntimeError::invalid(
-                    "linux.seccomp flag SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs a notify \
-                     listener, which this runtime does not support",
-                ))
-            }
-        }
-    }
+    let flags = filter_flags(seccomp)?;
     let architectures = seccomp
         .architectures()
         .iter()
@@ -230,15 +236,15 @@ pub(crate) fn compile_seccomp(
     spec: &Spec,
     cache_dir: &std::path::Path,
 ) -> Result<Option<seccomp::CompiledFilter>> {
-    let Some(profile) = seccomp_profile(spec)? else {
+    let Some(section) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
         return Ok(None);
     };
-    let section = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     let key = {
         use sha2::{Digest, Sha256};
         let mut hasher = Sha256::new();
         hasher.update(serde_json::to_vec(&section).unwrap_or_default());
         hasher.update(seccomp::library_version());
+        hasher.update(seccomp::COMPILE_OPTIONS);
         hasher.update(env!("CARGO_PKG_VERSION"));
         hasher
             .finalize()
@@ -247,12 +253,18 @@ pub(crate) fn compile_seccomp(
             .collect::<String>()
     };
     let cached = cache_dir.join(format!("{key}.bpf"));
+    // A program is cached only for a section that converted and compiled:
+    // on a hit (same section, same library) the conversion is skipped.
+    let flags = filter_flags(section)?;
     if let Some(filter) = std::fs::read(&cached)
         .ok()
-        .and_then(|bytes| seccomp::CompiledFilter::from_bytes(&bytes, profile.flags))
+        .and_then(|bytes| seccomp::CompiledFilter::from_bytes(&bytes, flags))
     {
         return Ok(Some(filter));
     }
+    let Some(profile) = seccomp_profile(spec)? else {
+        return Ok(None);
+    };
     let filter = profile
         .compile()
         .map_err(|e| RuntimeError::invalid(format!("linux.seccomp: {e}")))?;
