@@ -27,6 +27,7 @@ use berth_cgroup::mountinfo::MountEntry;
 use berth_cgroup::{Hierarchies, Layout};
 use tempfile::TempDir;
 
+pub mod netns_tools;
 pub mod oci;
 pub mod registry;
 

@@ -9,13 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use berth_e2e::netns_tools::{
+    create_network, exec, holder_pid, http_get, http_get_eventually, in_netns, ip, iptables,
+    network_inspect,
+};
 use berth_e2e::{
     assert_berth_error, describe, kill, noise, require_root, stderr, stdout, wait_until,
     wait_with_timeout, Berth, NetSandbox,
@@ -27,31 +29,6 @@ const STEP: Duration = Duration::from_secs(20);
 // ---------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------
-
-/// Run a program to the end, asserting success; returns stdout.
-fn sh_ok(mut cmd: Command) -> String {
-    let line = berth_e2e::command_line(&cmd);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
-    assert!(out.status.success(), "`{line}` failed\n{}", describe(&out));
-    stdout(&out)
-}
-
-/// `ip ARGS...` inside `ns`, asserting success.
-fn ip(ns: &NetSandbox, args: &[&str]) -> String {
-    sh_ok(ns.command("ip", args))
-}
-
-/// The pid of the process holding `ns` open (from its /proc path).
-fn holder_pid(ns: &NetSandbox) -> String {
-    ns.path()
-        .components()
-        .nth(2)
-        .and_then(|c| c.as_os_str().to_str())
-        .expect("/proc/PID/ns/net")
-        .to_owned()
-}
 
 /// Create a veth pair `here` (in `a`, with `addr_a`) <-> `there` (moved
 /// into `b`, with `addr_b`), both up.
@@ -67,48 +44,6 @@ fn veth(a: &NetSandbox, here: &str, addr_a: &str, b: &NetSandbox, there: &str, a
     ip(b, &["link", "set", there, "up"]);
 }
 
-/// Run `f` on a thread that has joined the network namespace `ns` (setns
-/// only changes the calling thread).
-fn in_netns<T: Send + 'static>(ns: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let file = fs::File::open(&ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
-        // SAFETY: setns only reads the fd, which stays open during the call.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("the thread in the namespace panicked")
-}
-
-/// `GET /` over HTTP/1.0 to `addr` from inside `ns`; the whole response.
-fn http_get(ns: PathBuf, addr: SocketAddr) -> std::io::Result<String> {
-    in_netns(ns, move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    })
-}
-
-/// `http_get` until it answers (the server inside a just-started
-/// container may not be listening yet); panics after [`STEP`].
-fn http_get_eventually(ns: &NetSandbox, addr: SocketAddr) -> String {
-    let deadline = Instant::now() + STEP;
-    loop {
-        match http_get(ns.path(), addr) {
-            Ok(response) if !response.is_empty() => return response,
-            other => assert!(
-                Instant::now() < deadline,
-                "no HTTP answer from {addr} within {STEP:?}: {other:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A container command serving `body` as /index.html with busybox httpd
 /// on port 80, logging each request (-v) to the container's log.
 fn httpd(body: &str) -> Vec<String> {
@@ -118,11 +53,6 @@ fn httpd(body: &str) -> Vec<String> {
         "-c".into(),
         format!("mkdir /www && echo {body} > /www/index.html && exec httpd -f -v -p 80 -h /www"),
     ]
-}
-
-/// `berth network create --subnet SUBNET NAME`.
-fn create_network(berth: &Berth, name: &str, subnet: &str) {
-    berth.run_ok(["network", "create", "--subnet", subnet, name]);
 }
 
 /// The `network` object of a container's record.
@@ -143,14 +73,6 @@ fn ip_of(berth: &Berth, container: &str) -> Ipv4Addr {
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no ip for {container}: {net:#}"))
-}
-
-/// `berth network inspect NAME` (first element).
-fn network_inspect(berth: &Berth, name: &str) -> serde_json::Value {
-    let out = berth.run_ok(["network", "inspect", name]);
-    let value: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`network inspect {name}` is not JSON ({e}):\n{out}"));
-    value.get(0).cloned().unwrap_or(value)
 }
 
 /// Ids of the containers `network inspect NAME` lists.
@@ -188,19 +110,6 @@ fn links(berth: &Berth) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// The sandbox's `iptables-save` without comments and packet counters.
-fn iptables(berth: &Berth) -> String {
-    let out = sh_ok(berth.netns().command("iptables-save", [] as [&str; 0]));
-    out.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
-            (true, Some(at)) => &l[..at],
-            _ => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Lines of `iptables-save` in the sandbox that mention one of `ids`.
@@ -354,13 +263,6 @@ fn assert_links_settle(berth: &Berth, want: &[String], what: &str) {
 /// A container's full id (tracked for the leak checks).
 fn run_d(berth: &Berth, args: &[&str]) -> String {
     berth.run_detached(args)
-}
-
-/// Output of `berth exec C ARGS...`.
-fn exec(berth: &Berth, container: &str, args: &[&str]) -> Output {
-    let mut all = vec!["exec", container];
-    all.extend_from_slice(args);
-    berth.output(all)
 }
 
 // ---------------------------------------------------------------------
@@ -530,14 +432,14 @@ fn published_port_is_reachable_from_the_host_and_an_outside_client() {
 
     // From the host, through two of its own non-loopback addresses.
     for addr in [gateway, Ipv4Addr::new(10, 82, 0, 1)] {
-        let response = http_get_eventually(host, SocketAddr::from((addr, 8080)));
+        let response = http_get_eventually(host, SocketAddr::from((addr, 8080)), STEP);
         assert!(
             response.contains("hello-from-web"),
             "host -> {addr}:8080 answered:\n{response}"
         );
     }
     // From the outside client.
-    let response = http_get_eventually(&client, SocketAddr::from(([10, 82, 0, 1], 8080)));
+    let response = http_get_eventually(&client, SocketAddr::from(([10, 82, 0, 1], 8080)), STEP);
     assert!(
         response.contains("hello-from-web"),
         "client -> 10.82.0.1:8080 answered:\n{response}"
@@ -552,7 +454,7 @@ fn published_port_is_reachable_from_the_host_and_an_outside_client() {
     assert!(seen, "the container's log does not show the client:\n{log}");
 
     // And through loopback, as docker's (tests/tests/ports.rs has more).
-    let loopback = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let loopback = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 8080)), STEP);
     assert!(
         loopback.contains("hello-from-web"),
         "127.0.0.1:8080 answered:\n{loopback}"
@@ -597,7 +499,11 @@ fn freed_host_port_and_address_are_reusable_at_once() {
         [10, 83, 0],
         "{ip_two} (freed: {ip_one})"
     );
-    let response = http_get_eventually(berth.netns(), SocketAddr::from(([10, 83, 0, 1], 8081)));
+    let response = http_get_eventually(
+        berth.netns(),
+        SocketAddr::from(([10, 83, 0, 1], 8081)),
+        STEP,
+    );
     assert!(response.contains("two"), "8081 answered:\n{response}");
     berth.run_ok(["rm", "-f", &two]);
     berth.run_ok(["network", "rm", "reuse"]);
@@ -1246,7 +1152,7 @@ fn publish_all_and_bare_container_ports_get_free_host_ports() {
         .expect("gateway")
         .parse()
         .expect("an address");
-    let response = http_get_eventually(berth.netns(), SocketAddr::from((gateway, web)));
+    let response = http_get_eventually(berth.netns(), SocketAddr::from((gateway, web)), STEP);
     assert!(response.contains("published-all"), "{response}");
     berth.run_ok(["rm", "-f", "web", "base"]);
     berth.run_ok(["rmi", "exposed"]);

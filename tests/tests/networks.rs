@@ -13,35 +13,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use berth_e2e::netns_tools::{exec, holder_pid, ip, network_inspect, sh_ok};
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
 /// Long enough for a slow VM; passing steps take milliseconds.
 const STEP: Duration = Duration::from_secs(20);
-
-/// Run a program to the end, asserting success; returns stdout.
-fn sh_ok(mut cmd: Command) -> String {
-    let line = berth_e2e::command_line(&cmd);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
-    assert!(out.status.success(), "`{line}` failed\n{}", describe(&out));
-    stdout(&out)
-}
-
-/// `ip ARGS...` inside `ns`, asserting success.
-fn ip(ns: &NetSandbox, args: &[&str]) -> String {
-    sh_ok(ns.command("ip", args))
-}
-
-/// The pid of the process holding `ns` open (from its /proc path).
-fn holder_pid(ns: &NetSandbox) -> String {
-    ns.path()
-        .components()
-        .nth(2)
-        .and_then(|c| c.as_os_str().to_str())
-        .expect("/proc/PID/ns/net")
-        .to_owned()
-}
 
 /// Names of the links in `ns`, sorted.
 fn links(ns: &NetSandbox) -> Vec<String> {
@@ -58,27 +34,12 @@ fn links(ns: &NetSandbox) -> Vec<String> {
     names
 }
 
-/// `berth network inspect NAME` (first element).
-fn network_inspect(berth: &Berth, name: &str) -> serde_json::Value {
-    let out = berth.run_ok(["network", "inspect", name]);
-    let value: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`network inspect {name}` is not JSON ({e}):\n{out}"));
-    value.get(0).cloned().unwrap_or(value)
-}
-
 /// The subnet `network inspect` reports.
 fn subnet_of(berth: &Berth, network: &str) -> String {
     network_inspect(berth, network)["subnet"]
         .as_str()
         .unwrap_or_default()
         .to_owned()
-}
-
-/// Output of `berth exec C ARGS...`.
-fn exec(berth: &Berth, container: &str, args: &[&str]) -> Output {
-    let mut all = vec!["exec", container];
-    all.extend_from_slice(args);
-    berth.output(all)
 }
 
 /// Whether `from` gets an answer to one ping of `to`.

@@ -13,40 +13,16 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use berth_e2e::netns_tools::{
+    create_network, exec, holder_pid, http_get, http_get_eventually, in_netns, ip, iptables, sh_ok,
+};
 use berth_e2e::{assert_berth_error, describe, require_root, stderr, stdout, Berth, NetSandbox};
 
 /// Long enough for a slow VM; passing steps take milliseconds.
 const STEP: Duration = Duration::from_secs(20);
-
-/// Run a program to the end, asserting success; returns stdout.
-fn sh_ok(mut cmd: Command) -> String {
-    let line = berth_e2e::command_line(&cmd);
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{line}`: {e}"));
-    assert!(out.status.success(), "`{line}` failed\n{}", describe(&out));
-    stdout(&out)
-}
-
-/// `ip ARGS...` inside `ns`, asserting success.
-fn ip(ns: &NetSandbox, args: &[&str]) -> String {
-    sh_ok(ns.command("ip", args))
-}
-
-/// The pid of the process holding `ns` open (from its /proc path).
-fn holder_pid(ns: &NetSandbox) -> String {
-    ns.path()
-        .components()
-        .nth(2)
-        .and_then(|c| c.as_os_str().to_str())
-        .expect("/proc/PID/ns/net")
-        .to_owned()
-}
 
 /// An outside client joined to the host by a veth pair: `host_addr` on
 /// the host's end (`bt-<name>`), `client_addr` in the client.
@@ -67,46 +43,6 @@ fn outside_client(berth: &Berth, name: &str, host_addr: &str, client_addr: &str)
     ip(&client, &["addr", "add", client_addr, "dev", &there]);
     ip(&client, &["link", "set", &there, "up"]);
     client
-}
-
-/// Run `f` on a thread that has joined the network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let file = fs::File::open(&ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
-        // SAFETY: setns only reads the fd, which stays open during the call.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("the thread in the namespace panicked")
-}
-
-/// `GET /index.html` over HTTP/1.0 to `addr` from inside `ns`.
-fn http_get(ns: PathBuf, addr: SocketAddr) -> std::io::Result<String> {
-    in_netns(ns, move || {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    })
-}
-
-/// `http_get` until it answers (the server may not listen yet).
-fn http_get_eventually(ns: &NetSandbox, addr: SocketAddr) -> String {
-    let deadline = Instant::now() + STEP;
-    loop {
-        match http_get(ns.path(), addr) {
-            Ok(response) if !response.is_empty() => return response,
-            other => assert!(
-                Instant::now() < deadline,
-                "no HTTP answer from {addr} within {STEP:?}: {other:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Assert that `addr` does not answer from `ns` (refused or silent).
@@ -145,25 +81,6 @@ fn gateway_of(berth: &Berth, container: &str) -> Ipv4Addr {
         .unwrap_or_else(|| panic!("no gateway for {container}"))
 }
 
-/// The sandbox's `iptables-save` (nat, filter and raw) without the
-/// header comments and packet counters, rule comments kept.
-fn iptables(berth: &Berth) -> String {
-    let out = sh_ok(berth.netns().command("iptables-save", [] as [&str; 0]));
-    out.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
-            (true, Some(at)) => &l[..at],
-            _ => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// `berth network create --subnet SUBNET NAME`.
-fn create_network(berth: &Berth, name: &str, subnet: &str) {
-    berth.run_ok(["network", "create", "--subnet", subnet, name]);
-}
-
 /// Lines of the sandbox's rules that mention `id`.
 fn rules_naming(berth: &Berth, id: &str) -> Vec<String> {
     iptables(berth)
@@ -171,13 +88,6 @@ fn rules_naming(berth: &Berth, id: &str) -> Vec<String> {
         .filter(|l| l.contains(id))
         .map(str::to_owned)
         .collect()
-}
-
-/// `berth exec C ARGS...`.
-fn exec(berth: &Berth, container: &str, args: &[&str]) -> Output {
-    let mut all = vec!["exec", container];
-    all.extend_from_slice(args);
-    berth.output(all)
 }
 
 /// `wget` of `url` inside `container` until it prints `body`.
@@ -226,7 +136,7 @@ fn published_ports_answer_on_localhost_and_to_containers_through_host_addresses(
     let gateway = gateway_of(&berth, "web");
 
     // From the host through loopback, as docker's.
-    let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 18080)));
+    let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 18080)), STEP);
     assert!(response.contains("served-by-web"), "{response}");
     // `localhost` by name (it may name ::1 first, which is refused: the
     // client goes on to 127.0.0.1, as with any service on IPv4 only).
@@ -323,7 +233,7 @@ fn a_port_bound_to_one_host_address_answers_there_only() {
         httpd("loopback-only", &[80]),
     );
     let gateway = gateway_of(&berth, "lo-only");
-    let response = http_get_eventually(host, SocketAddr::from((loopback, 18081)));
+    let response = http_get_eventually(host, SocketAddr::from((loopback, 18081)), STEP);
     assert!(response.contains("loopback-only"), "{response}");
     assert_no_answer(host, SocketAddr::from((gateway, 18081)), "the gateway");
     assert_no_answer(
@@ -344,9 +254,9 @@ fn a_port_bound_to_one_host_address_answers_there_only() {
         &["--net", "bound", "-p", "10.87.0.1:18081:80"],
         httpd("outside-only", &[80]),
     );
-    let response = http_get_eventually(&client, SocketAddr::from((outside, 18081)));
+    let response = http_get_eventually(&client, SocketAddr::from((outside, 18081)), STEP);
     assert!(response.contains("outside-only"), "{response}");
-    let response = http_get_eventually(host, SocketAddr::from((loopback, 18081)));
+    let response = http_get_eventually(host, SocketAddr::from((loopback, 18081)), STEP);
     assert!(response.contains("loopback-only"), "{response}");
     // ...but on every address it clashes with both.
     let out = berth.output(["run", "--net", "bound", "-p", "18081:80", "busybox", "true"]);
@@ -426,7 +336,7 @@ fn port_ranges_map_pairwise_or_take_a_free_port_of_the_range() {
         httpd("in-range", &[81, 82, 80]),
     );
     for port in 18100..=18102 {
-        let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], port)));
+        let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], port)), STEP);
         assert!(response.contains("in-range"), "{port}: {response}");
     }
     assert_eq!(
@@ -451,7 +361,7 @@ fn port_ranges_map_pairwise_or_take_a_free_port_of_the_range() {
         httpd("picked", &[80]),
     );
     assert_eq!(berth.run_ok(["port", "picked", "80"]), "0.0.0.0:18111\n");
-    let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 18111)));
+    let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 18111)), STEP);
     assert!(response.contains("picked"), "{response}");
     let out = berth.output([
         "run",
