@@ -12,6 +12,8 @@ use berth_state::{
 };
 use oci_spec::runtime::Mount;
 
+use crate::paths::Paths;
+
 /// What is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
@@ -530,7 +532,7 @@ pub fn combine(
 /// directories created). Relative `-v` sources are taken from the current
 /// directory, `~` from $HOME.
 pub fn for_run(
-    paths: &crate::paths::Paths,
+    paths: &Paths,
     containers: &berth_state::ContainerStore,
     args: &crate::args::RunArgs,
     image_volume_paths: &[String],
@@ -586,29 +588,37 @@ impl ResolvedMounts {
     /// the way to each volume's data becomes searchable, and a volume made
     /// for it now becomes its root's, as with docker's userns-remap. A
     /// volume that existed before keeps its owner.
-    pub fn prepare_for_mapped_root(&self, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
-        for point in self.record.iter().filter(|p| p.kind == "bind") {
-            crate::userns::check_reachable(
-                Path::new(&point.source),
-                "the bind source",
-                (uid, gid),
-            )?;
-        }
-        for point in self.record.iter().filter(|p| p.kind == "volume") {
-            let data = Path::new(&point.source);
-            let volume_dir = data.parent().unwrap_or(data);
-            let store_dir = volume_dir.parent().unwrap_or(volume_dir);
-            for dir in [store_dir, volume_dir] {
-                berth_state::make_searchable(dir)?;
-            }
-            let made_now = point
-                .name
-                .as_ref()
-                .is_some_and(|name| self.created.names.contains(name));
-            if made_now {
-                std::os::unix::fs::lchown(data, Some(uid), Some(gid)).with_context(|| {
-                    format!("cannot give {} to the container's root", data.display())
-                })?;
+    pub fn prepare_for_mapped_root(
+        &self,
+        paths: &Paths,
+        (uid, gid): (u32, u32),
+    ) -> anyhow::Result<()> {
+        let volumes: Vec<&MountPoint> = self.record.iter().filter(|p| p.kind == "volume").collect();
+        let store = match volumes.is_empty() {
+            true => None,
+            false => Some(crate::volume::store(paths)?),
+        };
+        for point in &self.record {
+            let source = Path::new(&point.source);
+            let volume = point.name.as_deref().filter(|_| point.kind == "volume");
+            match (volume, &store) {
+                // In the store: berth's directories on the way open up.
+                (Some(name), Some(store)) if source == store.data_dir(name) => {
+                    for dir in [store.dir().to_path_buf(), store.dir().join(name)] {
+                        berth_state::make_searchable(&dir)?;
+                    }
+                    if self.created.names.iter().any(|n| n == name) {
+                        std::os::unix::fs::lchown(source, Some(uid), Some(gid)).with_context(
+                            || format!("cannot give {} to the container's root", source.display()),
+                        )?;
+                    }
+                }
+                // A bind, or a volume bound to a host directory: the host's
+                // directories are the user's to open.
+                _ if point.kind != "tmpfs" => {
+                    crate::userns::check_reachable(source, "the mount source", (uid, gid))?;
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -241,7 +241,7 @@ fn create_container<'a>(
     let image_volumes = config.volumes().clone().unwrap_or_default();
     let mut mounts = crate::mounts::for_run(paths, containers, args, &image_volumes)?;
     if let Some(root) = record.id_maps.as_ref().and_then(|m| m.root()) {
-        mounts.prepare_for_mapped_root(root)?;
+        mounts.prepare_for_mapped_root(paths, root)?;
     }
     record.volumes = args.volume.clone();
     record.mounts = std::mem::take(&mut mounts.record);

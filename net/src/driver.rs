@@ -66,6 +66,33 @@ pub struct Endpoint {
     pub ports: Vec<PortMapping>,
 }
 
+impl Endpoint {
+    /// The endpoint of `container_id` at `ip` on `network`: a veth pair
+    /// `host_veth` (on the bridge) / `container_ifname`, the MAC derived
+    /// from the address.
+    fn on(
+        network: &NetworkConfig,
+        container_id: &str,
+        ip: Ipv4Addr,
+        host_veth: String,
+        container_ifname: String,
+        ports: Vec<PortMapping>,
+    ) -> Self {
+        Endpoint {
+            network: network.name.clone(),
+            container_id: container_id.to_owned(),
+            ip,
+            prefix_len: network.subnet.prefix_len(),
+            gateway: network.gateway,
+            mac: MacAddr::from_ipv4(ip),
+            bridge: network.bridge.clone(),
+            host_veth,
+            container_ifname,
+            ports,
+        }
+    }
+}
+
 /// What [`NetworkDriver::setup`] changed on the host.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetupReport {
@@ -492,18 +519,14 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         let ports: Vec<PortMapping> = forwards.iter().map(|f| f.mapping).collect();
         txn.commit()?;
 
-        let endpoint = Endpoint {
-            network: network.name.clone(),
-            container_id: container_id.to_owned(),
+        let endpoint = Endpoint::on(
+            network,
+            container_id,
             ip,
-            prefix_len: network.subnet.prefix_len(),
-            gateway: network.gateway,
-            mac: MacAddr::from_ipv4(ip),
-            bridge: network.bridge.clone(),
             host_veth,
-            container_ifname: CONTAINER_IFNAME.to_owned(),
+            CONTAINER_IFNAME.to_owned(),
             ports,
-        };
+        );
         // `fresh`: the container held no lease before this attach, so no
         // rule of an earlier attempt can exist (see
         // [`Firewall::add_port_forwards`]).
@@ -547,18 +570,14 @@ impl<F: Firewall> BridgeDriver<F> {
         let mut txn = self.ipam.transaction()?;
         let ip = txn.allocate_address(&network.pool(), container_id, wanted)?;
         txn.commit()?;
-        let endpoint = Endpoint {
-            network: network.name.clone(),
-            container_id: container_id.to_owned(),
+        let endpoint = Endpoint::on(
+            network,
+            container_id,
             ip,
-            prefix_len: network.subnet.prefix_len(),
-            gateway: network.gateway,
-            mac: MacAddr::from_ipv4(ip),
-            bridge: network.bridge.clone(),
             host_veth,
-            container_ifname: format!("eth{index}"),
-            ports: Vec::new(),
-        };
+            format!("eth{index}"),
+            Vec::new(),
+        );
         if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, false) {
             let cleanup =
                 match self.disconnect(&endpoint.network, container_id, &endpoint.host_veth) {

@@ -87,9 +87,12 @@ pub(crate) struct InitPlan<'a> {
     pub hooks_handshake: bool,
     pub create_container_hooks: Vec<Hook>,
     pub start_container_hooks: Vec<Hook>,
-    /// The runtime mounts the engine's overlay in the init's mount
-    /// namespace itself (a new user namespace: only the host's root may
-    /// ID-map the image layers), so the init must not.
+    /// The engine's overlay root, from the spec's annotation (`None`: the
+    /// root is `rootfs` as it is).
+    pub overlay: Option<berth_fs::OverlayRootfs>,
+    /// The runtime mounts that overlay in the init's mount namespace
+    /// itself (a new user namespace: only the host's root may ID-map the
+    /// image layers), so the init must not.
     pub overlay_mounted_by_runtime: bool,
 }
 

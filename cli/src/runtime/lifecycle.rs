@@ -179,7 +179,7 @@ impl Runtime {
             .map_err(|e| RuntimeError::io(&self.root, e))
     }
 
-    /// Mount the engine's overlay on `rootfs` in the mount namespace of
+    /// Mount the engine's overlay `union` in the mount namespace of
     /// the init `pid` (waiting for Start, its ID maps written), with the
     /// image layers ID-mapped through its user namespace. The init cannot:
     /// ID-mapping a mount of the host's filesystem takes the host's root,
@@ -189,20 +189,13 @@ impl Runtime {
     fn mount_idmapped_overlay(
         &self,
         pid: nix::unistd::Pid,
-        overlay: super::rootfs::OverlayRequest,
-        rootfs: &Path,
+        union: &berth_fs::OverlayRootfs,
     ) -> Result<()> {
         let ns = |name: &str| {
             let path = self.proc_root.join(format!("{pid}/ns/{name}"));
             std::fs::File::open(&path).map_err(|e| RuntimeError::io(&path, e))
         };
         let (userns, mntns) = (ns("user")?, ns("mnt")?);
-        let union = berth_fs::OverlayRootfs {
-            lower: overlay.lower,
-            upper: overlay.upper,
-            work: overlay.work,
-            target: rootfs.to_path_buf(),
-        };
         let mount = || -> Result<()> {
             use nix::sched::{setns, unshare, CloneFlags};
             // A thread shares its filesystem context (root, cwd) with the
@@ -234,6 +227,8 @@ impl Runtime {
         state::validate_id(id)?;
         convert::refuse_unsupported(spec)?;
         let namespaces = Namespaces::from_spec(spec)?;
+        let overlay = super::rootfs::overlay_request(spec)
+            .map_err(|e| RuntimeError::invalid(format!("the rootfs overlay annotation: {e}")))?;
         // Without a mount namespace the container's mounts land in the
         // runtime's own (as with runc, which chroots): `delete` takes them
         // away again. What would change the host's mounts themselves is
@@ -248,11 +243,7 @@ impl Runtime {
                     "rootfsPropagation needs a mount namespace (it would change the host's mounts)",
                 ));
             }
-            if super::rootfs::overlay_request(spec)
-                .ok()
-                .flatten()
-                .is_some()
-            {
+            if overlay.is_some() {
                 return Err(RuntimeError::invalid(
                     "the engine's overlay root needs a mount namespace",
                 ));
@@ -305,10 +296,10 @@ impl Runtime {
             .collect();
         let create_container_hooks = hooks_at(spec, HookPoint::CreateContainer);
         let start_container_hooks = hooks_at(spec, HookPoint::StartContainer);
-        let overlay = super::rootfs::overlay_request(spec)
-            .map_err(|e| RuntimeError::invalid(format!("the rootfs overlay annotation: {e}")))?;
+        let overlay = overlay.map(|request| request.onto(&rootfs));
         let overlay_mounted_by_runtime = overlay.is_some() && namespaces.creates(Namespace::User);
         let plan = InitPlan {
+            overlay,
             overlay_mounted_by_runtime,
             spec,
             rootfs,
@@ -367,8 +358,8 @@ impl Runtime {
                 &maps(linux.gid_mappings()),
             )?;
         }
-        if let (Some(overlay), true) = (overlay, overlay_mounted_by_runtime) {
-            self.mount_idmapped_overlay(pid, overlay, &plan.rootfs)?;
+        if let (Some(overlay), true) = (&plan.overlay, plan.overlay_mounted_by_runtime) {
+            self.mount_idmapped_overlay(pid, overlay)?;
         }
         let cgroup = Cgroup::create_at(&hierarchies, &cgroup_path)?;
         unwind.cgroup = Some(cgroup.clone());

@@ -21,6 +21,18 @@ pub(crate) struct OverlayRequest {
     pub work: PathBuf,
 }
 
+impl OverlayRequest {
+    /// The union this asks for, mounted on `rootfs`.
+    pub(crate) fn onto(self, rootfs: &Path) -> OverlayRootfs {
+        OverlayRootfs {
+            lower: self.lower,
+            upper: self.upper,
+            work: self.work,
+            target: rootfs.to_path_buf(),
+        }
+    }
+}
+
 /// Before hooks and the pivot: everything mounted below the rootfs path.
 pub(crate) fn prepare(
     plan: &InitPlan<'_>,
@@ -35,17 +47,12 @@ pub(crate) fn prepare(
         berth_fs::set_rootfs_propagation(rootfs, propagation).step("rootfsPropagation")?;
     }
 
-    if plan.overlay_mounted_by_runtime {
-        // Already there: see `Runtime::mount_idmapped_overlay`.
-    } else if let Some(overlay) = overlay_request(spec).step("rootfs overlay annotation")? {
-        OverlayRootfs {
-            lower: overlay.lower,
-            upper: overlay.upper,
-            work: overlay.work,
-            target: rootfs.clone(),
+    if let Some(overlay) = &plan.overlay {
+        // With a new user namespace it is there already (see
+        // `Runtime::mount_idmapped_overlay`).
+        if !plan.overlay_mounted_by_runtime {
+            overlay.mount().step("rootfs")?;
         }
-        .mount()
-        .step("rootfs")?;
     } else {
         // pivot_root needs the new root to be a mount point; binding it
         // first also lets the spec's mounts stack on it.
