@@ -140,6 +140,55 @@ pub enum Command {
     /// Manage berth
     #[command(subcommand)]
     System(SystemCommand),
+    /// Checkpoint a running container with CRIU (its processes, memory and
+    /// write layer); it ends unless --leave-running
+    Checkpoint(CheckpointArgs),
+    /// Restore a checkpointed container, in place or from an exported
+    /// checkpoint (--import)
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Keep the container running after the checkpoint
+    #[arg(short = 'R', long)]
+    pub leave_running: bool,
+    /// Also write the checkpoint, with the container's write layer, to
+    /// this archive (tar.gz) for a restore in another state root or host
+    #[arg(short, long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+    /// Checkpoint established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Checkpoint file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Make a new container from this exported checkpoint (tar.gz)
+    #[arg(short, long, value_name = "FILE")]
+    pub import: Option<PathBuf>,
+    /// Name of the container made by --import (default: the original's)
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Keep the checkpoint after restoring (to restore it again)
+    #[arg(short, long)]
+    pub keep: bool,
+    /// Restore established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Restore file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// Take any free address on the network instead of the checkpointed one
+    #[arg(long)]
+    pub ignore_static_ip: bool,
+    #[arg(value_name = "CONTAINER", required_unless_present = "import")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Args)]

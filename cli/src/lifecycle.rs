@@ -90,7 +90,7 @@ fn wanted_after_reboot(record: &ContainerRecord, policies: &[RestartPolicy]) -> 
 
 /// A user's start: what a crashed run left (runtime state, cgroup,
 /// address) is released, and the policy counts afresh and applies again.
-fn reset_for_start(
+pub(crate) fn reset_for_start(
     paths: &Paths,
     store: &ContainerStore,
     record: &ContainerRecord,
@@ -100,6 +100,8 @@ fn reset_for_start(
     crate::network::release(paths, &record.id, true)?;
     Ok(store.update(&record.id, |r| {
         r.manually_stopped = false;
+        // A start (or restore) ends what a checkpoint left.
+        r.checkpoint = None;
         r.restart_count = 0;
         r.restarting = false;
         r.detached = detached;

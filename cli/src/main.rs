@@ -4,6 +4,7 @@
 
 mod args;
 mod attach;
+mod checkpoint;
 mod completion;
 mod container;
 mod container_ops;
@@ -211,5 +212,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Container(ContainerCommand::Prune(args)) => prune::container_prune(&paths, &args),
         Command::System(SystemCommand::Prune(args)) => prune::system_prune(&paths, &args),
         Command::System(SystemCommand::Df(args)) => prune::system_df(&paths, &args),
+        Command::Checkpoint(args) => checkpoint::checkpoint(&paths, &args),
+        Command::Restore(args) => checkpoint::restore(&paths, &args),
     }
 }

@@ -299,6 +299,30 @@ pub fn attach(
     record: &mut ContainerRecord,
     pid: i32,
 ) -> anyhow::Result<()> {
+    if !matches!(
+        mode,
+        NetworkMode::Bridge {
+            network: Some(_),
+            ..
+        }
+    ) {
+        return Ok(());
+    }
+    let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
+        Path::new("/proc"),
+        pid as u32,
+    ))?;
+    attach_to(paths, containers, mode, record, netns.as_fd())
+}
+
+/// [`attach`] to the network namespace `netns`.
+pub fn attach_to(
+    paths: &Paths,
+    containers: &ContainerStore,
+    mode: &NetworkMode,
+    record: &mut ContainerRecord,
+    netns: std::os::fd::BorrowedFd<'_>,
+) -> anyhow::Result<()> {
     let NetworkMode::Bridge {
         network: Some(network),
         ports,
@@ -306,10 +330,6 @@ pub fn attach(
     else {
         return Ok(());
     };
-    let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
-        Path::new("/proc"),
-        pid as u32,
-    ))?;
     let driver = driver(paths);
     if let Some(text) = &record.requested_ip {
         // Leased first: the attach then finds the container's lease.
@@ -320,7 +340,7 @@ pub fn attach(
         txn.allocate_address(&network.pool(), &record.id, Some(wanted))?;
         txn.commit()?;
     }
-    let endpoint = driver.attach(network, &record.id, netns.as_fd(), ports)?;
+    let endpoint = driver.attach(network, &record.id, netns, ports)?;
     record.network = Some(serde_json::to_value(&endpoint)?);
     let mut joined = vec![network.name.clone()];
     // The networks `network connect` added while it was not running.
@@ -331,7 +351,7 @@ pub fn attach(
             let extra = store.get(&connection.network)?;
             let index = u32::try_from(position + 1).unwrap_or(u32::MAX);
             let endpoint = driver
-                .connect(&extra, &record.id, netns.as_fd(), index, connection.ip)
+                .connect(&extra, &record.id, netns, index, connection.ip)
                 .with_context(|| format!("cannot connect to network {}", extra.name))?;
             connection.endpoint = Some(endpoint);
             joined.push(extra.name);
@@ -348,6 +368,12 @@ pub fn attach(
     )?;
     crate::network_hosts::refresh(paths, containers, &joined)?;
     Ok(())
+}
+
+/// The address of a running container on its main network.
+pub fn primary_ip(record: &ContainerRecord) -> Option<String> {
+    let endpoint: berth_net::Endpoint = serde_json::from_value(record.network.clone()?).ok()?;
+    Some(endpoint.ip.to_string())
 }
 
 /// A network joined besides the main one (`network connect`), kept in the

@@ -311,6 +311,7 @@ fn create_container<'a>(
         spec,
         network,
         forward_stdin: args.interactive && !args.detach,
+        restore: None,
     };
     Ok((record, launch, guard))
 }
@@ -363,9 +364,12 @@ fn exposed_ports_to_publish(
 }
 
 /// The spec a container was created with, kept for its later starts.
-const SPEC_FILE: &str = "spec.json";
+pub(crate) const SPEC_FILE: &str = "spec.json";
 
-fn save_spec(container_dir: &Path, spec: &oci_spec::runtime::Spec) -> anyhow::Result<()> {
+pub(crate) fn save_spec(
+    container_dir: &Path,
+    spec: &oci_spec::runtime::Spec,
+) -> anyhow::Result<()> {
     let path = container_dir.join(SPEC_FILE);
     let json = serde_json::to_vec(spec)?;
     // Private like the record: the spec names host paths and the user's
@@ -441,6 +445,7 @@ pub fn restart_plan(
         spec,
         network,
         forward_stdin,
+        restore: None,
     })
 }
 
@@ -452,6 +457,9 @@ pub struct LaunchPlan {
     pub network: crate::network::NetworkMode,
     /// Copy berth's stdin to the container (`-i` in the foreground).
     pub forward_stdin: bool,
+    /// Restore the container from a checkpoint instead of starting its
+    /// process anew.
+    pub restore: Option<crate::checkpoint::RestoreRequest>,
 }
 
 pub fn require_root() -> anyhow::Result<()> {
@@ -548,8 +556,9 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     if let Err(e) = crate::network::release(paths, id, true) {
         eprintln!("berth: {e:#}");
     }
-    // With --rm nothing is left to record the exit in.
-    let result = if record.auto_remove {
+    // With --rm nothing is left to record the exit in (unless a
+    // checkpoint ended it: it is kept to be restored).
+    let result = if record.auto_remove && record.checkpoint.is_none() {
         let removed = store.remove(id);
         if removed.is_ok() {
             crate::volume::remove_anonymous(paths, &record);
@@ -1168,8 +1177,12 @@ pub fn launch(
             let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
             (Some(read), Some(write))
         } else {
-            let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
-            (Some(OwnedFd::from(null)), None)
+            // Empty: a pipe whose write end is closed at once. Reads see
+            // end-of-file as from /dev/null, and it is no file of the
+            // host's (which a checkpoint could not take along).
+            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            drop(write);
+            (Some(read), None)
         };
         let stdio = Stdio {
             stdin,
@@ -1179,6 +1192,11 @@ pub fn launch(
         (stdio, Some((out_read, err_read, stdin_write)))
     };
     let bundle = store.container_dir(&record.id);
+    if let Some(request) = &plan.restore {
+        let (pid, terminal) =
+            crate::checkpoint::restore_process(paths, store, record, &plan, request, stdio)?;
+        return launched(ChildGuard::new(pid), terminal, output_reads);
+    }
     let options = CreateOptions {
         stdio,
         die_with_parent: true,
@@ -1195,20 +1213,7 @@ pub fn launch(
             record.cgroup = Some(serde_json::to_value(cgroup)?);
         }
         crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
-        let me = std::process::id() as i32;
-        let proc_root = Path::new("/proc");
-        let pid_start_time = berth_state::process_start_time(proc_root, pid.as_raw());
-        let monitor_start_time = berth_state::process_start_time(proc_root, me);
-        // Only what starting changes, under the store's lock: a `stop`,
-        // `rename` or `update` meanwhile is kept, not saved over.
-        let (cgroup, network) = (record.cgroup.clone(), record.network.clone());
-        *record = store.update(&record.id, |r| {
-            r.cgroup = cgroup;
-            r.network = network;
-            r.mark_running(pid.as_raw(), pid_start_time);
-            r.monitor_pid = Some(me);
-            r.monitor_start_time = monitor_start_time;
-        })?;
+        record_running(store, record, pid)?;
         created.start().map_err(coded)
     })();
     if let Err(error) = started {
@@ -1217,6 +1222,17 @@ pub fn launch(
         let _ = crate::network::release(paths, &record.id, false);
         return Err(error);
     }
+    launched(guard, terminal, output_reads)
+}
+
+/// The container's output read ends, as [`launch`] made them.
+type OutputReads = Option<(OwnedFd, OwnedFd, Option<OwnedFd>)>;
+
+fn launched(
+    guard: ChildGuard,
+    terminal: Option<OwnedFd>,
+    output_reads: OutputReads,
+) -> anyhow::Result<Launched> {
     let output = match (terminal, output_reads) {
         (Some(master), _) => Output::Terminal(master),
         (None, Some((stdout, stderr, stdin))) => Output::Pipes {
@@ -1230,6 +1246,29 @@ pub fn launch(
         child: guard,
         output,
     })
+}
+
+/// Record the container as running as `pid`, under this process as its
+/// monitor. Only what starting changes, under the store's lock: a `stop`,
+/// `rename` or `update` meanwhile is kept, not saved over.
+pub(crate) fn record_running(
+    store: &ContainerStore,
+    record: &mut ContainerRecord,
+    pid: Pid,
+) -> anyhow::Result<()> {
+    let me = std::process::id() as i32;
+    let proc_root = Path::new("/proc");
+    let pid_start_time = berth_state::process_start_time(proc_root, pid.as_raw());
+    let monitor_start_time = berth_state::process_start_time(proc_root, me);
+    let (cgroup, network) = (record.cgroup.clone(), record.network.clone());
+    *record = store.update(&record.id, |r| {
+        r.cgroup = cgroup;
+        r.network = network;
+        r.mark_running(pid.as_raw(), pid_start_time);
+        r.monitor_pid = Some(me);
+        r.monitor_start_time = monitor_start_time;
+    })?;
+    Ok(())
 }
 
 /// A runtime error with docker's exit code kept for `main`.

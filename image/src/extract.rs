@@ -85,6 +85,18 @@ pub fn extract(reader: impl Read, dest: &Path) -> Result<(), ImageError> {
     extract_archive(reader, dest, "<stream>", options)
 }
 
+/// Extract a layer tar (as [`crate::write_diff_tar`] writes one) into
+/// `dest` as an overlay layer directory: whiteout files become overlayfs
+/// whiteouts and opaque markers, for a layer mounted above others (a
+/// container's write layer brought back). As safe as [`extract`].
+pub fn extract_diff(reader: impl Read, dest: &Path) -> Result<(), ImageError> {
+    let options = ExtractOptions {
+        whiteouts: Whiteouts::Overlay,
+        refuse_image_archives: false,
+    };
+    extract_archive(reader, dest, "<layer>", options)
+}
+
 /// [`extract`] with options.
 fn extract_archive(
     reader: impl Read,

@@ -80,7 +80,7 @@ pub use compression::Compression;
 pub use config_change::ConfigChange;
 pub use digest::ImageId;
 pub use error::ImageError;
-pub use extract::extract;
+pub use extract::{extract, extract_diff};
 pub use formats::{open_archive, ArchiveImage, ArchiveImages, ANNOTATION_REF_NAME};
 pub use ingest::{CommitOptions, Progress};
 pub use reference::{Reference, DEFAULT_REGISTRY, DEFAULT_TAG};

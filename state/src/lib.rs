@@ -29,7 +29,9 @@ pub use liveness::{is_same_process, process_start_time};
 pub use log::{read_log, read_log_from, LogEntry, LogLimits, LogWriter, Stream};
 pub use names::{generate_id, generate_name, validate_name};
 pub use private_dir::{ensure_private_dir, make_searchable};
-pub use record::{ContainerRecord, IdMaps, IdRange, Limits, MountPoint, RestartPolicy, Status};
+pub use record::{
+    CheckpointMark, ContainerRecord, IdMaps, IdRange, Limits, MountPoint, RestartPolicy, Status,
+};
 pub use store::{BrokenRecord, ContainerStore, StoreLock};
 pub use time::Timestamp;
 pub use volume::{

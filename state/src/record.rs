@@ -174,6 +174,19 @@ pub struct ContainerRecord {
     /// and gids map to the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_maps: Option<IdMaps>,
+    /// Set when a checkpoint ended the container: its end is then neither
+    /// a reason to restart it nor to remove it (`--rm`), and a restore
+    /// takes its address again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointMark>,
+}
+
+/// When a checkpoint ended a container, and the address it had.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CheckpointMark {
+    pub at: Timestamp,
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 /// A user namespace's uid and gid maps.
@@ -366,6 +379,7 @@ impl ContainerRecord {
             connections: Vec::new(),
             requested_ip: None,
             id_maps: None,
+            checkpoint: None,
         }
     }
 
@@ -399,7 +413,7 @@ impl ContainerRecord {
     /// ended with `exit_code` (docker's rules: `on-failure` only after a
     /// failure and within its count; never after the user stopped it).
     pub fn restart_wanted(&self, exit_code: i32) -> bool {
-        if self.manually_stopped || self.auto_remove {
+        if self.manually_stopped || self.auto_remove || self.checkpoint.is_some() {
             return false;
         }
         match self.restart_policy {

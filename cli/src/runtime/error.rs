@@ -52,6 +52,9 @@ pub enum RuntimeError {
         path: PathBuf,
         reason: String,
     },
+    /// CRIU failed or is missing; `reason` is criu's own (from its log).
+    #[error("criu: {reason}")]
+    Criu { reason: String },
     #[error(transparent)]
     Cgroup(#[from] berth_cgroup::CgroupError),
     #[error(transparent)]

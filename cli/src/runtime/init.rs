@@ -357,6 +357,11 @@ pub(crate) fn prepare_process(
         drop(terminal.master);
         tty::make_controlling(terminal.slave).step("attach the terminal")?;
     } else {
+        // A session of its own, as with a terminal (and as runc does):
+        // the caller's session lies outside the container, which would
+        // make its processes impossible to checkpoint, and its terminal's
+        // signals are the engine's to relay.
+        let _ = nix::unistd::setsid();
         let stdio = plan.stdio;
         for (fd, target) in [(stdio.stdin, 0), (stdio.stdout, 1), (stdio.stderr, 2)] {
             if let Some(fd) = fd {

@@ -129,14 +129,14 @@ pub(crate) fn await_exec(channel: &Channel<ToInit, FromInit>, pid: Pid) -> Resul
 
 /// Kills and reaps a half-made container's process, and removes its
 /// cgroup and directory, unless disarmed.
-struct Unwind<'a> {
-    dir: &'a Path,
-    pid: Option<Pid>,
-    cgroup: Option<Cgroup>,
+pub(super) struct Unwind<'a> {
+    pub dir: &'a Path,
+    pub pid: Option<Pid>,
+    pub cgroup: Option<Cgroup>,
     /// The rootfs of a container without a mount namespace, whose mounts
     /// are in the runtime's.
-    host_mounts_below: Option<&'a Path>,
-    armed: bool,
+    pub host_mounts_below: Option<&'a Path>,
+    pub armed: bool,
 }
 
 impl Drop for Unwind<'_> {
@@ -171,7 +171,7 @@ impl Runtime {
         self.root.join("empty@layer")
     }
 
-    fn ensure_root(&self) -> Result<()> {
+    pub(super) fn ensure_root(&self) -> Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -650,7 +650,7 @@ impl Runtime {
 /// The container's directory on each cgroup v1 hierarchy (and on the
 /// unified one of a hybrid host), named as the host names its mount point:
 /// what a `cgroup` mount in the container shows. Empty on a cgroup v2 host.
-fn cgroup_views(cgroup: &Cgroup) -> Vec<(String, PathBuf)> {
+pub(super) fn cgroup_views(cgroup: &Cgroup) -> Vec<(String, PathBuf)> {
     let dirs = cgroup.dirs();
     if dirs
         .iter()

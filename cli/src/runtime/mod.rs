@@ -17,7 +17,9 @@
 //! rlimits...), reports `Created` and blocks on the fifo. `start` opens the
 //! fifo and the init execs the user's command, which becomes PID 1.
 
+pub mod checkpoint;
 mod convert;
+mod criu;
 mod error;
 mod exec;
 mod hooks;
@@ -27,6 +29,7 @@ mod rootfs;
 mod state;
 pub mod tty;
 
+pub use checkpoint::{CheckpointOptions, RestoreOptions, Restored};
 pub use error::{Result, RuntimeError};
 pub use exec::{ExecOptions, Executing};
 pub use lifecycle::{CreateOptions, Created, Stdio};
