@@ -37,6 +37,8 @@ const EXPORT_RECORD: &str = "container.json";
 const EXPORT_SPEC: &str = "spec.json";
 const EXPORT_LAYER: &str = "rootfs-diff.tar";
 const EXPORT_ORIGIN: &str = "export.json";
+/// The container's log, so that it goes on where it was.
+const EXPORT_LOG: &str = "container.log";
 
 /// What a restore needs besides the container's spec (carried to the
 /// monitor, which restores the container as its child).
@@ -173,6 +175,9 @@ fn export(paths: &Paths, store: &ContainerStore, id: &str, target: &Path) -> any
         let mut layer = Vec::new();
         berth_image::write_diff_tar(&upper, &mut layer)?;
         add(EXPORT_LAYER, &layer)?;
+        if let Ok(log) = std::fs::read(crate::run::log_path(store, id)) {
+            add(EXPORT_LOG, &log)?;
+        }
         let gzip = tar.into_inner()?;
         let file = gzip.finish()?;
         file.sync_all()?;
@@ -321,7 +326,7 @@ fn import(
         .with_context(|| format!("cannot open {}", archive.display()))?;
     let unpacked = tempfile::Builder::new()
         .prefix("import-")
-        .tempdir_in(store.dir())
+        .tempdir_in(paths.root())
         .context("cannot make a directory to unpack the checkpoint in")?;
     let root = unpacked.path().join("export");
     berth_image::extract(file, &root)
@@ -403,6 +408,11 @@ fn import(
     crate::run::save_spec(&dir, &spec)?;
     std::fs::rename(root.join(CHECKPOINT_DIR), dir.join(CHECKPOINT_DIR))
         .context("cannot move the checkpoint into the container")?;
+    if root.join(EXPORT_LOG).is_file() {
+        let log = crate::run::log_path(store, &id);
+        std::fs::rename(root.join(EXPORT_LOG), &log)
+            .with_context(|| format!("cannot write {}", log.display()))?;
+    }
     guard.armed = false;
     Ok(record)
 }

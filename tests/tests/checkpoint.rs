@@ -149,3 +149,222 @@ fn checkpoint_without_a_working_criu_fails_in_one_line_and_leaves_it_running() {
     berth.run_ok(["rm", "-f", &id]);
     berth.assert_clean();
 }
+
+fn run_counter_script(berth: &Berth, extra: &[&str], script: &str) -> String {
+    let mut args = vec!["run", "-d", "--pull", "never"];
+    args.extend_from_slice(extra);
+    args.extend(["busybox", "sh", "-c", script]);
+    let id = berth.run_ok(args).trim().to_owned();
+    assert!(
+        wait_until(STEP, || logs(berth, &id).len() >= 5),
+        "the container does not count"
+    );
+    id
+}
+
+#[test]
+fn checkpoint_export_then_import_into_a_fresh_root_continues_the_counter() {
+    require_root!();
+    require_criu!();
+    let origin = Berth::new();
+    let id = start_counter(&origin, &[]);
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archive = archive_dir.path().join("counter.tar.gz");
+    let archive_text = archive.to_str().unwrap();
+    origin.run_ok(["checkpoint", "--export", archive_text, &id]);
+    let before = logs(&origin, &id);
+    origin.run_ok(["rm", "-f", &id]);
+    origin.assert_clean();
+
+    let target = Berth::new();
+    // The image must be in the importing root (the built-in busybox is
+    // made by its first use).
+    target.run_ok([
+        "run", "--rm", "--pull", "never", "--net", "none", "busybox", "true",
+    ]);
+    let new_id = target
+        .run_ok(["restore", "--import", archive_text, "--name", "moved"])
+        .trim()
+        .to_owned();
+    assert_ne!(new_id, id, "an import is a new container");
+    assert_eq!(status(&target, "moved"), "running");
+    assert!(
+        wait_until(STEP, || logs(&target, "moved").len() >= before.len() + 5),
+        "the imported counter does not count"
+    );
+    assert_continued(&before, &logs(&target, "moved"));
+    target.run_ok(["rm", "-f", "moved"]);
+    target.assert_clean();
+}
+
+#[test]
+fn checkpoint_import_of_a_truncated_or_tampered_archive_fails_cleanly() {
+    require_root!();
+    require_criu!();
+    let origin = Berth::new();
+    let id = start_counter(&origin, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("c.tar.gz");
+    origin.run_ok(["checkpoint", "--export", archive.to_str().unwrap(), &id]);
+    origin.run_ok(["rm", "-f", &id]);
+    let bytes = std::fs::read(&archive).unwrap();
+
+    // Truncated: the gzip stream ends early.
+    let truncated = work.path().join("truncated.tar.gz");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // Tampered: the archive is whole, but criu's memory image is garbage.
+    let unpacked = work.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    let status = Command::new("tar")
+        .args([
+            "-xzf",
+            archive.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut tampered_any = false;
+    for entry in std::fs::read_dir(unpacked.join("checkpoint")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("pagemap") || name.starts_with("core") {
+            std::fs::write(&path, b"\x01\x02garbage").unwrap();
+            tampered_any = true;
+        }
+    }
+    assert!(tampered_any, "no criu image to tamper with");
+    let tampered = work.path().join("tampered.tar.gz");
+    let status = Command::new("tar")
+        .args([
+            "-czf",
+            tampered.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let target = Berth::new();
+    target.run_ok([
+        "run", "--rm", "--pull", "never", "--net", "none", "busybox", "true",
+    ]);
+    for bad in [&truncated, &tampered] {
+        let output = target.output(["restore", "--import", bad.to_str().unwrap()]);
+        assert_berth_error(&output, 125);
+        assert_eq!(
+            target.run_ok(["ps", "-aq"]).trim(),
+            "",
+            "a failed import of {} left a container",
+            bad.display()
+        );
+    }
+    target.assert_clean();
+    origin.assert_clean();
+}
+
+#[test]
+fn checkpoint_of_a_paused_container_restores_it_running() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    let id = start_counter(&berth, &[]);
+    berth.run_ok(["pause", &id]);
+    berth.run_ok(["checkpoint", &id]);
+    let before = logs(&berth, &id);
+    berth.run_ok(["restore", &id]);
+    assert!(
+        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
+        "the restored counter does not count"
+    );
+    assert_continued(&before, &logs(&berth, &id));
+    berth.run_ok(["rm", "-f", &id]);
+    berth.assert_clean();
+}
+
+#[test]
+fn checkpoint_keeps_an_open_file_and_a_pipe() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    // A pipe between two processes, and a file kept open for appending.
+    let script = "exec 3>>/counted; \
+        (i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done) | \
+        while read n; do echo $n >&3; echo $n; done";
+    let id = run_counter_script(&berth, &["--net", "none"], script);
+    berth.run_ok(["checkpoint", &id]);
+    let before = logs(&berth, &id);
+    berth.run_ok(["restore", &id]);
+    assert!(
+        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
+        "the restored pipeline does not count"
+    );
+    assert_continued(&before, &logs(&berth, &id));
+    let file = numbers(&berth.run_ok(["exec", &id, "cat", "/counted"]));
+    let expected: Vec<u64> = (1..=file.len() as u64).collect();
+    assert_eq!(file, expected, "the open file lost or repeated numbers");
+    berth.run_ok(["rm", "-f", &id]);
+    berth.assert_clean();
+}
+
+#[test]
+fn checkpoint_of_a_container_with_a_terminal_restores_its_terminal() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    let id = start_counter(&berth, &["-t"]);
+    berth.run_ok(["checkpoint", &id]);
+    let before = logs(&berth, &id);
+    berth.run_ok(["restore", &id]);
+    assert!(
+        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
+        "the restored counter does not write to its terminal"
+    );
+    assert_continued(&before, &logs(&berth, &id));
+    let tty = berth.run_ok(["exec", &id, "sh", "-c", "tty </proc/1/fd/0"]);
+    assert!(tty.starts_with("/dev/pts/"), "PID 1 has no terminal: {tty}");
+    berth.run_ok(["rm", "-f", &id]);
+    berth.assert_clean();
+}
+
+#[test]
+fn checkpoint_interrupted_by_sigkill_leaves_the_container_running() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    // 256 MB in a tmpfs (which criu archives): the dump takes long enough
+    // to be killed in the middle.
+    let script = "dd if=/dev/zero of=/big/fill bs=1M count=256 2>/dev/null; \
+        i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done";
+    let id = run_counter_script(
+        &berth,
+        &["--net", "none", "--tmpfs", "/big:size=300m"],
+        script,
+    );
+    let mut checkpoint = berth.spawn(["checkpoint", &id]);
+    std::thread::sleep(Duration::from_millis(300));
+    checkpoint.0.kill().unwrap();
+    let _ = checkpoint.0.wait();
+    let count = logs(&berth, &id).len();
+    assert!(
+        wait_until(STEP, || logs(&berth, &id).len() > count + 5),
+        "the container stopped counting after berth was killed in its checkpoint"
+    );
+    assert_eq!(status(&berth, &id), "running");
+    let dir = berth.root().join("containers").join(&id);
+    assert!(
+        !dir.join("checkpoint").exists(),
+        "berth was killed before criu finished, yet a checkpoint exists"
+    );
+    let output = berth.output(["restore", &id]);
+    assert_berth_error(&output, 125);
+    // And a whole checkpoint works after it.
+    berth.run_ok(["checkpoint", "--leave-running", &id]);
+    assert!(dir.join("checkpoint").is_dir());
+    assert_eq!(status(&berth, &id), "running");
+    berth.run_ok(["rm", "-f", &id]);
+    berth.assert_clean();
+}
