@@ -16,6 +16,9 @@ const E2E_TIMEOUT: Duration = Duration::from_secs(900);
 /// (limits, freezer, OOM, device cgroup: v1 rules vs v2 eBPF) plus a smoke
 /// test of each subsystem; the host runs everything.
 const VM_SUITE: &[&str] = &[
+    // checkpoint.rs, all of it: criu works on the VMs' kernel (not on
+    // every host's).
+    "checkpoint",
     // limits.rs, all of it: every controller on v1 and v2.
     "oom_killed",
     "succeeds_under_the_limit",
