@@ -368,3 +368,169 @@ fn checkpoint_interrupted_by_sigkill_leaves_the_container_running() {
     berth.run_ok(["rm", "-f", &id]);
     berth.assert_clean();
 }
+
+fn container_ip(berth: &Berth, container: &str) -> String {
+    berth
+        .run_ok([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            container,
+        ])
+        .trim()
+        .to_owned()
+}
+
+/// One line through `stream`, read back from the echo server.
+fn echo(stream: &mut std::net::TcpStream, line: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(stream.try_clone().unwrap())
+        .read_line(&mut answer)
+        .unwrap_or_else(|e| panic!("no echo of {line:?}: {e}"));
+    answer.trim_end().to_owned()
+}
+
+#[test]
+fn checkpoint_keeps_an_established_tcp_connection_and_the_address() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    berth_e2e::netns_tools::create_network(&berth, "ckpt", "10.89.7.0/24");
+    let id = berth
+        .run_ok([
+            "run",
+            "-d",
+            "--pull",
+            "never",
+            "--network",
+            "ckpt",
+            "busybox",
+            "nc",
+            "-l",
+            "-p",
+            "7000",
+            "-e",
+            "cat",
+        ])
+        .trim()
+        .to_owned();
+    let ip = container_ip(&berth, &id);
+    let address: std::net::SocketAddr = format!("{ip}:7000").parse().unwrap();
+    // The client lives in the test's "host" namespace (the sandbox).
+    let mut stream = None;
+    assert!(
+        wait_until(STEP, || {
+            stream = berth_e2e::netns_tools::in_netns(berth.netns().path(), move || {
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()
+            });
+            stream.is_some()
+        }),
+        "the server in the container does not answer at {address}"
+    );
+    let mut stream = stream.unwrap();
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    assert_eq!(echo(&mut stream, "before"), "before");
+
+    berth.run_ok(["checkpoint", "--tcp-established", &id]);
+    berth.run_ok(["restore", "--tcp-established", &id]);
+    assert_eq!(
+        container_ip(&berth, &id),
+        ip,
+        "the restore took another address"
+    );
+    assert_eq!(
+        echo(&mut stream, "after"),
+        "after",
+        "the connection did not survive"
+    );
+    drop(stream);
+    berth.run_ok(["rm", "-f", &id]);
+    berth.run_ok(["network", "rm", "ckpt"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn checkpoint_restore_refuses_a_taken_address_unless_told_to_ignore_it() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    berth_e2e::netns_tools::create_network(&berth, "ckpt2", "10.89.8.0/24");
+    let id = run_counter_script(&berth, &["--network", "ckpt2"], COUNTER);
+    let ip = container_ip(&berth, &id);
+    berth.run_ok(["checkpoint", &id]);
+    // Someone else takes its address meanwhile.
+    let squatter = berth
+        .run_ok([
+            "run",
+            "-d",
+            "--pull",
+            "never",
+            "--network",
+            "ckpt2",
+            "--ip",
+            &ip,
+            "busybox",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_owned();
+    let output = berth.output(["restore", "--keep", &id]);
+    let message = assert_berth_error(&output, 125);
+    assert!(
+        message.contains(&ip) && message.contains("--ignore-static-ip"),
+        "the error does not name the address and the way out: {message}"
+    );
+    assert_eq!(status(&berth, &id), "exited");
+    let before = logs(&berth, &id);
+    berth.run_ok(["restore", "--ignore-static-ip", &id]);
+    assert_ne!(container_ip(&berth, &id), ip);
+    assert!(
+        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
+        "the restored counter does not count"
+    );
+    assert_continued(&before, &logs(&berth, &id));
+    berth.run_ok(["rm", "-f", &id, &squatter]);
+    berth.run_ok(["network", "rm", "ckpt2"]);
+    berth.assert_clean();
+}
+
+/// What the container's PID 1 sees of cgroups: its cgroup (relative to
+/// its cgroup namespace) and what /sys/fs/cgroup shows.
+fn cgroup_view(berth: &Berth, container: &str) -> String {
+    berth.run_ok([
+        "exec",
+        container,
+        "sh",
+        "-c",
+        "cat /proc/1/cgroup; ls /sys/fs/cgroup",
+    ])
+}
+
+#[test]
+fn checkpoint_restore_keeps_the_memory_limit_and_the_cgroup_view() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    let id = start_counter(&berth, &["-m", "64m"]);
+    let view = cgroup_view(&berth, &id);
+    berth.run_ok(["checkpoint", &id]);
+    berth.run_ok(["restore", &id]);
+    let limit = berth.run_ok([
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    assert_eq!(limit.trim(), (64u64 << 20).to_string(), "the limit is gone");
+    assert_eq!(
+        cgroup_view(&berth, &id),
+        view,
+        "the restored container sees other cgroups than before"
+    );
+    berth.run_ok(["rm", "-f", &id]);
+    berth.assert_clean();
+}

@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
 use super::convert::{self, Namespaces};
-use super::criu::{self, Message, RequestType, CG_MODE_IGNORE};
+use super::criu::{self, Message, RequestType, CG_MODE_SOFT};
 use super::lifecycle::{cgroup_views, write_pid_file, Stdio};
 use super::state::{self, ContainerFile, Status};
 use super::{Result, Runtime, RuntimeError};
@@ -141,6 +141,20 @@ fn ext_mount(key: &str, value: &str) -> Message {
     map
 }
 
+/// `/proc/PID/cgroup` as (controllers, path) pairs ("" for cgroup v2).
+fn cgroups_of(proc_root: &Path, pid: i32) -> Result<Vec<(String, String)>> {
+    let path = proc_root.join(format!("{pid}/cgroup"));
+    let text = std::fs::read_to_string(&path).map_err(|e| RuntimeError::io(&path, e))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            Some((controllers.to_owned(), path.to_owned()))
+        })
+        .collect())
+}
+
 /// The cgroup directory criu freezes the container with.
 fn freezer_dir(cgroup: &Cgroup) -> Option<&Path> {
     cgroup.path_of(Controller::Freezer).or_else(|| {
@@ -232,7 +246,7 @@ impl Runtime {
             .string(10, DUMP_LOG)
             .flag(12, true)
             .int(17, work.as_raw_fd())
-            .uint(34, CG_MODE_IGNORE)
+            .uint(34, CG_MODE_SOFT)
             .flag(50, true);
         for (destination, _) in external_mounts(&file.spec, &file.bundle, file.cgroup.as_ref()) {
             opts.message(23, &ext_mount(&destination, &destination));
@@ -247,13 +261,11 @@ impl Runtime {
         if let Some(dir) = file.cgroup.as_ref().and_then(freezer_dir) {
             opts.string(44, &dir.to_string_lossy());
         }
-        let req = criu::request(RequestType::Dump, Some(&opts));
         let mut images_complete = Some(images_complete);
         let response = criu::session(
-            &req,
             &[],
             work_path,
-            |_| Ok(()),
+            |_| Ok(criu::request(RequestType::Dump, Some(&opts))),
             |notice, _| match notice.notify_script.as_deref() {
                 Some("post-dump") => images_complete.take().map_or(Ok(()), |done| done()),
                 _ => Ok(()),
@@ -373,7 +385,7 @@ impl Runtime {
             .string(13, &criu_root.to_string_lossy())
             .int(17, work.as_raw_fd())
             .flag(26, true)
-            .uint(34, CG_MODE_IGNORE)
+            .uint(34, CG_MODE_SOFT)
             .flag(50, true);
         if let Some(network) = &network {
             let mut entry = Message::default();
@@ -396,13 +408,23 @@ impl Runtime {
         for (destination, source) in external_mounts(spec, bundle, Some(&cgroup)) {
             opts.message(23, &ext_mount(&destination, &source));
         }
-        let req = criu::request(RequestType::Restore, Some(&opts));
         let mut terminal = None;
         let response = criu::session(
-            &req,
             &inherit,
             &work_path,
-            |criu_pid| Ok(cgroup.add_task(criu_pid)?),
+            |criu_pid| {
+                cgroup.add_task(criu_pid)?;
+                // Below where criu now is: the container's new cgroup.
+                for (controllers, path) in cgroups_of(&self.proc_root, criu_pid)? {
+                    let mut root = Message::default();
+                    if !controllers.is_empty() {
+                        root.string(1, &controllers);
+                    }
+                    root.string(2, &path);
+                    opts.message(25, &root);
+                }
+                Ok(criu::request(RequestType::Restore, Some(&opts)))
+            },
             |notice, fd| {
                 if notice.notify_script.as_deref() == Some("orphan-pts-master") {
                     terminal = fd;

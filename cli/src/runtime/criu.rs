@@ -33,9 +33,11 @@ pub(crate) enum RequestType {
     Notify = 6,
 }
 
-/// criu_cg_mode: berth places the processes itself (criu runs in the
-/// container's cgroup during a restore), so criu leaves cgroups alone.
-pub(crate) const CG_MODE_IGNORE: u64 = 0;
+/// criu_cg_mode SOFT: criu records the processes' cgroups (and cgroup
+/// namespace) and restores them below the roots it is given, setting no
+/// property of a cgroup it did not create: berth makes the container's
+/// cgroup with its limits and places criu in it first.
+pub(crate) const CG_MODE_SOFT: u64 = 3;
 
 /// A protobuf message being written: fields in any order, as protobuf
 /// allows.
@@ -233,15 +235,15 @@ fn criu_program() -> Result<std::path::PathBuf> {
 
 /// One `criu swrk` session. `inherit` are descriptors criu gets as 4, 5,
 /// ... (in that order; the images and work directories are not among
-/// them: criu opens those through the caller's own descriptors); `before_request` runs with criu's PID before the
-/// request is sent (criu waits for it, so it can be placed in a cgroup
-/// race-free); `notify` answers each notification (with the descriptor it
-/// carried, if any). Returns the final response, successful or not.
+/// them: criu opens those through the caller's own descriptors).
+/// `request` makes the request from criu's PID (criu waits for it, so
+/// criu can be placed in a cgroup first, race-free); `notify` answers each
+/// notification (with the descriptor it carried, if any). Returns the
+/// final response, successful or not.
 pub(crate) fn session(
-    req: &Message,
     inherit: &[BorrowedFd<'_>],
     log_dir: &Path,
-    before_request: impl FnOnce(i32) -> Result<()>,
+    request: impl FnOnce(i32) -> Result<Message>,
     mut notify: impl FnMut(&Response, Option<OwnedFd>) -> NotifyResult,
 ) -> Result<Response> {
     let program = criu_program()?;
@@ -300,8 +302,8 @@ pub(crate) fn session(
     })?;
     drop(sources);
     let outcome = (|| {
-        before_request(child.id() as i32)?;
-        converse(&ours, req, &mut notify)
+        let req = request(child.id() as i32)?;
+        converse(&ours, &req, &mut notify)
     })();
     // criu ends once the conversation does (EOF on its socket).
     drop(ours);
