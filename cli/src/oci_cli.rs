@@ -108,6 +108,122 @@ enum RuntimeCommand {
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
     },
+    /// Checkpoint a running container with CRIU (it ends unless
+    /// --leave-running).
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a CRIU checkpoint.
+    Restore(RestoreArgs),
+}
+
+/// What runc's checkpoint and restore share.
+#[derive(Debug, Args)]
+struct CriuArgs {
+    /// Directory of the checkpoint's images
+    #[arg(long, default_value = "checkpoint")]
+    image_path: PathBuf,
+    /// Directory for criu's log (default: the image path)
+    #[arg(long)]
+    work_path: Option<PathBuf>,
+    #[arg(long)]
+    tcp_established: bool,
+    #[arg(long)]
+    file_locks: bool,
+    /// Accepted for runc compatibility: berth-runtime always creates the
+    /// container's cgroup itself and has criu restore below it (soft).
+    #[arg(long)]
+    manage_cgroups_mode: Option<String>,
+    /// Not supported (refused): external unix sockets
+    #[arg(long)]
+    ext_unix_sk: bool,
+    /// Not supported (refused): a job of a shell outside the container
+    #[arg(long)]
+    shell_job: bool,
+    /// Not supported (refused)
+    #[arg(long)]
+    empty_ns: Option<String>,
+    /// Not supported (refused)
+    #[arg(long)]
+    auto_dedup: bool,
+    /// Not supported (refused)
+    #[arg(long)]
+    lazy_pages: bool,
+}
+
+impl CriuArgs {
+    fn refuse_unsupported(&self) -> anyhow::Result<()> {
+        for (given, flag) in [
+            (self.ext_unix_sk, "--ext-unix-sk"),
+            (self.shell_job, "--shell-job"),
+            (self.empty_ns.is_some(), "--empty-ns"),
+            (self.auto_dedup, "--auto-dedup"),
+            (self.lazy_pages, "--lazy-pages"),
+        ] {
+            if given {
+                bail!("{flag} is not supported by {PROGRAM_NAME}");
+            }
+        }
+        Ok(())
+    }
+
+    fn image_path(&self) -> anyhow::Result<PathBuf> {
+        Ok(std::path::absolute(&self.image_path)?)
+    }
+
+    fn work_path(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(self
+            .work_path
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Keep the container running after the checkpoint
+    #[arg(long)]
+    leave_running: bool,
+    /// Not supported (refused): iterative migration
+    #[arg(long)]
+    pre_dump: bool,
+    /// Not supported (refused): iterative migration
+    #[arg(long)]
+    parent_path: Option<PathBuf>,
+    /// Not supported (refused)
+    #[arg(long)]
+    page_server: Option<String>,
+    id: String,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Return once the container runs instead of waiting for it
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (the restored init is always a
+    /// child of the caller)
+    #[arg(long)]
+    no_subreaper: bool,
+    /// Accepted for runc compatibility (criu enters the root itself)
+    #[arg(long)]
+    no_pivot: bool,
+    /// Not supported (refused): no LSM is supported
+    #[arg(long)]
+    lsm_profile: Option<String>,
+    /// Not supported (refused): no LSM is supported
+    #[arg(long)]
+    lsm_mount_context: Option<String>,
+    id: String,
 }
 
 #[derive(Debug, Args)]
@@ -258,7 +374,79 @@ fn dispatch(cli: RuntimeCli) -> anyhow::Result<i32> {
             Ok(0)
         }
         RuntimeCommand::Spec { bundle } => write_default_spec(&bundle).map(|()| 0),
+        RuntimeCommand::Checkpoint(args) => checkpoint(&runtime, &args),
+        RuntimeCommand::Restore(args) => restore(&runtime, &args),
     }
+}
+
+fn checkpoint(runtime: &Runtime, args: &CheckpointArgs) -> anyhow::Result<i32> {
+    args.criu.refuse_unsupported()?;
+    for (given, flag) in [
+        (args.pre_dump, "--pre-dump"),
+        (args.parent_path.is_some(), "--parent-path"),
+        (args.page_server.is_some(), "--page-server"),
+    ] {
+        if given {
+            bail!("{flag} is not supported by {PROGRAM_NAME}");
+        }
+    }
+    let options = cli::runtime::CheckpointOptions {
+        images_dir: args.criu.image_path()?,
+        work_dir: args.criu.work_path()?,
+        leave_running: args.leave_running,
+        tcp_established: args.criu.tcp_established,
+        file_locks: args.criu.file_locks,
+    };
+    runtime.checkpoint(&args.id, &options, || Ok(()))?;
+    Ok(0)
+}
+
+fn restore(runtime: &Runtime, args: &RestoreArgs) -> anyhow::Result<i32> {
+    args.criu.refuse_unsupported()?;
+    for (given, flag) in [
+        (args.lsm_profile.is_some(), "--lsm-profile"),
+        (args.lsm_mount_context.is_some(), "--lsm-mount-context"),
+    ] {
+        if given {
+            bail!("{flag} is not supported by {PROGRAM_NAME}");
+        }
+    }
+    let bundle = std::path::absolute(&args.bundle)
+        .with_context(|| format!("bundle {}", args.bundle.display()))?;
+    let spec = load_spec(&bundle)?;
+    // Before the container exists, so that no SIGCHLD can be missed.
+    let signals = forwarded_signals()?;
+    let options = cli::runtime::RestoreOptions {
+        images_dir: args.criu.image_path()?,
+        work_dir: args.criu.work_path()?,
+        tcp_established: args.criu.tcp_established,
+        file_locks: args.criu.file_locks,
+        pid_file: args
+            .pid_file
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()?,
+        ..cli::runtime::RestoreOptions::default()
+    };
+    let restored = runtime.restore(&args.id, &bundle, &spec, options)?;
+    if let Some(master) = &restored.terminal {
+        let sent = match &args.console_socket {
+            Some(socket) => send_console(socket, master),
+            None => Err(anyhow::anyhow!(
+                "the container has a terminal: --console-socket is required"
+            )),
+        };
+        if let Err(e) = sent {
+            let _ = runtime.delete(&args.id, true);
+            return Err(e);
+        }
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    let status = wait_forwarding_signals(restored.pid, &signals)?;
+    runtime.delete(&args.id, true)?;
+    Ok(exit_code(status))
 }
 
 fn load_spec(bundle: &Path) -> anyhow::Result<Spec> {

@@ -1177,12 +1177,8 @@ pub fn launch(
             let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
             (Some(read), Some(write))
         } else {
-            // Empty: a pipe whose write end is closed at once. Reads see
-            // end-of-file as from /dev/null, and it is no file of the
-            // host's (which a checkpoint could not take along).
-            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-            drop(write);
-            (Some(read), None)
+            let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+            (Some(OwnedFd::from(null)), None)
         };
         let stdio = Stdio {
             stdin,

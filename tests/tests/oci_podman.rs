@@ -558,3 +558,63 @@ fn cap_drop_all_leaves_no_capabilities() {
         (none, default)
     });
 }
+
+/// podman's `container checkpoint` and `container restore` driving the
+/// runtime's runc-style `checkpoint` and `restore` (CRIU): a counter goes
+/// on from where it was. Only where criu works (the VMs).
+#[test]
+fn podman_checkpoint_and_restore_continue_a_counter() {
+    require_root!();
+    let check = std::process::Command::new("criu").arg("check").output();
+    if !check.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: criu does not work on this kernel");
+        return;
+    }
+    compare(|podman| {
+        let numbers = || -> Vec<u64> {
+            podman
+                .run_ok(["logs", "ck"])
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect()
+        };
+        let run = podman.run([
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "ck",
+            BUSYBOX_IMAGE,
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done",
+        ]);
+        assert!(run.status.success(), "{}", describe(&run));
+        assert!(
+            wait_until(STEP, || numbers().len() >= 5),
+            "{}: no count",
+            label(podman)
+        );
+        podman.run_ok(["container", "checkpoint", "ck"]);
+        let checkpointed = podman.inspect("ck", "{{.State.Status}}");
+        let before = numbers();
+        podman.run_ok(["container", "restore", "ck"]);
+        let restored = podman.inspect("ck", "{{.State.Status}}");
+        assert!(
+            wait_until(STEP, || numbers().len() >= before.len() + 5),
+            "{}: the restored counter does not count",
+            label(podman)
+        );
+        let after = numbers();
+        let last = *before.last().unwrap();
+        let continued =
+            after.starts_with(&before) && after[before.len()..].iter().all(|n| *n > last);
+        assert!(
+            continued,
+            "{}: before {before:?}, after {after:?}",
+            label(podman)
+        );
+        podman.run_ok(["rm", "-f", "ck"]);
+        (checkpointed, restored, continued)
+    });
+}

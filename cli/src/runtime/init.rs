@@ -373,6 +373,7 @@ pub(crate) fn prepare_process(
                     .step("redirect stdio")?;
             }
         }
+        reopen_dev_null();
     }
 
     let cwd = process.cwd().to_string_lossy().into_owned();
@@ -670,4 +671,31 @@ pub(crate) fn run_exec(
 /// A descriptor number kept open into a clone (stdio handed to `create`).
 pub(crate) fn raw(fd: &Option<OwnedFd>) -> Option<RawFd> {
     fd.as_ref().map(AsRawFd::as_raw_fd)
+}
+
+/// A standard stream that is the host's /dev/null (an engine's usual
+/// stdin) becomes the container's own /dev/null, as runc does: the
+/// process then holds no file of the host's mounts, which a checkpoint
+/// could not take along. Without a /dev/null in the container, it stays.
+fn reopen_dev_null() {
+    use nix::sys::stat::fstat;
+    let Ok(null) = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    let Ok(own) = fstat(&null) else { return };
+    for fd in 0..3 {
+        // SAFETY: 0, 1 and 2 are the process's standard streams, open or
+        // not; only stat'ed and replaced here.
+        let stream = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(stat) = fstat(stream) else { continue };
+        let is_null = stat.st_mode & libc::S_IFMT == libc::S_IFCHR && stat.st_rdev == own.st_rdev;
+        if is_null {
+            // SAFETY: dup2 onto a standard stream number; no memory.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
 }
