@@ -30,6 +30,7 @@ mod pause;
 mod prune;
 mod ps;
 mod pull;
+mod quick_parse;
 mod run;
 mod seccomp;
 mod supervise;
@@ -84,7 +85,8 @@ fn main() -> ExitCode {
     if invoked_as.is_some_and(|name| name == oci_cli::PROGRAM_NAME) {
         return ExitCode::from(oci_cli::main());
     }
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match quick_parse::run_command(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version.

@@ -3,9 +3,24 @@ use std::io::ErrorKind;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::{validate_name, write_atomic, ContainerRecord, Durability, FileLock, StateError};
+use crate::{validate_name, ContainerRecord, Durability, FileLock, StateError};
 
 const RECORD_FILE: &str = "config.json";
+
+/// How much of a record must survive a crash of the machine. A `--rm`
+/// container dies with the machine (nothing restarts it, and its record
+/// exists only to be removed), so its record is never synced: a crash can
+/// lose at most a record that was about to go anyway, and the fsyncs were
+/// most of the disk work of a short `run --rm`. Every other record's
+/// creation is durable and its updates keep their data (see
+/// [`ContainerStore::save`]).
+fn record_durability(record: &ContainerRecord) -> Durability {
+    if record.auto_remove {
+        Durability::Volatile
+    } else {
+        Durability::Data
+    }
+}
 /// A record is a few KiB (a custom seccomp profile makes it tens); a larger
 /// one is damage, not read into memory.
 const MAX_RECORD_SIZE: u64 = 4 << 20;
@@ -80,7 +95,13 @@ impl ContainerStore {
                 .mode(0o700)
                 .create(&staging)
                 .map_err(|e| StateError::io(&staging, e))?;
-            write_atomic(&staging.join(RECORD_FILE), &to_json(record))?;
+            let path = staging.join(RECORD_FILE);
+            let durability = match record_durability(record) {
+                Durability::Volatile => Durability::Volatile,
+                _ => Durability::Full,
+            };
+            crate::replace_file(&path, &to_json(record), durability)
+                .map_err(|e| StateError::io(&path, e))?;
             let target = self.container_dir(&record.id);
             fs::rename(&staging, &target).map_err(|e| StateError::io(&target, e))
         })();
@@ -121,7 +142,7 @@ impl ContainerStore {
     /// processes (see [`crate::is_same_process`]) before it is believed.
     pub fn save(&self, record: &ContainerRecord) -> Result<(), StateError> {
         let path = self.record_path(&record.id);
-        crate::replace_file(&path, &to_json(record), Durability::Data)
+        crate::replace_file(&path, &to_json(record), record_durability(record))
             .map_err(|e| StateError::io(&path, e))
     }
 

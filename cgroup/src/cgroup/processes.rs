@@ -100,6 +100,15 @@ impl Cgroup {
     /// it included. A cgroup that is already gone is fine; the shared
     /// `berth` parent goes too once no other cgroup is in it.
     pub fn remove(&self) -> Result<()> {
+        // By the time a container is removed its processes are usually
+        // gone: then one rmdir per hierarchy is all there is to do, without
+        // listing processes and child cgroups (twice each on cgroup v1).
+        // rmdir refuses a cgroup that still has processes or children, so
+        // the first refusal hands over to the full procedure below.
+        if self.dirs.iter().all(|dir| remove_if_empty(&dir.path)) {
+            self.remove_empty_parents();
+            return Ok(());
+        }
         let kill_result = self.kill_all(Signal::SIGKILL);
         let emptied = fsio::wait_until(fsio::WAIT_LIMIT, || {
             let remaining = self.processes()?;
@@ -121,15 +130,30 @@ impl Cgroup {
             if let Err(e) = remove_tree(&dir.path) {
                 first_error.get_or_insert(e);
             }
-            // Leave no trace once the last container is gone: the shared
-            // `berth` parent goes too when empty. rmdir refuses a cgroup
-            // that still has children, so a concurrent container is safe
-            // (and its create recreates the parent if it just vanished).
+        }
+        self.remove_empty_parents();
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Leave no trace once the last container is gone: the shared `berth`
+    /// parent goes too when empty. rmdir refuses a cgroup that still has
+    /// children, so a concurrent container is safe (and its create
+    /// recreates the parent if it just vanished).
+    fn remove_empty_parents(&self) {
+        for dir in &self.dirs {
             if let Some(parent) = dir.path.parent().filter(|p| p.ends_with(BERTH_CGROUP)) {
                 let _ = fs::remove_dir(parent);
             }
         }
-        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// rmdir `dir` if it has neither processes nor child cgroups; whether it
+/// is gone now.
+fn remove_if_empty(dir: &Path) -> bool {
+    match fs::remove_dir(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
     }
 }
 
