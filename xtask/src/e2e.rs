@@ -135,6 +135,7 @@ pub fn run_at(
                 cgroup,
                 filter,
                 timeout,
+                command: None,
             })?;
             match &outcome.report {
                 Some(report) => report.print_summary(&place.to_string()),

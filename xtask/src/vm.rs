@@ -56,6 +56,9 @@ pub struct VmRun<'a> {
     pub cgroup: CgroupVersion,
     pub filter: &'a [String],
     pub timeout: Duration,
+    /// Run this shell command line (words, quoted here) in the guest
+    /// instead of the test suite; its exit code comes back.
+    pub command: Option<&'a [String]>,
 }
 
 /// What came back from the guest.
@@ -313,6 +316,21 @@ fn guest_run_script(
             .iter()
             .map(|exe| shell_quote(&exe.display().to_string())),
     );
+    if let Some(command) = vm.command {
+        suite_command = command.iter().map(|word| shell_quote(word)).collect();
+        // `NAME=value` words stay assignments for the shell.
+        for (word, quoted) in command.iter().zip(suite_command.iter_mut()) {
+            if word.split_once('=').is_some_and(|(name, _)| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            }) {
+                *quoted = word.clone();
+            }
+        }
+        suite_command.push(format!(
+            "; echo $? > {}",
+            shell_quote(&exit_file.display().to_string())
+        ));
+    }
     format!(
         r#"#!/bin/sh
 # PID 1 of the e2e VM after switch_root (written by `cargo xtask e2e`).

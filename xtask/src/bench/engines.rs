@@ -42,11 +42,11 @@ use super::system::{
 use super::{Runner, Section, Settings};
 
 /// The name under which the berth binary speaks runc's command line.
-const BERTH_RUNTIME: &str = "berth-runtime";
+pub(super) const BERTH_RUNTIME: &str = "berth-runtime";
 
 /// The image both engines run (podman takes the name from `ref.name`,
 /// containerd from its own annotation; both are written).
-const IMAGE: &str = "localhost/busybox:latest";
+pub(super) const IMAGE: &str = "localhost/busybox:latest";
 
 /// containerd's namespace for the bench's images and containers.
 const CONTAINERD_NAMESPACE: &str = "berth-bench";
@@ -323,7 +323,7 @@ fn measure_rounds(
 
 /// Remove the engines' parent cgroups; a container cgroup still below one
 /// (anything but podman's `conmon`) is a runtime's leftover and reported.
-fn remove_cgroup_parents(parents: &[&str]) -> Vec<String> {
+pub(super) fn remove_cgroup_parents(parents: &[&str]) -> Vec<String> {
     let mut problems = Vec::new();
     for parent in parents {
         let name = parent.trim_start_matches('/');
@@ -471,7 +471,7 @@ fn raw_samples(samples: &[EngineSample]) -> String {
 
 /// The busybox rootfs tar the host stage wrote, as a one-layer OCI image
 /// layout in a tar (what `podman load` and `ctr image import` read).
-fn write_busybox_archive(runner: &Runner, layout: &Path, archive: &Path) -> Result<()> {
+pub(super) fn write_busybox_archive(runner: &Runner, layout: &Path, archive: &Path) -> Result<()> {
     let layer = fs::read(runner.work.busybox_tar()).context("reading the busybox tar")?;
     write_layout(layout, &[layer], IMAGE)?;
     run_checked(
@@ -490,12 +490,12 @@ fn write_busybox_archive(runner: &Runner, layout: &Path, archive: &Path) -> Resu
 
 /// The [`MASKED_DIRS`] covered by tmpfs mounts in this mount namespace.
 #[derive(Debug)]
-struct MaskedDirs {
+pub(super) struct MaskedDirs {
     mounted: Vec<PathBuf>,
 }
 
 impl MaskedDirs {
-    fn mount() -> Result<Self> {
+    pub(super) fn mount() -> Result<Self> {
         let mut masks = MaskedDirs {
             mounted: Vec::new(),
         };
@@ -512,7 +512,7 @@ impl MaskedDirs {
         Ok(masks)
     }
 
-    fn unmount(self) -> Result<()> {
+    pub(super) fn unmount(self) -> Result<()> {
         let mut failed = Vec::new();
         for dir in self.mounted.iter().rev() {
             // Detached: a mount the engines left below goes with it.
@@ -534,17 +534,22 @@ impl MaskedDirs {
 /// podman with its storage, state and configuration in `dir` and the
 /// busybox image loaded.
 #[derive(Debug)]
-struct Podman {
+pub(super) struct Podman {
     dir: PathBuf,
     storage_driver: &'static str,
-    cgroup_parent: String,
+    pub(super) cgroup_parent: String,
     /// The runtime of the untimed commands (load, clean-up): podman wants
     /// one that exists.
     admin_runtime: PathBuf,
 }
 
 impl Podman {
-    fn new(dir: &Path, archive: &Path, cgroup_parent: &str, admin_runtime: &Path) -> Result<Self> {
+    pub(super) fn new(
+        dir: &Path,
+        archive: &Path,
+        cgroup_parent: &str,
+        admin_runtime: &Path,
+    ) -> Result<Self> {
         let mut podman = Podman {
             dir: dir.to_owned(),
             storage_driver: "overlay",
@@ -606,7 +611,7 @@ impl Podman {
     }
 
     /// `podman <private globals> --runtime RUNTIME`.
-    fn command(&self, runtime: &Path) -> Command {
+    pub(super) fn command(&self, runtime: &Path) -> Command {
         let path = |sub: &str| self.dir.join(sub);
         let mut command = Command::new("podman");
         command
@@ -648,7 +653,7 @@ impl Podman {
 
     /// Remove every container and the storage (podman's overlay mounts
     /// with it); returns what went wrong.
-    fn remove_all(&self) -> Vec<String> {
+    pub(super) fn remove_all(&self) -> Vec<String> {
         let runtime = &self.admin_runtime;
         let mut problems = Vec::new();
         let left = stdout_lines(self.command(runtime).args(["ps", "-a", "-q"]));

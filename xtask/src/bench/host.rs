@@ -44,6 +44,12 @@ pub(super) fn host_stage(args: &BenchArgs, settings: &Settings) -> Result<()> {
         Some(path) => fs::canonicalize(path).with_context(|| format!("{}", path.display()))?,
         None => build_release_berth(&workspace)?,
     };
+    if settings.has(super::Scenario::Checkpoint)
+        && std::env::var_os(IN_VM).is_none()
+        && !super::checkpoint::criu_works()
+    {
+        return run_in_vm(&workspace, &berth);
+    }
 
     catch_interrupts()?;
     let work = WorkDir::create()?;
@@ -74,6 +80,49 @@ pub(super) fn host_stage(args: &BenchArgs, settings: &Settings) -> Result<()> {
         bail!("the benchmark left something behind (see above)");
     }
     Ok(())
+}
+
+/// Set in the VM that runs a bench for a host whose kernel criu cannot
+/// work on.
+const IN_VM: &str = "XTASK_BENCH_IN_VM";
+
+/// The same `cargo xtask bench` invocation, in the project's cgroup v2 VM
+/// (criu 3.17 works on its Debian kernel), with the berth just built; the
+/// results land in the shared workspace's target/bench as usual.
+fn run_in_vm(workspace: &Workspace, berth: &Path) -> Result<()> {
+    println!("xtask: criu does not work on this kernel: running the bench in the cgroup v2 VM");
+    let xtask = std::env::current_exe().context("finding the xtask executable")?;
+    let mut command = vec![
+        format!("{IN_VM}=1"),
+        xtask.display().to_string(),
+    ];
+    let mut args = std::env::args().skip(1).peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--berth" {
+            args.next();
+            continue;
+        }
+        if arg.starts_with("--berth=") {
+            continue;
+        }
+        command.push(arg);
+    }
+    command.push("--berth".to_owned());
+    command.push(berth.display().to_string());
+    let outcome = crate::vm::run(&crate::vm::VmRun {
+        workspace,
+        berth_bin: berth,
+        executables: &[],
+        cgroup: crate::vm::CgroupVersion::V2,
+        filter: &[],
+        timeout: Duration::from_secs(3600),
+        command: Some(&command),
+    })?;
+    match outcome.exit_code {
+        Some(0) => Ok(()),
+        Some(code) => bail!("the bench in the VM failed (exit code {code})"),
+        None => bail!("the bench in the VM did not finish"),
+    }
 }
 
 /// `cargo build --release -p cli`: the binary people would ship.

@@ -16,6 +16,10 @@
 //!   creates, with and without `-p 8080:80`, beside `--net none`; and the
 //!   IPAM API timed alone (a whole /16 in one transaction, one commit per
 //!   allocation).
+//! - `checkpoint` ([`checkpoint`], only when asked for): `berth
+//!   checkpoint` + `restore` of a container with 256 MiB of touched memory
+//!   beside podman's with runc and with berth-runtime; in the cgroup v2 VM
+//!   where criu does not work on the host's kernel.
 //! - `engines` ([`engines`], only when asked for): berth as the OCI
 //!   runtime of podman and containerd (`berth-runtime`), `run --rm IMAGE
 //!   true` beside runc and crun under the same engine, interleaved round
@@ -57,6 +61,7 @@
 //! [`network`] (the scenarios), [`report`] (statistics, summary),
 //! [`system`] (mounts, cgroups, processes).
 
+mod checkpoint;
 mod engines;
 mod files;
 mod host;
@@ -111,7 +116,10 @@ pub struct BenchArgs {
     /// a 10-layer against a 1-layer image), `cp` (a 1 GiB tree out of a
     /// container against tar | tar; only when asked for), `engines`
     /// (`podman run --rm` and `ctr run --rm` with berth-runtime against
-    /// runc and crun; only when asked for).
+    /// runc and crun; only when asked for), `checkpoint` (checkpoint +
+    /// restore of 256 MiB of touched memory against podman with runc; only
+    /// when asked for; where criu does not work on this kernel, the whole
+    /// bench runs in the project's cgroup v2 VM).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network, Scenario::Images])]
     scenarios: Vec<Scenario>,
     /// Regimes of the latency scenarios: `cold` (interleaved, paced), `warm`
@@ -172,6 +180,7 @@ enum Scenario {
     Images,
     Cp,
     Engines,
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -209,6 +218,7 @@ impl Scenario {
             Scenario::Images => "images",
             Scenario::Cp => "cp",
             Scenario::Engines => "engines",
+            Scenario::Checkpoint => "checkpoint",
         }
     }
 
@@ -674,12 +684,13 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     }
     report.probes = probes;
     type MeasureFn = fn(&Settings, &Runner) -> Result<Section>;
-    let others: [(Scenario, &str, MeasureFn); 5] = [
+    let others: [(Scenario, &str, MeasureFn); 6] = [
         (Scenario::Throughput, "throughput", throughput::measure),
         (Scenario::Network, "network", network::measure),
         (Scenario::Images, "images", images::measure),
         (Scenario::Cp, "cp", files::measure),
         (Scenario::Engines, "engines", engines::measure),
+        (Scenario::Checkpoint, "checkpoint", checkpoint::measure),
     ];
     for (scenario, name, measure) in others {
         if !settings.has(scenario) {
