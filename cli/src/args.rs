@@ -573,6 +573,9 @@ pub struct NetworkCreateArgs {
     /// Set metadata on the network (KEY=VALUE)
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
+    /// Allocate container addresses from a sub-range of the subnet (CIDR)
+    #[arg(long = "ip-range", value_name = "CIDR")]
+    pub ip_range: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -762,6 +762,7 @@ fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
         gateway: args.gateway.clone(),
         internal: args.internal,
         labels: crate::volume::key_values("--label", &args.label)?,
+        ip_range: args.ip_range.clone(),
         in_use,
     })?;
     match driver(paths).setup(&network) {
@@ -828,6 +829,15 @@ fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
             .collect();
         let mut value = serde_json::to_value(&network)?;
         value["containers"] = serde_json::Value::Array(members);
+        // docker's shape of the address settings.
+        let mut config = serde_json::json!({
+            "Subnet": network.subnet.to_string(),
+            "Gateway": network.gateway.to_string(),
+        });
+        if let Some(range) = network.ip_range {
+            config["IPRange"] = range.to_string().into();
+        }
+        value["IPAM"] = serde_json::json!({ "Driver": "default", "Config": [config] });
         out.push(value);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -966,6 +966,7 @@ mod tests {
             bridge: "br-0123456789ab".into(),
             internal: false,
             labels: Default::default(),
+            ip_range: None,
         }
     }
 

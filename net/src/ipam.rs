@@ -77,6 +77,12 @@ pub enum IpamError {
     },
     #[error("no free address left in network {network} ({subnet})")]
     Full { network: String, subnet: Ipv4Net },
+    #[error("IP range {range} of network {network} is not inside its subnet {subnet}")]
+    RangeOutsideSubnet {
+        network: String,
+        subnet: Ipv4Net,
+        range: Ipv4Net,
+    },
     #[error("host port {}/{protocol} is already published by container {owner}", binding(*host_ip, *port))]
     PortTaken {
         host_ip: Ipv4Addr,
@@ -137,6 +143,10 @@ pub struct AddressPool {
     pub network: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// docker's `--ip-range`: addresses chosen for containers come from
+    /// this part of the subnet only (an address asked for by name may be
+    /// any of the subnet). `None`: the whole subnet.
+    pub range: Option<Ipv4Net>,
 }
 
 impl AddressPool {
@@ -154,9 +164,18 @@ impl AddressPool {
             network: network.to_owned(),
             subnet,
             gateway,
+            range: None,
         };
         pool.validate()?;
         Ok(pool)
+    }
+
+    /// The pool with addresses chosen from `range` only; refused unless
+    /// `range` lies inside the subnet.
+    pub fn with_range(mut self, range: Ipv4Net) -> Result<Self, IpamError> {
+        self.range = Some(range);
+        self.validate()?;
+        Ok(self)
     }
 
     fn validate(&self) -> Result<(), IpamError> {
@@ -183,7 +202,24 @@ impl AddressPool {
                 gateway,
             });
         }
+        if let Some(range) = self.range {
+            if range.trunc() != range || !subnet.contains(&range) {
+                return Err(IpamError::RangeOutsideSubnet {
+                    network: self.network.clone(),
+                    subnet,
+                    range,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The offsets (first, last) addresses are chosen from.
+    fn choice_bounds(&self) -> (u32, u32) {
+        match self.range {
+            Some(range) => (self.offset(range.network()), self.offset(range.broadcast())),
+            None => (0, self.size() - 1),
+        }
     }
 
     fn size(&self) -> u32 {
@@ -272,6 +308,36 @@ impl Bitmap {
 
     fn clear(&mut self, bit: u32) {
         self.words[bit as usize / 64] &= !(1u64 << (bit % 64));
+    }
+
+    /// First clear bit in `first..=last`.
+    fn first_clear_between(&self, first: u32, last: u32) -> Option<u32> {
+        if first > last {
+            return None;
+        }
+        let (first_word, last_word) = (first as usize / 64, last as usize / 64);
+        for index in first_word..=last_word.min(self.words.len().saturating_sub(1)) {
+            let mut mask = !0u64;
+            if index == first_word {
+                mask &= !0u64 << (first % 64);
+            }
+            if index == last_word && last % 64 != 63 {
+                mask &= !(!0u64 << (last % 64 + 1));
+            }
+            let free = !self.words[index] & mask;
+            if free != 0 {
+                return Some((index * 64) as u32 + free.trailing_zeros());
+            }
+        }
+        None
+    }
+
+    /// First clear bit in `first..=last` at or after `start`, wrapping
+    /// around to `first` once.
+    fn first_clear_in(&self, first: u32, last: u32, start: u32) -> Option<u32> {
+        let start = start.clamp(first, last);
+        self.first_clear_between(start, last)
+            .or_else(|| self.first_clear_between(first, start.saturating_sub(1)))
     }
 
     /// First clear bit at or after `start`, wrapping around once.
@@ -462,7 +528,14 @@ impl IpamTxn {
             self.dirty = true;
             return Ok(wanted);
         }
-        let Some(offset) = bitmap.first_clear_from(record.next) else {
+        let found = match pool.range {
+            None => bitmap.first_clear_from(record.next),
+            Some(_) => {
+                let (first, last) = pool.choice_bounds();
+                bitmap.first_clear_in(first, last, record.next)
+            }
+        };
+        let Some(offset) = found else {
             return Err(IpamError::Full {
                 network: name.to_owned(),
                 subnet: pool.subnet,

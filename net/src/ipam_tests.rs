@@ -613,3 +613,69 @@ fn a_requested_address_is_leased_exactly_or_refused() {
     txn.commit().unwrap();
     assert_eq!(ipam.release("net", "a").unwrap(), Some(ip("10.5.0.77")));
 }
+
+#[test]
+fn ip_range_limits_chosen_addresses_but_not_asked_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let pool = pool("10.5.0.0/24")
+        .with_range("10.5.0.128/30".parse().unwrap())
+        .unwrap();
+    let mut txn = ipam.transaction().unwrap();
+    let chosen: Vec<Ipv4Addr> = (0..4)
+        .map(|i| txn.allocate(&pool, &format!("c{i}")).unwrap())
+        .collect();
+    assert_eq!(
+        chosen,
+        ["10.5.0.128", "10.5.0.129", "10.5.0.130", "10.5.0.131"].map(ip)
+    );
+    assert!(matches!(
+        txn.allocate(&pool, "c4"),
+        Err(IpamError::Full { .. })
+    ));
+    // `--ip` may name any address of the subnet.
+    assert_eq!(
+        txn.allocate_address(&pool, "asked", Some(ip("10.5.0.7")))
+            .unwrap(),
+        ip("10.5.0.7")
+    );
+    // A freed address of the range is found again, after a wrap.
+    assert_eq!(txn.release("net", "c1"), Some(ip("10.5.0.129")));
+    assert_eq!(txn.allocate(&pool, "c5").unwrap(), ip("10.5.0.129"));
+    txn.commit().unwrap();
+
+    // A range across a word boundary of the bitmap and the gateway.
+    let wide = AddressPool::with_first_gateway("wide", "10.6.0.0/24".parse().unwrap())
+        .unwrap()
+        .with_range("10.6.0.0/25".parse().unwrap())
+        .unwrap();
+    let mut txn = ipam.transaction().unwrap();
+    let first = txn.allocate(&wide, "w0").unwrap();
+    assert_eq!(
+        first,
+        ip("10.6.0.2"),
+        "network and gateway are never handed out"
+    );
+    for i in 1..126 {
+        let got = txn.allocate(&wide, &format!("w{i}")).unwrap();
+        assert!(u32::from(got) < u32::from(ip("10.6.0.128")), "{got}");
+    }
+    assert!(matches!(
+        txn.allocate(&wide, "overflow"),
+        Err(IpamError::Full { .. })
+    ));
+}
+
+#[test]
+fn ip_range_outside_the_subnet_is_refused() {
+    for range in ["10.5.1.0/24", "10.4.0.0/16", "10.5.0.0/23"] {
+        let result = pool("10.5.0.0/24").with_range(range.parse().unwrap());
+        assert!(
+            matches!(result, Err(IpamError::RangeOutsideSubnet { .. })),
+            "{range}: {result:?}"
+        );
+    }
+    pool("10.5.0.0/24")
+        .with_range("10.5.0.0/24".parse().unwrap())
+        .unwrap();
+}

@@ -85,9 +85,9 @@ pub use firewall::{
 pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
-    default_address_pools, first_free_subnet, is_valid_name, overlaps, parse_subnet, NetworkConfig,
-    NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK,
-    DEFAULT_SUBNET,
+    default_address_pools, first_free_subnet, is_valid_name, overlaps, parse_ip_range,
+    parse_subnet, NetworkConfig, NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER,
+    DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
 };
 pub use ports::{
     parse_port_mapping, parse_publish, probe_host_port, PortMapping, PortParseError, PortProbe,

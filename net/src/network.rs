@@ -48,6 +48,10 @@ pub struct NetworkConfig {
     /// `--label K=V`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--ip-range`: the part of the subnet containers' addresses are
+    /// chosen from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
 }
 
 impl NetworkConfig {
@@ -57,6 +61,7 @@ impl NetworkConfig {
             network: self.name.clone(),
             subnet: self.subnet,
             gateway: self.gateway,
+            range: self.ip_range,
         }
     }
 
@@ -82,6 +87,8 @@ pub struct NetworkRequest {
     pub internal: bool,
     /// `--label K=V`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--ip-range`, CIDR inside the subnet.
+    pub ip_range: Option<String>,
     /// Prefixes the host already routes or has addresses in (see
     /// [`crate::Netlink::ipv4_prefixes_in_use`]); a chosen subnet avoids them.
     pub in_use: Vec<Ipv4Net>,
@@ -122,6 +129,10 @@ pub enum NetworkError {
     InvalidGatewayAddress { gateway: String },
     #[error("gateway {gateway} is not a host address of subnet {subnet}")]
     GatewayOutsideSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
+    #[error("invalid IP range {range:?}: expected an IPv4 CIDR such as 10.10.0.128/25")]
+    InvalidIpRange { range: String },
+    #[error("IP range {range} is not inside subnet {subnet}")]
+    IpRangeOutsideSubnet { range: Ipv4Net, subnet: Ipv4Net },
     #[error("no free subnet left in the default address pools (172.17-31.0.0/16, 192.168.0.0/16 in /20s): give one with --subnet")]
     PoolsExhausted,
     #[error("subnet {subnet} overlaps {existing} of network {network}")]
@@ -175,6 +186,22 @@ pub fn parse_subnet(
         return Err(NetworkError::GatewayOutsideSubnet { gateway, subnet });
     }
     Ok((subnet, gateway))
+}
+
+/// docker's `--ip-range`: a CIDR inside `subnet` (host bits cleared, as
+/// docker does).
+pub fn parse_ip_range(text: &str, subnet: Ipv4Net) -> Result<Ipv4Net, NetworkError> {
+    let range: Ipv4Net = text
+        .trim()
+        .parse()
+        .map_err(|_| NetworkError::InvalidIpRange {
+            range: text.to_owned(),
+        })?;
+    let range = range.trunc();
+    if !subnet.contains(&range) {
+        return Err(NetworkError::IpRangeOutsideSubnet { range, subnet });
+    }
+    Ok(range)
 }
 
 fn check_subnet(subnet: Ipv4Net) -> Result<(), NetworkError> {
@@ -280,6 +307,11 @@ impl NetworkStore {
                 parse_subnet(&subnet.to_string(), request.gateway.as_deref())?
             }
         };
+        let ip_range = request
+            .ip_range
+            .as_deref()
+            .map(|text| parse_ip_range(text, subnet))
+            .transpose()?;
         let config = NetworkConfig {
             name: request.name.clone(),
             bridge: format!("br-{}", &id[..12]),
@@ -289,6 +321,7 @@ impl NetworkStore {
             gateway,
             internal: request.internal,
             labels: request.labels.clone(),
+            ip_range,
         };
         self.insert_locked(&config)?;
         Ok(config)
@@ -327,6 +360,7 @@ impl NetworkStore {
             bridge: bridge.to_owned(),
             internal: false,
             labels: Default::default(),
+            ip_range: None,
         };
         self.insert_locked(&config)?;
         Ok(config)
@@ -696,6 +730,29 @@ mod tests {
     }
 
     #[test]
+    fn ip_range_is_kept_and_must_lie_inside_the_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        let with_range = |name: &str, range: &str| NetworkRequest {
+            ip_range: Some(range.to_owned()),
+            ..request(name, "10.30.0.0/16", None)
+        };
+        let made = store.create(&with_range("r", "10.30.5.0/24")).unwrap();
+        assert_eq!(made.ip_range, Some("10.30.5.0/24".parse().unwrap()));
+        assert_eq!(made.pool().range, made.ip_range);
+        assert_eq!(store.get("r").unwrap(), made);
+        for (range, outside) in [("10.31.0.0/24", true), ("10.0.0.0/8", true), ("x", false)] {
+            let err = store.create(&with_range("bad", range)).unwrap_err();
+            let expected = if outside {
+                matches!(err, NetworkError::IpRangeOutsideSubnet { .. })
+            } else {
+                matches!(err, NetworkError::InvalidIpRange { .. })
+            };
+            assert!(expected, "{range}: {err:?}");
+        }
+    }
+
+    #[test]
     fn overlap_detection() {
         let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
         assert!(overlaps(net("10.0.0.0/8"), net("10.1.2.0/24")));
@@ -743,6 +800,7 @@ mod tests {
             bridge: "br-abababababab".into(),
             internal: false,
             labels: Default::default(),
+            ip_range: None,
         };
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["subnet"], "10.10.0.0/24");

@@ -286,6 +286,7 @@ fn test_network(name: &str, subnet: &str, bridge: &str) -> NetworkConfig {
         bridge: bridge.to_owned(),
         internal: false,
         labels: Default::default(),
+        ip_range: None,
     }
 }
 

@@ -655,3 +655,60 @@ fn network_labels_are_kept_and_select_what_prune_removes() {
     berth.run_ok(["network", "rm", "plain"]);
     berth.assert_clean();
 }
+
+#[test]
+fn ip_range_hands_out_addresses_from_the_range_and_ip_may_leave_it() {
+    require_root!();
+    let berth = Berth::new();
+    // Outside the subnet, or not a CIDR: one line, no network left.
+    for range in ["10.92.0.0/24", "10.91.0.300/28"] {
+        let err = one_line_error(
+            &berth,
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.91.0.0/24",
+                "--ip-range",
+                range,
+                "ranged",
+            ],
+        );
+        assert!(err.contains("range"), "{range}: {err}");
+    }
+    assert!(!berth.run_ok(["network", "ls"]).contains("ranged"));
+    berth.run_ok([
+        "network",
+        "create",
+        "--subnet",
+        "10.91.0.0/24",
+        "--ip-range",
+        "10.91.0.200/30",
+        "ranged",
+    ]);
+    let config = &network_inspect(&berth, "ranged")["IPAM"]["Config"][0];
+    assert_eq!(config["Subnet"], "10.91.0.0/24");
+    assert_eq!(config["IPRange"], "10.91.0.200/30");
+    for name in ["r1", "r2"] {
+        berth.run_detached(["--name", name, "--net", "ranged", "busybox", "sleep", "60"]);
+    }
+    assert_eq!(addresses_on(&berth, "r1", "eth0"), ["10.91.0.200/24"]);
+    assert_eq!(addresses_on(&berth, "r2", "eth0"), ["10.91.0.201/24"]);
+    // `--ip` may name an address of the subnet outside the range.
+    berth.run_detached([
+        "--name",
+        "outside",
+        "--net",
+        "ranged",
+        "--ip",
+        "10.91.0.9",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(addresses_on(&berth, "outside", "eth0"), ["10.91.0.9/24"]);
+    assert!(pings(&berth, "outside", "10.91.0.201"));
+    berth.run_ok(["rm", "-f", "r1", "r2", "outside"]);
+    berth.run_ok(["network", "rm", "ranged"]);
+    berth.assert_clean();
+}
