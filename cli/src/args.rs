@@ -428,6 +428,9 @@ pub struct RunArgs {
     /// as --uidmap)
     #[arg(long, value_name = "MAP")]
     pub gidmap: Vec<String>,
+    /// Container MAC address on its network, e.g. 92:d0:c6:0a:29:33
+    #[arg(long = "mac-address", value_name = "MAC")]
+    pub mac_address: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -292,19 +292,34 @@ pub fn parse_extra_host(entry: &str) -> anyhow::Result<(String, std::net::IpAddr
 
 /// Connect the container whose init is `pid` and record the endpoint; the
 /// /etc/hosts file gets its address and the other containers on the network.
+/// Returns the published host ports, bound: the caller holds them while
+/// the container runs.
 pub fn attach(
     paths: &Paths,
     containers: &ContainerStore,
     mode: &NetworkMode,
     record: &mut ContainerRecord,
     pid: i32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<berth_net::HeldPort>> {
     let NetworkMode::Bridge {
         network: Some(network),
         ports,
     } = mode
     else {
-        return Ok(());
+        return Ok(Vec::new());
+    };
+    let mac = match &record.mac_address {
+        Some(text) => {
+            let mac = parse_mac_address(text)?;
+            if let Some(holder) = mac_holder(containers, &network.name, &record.id, mac) {
+                bail!(
+                    "MAC address {mac} is already in use on network {} by container {holder}",
+                    network.name
+                );
+            }
+            Some(mac)
+        }
+        None => None,
     };
     let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
         Path::new("/proc"),
@@ -320,7 +335,9 @@ pub fn attach(
         txn.allocate_address(&network.pool(), &record.id, Some(wanted))?;
         txn.commit()?;
     }
-    let endpoint = driver.attach(network, &record.id, netns.as_fd(), ports)?;
+    let request = berth_net::AttachRequest { ports, mac };
+    let (endpoint, held_ports) =
+        driver.attach_holding(network, &record.id, netns.as_fd(), &request)?;
     record.network = Some(serde_json::to_value(&endpoint)?);
     let mut joined = vec![network.name.clone()];
     // The networks `network connect` added while it was not running.
@@ -347,7 +364,55 @@ pub fn attach(
         &others,
     )?;
     crate::network_hosts::refresh(paths, containers, &joined)?;
-    Ok(())
+    Ok(held_ports)
+}
+
+/// `--mac-address`: six octets separated by `:` or `-`, unicast (docker
+/// refuses a multicast one), not all zero.
+pub fn parse_mac_address(text: &str) -> anyhow::Result<berth_net::MacAddr> {
+    let mac: berth_net::MacAddr = text.replace('-', ":").parse().ok().with_context(|| {
+        format!("invalid --mac-address {text:?}: use six hex octets such as 92:d0:c6:0a:29:33")
+    })?;
+    if mac.0[0] & 1 == 1 {
+        bail!("invalid --mac-address {text:?}: it is a multicast address; a container needs a unicast one");
+    }
+    if mac.0 == [0; 6] {
+        bail!("invalid --mac-address {text:?}: the all-zero address is not usable");
+    }
+    Ok(mac)
+}
+
+/// `run --mac-address`: checked, on a network the container gets an
+/// interface on; the canonical text for the record.
+pub fn check_mac_address(net: &str, mac: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(text) = mac else {
+        return Ok(None);
+    };
+    if matches!(net, "none" | "host") || net.starts_with("container:") {
+        bail!("conflicting options: --mac-address and --network {net} (the container has no interface of its own to set it on)");
+    }
+    Ok(Some(parse_mac_address(text)?.to_string()))
+}
+
+/// The name of a running container other than `own_id` with `mac` on
+/// `network`.
+fn mac_holder(
+    containers: &ContainerStore,
+    network: &str,
+    own_id: &str,
+    mac: berth_net::MacAddr,
+) -> Option<String> {
+    let records = containers.list().unwrap_or_default();
+    records
+        .into_iter()
+        .filter(|r| r.id != own_id && r.is_active())
+        .find(|r| {
+            let main = endpoint_of(r).into_iter();
+            let others = connections_of(r).into_iter().filter_map(|c| c.endpoint);
+            main.chain(others)
+                .any(|e| e.network == network && e.mac == mac)
+        })
+        .map(|r| r.name)
 }
 
 /// A network joined besides the main one (`network connect`), kept in the
@@ -952,6 +1017,37 @@ mod tests {
             .map(|i| connection(Some(&format!("eth{i}"))))
             .collect();
         assert_eq!(free_interface_index(&full), None);
+    }
+
+    #[test]
+    fn mac_addresses_are_six_unicast_octets() {
+        let canonical = |t: &str| parse_mac_address(t).map(|m| m.to_string()).ok();
+        assert_eq!(
+            canonical("92:D0:c6:0a:29:33").as_deref(),
+            Some("92:d0:c6:0a:29:33")
+        );
+        assert_eq!(
+            canonical("02-42-0a-00-00-09").as_deref(),
+            Some("02:42:0a:00:00:09")
+        );
+        for bad in [
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "00:00:00:00:00:00",
+            "92:d0:c6:0a:29",
+            "92:d0:c6:0a:29:33:44",
+            "92:d0:c6:0a:29:3g",
+            "",
+        ] {
+            let err = parse_mac_address(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--mac-address") && !err.contains('\n'),
+                "{bad}: {err}"
+            );
+        }
+        assert!(check_mac_address("none", Some("92:d0:c6:0a:29:33")).is_err());
+        assert!(check_mac_address("container:x", Some("92:d0:c6:0a:29:33")).is_err());
+        assert_eq!(check_mac_address("bridge", None).unwrap(), None);
     }
 
     #[test]

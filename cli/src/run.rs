@@ -221,6 +221,7 @@ fn create_container<'a>(
     record.network_mode = args.net.clone();
     record.network_aliases = crate::network::check_aliases(&args.net, &args.network_alias)?;
     record.requested_ip = crate::network::check_requested_ip(paths, &args.net, args.ip.as_deref())?;
+    record.mac_address = crate::network::check_mac_address(&args.net, args.mac_address.as_deref())?;
     record.publish = publish;
     let userns_request = crate::userns::request(
         args.userns.as_deref(),
@@ -513,6 +514,8 @@ pub fn supervise_to_the_end(
         server.as_mut(),
     );
     drop(server);
+    // The ports are free for the host again before the end is recorded.
+    drop(launched.held_ports);
     launched.child.reaped.set(status.is_ok());
     Ok(finish(paths, store, &record.id, status?))
 }
@@ -1126,6 +1129,9 @@ pub fn block_relayed_signals() -> anyhow::Result<(SignalFd, RestoreMask)> {
 pub struct Launched {
     pub child: ChildGuard,
     pub output: Output,
+    /// The published host ports, bound so that host processes cannot take
+    /// them while the container runs (closed when it ends).
+    pub held_ports: Vec<berth_net::HeldPort>,
 }
 
 impl Launched {
@@ -1194,7 +1200,7 @@ pub fn launch(
         if let Some(cgroup) = created.cgroup() {
             record.cgroup = Some(serde_json::to_value(cgroup)?);
         }
-        crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
+        let held_ports = crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
         let me = std::process::id() as i32;
         let proc_root = Path::new("/proc");
         let pid_start_time = berth_state::process_start_time(proc_root, pid.as_raw());
@@ -1209,14 +1215,18 @@ pub fn launch(
             r.monitor_pid = Some(me);
             r.monitor_start_time = monitor_start_time;
         })?;
-        created.start().map_err(coded)
+        created.start().map_err(coded)?;
+        Ok(held_ports)
     })();
-    if let Err(error) = started {
-        drop(guard);
-        let _ = runtime.delete(&record.id, true);
-        let _ = crate::network::release(paths, &record.id, false);
-        return Err(error);
-    }
+    let held_ports = match started {
+        Ok(held_ports) => held_ports,
+        Err(error) => {
+            drop(guard);
+            let _ = runtime.delete(&record.id, true);
+            let _ = crate::network::release(paths, &record.id, false);
+            return Err(error);
+        }
+    };
     let output = match (terminal, output_reads) {
         (Some(master), _) => Output::Terminal(master),
         (None, Some((stdout, stderr, stdin))) => Output::Pipes {
@@ -1229,6 +1239,7 @@ pub fn launch(
     Ok(Launched {
         child: guard,
         output,
+        held_ports,
     })
 }
 

@@ -20,7 +20,7 @@ use crate::netlink::{
     MAX_IFNAME_LEN,
 };
 use crate::network::NetworkConfig;
-use crate::ports::PortMapping;
+use crate::ports::{hold_host_port, HeldPort, PortMapping, PortProbe};
 
 /// The container's end of its veth pair.
 pub const CONTAINER_IFNAME: &str = "eth0";
@@ -68,12 +68,13 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The endpoint of `container_id` at `ip` on `network`: a veth pair
-    /// `host_veth` (on the bridge) / `container_ifname`, the MAC derived
-    /// from the address.
+    /// `host_veth` (on the bridge) / `container_ifname`, with `mac` or
+    /// else the MAC derived from the address.
     fn on(
         network: &NetworkConfig,
         container_id: &str,
         ip: Ipv4Addr,
+        mac: Option<MacAddr>,
         host_veth: String,
         container_ifname: String,
         ports: Vec<PortMapping>,
@@ -84,13 +85,23 @@ impl Endpoint {
             ip,
             prefix_len: network.subnet.prefix_len(),
             gateway: network.gateway,
-            mac: MacAddr::from_ipv4(ip),
+            mac: mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
             bridge: network.bridge.clone(),
             host_veth,
             container_ifname,
             ports,
         }
     }
+}
+
+/// What a container asks of its main network besides an address (see
+/// [`BridgeDriver::attach_holding`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachRequest<'a> {
+    /// Ports to publish.
+    pub ports: &'a [PortMapping],
+    /// docker's `--mac-address`; `None`: derived from the address.
+    pub mac: Option<MacAddr>,
 }
 
 /// What [`NetworkDriver::setup`] changed on the host.
@@ -491,6 +502,33 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         netns: BorrowedFd<'_>,
         ports: &[PortMapping],
     ) -> Result<Endpoint, DriverError> {
+        let request = AttachRequest {
+            ports,
+            ..AttachRequest::default()
+        };
+        self.attach_holding(network, container_id, netns, &request)
+            .map(|(endpoint, _held)| endpoint)
+    }
+
+    fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
+        self.detach_with(container_id, false)
+    }
+}
+
+impl<F: Firewall> BridgeDriver<F> {
+    /// [`NetworkDriver::attach`] with the container's own MAC address, if
+    /// it asks for one, that keeps the published host ports bound: the
+    /// [`HeldPort`]s, bound in the same step that finds each port free (no
+    /// process can take one in between), are for the caller to hold while
+    /// the container runs, so that host processes cannot bind them.
+    pub fn attach_holding(
+        &self,
+        network: &NetworkConfig,
+        container_id: &str,
+        netns: BorrowedFd<'_>,
+        request: &AttachRequest<'_>,
+    ) -> Result<(Endpoint, Vec<HeldPort>), DriverError> {
+        let ports = request.ports;
         let host_veth = host_veth_name(container_id)?;
         let mut host = Netlink::connect()?;
         let bridge = self.bridge_index(&mut host, network)?;
@@ -510,10 +548,17 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
                 mapping: *mapping,
             })
             .collect();
+        let mut held = Vec::new();
         txn.choose_host_ports(
             &mut forwards,
             ephemeral_port_range(&self.proc_sys),
-            crate::ports::probe_host_port,
+            |ip, port, protocol| match hold_host_port(ip, port, protocol) {
+                Ok(socket) => {
+                    held.push(socket);
+                    PortProbe::Free
+                }
+                Err(probe) => probe,
+            },
         )?;
         txn.reserve_ports(&forwards)?;
         let ports: Vec<PortMapping> = forwards.iter().map(|f| f.mapping).collect();
@@ -523,6 +568,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             network,
             container_id,
             ip,
+            request.mac,
             host_veth,
             CONTAINER_IFNAME.to_owned(),
             ports,
@@ -540,15 +586,9 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             };
             return Err(with_cleanup(error, cleanup));
         }
-        Ok(endpoint)
+        Ok((endpoint, held))
     }
 
-    fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
-        self.detach_with(container_id, false)
-    }
-}
-
-impl<F: Firewall> BridgeDriver<F> {
     /// Connect a container that already has its main network to another
     /// one (docker's `network connect`): a lease (`wanted`, or the next
     /// free address), a veth pair whose host end is
@@ -574,6 +614,7 @@ impl<F: Firewall> BridgeDriver<F> {
             network,
             container_id,
             ip,
+            None,
             host_veth,
             format!("eth{index}"),
             Vec::new(),

@@ -632,7 +632,7 @@ impl IpamTxn {
         &self,
         forwards: &mut [PortForward],
         range: std::ops::RangeInclusive<u16>,
-        probe: impl Fn(Ipv4Addr, u16, Protocol) -> PortProbe,
+        mut probe: impl FnMut(Ipv4Addr, u16, Protocol) -> PortProbe,
     ) -> Result<(), IpamError> {
         for i in 0..forwards.len() {
             let wanted = forwards[i].mapping;

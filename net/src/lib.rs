@@ -70,8 +70,9 @@ mod persist;
 mod ports;
 
 pub use driver::{
-    bridge_owner_alias, extra_host_veth_name, host_veth_name, BridgeDriver, DetachReport,
-    DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport, CONTAINER_IFNAME,
+    bridge_owner_alias, extra_host_veth_name, host_veth_name, AttachRequest, BridgeDriver,
+    DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport,
+    CONTAINER_IFNAME,
 };
 pub use errors::ErrorList;
 pub use files::{
@@ -90,8 +91,8 @@ pub use network::{
     DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
 };
 pub use ports::{
-    parse_port_mapping, parse_publish, probe_host_port, PortMapping, PortParseError, PortProbe,
-    Protocol,
+    hold_host_port, parse_port_mapping, parse_publish, probe_host_port, HeldPort, PortMapping,
+    PortParseError, PortProbe, Protocol,
 };
 
 use std::os::fd::{AsRawFd, OwnedFd};

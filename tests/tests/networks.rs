@@ -712,3 +712,67 @@ fn ip_range_hands_out_addresses_from_the_range_and_ip_may_leave_it() {
     berth.run_ok(["network", "rm", "ranged"]);
     berth.assert_clean();
 }
+
+#[test]
+fn mac_address_is_set_inside_shown_by_inspect_and_unique_on_a_network() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["network", "create", "--subnet", "10.93.0.0/24", "macs"]);
+    let mac = "92:d0:c6:0a:29:33";
+    berth.run_detached([
+        "--name",
+        "m1",
+        "--net",
+        "macs",
+        "--mac-address",
+        "92:D0:C6:0A:29:33",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let inside = stdout(&exec(&berth, "m1", &["cat", "/sys/class/net/eth0/address"]));
+    assert_eq!(inside.trim(), mac);
+    let shown = berth.run_ok(["inspect", "-f", "{{.NetworkSettings.MacAddress}}", "m1"]);
+    assert_eq!(shown.trim(), mac);
+    assert_eq!(networks_of(&berth, "m1")["macs"]["MacAddress"], mac);
+
+    // The same MAC on the same network, a bad one, or one on --net none:
+    // one line each, nothing left behind.
+    for (args, says) in [
+        (vec!["--net", "macs", "--mac-address", mac], "in use"),
+        (
+            vec!["--net", "macs", "--mac-address", "01:00:5e:00:00:01"],
+            "multicast",
+        ),
+        (
+            vec!["--net", "macs", "--mac-address", "92:d0:c6"],
+            "--mac-address",
+        ),
+        (
+            vec!["--net", "none", "--mac-address", "92:d0:c6:0a:29:34"],
+            "conflicting",
+        ),
+    ] {
+        let mut run = vec!["run", "--rm", "--pull", "never"];
+        run.extend(args.iter().copied());
+        run.extend(["busybox", "true"]);
+        let err = one_line_error(&berth, &run);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(berth.container_ids().len(), 1);
+
+    // The address works (ARP with the chosen MAC), and a restart keeps it.
+    berth.run_detached(["--name", "m2", "--net", "macs", "busybox", "sleep", "60"]);
+    let m1_ip = networks_of(&berth, "m1")["macs"]["IPAddress"]
+        .as_str()
+        .expect("m1's address")
+        .to_owned();
+    assert!(pings(&berth, "m2", &m1_ip), "m2 cannot reach m1");
+    berth.run_ok(["stop", "-t", "1", "m1"]);
+    berth.run_ok(["start", "m1"]);
+    let inside = stdout(&exec(&berth, "m1", &["cat", "/sys/class/net/eth0/address"]));
+    assert_eq!(inside.trim(), mac);
+    berth.run_ok(["rm", "-f", "m1", "m2"]);
+    berth.run_ok(["network", "rm", "macs"]);
+    berth.assert_clean();
+}
