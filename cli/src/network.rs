@@ -238,7 +238,7 @@ impl EtcFiles {
         own_ip: Option<Ipv4Addr>,
         others: &[HostsEntry],
     ) -> anyhow::Result<()> {
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host_resolv = host_resolv_conf();
         let names = [record.name.as_str()];
         let mut entries = others.to_vec();
         for entry in &record.extra_hosts {
@@ -271,6 +271,28 @@ impl EtcFiles {
         }
         Ok(())
     }
+}
+
+/// The host's resolver configuration as containers start from it:
+/// `BERTH_RESOLV_CONF` or `/etc/resolv.conf`, with a loopback stub's
+/// nameserver (systemd-resolved's 127.0.0.53) replaced by its upstream
+/// servers from `BERTH_UPSTREAM_RESOLV_CONF` or
+/// `/run/systemd/resolve/resolv.conf` when that exists (docker's choice;
+/// with neither, [`render_resolv_conf_with`] writes docker's defaults).
+fn host_resolv_conf() -> String {
+    let path = |knob: &str, default: &str| {
+        std::env::var_os(knob)
+            .filter(|value| !value.is_empty())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    let host =
+        std::fs::read_to_string(path("BERTH_RESOLV_CONF", "/etc/resolv.conf")).unwrap_or_default();
+    let upstream = std::fs::read_to_string(path(
+        "BERTH_UPSTREAM_RESOLV_CONF",
+        "/run/systemd/resolve/resolv.conf",
+    ))
+    .ok();
+    berth_net::with_upstream_nameservers(&host, upstream.as_deref())
 }
 
 /// `--add-host NAME:IP` (docker's form; an IPv6 address may follow the

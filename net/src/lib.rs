@@ -76,8 +76,8 @@ pub use driver::{
 };
 pub use errors::ErrorList;
 pub use files::{
-    render_hostname, render_hosts, render_resolv_conf, render_resolv_conf_with, DnsSettings,
-    HostsEntry,
+    render_hostname, render_hosts, render_resolv_conf, render_resolv_conf_with,
+    with_upstream_nameservers, DnsSettings, HostsEntry, DEFAULT_NAMESERVERS,
 };
 pub use firewall::{
     enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,

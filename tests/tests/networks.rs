@@ -9,11 +9,13 @@
 //! pair. No packet leaves these namespaces.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth_e2e::netns_tools::{exec, holder_pid, ip, network_inspect, sh_ok};
+use berth_e2e::netns_tools::{
+    exec, holder_pid, ip, network_inspect, outside_namespace, sh_ok, FakeDns,
+};
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
 /// Long enough for a slow VM; passing steps take milliseconds.
@@ -774,5 +776,102 @@ fn mac_address_is_set_inside_shown_by_inspect_and_unique_on_a_network() {
     assert_eq!(inside.trim(), mac);
     berth.run_ok(["rm", "-f", "m1", "m2"]);
     berth.run_ok(["network", "rm", "macs"]);
+    berth.assert_clean();
+}
+
+/// `berth run -d --name NAME --net NET busybox sleep 60` with the host's
+/// resolver files at `stub` and `upstream`.
+fn run_with_resolvers(berth: &Berth, name: &str, net: &str, stub: &Path, upstream: &Path) {
+    let mut cmd = berth.cmd([
+        "run", "-d", "--pull", "never", "--name", name, "--net", net, "busybox", "sleep", "60",
+    ]);
+    cmd.env("BERTH_RESOLV_CONF", stub)
+        .env("BERTH_UPSTREAM_RESOLV_CONF", upstream);
+    let out = berth_e2e::run_command(cmd);
+    assert!(out.status.success(), "run {name}\n{}", describe(&out));
+}
+
+#[test]
+fn names_outside_the_network_resolve_through_the_hosts_upstream_servers() {
+    require_root!();
+    let berth = Berth::new();
+    // The fake upstream resolver, in a namespace of its own that only the
+    // test's "host" routes to; it knows one name.
+    let upstream_ns = outside_namespace(&berth, "dns", "10.98.0.1/24", "10.98.0.53/24");
+    ip(
+        &upstream_ns,
+        &["route", "add", "default", "via", "10.98.0.1"],
+    );
+    let dns = FakeDns::start(
+        &upstream_ns,
+        Ipv4Addr::new(10, 98, 0, 53),
+        &[("upstream-only.test", Ipv4Addr::new(10, 98, 0, 99))],
+    );
+    // The host runs a loopback stub (systemd-resolved's 127.0.0.53) whose
+    // own configuration names the fake upstream.
+    let files = tempfile::tempdir().unwrap();
+    let stub = files.path().join("resolv.conf");
+    let upstream = files.path().join("upstream-resolv.conf");
+    std::fs::write(
+        &stub,
+        "nameserver 127.0.0.53\noptions edns0\nsearch corp.test\n",
+    )
+    .unwrap();
+    std::fs::write(&upstream, "nameserver 10.98.0.53\n").unwrap();
+
+    berth.run_ok(["network", "create", "--subnet", "10.94.0.0/24", "dnsnet"]);
+    run_with_resolvers(&berth, "asker", "dnsnet", &stub, &upstream);
+    berth.run_detached([
+        "--name", "peer", "--net", "dnsnet", "busybox", "sleep", "60",
+    ]);
+    let resolv = stdout(&exec(&berth, "asker", &["cat", "/etc/resolv.conf"]));
+    assert!(resolv.contains("nameserver 10.98.0.53\n"), "{resolv}");
+    assert!(
+        !resolv.contains("127.0.0.53") && !resolv.contains("8.8."),
+        "{resolv}"
+    );
+    assert!(
+        resolv.contains("search corp.test") && resolv.contains("options edns0"),
+        "{resolv}"
+    );
+
+    // A name only the upstream knows resolves inside; the network's own
+    // names still come from /etc/hosts.
+    let looked_up = exec(&berth, "asker", &["nslookup", "upstream-only.test"]);
+    assert!(
+        looked_up.status.success() && stdout(&looked_up).contains("10.98.0.99"),
+        "{}",
+        describe(&looked_up)
+    );
+    assert!(dns
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|n| n == "upstream-only.test"));
+    let unknown = exec(&berth, "asker", &["nslookup", "nowhere.test"]);
+    assert!(
+        !stdout(&unknown).contains("10.98.0.99"),
+        "{}",
+        describe(&unknown)
+    );
+    assert!(
+        pings(&berth, "asker", "peer"),
+        "asker cannot reach peer by name"
+    );
+
+    // No upstream file: docker's defaults are written (never contacted).
+    let missing = files.path().join("no-such-file");
+    run_with_resolvers(&berth, "fallback", "dnsnet", &stub, &missing);
+    let resolv = stdout(&exec(&berth, "fallback", &["cat", "/etc/resolv.conf"]));
+    assert!(
+        resolv.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\n")
+            && !resolv.contains("nameserver 127."),
+        "{resolv}"
+    );
+
+    berth.run_ok(["rm", "-f", "asker", "peer", "fallback"]);
+    berth.run_ok(["network", "rm", "dnsnet"]);
+    drop(dns);
     berth.assert_clean();
 }

@@ -27,22 +27,7 @@ const STEP: Duration = Duration::from_secs(20);
 /// An outside client joined to the host by a veth pair: `host_addr` on
 /// the host's end (`bt-<name>`), `client_addr` in the client.
 fn outside_client(berth: &Berth, name: &str, host_addr: &str, client_addr: &str) -> NetSandbox {
-    let client = NetSandbox::new();
-    let (here, there) = (format!("bt-{name}"), format!("bc-{name}"));
-    let host = berth.netns();
-    ip(
-        host,
-        &["link", "add", &here, "type", "veth", "peer", "name", &there],
-    );
-    ip(
-        host,
-        &["link", "set", &there, "netns", &holder_pid(&client)],
-    );
-    ip(host, &["addr", "add", host_addr, "dev", &here]);
-    ip(host, &["link", "set", &here, "up"]);
-    ip(&client, &["addr", "add", client_addr, "dev", &there]);
-    ip(&client, &["link", "set", &there, "up"]);
-    client
+    berth_e2e::netns_tools::outside_namespace(berth, name, host_addr, client_addr)
 }
 
 /// Assert that `addr` does not answer from `ns` (refused or silent).
