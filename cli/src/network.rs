@@ -826,6 +826,9 @@ pub fn connected_networks_json(
                 "IPAddress": text(|e| e.ip.to_string()),
                 "IPPrefixLen": endpoint.as_ref().map_or(0, |e| e.prefix_len),
                 "MacAddress": text(|e| e.mac.to_string()),
+                "GlobalIPv6Address": text(|e| e.ipv6.map(|ip| ip.to_string()).unwrap_or_default()),
+                "GlobalIPv6PrefixLen": endpoint.as_ref().and_then(|e| e.ipv6_prefix_len).unwrap_or(0),
+                "IPv6Gateway": text(|e| e.ipv6_gateway.map(|ip| ip.to_string()).unwrap_or_default()),
             });
             (c.network, value)
         })
@@ -835,7 +838,14 @@ pub fn connected_networks_json(
 fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
     paths.ensure_root()?;
     let store = store(paths);
-    let in_use = if args.subnet.is_none() {
+    // docker's repeatable --subnet: one IPv4 and one IPv6 at most.
+    let (ipv6_subnets, ipv4_subnets): (Vec<&String>, Vec<&String>) =
+        args.subnet.iter().partition(|s| s.contains(':'));
+    if ipv4_subnets.len() > 1 || ipv6_subnets.len() > 1 {
+        bail!("give at most one IPv4 and one IPv6 --subnet");
+    }
+    let subnet = ipv4_subnets.first().map(|s| (*s).clone());
+    let in_use = if subnet.is_none() {
         berth_net::Netlink::connect()
             .and_then(|mut netlink| netlink.ipv4_prefixes_in_use())
             .context("cannot read the host's addresses and routes")?
@@ -845,11 +855,13 @@ fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
     let network = store.create(&NetworkRequest {
         name: args.name.clone(),
         driver: Some(args.driver.clone()),
-        subnet: args.subnet.clone(),
+        subnet,
         gateway: args.gateway.clone(),
         internal: args.internal,
         labels: crate::volume::key_values("--label", &args.label)?,
         ip_range: args.ip_range.clone(),
+        ipv6: args.ipv6,
+        ipv6_subnet: ipv6_subnets.first().map(|s| (*s).clone()),
         in_use,
     })?;
     match driver(paths).setup(&network) {
@@ -924,7 +936,15 @@ fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
         if let Some(range) = network.ip_range {
             config["IPRange"] = range.to_string().into();
         }
-        value["IPAM"] = serde_json::json!({ "Driver": "default", "Config": [config] });
+        let mut configs = vec![config];
+        if let (Some(subnet), Some(gateway)) = (network.ipv6_subnet, network.ipv6_gateway) {
+            configs.push(serde_json::json!({
+                "Subnet": subnet.to_string(),
+                "Gateway": gateway.to_string(),
+            }));
+        }
+        value["EnableIPv6"] = network.ipv6_subnet.is_some().into();
+        value["IPAM"] = serde_json::json!({ "Driver": "default", "Config": configs });
         out.push(value);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -1021,6 +1041,9 @@ mod tests {
             host_veth: "vbx".into(),
             container_ifname: ifname.into(),
             ports: Vec::new(),
+            ipv6: None,
+            ipv6_prefix_len: None,
+            ipv6_gateway: None,
         };
         let connection = |ifname: Option<&str>| Connection {
             network: "n".into(),

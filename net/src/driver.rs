@@ -64,6 +64,14 @@ pub struct Endpoint {
     /// The container end (`eth0`).
     pub container_ifname: String,
     pub ports: Vec<PortMapping>,
+    /// Its IPv6 address on a network with IPv6 (the prefix and gateway
+    /// are the network's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix_len: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_gateway: Option<std::net::Ipv6Addr>,
 }
 
 impl Endpoint {
@@ -90,7 +98,20 @@ impl Endpoint {
             host_veth,
             container_ifname,
             ports,
+            ipv6: None,
+            ipv6_prefix_len: network.ipv6_subnet.map(|subnet| subnet.prefix_len()),
+            ipv6_gateway: network.ipv6_gateway,
         }
+    }
+
+    /// With its IPv6 address.
+    fn with_ipv6(mut self, ipv6: Option<std::net::Ipv6Addr>) -> Self {
+        self.ipv6 = ipv6;
+        if ipv6.is_none() {
+            self.ipv6_prefix_len = None;
+            self.ipv6_gateway = None;
+        }
+        self
     }
 }
 
@@ -363,10 +384,20 @@ impl<F: Firewall> BridgeDriver<F> {
         let index = inside.link_index(&endpoint.container_ifname)?;
         let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
         inside.add_address(index, address)?;
+        let ipv6 = endpoint
+            .ipv6
+            .zip(endpoint.ipv6_prefix_len)
+            .and_then(|(ip, prefix)| ipnet::Ipv6Net::new(ip, prefix).ok());
+        if let Some(address) = ipv6 {
+            inside.add_address6(index, address)?;
+        }
         inside.set_up(index)?;
         inside.set_up(LOOPBACK_IFINDEX)?;
         if default_route {
             inside.add_default_route(endpoint.gateway, index)?;
+            if let (Some(_), Some(gateway)) = (endpoint.ipv6, endpoint.ipv6_gateway) {
+                inside.add_default_route6(gateway, index)?;
+            }
         }
         Ok(())
     }
@@ -430,6 +461,9 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
                 netlink.set_alias(index, owner)?;
             }
             netlink.add_address(index, network.gateway_net())?;
+            if let Some(gateway) = network.ipv6_gateway_net() {
+                netlink.add_address6(index, gateway)?;
+            }
             // Published ports answer on 127.0.0.1 (see crate::firewall).
             set_route_localnet(&self.proc_sys, &network.bridge, true).map_err(|source| {
                 DriverError::RouteLocalnet {
@@ -538,6 +572,10 @@ impl<F: Firewall> BridgeDriver<F> {
         let mut txn = self.ipam.transaction()?;
         let fresh = !txn.holds_anything(container_id);
         let ip = txn.allocate(&network.pool(), container_id)?;
+        let ipv6 = match network.pool6() {
+            Some(pool) => Some(txn.allocate6(&pool, container_id)?),
+            None => None,
+        };
         let mut forwards: Vec<PortForward> = ports
             .iter()
             .map(|mapping| PortForward {
@@ -572,7 +610,8 @@ impl<F: Firewall> BridgeDriver<F> {
             host_veth,
             CONTAINER_IFNAME.to_owned(),
             ports,
-        );
+        )
+        .with_ipv6(ipv6);
         // `fresh`: the container held no lease before this attach, so no
         // rule of an earlier attempt can exist (see
         // [`Firewall::add_port_forwards`]).
@@ -609,6 +648,10 @@ impl<F: Firewall> BridgeDriver<F> {
         let bridge = self.bridge_index(&mut host, network)?;
         let mut txn = self.ipam.transaction()?;
         let ip = txn.allocate_address(&network.pool(), container_id, wanted)?;
+        let ipv6 = match network.pool6() {
+            Some(pool) => Some(txn.allocate6(&pool, container_id)?),
+            None => None,
+        };
         txn.commit()?;
         let endpoint = Endpoint::on(
             network,
@@ -618,7 +661,8 @@ impl<F: Firewall> BridgeDriver<F> {
             host_veth,
             format!("eth{index}"),
             Vec::new(),
-        );
+        )
+        .with_ipv6(ipv6);
         if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, false) {
             let cleanup =
                 match self.disconnect(&endpoint.network, container_id, &endpoint.host_veth) {
@@ -673,6 +717,7 @@ impl<F: Firewall> BridgeDriver<F> {
                 if let Some(ip) = txn.release(network, container_id) {
                     report.addresses.push((network.to_owned(), ip));
                 }
+                txn.release6(network, container_id);
             }
             txn.commit()
         })();
@@ -816,6 +861,9 @@ mod tests {
             host_veth: "vbc0ffee".into(),
             container_ifname: "eth0".into(),
             ports: vec!["8080:80".parse().unwrap()],
+            ipv6: None,
+            ipv6_prefix_len: None,
+            ipv6_gateway: None,
         };
         let json = serde_json::to_string(&endpoint).unwrap();
         assert_eq!(

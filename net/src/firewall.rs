@@ -967,6 +967,8 @@ mod tests {
             internal: false,
             labels: Default::default(),
             ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
         }
     }
 

@@ -16,10 +16,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::network::is_valid_name;
@@ -29,6 +29,9 @@ use crate::ports::{PortMapping, PortProbe, Protocol};
 /// Smallest and largest prefix length a pool may have: /8 .. /30.
 pub const MIN_PREFIX: u8 = 8;
 pub const MAX_PREFIX: u8 = 30;
+/// The same for IPv6 pools: /64 .. /120 (offsets fit 64 bits).
+pub const MIN_PREFIX6: u8 = 64;
+pub const MAX_PREFIX6: u8 = 120;
 
 /// Errors from address and port allocation.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,16 @@ pub enum IpamError {
     },
     #[error("no free address left in network {network} ({subnet})")]
     Full { network: String, subnet: Ipv4Net },
+    #[error("no free IPv6 address left in network {network} ({subnet})")]
+    Full6 { network: String, subnet: Ipv6Net },
+    #[error("network {network} already has IPv6 leases in subnet {existing}; it cannot become {requested}")]
+    Pool6Mismatch {
+        network: String,
+        existing: Ipv6Net,
+        requested: Ipv6Net,
+    },
+    #[error("IPv6 subnet {subnet} of network {network}: the prefix must be /{MIN_PREFIX6} to /{MAX_PREFIX6} and the address the network address, the gateway inside it")]
+    InvalidSubnet6 { network: String, subnet: Ipv6Net },
     #[error("IP range {range} of network {network} is not inside its subnet {subnet}")]
     RangeOutsideSubnet {
         network: String,
@@ -235,6 +248,51 @@ impl AddressPool {
     }
 }
 
+/// The IPv6 addresses of one network: a subnet and its gateway, which is
+/// never handed out (nor is the subnet-router anycast address, offset 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressPool6 {
+    pub network: String,
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+}
+
+impl AddressPool6 {
+    fn validate(&self) -> Result<(), IpamError> {
+        if !is_valid_name(&self.network) {
+            return Err(IpamError::InvalidName {
+                name: self.network.clone(),
+            });
+        }
+        let subnet = self.subnet;
+        let valid = (MIN_PREFIX6..=MAX_PREFIX6).contains(&subnet.prefix_len())
+            && subnet.trunc() == subnet
+            && subnet.contains(&self.gateway)
+            && self.gateway != subnet.network();
+        if !valid {
+            return Err(IpamError::InvalidSubnet6 {
+                network: self.network.clone(),
+                subnet,
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of addresses minus one (the largest offset).
+    fn last_offset(&self) -> u64 {
+        u64::MAX >> (self.subnet.prefix_len() - MIN_PREFIX6)
+    }
+
+    fn offset(&self, ip: Ipv6Addr) -> u64 {
+        // Inside a /64 or smaller: the low 64 bits differ only.
+        (u128::from(ip) - u128::from(self.subnet.network())) as u64
+    }
+
+    fn address(&self, offset: u64) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.subnet.network()) + u128::from(offset))
+    }
+}
+
 /// A published host port: who owns it and where its traffic goes. Kept
 /// under the IPAM lock so that two containers can never publish the same
 /// host port, and complete enough to remove the firewall rules after a
@@ -275,12 +333,25 @@ struct PoolRecord {
     leases: BTreeMap<String, Ipv4Addr>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pool6Record {
+    subnet: Ipv6Net,
+    gateway: Ipv6Addr,
+    /// Offset at which the next free-address search starts.
+    next: u64,
+    /// owner -> address
+    leases: BTreeMap<String, Ipv6Addr>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct IpamRecord {
     #[serde(default)]
     pools: BTreeMap<String, PoolRecord>,
     #[serde(default)]
     ports: Vec<PortForward>,
+    /// IPv6 pools, in the same file (one atomic write covers both).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pools6: BTreeMap<String, Pool6Record>,
 }
 
 /// A fixed-size bitmap; bits past `len` are permanently set so that the
@@ -549,6 +620,74 @@ impl IpamTxn {
         Ok(ip)
     }
 
+    /// Lease an IPv6 address of `pool` to `owner`: the lease it already
+    /// holds there, or the next free one after the last handed out.
+    pub fn allocate6(&mut self, pool: &AddressPool6, owner: &str) -> Result<Ipv6Addr, IpamError> {
+        pool.validate()?;
+        let name = pool.network.as_str();
+        match self.record.pools6.get(name) {
+            Some(record) if record.subnet == pool.subnet && record.gateway == pool.gateway => {}
+            Some(record) if !record.leases.is_empty() => {
+                return Err(IpamError::Pool6Mismatch {
+                    network: name.to_owned(),
+                    existing: record.subnet,
+                    requested: pool.subnet,
+                })
+            }
+            _ => {
+                self.record.pools6.insert(
+                    name.to_owned(),
+                    Pool6Record {
+                        subnet: pool.subnet,
+                        gateway: pool.gateway,
+                        next: 1,
+                        leases: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        let record = self.record.pools6.get_mut(name).expect("inserted above");
+        if let Some(ip) = record.leases.get(owner) {
+            return Ok(*ip);
+        }
+        let taken: std::collections::HashSet<u64> =
+            record.leases.values().map(|ip| pool.offset(*ip)).collect();
+        let gateway = pool.offset(pool.gateway);
+        let last = pool.last_offset();
+        // At most one offset per lease (and the two reserved) is skipped.
+        let mut offset = record.next.clamp(1, last);
+        for _ in 0..=taken.len() + 2 {
+            if offset != gateway && !taken.contains(&offset) {
+                let ip = pool.address(offset);
+                record.leases.insert(owner.to_owned(), ip);
+                record.next = if offset == last { 1 } else { offset + 1 };
+                self.dirty = true;
+                return Ok(ip);
+            }
+            offset = if offset == last { 1 } else { offset + 1 };
+        }
+        Err(IpamError::Full6 {
+            network: name.to_owned(),
+            subnet: pool.subnet,
+        })
+    }
+
+    /// Give back `owner`'s IPv6 address in `network`.
+    pub fn release6(&mut self, network: &str, owner: &str) -> Option<Ipv6Addr> {
+        let ip = self.record.pools6.get_mut(network)?.leases.remove(owner)?;
+        self.dirty = true;
+        Some(ip)
+    }
+
+    /// The IPv6 leases of `network`, owner -> address.
+    pub fn leases6(&self, network: &str) -> BTreeMap<String, Ipv6Addr> {
+        self.record
+            .pools6
+            .get(network)
+            .map(|pool| pool.leases.clone())
+            .unwrap_or_default()
+    }
+
     /// Give back `owner`'s address in `network`.
     pub fn release(&mut self, network: &str, owner: &str) -> Option<Ipv4Addr> {
         let record = self.record.pools.get_mut(network)?;
@@ -579,6 +718,11 @@ impl IpamTxn {
             })
             .collect();
         let ports = self.release_ports(owner);
+        for pool in self.record.pools6.values_mut() {
+            if pool.leases.remove(owner).is_some() {
+                self.dirty = true;
+            }
+        }
         Released { addresses, ports }
     }
 
@@ -737,6 +881,11 @@ impl IpamTxn {
                 .ports
                 .iter()
                 .any(|forward| forward.owner == owner)
+            || self
+                .record
+                .pools6
+                .values()
+                .any(|pool| pool.leases.contains_key(owner))
     }
 
     /// The host ports `owner` publishes.
@@ -778,6 +927,17 @@ impl IpamTxn {
             }
             self.record.pools.remove(network);
             self.bitmaps.remove(network);
+            self.dirty = true;
+        }
+        if let Some(pool) = self.record.pools6.get(network) {
+            if let Some(first_owner) = pool.leases.keys().next() {
+                return Err(IpamError::InUse {
+                    network: network.to_owned(),
+                    count: pool.leases.len(),
+                    first_owner: first_owner.clone(),
+                });
+            }
+            self.record.pools6.remove(network);
             self.dirty = true;
         }
         Ok(())

@@ -679,3 +679,83 @@ fn ip_range_outside_the_subnet_is_refused() {
         .with_range("10.5.0.0/24".parse().unwrap())
         .unwrap();
 }
+
+#[test]
+fn ipv6_pools_lease_skip_the_gateway_and_persist_with_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let v4_pool = pool("10.0.0.0/24");
+    let pool = AddressPool6 {
+        network: "net".into(),
+        subnet: "fd00:1::/64".parse().unwrap(),
+        gateway: "fd00:1::1".parse().unwrap(),
+    };
+    let mut txn = ipam.transaction().unwrap();
+    let v4 = txn.allocate(&v4_pool, "a").unwrap();
+    let a = txn.allocate6(&pool, "a").unwrap();
+    let b = txn.allocate6(&pool, "b").unwrap();
+    assert_eq!(a.to_string(), "fd00:1::2");
+    assert_eq!(b.to_string(), "fd00:1::3");
+    assert_eq!(
+        txn.allocate6(&pool, "a").unwrap(),
+        a,
+        "same owner, same lease"
+    );
+    txn.commit().unwrap();
+
+    // Read back from disk; a released address is handed out again after
+    // a wrap, never the gateway.
+    let mut txn = ipam.transaction().unwrap();
+    assert_eq!(txn.leases6("net").len(), 2);
+    assert!(txn.holds_anything("b"));
+    assert_eq!(txn.release6("net", "b"), Some(b));
+    let released = txn.release_owner("a");
+    assert_eq!(released.addresses, [("net".to_owned(), v4)]);
+    assert!(txn.leases6("net").is_empty());
+    assert!(!txn.holds_anything("a"));
+    txn.commit().unwrap();
+
+    // A /120 fills up: 256 addresses minus offset 0 and the gateway.
+    let small = AddressPool6 {
+        network: "small".into(),
+        subnet: "fd00:2::/120".parse().unwrap(),
+        gateway: "fd00:2::1".parse().unwrap(),
+    };
+    let mut txn = ipam.transaction().unwrap();
+    let mut seen = HashSet::new();
+    for i in 0..254 {
+        let ip = txn.allocate6(&small, &format!("c{i}")).unwrap();
+        assert!(ip != small.gateway && seen.insert(ip), "{ip}");
+    }
+    assert!(matches!(
+        txn.allocate6(&small, "one-more"),
+        Err(IpamError::Full6 { .. })
+    ));
+    assert_eq!(
+        txn.release6("small", "c7"),
+        Some("fd00:2::9".parse().unwrap())
+    );
+    assert_eq!(
+        txn.allocate6(&small, "late").unwrap().to_string(),
+        "fd00:2::9"
+    );
+    // Bad pools are refused.
+    for (subnet, gateway) in [
+        ("fd00:3::/48", "fd00:3::1"),
+        ("fd00:3::1/64", "fd00:3::1"),
+        ("fd00:3::/64", "fd00:4::1"),
+    ] {
+        let bad = AddressPool6 {
+            network: "bad".into(),
+            subnet: subnet.parse().unwrap(),
+            gateway: gateway.parse().unwrap(),
+        };
+        assert!(
+            matches!(
+                txn.allocate6(&bad, "x"),
+                Err(IpamError::InvalidSubnet6 { .. })
+            ),
+            "{subnet}"
+        );
+    }
+}

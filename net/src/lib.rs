@@ -83,7 +83,7 @@ pub use firewall::{
     enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,
     TeardownErrors,
 };
-pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
+pub use ipam::{AddressPool, AddressPool6, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
     default_address_pools, first_free_subnet, is_valid_name, overlaps, parse_ip_range,

@@ -287,6 +287,8 @@ fn test_network(name: &str, subnet: &str, bridge: &str) -> NetworkConfig {
         internal: false,
         labels: Default::default(),
         ip_range: None,
+        ipv6_subnet: None,
+        ipv6_gateway: None,
     }
 }
 

@@ -875,3 +875,106 @@ fn names_outside_the_network_resolve_through_the_hosts_upstream_servers() {
     drop(dns);
     berth.assert_clean();
 }
+
+/// The global IPv6 addresses on `ifname` in `container`.
+fn addresses6_on(berth: &Berth, container: &str, ifname: &str) -> Vec<String> {
+    let out = exec(
+        berth,
+        container,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "global",
+        ],
+    );
+    stdout(&out)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet6")?;
+            words.next().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn ipv6_networks_give_dual_stack_addresses_names_and_reachability() {
+    require_root!();
+    let berth = Berth::new();
+    for (args, says) in [
+        (vec!["--ipv6", "v6only"], "IPv6 --subnet"),
+        (vec!["--subnet", "fd00:7::/64", "noflag"], "--ipv6"),
+        (
+            vec!["--ipv6", "--subnet", "fd00:7::/48", "wide"],
+            "fd00:7::/48",
+        ),
+    ] {
+        let mut create = vec!["network", "create"];
+        create.extend(args.iter().copied());
+        let err = one_line_error(&berth, &create);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    berth.run_ok([
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:7::/64",
+        "--subnet",
+        "10.95.0.0/24",
+        "six",
+    ]);
+    let network = network_inspect(&berth, "six");
+    assert_eq!(network["EnableIPv6"], true);
+    assert_eq!(network["IPAM"]["Config"][0]["Subnet"], "10.95.0.0/24");
+    assert_eq!(network["IPAM"]["Config"][1]["Subnet"], "fd00:7::/64");
+    assert_eq!(network["IPAM"]["Config"][1]["Gateway"], "fd00:7::1");
+    // The bridge has the gateway address.
+    let bridge = network["bridge"].as_str().expect("bridge").to_owned();
+    let on_bridge = ip(berth.netns(), &["-6", "-o", "addr", "show", "dev", &bridge]);
+    assert!(on_bridge.contains("fd00:7::1/64"), "{on_bridge}");
+
+    berth.run_detached(["--name", "a6", "--net", "six", "busybox", "sleep", "60"]);
+    berth.run_detached(["--name", "b6", "--net", "six", "busybox", "sleep", "60"]);
+    assert_eq!(addresses_on(&berth, "a6", "eth0"), ["10.95.0.2/24"]);
+    assert_eq!(addresses6_on(&berth, "a6", "eth0"), ["fd00:7::2/64"]);
+    assert_eq!(addresses6_on(&berth, "b6", "eth0"), ["fd00:7::3/64"]);
+    let b6 = &networks_of(&berth, "b6")["six"];
+    assert_eq!(b6["GlobalIPv6Address"], "fd00:7::3");
+    assert_eq!(b6["GlobalIPv6PrefixLen"], 64);
+    assert_eq!(b6["IPv6Gateway"], "fd00:7::1");
+    let shown = berth.run_ok([
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.GlobalIPv6Address}}",
+        "a6",
+    ]);
+    assert_eq!(shown.trim(), "fd00:7::2");
+    // The default route over IPv6 goes through the bridge.
+    let routes = stdout(&exec(
+        &berth,
+        "a6",
+        &["ip", "-6", "route", "show", "default"],
+    ));
+    assert!(routes.contains("via fd00:7::1"), "{routes}");
+    // Names: b6's IPv6 address is in a6's /etc/hosts.
+    let hosts = stdout(&exec(&berth, "a6", &["cat", "/etc/hosts"]));
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("fd00:7::3\t") && l.contains("b6")),
+        "{hosts}"
+    );
+    // Reachability over IPv6: the other container and the gateway.
+    for target in ["fd00:7::3", "fd00:7::1"] {
+        let out = exec(&berth, "a6", &["ping", "-c", "1", "-W", "2", target]);
+        assert!(out.status.success(), "a6 -> {target}\n{}", describe(&out));
+    }
+    // Leases are given back: a new container takes b6's address.
+    berth.run_ok(["rm", "-f", "b6"]);
+    berth.run_detached(["--name", "c6", "--net", "six", "busybox", "sleep", "60"]);
+    assert_eq!(addresses6_on(&berth, "c6", "eth0").len(), 1);
+    berth.run_ok(["rm", "-f", "a6", "c6"]);
+    berth.run_ok(["network", "rm", "six"]);
+    let left = ip(berth.netns(), &["-o", "link"]);
+    assert!(!left.contains(&bridge), "{left}");
+    berth.assert_clean();
+}
