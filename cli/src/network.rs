@@ -869,6 +869,9 @@ fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
             if report.ip_forward_enabled {
                 eprintln!("berth: turned on net.ipv4.ip_forward so that containers can reach other networks");
             }
+            if report.ipv6_forward_enabled {
+                eprintln!("berth: turned on net.ipv6.conf.all.forwarding so that containers can reach other networks over IPv6");
+            }
             println!("{}", network.id);
             Ok(0)
         }

@@ -130,6 +130,9 @@ pub struct AttachRequest<'a> {
 pub struct SetupReport {
     /// net.ipv4.ip_forward was 0 and is now 1: tell the user.
     pub ip_forward_enabled: bool,
+    /// net.ipv6.conf.all.forwarding was 0 and is now 1 (a network with
+    /// IPv6 that reaches outside).
+    pub ipv6_forward_enabled: bool,
     pub bridge_created: bool,
 }
 
@@ -159,6 +162,11 @@ pub enum DriverError {
     Ipam(#[from] IpamError),
     #[error("cannot enable IPv4 forwarding: {source}")]
     IpForward {
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot enable IPv6 forwarding: {source}")]
+    Ipv6Forward {
         #[source]
         source: io::Error,
     },
@@ -452,6 +460,12 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         }
         let ip_forward_enabled = enable_ip_forward(&self.proc_sys)
             .map_err(|source| DriverError::IpForward { source })?;
+        let ipv6_forward_enabled = if network.ipv6_subnet.is_some() && !network.internal {
+            enable_ipv6_forward(&self.proc_sys)
+                .map_err(|source| DriverError::Ipv6Forward { source })?
+        } else {
+            false
+        };
         self.firewall.setup_network(network)?;
         let mut created = false;
         let result = (|| -> Result<(), DriverError> {
@@ -488,6 +502,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         }
         Ok(SetupReport {
             ip_forward_enabled,
+            ipv6_forward_enabled,
             bridge_created: created,
         })
     }
@@ -727,6 +742,21 @@ impl<F: Firewall> BridgeDriver<F> {
         }
         ErrorList(errors).into_result().map(|()| report)
     }
+}
+
+/// Turn on IPv6 forwarding (`<proc_sys>/net/ipv6/conf/all/forwarding`)
+/// in the caller's network namespace; whether it was off. (Like docker,
+/// berth accepts that the host then stops taking router advertisements
+/// on interfaces with accept_ra=1.)
+fn enable_ipv6_forward(proc_sys: &Path) -> io::Result<bool> {
+    let path = proc_sys.join("net/ipv6/conf/all/forwarding");
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let current = std::fs::read_to_string(&path).map_err(with_path)?;
+    if current.trim() == "1" {
+        return Ok(false);
+    }
+    std::fs::write(&path, "1\n").map_err(with_path)?;
+    Ok(true)
 }
 
 /// The kernel's range for ephemeral ports (`ip_local_port_range`), where

@@ -82,7 +82,16 @@ pub fn http_get_eventually(ns: &NetSandbox, addr: SocketAddr, within: Duration) 
 
 /// The sandbox's `iptables-save` without comments and packet counters.
 pub fn iptables(berth: &Berth) -> String {
-    let out = sh_ok(berth.netns().command("iptables-save", [] as [&str; 0]));
+    rules_saved_by(berth, "iptables-save")
+}
+
+/// [`iptables`] for IPv6 (`ip6tables-save`).
+pub fn ip6tables(berth: &Berth) -> String {
+    rules_saved_by(berth, "ip6tables-save")
+}
+
+fn rules_saved_by(berth: &Berth, program: &str) -> String {
+    let out = sh_ok(berth.netns().command(program, [] as [&str; 0]));
     out.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| match (l.starts_with(':'), l.rfind(" [")) {

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use berth_e2e::netns_tools::{
-    exec, holder_pid, ip, network_inspect, outside_namespace, sh_ok, FakeDns,
+    exec, holder_pid, ip, ip6tables, network_inspect, outside_namespace, sh_ok, FakeDns,
 };
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
@@ -968,6 +968,40 @@ fn ipv6_networks_give_dual_stack_addresses_names_and_reachability() {
         let out = exec(&berth, "a6", &["ping", "-c", "1", "-W", "2", target]);
         assert!(out.status.success(), "a6 -> {target}\n{}", describe(&out));
     }
+    // Out of the network over IPv6: MASQUERADEd to the host's address
+    // towards an outside namespace that has no route back to fd00:7::/64.
+    let outside = outside_namespace(&berth, "v6", "10.99.0.1/24", "10.99.0.2/24");
+    ip(
+        berth.netns(),
+        &[
+            "-6",
+            "addr",
+            "add",
+            "fd00:99::1/64",
+            "dev",
+            "bt-v6",
+            "nodad",
+        ],
+    );
+    ip(
+        &outside,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "fd00:99::2/64",
+            "dev",
+            "bc-v6",
+            "nodad",
+        ],
+    );
+    let out = exec(&berth, "a6", &["ping", "-c", "1", "-W", "2", "fd00:99::2"]);
+    assert!(out.status.success(), "a6 -> outside\n{}", describe(&out));
+    let rules = ip6tables(&berth);
+    assert!(
+        rules.contains("-A BERTH-POSTROUTING -s fd00:7::/64 ! -o ") && rules.contains("MASQUERADE"),
+        "{rules}"
+    );
     // Leases are given back: a new container takes b6's address.
     berth.run_ok(["rm", "-f", "b6"]);
     berth.run_detached(["--name", "c6", "--net", "six", "busybox", "sleep", "60"]);
@@ -976,5 +1010,8 @@ fn ipv6_networks_give_dual_stack_addresses_names_and_reachability() {
     berth.run_ok(["network", "rm", "six"]);
     let left = ip(berth.netns(), &["-o", "link"]);
     assert!(!left.contains(&bridge), "{left}");
+    let rules = ip6tables(&berth);
+    assert!(!rules.to_lowercase().contains("berth"), "{rules}");
+    drop(outside);
     berth.assert_clean();
 }
