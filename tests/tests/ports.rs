@@ -688,6 +688,12 @@ fn published_ports_are_held_against_host_binds_while_the_container_runs() {
         "udp kept after a failed start"
     );
     drop(squatter);
+    // (A child another test thread forked meanwhile may hold a copy of
+    // the squatter until it execs.)
+    assert!(
+        berth_e2e::wait_until(STEP, || host_can_bind(&berth, any, 18281, false)),
+        "the squatter's port stayed bound"
+    );
     // Started again: held again.
     berth.run_ok(["start", "web"]);
     assert!(!host_can_bind(&berth, any, 18281, false));
