@@ -1002,6 +1002,20 @@ fn ipv6_networks_give_dual_stack_addresses_names_and_reachability() {
         rules.contains("-A BERTH-POSTROUTING -s fd00:7::/64 ! -o ") && rules.contains("MASQUERADE"),
         "{rules}"
     );
+    // `network connect` to the IPv6 network gives an eth1 with both
+    // families; `disconnect` gives both leases back.
+    berth.run_ok(["network", "create", "--subnet", "10.96.5.0/24", "four"]);
+    berth.run_detached(["--name", "d4", "--net", "four", "busybox", "sleep", "60"]);
+    assert!(addresses6_on(&berth, "d4", "eth0").is_empty());
+    berth.run_ok(["network", "connect", "six", "d4"]);
+    let connected = addresses6_on(&berth, "d4", "eth1");
+    assert_eq!(connected.len(), 1, "{connected:?}");
+    assert!(connected[0].starts_with("fd00:7::"), "{connected:?}");
+    let out = exec(&berth, "d4", &["ping", "-c", "1", "-W", "2", "fd00:7::2"]);
+    assert!(out.status.success(), "d4 -> a6\n{}", describe(&out));
+    berth.run_ok(["network", "disconnect", "six", "d4"]);
+    berth.run_ok(["rm", "-f", "d4"]);
+    berth.run_ok(["network", "rm", "four"]);
     // Leases are given back: a new container takes b6's address.
     berth.run_ok(["rm", "-f", "b6"]);
     berth.run_detached(["--name", "c6", "--net", "six", "busybox", "sleep", "60"]);
