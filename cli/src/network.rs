@@ -389,6 +389,41 @@ pub fn attach(
     Ok(held_ports)
 }
 
+/// docker 25's long form `--network name=NET[,alias=A][,ip=IP][,mac-address=MAC]`:
+/// turned into `--network NET` and the flags it stands for. A value given
+/// both ways is refused, as docker does.
+pub fn expand_network_option(args: &mut crate::args::RunArgs) -> anyhow::Result<()> {
+    if !args.net.contains('=') {
+        return Ok(());
+    }
+    let spec = args.net.clone();
+    let mut name = None;
+    for field in spec.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .with_context(|| format!("invalid --network {spec:?}: {field:?} is not KEY=VALUE"))?;
+        let conflict = |flag: &str| {
+            anyhow::anyhow!("conflicting options: --network {key}= and {flag}: give it once")
+        };
+        match key {
+            "name" if name.is_none() && !value.is_empty() => name = Some(value.to_owned()),
+            "alias" => args.network_alias.push(value.to_owned()),
+            "ip" if args.ip.is_none() => args.ip = Some(value.to_owned()),
+            "ip" => return Err(conflict("--ip")),
+            "mac-address" if args.mac_address.is_none() => {
+                args.mac_address = Some(value.to_owned())
+            }
+            "mac-address" => return Err(conflict("--mac-address")),
+            _ => bail!(
+                "invalid --network {spec:?}: berth takes name=, alias=, ip= and mac-address= (once each but alias)"
+            ),
+        }
+    }
+    args.net =
+        name.with_context(|| format!("invalid --network {spec:?}: name=NETWORK is missing"))?;
+    Ok(())
+}
+
 /// `--mac-address`: six octets separated by `:` or `-`, unicast (docker
 /// refuses a multicast one), not all zero.
 pub fn parse_mac_address(text: &str) -> anyhow::Result<berth_net::MacAddr> {
@@ -1065,6 +1100,49 @@ mod tests {
             .map(|i| connection(Some(&format!("eth{i}"))))
             .collect();
         assert_eq!(free_interface_index(&full), None);
+    }
+
+    #[test]
+    fn the_long_network_form_becomes_flags() {
+        use clap::Parser;
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["berth", "run"];
+            all.extend_from_slice(argv);
+            all.push("busybox");
+            match crate::args::Cli::try_parse_from(all).unwrap().command {
+                crate::args::Command::Run(args) => *args,
+                _ => unreachable!(),
+            }
+        };
+        let mut args = parse(&[
+            "--network",
+            "name=web,alias=a1,ip=10.0.0.5,mac-address=92:d0:c6:0a:29:33,alias=a2",
+        ]);
+        expand_network_option(&mut args).unwrap();
+        assert_eq!(args.net, "web");
+        assert_eq!(args.network_alias, ["a1", "a2"]);
+        assert_eq!(args.ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(args.mac_address.as_deref(), Some("92:d0:c6:0a:29:33"));
+        let mut plain = parse(&["--network", "web"]);
+        expand_network_option(&mut plain).unwrap();
+        assert_eq!(plain.net, "web");
+        for bad in [
+            vec!["--network", "alias=x"],
+            vec!["--network", "name=a,name=b"],
+            vec!["--network", "name=a,driver-opt=x=y"],
+            vec!["--network", "name=a,nonsense"],
+            vec!["--network", "name=a,ip=10.0.0.5", "--ip", "10.0.0.6"],
+            vec![
+                "--network",
+                "name=a,mac-address=92:d0:c6:0a:29:33",
+                "--mac-address",
+                "92:d0:c6:0a:29:34",
+            ],
+        ] {
+            let mut args = parse(&bad);
+            let err = expand_network_option(&mut args).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
     }
 
     #[test]

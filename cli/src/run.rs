@@ -42,8 +42,9 @@ const RELAYED_SIGNALS: [Signal; 8] = [
     Signal::SIGCHLD,
 ];
 
-pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
+pub fn run(paths: &Paths, mut args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
+    crate::network::expand_network_option(&mut args)?;
     let containers = paths.containers()?;
     if args.restart.as_deref().is_some_and(|p| p != "no") && !args.detach {
         bail!("--restart needs -d: berth restarts containers that run in the background");
@@ -60,8 +61,9 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
 
 /// `berth create`: the container as `run` makes it, left in the Created
 /// state for `start`.
-pub fn create(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
+pub fn create(paths: &Paths, mut args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
+    crate::network::expand_network_option(&mut args)?;
     let containers = paths.containers()?;
     let (record, _launch, mut guard) = create_container(paths, &containers, &args)?;
     guard.armed = false;

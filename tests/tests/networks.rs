@@ -774,7 +774,20 @@ fn mac_address_is_set_inside_shown_by_inspect_and_unique_on_a_network() {
     berth.run_ok(["start", "m1"]);
     let inside = stdout(&exec(&berth, "m1", &["cat", "/sys/class/net/eth0/address"]));
     assert_eq!(inside.trim(), mac);
-    berth.run_ok(["rm", "-f", "m1", "m2"]);
+    // docker 25's long form of --network.
+    berth.run_detached([
+        "--name",
+        "m3",
+        "--network",
+        "name=macs,mac-address=92:d0:c6:0a:29:35,alias=third",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let inside = stdout(&exec(&berth, "m3", &["cat", "/sys/class/net/eth0/address"]));
+    assert_eq!(inside.trim(), "92:d0:c6:0a:29:35");
+    assert!(pings(&berth, "m2", "third"), "m3's alias does not resolve");
+    berth.run_ok(["rm", "-f", "m1", "m2", "m3"]);
     berth.run_ok(["network", "rm", "macs"]);
     berth.assert_clean();
 }
