@@ -7,6 +7,9 @@
 //! its leases (owner -> address) and a next-free hint; in memory a bitmap
 //! over the subnet makes an allocation O(1) amortised (a word-at-a-time
 //! scan from the hint). Every commit replaces the file atomically.
+//! IPv6 pools ([`AddressPool6`], a /64 or smaller) live in the same file:
+//! too large for a bitmap, they search from a next-free hint past the
+//! offsets their leases hold.
 //!
 //! Work happens in an [`IpamTxn`]: take the lock, make any number of
 //! changes, [`IpamTxn::commit`] once. Dropping a transaction without

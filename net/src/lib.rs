@@ -15,7 +15,10 @@
 //!   published ports answer on 127.0.0.1 and to hairpin connections).
 //! - [`BridgeDriver`] ([`NetworkDriver`]): all of the above for one
 //!   container: `attach` returns an [`Endpoint`], `detach` undoes it from
-//!   the container id alone.
+//!   the container id alone; [`BridgeDriver::attach_holding`] also takes
+//!   a MAC address and returns the published host ports bound
+//!   ([`HeldPort`]), for the caller to hold while the container runs.
+//!   Networks with an IPv6 subnet give IPv6 addresses too.
 //! - [`render_hosts`], [`render_resolv_conf`], [`render_hostname`].
 //!
 //! A container's life, as the CLI drives it:
