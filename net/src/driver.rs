@@ -591,6 +591,9 @@ impl<F: Firewall> BridgeDriver<F> {
             Some(pool) => Some(txn.allocate6(&pool, container_id)?),
             None => None,
         };
+        if let Some(mac) = request.mac {
+            txn.claim_mac(&network.pool(), container_id, mac)?;
+        }
         let mut forwards: Vec<PortForward> = ports
             .iter()
             .map(|mapping| PortForward {

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+use crate::netlink::MacAddr;
 use crate::network::is_valid_name;
 use crate::persist::{self, FileLock};
 use crate::ports::{PortMapping, PortProbe, Protocol};
@@ -93,6 +94,12 @@ pub enum IpamError {
     },
     #[error("IPv6 subnet {subnet} of network {network}: the prefix must be /{MIN_PREFIX6} to /{MAX_PREFIX6} and the address the network address, the gateway inside it")]
     InvalidSubnet6 { network: String, subnet: Ipv6Net },
+    #[error("MAC address {mac} is already in use on network {network} by container {owner}")]
+    MacTaken {
+        network: String,
+        mac: MacAddr,
+        owner: String,
+    },
     #[error("IP range {range} of network {network} is not inside its subnet {subnet}")]
     RangeOutsideSubnet {
         network: String,
@@ -355,6 +362,9 @@ struct IpamRecord {
     /// IPv6 pools, in the same file (one atomic write covers both).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pools6: BTreeMap<String, Pool6Record>,
+    /// MAC addresses asked for (`--mac-address`): network -> owner -> MAC.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    macs: BTreeMap<String, BTreeMap<String, MacAddr>>,
 }
 
 /// A fixed-size bitmap; bits past `len` are permanently set so that the
@@ -675,6 +685,48 @@ impl IpamTxn {
         })
     }
 
+    /// Claim `mac` for `owner` on `pool`'s network: refused when another
+    /// owner asked for it there, or has it as its derived MAC (docker's
+    /// `02:42` + its IPv4 address, see [`MacAddr::from_ipv4`]).
+    pub fn claim_mac(
+        &mut self,
+        pool: &AddressPool,
+        owner: &str,
+        mac: MacAddr,
+    ) -> Result<(), IpamError> {
+        let network = pool.network.as_str();
+        let claimed = self.record.macs.get(network);
+        let asked = claimed
+            .into_iter()
+            .flatten()
+            .find(|(o, m)| *o != owner && **m == mac)
+            .map(|(o, _)| o);
+        let derived = || {
+            let record = self.record.pools.get(network)?;
+            record
+                .leases
+                .iter()
+                .find(|(o, ip)| {
+                    *o != owner
+                        && MacAddr::from_ipv4(**ip) == mac
+                        && !claimed.is_some_and(|c| c.contains_key(*o))
+                })
+                .map(|(o, _)| o)
+        };
+        if let Some(holder) = asked.or_else(derived) {
+            return Err(IpamError::MacTaken {
+                network: network.to_owned(),
+                mac,
+                owner: holder.clone(),
+            });
+        }
+        let mine = self.record.macs.entry(network.to_owned()).or_default();
+        if mine.insert(owner.to_owned(), mac) != Some(mac) {
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
     /// Give back `owner`'s IPv6 address in `network`.
     pub fn release6(&mut self, network: &str, owner: &str) -> Option<Ipv6Addr> {
         let ip = self.record.pools6.get_mut(network)?.leases.remove(owner)?;
@@ -693,6 +745,14 @@ impl IpamTxn {
 
     /// Give back `owner`'s address in `network`.
     pub fn release(&mut self, network: &str, owner: &str) -> Option<Ipv4Addr> {
+        if let Some(claims) = self.record.macs.get_mut(network) {
+            if claims.remove(owner).is_some() {
+                self.dirty = true;
+            }
+            if claims.is_empty() {
+                self.record.macs.remove(network);
+            }
+        }
         let record = self.record.pools.get_mut(network)?;
         let ip = record.leases.remove(owner)?;
         self.dirty = true;
@@ -726,6 +786,12 @@ impl IpamTxn {
                 self.dirty = true;
             }
         }
+        for claims in self.record.macs.values_mut() {
+            if claims.remove(owner).is_some() {
+                self.dirty = true;
+            }
+        }
+        self.record.macs.retain(|_, claims| !claims.is_empty());
         Released { addresses, ports }
     }
 

@@ -759,3 +759,37 @@ fn ipv6_pools_lease_skip_the_gateway_and_persist_with_the_rest() {
         );
     }
 }
+
+#[test]
+fn a_mac_address_is_claimed_once_per_network_and_freed_with_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let net = pool("10.7.0.0/24");
+    let other = AddressPool::with_first_gateway("other", "10.8.0.0/24".parse().unwrap()).unwrap();
+    let mac: crate::MacAddr = "92:d0:c6:0a:29:33".parse().unwrap();
+    let mut txn = ipam.transaction().unwrap();
+    let b_ip = txn.allocate(&net, "b").unwrap();
+    txn.claim_mac(&net, "a", mac).unwrap();
+    txn.claim_mac(&net, "a", mac).unwrap();
+    assert!(matches!(
+        txn.claim_mac(&net, "c", mac),
+        Err(IpamError::MacTaken { ref owner, .. }) if owner == "a"
+    ));
+    // Another network may have it.
+    txn.claim_mac(&other, "c", mac).unwrap();
+    // b's MAC is derived from its address: taken too.
+    let derived = crate::MacAddr::from_ipv4(b_ip);
+    assert!(matches!(
+        txn.claim_mac(&net, "d", derived),
+        Err(IpamError::MacTaken { ref owner, .. }) if owner == "b"
+    ));
+    txn.commit().unwrap();
+    // Persisted; given back with the owner's lease.
+    let mut txn = ipam.transaction().unwrap();
+    assert!(txn.claim_mac(&net, "c", mac).is_err());
+    txn.allocate(&net, "a").unwrap();
+    txn.release("net", "a");
+    txn.claim_mac(&net, "c", mac).unwrap();
+    txn.release_owner("c");
+    txn.claim_mac(&net, "e", mac).unwrap();
+}

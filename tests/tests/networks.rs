@@ -774,6 +774,50 @@ fn mac_address_is_set_inside_shown_by_inspect_and_unique_on_a_network() {
     berth.run_ok(["start", "m1"]);
     let inside = stdout(&exec(&berth, "m1", &["cat", "/sys/class/net/eth0/address"]));
     assert_eq!(inside.trim(), mac);
+    // Two runs racing for one MAC: exactly one gets it.
+    let racers: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["r1", "r2"]
+            .map(|name| {
+                let berth = &berth;
+                scope.spawn(move || {
+                    berth.output([
+                        "run",
+                        "-d",
+                        "--pull",
+                        "never",
+                        "--name",
+                        name,
+                        "--net",
+                        "macs",
+                        "--mac-address",
+                        "92:d0:c6:0a:29:40",
+                        "busybox",
+                        "sleep",
+                        "60",
+                    ])
+                })
+            })
+            .into_iter()
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won = racers.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        won,
+        1,
+        "{}",
+        racers.iter().map(describe).collect::<Vec<_>>().join("\n")
+    );
+    let lost = racers.iter().find(|o| !o.status.success()).unwrap();
+    assert!(stderr(lost).contains("in use"), "{}", describe(lost));
+    let winner = if racers[0].status.success() {
+        "r1"
+    } else {
+        "r2"
+    };
+    berth.run_ok(["rm", "-f", winner]);
+    assert_eq!(berth.container_ids().len(), 2, "the loser left nothing");
+
     // docker 25's long form of --network.
     berth.run_detached([
         "--name",
