@@ -477,6 +477,9 @@ pub struct RunArgs {
     /// as --uidmap)
     #[arg(long, value_name = "MAP")]
     pub gidmap: Vec<String>,
+    /// Container MAC address on its network, e.g. 92:d0:c6:0a:29:33
+    #[arg(long = "mac-address", value_name = "MAC")]
+    pub mac_address: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -609,9 +612,10 @@ pub struct NetworkCreateArgs {
     pub driver: String,
     /// Subnet in CIDR form, e.g. 10.10.0.0/24 (default: the first free
     /// one of 172.17-31.0.0/16, then 192.168.0.0/16 in /20s, that no
-    /// other network and no host address or route uses)
+    /// other network and no host address or route uses); once more for
+    /// an IPv6 subnet with --ipv6, e.g. fd00:1::/64
     #[arg(long)]
-    pub subnet: Option<String>,
+    pub subnet: Vec<String>,
     /// Gateway address (default: the subnet's first address)
     #[arg(long)]
     pub gateway: Option<String>,
@@ -622,6 +626,12 @@ pub struct NetworkCreateArgs {
     /// Set metadata on the network (KEY=VALUE)
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
+    /// Allocate container addresses from a sub-range of the subnet (CIDR)
+    #[arg(long = "ip-range", value_name = "CIDR")]
+    pub ip_range: Option<String>,
+    /// Enable IPv6 (needs an IPv6 --subnet)
+    #[arg(long)]
+    pub ipv6: bool,
 }
 
 #[derive(Debug, Args)]

@@ -260,18 +260,19 @@ pub fn restore_process(
     plan: &LaunchPlan,
     request: &RestoreRequest,
     stdio: Stdio,
-) -> anyhow::Result<(Pid, Option<OwnedFd>)> {
+) -> anyhow::Result<(Pid, Option<OwnedFd>, Vec<berth_net::HeldPort>)> {
     let netns: Option<OwnedFd> = match &plan.network {
         NetworkMode::Bridge { .. } => {
             Some(cli::runtime::checkpoint::fresh_network_namespace().map_err(coded)?)
         }
         _ => None,
     };
+    let mut held_ports = Vec::new();
     if let Some(netns) = &netns {
         if record.requested_ip.is_none() {
             record.requested_ip = request.ip.clone();
         }
-        crate::network::attach_to(paths, store, &plan.network, record, netns.as_fd()).map_err(
+        held_ports = crate::network::attach_to(paths, store, &plan.network, record, netns.as_fd()).map_err(
             |e| match &request.ip {
                 Some(ip) => e.context(format!(
                     "cannot take the container's address {ip} again (restore with --ignore-static-ip for another)"
@@ -310,7 +311,7 @@ pub fn restore_process(
     }
     crate::run::record_running(store, record, restored.pid)?;
     store.update(&record.id, |r| r.checkpoint = None)?;
-    Ok((restored.pid, restored.terminal))
+    Ok((restored.pid, restored.terminal, held_ports))
 }
 
 /// Make a container of this root from an exported checkpoint: its record

@@ -238,6 +238,9 @@ fn field_order(path: &[String]) -> &'static [&'static str] {
             "IPPrefixLen",
             "MacAddress",
             "Networks",
+            "GlobalIPv6Address",
+            "GlobalIPv6PrefixLen",
+            "IPv6Gateway",
         ],
         [_, "NetworkSettings", "Networks", _] => &[
             "Aliases",
@@ -247,6 +250,9 @@ fn field_order(path: &[String]) -> &'static [&'static str] {
             "Gateway",
             "IPAddress",
             "IPPrefixLen",
+            "GlobalIPv6Address",
+            "GlobalIPv6PrefixLen",
+            "IPv6Gateway",
         ],
         [_, "RootFS"] => &["Type", "Layers"],
         _ => &[],
@@ -503,6 +509,19 @@ pub fn container_json(
             )
         },
     );
+    // docker's empty values on a network without IPv6.
+    let (ipv6, ipv6_prefix, ipv6_gateway) = endpoint.as_ref().map_or_else(
+        || (String::new(), 0, String::new()),
+        |e| {
+            let text =
+                |ip: Option<std::net::Ipv6Addr>| ip.map(|ip| ip.to_string()).unwrap_or_default();
+            (
+                text(e.ipv6),
+                e.ipv6_prefix_len.unwrap_or(0),
+                text(e.ipv6_gateway),
+            )
+        },
+    );
     let networks: BTreeMap<String, Value> = endpoint
         .as_ref()
         .map(|e| {
@@ -516,6 +535,9 @@ pub fn container_json(
                     "IPAddress": ip,
                     "IPPrefixLen": prefix,
                     "MacAddress": mac,
+                    "GlobalIPv6Address": ipv6,
+                    "GlobalIPv6PrefixLen": ipv6_prefix,
+                    "IPv6Gateway": ipv6_gateway,
                 }),
             )
         })
@@ -631,6 +653,9 @@ pub fn container_json(
             "IPPrefixLen": prefix,
             "MacAddress": mac,
             "Networks": networks,
+            "GlobalIPv6Address": ipv6,
+            "GlobalIPv6PrefixLen": ipv6_prefix,
+            "IPv6Gateway": ipv6_gateway,
         },
     })
 }

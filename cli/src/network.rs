@@ -238,7 +238,7 @@ impl EtcFiles {
         own_ip: Option<Ipv4Addr>,
         others: &[HostsEntry],
     ) -> anyhow::Result<()> {
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host_resolv = host_resolv_conf();
         let names = [record.name.as_str()];
         let mut entries = others.to_vec();
         for entry in &record.extra_hosts {
@@ -273,6 +273,28 @@ impl EtcFiles {
     }
 }
 
+/// The host's resolver configuration as containers start from it:
+/// `BERTH_RESOLV_CONF` or `/etc/resolv.conf`, with a loopback stub's
+/// nameserver (systemd-resolved's 127.0.0.53) replaced by its upstream
+/// servers from `BERTH_UPSTREAM_RESOLV_CONF` or
+/// `/run/systemd/resolve/resolv.conf` when that exists (docker's choice;
+/// with neither, [`render_resolv_conf_with`] writes docker's defaults).
+fn host_resolv_conf() -> String {
+    let path = |knob: &str, default: &str| {
+        std::env::var_os(knob)
+            .filter(|value| !value.is_empty())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    let host =
+        std::fs::read_to_string(path("BERTH_RESOLV_CONF", "/etc/resolv.conf")).unwrap_or_default();
+    let upstream = std::fs::read_to_string(path(
+        "BERTH_UPSTREAM_RESOLV_CONF",
+        "/run/systemd/resolve/resolv.conf",
+    ))
+    .ok();
+    berth_net::with_upstream_nameservers(&host, upstream.as_deref())
+}
+
 /// `--add-host NAME:IP` (docker's form; an IPv6 address may follow the
 /// first colon).
 pub fn parse_extra_host(entry: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
@@ -292,13 +314,15 @@ pub fn parse_extra_host(entry: &str) -> anyhow::Result<(String, std::net::IpAddr
 
 /// Connect the container whose init is `pid` and record the endpoint; the
 /// /etc/hosts file gets its address and the other containers on the network.
+/// Returns the published host ports, bound: the caller holds them while
+/// the container runs.
 pub fn attach(
     paths: &Paths,
     containers: &ContainerStore,
     mode: &NetworkMode,
     record: &mut ContainerRecord,
     pid: i32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<berth_net::HeldPort>> {
     if !matches!(
         mode,
         NetworkMode::Bridge {
@@ -306,7 +330,7 @@ pub fn attach(
             ..
         }
     ) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
         Path::new("/proc"),
@@ -322,13 +346,26 @@ pub fn attach_to(
     mode: &NetworkMode,
     record: &mut ContainerRecord,
     netns: std::os::fd::BorrowedFd<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<berth_net::HeldPort>> {
     let NetworkMode::Bridge {
         network: Some(network),
         ports,
     } = mode
     else {
-        return Ok(());
+        return Ok(Vec::new());
+    };
+    let mac = match &record.mac_address {
+        Some(text) => {
+            let mac = parse_mac_address(text)?;
+            if let Some(holder) = mac_holder(containers, &network.name, &record.id, mac) {
+                bail!(
+                    "MAC address {mac} is already in use on network {} by container {holder}",
+                    network.name
+                );
+            }
+            Some(mac)
+        }
+        None => None,
     };
     let driver = driver(paths);
     if let Some(text) = &record.requested_ip {
@@ -340,7 +377,8 @@ pub fn attach_to(
         txn.allocate_address(&network.pool(), &record.id, Some(wanted))?;
         txn.commit()?;
     }
-    let endpoint = driver.attach(network, &record.id, netns, ports)?;
+    let request = berth_net::AttachRequest { ports, mac };
+    let (endpoint, held_ports) = driver.attach_holding(network, &record.id, netns, &request)?;
     record.network = Some(serde_json::to_value(&endpoint)?);
     let mut joined = vec![network.name.clone()];
     // The networks `network connect` added while it was not running.
@@ -367,6 +405,41 @@ pub fn attach_to(
         &others,
     )?;
     crate::network_hosts::refresh(paths, containers, &joined)?;
+    Ok(held_ports)
+}
+
+/// docker 25's long form `--network name=NET[,alias=A][,ip=IP][,mac-address=MAC]`:
+/// turned into `--network NET` and the flags it stands for. A value given
+/// both ways is refused, as docker does.
+pub fn expand_network_option(args: &mut crate::args::RunArgs) -> anyhow::Result<()> {
+    if !args.net.contains('=') {
+        return Ok(());
+    }
+    let spec = args.net.clone();
+    let mut name = None;
+    for field in spec.split(',') {
+        let (key, value) = field
+            .split_once('=')
+            .with_context(|| format!("invalid --network {spec:?}: {field:?} is not KEY=VALUE"))?;
+        let conflict = |flag: &str| {
+            anyhow::anyhow!("conflicting options: --network {key}= and {flag}: give it once")
+        };
+        match key {
+            "name" if name.is_none() && !value.is_empty() => name = Some(value.to_owned()),
+            "alias" => args.network_alias.push(value.to_owned()),
+            "ip" if args.ip.is_none() => args.ip = Some(value.to_owned()),
+            "ip" => return Err(conflict("--ip")),
+            "mac-address" if args.mac_address.is_none() => {
+                args.mac_address = Some(value.to_owned())
+            }
+            "mac-address" => return Err(conflict("--mac-address")),
+            _ => bail!(
+                "invalid --network {spec:?}: berth takes name=, alias=, ip= and mac-address= (once each but alias)"
+            ),
+        }
+    }
+    args.net =
+        name.with_context(|| format!("invalid --network {spec:?}: name=NETWORK is missing"))?;
     Ok(())
 }
 
@@ -374,6 +447,54 @@ pub fn attach_to(
 pub fn primary_ip(record: &ContainerRecord) -> Option<String> {
     let endpoint: berth_net::Endpoint = serde_json::from_value(record.network.clone()?).ok()?;
     Some(endpoint.ip.to_string())
+}
+
+/// `--mac-address`: six octets separated by `:` or `-`, unicast (docker
+/// refuses a multicast one), not all zero.
+pub fn parse_mac_address(text: &str) -> anyhow::Result<berth_net::MacAddr> {
+    let mac: berth_net::MacAddr = text.replace('-', ":").parse().ok().with_context(|| {
+        format!("invalid --mac-address {text:?}: use six hex octets such as 92:d0:c6:0a:29:33")
+    })?;
+    if mac.0[0] & 1 == 1 {
+        bail!("invalid --mac-address {text:?}: it is a multicast address; a container needs a unicast one");
+    }
+    if mac.0 == [0; 6] {
+        bail!("invalid --mac-address {text:?}: the all-zero address is not usable");
+    }
+    Ok(mac)
+}
+
+/// `run --mac-address`: checked, on a network the container gets an
+/// interface on; the canonical text for the record.
+pub fn check_mac_address(net: &str, mac: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(text) = mac else {
+        return Ok(None);
+    };
+    if matches!(net, "none" | "host") || net.starts_with("container:") {
+        bail!("conflicting options: --mac-address and --network {net} (the container has no interface of its own to set it on)");
+    }
+    Ok(Some(parse_mac_address(text)?.to_string()))
+}
+
+/// The name of a running container other than `own_id` with `mac` on
+/// `network`.
+fn mac_holder(
+    containers: &ContainerStore,
+    network: &str,
+    own_id: &str,
+    mac: berth_net::MacAddr,
+) -> Option<String> {
+    let records = containers.list().unwrap_or_default();
+    records
+        .into_iter()
+        .filter(|r| r.id != own_id && r.is_active())
+        .find(|r| {
+            let main = endpoint_of(r).into_iter();
+            let others = connections_of(r).into_iter().filter_map(|c| c.endpoint);
+            main.chain(others)
+                .any(|e| e.network == network && e.mac == mac)
+        })
+        .map(|r| r.name)
 }
 
 /// A network joined besides the main one (`network connect`), kept in the
@@ -765,6 +886,9 @@ pub fn connected_networks_json(
                 "IPAddress": text(|e| e.ip.to_string()),
                 "IPPrefixLen": endpoint.as_ref().map_or(0, |e| e.prefix_len),
                 "MacAddress": text(|e| e.mac.to_string()),
+                "GlobalIPv6Address": text(|e| e.ipv6.map(|ip| ip.to_string()).unwrap_or_default()),
+                "GlobalIPv6PrefixLen": endpoint.as_ref().and_then(|e| e.ipv6_prefix_len).unwrap_or(0),
+                "IPv6Gateway": text(|e| e.ipv6_gateway.map(|ip| ip.to_string()).unwrap_or_default()),
             });
             (c.network, value)
         })
@@ -774,7 +898,14 @@ pub fn connected_networks_json(
 fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
     paths.ensure_root()?;
     let store = store(paths);
-    let in_use = if args.subnet.is_none() {
+    // docker's repeatable --subnet: one IPv4 and one IPv6 at most.
+    let (ipv6_subnets, ipv4_subnets): (Vec<&String>, Vec<&String>) =
+        args.subnet.iter().partition(|s| s.contains(':'));
+    if ipv4_subnets.len() > 1 || ipv6_subnets.len() > 1 {
+        bail!("give at most one IPv4 and one IPv6 --subnet");
+    }
+    let subnet = ipv4_subnets.first().map(|s| (*s).clone());
+    let in_use = if subnet.is_none() {
         berth_net::Netlink::connect()
             .and_then(|mut netlink| netlink.ipv4_prefixes_in_use())
             .context("cannot read the host's addresses and routes")?
@@ -784,16 +915,22 @@ fn create(paths: &Paths, args: &NetworkCreateArgs) -> anyhow::Result<i32> {
     let network = store.create(&NetworkRequest {
         name: args.name.clone(),
         driver: Some(args.driver.clone()),
-        subnet: args.subnet.clone(),
+        subnet,
         gateway: args.gateway.clone(),
         internal: args.internal,
         labels: crate::volume::key_values("--label", &args.label)?,
+        ip_range: args.ip_range.clone(),
+        ipv6: args.ipv6,
+        ipv6_subnet: ipv6_subnets.first().map(|s| (*s).clone()),
         in_use,
     })?;
     match driver(paths).setup(&network) {
         Ok(report) => {
             if report.ip_forward_enabled {
                 eprintln!("berth: turned on net.ipv4.ip_forward so that containers can reach other networks");
+            }
+            if report.ipv6_forward_enabled {
+                eprintln!("berth: turned on net.ipv6.conf.all.forwarding so that containers can reach other networks over IPv6");
             }
             println!("{}", network.id);
             Ok(0)
@@ -854,6 +991,23 @@ fn inspect(paths: &Paths, names: &[String]) -> anyhow::Result<i32> {
             .collect();
         let mut value = serde_json::to_value(&network)?;
         value["containers"] = serde_json::Value::Array(members);
+        // docker's shape of the address settings.
+        let mut config = serde_json::json!({
+            "Subnet": network.subnet.to_string(),
+            "Gateway": network.gateway.to_string(),
+        });
+        if let Some(range) = network.ip_range {
+            config["IPRange"] = range.to_string().into();
+        }
+        let mut configs = vec![config];
+        if let (Some(subnet), Some(gateway)) = (network.ipv6_subnet, network.ipv6_gateway) {
+            configs.push(serde_json::json!({
+                "Subnet": subnet.to_string(),
+                "Gateway": gateway.to_string(),
+            }));
+        }
+        value["EnableIPv6"] = network.ipv6_subnet.is_some().into();
+        value["IPAM"] = serde_json::json!({ "Driver": "default", "Config": configs });
         out.push(value);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -950,6 +1104,9 @@ mod tests {
             host_veth: "vbx".into(),
             container_ifname: ifname.into(),
             ports: Vec::new(),
+            ipv6: None,
+            ipv6_prefix_len: None,
+            ipv6_gateway: None,
         };
         let connection = |ifname: Option<&str>| Connection {
             network: "n".into(),
@@ -968,6 +1125,80 @@ mod tests {
             .map(|i| connection(Some(&format!("eth{i}"))))
             .collect();
         assert_eq!(free_interface_index(&full), None);
+    }
+
+    #[test]
+    fn the_long_network_form_becomes_flags() {
+        use clap::Parser;
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["berth", "run"];
+            all.extend_from_slice(argv);
+            all.push("busybox");
+            match crate::args::Cli::try_parse_from(all).unwrap().command {
+                crate::args::Command::Run(args) => *args,
+                _ => unreachable!(),
+            }
+        };
+        let mut args = parse(&[
+            "--network",
+            "name=web,alias=a1,ip=10.0.0.5,mac-address=92:d0:c6:0a:29:33,alias=a2",
+        ]);
+        expand_network_option(&mut args).unwrap();
+        assert_eq!(args.net, "web");
+        assert_eq!(args.network_alias, ["a1", "a2"]);
+        assert_eq!(args.ip.as_deref(), Some("10.0.0.5"));
+        assert_eq!(args.mac_address.as_deref(), Some("92:d0:c6:0a:29:33"));
+        let mut plain = parse(&["--network", "web"]);
+        expand_network_option(&mut plain).unwrap();
+        assert_eq!(plain.net, "web");
+        for bad in [
+            vec!["--network", "alias=x"],
+            vec!["--network", "name=a,name=b"],
+            vec!["--network", "name=a,driver-opt=x=y"],
+            vec!["--network", "name=a,nonsense"],
+            vec!["--network", "name=a,ip=10.0.0.5", "--ip", "10.0.0.6"],
+            vec![
+                "--network",
+                "name=a,mac-address=92:d0:c6:0a:29:33",
+                "--mac-address",
+                "92:d0:c6:0a:29:34",
+            ],
+        ] {
+            let mut args = parse(&bad);
+            let err = expand_network_option(&mut args).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn mac_addresses_are_six_unicast_octets() {
+        let canonical = |t: &str| parse_mac_address(t).map(|m| m.to_string()).ok();
+        assert_eq!(
+            canonical("92:D0:c6:0a:29:33").as_deref(),
+            Some("92:d0:c6:0a:29:33")
+        );
+        assert_eq!(
+            canonical("02-42-0a-00-00-09").as_deref(),
+            Some("02:42:0a:00:00:09")
+        );
+        for bad in [
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "00:00:00:00:00:00",
+            "92:d0:c6:0a:29",
+            "92:d0:c6:0a:29:33:44",
+            "92:d0:c6:0a:29:3g",
+            "",
+        ] {
+            let err = parse_mac_address(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--mac-address") && !err.contains('\n'),
+                "{bad}: {err}"
+            );
+        }
+        assert!(check_mac_address("none", Some("92:d0:c6:0a:29:33")).is_err());
+        assert!(check_mac_address("container:x", Some("92:d0:c6:0a:29:33")).is_err());
+        assert_eq!(check_mac_address("bridge", None).unwrap(), None);
     }
 
     #[test]

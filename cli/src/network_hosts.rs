@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use anyhow::Context;
@@ -44,6 +44,8 @@ pub struct HostsMember {
     pub main_network: String,
     /// network -> (its address there, its aliases there).
     pub addresses: BTreeMap<String, (Ipv4Addr, Vec<String>)>,
+    /// network -> its IPv6 address there (networks with IPv6).
+    pub addresses6: BTreeMap<String, Ipv6Addr>,
     /// `--add-host` entries.
     pub extra_hosts: Vec<HostsEntry>,
 }
@@ -68,11 +70,19 @@ pub fn hosts_file(me: &HostsMember, members: &[HostsMember]) -> String {
         own_names.extend(aliases.iter().map(String::as_str));
     }
     let mut others = Vec::new();
+    if let Some(ip) = me.addresses6.get(&me.main_network) {
+        let mut names = vec![me.hostname.as_str()];
+        names.extend(own_names.iter().copied());
+        others.push(HostsEntry::new(*ip, names));
+    }
     for (network, _) in me.addresses.iter() {
         for other in members.iter().filter(|m| m.id != me.id) {
             if let Some((ip, aliases)) = other.addresses.get(network) {
                 let mut names = vec![other.name.clone(), other.hostname.clone()];
                 names.extend(aliases.iter().cloned());
+                if let Some(ip6) = other.addresses6.get(network) {
+                    others.push(HostsEntry::new(*ip6, names.clone()));
+                }
                 others.push(HostsEntry::new(*ip, names));
             }
         }
@@ -82,7 +92,11 @@ pub fn hosts_file(me: &HostsMember, members: &[HostsMember]) -> String {
 }
 
 /// The member `record` is, given its addresses by network (from IPAM).
-fn member(record: &ContainerRecord, leases: &BTreeMap<String, Ipv4Addr>) -> HostsMember {
+fn member(
+    record: &ContainerRecord,
+    leases: &BTreeMap<String, Ipv4Addr>,
+    leases6: &BTreeMap<String, Ipv6Addr>,
+) -> HostsMember {
     let main_network = crate::network::main_network_name(record);
     let mut addresses = BTreeMap::new();
     for (network, ip) in leases {
@@ -109,6 +123,7 @@ fn member(record: &ContainerRecord, leases: &BTreeMap<String, Ipv4Addr>) -> Host
         hostname: record.hostname.clone(),
         main_network,
         addresses,
+        addresses6: leases6.clone(),
         extra_hosts,
     }
 }
@@ -145,6 +160,7 @@ pub fn refresh_also(
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     // owner -> network -> address, over every network of this root.
     let mut leases: BTreeMap<String, BTreeMap<String, Ipv4Addr>> = BTreeMap::new();
+    let mut leases6: BTreeMap<String, BTreeMap<String, Ipv6Addr>> = BTreeMap::new();
     {
         let txn = Ipam::new(dir.join("ipam")).transaction()?;
         for network in NetworkStore::new(&dir).list()? {
@@ -154,8 +170,15 @@ pub fn refresh_also(
                     .or_default()
                     .insert(network.name.clone(), lease.ip);
             }
+            for (owner, ip) in txn.leases6(&network.name) {
+                leases6
+                    .entry(owner)
+                    .or_default()
+                    .insert(network.name.clone(), ip);
+            }
         }
     }
+    let no_leases6 = BTreeMap::new();
     if let Some(id) = also {
         leases.entry(id.to_owned()).or_default();
     }
@@ -164,7 +187,11 @@ pub fn refresh_also(
         .iter()
         .filter_map(|(id, by_network)| {
             let record = containers.load(id).ok()?;
-            Some(member(&record, by_network))
+            Some(member(
+                &record,
+                by_network,
+                leases6.get(id).unwrap_or(&no_leases6),
+            ))
         })
         .collect();
     for me in &members {
@@ -215,8 +242,29 @@ mod tests {
                     ((*net).to_owned(), (ip.parse().unwrap(), aliases))
                 })
                 .collect(),
+            addresses6: BTreeMap::new(),
             extra_hosts: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_are_listed_before_the_ipv4_ones_of_a_member() {
+        let mut a = member("a", "six", &[("six", "10.1.0.2", &["web"])]);
+        let mut b = member("b", "six", &[("six", "10.1.0.3", &[])]);
+        a.addresses6
+            .insert("six".into(), "fd00:1::2".parse().unwrap());
+        b.addresses6
+            .insert("six".into(), "fd00:1::3".parse().unwrap());
+        let file = hosts_file(&a, &[a.clone(), b.clone()]);
+        assert_eq!(
+            file,
+            format!(
+                "{HEADER}10.1.0.2\ta-host name-a web\n\
+                 fd00:1::2\ta-host name-a web\n\
+                 fd00:1::3\tname-b b-host\n\
+                 10.1.0.3\tname-b b-host\n"
+            )
+        );
     }
 
     const HEADER: &str = "127.0.0.1\tlocalhost\n\

@@ -42,8 +42,9 @@ const RELAYED_SIGNALS: [Signal; 8] = [
     Signal::SIGCHLD,
 ];
 
-pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
+pub fn run(paths: &Paths, mut args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
+    crate::network::expand_network_option(&mut args)?;
     let containers = paths.containers()?;
     if args.restart.as_deref().is_some_and(|p| p != "no") && !args.detach {
         bail!("--restart needs -d: berth restarts containers that run in the background");
@@ -60,8 +61,9 @@ pub fn run(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
 
 /// `berth create`: the container as `run` makes it, left in the Created
 /// state for `start`.
-pub fn create(paths: &Paths, args: RunArgs) -> anyhow::Result<i32> {
+pub fn create(paths: &Paths, mut args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
+    crate::network::expand_network_option(&mut args)?;
     let containers = paths.containers()?;
     let (record, _launch, mut guard) = create_container(paths, &containers, &args)?;
     guard.armed = false;
@@ -221,6 +223,7 @@ fn create_container<'a>(
     record.network_mode = args.net.clone();
     record.network_aliases = crate::network::check_aliases(&args.net, &args.network_alias)?;
     record.requested_ip = crate::network::check_requested_ip(paths, &args.net, args.ip.as_deref())?;
+    record.mac_address = crate::network::check_mac_address(&args.net, args.mac_address.as_deref())?;
     record.publish = publish;
     let userns_request = crate::userns::request(
         args.userns.as_deref(),
@@ -521,6 +524,8 @@ pub fn supervise_to_the_end(
         server.as_mut(),
     );
     drop(server);
+    // The ports are free for the host again before the end is recorded.
+    drop(launched.held_ports);
     launched.child.reaped.set(status.is_ok());
     Ok(finish(paths, store, &record.id, status?))
 }
@@ -1135,6 +1140,9 @@ pub fn block_relayed_signals() -> anyhow::Result<(SignalFd, RestoreMask)> {
 pub struct Launched {
     pub child: ChildGuard,
     pub output: Output,
+    /// The published host ports, bound so that host processes cannot take
+    /// them while the container runs (closed when it ends).
+    pub held_ports: Vec<berth_net::HeldPort>,
 }
 
 impl Launched {
@@ -1189,9 +1197,9 @@ pub fn launch(
     };
     let bundle = store.container_dir(&record.id);
     if let Some(request) = &plan.restore {
-        let (pid, terminal) =
+        let (pid, terminal, held_ports) =
             crate::checkpoint::restore_process(paths, store, record, &plan, request, stdio)?;
-        return launched(ChildGuard::new(pid), terminal, output_reads);
+        return launched(ChildGuard::new(pid), terminal, output_reads, held_ports);
     }
     let options = CreateOptions {
         stdio,
@@ -1208,17 +1216,21 @@ pub fn launch(
         if let Some(cgroup) = created.cgroup() {
             record.cgroup = Some(serde_json::to_value(cgroup)?);
         }
-        crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
+        let held_ports = crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
         record_running(store, record, pid)?;
-        created.start().map_err(coded)
+        created.start().map_err(coded)?;
+        Ok(held_ports)
     })();
-    if let Err(error) = started {
-        drop(guard);
-        let _ = runtime.delete(&record.id, true);
-        let _ = crate::network::release(paths, &record.id, false);
-        return Err(error);
-    }
-    launched(guard, terminal, output_reads)
+    let held_ports = match started {
+        Ok(held_ports) => held_ports,
+        Err(error) => {
+            drop(guard);
+            let _ = runtime.delete(&record.id, true);
+            let _ = crate::network::release(paths, &record.id, false);
+            return Err(error);
+        }
+    };
+    launched(guard, terminal, output_reads, held_ports)
 }
 
 /// The container's output read ends, as [`launch`] made them.
@@ -1228,6 +1240,7 @@ fn launched(
     guard: ChildGuard,
     terminal: Option<OwnedFd>,
     output_reads: OutputReads,
+    held_ports: Vec<berth_net::HeldPort>,
 ) -> anyhow::Result<Launched> {
     let output = match (terminal, output_reads) {
         (Some(master), _) => Output::Terminal(master),
@@ -1241,6 +1254,7 @@ fn launched(
     Ok(Launched {
         child: guard,
         output,
+        held_ports,
     })
 }
 

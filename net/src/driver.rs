@@ -20,7 +20,7 @@ use crate::netlink::{
     MAX_IFNAME_LEN,
 };
 use crate::network::NetworkConfig;
-use crate::ports::PortMapping;
+use crate::ports::{hold_host_port, HeldPort, PortMapping, PortProbe};
 
 /// The container's end of its veth pair.
 pub const CONTAINER_IFNAME: &str = "eth0";
@@ -64,16 +64,25 @@ pub struct Endpoint {
     /// The container end (`eth0`).
     pub container_ifname: String,
     pub ports: Vec<PortMapping>,
+    /// Its IPv6 address on a network with IPv6 (the prefix and gateway
+    /// are the network's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix_len: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_gateway: Option<std::net::Ipv6Addr>,
 }
 
 impl Endpoint {
     /// The endpoint of `container_id` at `ip` on `network`: a veth pair
-    /// `host_veth` (on the bridge) / `container_ifname`, the MAC derived
-    /// from the address.
+    /// `host_veth` (on the bridge) / `container_ifname`, with `mac` or
+    /// else the MAC derived from the address.
     fn on(
         network: &NetworkConfig,
         container_id: &str,
         ip: Ipv4Addr,
+        mac: Option<MacAddr>,
         host_veth: String,
         container_ifname: String,
         ports: Vec<PortMapping>,
@@ -84,13 +93,36 @@ impl Endpoint {
             ip,
             prefix_len: network.subnet.prefix_len(),
             gateway: network.gateway,
-            mac: MacAddr::from_ipv4(ip),
+            mac: mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
             bridge: network.bridge.clone(),
             host_veth,
             container_ifname,
             ports,
+            ipv6: None,
+            ipv6_prefix_len: network.ipv6_subnet.map(|subnet| subnet.prefix_len()),
+            ipv6_gateway: network.ipv6_gateway,
         }
     }
+
+    /// With its IPv6 address.
+    fn with_ipv6(mut self, ipv6: Option<std::net::Ipv6Addr>) -> Self {
+        self.ipv6 = ipv6;
+        if ipv6.is_none() {
+            self.ipv6_prefix_len = None;
+            self.ipv6_gateway = None;
+        }
+        self
+    }
+}
+
+/// What a container asks of its main network besides an address (see
+/// [`BridgeDriver::attach_holding`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachRequest<'a> {
+    /// Ports to publish.
+    pub ports: &'a [PortMapping],
+    /// docker's `--mac-address`; `None`: derived from the address.
+    pub mac: Option<MacAddr>,
 }
 
 /// What [`NetworkDriver::setup`] changed on the host.
@@ -98,6 +130,9 @@ impl Endpoint {
 pub struct SetupReport {
     /// net.ipv4.ip_forward was 0 and is now 1: tell the user.
     pub ip_forward_enabled: bool,
+    /// net.ipv6.conf.all.forwarding was 0 and is now 1 (a network with
+    /// IPv6 that reaches outside).
+    pub ipv6_forward_enabled: bool,
     pub bridge_created: bool,
 }
 
@@ -127,6 +162,11 @@ pub enum DriverError {
     Ipam(#[from] IpamError),
     #[error("cannot enable IPv4 forwarding: {source}")]
     IpForward {
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot enable IPv6 forwarding: {source}")]
+    Ipv6Forward {
         #[source]
         source: io::Error,
     },
@@ -352,10 +392,20 @@ impl<F: Firewall> BridgeDriver<F> {
         let index = inside.link_index(&endpoint.container_ifname)?;
         let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
         inside.add_address(index, address)?;
+        let ipv6 = endpoint
+            .ipv6
+            .zip(endpoint.ipv6_prefix_len)
+            .and_then(|(ip, prefix)| ipnet::Ipv6Net::new(ip, prefix).ok());
+        if let Some(address) = ipv6 {
+            inside.add_address6(index, address)?;
+        }
         inside.set_up(index)?;
         inside.set_up(LOOPBACK_IFINDEX)?;
         if default_route {
             inside.add_default_route(endpoint.gateway, index)?;
+            if let (Some(_), Some(gateway)) = (endpoint.ipv6, endpoint.ipv6_gateway) {
+                inside.add_default_route6(gateway, index)?;
+            }
         }
         Ok(())
     }
@@ -410,6 +460,12 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         }
         let ip_forward_enabled = enable_ip_forward(&self.proc_sys)
             .map_err(|source| DriverError::IpForward { source })?;
+        let ipv6_forward_enabled = if network.ipv6_subnet.is_some() && !network.internal {
+            enable_ipv6_forward(&self.proc_sys)
+                .map_err(|source| DriverError::Ipv6Forward { source })?
+        } else {
+            false
+        };
         self.firewall.setup_network(network)?;
         let mut created = false;
         let result = (|| -> Result<(), DriverError> {
@@ -419,6 +475,9 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
                 netlink.set_alias(index, owner)?;
             }
             netlink.add_address(index, network.gateway_net())?;
+            if let Some(gateway) = network.ipv6_gateway_net() {
+                netlink.add_address6(index, gateway)?;
+            }
             // Published ports answer on 127.0.0.1 (see crate::firewall).
             set_route_localnet(&self.proc_sys, &network.bridge, true).map_err(|source| {
                 DriverError::RouteLocalnet {
@@ -443,6 +502,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         }
         Ok(SetupReport {
             ip_forward_enabled,
+            ipv6_forward_enabled,
             bridge_created: created,
         })
     }
@@ -491,6 +551,33 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         netns: BorrowedFd<'_>,
         ports: &[PortMapping],
     ) -> Result<Endpoint, DriverError> {
+        let request = AttachRequest {
+            ports,
+            ..AttachRequest::default()
+        };
+        self.attach_holding(network, container_id, netns, &request)
+            .map(|(endpoint, _held)| endpoint)
+    }
+
+    fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
+        self.detach_with(container_id, false)
+    }
+}
+
+impl<F: Firewall> BridgeDriver<F> {
+    /// [`NetworkDriver::attach`] with the container's own MAC address, if
+    /// it asks for one, that keeps the published host ports bound: the
+    /// [`HeldPort`]s, bound in the same step that finds each port free (no
+    /// process can take one in between), are for the caller to hold while
+    /// the container runs, so that host processes cannot bind them.
+    pub fn attach_holding(
+        &self,
+        network: &NetworkConfig,
+        container_id: &str,
+        netns: BorrowedFd<'_>,
+        request: &AttachRequest<'_>,
+    ) -> Result<(Endpoint, Vec<HeldPort>), DriverError> {
+        let ports = request.ports;
         let host_veth = host_veth_name(container_id)?;
         let mut host = Netlink::connect()?;
         let bridge = self.bridge_index(&mut host, network)?;
@@ -500,6 +587,13 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
         let mut txn = self.ipam.transaction()?;
         let fresh = !txn.holds_anything(container_id);
         let ip = txn.allocate(&network.pool(), container_id)?;
+        let ipv6 = match network.pool6() {
+            Some(pool) => Some(txn.allocate6(&pool, container_id)?),
+            None => None,
+        };
+        if let Some(mac) = request.mac {
+            txn.claim_mac(&network.pool(), container_id, mac)?;
+        }
         let mut forwards: Vec<PortForward> = ports
             .iter()
             .map(|mapping| PortForward {
@@ -510,10 +604,17 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
                 mapping: *mapping,
             })
             .collect();
+        let mut held = Vec::new();
         txn.choose_host_ports(
             &mut forwards,
             ephemeral_port_range(&self.proc_sys),
-            crate::ports::probe_host_port,
+            |ip, port, protocol| match hold_host_port(ip, port, protocol) {
+                Ok(socket) => {
+                    held.push(socket);
+                    PortProbe::Free
+                }
+                Err(probe) => probe,
+            },
         )?;
         txn.reserve_ports(&forwards)?;
         let ports: Vec<PortMapping> = forwards.iter().map(|f| f.mapping).collect();
@@ -523,10 +624,12 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             network,
             container_id,
             ip,
+            request.mac,
             host_veth,
             CONTAINER_IFNAME.to_owned(),
             ports,
-        );
+        )
+        .with_ipv6(ipv6);
         // `fresh`: the container held no lease before this attach, so no
         // rule of an earlier attempt can exist (see
         // [`Firewall::add_port_forwards`]).
@@ -540,15 +643,9 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             };
             return Err(with_cleanup(error, cleanup));
         }
-        Ok(endpoint)
+        Ok((endpoint, held))
     }
 
-    fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
-        self.detach_with(container_id, false)
-    }
-}
-
-impl<F: Firewall> BridgeDriver<F> {
     /// Connect a container that already has its main network to another
     /// one (docker's `network connect`): a lease (`wanted`, or the next
     /// free address), a veth pair whose host end is
@@ -569,15 +666,21 @@ impl<F: Firewall> BridgeDriver<F> {
         let bridge = self.bridge_index(&mut host, network)?;
         let mut txn = self.ipam.transaction()?;
         let ip = txn.allocate_address(&network.pool(), container_id, wanted)?;
+        let ipv6 = match network.pool6() {
+            Some(pool) => Some(txn.allocate6(&pool, container_id)?),
+            None => None,
+        };
         txn.commit()?;
         let endpoint = Endpoint::on(
             network,
             container_id,
             ip,
+            None,
             host_veth,
             format!("eth{index}"),
             Vec::new(),
-        );
+        )
+        .with_ipv6(ipv6);
         if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, false) {
             let cleanup =
                 match self.disconnect(&endpoint.network, container_id, &endpoint.host_veth) {
@@ -632,6 +735,7 @@ impl<F: Firewall> BridgeDriver<F> {
                 if let Some(ip) = txn.release(network, container_id) {
                     report.addresses.push((network.to_owned(), ip));
                 }
+                txn.release6(network, container_id);
             }
             txn.commit()
         })();
@@ -641,6 +745,21 @@ impl<F: Firewall> BridgeDriver<F> {
         }
         ErrorList(errors).into_result().map(|()| report)
     }
+}
+
+/// Turn on IPv6 forwarding (`<proc_sys>/net/ipv6/conf/all/forwarding`)
+/// in the caller's network namespace; whether it was off. (Like docker,
+/// berth accepts that the host then stops taking router advertisements
+/// on interfaces with accept_ra=1.)
+fn enable_ipv6_forward(proc_sys: &Path) -> io::Result<bool> {
+    let path = proc_sys.join("net/ipv6/conf/all/forwarding");
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let current = std::fs::read_to_string(&path).map_err(with_path)?;
+    if current.trim() == "1" {
+        return Ok(false);
+    }
+    std::fs::write(&path, "1\n").map_err(with_path)?;
+    Ok(true)
 }
 
 /// The kernel's range for ephemeral ports (`ip_local_port_range`), where
@@ -775,6 +894,9 @@ mod tests {
             host_veth: "vbc0ffee".into(),
             container_ifname: "eth0".into(),
             ports: vec!["8080:80".parse().unwrap()],
+            ipv6: None,
+            ipv6_prefix_len: None,
+            ipv6_gateway: None,
         };
         let json = serde_json::to_string(&endpoint).unwrap();
         assert_eq!(

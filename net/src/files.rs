@@ -61,15 +61,79 @@ pub fn render_hosts(
     text
 }
 
+/// docker's nameservers for a container when the host has none it can
+/// reach (Google Public DNS).
+pub const DEFAULT_NAMESERVERS: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(8, 8, 8, 8), Ipv4Addr::new(8, 8, 4, 4)];
+
+/// Whether a `nameserver` value is a loopback address (127.0.0.0/8, ::1),
+/// which would point at the container itself.
+fn is_loopback_server(server: &str) -> bool {
+    // Strip an IPv6 zone (fe80::1%eth0) before parsing.
+    let address = server.split('%').next().unwrap_or(server);
+    address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host's resolver configuration with its loopback `nameserver` lines
+/// (a local stub such as systemd-resolved's 127.0.0.53) replaced by the
+/// nameservers of `upstream`, the stub's own configuration (for
+/// systemd-resolved `/run/systemd/resolve/resolv.conf`), as docker does.
+/// Unchanged when there is no upstream file or no loopback nameserver.
+pub fn with_upstream_nameservers(host: &str, upstream: Option<&str>) -> String {
+    let nameserver = |line: &str| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("nameserver"))
+            .then(|| words.next())
+            .flatten()
+            .map(str::to_owned)
+    };
+    let has_loopback = host
+        .lines()
+        .filter_map(nameserver)
+        .any(|server| is_loopback_server(&server));
+    let Some(upstream) = upstream.filter(|_| has_loopback) else {
+        return host.to_owned();
+    };
+    let mut replacements: Vec<String> = upstream
+        .lines()
+        .filter_map(nameserver)
+        .filter(|server| !is_loopback_server(server))
+        .collect();
+    replacements.dedup();
+    let mut text = String::new();
+    let mut written: Vec<String> = Vec::new();
+    for line in host.lines() {
+        match nameserver(line) {
+            Some(server) if is_loopback_server(&server) => {
+                // All of the upstream servers in place of the first one.
+                for upstream in replacements.drain(..) {
+                    let _ = writeln!(text, "nameserver {upstream}");
+                    written.push(upstream);
+                }
+            }
+            Some(server) if written.contains(&server) || replacements.contains(&server) => {}
+            Some(server) => {
+                text.push_str(line);
+                text.push('\n');
+                written.push(server);
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
 /// Render the container's `/etc/resolv.conf` from the host's: the same
 /// lines minus `nameserver`s on loopback addresses (127.0.0.0/8, ::1),
-/// which would point at the container itself. When none is left a comment
-/// says so and no nameserver is added: berth never invents an external
-/// resolver (docker falls back to 8.8.8.8).
+/// which would point at the container itself. When none is left, docker's
+/// [`DEFAULT_NAMESERVERS`] are written, with a comment saying why.
 ///
-/// On hosts running systemd-resolved the caller should pass
-/// `/run/systemd/resolve/resolv.conf` (the real upstream servers) when
-/// `/etc/resolv.conf` only names 127.0.0.53.
+/// On hosts running systemd-resolved the caller should first put the real
+/// upstream servers in place of 127.0.0.53 (see
+/// [`with_upstream_nameservers`]).
 pub fn render_resolv_conf(host: &str) -> String {
     let mut text = String::new();
     let mut nameservers = 0;
@@ -78,9 +142,7 @@ pub fn render_resolv_conf(host: &str) -> String {
         let mut words = line.split_whitespace();
         if words.next() == Some("nameserver") {
             if let Some(server) = words.next() {
-                // Strip an IPv6 zone (fe80::1%eth0) before parsing.
-                let address = server.split('%').next().unwrap_or(server);
-                if address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+                if is_loopback_server(server) {
                     dropped.push(server.to_owned());
                     continue;
                 }
@@ -92,14 +154,17 @@ pub fn render_resolv_conf(host: &str) -> String {
     }
     if nameservers == 0 {
         if dropped.is_empty() {
-            text.push_str("# berth: the host has no nameserver; none configured\n");
+            text.push_str("# berth: the host has no nameserver; docker's defaults\n");
         } else {
             let _ = writeln!(
                 text,
                 "# berth: the host's nameservers ({}) are loopback addresses, \
-                 unreachable from the container; none configured",
+                 unreachable from the container; docker's defaults",
                 dropped.join(", ")
             );
+        }
+        for server in DEFAULT_NAMESERVERS {
+            let _ = writeln!(text, "nameserver {server}");
         }
     }
     text
@@ -218,16 +283,47 @@ mod tests {
     }
 
     #[test]
-    fn resolv_conf_with_only_loopback_gets_no_nameserver() {
+    fn resolv_conf_with_only_loopback_gets_dockers_defaults() {
         let text = render_resolv_conf("nameserver 127.0.0.53\noptions edns0\n");
-        assert!(!text.contains("nameserver 1"), "{text}");
-        assert!(!text.contains("8.8.8.8"), "{text}");
+        assert!(!text.contains("nameserver 127"), "{text}");
         assert!(text.contains("options edns0\n"));
         assert!(text.contains("# berth: the host's nameservers (127.0.0.53)"));
+        assert!(
+            text.ends_with("nameserver 8.8.8.8\nnameserver 8.8.4.4\n"),
+            "{text}"
+        );
         let empty = render_resolv_conf("");
         assert_eq!(
             empty,
-            "# berth: the host has no nameserver; none configured\n"
+            "# berth: the host has no nameserver; docker's defaults\n\
+             nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+    }
+
+    #[test]
+    fn loopback_stubs_give_way_to_their_upstream_servers() {
+        let host = "# stub\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch corp.example\n";
+        let upstream =
+            "# resolved\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 127.0.0.1\n";
+        let merged = with_upstream_nameservers(host, Some(upstream));
+        assert_eq!(
+            merged,
+            "# stub\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n\
+             options edns0 trust-ad\nsearch corp.example\n"
+        );
+        assert_eq!(render_resolv_conf(&merged), merged);
+        // No upstream file: docker's defaults in the end.
+        let alone = with_upstream_nameservers(host, None);
+        assert_eq!(alone, host);
+        assert!(render_resolv_conf(&alone).contains("nameserver 8.8.8.8\n"));
+        // A host without a loopback stub keeps its own servers.
+        let plain = "nameserver 192.0.2.1\n";
+        assert_eq!(with_upstream_nameservers(plain, Some(upstream)), plain);
+        // A second loopback line and a server named twice are not repeated.
+        let two = "nameserver 127.0.0.1\nnameserver 10.0.0.3\nnameserver ::1\n";
+        assert_eq!(
+            with_upstream_nameservers(two, Some(upstream)),
+            "nameserver 10.0.0.2\nnameserver 10.0.0.3\n"
         );
     }
 

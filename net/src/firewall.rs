@@ -174,6 +174,14 @@ pub enum Position {
     Insert,
 }
 
+/// The address family a [`Rule`] is for: `iptables` or `ip6tables`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Family {
+    #[default]
+    Ipv4,
+    Ipv6,
+}
+
 /// One iptables rule as data: the table, the chain, and the rule
 /// specification (matches and target).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +190,8 @@ pub struct Rule {
     pub chain: String,
     pub position: Position,
     pub spec: Vec<String>,
+    /// IPv4 for every rule but those of [`network_rules6`].
+    pub family: Family,
 }
 
 /// What to do with a [`Rule`].
@@ -199,7 +209,13 @@ impl Rule {
             chain: chain.to_owned(),
             position: Position::Append,
             spec: spec.iter().map(|s| (*s).to_owned()).collect(),
+            family: Family::Ipv4,
         }
+    }
+
+    fn ipv6(mut self) -> Self {
+        self.family = Family::Ipv6;
+        self
     }
 
     fn inserted(mut self) -> Self {
@@ -507,6 +523,83 @@ fn loopback_guard(network: &NetworkConfig) -> Rule {
     .inserted()
 }
 
+/// berth's IPv6 chains (ports are published on IPv4 only: no DNAT).
+pub fn chains6() -> [(Table, &'static str); 2] {
+    [
+        (Table::Nat, POSTROUTING_CHAIN),
+        (Table::Filter, FORWARD_CHAIN),
+    ]
+}
+
+/// The IPv6 jumps into [`chains6`].
+pub fn jump_rules6() -> Vec<Rule> {
+    jump_rules()
+        .into_iter()
+        .filter(|rule| {
+            chains6()
+                .iter()
+                .any(|(_, chain)| rule.spec.last().is_some_and(|t| t == chain))
+        })
+        .map(Rule::ipv6)
+        .collect()
+}
+
+/// The IPv6 rules of a network with an IPv6 subnet (none without): as
+/// [`network_rules`] for IPv4, minus what only published ports and
+/// 127.0.0.1 need: MASQUERADE of the subnet out of other interfaces and
+/// forwarding from the bridge and of replies to it; an `--internal`
+/// network's isolation rules.
+pub fn network_rules6(network: &NetworkConfig) -> Vec<Rule> {
+    let Some(subnet) = network.ipv6_subnet else {
+        return Vec::new();
+    };
+    if network.internal {
+        return internal_network_rules(network)
+            .into_iter()
+            .map(Rule::ipv6)
+            .collect();
+    }
+    let subnet = subnet.to_string();
+    let bridge = network.bridge.as_str();
+    let tag = comment(&network.name);
+    let tagged = |spec: &[&str], target: &str| {
+        let mut all = spec.to_vec();
+        all.extend(["-m", "comment", "--comment", &tag, "-j", target]);
+        all.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>()
+    };
+    let rule = |table: Table, chain: &str, spec: Vec<String>| {
+        let words: Vec<&str> = spec.iter().map(String::as_str).collect();
+        Rule::new(table, chain, &words).ipv6()
+    };
+    vec![
+        rule(
+            Table::Nat,
+            POSTROUTING_CHAIN,
+            tagged(&["-s", &subnet, "!", "-o", bridge], "MASQUERADE"),
+        ),
+        rule(
+            Table::Filter,
+            FORWARD_CHAIN,
+            tagged(
+                &[
+                    "-o",
+                    bridge,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED",
+                ],
+                "ACCEPT",
+            ),
+        ),
+        rule(
+            Table::Filter,
+            FORWARD_CHAIN,
+            tagged(&["-i", bridge], "ACCEPT"),
+        ),
+    ]
+}
+
 /// The rules of one published port: DNAT of the host port (on the
 /// mapping's host address only, when it has one) to the container, and
 /// acceptance of the forwarded connections. Neither excludes the bridge
@@ -588,6 +681,84 @@ impl IptablesFirewall {
         IptablesFirewall {
             program: program.into(),
             lock_dir: lock_dir.into(),
+        }
+    }
+
+    /// The same backend for IPv6: `ip6tables` for `iptables`,
+    /// `ip6tables-legacy` for `iptables-legacy`, in the same directory.
+    pub fn ipv6_sibling(&self) -> IptablesFirewall {
+        let name = self
+            .program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match name.strip_prefix("iptables") {
+            Some(rest) => format!("ip6tables{rest}"),
+            None => name,
+        };
+        IptablesFirewall {
+            program: self.program.with_file_name(name),
+            lock_dir: self.lock_dir.clone(),
+        }
+    }
+
+    /// The IPv6 rules of `network` and berth's IPv6 chains and jumps
+    /// (under the caller's lock).
+    fn setup6_locked(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
+        let rules = network_rules6(network);
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let six = self.ipv6_sibling();
+        for (table, chain) in chains6() {
+            six.ensure_chain(table, chain)?;
+        }
+        for rule in rules.iter().chain(&jump_rules6()) {
+            six.ensure_rule(rule)?;
+        }
+        Ok(())
+    }
+
+    /// Remove the IPv6 rules of `network`, and berth's IPv6 chains once
+    /// they are empty (under the caller's lock).
+    fn teardown6_locked(&self, network: &NetworkConfig, errors: &mut Vec<FirewallError>) {
+        let rules = network_rules6(network);
+        if rules.is_empty() {
+            return;
+        }
+        let six = self.ipv6_sibling();
+        for rule in &rules {
+            if let Err(e) = six.remove_rule(rule) {
+                errors.push(e);
+            }
+        }
+        for (table, chain) in chains6() {
+            match six.list_chain(table, chain) {
+                Ok(Some(listing)) if listing.lines().any(|l| l.starts_with("-A ")) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push(e);
+                    return;
+                }
+            }
+        }
+        for rule in jump_rules6() {
+            if let Err(e) = six.remove_rule(&rule) {
+                errors.push(e);
+            }
+        }
+        for (table, chain) in chains6() {
+            match six.list_chain(table, chain) {
+                Ok(Some(_)) => {
+                    if let Err(e) =
+                        six.run(&strings(&["-w", "-t", table.as_str(), "-X", chain]), false)
+                    {
+                        errors.push(e);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
         }
     }
 
@@ -830,7 +1001,8 @@ fn strings(args: &[&str]) -> Vec<String> {
 impl Firewall for IptablesFirewall {
     fn setup_network(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
         let _lock = self.lock()?;
-        self.setup_locked(network)
+        self.setup_locked(network)?;
+        self.setup6_locked(network)
     }
 
     fn teardown_network(&self, network: &NetworkConfig) -> Result<(), TeardownErrors> {
@@ -845,6 +1017,7 @@ impl Firewall for IptablesFirewall {
             }
         }
         self.remove_chains_if_unused(&mut errors);
+        self.teardown6_locked(network, &mut errors);
         ErrorList(errors).into_result()
     }
 
@@ -966,6 +1139,9 @@ mod tests {
             bridge: "br-0123456789ab".into(),
             internal: false,
             labels: Default::default(),
+            ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
         }
     }
 
@@ -1183,5 +1359,57 @@ mod tests {
             "1\n"
         );
         assert!(!enable_ip_forward(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn ipv6_rules_exist_only_for_ipv6_networks_and_say_so() {
+        let plain = network();
+        assert!(network_rules6(&plain).is_empty());
+        let six = NetworkConfig {
+            ipv6_subnet: Some("fd00:1::/64".parse().unwrap()),
+            ipv6_gateway: Some("fd00:1::1".parse().unwrap()),
+            ..network()
+        };
+        let rules = network_rules6(&six);
+        assert_eq!(rules.len(), 3);
+        assert!(rules.iter().all(|r| r.family == Family::Ipv6));
+        assert!(network_rules(&six).iter().all(|r| r.family == Family::Ipv4));
+        assert_eq!(
+            rules[0].args(RuleOp::Add).join(" "),
+            "-w -t nat -A BERTH-POSTROUTING -s fd00:1::/64 ! -o br-0123456789ab \
+             -m comment --comment berth:web -j MASQUERADE"
+        );
+        assert_eq!(
+            rules[2].args(RuleOp::Add).join(" "),
+            "-w -t filter -A BERTH-FORWARD -i br-0123456789ab -m comment --comment berth:web -j ACCEPT"
+        );
+        let internal = NetworkConfig {
+            internal: true,
+            ..six.clone()
+        };
+        let isolated = network_rules6(&internal);
+        assert_eq!(isolated.len(), 3);
+        assert!(isolated
+            .iter()
+            .all(|r| r.table == Table::Filter && r.family == Family::Ipv6));
+        assert!(isolated
+            .iter()
+            .all(|r| !r.spec.contains(&"MASQUERADE".to_owned())));
+        // Jumps into the two IPv6 chains only (no DNAT over IPv6).
+        let jumps: Vec<String> = jump_rules6().iter().map(|r| r.chain.clone()).collect();
+        assert_eq!(jumps, ["POSTROUTING", "FORWARD"]);
+    }
+
+    #[test]
+    fn the_ipv6_sibling_is_the_same_backend() {
+        let dir = Path::new("/tmp/x");
+        for (program, six) in [
+            ("iptables", "ip6tables"),
+            ("/usr/sbin/iptables-legacy", "/usr/sbin/ip6tables-legacy"),
+            ("iptables-nft", "ip6tables-nft"),
+        ] {
+            let firewall = IptablesFirewall::with_program(program, dir);
+            assert_eq!(firewall.ipv6_sibling().program, PathBuf::from(six));
+        }
     }
 }

@@ -7,6 +7,9 @@
 //! its leases (owner -> address) and a next-free hint; in memory a bitmap
 //! over the subnet makes an allocation O(1) amortised (a word-at-a-time
 //! scan from the hint). Every commit replaces the file atomically.
+//! IPv6 pools ([`AddressPool6`], a /64 or smaller) live in the same file:
+//! too large for a bitmap, they search from a next-free hint past the
+//! offsets their leases hold.
 //!
 //! Work happens in an [`IpamTxn`]: take the lock, make any number of
 //! changes, [`IpamTxn::commit`] once. Dropping a transaction without
@@ -16,12 +19,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+use crate::netlink::MacAddr;
 use crate::network::is_valid_name;
 use crate::persist::{self, FileLock};
 use crate::ports::{PortMapping, PortProbe, Protocol};
@@ -29,6 +33,9 @@ use crate::ports::{PortMapping, PortProbe, Protocol};
 /// Smallest and largest prefix length a pool may have: /8 .. /30.
 pub const MIN_PREFIX: u8 = 8;
 pub const MAX_PREFIX: u8 = 30;
+/// The same for IPv6 pools: /64 .. /120 (offsets fit 64 bits).
+pub const MIN_PREFIX6: u8 = 64;
+pub const MAX_PREFIX6: u8 = 120;
 
 /// Errors from address and port allocation.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +84,28 @@ pub enum IpamError {
     },
     #[error("no free address left in network {network} ({subnet})")]
     Full { network: String, subnet: Ipv4Net },
+    #[error("no free IPv6 address left in network {network} ({subnet})")]
+    Full6 { network: String, subnet: Ipv6Net },
+    #[error("network {network} already has IPv6 leases in subnet {existing}; it cannot become {requested}")]
+    Pool6Mismatch {
+        network: String,
+        existing: Ipv6Net,
+        requested: Ipv6Net,
+    },
+    #[error("IPv6 subnet {subnet} of network {network}: the prefix must be /{MIN_PREFIX6} to /{MAX_PREFIX6} and the address the network address, the gateway inside it")]
+    InvalidSubnet6 { network: String, subnet: Ipv6Net },
+    #[error("MAC address {mac} is already in use on network {network} by container {owner}")]
+    MacTaken {
+        network: String,
+        mac: MacAddr,
+        owner: String,
+    },
+    #[error("IP range {range} of network {network} is not inside its subnet {subnet}")]
+    RangeOutsideSubnet {
+        network: String,
+        subnet: Ipv4Net,
+        range: Ipv4Net,
+    },
     #[error("host port {}/{protocol} is already published by container {owner}", binding(*host_ip, *port))]
     PortTaken {
         host_ip: Ipv4Addr,
@@ -137,6 +166,10 @@ pub struct AddressPool {
     pub network: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// docker's `--ip-range`: addresses chosen for containers come from
+    /// this part of the subnet only (an address asked for by name may be
+    /// any of the subnet). `None`: the whole subnet.
+    pub range: Option<Ipv4Net>,
 }
 
 impl AddressPool {
@@ -154,9 +187,18 @@ impl AddressPool {
             network: network.to_owned(),
             subnet,
             gateway,
+            range: None,
         };
         pool.validate()?;
         Ok(pool)
+    }
+
+    /// The pool with addresses chosen from `range` only; refused unless
+    /// `range` lies inside the subnet.
+    pub fn with_range(mut self, range: Ipv4Net) -> Result<Self, IpamError> {
+        self.range = Some(range);
+        self.validate()?;
+        Ok(self)
     }
 
     fn validate(&self) -> Result<(), IpamError> {
@@ -183,7 +225,24 @@ impl AddressPool {
                 gateway,
             });
         }
+        if let Some(range) = self.range {
+            if range.trunc() != range || !subnet.contains(&range) {
+                return Err(IpamError::RangeOutsideSubnet {
+                    network: self.network.clone(),
+                    subnet,
+                    range,
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The offsets (first, last) addresses are chosen from.
+    fn choice_bounds(&self) -> (u32, u32) {
+        match self.range {
+            Some(range) => (self.offset(range.network()), self.offset(range.broadcast())),
+            None => (0, self.size() - 1),
+        }
     }
 
     fn size(&self) -> u32 {
@@ -196,6 +255,51 @@ impl AddressPool {
 
     fn address(&self, offset: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.subnet.network()) + offset)
+    }
+}
+
+/// The IPv6 addresses of one network: a subnet and its gateway, which is
+/// never handed out (nor is the subnet-router anycast address, offset 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressPool6 {
+    pub network: String,
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+}
+
+impl AddressPool6 {
+    fn validate(&self) -> Result<(), IpamError> {
+        if !is_valid_name(&self.network) {
+            return Err(IpamError::InvalidName {
+                name: self.network.clone(),
+            });
+        }
+        let subnet = self.subnet;
+        let valid = (MIN_PREFIX6..=MAX_PREFIX6).contains(&subnet.prefix_len())
+            && subnet.trunc() == subnet
+            && subnet.contains(&self.gateway)
+            && self.gateway != subnet.network();
+        if !valid {
+            return Err(IpamError::InvalidSubnet6 {
+                network: self.network.clone(),
+                subnet,
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of addresses minus one (the largest offset).
+    fn last_offset(&self) -> u64 {
+        u64::MAX >> (self.subnet.prefix_len() - MIN_PREFIX6)
+    }
+
+    fn offset(&self, ip: Ipv6Addr) -> u64 {
+        // Inside a /64 or smaller: the low 64 bits differ only.
+        (u128::from(ip) - u128::from(self.subnet.network())) as u64
+    }
+
+    fn address(&self, offset: u64) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.subnet.network()) + u128::from(offset))
     }
 }
 
@@ -239,12 +343,28 @@ struct PoolRecord {
     leases: BTreeMap<String, Ipv4Addr>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pool6Record {
+    subnet: Ipv6Net,
+    gateway: Ipv6Addr,
+    /// Offset at which the next free-address search starts.
+    next: u64,
+    /// owner -> address
+    leases: BTreeMap<String, Ipv6Addr>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct IpamRecord {
     #[serde(default)]
     pools: BTreeMap<String, PoolRecord>,
     #[serde(default)]
     ports: Vec<PortForward>,
+    /// IPv6 pools, in the same file (one atomic write covers both).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pools6: BTreeMap<String, Pool6Record>,
+    /// MAC addresses asked for (`--mac-address`): network -> owner -> MAC.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    macs: BTreeMap<String, BTreeMap<String, MacAddr>>,
 }
 
 /// A fixed-size bitmap; bits past `len` are permanently set so that the
@@ -272,6 +392,36 @@ impl Bitmap {
 
     fn clear(&mut self, bit: u32) {
         self.words[bit as usize / 64] &= !(1u64 << (bit % 64));
+    }
+
+    /// First clear bit in `first..=last`.
+    fn first_clear_between(&self, first: u32, last: u32) -> Option<u32> {
+        if first > last {
+            return None;
+        }
+        let (first_word, last_word) = (first as usize / 64, last as usize / 64);
+        for index in first_word..=last_word.min(self.words.len().saturating_sub(1)) {
+            let mut mask = !0u64;
+            if index == first_word {
+                mask &= !0u64 << (first % 64);
+            }
+            if index == last_word && last % 64 != 63 {
+                mask &= !(!0u64 << (last % 64 + 1));
+            }
+            let free = !self.words[index] & mask;
+            if free != 0 {
+                return Some((index * 64) as u32 + free.trailing_zeros());
+            }
+        }
+        None
+    }
+
+    /// First clear bit in `first..=last` at or after `start`, wrapping
+    /// around to `first` once.
+    fn first_clear_in(&self, first: u32, last: u32, start: u32) -> Option<u32> {
+        let start = start.clamp(first, last);
+        self.first_clear_between(start, last)
+            .or_else(|| self.first_clear_between(first, start.saturating_sub(1)))
     }
 
     /// First clear bit at or after `start`, wrapping around once.
@@ -462,7 +612,14 @@ impl IpamTxn {
             self.dirty = true;
             return Ok(wanted);
         }
-        let Some(offset) = bitmap.first_clear_from(record.next) else {
+        let found = match pool.range {
+            None => bitmap.first_clear_from(record.next),
+            Some(_) => {
+                let (first, last) = pool.choice_bounds();
+                bitmap.first_clear_in(first, last, record.next)
+            }
+        };
+        let Some(offset) = found else {
             return Err(IpamError::Full {
                 network: name.to_owned(),
                 subnet: pool.subnet,
@@ -476,8 +633,126 @@ impl IpamTxn {
         Ok(ip)
     }
 
+    /// Lease an IPv6 address of `pool` to `owner`: the lease it already
+    /// holds there, or the next free one after the last handed out.
+    pub fn allocate6(&mut self, pool: &AddressPool6, owner: &str) -> Result<Ipv6Addr, IpamError> {
+        pool.validate()?;
+        let name = pool.network.as_str();
+        match self.record.pools6.get(name) {
+            Some(record) if record.subnet == pool.subnet && record.gateway == pool.gateway => {}
+            Some(record) if !record.leases.is_empty() => {
+                return Err(IpamError::Pool6Mismatch {
+                    network: name.to_owned(),
+                    existing: record.subnet,
+                    requested: pool.subnet,
+                })
+            }
+            _ => {
+                self.record.pools6.insert(
+                    name.to_owned(),
+                    Pool6Record {
+                        subnet: pool.subnet,
+                        gateway: pool.gateway,
+                        next: 1,
+                        leases: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        let record = self.record.pools6.get_mut(name).expect("inserted above");
+        if let Some(ip) = record.leases.get(owner) {
+            return Ok(*ip);
+        }
+        let taken: std::collections::HashSet<u64> =
+            record.leases.values().map(|ip| pool.offset(*ip)).collect();
+        let gateway = pool.offset(pool.gateway);
+        let last = pool.last_offset();
+        // At most one offset per lease (and the two reserved) is skipped.
+        let mut offset = record.next.clamp(1, last);
+        for _ in 0..=taken.len() + 2 {
+            if offset != gateway && !taken.contains(&offset) {
+                let ip = pool.address(offset);
+                record.leases.insert(owner.to_owned(), ip);
+                record.next = if offset == last { 1 } else { offset + 1 };
+                self.dirty = true;
+                return Ok(ip);
+            }
+            offset = if offset == last { 1 } else { offset + 1 };
+        }
+        Err(IpamError::Full6 {
+            network: name.to_owned(),
+            subnet: pool.subnet,
+        })
+    }
+
+    /// Claim `mac` for `owner` on `pool`'s network: refused when another
+    /// owner asked for it there, or has it as its derived MAC (docker's
+    /// `02:42` + its IPv4 address, see [`MacAddr::from_ipv4`]).
+    pub fn claim_mac(
+        &mut self,
+        pool: &AddressPool,
+        owner: &str,
+        mac: MacAddr,
+    ) -> Result<(), IpamError> {
+        let network = pool.network.as_str();
+        let claimed = self.record.macs.get(network);
+        let asked = claimed
+            .into_iter()
+            .flatten()
+            .find(|(o, m)| *o != owner && **m == mac)
+            .map(|(o, _)| o);
+        let derived = || {
+            let record = self.record.pools.get(network)?;
+            record
+                .leases
+                .iter()
+                .find(|(o, ip)| {
+                    *o != owner
+                        && MacAddr::from_ipv4(**ip) == mac
+                        && !claimed.is_some_and(|c| c.contains_key(*o))
+                })
+                .map(|(o, _)| o)
+        };
+        if let Some(holder) = asked.or_else(derived) {
+            return Err(IpamError::MacTaken {
+                network: network.to_owned(),
+                mac,
+                owner: holder.clone(),
+            });
+        }
+        let mine = self.record.macs.entry(network.to_owned()).or_default();
+        if mine.insert(owner.to_owned(), mac) != Some(mac) {
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Give back `owner`'s IPv6 address in `network`.
+    pub fn release6(&mut self, network: &str, owner: &str) -> Option<Ipv6Addr> {
+        let ip = self.record.pools6.get_mut(network)?.leases.remove(owner)?;
+        self.dirty = true;
+        Some(ip)
+    }
+
+    /// The IPv6 leases of `network`, owner -> address.
+    pub fn leases6(&self, network: &str) -> BTreeMap<String, Ipv6Addr> {
+        self.record
+            .pools6
+            .get(network)
+            .map(|pool| pool.leases.clone())
+            .unwrap_or_default()
+    }
+
     /// Give back `owner`'s address in `network`.
     pub fn release(&mut self, network: &str, owner: &str) -> Option<Ipv4Addr> {
+        if let Some(claims) = self.record.macs.get_mut(network) {
+            if claims.remove(owner).is_some() {
+                self.dirty = true;
+            }
+            if claims.is_empty() {
+                self.record.macs.remove(network);
+            }
+        }
         let record = self.record.pools.get_mut(network)?;
         let ip = record.leases.remove(owner)?;
         self.dirty = true;
@@ -506,6 +781,17 @@ impl IpamTxn {
             })
             .collect();
         let ports = self.release_ports(owner);
+        for pool in self.record.pools6.values_mut() {
+            if pool.leases.remove(owner).is_some() {
+                self.dirty = true;
+            }
+        }
+        for claims in self.record.macs.values_mut() {
+            if claims.remove(owner).is_some() {
+                self.dirty = true;
+            }
+        }
+        self.record.macs.retain(|_, claims| !claims.is_empty());
         Released { addresses, ports }
     }
 
@@ -559,7 +845,7 @@ impl IpamTxn {
         &self,
         forwards: &mut [PortForward],
         range: std::ops::RangeInclusive<u16>,
-        probe: impl Fn(Ipv4Addr, u16, Protocol) -> PortProbe,
+        mut probe: impl FnMut(Ipv4Addr, u16, Protocol) -> PortProbe,
     ) -> Result<(), IpamError> {
         for i in 0..forwards.len() {
             let wanted = forwards[i].mapping;
@@ -664,6 +950,11 @@ impl IpamTxn {
                 .ports
                 .iter()
                 .any(|forward| forward.owner == owner)
+            || self
+                .record
+                .pools6
+                .values()
+                .any(|pool| pool.leases.contains_key(owner))
     }
 
     /// The host ports `owner` publishes.
@@ -705,6 +996,17 @@ impl IpamTxn {
             }
             self.record.pools.remove(network);
             self.bitmaps.remove(network);
+            self.dirty = true;
+        }
+        if let Some(pool) = self.record.pools6.get(network) {
+            if let Some(first_owner) = pool.leases.keys().next() {
+                return Err(IpamError::InUse {
+                    network: network.to_owned(),
+                    count: pool.leases.len(),
+                    first_owner: first_owner.clone(),
+                });
+            }
+            self.record.pools6.remove(network);
             self.dirty = true;
         }
         Ok(())

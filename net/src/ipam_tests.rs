@@ -613,3 +613,183 @@ fn a_requested_address_is_leased_exactly_or_refused() {
     txn.commit().unwrap();
     assert_eq!(ipam.release("net", "a").unwrap(), Some(ip("10.5.0.77")));
 }
+
+#[test]
+fn ip_range_limits_chosen_addresses_but_not_asked_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let pool = pool("10.5.0.0/24")
+        .with_range("10.5.0.128/30".parse().unwrap())
+        .unwrap();
+    let mut txn = ipam.transaction().unwrap();
+    let chosen: Vec<Ipv4Addr> = (0..4)
+        .map(|i| txn.allocate(&pool, &format!("c{i}")).unwrap())
+        .collect();
+    assert_eq!(
+        chosen,
+        ["10.5.0.128", "10.5.0.129", "10.5.0.130", "10.5.0.131"].map(ip)
+    );
+    assert!(matches!(
+        txn.allocate(&pool, "c4"),
+        Err(IpamError::Full { .. })
+    ));
+    // `--ip` may name any address of the subnet.
+    assert_eq!(
+        txn.allocate_address(&pool, "asked", Some(ip("10.5.0.7")))
+            .unwrap(),
+        ip("10.5.0.7")
+    );
+    // A freed address of the range is found again, after a wrap.
+    assert_eq!(txn.release("net", "c1"), Some(ip("10.5.0.129")));
+    assert_eq!(txn.allocate(&pool, "c5").unwrap(), ip("10.5.0.129"));
+    txn.commit().unwrap();
+
+    // A range across a word boundary of the bitmap and the gateway.
+    let wide = AddressPool::with_first_gateway("wide", "10.6.0.0/24".parse().unwrap())
+        .unwrap()
+        .with_range("10.6.0.0/25".parse().unwrap())
+        .unwrap();
+    let mut txn = ipam.transaction().unwrap();
+    let first = txn.allocate(&wide, "w0").unwrap();
+    assert_eq!(
+        first,
+        ip("10.6.0.2"),
+        "network and gateway are never handed out"
+    );
+    for i in 1..126 {
+        let got = txn.allocate(&wide, &format!("w{i}")).unwrap();
+        assert!(u32::from(got) < u32::from(ip("10.6.0.128")), "{got}");
+    }
+    assert!(matches!(
+        txn.allocate(&wide, "overflow"),
+        Err(IpamError::Full { .. })
+    ));
+}
+
+#[test]
+fn ip_range_outside_the_subnet_is_refused() {
+    for range in ["10.5.1.0/24", "10.4.0.0/16", "10.5.0.0/23"] {
+        let result = pool("10.5.0.0/24").with_range(range.parse().unwrap());
+        assert!(
+            matches!(result, Err(IpamError::RangeOutsideSubnet { .. })),
+            "{range}: {result:?}"
+        );
+    }
+    pool("10.5.0.0/24")
+        .with_range("10.5.0.0/24".parse().unwrap())
+        .unwrap();
+}
+
+#[test]
+fn ipv6_pools_lease_skip_the_gateway_and_persist_with_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let v4_pool = pool("10.0.0.0/24");
+    let pool = AddressPool6 {
+        network: "net".into(),
+        subnet: "fd00:1::/64".parse().unwrap(),
+        gateway: "fd00:1::1".parse().unwrap(),
+    };
+    let mut txn = ipam.transaction().unwrap();
+    let v4 = txn.allocate(&v4_pool, "a").unwrap();
+    let a = txn.allocate6(&pool, "a").unwrap();
+    let b = txn.allocate6(&pool, "b").unwrap();
+    assert_eq!(a.to_string(), "fd00:1::2");
+    assert_eq!(b.to_string(), "fd00:1::3");
+    assert_eq!(
+        txn.allocate6(&pool, "a").unwrap(),
+        a,
+        "same owner, same lease"
+    );
+    txn.commit().unwrap();
+
+    // Read back from disk; a released address is handed out again after
+    // a wrap, never the gateway.
+    let mut txn = ipam.transaction().unwrap();
+    assert_eq!(txn.leases6("net").len(), 2);
+    assert!(txn.holds_anything("b"));
+    assert_eq!(txn.release6("net", "b"), Some(b));
+    let released = txn.release_owner("a");
+    assert_eq!(released.addresses, [("net".to_owned(), v4)]);
+    assert!(txn.leases6("net").is_empty());
+    assert!(!txn.holds_anything("a"));
+    txn.commit().unwrap();
+
+    // A /120 fills up: 256 addresses minus offset 0 and the gateway.
+    let small = AddressPool6 {
+        network: "small".into(),
+        subnet: "fd00:2::/120".parse().unwrap(),
+        gateway: "fd00:2::1".parse().unwrap(),
+    };
+    let mut txn = ipam.transaction().unwrap();
+    let mut seen = HashSet::new();
+    for i in 0..254 {
+        let ip = txn.allocate6(&small, &format!("c{i}")).unwrap();
+        assert!(ip != small.gateway && seen.insert(ip), "{ip}");
+    }
+    assert!(matches!(
+        txn.allocate6(&small, "one-more"),
+        Err(IpamError::Full6 { .. })
+    ));
+    assert_eq!(
+        txn.release6("small", "c7"),
+        Some("fd00:2::9".parse().unwrap())
+    );
+    assert_eq!(
+        txn.allocate6(&small, "late").unwrap().to_string(),
+        "fd00:2::9"
+    );
+    // Bad pools are refused.
+    for (subnet, gateway) in [
+        ("fd00:3::/48", "fd00:3::1"),
+        ("fd00:3::1/64", "fd00:3::1"),
+        ("fd00:3::/64", "fd00:4::1"),
+    ] {
+        let bad = AddressPool6 {
+            network: "bad".into(),
+            subnet: subnet.parse().unwrap(),
+            gateway: gateway.parse().unwrap(),
+        };
+        assert!(
+            matches!(
+                txn.allocate6(&bad, "x"),
+                Err(IpamError::InvalidSubnet6 { .. })
+            ),
+            "{subnet}"
+        );
+    }
+}
+
+#[test]
+fn a_mac_address_is_claimed_once_per_network_and_freed_with_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let net = pool("10.7.0.0/24");
+    let other = AddressPool::with_first_gateway("other", "10.8.0.0/24".parse().unwrap()).unwrap();
+    let mac: crate::MacAddr = "92:d0:c6:0a:29:33".parse().unwrap();
+    let mut txn = ipam.transaction().unwrap();
+    let b_ip = txn.allocate(&net, "b").unwrap();
+    txn.claim_mac(&net, "a", mac).unwrap();
+    txn.claim_mac(&net, "a", mac).unwrap();
+    assert!(matches!(
+        txn.claim_mac(&net, "c", mac),
+        Err(IpamError::MacTaken { ref owner, .. }) if owner == "a"
+    ));
+    // Another network may have it.
+    txn.claim_mac(&other, "c", mac).unwrap();
+    // b's MAC is derived from its address: taken too.
+    let derived = crate::MacAddr::from_ipv4(b_ip);
+    assert!(matches!(
+        txn.claim_mac(&net, "d", derived),
+        Err(IpamError::MacTaken { ref owner, .. }) if owner == "b"
+    ));
+    txn.commit().unwrap();
+    // Persisted; given back with the owner's lease.
+    let mut txn = ipam.transaction().unwrap();
+    assert!(txn.claim_mac(&net, "c", mac).is_err());
+    txn.allocate(&net, "a").unwrap();
+    txn.release("net", "a");
+    txn.claim_mac(&net, "c", mac).unwrap();
+    txn.release_owner("c");
+    txn.claim_mac(&net, "e", mac).unwrap();
+}

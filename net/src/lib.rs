@@ -15,7 +15,10 @@
 //!   published ports answer on 127.0.0.1 and to hairpin connections).
 //! - [`BridgeDriver`] ([`NetworkDriver`]): all of the above for one
 //!   container: `attach` returns an [`Endpoint`], `detach` undoes it from
-//!   the container id alone.
+//!   the container id alone; [`BridgeDriver::attach_holding`] also takes
+//!   a MAC address and returns the published host ports bound
+//!   ([`HeldPort`]), for the caller to hold while the container runs.
+//!   Networks with an IPv6 subnet give IPv6 addresses too.
 //! - [`render_hosts`], [`render_resolv_conf`], [`render_hostname`].
 //!
 //! A container's life, as the CLI drives it:
@@ -70,28 +73,29 @@ mod persist;
 mod ports;
 
 pub use driver::{
-    bridge_owner_alias, extra_host_veth_name, host_veth_name, BridgeDriver, DetachReport,
-    DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport, CONTAINER_IFNAME,
+    bridge_owner_alias, extra_host_veth_name, host_veth_name, AttachRequest, BridgeDriver,
+    DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport,
+    CONTAINER_IFNAME,
 };
 pub use errors::ErrorList;
 pub use files::{
-    render_hostname, render_hosts, render_resolv_conf, render_resolv_conf_with, DnsSettings,
-    HostsEntry,
+    render_hostname, render_hosts, render_resolv_conf, render_resolv_conf_with,
+    with_upstream_nameservers, DnsSettings, HostsEntry, DEFAULT_NAMESERVERS,
 };
 pub use firewall::{
     enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,
     TeardownErrors,
 };
-pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
+pub use ipam::{AddressPool, AddressPool6, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
-    default_address_pools, first_free_subnet, is_valid_name, overlaps, parse_subnet, NetworkConfig,
-    NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK,
-    DEFAULT_SUBNET,
+    default_address_pools, first_free_subnet, is_valid_name, overlaps, parse_ip_range,
+    parse_subnet, NetworkConfig, NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER,
+    DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
 };
 pub use ports::{
-    parse_port_mapping, parse_publish, probe_host_port, PortMapping, PortParseError, PortProbe,
-    Protocol,
+    hold_host_port, parse_port_mapping, parse_publish, probe_host_port, HeldPort, PortMapping,
+    PortParseError, PortProbe, Protocol,
 };
 
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -788,6 +788,61 @@ impl Netlink {
         let subject = format!("default route via {gateway}");
         self.create_unless_exists(&subject, Rtm::Newroute, message)
     }
+
+    /// Add the IPv6 `address` (with its prefix) to link `index`, usable at
+    /// once (no duplicate address detection: the IPAM hands each address
+    /// out once); already present is fine. Returns whether it was added.
+    pub fn add_address6(
+        &mut self,
+        index: u32,
+        address: ipnet::Ipv6Net,
+    ) -> Result<bool, NetlinkError> {
+        let ip = address.addr().octets();
+        let message = (|| -> BuildResult<Ifaddrmsg> {
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Ifa::Local, ip)?);
+            attrs.push(attr(Ifa::Address, ip)?);
+            IfaddrmsgBuilder::default()
+                .ifa_family(RtAddrFamily::Inet6)
+                .ifa_prefixlen(address.prefix_len())
+                .ifa_flags(neli::consts::rtnl::IfaF::NODAD)
+                .ifa_scope(RtScope::Universe)
+                .ifa_index(index)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("address {address} on link #{index}");
+        self.create_unless_exists(&subject, Rtm::Newaddr, message)
+    }
+
+    /// Add the IPv6 default route via `gateway` out of link `index`; an
+    /// existing one is left alone. Returns whether it was added.
+    pub fn add_default_route6(
+        &mut self,
+        gateway: std::net::Ipv6Addr,
+        index: u32,
+    ) -> Result<bool, NetlinkError> {
+        let message = (|| {
+            let mut attrs = RtBuffer::new();
+            attrs.push(attr(Rta::Gateway, gateway.octets())?);
+            attrs.push(attr(Rta::Oif, index)?);
+            RtmsgBuilder::default()
+                .rtm_family(RtAddrFamily::Inet6)
+                .rtm_dst_len(0)
+                .rtm_src_len(0)
+                .rtm_tos(0)
+                .rtm_table(RtTable::Main)
+                .rtm_protocol(Rtprot::Boot)
+                .rtm_scope(RtScope::Universe)
+                .rtm_type(Rtn::Unicast)
+                .rtattrs(attrs)
+                .build()
+                .map_err(|e| e.to_string())
+        })();
+        let subject = format!("IPv6 default route via {gateway}");
+        self.create_unless_exists(&subject, Rtm::Newroute, message)
+    }
 }
 
 impl Netlink {

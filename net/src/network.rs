@@ -4,13 +4,13 @@
 
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use crate::ipam::{AddressPool, MAX_PREFIX, MIN_PREFIX};
+use crate::ipam::{AddressPool, AddressPool6, MAX_PREFIX, MAX_PREFIX6, MIN_PREFIX, MIN_PREFIX6};
 use crate::persist::{self, FileLock};
 
 /// docker's name for the default network.
@@ -48,15 +48,41 @@ pub struct NetworkConfig {
     /// `--label K=V`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--ip-range`: the part of the subnet containers' addresses are
+    /// chosen from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
+    /// `--ipv6 --subnet fd00:1::/64`: the IPv6 subnet (dual stack with
+    /// the IPv4 one); `None`: IPv4 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_subnet: Option<Ipv6Net>,
+    /// The bridge's IPv6 address: the subnet's `::1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_gateway: Option<Ipv6Addr>,
 }
 
 impl NetworkConfig {
+    /// The network's IPv6 address pool, if it has IPv6.
+    pub fn pool6(&self) -> Option<AddressPool6> {
+        Some(AddressPool6 {
+            network: self.name.clone(),
+            subnet: self.ipv6_subnet?,
+            gateway: self.ipv6_gateway?,
+        })
+    }
+
+    /// The IPv6 gateway with the subnet's prefix, as it is set on the bridge.
+    pub fn ipv6_gateway_net(&self) -> Option<Ipv6Net> {
+        Ipv6Net::new(self.ipv6_gateway?, self.ipv6_subnet?.prefix_len()).ok()
+    }
+
     /// The network's address pool, for [`crate::Ipam`].
     pub fn pool(&self) -> AddressPool {
         AddressPool {
             network: self.name.clone(),
             subnet: self.subnet,
             gateway: self.gateway,
+            range: self.ip_range,
         }
     }
 
@@ -82,6 +108,12 @@ pub struct NetworkRequest {
     pub internal: bool,
     /// `--label K=V`.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--ip-range`, CIDR inside the subnet.
+    pub ip_range: Option<String>,
+    /// `--ipv6`.
+    pub ipv6: bool,
+    /// The IPv6 `--subnet` (needs `ipv6`).
+    pub ipv6_subnet: Option<String>,
     /// Prefixes the host already routes or has addresses in (see
     /// [`crate::Netlink::ipv4_prefixes_in_use`]); a chosen subnet avoids them.
     pub in_use: Vec<Ipv4Net>,
@@ -122,6 +154,22 @@ pub enum NetworkError {
     InvalidGatewayAddress { gateway: String },
     #[error("gateway {gateway} is not a host address of subnet {subnet}")]
     GatewayOutsideSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
+    #[error("invalid IP range {range:?}: expected an IPv4 CIDR such as 10.10.0.128/25")]
+    InvalidIpRange { range: String },
+    #[error("IP range {range} is not inside subnet {subnet}")]
+    IpRangeOutsideSubnet { range: Ipv4Net, subnet: Ipv4Net },
+    #[error("invalid IPv6 subnet {subnet:?}: expected a CIDR such as fd00:1::/64, prefix /{MIN_PREFIX6} to /{MAX_PREFIX6}, host bits clear")]
+    InvalidCidr6 { subnet: String },
+    #[error("an IPv6 subnet ({subnet}) needs --ipv6")]
+    Ipv6NotEnabled { subnet: String },
+    #[error("--ipv6 needs an IPv6 --subnet, such as fd00:1::/64")]
+    Ipv6WithoutSubnet,
+    #[error("IPv6 subnet {subnet} overlaps {existing} of network {network}")]
+    Overlap6 {
+        subnet: Ipv6Net,
+        network: String,
+        existing: Ipv6Net,
+    },
     #[error("no free subnet left in the default address pools (172.17-31.0.0/16, 192.168.0.0/16 in /20s): give one with --subnet")]
     PoolsExhausted,
     #[error("subnet {subnet} overlaps {existing} of network {network}")]
@@ -175,6 +223,34 @@ pub fn parse_subnet(
         return Err(NetworkError::GatewayOutsideSubnet { gateway, subnet });
     }
     Ok((subnet, gateway))
+}
+
+/// An IPv6 `--subnet`: a CIDR with the host bits clear, /64 to /120.
+pub fn parse_subnet6(text: &str) -> Result<Ipv6Net, NetworkError> {
+    let invalid = || NetworkError::InvalidCidr6 {
+        subnet: text.to_owned(),
+    };
+    let subnet: Ipv6Net = text.trim().parse().map_err(|_| invalid())?;
+    if !(MIN_PREFIX6..=MAX_PREFIX6).contains(&subnet.prefix_len()) || subnet.trunc() != subnet {
+        return Err(invalid());
+    }
+    Ok(subnet)
+}
+
+/// docker's `--ip-range`: a CIDR inside `subnet` (host bits cleared, as
+/// docker does).
+pub fn parse_ip_range(text: &str, subnet: Ipv4Net) -> Result<Ipv4Net, NetworkError> {
+    let range: Ipv4Net = text
+        .trim()
+        .parse()
+        .map_err(|_| NetworkError::InvalidIpRange {
+            range: text.to_owned(),
+        })?;
+    let range = range.trunc();
+    if !subnet.contains(&range) {
+        return Err(NetworkError::IpRangeOutsideSubnet { range, subnet });
+    }
+    Ok(range)
 }
 
 fn check_subnet(subnet: Ipv4Net) -> Result<(), NetworkError> {
@@ -280,6 +356,35 @@ impl NetworkStore {
                 parse_subnet(&subnet.to_string(), request.gateway.as_deref())?
             }
         };
+        let ip_range = request
+            .ip_range
+            .as_deref()
+            .map(|text| parse_ip_range(text, subnet))
+            .transpose()?;
+        let ipv6_subnet = match (&request.ipv6_subnet, request.ipv6) {
+            (None, false) => None,
+            (None, true) => return Err(NetworkError::Ipv6WithoutSubnet),
+            (Some(text), false) => {
+                return Err(NetworkError::Ipv6NotEnabled {
+                    subnet: text.clone(),
+                })
+            }
+            (Some(text), true) => Some(parse_subnet6(text)?),
+        };
+        if let Some(subnet) = ipv6_subnet {
+            for other in self.list()? {
+                if let Some(existing) = other.ipv6_subnet {
+                    if existing.contains(&subnet.network()) || subnet.contains(&existing.network())
+                    {
+                        return Err(NetworkError::Overlap6 {
+                            subnet,
+                            network: other.name,
+                            existing,
+                        });
+                    }
+                }
+            }
+        }
         let config = NetworkConfig {
             name: request.name.clone(),
             bridge: format!("br-{}", &id[..12]),
@@ -289,6 +394,10 @@ impl NetworkStore {
             gateway,
             internal: request.internal,
             labels: request.labels.clone(),
+            ip_range,
+            ipv6_subnet,
+            ipv6_gateway: ipv6_subnet
+                .map(|subnet| Ipv6Addr::from(u128::from(subnet.network()) + 1)),
         };
         self.insert_locked(&config)?;
         Ok(config)
@@ -327,6 +436,9 @@ impl NetworkStore {
             bridge: bridge.to_owned(),
             internal: false,
             labels: Default::default(),
+            ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
         };
         self.insert_locked(&config)?;
         Ok(config)
@@ -696,6 +808,75 @@ mod tests {
     }
 
     #[test]
+    fn ip_range_is_kept_and_must_lie_inside_the_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        let with_range = |name: &str, range: &str| NetworkRequest {
+            ip_range: Some(range.to_owned()),
+            ..request(name, "10.30.0.0/16", None)
+        };
+        let made = store.create(&with_range("r", "10.30.5.0/24")).unwrap();
+        assert_eq!(made.ip_range, Some("10.30.5.0/24".parse().unwrap()));
+        assert_eq!(made.pool().range, made.ip_range);
+        assert_eq!(store.get("r").unwrap(), made);
+        for (range, outside) in [("10.31.0.0/24", true), ("10.0.0.0/8", true), ("x", false)] {
+            let err = store.create(&with_range("bad", range)).unwrap_err();
+            let expected = if outside {
+                matches!(err, NetworkError::IpRangeOutsideSubnet { .. })
+            } else {
+                matches!(err, NetworkError::InvalidIpRange { .. })
+            };
+            assert!(expected, "{range}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_subnets_need_ipv6_and_do_not_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NetworkStore::new(dir.path());
+        let dual = |name: &str, v4: &str, v6: Option<&str>, ipv6: bool| NetworkRequest {
+            ipv6,
+            ipv6_subnet: v6.map(str::to_owned),
+            ..request(name, v4, None)
+        };
+        let made = store
+            .create(&dual("six", "10.40.0.0/24", Some("fd00:1::/64"), true))
+            .unwrap();
+        assert_eq!(made.ipv6_subnet, Some("fd00:1::/64".parse().unwrap()));
+        assert_eq!(made.ipv6_gateway, Some("fd00:1::1".parse().unwrap()));
+        assert_eq!(made.ipv6_gateway_net().unwrap().to_string(), "fd00:1::1/64");
+        assert_eq!(made.pool6().unwrap().subnet, made.ipv6_subnet.unwrap());
+        assert_eq!(store.get("six").unwrap(), made);
+        type Expected = fn(&NetworkError) -> bool;
+        let cases: [(NetworkRequest, Expected); 5] = [
+            (dual("a", "10.41.0.0/24", Some("fd00:2::/64"), false), |e| {
+                matches!(e, NetworkError::Ipv6NotEnabled { .. })
+            }),
+            (dual("b", "10.41.0.0/24", None, true), |e| {
+                matches!(e, NetworkError::Ipv6WithoutSubnet)
+            }),
+            (
+                dual("c", "10.41.0.0/24", Some("fd00:1:0:0:1::/80"), true),
+                |e| matches!(e, NetworkError::Overlap6 { .. }),
+            ),
+            (dual("d", "10.41.0.0/24", Some("fd00:3::/48"), true), |e| {
+                matches!(e, NetworkError::InvalidCidr6 { .. })
+            }),
+            (dual("e", "10.41.0.0/24", Some("fd00:3::1/64"), true), |e| {
+                matches!(e, NetworkError::InvalidCidr6 { .. })
+            }),
+        ];
+        for (req, expected) in cases {
+            let err = store.create(&req).unwrap_err();
+            assert!(expected(&err), "{req:?}: {err:?}");
+        }
+        let plain = store
+            .create(&request("four", "10.42.0.0/24", None))
+            .unwrap();
+        assert_eq!(plain.pool6(), None);
+    }
+
+    #[test]
     fn overlap_detection() {
         let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
         assert!(overlaps(net("10.0.0.0/8"), net("10.1.2.0/24")));
@@ -743,6 +924,9 @@ mod tests {
             bridge: "br-abababababab".into(),
             internal: false,
             labels: Default::default(),
+            ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
         };
         let json = serde_json::to_value(&config).unwrap();
         assert_eq!(json["subnet"], "10.10.0.0/24");

@@ -329,15 +329,46 @@ pub enum PortProbe {
 /// tried by binding it and letting go at once, in the caller's network
 /// namespace.
 pub fn probe_host_port(ip: Ipv4Addr, port: u16, protocol: Protocol) -> PortProbe {
+    match hold_host_port(ip, port, protocol) {
+        Ok(_) => PortProbe::Free,
+        Err(probe) => probe,
+    }
+}
+
+/// A host socket bound to a published port (a TCP one listening, never
+/// accepting), so that a host process's later bind of the port fails with
+/// EADDRINUSE as it does under docker's userland proxy. Connections never
+/// reach it: the DNAT rules take them to the container first.
+#[derive(Debug)]
+pub struct HeldPort {
+    pub host_ip: Ipv4Addr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub socket: std::os::fd::OwnedFd,
+}
+
+/// Bind (and for TCP listen on) `port` on `ip` (0.0.0.0: every address)
+/// in the caller's network namespace and keep the socket (close-on-exec);
+/// [`PortProbe::InUse`] or [`PortProbe::NoSuchAddress`] when that fails.
+/// The TCP socket has SO_REUSEADDR (so that connections of an earlier
+/// holder in TIME_WAIT do not block it), which does not let anyone else
+/// bind the port while it listens; the UDP one has not, so that no other
+/// socket can share the port.
+pub fn hold_host_port(ip: Ipv4Addr, port: u16, protocol: Protocol) -> Result<HeldPort, PortProbe> {
     let address = (ip, port);
-    let bound = match protocol {
-        Protocol::Tcp => std::net::TcpListener::bind(address).map(drop),
-        Protocol::Udp => std::net::UdpSocket::bind(address).map(drop),
+    let socket: std::io::Result<std::os::fd::OwnedFd> = match protocol {
+        Protocol::Tcp => std::net::TcpListener::bind(address).map(Into::into),
+        Protocol::Udp => std::net::UdpSocket::bind(address).map(Into::into),
     };
-    match bound {
-        Ok(()) => PortProbe::Free,
-        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => PortProbe::NoSuchAddress,
-        Err(_) => PortProbe::InUse,
+    match socket {
+        Ok(socket) => Ok(HeldPort {
+            host_ip: ip,
+            port,
+            protocol,
+            socket,
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Err(PortProbe::NoSuchAddress),
+        Err(_) => Err(PortProbe::InUse),
     }
 }
 
@@ -578,5 +609,32 @@ mod tests {
             probe_host_port(Ipv4Addr::new(192, 0, 2, 77), port, Protocol::Udp),
             PortProbe::NoSuchAddress
         );
+    }
+
+    #[test]
+    fn a_held_port_refuses_later_binds_until_it_is_dropped() {
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            let held = hold_host_port(Ipv4Addr::LOCALHOST, 0, protocol).unwrap();
+            let copy = held.socket.try_clone().unwrap();
+            let port = std::net::UdpSocket::from(copy).local_addr().unwrap().port();
+            // Another process would use SO_REUSEADDR (std's TcpListener
+            // does): still refused.
+            assert_eq!(
+                probe_host_port(Ipv4Addr::LOCALHOST, port, protocol),
+                PortProbe::InUse,
+                "{protocol}"
+            );
+            assert_eq!(
+                hold_host_port(Ipv4Addr::UNSPECIFIED, port, protocol).unwrap_err(),
+                PortProbe::InUse,
+                "{protocol}"
+            );
+            drop(held);
+            assert_eq!(
+                probe_host_port(Ipv4Addr::LOCALHOST, port, protocol),
+                PortProbe::Free,
+                "{protocol}"
+            );
+        }
     }
 }

@@ -286,6 +286,9 @@ fn test_network(name: &str, subnet: &str, bridge: &str) -> NetworkConfig {
         bridge: bridge.to_owned(),
         internal: false,
         labels: Default::default(),
+        ip_range: None,
+        ipv6_subnet: None,
+        ipv6_gateway: None,
     }
 }
 

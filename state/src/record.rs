@@ -174,6 +174,9 @@ pub struct ContainerRecord {
     /// and gids map to the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_maps: Option<IdMaps>,
+    /// `--mac-address`: the MAC of its interface on the main network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
     /// Set when a checkpoint ended the container: its end is then neither
     /// a reason to restart it nor to remove it (`--rm`), and a restore
     /// takes its address again.
@@ -379,6 +382,7 @@ impl ContainerRecord {
             connections: Vec::new(),
             requested_ip: None,
             id_maps: None,
+            mac_address: None,
             checkpoint: None,
         }
     }

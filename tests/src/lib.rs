@@ -366,6 +366,9 @@ impl Berth {
             .env_remove("BERTH_USERNS_REMAP")
             .env_remove("BERTH_SUBUID_FILE")
             .env_remove("BERTH_SUBGID_FILE")
+            // The host's resolvers unless a test names its own.
+            .env_remove("BERTH_RESOLV_CONF")
+            .env_remove("BERTH_UPSTREAM_RESOLV_CONF")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -82,7 +82,16 @@ pub fn http_get_eventually(ns: &NetSandbox, addr: SocketAddr, within: Duration) 
 
 /// The sandbox's `iptables-save` without comments and packet counters.
 pub fn iptables(berth: &Berth) -> String {
-    let out = sh_ok(berth.netns().command("iptables-save", [] as [&str; 0]));
+    rules_saved_by(berth, "iptables-save")
+}
+
+/// [`iptables`] for IPv6 (`ip6tables-save`).
+pub fn ip6tables(berth: &Berth) -> String {
+    rules_saved_by(berth, "ip6tables-save")
+}
+
+fn rules_saved_by(berth: &Berth, program: &str) -> String {
+    let out = sh_ok(berth.netns().command(program, [] as [&str; 0]));
     out.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
@@ -111,4 +120,138 @@ pub fn exec(berth: &Berth, container: &str, args: &[&str]) -> Output {
     let mut all = vec!["exec", container];
     all.extend_from_slice(args);
     berth.output(all)
+}
+
+/// A namespace outside "the host" joined to it by a veth pair:
+/// `host_addr` (CIDR) on the host's end (`bt-<name>`), `peer_addr` on
+/// the other (`bc-<name>`).
+pub fn outside_namespace(
+    berth: &Berth,
+    name: &str,
+    host_addr: &str,
+    peer_addr: &str,
+) -> NetSandbox {
+    let outside = NetSandbox::new();
+    let (here, there) = (format!("bt-{name}"), format!("bc-{name}"));
+    let host = berth.netns();
+    ip(
+        host,
+        &["link", "add", &here, "type", "veth", "peer", "name", &there],
+    );
+    ip(
+        host,
+        &["link", "set", &there, "netns", &holder_pid(&outside)],
+    );
+    ip(host, &["addr", "add", host_addr, "dev", &here]);
+    ip(host, &["link", "set", &here, "up"]);
+    ip(&outside, &["addr", "add", peer_addr, "dev", &there]);
+    ip(&outside, &["link", "set", &there, "up"]);
+    outside
+}
+
+/// A tiny DNS server on UDP port 53 of an address in a test namespace:
+/// it answers A queries for its names and NXDOMAIN for any other name
+/// (an empty answer for other types of a known name). Stops when dropped.
+#[derive(Debug)]
+pub struct FakeDns {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Names asked for, in order (lower case, no trailing dot).
+    pub asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeDns {
+    /// Serve `records` (name, IPv4 address) on `listen`:53 inside `ns`.
+    pub fn start(
+        ns: &NetSandbox,
+        listen: std::net::Ipv4Addr,
+        records: &[(&str, std::net::Ipv4Addr)],
+    ) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let records: Vec<(String, std::net::Ipv4Addr)> = records
+            .iter()
+            .map(|(name, ip)| (name.to_ascii_lowercase(), *ip))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let path = ns.path();
+        let (stop_flag, log) = (stop.clone(), asked.clone());
+        let thread = std::thread::spawn(move || {
+            let socket = in_netns(path, move || std::net::UdpSocket::bind((listen, 53)))
+                .expect("bind the fake DNS server");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("read timeout");
+            let _ = ready_tx.send(());
+            let mut buf = [0u8; 512];
+            while !stop_flag.load(Ordering::Relaxed) {
+                let Ok((len, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some((name, reply)) = dns_reply(&buf[..len], &records) {
+                    log.lock().expect("log").push(name);
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the fake DNS server did not start");
+        FakeDns {
+            stop,
+            thread: Some(thread),
+            asked,
+        }
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The answer to one DNS query (RFC 1035 wire format): the name asked
+/// and the reply, or `None` for a packet that is not a one-question query.
+fn dns_reply(query: &[u8], records: &[(String, std::net::Ipv4Addr)]) -> Option<(String, Vec<u8>)> {
+    if query.len() < 12 || query[2] & 0x80 != 0 || query[4..6] != [0, 1] {
+        return None;
+    }
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *query.get(at)? as usize;
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + len)?).to_ascii_lowercase());
+        at += len;
+    }
+    let question_end = at + 4;
+    let question = query.get(12..question_end)?;
+    let qtype = u16::from_be_bytes([query[at], query[at + 1]]);
+    let name = labels.join(".");
+    let known = records.iter().find(|(n, _)| *n == name).map(|(_, ip)| *ip);
+    let mut reply = Vec::with_capacity(question_end + 16);
+    reply.extend_from_slice(&query[..2]);
+    // QR, opcode 0, RD copied, RA; NXDOMAIN for a name it does not know.
+    reply.push(0x80 | (query[2] & 0x01));
+    reply.push(if known.is_some() { 0x80 } else { 0x83 });
+    let answers: u16 = u16::from(known.is_some() && qtype == 1);
+    reply.extend_from_slice(&[0, 1]);
+    reply.extend_from_slice(&answers.to_be_bytes());
+    reply.extend_from_slice(&[0, 0, 0, 0]);
+    reply.extend_from_slice(question);
+    if let (Some(ip), 1) = (known, answers) {
+        // A pointer to the question's name, type A, class IN, TTL 60.
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some((name, reply))
 }

@@ -1177,7 +1177,18 @@ fn a_host_port_a_host_process_listens_on_is_refused() {
     );
     assert!(berth.container_ids().is_empty(), "nothing is left of it");
     drop(listener);
-    // Once the service is gone the port can be published.
+    // Once the service is gone the port can be published. (A child that
+    // another test thread forked meanwhile holds a copy of the listener
+    // until it execs: the port is free once that is over.)
+    let free = wait_until(STEP, || {
+        in_netns(berth.netns().path(), || {
+            TcpListener::bind(("0.0.0.0", 18095)).is_ok()
+        })
+    });
+    assert!(
+        free,
+        "port 18095 stayed bound after the listener was dropped"
+    );
     berth.run_ok(["run", "--rm", "-p", "18095:80", "busybox", "true"]);
     berth.assert_clean();
 }

@@ -9,11 +9,13 @@
 //! pair. No packet leaves these namespaces.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth_e2e::netns_tools::{exec, holder_pid, ip, network_inspect, sh_ok};
+use berth_e2e::netns_tools::{
+    exec, holder_pid, ip, ip6tables, network_inspect, outside_namespace, sh_ok, FakeDns,
+};
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
 /// Long enough for a slow VM; passing steps take milliseconds.
@@ -653,5 +655,434 @@ fn network_labels_are_kept_and_select_what_prune_removes() {
     let ls = berth.run_ok(["network", "ls"]);
     assert!(!ls.contains("labelled") && ls.contains("plain"), "{ls}");
     berth.run_ok(["network", "rm", "plain"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn ip_range_hands_out_addresses_from_the_range_and_ip_may_leave_it() {
+    require_root!();
+    let berth = Berth::new();
+    // Outside the subnet, or not a CIDR: one line, no network left.
+    for range in ["10.92.0.0/24", "10.91.0.300/28"] {
+        let err = one_line_error(
+            &berth,
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.91.0.0/24",
+                "--ip-range",
+                range,
+                "ranged",
+            ],
+        );
+        assert!(err.contains("range"), "{range}: {err}");
+    }
+    assert!(!berth.run_ok(["network", "ls"]).contains("ranged"));
+    berth.run_ok([
+        "network",
+        "create",
+        "--subnet",
+        "10.91.0.0/24",
+        "--ip-range",
+        "10.91.0.200/30",
+        "ranged",
+    ]);
+    let config = &network_inspect(&berth, "ranged")["IPAM"]["Config"][0];
+    assert_eq!(config["Subnet"], "10.91.0.0/24");
+    assert_eq!(config["IPRange"], "10.91.0.200/30");
+    for name in ["r1", "r2"] {
+        berth.run_detached(["--name", name, "--net", "ranged", "busybox", "sleep", "60"]);
+    }
+    assert_eq!(addresses_on(&berth, "r1", "eth0"), ["10.91.0.200/24"]);
+    assert_eq!(addresses_on(&berth, "r2", "eth0"), ["10.91.0.201/24"]);
+    // `--ip` may name an address of the subnet outside the range.
+    berth.run_detached([
+        "--name",
+        "outside",
+        "--net",
+        "ranged",
+        "--ip",
+        "10.91.0.9",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(addresses_on(&berth, "outside", "eth0"), ["10.91.0.9/24"]);
+    assert!(pings(&berth, "outside", "10.91.0.201"));
+    berth.run_ok(["rm", "-f", "r1", "r2", "outside"]);
+    berth.run_ok(["network", "rm", "ranged"]);
+    berth.assert_clean();
+}
+
+#[test]
+fn mac_address_is_set_inside_shown_by_inspect_and_unique_on_a_network() {
+    require_root!();
+    let berth = Berth::new();
+    berth.run_ok(["network", "create", "--subnet", "10.93.0.0/24", "macs"]);
+    let mac = "92:d0:c6:0a:29:33";
+    berth.run_detached([
+        "--name",
+        "m1",
+        "--net",
+        "macs",
+        "--mac-address",
+        "92:D0:C6:0A:29:33",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let inside = stdout(&exec(&berth, "m1", &["cat", "/sys/class/net/eth0/address"]));
+    assert_eq!(inside.trim(), mac);
+    let shown = berth.run_ok(["inspect", "-f", "{{.NetworkSettings.MacAddress}}", "m1"]);
+    assert_eq!(shown.trim(), mac);
+    assert_eq!(networks_of(&berth, "m1")["macs"]["MacAddress"], mac);
+
+    // The same MAC on the same network, a bad one, or one on --net none:
+    // one line each, nothing left behind.
+    for (args, says) in [
+        (vec!["--net", "macs", "--mac-address", mac], "in use"),
+        (
+            vec!["--net", "macs", "--mac-address", "01:00:5e:00:00:01"],
+            "multicast",
+        ),
+        (
+            vec!["--net", "macs", "--mac-address", "92:d0:c6"],
+            "--mac-address",
+        ),
+        (
+            vec!["--net", "none", "--mac-address", "92:d0:c6:0a:29:34"],
+            "conflicting",
+        ),
+    ] {
+        let mut run = vec!["run", "--rm", "--pull", "never"];
+        run.extend(args.iter().copied());
+        run.extend(["busybox", "true"]);
+        let err = one_line_error(&berth, &run);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(berth.container_ids().len(), 1);
+
+    // The address works (ARP with the chosen MAC), and a restart keeps it.
+    berth.run_detached(["--name", "m2", "--net", "macs", "busybox", "sleep", "60"]);
+    let m1_ip = networks_of(&berth, "m1")["macs"]["IPAddress"]
+        .as_str()
+        .expect("m1's address")
+        .to_owned();
+    assert!(pings(&berth, "m2", &m1_ip), "m2 cannot reach m1");
+    berth.run_ok(["stop", "-t", "1", "m1"]);
+    berth.run_ok(["start", "m1"]);
+    let inside = stdout(&exec(&berth, "m1", &["cat", "/sys/class/net/eth0/address"]));
+    assert_eq!(inside.trim(), mac);
+    // Two runs racing for one MAC: exactly one gets it.
+    let racers: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ["r1", "r2"]
+            .map(|name| {
+                let berth = &berth;
+                scope.spawn(move || {
+                    berth.output([
+                        "run",
+                        "-d",
+                        "--pull",
+                        "never",
+                        "--name",
+                        name,
+                        "--net",
+                        "macs",
+                        "--mac-address",
+                        "92:d0:c6:0a:29:40",
+                        "busybox",
+                        "sleep",
+                        "60",
+                    ])
+                })
+            })
+            .into_iter()
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won = racers.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        won,
+        1,
+        "{}",
+        racers.iter().map(describe).collect::<Vec<_>>().join("\n")
+    );
+    let lost = racers.iter().find(|o| !o.status.success()).unwrap();
+    assert!(stderr(lost).contains("in use"), "{}", describe(lost));
+    let winner = if racers[0].status.success() {
+        "r1"
+    } else {
+        "r2"
+    };
+    berth.run_ok(["rm", "-f", winner]);
+    assert_eq!(berth.container_ids().len(), 2, "the loser left nothing");
+
+    // docker 25's long form of --network.
+    berth.run_detached([
+        "--name",
+        "m3",
+        "--network",
+        "name=macs,mac-address=92:d0:c6:0a:29:35,alias=third",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let inside = stdout(&exec(&berth, "m3", &["cat", "/sys/class/net/eth0/address"]));
+    assert_eq!(inside.trim(), "92:d0:c6:0a:29:35");
+    assert!(pings(&berth, "m2", "third"), "m3's alias does not resolve");
+    berth.run_ok(["rm", "-f", "m1", "m2", "m3"]);
+    berth.run_ok(["network", "rm", "macs"]);
+    berth.assert_clean();
+}
+
+/// `berth run -d --name NAME --net NET busybox sleep 60` with the host's
+/// resolver files at `stub` and `upstream`.
+fn run_with_resolvers(berth: &Berth, name: &str, net: &str, stub: &Path, upstream: &Path) {
+    let mut cmd = berth.cmd([
+        "run", "-d", "--pull", "never", "--name", name, "--net", net, "busybox", "sleep", "60",
+    ]);
+    cmd.env("BERTH_RESOLV_CONF", stub)
+        .env("BERTH_UPSTREAM_RESOLV_CONF", upstream);
+    let out = berth_e2e::run_command(cmd);
+    assert!(out.status.success(), "run {name}\n{}", describe(&out));
+}
+
+#[test]
+fn names_outside_the_network_resolve_through_the_hosts_upstream_servers() {
+    require_root!();
+    let berth = Berth::new();
+    // The fake upstream resolver, in a namespace of its own that only the
+    // test's "host" routes to; it knows one name.
+    let upstream_ns = outside_namespace(&berth, "dns", "10.98.0.1/24", "10.98.0.53/24");
+    ip(
+        &upstream_ns,
+        &["route", "add", "default", "via", "10.98.0.1"],
+    );
+    let dns = FakeDns::start(
+        &upstream_ns,
+        Ipv4Addr::new(10, 98, 0, 53),
+        &[("upstream-only.test", Ipv4Addr::new(10, 98, 0, 99))],
+    );
+    // The host runs a loopback stub (systemd-resolved's 127.0.0.53) whose
+    // own configuration names the fake upstream.
+    let files = tempfile::tempdir().unwrap();
+    let stub = files.path().join("resolv.conf");
+    let upstream = files.path().join("upstream-resolv.conf");
+    std::fs::write(
+        &stub,
+        "nameserver 127.0.0.53\noptions edns0\nsearch corp.test\n",
+    )
+    .unwrap();
+    std::fs::write(&upstream, "nameserver 10.98.0.53\n").unwrap();
+
+    berth.run_ok(["network", "create", "--subnet", "10.94.0.0/24", "dnsnet"]);
+    run_with_resolvers(&berth, "asker", "dnsnet", &stub, &upstream);
+    berth.run_detached([
+        "--name", "peer", "--net", "dnsnet", "busybox", "sleep", "60",
+    ]);
+    let resolv = stdout(&exec(&berth, "asker", &["cat", "/etc/resolv.conf"]));
+    assert!(resolv.contains("nameserver 10.98.0.53\n"), "{resolv}");
+    assert!(
+        !resolv.contains("127.0.0.53") && !resolv.contains("8.8."),
+        "{resolv}"
+    );
+    assert!(
+        resolv.contains("search corp.test") && resolv.contains("options edns0"),
+        "{resolv}"
+    );
+
+    // A name only the upstream knows resolves inside; the network's own
+    // names still come from /etc/hosts.
+    let looked_up = exec(&berth, "asker", &["nslookup", "upstream-only.test"]);
+    assert!(
+        looked_up.status.success() && stdout(&looked_up).contains("10.98.0.99"),
+        "{}",
+        describe(&looked_up)
+    );
+    assert!(dns
+        .asked
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|n| n == "upstream-only.test"));
+    let unknown = exec(&berth, "asker", &["nslookup", "nowhere.test"]);
+    assert!(
+        !stdout(&unknown).contains("10.98.0.99"),
+        "{}",
+        describe(&unknown)
+    );
+    assert!(
+        pings(&berth, "asker", "peer"),
+        "asker cannot reach peer by name"
+    );
+
+    // No upstream file: docker's defaults are written (never contacted).
+    let missing = files.path().join("no-such-file");
+    run_with_resolvers(&berth, "fallback", "dnsnet", &stub, &missing);
+    let resolv = stdout(&exec(&berth, "fallback", &["cat", "/etc/resolv.conf"]));
+    assert!(
+        resolv.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\n")
+            && !resolv.contains("nameserver 127."),
+        "{resolv}"
+    );
+
+    berth.run_ok(["rm", "-f", "asker", "peer", "fallback"]);
+    berth.run_ok(["network", "rm", "dnsnet"]);
+    drop(dns);
+    berth.assert_clean();
+}
+
+/// The global IPv6 addresses on `ifname` in `container`.
+fn addresses6_on(berth: &Berth, container: &str, ifname: &str) -> Vec<String> {
+    let out = exec(
+        berth,
+        container,
+        &[
+            "ip", "-6", "-o", "addr", "show", "dev", ifname, "scope", "global",
+        ],
+    );
+    stdout(&out)
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet6")?;
+            words.next().map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn ipv6_networks_give_dual_stack_addresses_names_and_reachability() {
+    require_root!();
+    let berth = Berth::new();
+    for (args, says) in [
+        (vec!["--ipv6", "v6only"], "IPv6 --subnet"),
+        (vec!["--subnet", "fd00:7::/64", "noflag"], "--ipv6"),
+        (
+            vec!["--ipv6", "--subnet", "fd00:7::/48", "wide"],
+            "fd00:7::/48",
+        ),
+    ] {
+        let mut create = vec!["network", "create"];
+        create.extend(args.iter().copied());
+        let err = one_line_error(&berth, &create);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    berth.run_ok([
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:7::/64",
+        "--subnet",
+        "10.95.0.0/24",
+        "six",
+    ]);
+    let network = network_inspect(&berth, "six");
+    assert_eq!(network["EnableIPv6"], true);
+    assert_eq!(network["IPAM"]["Config"][0]["Subnet"], "10.95.0.0/24");
+    assert_eq!(network["IPAM"]["Config"][1]["Subnet"], "fd00:7::/64");
+    assert_eq!(network["IPAM"]["Config"][1]["Gateway"], "fd00:7::1");
+    // The bridge has the gateway address.
+    let bridge = network["bridge"].as_str().expect("bridge").to_owned();
+    let on_bridge = ip(berth.netns(), &["-6", "-o", "addr", "show", "dev", &bridge]);
+    assert!(on_bridge.contains("fd00:7::1/64"), "{on_bridge}");
+
+    berth.run_detached(["--name", "a6", "--net", "six", "busybox", "sleep", "60"]);
+    berth.run_detached(["--name", "b6", "--net", "six", "busybox", "sleep", "60"]);
+    assert_eq!(addresses_on(&berth, "a6", "eth0"), ["10.95.0.2/24"]);
+    assert_eq!(addresses6_on(&berth, "a6", "eth0"), ["fd00:7::2/64"]);
+    assert_eq!(addresses6_on(&berth, "b6", "eth0"), ["fd00:7::3/64"]);
+    let b6 = &networks_of(&berth, "b6")["six"];
+    assert_eq!(b6["GlobalIPv6Address"], "fd00:7::3");
+    assert_eq!(b6["GlobalIPv6PrefixLen"], 64);
+    assert_eq!(b6["IPv6Gateway"], "fd00:7::1");
+    let shown = berth.run_ok([
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.GlobalIPv6Address}}",
+        "a6",
+    ]);
+    assert_eq!(shown.trim(), "fd00:7::2");
+    // The default route over IPv6 goes through the bridge.
+    let routes = stdout(&exec(
+        &berth,
+        "a6",
+        &["ip", "-6", "route", "show", "default"],
+    ));
+    assert!(routes.contains("via fd00:7::1"), "{routes}");
+    // Names: b6's IPv6 address is in a6's /etc/hosts.
+    let hosts = stdout(&exec(&berth, "a6", &["cat", "/etc/hosts"]));
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with("fd00:7::3\t") && l.contains("b6")),
+        "{hosts}"
+    );
+    // Reachability over IPv6: the other container and the gateway.
+    for target in ["fd00:7::3", "fd00:7::1"] {
+        let out = exec(&berth, "a6", &["ping", "-c", "1", "-W", "2", target]);
+        assert!(out.status.success(), "a6 -> {target}\n{}", describe(&out));
+    }
+    // Out of the network over IPv6: MASQUERADEd to the host's address
+    // towards an outside namespace that has no route back to fd00:7::/64.
+    let outside = outside_namespace(&berth, "v6", "10.99.0.1/24", "10.99.0.2/24");
+    ip(
+        berth.netns(),
+        &[
+            "-6",
+            "addr",
+            "add",
+            "fd00:99::1/64",
+            "dev",
+            "bt-v6",
+            "nodad",
+        ],
+    );
+    ip(
+        &outside,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "fd00:99::2/64",
+            "dev",
+            "bc-v6",
+            "nodad",
+        ],
+    );
+    let out = exec(&berth, "a6", &["ping", "-c", "1", "-W", "2", "fd00:99::2"]);
+    assert!(out.status.success(), "a6 -> outside\n{}", describe(&out));
+    let rules = ip6tables(&berth);
+    assert!(
+        rules.contains("-A BERTH-POSTROUTING -s fd00:7::/64 ! -o ") && rules.contains("MASQUERADE"),
+        "{rules}"
+    );
+    // `network connect` to the IPv6 network gives an eth1 with both
+    // families; `disconnect` gives both leases back.
+    berth.run_ok(["network", "create", "--subnet", "10.96.5.0/24", "four"]);
+    berth.run_detached(["--name", "d4", "--net", "four", "busybox", "sleep", "60"]);
+    assert!(addresses6_on(&berth, "d4", "eth0").is_empty());
+    berth.run_ok(["network", "connect", "six", "d4"]);
+    let connected = addresses6_on(&berth, "d4", "eth1");
+    assert_eq!(connected.len(), 1, "{connected:?}");
+    assert!(connected[0].starts_with("fd00:7::"), "{connected:?}");
+    let out = exec(&berth, "d4", &["ping", "-c", "1", "-W", "2", "fd00:7::2"]);
+    assert!(out.status.success(), "d4 -> a6\n{}", describe(&out));
+    berth.run_ok(["network", "disconnect", "six", "d4"]);
+    berth.run_ok(["rm", "-f", "d4"]);
+    berth.run_ok(["network", "rm", "four"]);
+    // Leases are given back: a new container takes b6's address.
+    berth.run_ok(["rm", "-f", "b6"]);
+    berth.run_detached(["--name", "c6", "--net", "six", "busybox", "sleep", "60"]);
+    assert_eq!(addresses6_on(&berth, "c6", "eth0").len(), 1);
+    berth.run_ok(["rm", "-f", "a6", "c6"]);
+    berth.run_ok(["network", "rm", "six"]);
+    let left = ip(berth.netns(), &["-o", "link"]);
+    assert!(!left.contains(&bridge), "{left}");
+    let rules = ip6tables(&berth);
+    assert!(!rules.to_lowercase().contains("berth"), "{rules}");
+    drop(outside);
     berth.assert_clean();
 }

@@ -27,22 +27,7 @@ const STEP: Duration = Duration::from_secs(20);
 /// An outside client joined to the host by a veth pair: `host_addr` on
 /// the host's end (`bt-<name>`), `client_addr` in the client.
 fn outside_client(berth: &Berth, name: &str, host_addr: &str, client_addr: &str) -> NetSandbox {
-    let client = NetSandbox::new();
-    let (here, there) = (format!("bt-{name}"), format!("bc-{name}"));
-    let host = berth.netns();
-    ip(
-        host,
-        &["link", "add", &here, "type", "veth", "peer", "name", &there],
-    );
-    ip(
-        host,
-        &["link", "set", &there, "netns", &holder_pid(&client)],
-    );
-    ip(host, &["addr", "add", host_addr, "dev", &here]);
-    ip(host, &["link", "set", &here, "up"]);
-    ip(&client, &["addr", "add", client_addr, "dev", &there]);
-    ip(&client, &["link", "set", &there, "up"]);
-    client
+    berth_e2e::netns_tools::outside_namespace(berth, name, host_addr, client_addr)
 }
 
 /// Assert that `addr` does not answer from `ns` (refused or silent).
@@ -57,7 +42,7 @@ fn assert_no_answer(ns: &NetSandbox, addr: SocketAddr, what: &str) {
 /// busybox httpd serving `body` as /index.html on each of `ports`.
 fn httpd(body: &str, ports: &[u16]) -> Vec<String> {
     let (last, others) = ports.split_last().expect("a port");
-    let mut script = format!("mkdir /www && echo {body} > /www/index.html");
+    let mut script = format!("mkdir -p /www && echo {body} > /www/index.html");
     for port in others {
         script += &format!(" && httpd -p {port} -h /www");
     }
@@ -644,5 +629,81 @@ fn containers_cannot_reach_the_hosts_loopback_services_through_the_bridge() {
     berth.run_ok(["network", "rm", "guarded"]);
     let rules = iptables(&berth);
     assert!(!rules.to_lowercase().contains("berth"), "{rules}");
+    berth.assert_clean();
+}
+
+/// Whether a host process (in the sandbox) can bind `port` on `ip`.
+fn host_can_bind(berth: &Berth, ip: Ipv4Addr, port: u16, udp: bool) -> bool {
+    in_netns(berth.netns().path(), move || {
+        if udp {
+            UdpSocket::bind((ip, port)).is_ok()
+        } else {
+            TcpListener::bind((ip, port)).is_ok()
+        }
+    })
+}
+
+#[test]
+fn published_ports_are_held_against_host_binds_while_the_container_runs() {
+    require_root!();
+    let berth = Berth::new();
+    let host = berth.netns();
+    create_network(&berth, "held", "10.97.0.0/24");
+    let any = Ipv4Addr::UNSPECIFIED;
+    let lo = Ipv4Addr::LOCALHOST;
+    run_d(
+        &berth,
+        "web",
+        &["--net", "held", "-p", "18281:80", "-p", "18282:53/udp"],
+        httpd("held-web", &[80]),
+    );
+    // Still served on localhost (DNAT runs before the held socket).
+    let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 18281)), STEP);
+    assert!(response.contains("held-web"), "{response}");
+    for ip in [any, lo] {
+        assert!(!host_can_bind(&berth, ip, 18281, false), "tcp {ip}:18281");
+        assert!(!host_can_bind(&berth, ip, 18282, true), "udp {ip}:18282");
+    }
+    // Another port is not held.
+    assert!(host_can_bind(&berth, any, 18283, false));
+
+    // Stopped: released. Taken by a host process meanwhile: start refuses
+    // in one line and holds nothing.
+    berth.run_ok(["stop", "-t", "1", "web"]);
+    assert!(host_can_bind(&berth, any, 18281, false));
+    assert!(host_can_bind(&berth, any, 18282, true));
+    let squatter = in_netns(host.path(), || {
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, 18281))
+    })
+    .expect("bind the stopped container's port");
+    let out = berth.output(["start", "web"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.lines().count() == 1 && err.contains("18281"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        host_can_bind(&berth, any, 18282, true),
+        "udp kept after a failed start"
+    );
+    drop(squatter);
+    // (A child another test thread forked meanwhile may hold a copy of
+    // the squatter until it execs.)
+    assert!(
+        berth_e2e::wait_until(STEP, || host_can_bind(&berth, any, 18281, false)),
+        "the squatter's port stayed bound"
+    );
+    // Started again: held again.
+    berth.run_ok(["start", "web"]);
+    assert!(!host_can_bind(&berth, any, 18281, false));
+    assert!(!host_can_bind(&berth, lo, 18282, true));
+    let response = http_get_eventually(host, SocketAddr::from(([127, 0, 0, 1], 18281)), STEP);
+    assert!(response.contains("held-web"), "{response}");
+
+    berth.run_ok(["rm", "-f", "web"]);
+    assert!(host_can_bind(&berth, any, 18281, false));
+    assert!(host_can_bind(&berth, any, 18282, true));
+    berth.run_ok(["network", "rm", "held"]);
     berth.assert_clean();
 }

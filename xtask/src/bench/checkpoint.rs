@@ -41,7 +41,11 @@ enum Engine {
 }
 
 impl Engine {
-    const ALL: [Engine; 3] = [Engine::Berth, Engine::PodmanRunc, Engine::PodmanBerthRuntime];
+    const ALL: [Engine; 3] = [
+        Engine::Berth,
+        Engine::PodmanRunc,
+        Engine::PodmanBerthRuntime,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -175,7 +179,15 @@ fn one_podman_round(podman: &Podman, runtime: &Path, name: &str) -> Result<(Dura
     run_checked(
         podman
             .command(runtime)
-            .args(["run", "-d", "--network", "none", "--name", name, "--cgroup-parent"])
+            .args([
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "--name",
+                name,
+                "--cgroup-parent",
+            ])
             .arg(&podman.cgroup_parent)
             .args([IMAGE, "sh", "-c", WORKLOAD]),
     )?;
@@ -190,11 +202,7 @@ fn one_podman_round(podman: &Podman, runtime: &Path, name: &str) -> Result<(Dura
         wait_for_touched_memory()?;
         Ok((checkpoint, restore))
     })();
-    run_checked(
-        podman
-            .command(runtime)
-            .args(["rm", "-f", "-t", "0", name]),
-    )?;
+    run_checked(podman.command(runtime).args(["rm", "-f", "-t", "0", name]))?;
     result
 }
 
@@ -207,7 +215,10 @@ fn wait_for_touched_memory() -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("the workload's dd did not reach {} MiB resident", TOUCHED >> 20);
+            bail!(
+                "the workload's dd did not reach {} MiB resident",
+                TOUCHED >> 20
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -238,7 +249,8 @@ fn millis(duration: Duration) -> f64 {
 }
 
 fn render(rounds: usize, samples: &[Sample]) -> String {
-    let mut out = String::from("## checkpoint: 256 MiB of touched memory, checkpoint + restore\n\n");
+    let mut out =
+        String::from("## checkpoint: 256 MiB of touched memory, checkpoint + restore\n\n");
     let _ = writeln!(
         out,
         "{rounds} rounds, engines interleaved (order rotated); the workload `{WORKLOAD}` in busybox, no network; each engine's own state root.\n"

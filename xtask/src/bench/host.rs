@@ -92,10 +92,7 @@ const IN_VM: &str = "XTASK_BENCH_IN_VM";
 fn run_in_vm(workspace: &Workspace, berth: &Path) -> Result<()> {
     println!("xtask: criu does not work on this kernel: running the bench in the cgroup v2 VM");
     let xtask = std::env::current_exe().context("finding the xtask executable")?;
-    let mut command = vec![
-        format!("{IN_VM}=1"),
-        xtask.display().to_string(),
-    ];
+    let mut command = vec![format!("{IN_VM}=1"), xtask.display().to_string()];
     let mut args = std::env::args().skip(1).peekable();
     while let Some(arg) = args.next() {
         if arg == "--berth" {
