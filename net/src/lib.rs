@@ -62,10 +62,13 @@ mod driver;
 mod errors;
 mod files;
 pub mod firewall;
+pub mod firewall_backend;
 mod ipam;
 pub mod netlink;
 pub mod netns;
 mod network;
+pub mod nftables;
+pub mod nftables_msg;
 mod persist;
 mod ports;
 
@@ -82,6 +85,7 @@ pub use firewall::{
     enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,
     TeardownErrors,
 };
+pub use firewall_backend::{FirewallKind, HostFirewall, FIREWALL_ENV};
 pub use ipam::{AddressPool, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
@@ -89,6 +93,7 @@ pub use network::{
     NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER, DEFAULT_BRIDGE, DEFAULT_NETWORK,
     DEFAULT_SUBNET,
 };
+pub use nftables::NftablesFirewall;
 pub use ports::{
     parse_port_mapping, parse_publish, probe_host_port, PortMapping, PortParseError, PortProbe,
     Protocol,
