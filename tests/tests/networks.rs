@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use berth_e2e::netns_tools::{exec, holder_pid, ip, network_inspect, sh_ok};
+use berth_e2e::netns_tools::{exec, holder_pid, ip, iptables, network_inspect};
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
 /// Long enough for a slow VM; passing steps take milliseconds.
@@ -218,7 +218,7 @@ fn internal_network_reaches_its_containers_but_not_the_outside() {
 
     berth.run_ok(["rm", "-f", "a", "b", "c"]);
     berth.run_ok(["network", "rm", "inside", "open"]);
-    let rules = sh_ok(host.command("iptables-save", [] as [&str; 0]));
+    let rules = iptables(&berth);
     assert!(
         !rules.contains("berth:inside") && !rules.contains("berth:open"),
         "rules left:\n{rules}"
