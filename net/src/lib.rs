@@ -13,6 +13,10 @@
 //! - [`Firewall`] / [`IptablesFirewall`]: MASQUERADE, forwarding and DNAT
 //!   rules in berth's own chains (see [`firewall`] for the rule set, and how
 //!   published ports answer on 127.0.0.1 and to hairpin connections).
+//! - [`NftablesFirewall`]: the same rules in an nftables table, spoken
+//!   over netlink ([`nftables_msg`]) with one transaction per change;
+//!   [`HostFirewall`] picks it or iptables ([`FirewallKind`]) and cleans
+//!   up after both ([`firewall_backend`]).
 //! - [`BridgeDriver`] ([`NetworkDriver`]): all of the above for one
 //!   container: `attach` returns an [`Endpoint`], `detach` undoes it from
 //!   the container id alone.
@@ -69,6 +73,7 @@ pub mod netns;
 mod network;
 pub mod nftables;
 pub mod nftables_msg;
+pub mod nftables_rules;
 mod persist;
 mod ports;
 
