@@ -138,8 +138,9 @@ impl HostFirewall {
     /// When iptables' FORWARD policy is DROP, its accepts for `network`.
     fn forward_drop_accepts(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
         match self.iptables.policy(Table::Filter, "FORWARD") {
+            // No marker: these go with the network, whose teardown always
+            // looks for them; per-container work stays off iptables.
             Ok(Some(policy)) if policy == "DROP" => {
-                self.mark_iptables_used()?;
                 self.iptables.ensure_rules(&forward_accepts(network))
             }
             Ok(_) => Ok(()),
@@ -243,12 +244,13 @@ impl Firewall for HostFirewall {
     }
 
     fn teardown_network(&self, network: &NetworkConfig) -> Result<(), TeardownErrors> {
+        let iptables_too = self.kind == FirewallKind::Iptables || self.iptables_may_hold_rules();
         let nftables = if self.kind == FirewallKind::Nftables || NftablesFirewall::available() {
             self.nftables.teardown_network(network)
         } else {
             Ok(())
         };
-        let iptables = if self.kind == FirewallKind::Iptables || self.iptables_may_hold_rules() {
+        let iptables = if iptables_too {
             let result = merge([
                 self.iptables.teardown_network(network),
                 self.iptables.remove_rules(&forward_accepts(network)),
@@ -264,7 +266,8 @@ impl Firewall for HostFirewall {
             }
             result
         } else {
-            Ok(())
+            // Only the FORWARD accepts of a DROP policy, if any.
+            ignore_missing_program(self.iptables.remove_rules(&forward_accepts(network)))
         };
         merge([nftables, iptables])
     }
@@ -299,8 +302,12 @@ impl Firewall for HostFirewall {
         }
         match self.kind {
             FirewallKind::Nftables => {
+                // Asked first: a netfilter socket closed after berth's
+                // deletion would wait for the kernel (see
+                // `NfSocket::close`).
+                let iptables_too = self.iptables_may_hold_rules();
                 let own = self.nftables.remove_port_forwards(forwards);
-                let other = if self.iptables_may_hold_rules() {
+                let other = if iptables_too {
                     ignore_missing_program(self.iptables.remove_port_forwards(forwards))
                 } else {
                     Ok(())

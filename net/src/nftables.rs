@@ -232,12 +232,23 @@ impl NftablesFirewall {
         drop_empty_table: bool,
     ) -> Result<(), FirewallError> {
         let mut socket = NfSocket::open().map_err(FirewallError::from)?;
+        let result = self.remove_tagged_on(&mut socket, comments, drop_empty_table);
+        socket.close();
+        result
+    }
+
+    fn remove_tagged_on(
+        &self,
+        socket: &mut NfSocket,
+        comments: &[String],
+        drop_empty_table: bool,
+    ) -> Result<(), FirewallError> {
         // A rule deleted by someone else between the dump and the
         // transaction fails it as a whole (ENOENT): list again.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let installed = self.list(&mut socket)?;
+            let installed = self.list(socket)?;
             let doomed = |rule: &InstalledRule| {
                 rule.comment
                     .as_ref()
@@ -249,7 +260,10 @@ impl NftablesFirewall {
                 .count();
             let mut batch = socket.batch();
             let mut steps = Vec::new();
-            if drop_empty_table && left == 0 && !installed.is_empty() {
+            // Also when no rule is listed: a table left with empty chains
+            // (or none at all, then ENOENT says it is gone already).
+            let deleting_table = drop_empty_table && left == 0;
+            if deleting_table {
                 let mut table = Attrs::new();
                 table.str(attr::TABLE_NAME, &self.table);
                 batch.push(MsgType::DelTable, NFPROTO_IPV4, 0, &table);
@@ -259,7 +273,14 @@ impl NftablesFirewall {
                     self.push_delete(&mut batch, rule, &mut steps);
                 }
             }
-            match self.commit(&mut socket, batch, steps) {
+            match self.commit(socket, batch, steps) {
+                Err(FirewallError::Nftables(e))
+                    if e.errno() == Some(nix::errno::Errno::ENOENT)
+                        && deleting_table
+                        && installed.is_empty() =>
+                {
+                    return Ok(())
+                }
                 Err(FirewallError::Nftables(e))
                     if attempts < 3 && e.errno() == Some(nix::errno::Errno::ENOENT) => {}
                 result => return result,
@@ -290,7 +311,9 @@ impl Firewall for NftablesFirewall {
     fn setup_network(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
         let _lock = self.lock()?;
         let mut socket = NfSocket::open().map_err(FirewallError::from)?;
-        self.setup_locked(&mut socket, network)
+        let result = self.setup_locked(&mut socket, network);
+        socket.close();
+        result
     }
 
     fn teardown_network(&self, network: &NetworkConfig) -> Result<(), TeardownErrors> {
@@ -327,15 +350,18 @@ impl Firewall for NftablesFirewall {
         } else {
             self.list(&mut socket)?
         };
-        match self.replace(&mut socket, &installed, &comments, &rules, false) {
+        let result = match self.replace(&mut socket, &installed, &comments, &rules, false) {
             // No table or chain (flushed by hand): make them and retry,
             // now checking for leftovers.
             Err(FirewallError::Nftables(e)) if e.errno() == Some(nix::errno::Errno::ENOENT) => {
-                let installed = self.list(&mut socket)?;
-                self.replace(&mut socket, &installed, &comments, &rules, true)
+                self.list(&mut socket).and_then(|installed| {
+                    self.replace(&mut socket, &installed, &comments, &rules, true)
+                })
             }
             result => result,
-        }
+        };
+        socket.close();
+        result
     }
 
     fn remove_port_forwards(&self, forwards: &[PortForward]) -> Result<(), TeardownErrors> {

@@ -165,6 +165,8 @@ pub struct Batch {
     bytes: Vec<u8>,
     first_seq: u32,
     next_seq: u32,
+    /// Whether it deletes anything (see [`NfSocket::close`]).
+    deletes: bool,
 }
 
 impl Batch {
@@ -185,6 +187,7 @@ impl Batch {
             bytes,
             first_seq: seq,
             next_seq: seq.wrapping_add(1),
+            deletes: false,
         }
     }
 
@@ -192,6 +195,7 @@ impl Batch {
     pub fn push(&mut self, kind: MsgType, family: u8, flags: u16, attrs: &Attrs) {
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
+        self.deletes |= matches!(kind, MsgType::DelTable | MsgType::DelRule);
         message(
             &mut self.bytes,
             nft_type(kind),
@@ -354,6 +358,8 @@ fn error_code(payload: &[u8]) -> Result<i32, NfError> {
 pub struct NfSocket {
     fd: OwnedFd,
     seq: u32,
+    /// A batch sent on it deleted something (see [`NfSocket::close`]).
+    deleted: bool,
 }
 
 /// Large enough for one datagram of a dump (the kernel fills at most
@@ -376,7 +382,11 @@ impl NfSocket {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(1);
-        Ok(NfSocket { fd, seq })
+        Ok(NfSocket {
+            fd,
+            seq,
+            deleted: false,
+        })
     }
 
     /// A batch numbered for this socket.
@@ -415,6 +425,7 @@ impl NfSocket {
         }
         let first = batch.first_seq;
         let expected = batch.len();
+        self.deleted |= batch.deletes;
         self.send(&batch.finish())?;
         let mut buffer = vec![0u8; RECV_BUFFER];
         let mut acknowledged = 0;
@@ -522,6 +533,57 @@ impl NfSocket {
                     }
                 }
             }
+        }
+    }
+
+    /// Close the socket; after a batch that deleted something, without
+    /// waiting for the kernel ([`NfSocket::close_without_waiting`]).
+    pub fn close(self) {
+        if self.deleted {
+            self.close_without_waiting();
+        }
+    }
+
+    /// Close the socket without making the caller wait for the kernel.
+    ///
+    /// The last close of a NETLINK_NETFILTER socket waits while objects
+    /// that any transaction deleted are still being freed (nf_tables
+    /// flushes its destroy work on the socket's release: an RCU grace
+    /// period, 4-30 ms), and a process's exit closes its sockets before
+    /// its parent can see it end. After a transaction that deleted rules
+    /// the socket therefore goes to a short-lived grandchild that closes
+    /// every other descriptor it inherited (so that no pipe or lock stays
+    /// open for it), then this one, and exits; the child between them
+    /// exits at once and is reaped here, the grandchild by init. If the
+    /// fork fails the socket is closed here, waiting.
+    pub fn close_without_waiting(self) {
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: fork in a process that may have other threads: the
+        // children only make async-signal-safe calls (fork, close_range,
+        // close, _exit) before exiting, and touch no memory the parent
+        // shares.
+        let child = unsafe { libc::fork() };
+        match child {
+            0 => {
+                // SAFETY: as above; only async-signal-safe calls.
+                unsafe {
+                    if libc::fork() == 0 {
+                        let last = libc::c_uint::MAX;
+                        let raw = fd as libc::c_uint;
+                        if raw > 0 {
+                            libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, raw - 1, 0);
+                        }
+                        libc::syscall(libc::SYS_close_range, raw + 1, last, 0);
+                        libc::close(fd);
+                    }
+                    libc::_exit(0);
+                }
+            }
+            pid if pid > 0 => {
+                drop(self);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            }
+            _ => drop(self),
         }
     }
 

@@ -1038,7 +1038,20 @@ fn nftables_rules_appear_in_one_table_and_disappear_exactly() {
         firewall.teardown_network(&network).unwrap();
         firewall.teardown_network(&network).unwrap();
         assert_eq!(nft_rules("berthtest"), None, "{}", nft_text("berthtest"));
-        firewall.remove_port_forwards(&[web]).unwrap();
+        firewall
+            .remove_port_forwards(std::slice::from_ref(&web))
+            .unwrap();
+        // Ports without a table (flushed by hand): the table and chains
+        // are made for them; a network teardown then drops the emptied
+        // table.
+        firewall
+            .add_port_forwards(std::slice::from_ref(&web), true)
+            .unwrap();
+        assert_eq!(nft_rules("berthtest").unwrap().len(), 2);
+        firewall.remove_port_forward(&web).unwrap();
+        assert_eq!(nft_rules("berthtest"), Some(Vec::new()));
+        firewall.teardown_network(&network).unwrap();
+        assert_eq!(nft_rules("berthtest"), None, "{}", nft_text("berthtest"));
         // The foreign table was not touched.
         assert!(nft_text("other").contains("counter"));
     });
