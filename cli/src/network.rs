@@ -78,8 +78,11 @@ pub fn firewall_kind() -> anyhow::Result<berth_net::FirewallKind> {
 
 fn driver(paths: &Paths) -> BridgeDriver<berth_net::HostFirewall> {
     // A bad BERTH_FIREWALL is refused before anything is made (`plan`,
-    // `network create`); a teardown still cleans up with the default.
-    let kind = firewall_kind().unwrap_or(berth_net::FirewallKind::Nftables);
+    // `network create`); a teardown still cleans up, with the default
+    // choice (and the other backend's rules go too: see HostFirewall).
+    let kind = firewall_kind()
+        .or_else(|_| berth_net::FirewallKind::choose(None))
+        .unwrap_or(berth_net::FirewallKind::Iptables);
     let dir = paths.networks_dir();
     let firewall = berth_net::HostFirewall::new(kind, FIREWALL_TABLE, &dir);
     BridgeDriver::with_firewall(&dir, firewall)
