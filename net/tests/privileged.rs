@@ -42,6 +42,8 @@ struct HostState {
     ip_forward: String,
     iptables: String,
     legacy: String,
+    /// berth's lines of `nft list ruleset` (none when there is no nft).
+    nftables: Vec<String>,
 }
 
 impl HostState {
@@ -62,6 +64,15 @@ impl HostState {
                 .unwrap_or_default()
                 .lines()
                 .filter(|l| !l.starts_with('#'))
+                .collect(),
+            nftables: Command::new("nft")
+                .args(["list", "ruleset"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("berth"))
+                .map(str::to_owned)
                 .collect(),
         }
     }
