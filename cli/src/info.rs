@@ -101,6 +101,10 @@ pub fn info(paths: &Paths, format: Option<&str>) -> anyhow::Result<i32> {
         "default" => crate::userns::DEFAULT_USER.to_owned(),
         _ => user,
     });
+    // What `-p` and bridge networks would use (BERTH_FIREWALL).
+    let firewall = crate::network::firewall_kind()
+        .map(|kind| kind.as_str().to_owned())
+        .unwrap_or_else(|e| e.to_string());
     let mut security_options = vec!["name=seccomp,profile=builtin".to_owned()];
     if remap.is_some() {
         security_options.push("name=userns".to_owned());
@@ -131,6 +135,7 @@ pub fn info(paths: &Paths, format: Option<&str>) -> anyhow::Result<i32> {
             "NCPU": cpus,
             "MemTotal": memory_bytes,
             "DockerRootDir": paths.root(),
+            "FirewallBackend": firewall,
         });
         return print_formatted(format, &value);
     }
@@ -159,6 +164,7 @@ pub fn info(paths: &Paths, format: Option<&str>) -> anyhow::Result<i32> {
     let _ = writeln!(out, "CPUs: {cpus}");
     let _ = writeln!(out, "Total Memory: {memory}");
     let _ = writeln!(out, "Berth Root Dir: {}", paths.root().display());
+    let _ = writeln!(out, "Firewall Backend: {firewall}");
     print!("{out}");
     Ok(0)
 }

@@ -58,8 +58,34 @@ fn store(paths: &Paths) -> NetworkStore {
     NetworkStore::new(paths.networks_dir())
 }
 
-fn driver(paths: &Paths) -> BridgeDriver {
-    BridgeDriver::new(&paths.networks_dir())
+/// berth's nf_tables table (`table ip berth`).
+pub const FIREWALL_TABLE: &str = "berth";
+
+/// The firewall backend: `BERTH_FIREWALL` (`nftables` or `iptables`),
+/// else nftables where the kernel has it. Asked once per process.
+pub fn firewall_kind() -> anyhow::Result<berth_net::FirewallKind> {
+    static CHOSEN: std::sync::OnceLock<Result<berth_net::FirewallKind, String>> =
+        std::sync::OnceLock::new();
+    CHOSEN
+        .get_or_init(|| {
+            let requested = std::env::var(berth_net::FIREWALL_ENV).ok();
+            berth_net::FirewallKind::choose(requested.as_deref())
+                .map_err(|e| format!("{}: {e}", berth_net::FIREWALL_ENV))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn driver(paths: &Paths) -> BridgeDriver<berth_net::HostFirewall> {
+    // A bad BERTH_FIREWALL is refused before anything is made (`plan`,
+    // `network create`); a teardown still cleans up, with the default
+    // choice (and the other backend's rules go too: see HostFirewall).
+    let kind = firewall_kind()
+        .or_else(|_| berth_net::FirewallKind::choose(None))
+        .unwrap_or(berth_net::FirewallKind::Iptables);
+    let dir = paths.networks_dir();
+    let firewall = berth_net::HostFirewall::new(kind, FIREWALL_TABLE, &dir);
+    BridgeDriver::with_firewall(&dir, firewall)
 }
 
 /// Resolve `--net` and `-p` before anything is created (only the default
@@ -91,6 +117,7 @@ pub fn plan(paths: &Paths, net: &str, publish: &[String]) -> anyhow::Result<Netw
             }
         }
         name => {
+            firewall_kind()?;
             let store = store(paths);
             let network = if name == DEFAULT_NETWORK {
                 store.get(name).ok()
@@ -603,6 +630,12 @@ pub fn release(paths: &Paths, container_id: &str, ended: bool) -> anyhow::Result
 }
 
 pub fn command(paths: &Paths, command: &NetworkCommand) -> anyhow::Result<i32> {
+    if matches!(
+        command,
+        NetworkCommand::Create(_) | NetworkCommand::Connect(_)
+    ) {
+        firewall_kind()?;
+    }
     match command {
         NetworkCommand::Create(args) => create(paths, args),
         NetworkCommand::Ls => list(paths),

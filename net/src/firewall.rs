@@ -142,6 +142,11 @@ pub enum FirewallError {
         #[source]
         source: io::Error,
     },
+    /// A failure of the nf_tables backend (see [`crate::nftables`]).
+    #[error(transparent)]
+    Nftables(crate::nftables_msg::NfError),
+    #[error("unknown firewall backend {name:?} (use iptables or nftables)")]
+    UnknownBackend { name: String },
 }
 
 /// Every error a teardown met; it did all it could despite them.
@@ -991,6 +996,45 @@ impl IptablesFirewall {
                 Err(e) => errors.push(e),
             }
         }
+    }
+}
+
+impl IptablesFirewall {
+    /// Add each of `rules` unless it is there (under the lock).
+    pub fn ensure_rules(&self, rules: &[Rule]) -> Result<(), FirewallError> {
+        let _lock = self.lock()?;
+        rules.iter().try_for_each(|rule| self.ensure_rule(rule))
+    }
+
+    /// Delete every copy of each of `rules` (under the lock).
+    pub fn remove_rules(&self, rules: &[Rule]) -> Result<(), TeardownErrors> {
+        let _lock = self.lock().map_err(|e| ErrorList(vec![e]))?;
+        let errors: Vec<FirewallError> = rules
+            .iter()
+            .filter_map(|rule| self.remove_rule(rule).err())
+            .collect();
+        ErrorList(errors).into_result()
+    }
+
+    /// Whether any of berth's chains exists.
+    pub fn has_chains(&self) -> Result<bool, FirewallError> {
+        for (table, chain) in chains() {
+            if self.list_chain(table, chain)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The policy of a built-in chain (`-P CHAIN POLICY` of `-S`), e.g.
+    /// `DROP` for docker's FORWARD.
+    pub fn policy(&self, table: Table, chain: &str) -> Result<Option<String>, FirewallError> {
+        let listing = self.list_chain(table, chain)?;
+        let prefix = format!("-P {chain} ");
+        Ok(listing.and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix).map(|p| p.trim().to_owned()))
+        }))
     }
 }
 

@@ -13,6 +13,10 @@
 //! - [`Firewall`] / [`IptablesFirewall`]: MASQUERADE, forwarding and DNAT
 //!   rules in berth's own chains (see [`firewall`] for the rule set, and how
 //!   published ports answer on 127.0.0.1 and to hairpin connections).
+//! - [`NftablesFirewall`]: the same rules in an nftables table, spoken
+//!   over netlink ([`nftables_msg`]) with one transaction per change;
+//!   [`HostFirewall`] picks it or iptables ([`FirewallKind`]) and cleans
+//!   up after both ([`firewall_backend`]).
 //! - [`BridgeDriver`] ([`NetworkDriver`]): all of the above for one
 //!   container: `attach` returns an [`Endpoint`], `detach` undoes it from
 //!   the container id alone; [`BridgeDriver::attach_holding`] also takes
@@ -65,10 +69,14 @@ mod driver;
 mod errors;
 mod files;
 pub mod firewall;
+pub mod firewall_backend;
 mod ipam;
 pub mod netlink;
 pub mod netns;
 mod network;
+pub mod nftables;
+pub mod nftables_msg;
+pub mod nftables_rules;
 mod persist;
 mod ports;
 
@@ -86,6 +94,7 @@ pub use firewall::{
     enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,
     TeardownErrors,
 };
+pub use firewall_backend::{FirewallKind, HostFirewall, FIREWALL_ENV};
 pub use ipam::{AddressPool, AddressPool6, Ipam, IpamError, IpamTxn, Lease, PortForward, Released};
 pub use netlink::{LinkInfo, MacAddr, Netlink, NetlinkError};
 pub use network::{
@@ -93,6 +102,7 @@ pub use network::{
     parse_subnet, NetworkConfig, NetworkError, NetworkRequest, NetworkStore, BRIDGE_DRIVER,
     DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET,
 };
+pub use nftables::NftablesFirewall;
 pub use ports::{
     hold_host_port, parse_port_mapping, parse_publish, probe_host_port, HeldPort, PortMapping,
     PortParseError, PortProbe, Protocol,

@@ -19,8 +19,8 @@ use berth_net::netlink::VethPeer;
 use berth_net::netns::run_in_netns;
 use berth_net::{
     BridgeDriver, DriverError, Firewall, Ipam, IpamError, IptablesFirewall, MacAddr, Netlink,
-    NetlinkError, NetworkConfig, NetworkDriver, NetworkRequest, NetworkStore, PortForward,
-    PortMapping, Protocol,
+    NetlinkError, NetworkConfig, NetworkDriver, NetworkRequest, NetworkStore, NftablesFirewall,
+    PortForward, PortMapping, Protocol,
 };
 use ipnet::Ipv4Net;
 use nix::sched::{unshare, CloneFlags};
@@ -42,6 +42,8 @@ struct HostState {
     ip_forward: String,
     iptables: String,
     legacy: String,
+    /// berth's lines of `nft list ruleset` (none when there is no nft).
+    nftables: Vec<String>,
 }
 
 impl HostState {
@@ -62,6 +64,15 @@ impl HostState {
                 .unwrap_or_default()
                 .lines()
                 .filter(|l| !l.starts_with('#'))
+                .collect(),
+            nftables: Command::new("nft")
+                .args(["list", "ruleset"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("berth"))
+                .map(str::to_owned)
                 .collect(),
         }
     }
@@ -910,5 +921,153 @@ fn connect_and_disconnect_add_and_remove_one_interface_and_lease() {
         driver.teardown(&main).unwrap();
     });
     drop((host, container));
+    assert_eq!(HostState::capture(), before);
+}
+
+/// `nft -j list table ip TABLE` in the current namespace: each rule as
+/// (chain, comment), in order; `None` when the table does not exist.
+fn nft_rules(table: &str) -> Option<Vec<(String, String)>> {
+    let output = Command::new("nft")
+        .args(["-j", "list", "table", "ip", table])
+        .output()
+        .expect("run nft");
+    if !output.status.success() {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    Some(
+        value["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|item| item.get("rule"))
+            .map(|rule| {
+                (
+                    rule["chain"].as_str().unwrap().to_owned(),
+                    rule["comment"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `nft list table ip TABLE` as text, for rule-by-rule comparison.
+fn nft_text(table: &str) -> String {
+    let output = Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .output()
+        .expect("run nft");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn nftables_rules_appear_in_one_table_and_disappear_exactly() {
+    if skip_unless_root("nftables_rules_appear_in_one_table_and_disappear_exactly") {
+        return;
+    }
+    if Command::new("nft").arg("-v").output().is_err() {
+        eprintln!("skipping: no nft binary to read the rules back");
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().to_owned();
+    in_ns(&host, move || {
+        // Foreign rules present: another tool's table must stay intact.
+        let foreign = Command::new("nft")
+            .args(["add table ip other; add chain ip other c { type filter hook forward priority 0; policy accept; }; add rule ip other c counter"])
+            .status()
+            .unwrap();
+        assert!(foreign.success());
+        let firewall = NftablesFirewall::new("berthtest", &lock_dir);
+        let network = test_network("fwnet", "10.88.0.0/24", "br-fwtest");
+        let mut internal = test_network("fwinternal", "10.87.0.0/24", "br-fwint");
+        internal.internal = true;
+        let forward = |owner: &str, mapping: &str| PortForward {
+            owner: owner.to_owned(),
+            network: "fwnet".to_owned(),
+            bridge: "br-fwtest".to_owned(),
+            container_ip: Ipv4Addr::new(10, 88, 0, 2),
+            mapping: mapping.parse().unwrap(),
+        };
+        let web = forward("c0ffee", "8080:80");
+        let dns = forward("c0ffee", "127.0.0.1:5353:53/udp");
+        let other = forward("beef", "9090:90");
+
+        assert_eq!(nft_rules("berthtest"), None);
+        // Twice: idempotent.
+        for _ in 0..2 {
+            firewall.setup_network(&network).unwrap();
+            firewall.setup_network(&internal).unwrap();
+        }
+        firewall
+            .add_port_forwards(&[web.clone(), dns.clone()], true)
+            .unwrap();
+        firewall
+            .add_port_forwards(&[web.clone(), dns.clone()], false)
+            .unwrap();
+        firewall.add_port_forward(&other).unwrap();
+        let rules = nft_rules("berthtest").unwrap();
+        let tagged = |comment: &str| rules.iter().filter(|(_, c)| c == comment).count();
+        assert_eq!(tagged("berth"), 2, "{rules:?}");
+        assert_eq!(tagged("berth:fwnet"), 6, "{rules:?}");
+        assert_eq!(tagged("berth:fwinternal"), 4, "{rules:?}");
+        assert_eq!(tagged("berth:c0ffee 0.0.0.0:8080/tcp"), 2, "{rules:?}");
+        assert_eq!(tagged("berth:c0ffee 127.0.0.1:5353/udp"), 2, "{rules:?}");
+        assert_eq!(tagged("berth:beef 0.0.0.0:9090/tcp"), 2, "{rules:?}");
+        // What nft reads back is what the rules say (the kernel accepted
+        // the expressions as meant, not merely as bytes).
+        let text = nft_text("berthtest");
+        for expected in [
+            "type nat hook prerouting priority dstnat; policy accept;",
+            "type filter hook prerouting priority raw; policy accept;",
+            "fib daddr type local ip daddr != 127.0.0.0/8 jump published comment \"berth\"",
+            "fib daddr type local jump published comment \"berth\"",
+            "ip saddr 10.88.0.0/24 oifname != \"br-fwtest\" masquerade comment \"berth:fwnet\"",
+            "oifname \"br-fwtest\" ct state established,related accept comment \"berth:fwnet\"",
+            "ip saddr 10.88.0.0/24 oifname \"br-fwtest\" ct status dnat masquerade comment \"berth:fwnet\"",
+            "iifname \"br-fwtest\" ip daddr 127.0.0.0/8 drop comment \"berth:fwnet\"",
+            "iifname != \"br-fwint\" oifname \"br-fwint\" drop comment \"berth:fwinternal\"",
+            "tcp dport 8080 dnat to 10.88.0.2:80 comment \"berth:c0ffee 0.0.0.0:8080/tcp\"",
+            "ip daddr 127.0.0.1 udp dport 5353 dnat to 10.88.0.2:53 comment \"berth:c0ffee 127.0.0.1:5353/udp\"",
+            "ip daddr 10.88.0.2 oifname \"br-fwtest\" tcp dport 80 accept comment \"berth:c0ffee 0.0.0.0:8080/tcp\"",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+
+        // One port of one container goes, the rest stays; twice is fine.
+        firewall.remove_port_forward(&dns).unwrap();
+        firewall.remove_port_forward(&dns).unwrap();
+        let rules = nft_rules("berthtest").unwrap();
+        assert!(!rules.iter().any(|(_, c)| c.contains("5353")), "{rules:?}");
+        assert_eq!(rules.len(), 2 + 6 + 4 + 2 + 2);
+        firewall
+            .remove_port_forwards(&[web.clone(), other.clone()])
+            .unwrap();
+        firewall.teardown_network(&internal).unwrap();
+        let rules = nft_rules("berthtest").unwrap();
+        assert_eq!(rules.len(), 2 + 6, "{rules:?}");
+        // The last network takes the table with it.
+        firewall.teardown_network(&network).unwrap();
+        firewall.teardown_network(&network).unwrap();
+        assert_eq!(nft_rules("berthtest"), None, "{}", nft_text("berthtest"));
+        firewall
+            .remove_port_forwards(std::slice::from_ref(&web))
+            .unwrap();
+        // Ports without a table (flushed by hand): the table and chains
+        // are made for them; a network teardown then drops the emptied
+        // table.
+        firewall
+            .add_port_forwards(std::slice::from_ref(&web), true)
+            .unwrap();
+        assert_eq!(nft_rules("berthtest").unwrap().len(), 2);
+        firewall.remove_port_forward(&web).unwrap();
+        assert_eq!(nft_rules("berthtest"), Some(Vec::new()));
+        firewall.teardown_network(&network).unwrap();
+        assert_eq!(nft_rules("berthtest"), None, "{}", nft_text("berthtest"));
+        // The foreign table was not touched.
+        assert!(nft_text("other").contains("counter"));
+    });
     assert_eq!(HostState::capture(), before);
 }

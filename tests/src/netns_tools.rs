@@ -80,26 +80,112 @@ pub fn http_get_eventually(ns: &NetSandbox, addr: SocketAddr, within: Duration) 
     }
 }
 
-/// The sandbox's `iptables-save` without comments and packet counters.
+/// The sandbox's firewall rules: its `iptables-save` without comments
+/// and packet counters, then berth's nftables table, if any (`nft list
+/// table ip berth`, one rule per line). Whichever backend berth uses
+/// (`BERTH_FIREWALL`), its rules are in here.
 pub fn iptables(berth: &Berth) -> String {
-    rules_saved_by(berth, "iptables-save")
+    let mut lines = rules_saved_by(berth, "iptables-save");
+    lines.extend(nft_table(berth.netns()));
+    lines.join("\n")
 }
 
 /// [`iptables`] for IPv6 (`ip6tables-save`).
 pub fn ip6tables(berth: &Berth) -> String {
-    rules_saved_by(berth, "ip6tables-save")
+    rules_saved_by(berth, "ip6tables-save").join("\n")
 }
 
-fn rules_saved_by(berth: &Berth, program: &str) -> String {
+fn rules_saved_by(berth: &Berth, program: &str) -> Vec<String> {
     let out = sh_ok(berth.netns().command(program, [] as [&str; 0]));
     out.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| match (l.starts_with(':'), l.rfind(" [")) {
-            (true, Some(at)) => &l[..at],
-            _ => l,
+            (true, Some(at)) => l[..at].to_owned(),
+            _ => l.to_owned(),
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect()
+}
+
+/// berth's nftables table in `ns` (`nft list table ip berth`), trimmed
+/// lines; empty when there is none (or no `nft`).
+pub fn nft_table(ns: &NetSandbox) -> Vec<String> {
+    match ns.command("nft", ["list", "table", "ip", "berth"]).output() {
+        Ok(out) if out.status.success() => stdout(&out)
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The firewall backend berth uses in the tests: `BERTH_FIREWALL` when
+/// set (the tests pass it on), else nftables where `nft` shows the kernel
+/// has it.
+pub fn firewall_backend() -> &'static str {
+    match std::env::var("BERTH_FIREWALL").as_deref() {
+        Ok("iptables") => "iptables",
+        Ok("nftables") => "nftables",
+        _ => {
+            let probe = crate::NetSandbox::new();
+            let works = probe
+                .command("nft", ["list", "tables"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if works {
+                "nftables"
+            } else {
+                "iptables"
+            }
+        }
+    }
+}
+
+/// Whether berth's rules hold the loopback guard (drop from `bridge` to
+/// 127.0.0.0/8) in `rules` (from [`iptables`]).
+pub fn has_loopback_guard(rules: &str, bridge: &str) -> bool {
+    rules.lines().any(|l| {
+        (l.starts_with("-A PREROUTING -d 127.0.0.0/8 -i ") && l.contains(bridge))
+            || (l.starts_with(&format!("iifname \"{bridge}\" ip daddr 127.0.0.0/8 drop")))
+    })
+}
+
+/// Delete the loopback guard of `bridge` (network `network`) behind
+/// berth's back, whichever backend made it.
+pub fn delete_loopback_guard(berth: &Berth, bridge: &str, network: &str) {
+    let host = berth.netns();
+    if firewall_backend() == "iptables" {
+        let comment = format!("berth:{network}");
+        let guard = [
+            "-t",
+            "raw",
+            "-D",
+            "PREROUTING",
+            "-d",
+            "127.0.0.0/8",
+            "-i",
+            bridge,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "DROP",
+        ];
+        sh_ok(host.command("iptables", guard));
+        return;
+    }
+    let listing = sh_ok(host.command("nft", ["-a", "list", "chain", "ip", "berth", "guard"]));
+    let handle = listing
+        .lines()
+        .find(|l| l.contains(&format!("iifname \"{bridge}\"")))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|| panic!("no guard for {bridge}:\n{listing}"));
+    sh_ok(host.command(
+        "nft",
+        ["delete", "rule", "ip", "berth", "guard", "handle", &handle],
+    ));
 }
 
 /// `berth network create --subnet SUBNET NAME`.

@@ -653,9 +653,9 @@ fn thirty_parallel_runs_get_distinct_addresses_and_leave_nothing() {
     for (i, id) in ids.iter().enumerate() {
         let port = (20000 + i).to_string();
         assert!(
-            rules
-                .lines()
-                .any(|l| l.contains("DNAT") && l.contains(&port) && l.contains(id.as_str())),
+            rules.lines().any(|l| l.to_uppercase().contains("DNAT")
+                && l.contains(&port)
+                && l.contains(id.as_str())),
             "no DNAT rule for {id} (port {port}):\n{rules}"
         );
     }

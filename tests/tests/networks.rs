@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use berth_e2e::netns_tools::{
-    exec, holder_pid, ip, ip6tables, network_inspect, outside_namespace, sh_ok, FakeDns,
+    exec, holder_pid, ip, ip6tables, iptables, network_inspect, outside_namespace, sh_ok, FakeDns,
 };
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
@@ -220,7 +220,7 @@ fn internal_network_reaches_its_containers_but_not_the_outside() {
 
     berth.run_ok(["rm", "-f", "a", "b", "c"]);
     berth.run_ok(["network", "rm", "inside", "open"]);
-    let rules = sh_ok(host.command("iptables-save", [] as [&str; 0]));
+    let rules = iptables(&berth);
     assert!(
         !rules.contains("berth:inside") && !rules.contains("berth:open"),
         "rules left:\n{rules}"

@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_e2e::netns_tools::{
-    create_network, exec, holder_pid, http_get, http_get_eventually, in_netns, ip, iptables, sh_ok,
+    create_network, delete_loopback_guard, exec, has_loopback_guard, holder_pid, http_get,
+    http_get_eventually, in_netns, ip, iptables,
 };
 use berth_e2e::{assert_berth_error, describe, require_root, stderr, stdout, Berth, NetSandbox};
 
@@ -181,9 +182,7 @@ fn published_ports_answer_on_localhost_and_to_containers_through_host_addresses(
     // A container cannot reach the host's loopback services through the
     // bridge, route_localnet notwithstanding: the raw table drops such
     // packets (checked as a rule: sending them needs a crafted route).
-    let guard = iptables(&berth)
-        .lines()
-        .any(|l| l.starts_with("-A PREROUTING -d 127.0.0.0/8 -i ") && l.contains(&bridge));
+    let guard = has_loopback_guard(&iptables(&berth), &bridge);
     assert!(
         guard,
         "no loopback guard for {bridge}:\n{}",
@@ -602,23 +601,7 @@ fn containers_cannot_reach_the_hosts_loopback_services_through_the_bridge() {
         "a namespace on the bridge reached the host's 127.0.0.1:18161"
     );
 
-    let guard = [
-        "-t",
-        "raw",
-        "-D",
-        "PREROUTING",
-        "-d",
-        "127.0.0.0/8",
-        "-i",
-        &bridge,
-        "-m",
-        "comment",
-        "--comment",
-        "berth:guarded",
-        "-j",
-        "DROP",
-    ];
-    sh_ok(host.command("iptables", guard));
+    delete_loopback_guard(&berth, &bridge, "guarded");
     assert!(
         attempt().is_ok(),
         "without the guard the rogue namespace should get through: the test's attack is not real"

@@ -45,6 +45,11 @@ impl LeakProbe {
         if let Some(rules) = iptables_rules() {
             kinds.push(("iptables rule", rules));
         }
+        // berth's nftables table, chains and rules (its netlink backend);
+        // read with the `nft` program when there is one.
+        if let Some(objects) = nftables_objects() {
+            kinds.push(("nftables object", objects));
+        }
         Ok(Snapshot { kinds })
     }
 
@@ -225,6 +230,48 @@ fn iptables_rules() -> Option<BTreeSet<String>> {
     )
 }
 
+/// `nft list ruleset` lines of berth: every line of a table named after
+/// berth (its header, chains, rules, sets), and any other line that
+/// mentions berth (a rule tagged `berth:...` in a foreign table), each
+/// keyed by its table, with packet counters removed.
+fn nftables_objects() -> Option<BTreeSet<String>> {
+    let lines = command_lines("nft", &["list", "ruleset"])?;
+    Some(berth_nft_lines(&lines))
+}
+
+fn berth_nft_lines(lines: &[String]) -> BTreeSet<String> {
+    let mut table = String::new();
+    let mut chain = String::new();
+    let mut keys = BTreeSet::new();
+    for line in lines {
+        let trimmed = line.trim();
+        if let Some(header) = trimmed.strip_prefix("table ") {
+            table = header.trim_end_matches('{').trim().to_owned();
+            chain.clear();
+        } else if let Some(header) = trimmed.strip_prefix("chain ") {
+            chain = header.trim_end_matches('{').trim().to_owned();
+        }
+        let ours = table.to_ascii_lowercase().contains("berth");
+        if trimmed.is_empty() || trimmed == "}" || !(ours || trimmed.contains("berth")) {
+            continue;
+        }
+        let without_counters = match trimmed.find(" counter packets ") {
+            Some(at) => {
+                let rest = &trimmed[at + " counter packets ".len()..];
+                let after = rest
+                    .splitn(4, ' ')
+                    .nth(3)
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default();
+                format!("{}{after}", &trimmed[..at])
+            }
+            None => trimmed.to_owned(),
+        };
+        keys.insert(format!("table {table} / {chain}: {without_counters}"));
+    }
+    keys
+}
+
 impl Snapshot {
     fn new_since(&self, before: &Snapshot) -> Vec<String> {
         let empty = BTreeSet::new();
@@ -269,6 +316,33 @@ mod tests {
         };
         assert_eq!(after.new_since(&before), vec!["mount: /b".to_owned()]);
         assert!(before.new_since(&after).is_empty());
+    }
+
+    #[test]
+    fn berth_nftables_lines_are_keyed_by_table_and_chain() {
+        let ruleset = "table ip filter {
+	chain FORWARD {
+		type filter hook forward priority filter; policy drop;
+		iifname \"br-x\" counter packets 3 bytes 180 accept comment \"berth:x\"
+		counter packets 1 bytes 2 accept
+	}
+}
+table ip berth {
+	chain published {
+		tcp dport 8080 dnat to 10.0.0.2:80 comment \"berth:c0ffee 0.0.0.0:8080/tcp\"
+	}
+}";
+        let lines: Vec<String> = ruleset.lines().map(str::to_owned).collect();
+        let keys: Vec<String> = berth_nft_lines(&lines).into_iter().collect();
+        assert_eq!(
+            keys,
+            [
+                "table ip berth / : table ip berth {",
+                "table ip berth / published: chain published {",
+                "table ip berth / published: tcp dport 8080 dnat to 10.0.0.2:80 comment \"berth:c0ffee 0.0.0.0:8080/tcp\"",
+                "table ip filter / FORWARD: iifname \"br-x\" accept comment \"berth:x\"",
+            ]
+        );
     }
 
     #[test]
