@@ -375,6 +375,9 @@ mod tests {
             bridge: "br-web".into(),
             internal: false,
             labels: Default::default(),
+            ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
         };
         let lines = |rules: Vec<Rule>| -> Vec<String> {
             rules

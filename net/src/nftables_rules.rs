@@ -633,6 +633,9 @@ mod tests {
             bridge: "br-0123456789ab".into(),
             internal,
             labels: Default::default(),
+            ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
         }
     }
 
