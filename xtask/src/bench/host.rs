@@ -92,7 +92,18 @@ const IN_VM: &str = "XTASK_BENCH_IN_VM";
 fn run_in_vm(workspace: &Workspace, berth: &Path) -> Result<()> {
     println!("xtask: criu does not work on this kernel: running the bench in the cgroup v2 VM");
     let xtask = std::env::current_exe().context("finding the xtask executable")?;
-    let mut command = vec![format!("{IN_VM}=1"), xtask.display().to_string()];
+    // The guest has the host's programs, but its PATH lacks cargo's
+    // directory (the host stage asks cargo for the workspace).
+    let cargo_dir = std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .or_else(|| find_in_path("cargo"))
+        .and_then(|cargo| cargo.parent().map(Path::to_path_buf))
+        .context("cargo is not on PATH")?;
+    let mut command = vec![
+        format!("{IN_VM}=1"),
+        format!("PATH={}:$PATH", cargo_dir.display()),
+        xtask.display().to_string(),
+    ];
     let mut args = std::env::args().skip(1).peekable();
     while let Some(arg) = args.next() {
         if arg == "--berth" {
