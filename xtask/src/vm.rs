@@ -326,6 +326,14 @@ fn guest_run_script(
                 *quoted = word.clone();
             }
         }
+        // From the workspace, as `cargo xtask` runs.
+        suite_command.insert(
+            0,
+            format!(
+                "cd {} &&",
+                shell_quote(&vm.workspace.root.display().to_string())
+            ),
+        );
         suite_command.push(format!(
             "; echo $? > {}",
             shell_quote(&exit_file.display().to_string())
