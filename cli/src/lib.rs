@@ -20,4 +20,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod attach_server;
 pub mod runtime;
+pub mod supervise;

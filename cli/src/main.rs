@@ -31,7 +31,6 @@ mod ps;
 mod pull;
 mod run;
 mod seccomp;
-mod supervise;
 mod table;
 mod time_text;
 mod user;
@@ -41,6 +40,8 @@ mod volume;
 use std::process::ExitCode;
 
 use clap::Parser;
+// The relay loop lives in the library (the small monitor runs it too).
+use cli::supervise;
 
 use args::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use exit::Failure;
