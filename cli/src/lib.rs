@@ -21,5 +21,6 @@
 //! ```
 
 pub mod attach_server;
+pub mod monitor_handoff;
 pub mod runtime;
 pub mod supervise;

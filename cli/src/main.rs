@@ -84,6 +84,16 @@ fn main() -> ExitCode {
     if invoked_as.is_some_and(|name| name == oci_cli::PROGRAM_NAME) {
         return ExitCode::from(oci_cli::main());
     }
+    // Chosen before clap: the small monitor of a detached container hands
+    // a container that ended back to berth (a hidden, internal entry).
+    let mut arguments = std::env::args_os().skip(1);
+    if arguments
+        .next()
+        .is_some_and(|first| first == cli::monitor_handoff::FINISH_ENTRY)
+    {
+        let code = monitor::finish_entry(&arguments.collect::<Vec<_>>());
+        return ExitCode::from(u8::try_from(code).unwrap_or(125));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -19,6 +19,19 @@ use nix::unistd::{isatty, read, Pid};
 use crate::attach_server::{AttachServer, ClientRequest};
 use crate::runtime::tty::{copy_window_size, RawMode};
 
+/// Signals berth relays to the container (SIGCHLD and SIGWINCH are for
+/// berth itself).
+pub const RELAYED_SIGNALS: [Signal; 8] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCHLD,
+];
+
 /// Where the container's output comes from: its terminal (`-t`) or a pipe
 /// per stream.
 #[derive(Debug)]
