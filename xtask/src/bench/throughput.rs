@@ -319,20 +319,20 @@ fn one_round(runner: &Runner, row: Row, round: usize, count: usize, tag: &str) -
 /// stdout and stderr of a command, through files on our tmpfs rather than
 /// pipes: a detached container (crun's, with no terminal) inherits its
 /// runtime's stdio, and a pipe it holds would never reach end-of-file.
-struct Capture {
+pub(super) struct Capture {
     stdout: std::path::PathBuf,
     stderr: std::path::PathBuf,
 }
 
-struct Outcome {
-    status: ExitStatus,
-    stdout: String,
+pub(super) struct Outcome {
+    pub(super) status: ExitStatus,
+    pub(super) stdout: String,
     stderr: String,
     command: String,
 }
 
 impl Outcome {
-    fn failure(&self) -> String {
+    pub(super) fn failure(&self) -> String {
         let line = self
             .stderr
             .lines()
@@ -344,7 +344,7 @@ impl Outcome {
 }
 
 impl Capture {
-    fn new(dir: &Path) -> Result<Self> {
+    pub(super) fn new(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Capture {
             stdout: dir.join("throughput.stdout"),
@@ -352,7 +352,7 @@ impl Capture {
         })
     }
 
-    fn run(&self, command: &mut Command) -> Result<Outcome> {
+    pub(super) fn run(&self, command: &mut Command) -> Result<Outcome> {
         let description = display_command(command);
         let create = |path: &Path| {
             fs::File::create(path).with_context(|| format!("creating {}", path.display()))
@@ -372,7 +372,7 @@ impl Capture {
         })
     }
 
-    fn remove(&self) {
+    pub(super) fn remove(&self) {
         let _ = fs::remove_file(&self.stdout);
         let _ = fs::remove_file(&self.stderr);
     }
@@ -415,7 +415,7 @@ fn helper_processes() -> (usize, u64, u64) {
 }
 
 /// `Name:   1234 kB` from a /proc file.
-fn kib_field(path: &str, name: &str) -> Option<u64> {
+pub(super) fn kib_field(path: &str, name: &str) -> Option<u64> {
     fs::read_to_string(path)
         .ok()?
         .lines()
