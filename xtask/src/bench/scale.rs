@@ -2,7 +2,9 @@
 //! containers on one host, berth on its default bridge network beside crun
 //! on the same bundle content.
 //!
-//! Per tool, once: the N starts one after another, each timed (the 1st
+//! Per tool, once, with one untimed container of the tool running
+//! throughout (berth's network is up, as on a host that runs containers):
+//! the N starts one after another, each timed (the 1st
 //! against the Nth, and the first ten against the last ten: does a start
 //! get slower with the containers already running?), then the listing with
 //! N records (`berth ps -a`, `crun list`; the median of a few), for berth
@@ -23,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 use super::report::median;
 use super::system::{cgroup_dirs, display_command, processes, settle};
-use super::throughput::{kib_field, Capture};
+use super::throughput::{monitor_pss, Capture};
 use super::{BundleKind, Runner, Section, Settings, Tool};
 
 /// Removals running at once: parallel like a script's `xargs -P`, bounded
@@ -240,19 +242,20 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
         },
         ..ToolRun::default()
     };
-    // One untimed container first: berth makes its bridge and rules on the
-    // first use of the network, which are not leftovers of the N.
-    let probe_id = format!("{}scale-{}-probe", runner.work.id_prefix(), tool.name());
-    let probe = capture.run(&mut start_command(runner, tool, &probe_id))?;
-    if !probe.status.success() {
-        bail!("{}: {}", tool.name(), probe.failure());
+    // One untimed container runs throughout, as on a host that already runs
+    // containers: berth makes its bridge and rules with the first container
+    // on the network (and removes them with the last), which is neither the
+    // 1st start's cost nor a leftover of the N.
+    let first_id = format!("{}scale-{}-first", runner.work.id_prefix(), tool.name());
+    let first = capture.run(&mut start_command(runner, tool, &first_id))?;
+    if !first.status.success() {
+        bail!("{}: {}", tool.name(), first.failure());
     }
-    let probe_id = if tool.is_berth() {
-        probe.stdout.trim().to_owned()
+    let first_id = if tool.is_berth() {
+        first.stdout.trim().to_owned()
     } else {
-        probe_id
+        first_id
     };
-    capture.run(&mut remove_command(runner, tool, &probe_id))?;
     settle();
     let before = Snapshot::take();
 
@@ -287,7 +290,7 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
     }
 
     if tool.is_berth() && !ids.is_empty() {
-        match monitors_pss(runner, &capture, &ids) {
+        match monitor_pss(runner, &capture, &ids) {
             Ok(pss) => run.monitors_pss_kib = pss,
             Err(err) => run.errors.push(format!("reading the monitors' PSS: {err:#}")),
         }
@@ -305,35 +308,15 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
     run.errors.extend(failures);
     settle();
     run.left = Snapshot::take().added_since(&before);
+    let last = capture.run(&mut remove_command(runner, tool, &first_id))?;
+    if !last.status.success() {
+        run.errors.push(last.failure());
+    }
     capture.remove();
     if !run.left.is_empty() {
         runner.remove_all(tool);
     }
     Ok(run)
-}
-
-/// The PSS of each container's monitor: `berth inspect`, `monitor_pid`,
-/// /proc/PID/smaps_rollup.
-fn monitors_pss(runner: &Runner, capture: &Capture, ids: &[String]) -> Result<Vec<u64>> {
-    let outcome = capture.run(runner.berth_command().arg("inspect").args(ids))?;
-    if !outcome.status.success() {
-        bail!("{}", outcome.failure());
-    }
-    let records: serde_json::Value =
-        serde_json::from_str(&outcome.stdout).context("parsing `berth inspect` output")?;
-    let records = records
-        .as_array()
-        .context("`berth inspect` did not print a JSON array")?;
-    records
-        .iter()
-        .map(|record| {
-            let pid = record["monitor_pid"]
-                .as_u64()
-                .with_context(|| format!("no monitor_pid in the record of {}", record["id"]))?;
-            kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
-                .with_context(|| format!("no Pss in /proc/{pid}/smaps_rollup"))
-        })
-        .collect()
 }
 
 /// Run `commands`, at most `parallel` at a time; the failures (one line
@@ -399,9 +382,9 @@ fn render(runner: &Runner, count: usize, runs: &[ToolRun], skipped: &[String]) -
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## Scale: {count} detached `sleep 3600` containers (berth on its default bridge network), started one after another, listed, removed in parallel ({PARALLEL_REMOVALS} at a time)\n"
+        "## Scale: {count} detached `sleep 3600` containers (berth on its default bridge network), started one after another, listed, removed in parallel ({PARALLEL_REMOVALS} at a time); one more container of the tool runs throughout, untimed\n"
     );
-    out.push_str("| tool | started | 1st start ms | Nth start ms | Nth / 1st | median first 10 / last 10 ms | last 10 / first 10 | list ms (N records, median of 5) | listed | monitor PSS per container KiB (median / max) | monitors total MiB | remove all ms | left after remove |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| tool | started | 1st start ms | Nth start ms | Nth / 1st | median first 10 / last 10 ms | last 10 / first 10 | list ms (N+1 records, median of 5) | listed | monitor PSS per container KiB (median / max) | monitors total MiB | remove all ms | left after remove |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for run in runs {
         let first = run.starts.first().copied().map(millis).unwrap_or(f64::NAN);
         let last = run.starts.last().copied().map(millis).unwrap_or(f64::NAN);

@@ -10,8 +10,8 @@
 //! Tools are interleaved over the rounds, the order rotated every round.
 //! While the containers are up (untimed) we count the helper processes (all
 //! but the `sleep` payloads and us) and, for berth, read each monitor's PSS
-//! from /proc/PID/smaps_rollup (the pid from `berth inspect`, field
-//! `monitor_pid`).
+//! from /proc/PID/smaps_rollup (the monitor is the parent of the PID 1
+//! `berth inspect` shows).
 //!
 //! We are PID 1 of the namespace, so what the tools leave running is
 //! reparented to us: berth's monitors, crun's and runc's container inits.
@@ -427,9 +427,9 @@ pub(super) fn kib_field(path: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// The PSS of each container's monitor: `berth inspect ID...`, field
-/// `monitor_pid`, then /proc/PID/smaps_rollup.
-fn monitor_pss(runner: &Runner, capture: &Capture, ids: &[String]) -> Result<Vec<u64>> {
+/// The PSS of each container's monitor: the parent of its PID 1 (the
+/// `State.Pid` of `berth inspect ID...`), from /proc/PID/smaps_rollup.
+pub(super) fn monitor_pss(runner: &Runner, capture: &Capture, ids: &[String]) -> Result<Vec<u64>> {
     let outcome = capture.run(runner.berth_command().arg("inspect").args(ids))?;
     if !outcome.status.success() {
         bail!("{}", outcome.failure());
@@ -441,15 +441,25 @@ fn monitor_pss(runner: &Runner, capture: &Capture, ids: &[String]) -> Result<Vec
         .context("`berth inspect` did not print a JSON array")?;
     let mut pss = Vec::new();
     for record in records {
-        let pid = record["monitor_pid"]
+        let pid = record["State"]["Pid"]
             .as_u64()
-            .with_context(|| format!("no monitor_pid in the record of {}", record["id"]))?;
+            .with_context(|| format!("no State.Pid in the record of {}", record["Id"]))?;
+        let monitor = parent_of(pid)
+            .with_context(|| format!("no parent of PID 1 {pid} of {}", record["Id"]))?;
         pss.push(
-            kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
-                .with_context(|| format!("no Pss in /proc/{pid}/smaps_rollup"))?,
+            kib_field(&format!("/proc/{monitor}/smaps_rollup"), "Pss:")
+                .with_context(|| format!("no Pss in /proc/{monitor}/smaps_rollup"))?,
         );
     }
     Ok(pss)
+}
+
+/// The parent process of `pid`, from /proc/PID/stat.
+fn parent_of(pid: u64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (in parentheses) may hold spaces: count after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -617,6 +627,14 @@ mod tests {
         let table = "NAME PID STATUS\nbench-x-1 42 running\nbench-x-10 43 running\n";
         assert!(Row::Crun.listed(table, "bench-x-1"));
         assert!(!Row::Crun.listed(table, "bench-x-2"));
+    }
+
+    #[test]
+    fn parents_come_from_proc() {
+        let own = u64::from(std::process::id());
+        let parent = u64::from(std::os::unix::process::parent_id());
+        assert_eq!(parent_of(own), Some(parent));
+        assert_eq!(parent_of(u64::MAX), None);
     }
 
     #[test]
