@@ -217,4 +217,3 @@ impl Drop for AttachServer {
         let _ = std::fs::remove_file(&self.path);
     }
 }
-

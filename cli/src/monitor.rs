@@ -24,8 +24,8 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::exit::CodedError;
 use crate::paths::Paths;
 use crate::run::{
-    block_relayed_signals, finish, launch, log_path, open_log, restart_plan,
-    supervise_to_the_end, LaunchPlan, Launched, RemoveOnFailure,
+    block_relayed_signals, finish, launch, log_path, open_log, restart_plan, supervise_to_the_end,
+    LaunchPlan, Launched, RemoveOnFailure,
 };
 use crate::supervise::{Attachment, Output};
 
@@ -157,7 +157,14 @@ fn watch(
         {
             return 1;
         }
-        match relaunch(paths, store, &mut record, started.elapsed(), &mut delay, &mut log) {
+        match relaunch(
+            paths,
+            store,
+            &mut record,
+            started.elapsed(),
+            &mut delay,
+            &mut log,
+        ) {
             Relaunch::Running(next) => launched = next,
             Relaunch::Ended => return 0,
             Relaunch::Failed => return 1,

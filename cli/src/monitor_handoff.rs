@@ -353,13 +353,31 @@ mod tests {
             assert!(RelayPlan::parse(&bad).is_err(), "{bad:?}");
         }
         let finish = args(&[
-            "--root", "/r", "--id", "x", "--exited", "1", "--signaled", "9", "--ran-ms", "1",
-            "--restart-delay-ms", "1",
+            "--root",
+            "/r",
+            "--id",
+            "x",
+            "--exited",
+            "1",
+            "--signaled",
+            "9",
+            "--ran-ms",
+            "1",
+            "--restart-delay-ms",
+            "1",
         ]);
         assert!(FinishPlan::parse(&finish).is_err());
         let not_a_number = args(&[
-            "--root", "/r", "--id", "x", "--exited", "one", "--ran-ms", "1",
-            "--restart-delay-ms", "1",
+            "--root",
+            "/r",
+            "--id",
+            "x",
+            "--exited",
+            "one",
+            "--ran-ms",
+            "1",
+            "--restart-delay-ms",
+            "1",
         ]);
         assert!(FinishPlan::parse(&not_a_number).is_err());
     }
@@ -373,9 +391,6 @@ mod tests {
                 Some(end)
             );
         }
-        assert_eq!(
-            ContainerEnd::from_wait_status(WaitStatus::StillAlive),
-            None
-        );
+        assert_eq!(ContainerEnd::from_wait_status(WaitStatus::StillAlive), None);
     }
 }

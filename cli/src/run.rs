@@ -490,7 +490,8 @@ pub fn supervise_to_the_end(
     attach: &Attachment,
 ) -> anyhow::Result<i32> {
     // Without the socket the container still runs; only attach is lost.
-    let mut server = cli::attach_server::AttachServer::listen(&store.container_dir(&record.id)).ok();
+    let mut server =
+        cli::attach_server::AttachServer::listen(&store.container_dir(&record.id)).ok();
     let status = supervise(
         launched.pid(),
         launched.output,
