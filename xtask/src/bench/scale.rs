@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::report::median;
-use super::system::{cgroup_dirs, display_command, processes, settle};
+use super::system::{cgroup_dirs, display_command, processes, settle, settle_sparing};
 use super::throughput::{monitor_pss, Capture};
 use super::{BundleKind, Runner, Section, Settings, Tool};
 
@@ -256,7 +256,15 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
     } else {
         first_id
     };
-    settle();
+    // What runs now is the first container (and berth's monitor of it):
+    // waiting for quiet spares it.
+    std::thread::sleep(Duration::from_millis(200));
+    let first_processes: Vec<u32> = processes()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| *pid != 1)
+        .collect();
+    settle_sparing(&first_processes);
     let before = Snapshot::take();
 
     let mut ids = Vec::new();
@@ -292,7 +300,9 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
     if tool.is_berth() && !ids.is_empty() {
         match monitor_pss(runner, &capture, &ids) {
             Ok(pss) => run.monitors_pss_kib = pss,
-            Err(err) => run.errors.push(format!("reading the monitors' PSS: {err:#}")),
+            Err(err) => run
+                .errors
+                .push(format!("reading the monitors' PSS: {err:#}")),
         }
     }
 
@@ -306,7 +316,7 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
     )?;
     run.remove_all = started.elapsed();
     run.errors.extend(failures);
-    settle();
+    settle_sparing(&first_processes);
     run.left = Snapshot::take().added_since(&before);
     let last = capture.run(&mut remove_command(runner, tool, &first_id))?;
     if !last.status.success() {
@@ -323,11 +333,7 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
 /// each). stderr goes to a file per command in `scratch`. Every child is
 /// waited for with `waitpid(-1)`, which also reaps the orphans reparented
 /// to us (we are PID 1 of the sandbox).
-fn run_in_parallel(
-    commands: Vec<Command>,
-    parallel: usize,
-    scratch: &Path,
-) -> Result<Vec<String>> {
+fn run_in_parallel(commands: Vec<Command>, parallel: usize, scratch: &Path) -> Result<Vec<String>> {
     use nix::sys::wait::{waitpid, WaitStatus};
     let mut pending = commands.into_iter().enumerate();
     let mut running: HashMap<u32, (String, std::path::PathBuf)> = HashMap::new();
@@ -435,7 +441,10 @@ fn render(runner: &Runner, count: usize, runs: &[ToolRun], skipped: &[String]) -
     }
     out.push_str("Targets (issue 16): the Nth `run -d` at most 1.3x the 1st, `ps -a` with N records under 50 ms, monitor PSS at most 256 KiB per container, nothing left after the removal. \"left after remove\": processes, links, iptables rules and chains, cgroups and mounts present after the removal that were not before the first start. Raw data: scale.tsv (every start).\n\nCommands (ID: ours for crun, the one `berth run -d` printed):\n\n");
     for tool in [Tool::Berth, Tool::Crun] {
-        if runs.iter().any(|run| run.tool_label.starts_with(tool.name())) {
+        if runs
+            .iter()
+            .any(|run| run.tool_label.starts_with(tool.name()))
+        {
             let _ = writeln!(
                 out,
                 "    {}: {} ; {} ; {} (one per container, {PARALLEL_REMOVALS} at a time)",
@@ -454,12 +463,7 @@ fn raw_tsv(runs: &[ToolRun]) -> String {
     let mut text = String::from("tool\tindex\tstart_ms\n");
     for run in runs {
         for (index, start) in run.starts.iter().enumerate() {
-            let _ = writeln!(
-                text,
-                "{}\t{index}\t{:.2}",
-                run.tool_label,
-                millis(*start)
-            );
+            let _ = writeln!(text, "{}\t{index}\t{:.2}", run.tool_label, millis(*start));
         }
     }
     text
