@@ -58,6 +58,13 @@ pub fn encode(kind: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// A frame longer than any berth sends: the peer is not a berth.
+#[derive(Debug, thiserror::Error)]
+#[error("a frame of {len} bytes is longer than berth sends ({MAX_FRAME})")]
+pub struct OversizedFrame {
+    pub len: usize,
+}
+
 /// Complete frames out of a byte stream read in arbitrary pieces.
 #[derive(Debug, Default)]
 pub struct FrameBuffer {
@@ -66,14 +73,14 @@ pub struct FrameBuffer {
 
 impl FrameBuffer {
     /// The next complete frame; `Err` for a frame no berth sends.
-    pub fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>, ()> {
+    pub fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>, OversizedFrame> {
         if self.bytes.len() < 5 {
             return Ok(None);
         }
         let len = u32::from_be_bytes([self.bytes[1], self.bytes[2], self.bytes[3], self.bytes[4]])
             as usize;
         if len > MAX_FRAME {
-            return Err(());
+            return Err(OversizedFrame { len });
         }
         if self.bytes.len() < 5 + len {
             return Ok(None);
@@ -165,7 +172,7 @@ impl AttachServer {
                             }
                             Ok(Some(_)) => {}
                             Ok(None) => break,
-                            Err(()) => {
+                            Err(OversizedFrame { .. }) => {
                                 gone.push(i);
                                 break;
                             }
