@@ -179,7 +179,9 @@ impl ContainerStore {
             let entry = entry.map_err(|e| StateError::io(&self.dir, e))?;
             let name = entry.file_name();
             let Some(id) = name.to_str() else { continue };
-            if id.starts_with('.') || !entry.path().is_dir() {
+            // The entry's own type (no stat per container); a directory
+            // is never a link here.
+            if id.starts_with('.') || !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
                 continue;
             }
             match self.load(id) {
