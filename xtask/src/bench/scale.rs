@@ -11,8 +11,9 @@
 //! the PSS of each monitor while all run, then the removal of all N in
 //! parallel (`berth rm -f ID` / `crun delete -f ID`, one process per
 //! container, [`PARALLEL_REMOVALS`] at a time), timed; then what is left:
-//! processes, network links, iptables rules, cgroups and mounts that were
-//! not there before the first start.
+//! processes, network links, iptables rules, cgroups (named after one of
+//! the N: the hierarchies are the host's) and mounts that were not there
+//! before the first start.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -148,15 +149,25 @@ impl Snapshot {
         }
     }
 
-    fn added_since(&self, before: &Snapshot) -> Leftovers {
+    /// What is here and was not `before`. The cgroup hierarchies are the
+    /// host's (not private to the sandbox, and other berths on the host
+    /// come and go in them): only cgroups named after one of `ours` count.
+    fn added_since(&self, before: &Snapshot, ours: &[String]) -> Leftovers {
         let added = |now: &BTreeSet<String>, then: &BTreeSet<String>| -> Vec<String> {
             now.difference(then).cloned().collect()
         };
+        let mut cgroups = added(&self.cgroups, &before.cgroups);
+        cgroups.retain(|dir| {
+            Path::new(dir).components().any(|part| {
+                ours.iter()
+                    .any(|id| part.as_os_str() == std::ffi::OsStr::new(id))
+            })
+        });
         Leftovers {
             processes: added(&self.processes, &before.processes),
             links: added(&self.links, &before.links),
             rules: added(&self.rules, &before.rules),
-            cgroups: added(&self.cgroups, &before.cgroups),
+            cgroups,
             mounts: added(&self.mounts, &before.mounts),
         }
     }
@@ -317,7 +328,7 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
     run.remove_all = started.elapsed();
     run.errors.extend(failures);
     settle_sparing(&first_processes);
-    run.left = Snapshot::take().added_since(&before);
+    run.left = Snapshot::take().added_since(&before, &ids);
     let last = capture.run(&mut remove_command(runner, tool, &first_id))?;
     if !last.status.success() {
         run.errors.push(last.failure());
@@ -493,13 +504,25 @@ mod tests {
             cgroups: set(&[]),
             mounts: set(&["/", "/merged"]),
         };
-        let left = after.added_since(&before);
+        let ours = ["7".repeat(64)];
+        let mut after = after;
+        after
+            .cgroups
+            .insert(format!("/sys/fs/cgroup/pids/berth/{}", ours[0]));
+        after
+            .cgroups
+            .insert(format!("/sys/fs/cgroup/pids/berth/{}", "8".repeat(64)));
+        let left = after.added_since(&before, &ours);
         assert_eq!(left.links, ["veth1"]);
         assert_eq!(left.mounts, ["/merged"]);
-        assert!(left.cgroups.is_empty() && left.rules.is_empty());
+        assert_eq!(
+            left.cgroups,
+            [format!("/sys/fs/cgroup/pids/berth/{}", ours[0])]
+        );
+        assert!(left.rules.is_empty());
         assert!(!left.is_empty());
         assert!(left.describe().contains("1 links"), "{}", left.describe());
-        assert!(before.added_since(&before).is_empty());
-        assert_eq!(before.added_since(&before).describe(), "nothing");
+        assert!(before.added_since(&before, &ours).is_empty());
+        assert_eq!(before.added_since(&before, &ours).describe(), "nothing");
     }
 }
