@@ -91,8 +91,23 @@ fn removed(store: &ContainerStore, record: &ContainerRecord) -> bool {
 /// All containers, with stale records corrected (and any left frozen by a
 /// killed commit thawed).
 pub fn list(store: &ContainerStore) -> anyhow::Result<Vec<ContainerRecord>> {
-    store
-        .list()?
+    corrected(store, store.list()?)
+}
+
+/// [`list`], and the records that cannot be read, from one pass over the
+/// store (`ps -a` shows both).
+pub fn list_with_broken(
+    store: &ContainerStore,
+) -> anyhow::Result<(Vec<ContainerRecord>, Vec<berth_state::BrokenRecord>)> {
+    let (records, broken) = store.list_with_broken()?;
+    Ok((corrected(store, records)?, broken))
+}
+
+fn corrected(
+    store: &ContainerStore,
+    records: Vec<ContainerRecord>,
+) -> anyhow::Result<Vec<ContainerRecord>> {
+    records
         .into_iter()
         .map(|r| {
             crate::pause::recover_left_frozen(store, &r);

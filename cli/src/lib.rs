@@ -20,4 +20,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod attach_server;
+pub mod monitor_handoff;
 pub mod runtime;
+pub mod supervise;

@@ -33,7 +33,6 @@ mod pull;
 mod quick_parse;
 mod run;
 mod seccomp;
-mod supervise;
 mod table;
 mod time_text;
 mod user;
@@ -43,6 +42,8 @@ mod volume;
 use std::process::ExitCode;
 
 use clap::Parser;
+// The relay loop lives in the library (the small monitor runs it too).
+use cli::supervise;
 
 use args::{Cli, Command, ContainerCommand, ImageCommand, SystemCommand};
 use exit::Failure;
@@ -84,6 +85,16 @@ fn main() -> ExitCode {
         .and_then(|p| p.file_name().map(|n| n.to_owned()));
     if invoked_as.is_some_and(|name| name == oci_cli::PROGRAM_NAME) {
         return ExitCode::from(oci_cli::main());
+    }
+    // Chosen before clap: the small monitor of a detached container hands
+    // a container that ended back to berth (a hidden, internal entry).
+    let mut arguments = std::env::args_os().skip(1);
+    if arguments
+        .next()
+        .is_some_and(|first| first == cli::monitor_handoff::FINISH_ENTRY)
+    {
+        let code = monitor::finish_entry(&arguments.collect::<Vec<_>>());
+        return ExitCode::from(u8::try_from(code).unwrap_or(125));
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match quick_parse::run_command(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {

@@ -565,8 +565,13 @@ pub fn main_network_name(record: &ContainerRecord) -> String {
     }
 }
 
-/// Running containers on `network`, for /etc/hosts.
+/// Running containers on `network`, for /etc/hosts. None on the default
+/// network: docker names no other container there, and reading every
+/// record made each start slower the more containers ran.
 fn neighbours(containers: &ContainerStore, network: &str, own_id: &str) -> Vec<HostsEntry> {
+    if network == DEFAULT_NETWORK {
+        return Vec::new();
+    }
     let records = containers.list().unwrap_or_default();
     records
         .iter()

@@ -51,7 +51,7 @@ pub fn ps(paths: &Paths, args: &PsArgs) -> anyhow::Result<()> {
         _ => Format::parse(DEFAULT_TABLE, DEFAULT_TABLE, Fields::Fixed)?,
     };
     let store = paths.containers()?;
-    let mut records = container::list(&store)?;
+    let (mut records, broken) = container::list_with_broken(&store)?;
     // Newest first, like docker.
     records.sort_by_key(|r| std::cmp::Reverse(r.created));
     let limit = if args.latest {
@@ -93,7 +93,7 @@ pub fn ps(paths: &Paths, args: &PsArgs) -> anyhow::Result<()> {
     // Records that cannot be read are listed (with -a), never hide the
     // rest; a filter cannot say anything about them.
     if args.all && filters.is_empty() && limit.is_none() {
-        for broken in store.broken()? {
+        for broken in broken {
             let id = if args.no_trunc {
                 broken.id.clone()
             } else {

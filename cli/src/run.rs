@@ -23,24 +23,11 @@ use nix::unistd::Pid;
 use crate::args::RunArgs;
 use crate::exit::{status_code, CodedError};
 use crate::paths::Paths;
-use crate::supervise::{supervise, Attachment, Output};
+use crate::supervise::{supervise, Attachment, Output, RELAYED_SIGNALS};
 use cli::runtime::DEFAULT_PATH;
 
 /// The image berth can build by itself from the host's static busybox.
 const DEFAULT_IMAGE: &str = "busybox";
-
-/// Signals berth relays to the container (SIGCHLD and SIGWINCH are for
-/// berth itself).
-const RELAYED_SIGNALS: [Signal; 8] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-    Signal::SIGCHLD,
-];
 
 pub fn run(paths: &Paths, mut args: RunArgs) -> anyhow::Result<i32> {
     require_root()?;
@@ -514,7 +501,8 @@ pub fn supervise_to_the_end(
     attach: &Attachment,
 ) -> anyhow::Result<i32> {
     // Without the socket the container still runs; only attach is lost.
-    let mut server = crate::attach::AttachServer::listen(&store.container_dir(&record.id)).ok();
+    let mut server =
+        cli::attach_server::AttachServer::listen(&store.container_dir(&record.id)).ok();
     let status = supervise(
         launched.pid(),
         launched.output,

@@ -1,7 +1,8 @@
 //! Watching a running container: relay its output (to the user and to its
 //! log), the user's input and signals, until its PID 1 exits. The same loop
 //! serves `berth run` in the foreground and the monitor of a detached
-//! container; only what is attached differs.
+//! container (in the library, so that the small `berth-monitor` runs
+//! it); only what is attached differs.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -15,9 +16,21 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{isatty, read, Pid};
 
-use cli::runtime::tty::{copy_window_size, RawMode};
+use crate::attach_server::{AttachServer, ClientRequest};
+use crate::runtime::tty::{copy_window_size, RawMode};
 
-use crate::attach::{AttachServer, ClientRequest};
+/// Signals berth relays to the container (SIGCHLD and SIGWINCH are for
+/// berth itself).
+pub const RELAYED_SIGNALS: [Signal; 8] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCHLD,
+];
 
 /// Where the container's output comes from: its terminal (`-t`) or a pipe
 /// per stream.
@@ -34,6 +47,7 @@ pub enum Output {
 }
 
 /// What a supervisor is connected to.
+#[derive(Debug)]
 pub struct Attachment {
     /// Copy output to berth's own stdout/stderr (foreground runs).
     pub echo: bool,
@@ -259,7 +273,7 @@ pub fn supervise(
                     ClientRequest::CloseInput => close_when_written = true,
                     ClientRequest::Resize(rows, cols) => {
                         if let Some(terminal) = &terminal {
-                            cli::runtime::tty::set_window_size(terminal.as_fd(), rows, cols);
+                            crate::runtime::tty::set_window_size(terminal.as_fd(), rows, cols);
                         }
                     }
                 }

@@ -25,6 +25,11 @@ fn record_durability(record: &ContainerRecord) -> Durability {
 /// one is damage, not read into memory.
 const MAX_RECORD_SIZE: u64 = 4 << 20;
 const LOCK_FILE: &str = ".lock";
+/// `<dir>/.names/<name>`: a symlink to the id holding the name, so that a
+/// create or rename checks one name instead of reading every record. A
+/// link is made before its record and checked against it when read, so a
+/// link left by a crash (or a remove) never holds a name.
+const NAME_INDEX: &str = ".names";
 
 /// The directory of container records: `<dir>/<id>/config.json`, one
 /// directory per container, which is also where the container's write
@@ -83,12 +88,13 @@ impl ContainerStore {
         validate_name(&record.name)?;
         let _lock = self.lock()?;
         self.sweep_leftovers();
-        if let Some(other) = self.list()?.into_iter().find(|r| r.name == record.name) {
+        if let Some(other) = self.name_holder(&record.name)? {
             return Err(StateError::NameInUse {
                 name: record.name.clone(),
-                id: other.id,
+                id: other,
             });
         }
+        self.link_name(&record.name, &record.id)?;
         let staging = self.dir.join(format!(".{}.new", record.id));
         let result = (|| {
             DirBuilder::new()
@@ -121,7 +127,10 @@ impl ContainerStore {
             _ => StateError::io(&path, e),
         };
         let mut file = fs::File::open(&path).map_err(not_found)?;
-        let mut bytes = Vec::new();
+        // Sized from the file, so that it is read in one call rather than
+        // in a dozen growing ones (`ps` reads every record).
+        let size = file.metadata().map_or(0, |m| m.len().min(MAX_RECORD_SIZE));
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
         std::io::Read::read_to_end(
             &mut std::io::Read::take(&mut file, MAX_RECORD_SIZE + 1),
             &mut bytes,
@@ -176,6 +185,13 @@ impl ContainerStore {
         Ok(self.scan()?.1)
     }
 
+    /// [`Self::list`] and [`Self::broken`] from one pass over the store.
+    pub fn list_with_broken(
+        &self,
+    ) -> Result<(Vec<ContainerRecord>, Vec<BrokenRecord>), StateError> {
+        self.scan()
+    }
+
     fn scan(&self) -> Result<(Vec<ContainerRecord>, Vec<BrokenRecord>), StateError> {
         let entries = fs::read_dir(&self.dir).map_err(|e| StateError::io(&self.dir, e))?;
         let mut records = Vec::new();
@@ -184,7 +200,9 @@ impl ContainerStore {
             let entry = entry.map_err(|e| StateError::io(&self.dir, e))?;
             let name = entry.file_name();
             let Some(id) = name.to_str() else { continue };
-            if id.starts_with('.') || !entry.path().is_dir() {
+            // The entry's own type (no stat per container); a directory
+            // is never a link here.
+            if id.starts_with('.') || !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
                 continue;
             }
             match self.load(id) {
@@ -210,6 +228,23 @@ impl ContainerStore {
         };
         if query.is_empty() {
             return Err(not_found());
+        }
+        // A full id or a name is one record to read, not all of them.
+        let full_id = query.len() == 64 && query.bytes().all(|b| b.is_ascii_hexdigit());
+        if full_id {
+            if let Ok(record) = self.load(query) {
+                return Ok(record);
+            }
+        }
+        if validate_name(query).is_ok() {
+            let link = self.dir.join(NAME_INDEX).join(query);
+            if let Some(record) = fs::read_link(&link)
+                .ok()
+                .and_then(|id| self.load(id.to_str()?).ok())
+                .filter(|record| record.name == query)
+            {
+                return Ok(record);
+            }
         }
         let (records, broken) = self.scan()?;
         if let Some(r) = records.iter().find(|r| r.id == query || r.name == query) {
@@ -237,6 +272,7 @@ impl ContainerStore {
     /// is first renamed to a hidden name, so a crash half-way leaves nothing
     /// that looks like a container; leftovers are swept by the next remove.
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
+        let name = self.load(id).ok().map(|record| record.name);
         let dir = self.container_dir(id);
         let doomed = self.dir.join(format!(".{id}.removing"));
         match fs::rename(&dir, &doomed) {
@@ -245,27 +281,89 @@ impl ContainerStore {
             Err(e) => return Err(StateError::io(&dir, e)),
         }
         remove_tree(&doomed)?;
-        remove_tree(&self.dir.join(format!(".{id}.new")))
+        remove_tree(&self.dir.join(format!(".{id}.new")))?;
+        if let Some(name) = name {
+            // Under the lock: a create may be taking the name over now.
+            let _lock = self.lock()?;
+            self.unlink_name(&name, id);
+        }
+        Ok(())
     }
 
     /// Give container `id` a new name, refused when invalid or taken.
     pub fn rename(&self, id: &str, new_name: &str) -> Result<ContainerRecord, StateError> {
         validate_name(new_name)?;
         let _lock = self.lock()?;
-        if let Some(other) = self
-            .list()?
-            .into_iter()
-            .find(|r| r.name == new_name && r.id != id)
-        {
+        if let Some(other) = self.name_holder(new_name)?.filter(|other| other != id) {
             return Err(StateError::NameInUse {
                 name: new_name.to_owned(),
-                id: other.id,
+                id: other,
             });
         }
         let mut record = self.load(id)?;
-        record.name = new_name.to_owned();
+        let old_name = std::mem::replace(&mut record.name, new_name.to_owned());
+        self.link_name(new_name, id)?;
         self.save(&record)?;
+        if old_name != new_name {
+            self.unlink_name(&old_name, id);
+        }
         Ok(record)
+    }
+
+    /// The id of the container named `name`, if any. Called under the
+    /// lock; builds the index from the records on first use (a store
+    /// written before it existed).
+    fn name_holder(&self, name: &str) -> Result<Option<String>, StateError> {
+        let index = self.dir.join(NAME_INDEX);
+        if !index.is_dir() {
+            self.build_name_index(&index)?;
+        }
+        let Ok(id) = fs::read_link(index.join(name)) else {
+            return Ok(None);
+        };
+        let Some(id) = id.to_str() else {
+            return Ok(None);
+        };
+        Ok(match self.load(id) {
+            Ok(record) if record.name == name => Some(id.to_owned()),
+            _ => None,
+        })
+    }
+
+    /// Link every record's name, in a hidden directory renamed into place
+    /// once complete.
+    fn build_name_index(&self, index: &Path) -> Result<(), StateError> {
+        let staging = self.dir.join(format!("{NAME_INDEX}.new"));
+        remove_tree(&staging)?;
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| StateError::io(&staging, e))?;
+        for record in self.list()? {
+            let link = staging.join(&record.name);
+            std::os::unix::fs::symlink(&record.id, &link).map_err(|e| StateError::io(&link, e))?;
+        }
+        fs::rename(&staging, index).map_err(|e| StateError::io(index, e))
+    }
+
+    /// Point `name` at `id` (replacing a stale link). Under the lock.
+    fn link_name(&self, name: &str, id: &str) -> Result<(), StateError> {
+        let index = self.dir.join(NAME_INDEX);
+        let staging = index.join(format!(".{name}.{id}"));
+        let link = index.join(name);
+        let _ = fs::remove_file(&staging);
+        std::os::unix::fs::symlink(id, &staging)
+            .and_then(|()| fs::rename(&staging, &link))
+            .map_err(|e| StateError::io(&link, e))
+    }
+
+    /// Drop the link of `name` if it still points at `id`. Under the lock;
+    /// best effort (a link left over holds nothing, see [`NAME_INDEX`]).
+    fn unlink_name(&self, name: &str, id: &str) {
+        let link = self.dir.join(NAME_INDEX).join(name);
+        if fs::read_link(&link).is_ok_and(|target| target.as_os_str() == id) {
+            let _ = fs::remove_file(&link);
+        }
     }
 
     /// Finish what killed commands left: `.<id>.new` (a create, which
@@ -346,8 +444,13 @@ mod tests {
         ));
         assert_eq!(
             fs::read_dir(store.dir()).unwrap().count(),
-            1,
-            "only .lock remains"
+            2,
+            "only .lock and the name index remain"
+        );
+        assert_eq!(
+            fs::read_dir(store.dir().join(NAME_INDEX)).unwrap().count(),
+            0,
+            "the name's link went with the record"
         );
     }
 
@@ -467,8 +570,41 @@ mod tests {
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n != ".lock")
+            .filter(|n| n != ".lock" && n != NAME_INDEX)
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn names_are_held_through_the_index_and_stale_links_hold_nothing() {
+        let (_dir, store) = store();
+        // A store from before the index: it is built from the records.
+        let old = record("old");
+        let staged = store.dir().join(&old.id);
+        fs::create_dir_all(&staged).unwrap();
+        fs::write(staged.join(RECORD_FILE), to_json(&old)).unwrap();
+        assert!(matches!(
+            store.create(&record("old")),
+            Err(StateError::NameInUse { id, .. }) if id == old.id
+        ));
+        // A link whose record is gone (a crash after linking) or was
+        // renamed holds nothing.
+        let index = store.dir().join(NAME_INDEX);
+        std::os::unix::fs::symlink(generate_id(), index.join("ghost")).unwrap();
+        store.create(&record("ghost")).unwrap();
+        let renamed = store.rename(&old.id, "new-name").unwrap();
+        assert_eq!(renamed.name, "new-name");
+        assert!(!index.join("old").exists());
+        let again = record("old");
+        store.create(&again).unwrap();
+        assert!(matches!(
+            store.rename(&again.id, "new-name"),
+            Err(StateError::NameInUse { id, .. }) if id == old.id
+        ));
+        // Removing one container leaves the others' names held.
+        store.remove(&old.id).unwrap();
+        store.create(&record("new-name")).unwrap();
+        assert!(store.create(&record("ghost")).is_err());
+        assert!(store.create(&record("old")).is_err());
     }
 }

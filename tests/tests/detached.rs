@@ -121,6 +121,82 @@ fn run_d_returns_at_once_and_the_exit_code_is_recorded_after_the_cli_has_gone() 
     berth.assert_clean();
 }
 
+/// `Name:   N kB` of /proc/PID/smaps_rollup.
+fn smaps_kib(pid: i32, field: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    text.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in smaps_rollup of {pid}:\n{text}"))
+}
+
+#[test]
+fn a_detached_container_is_watched_by_the_small_monitor_which_hands_its_end_back() {
+    require_root!();
+    let berth = Berth::new();
+    let id = berth.run_detached([
+        "--name",
+        "watched",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; trap 'exit 4' TERM; while :; do sleep 0.05; done",
+    ]);
+    let record = berth.inspect("watched");
+    let pid = pid_of(&record, "pid");
+    let monitor = pid_of(&record, "monitor_pid");
+    let small = fs::canonicalize(berth.bin())
+        .expect("the berth binary")
+        .with_file_name("berth-monitor");
+    assert!(
+        wait_until(STEP, || fs::read_link(format!("/proc/{monitor}/exe"))
+            .is_ok_and(|exe| exe == small)),
+        "the monitor {monitor} does not run {}",
+        small.display()
+    );
+    // Same process, so still the parent of PID 1 (its parent-death signal
+    // and waitpid depend on it).
+    assert_eq!(parent_of(pid), Some(monitor));
+    // What only this monitor pays for (heap, stack, relocated data; its
+    // code is shared with every other monitor): far less than a fork of
+    // the whole CLI (about 870 KiB).
+    let private = smaps_kib(monitor, "Private_Dirty");
+    assert!(private < 256, "the monitor holds {private} KiB of its own");
+    assert!(
+        wait_until(STEP, || fs::read_to_string(berth.log_file(&id))
+            .is_ok_and(|log| log.contains("out") && log.contains("err"))),
+        "the small monitor did not log the output"
+    );
+
+    // The hand-back entry is refused to anyone but the container's monitor.
+    let root = berth.root().display().to_string();
+    let mut forged = std::process::Command::new(berth.bin());
+    forged.args([
+        "__monitor-finish",
+        "--root",
+        &root,
+        "--id",
+        &id,
+        "--exited",
+        "0",
+        "--ran-ms",
+        "1",
+        "--restart-delay-ms",
+        "100",
+    ]);
+    let output = forged.output().expect("run berth");
+    assert_berth_error(&output, 125);
+    assert_eq!(berth.status_of("watched"), "running");
+
+    berth.run_ok(["stop", "watched"]);
+    let record = berth.inspect("watched");
+    assert_eq!(record["status"], "exited", "{record:#}");
+    assert_eq!(record["exit_code"], 4, "{record:#}");
+    assert_dead_within(monitor, "the monitor after its container exited");
+    berth.run_ok(["rm", "watched"]);
+    berth.assert_clean();
+}
+
 #[test]
 fn a_short_detached_container_records_its_exit_code() {
     require_root!();

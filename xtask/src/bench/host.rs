@@ -226,6 +226,7 @@ fn bundle_config(mut spec: Value, rootfs: &Path, kind: BundleKind) -> Value {
         BundleKind::Plain | BundleKind::Limits => json!(["/bin/true"]),
         BundleKind::LimitsProbe => json!(["/bin/sleep", "1"]),
         BundleKind::Sleep => json!(["/bin/sleep", "60"]),
+        BundleKind::LongSleep => json!(["/bin/sleep", "3600"]),
     };
     if matches!(kind, BundleKind::Limits | BundleKind::LimitsProbe) {
         spec["linux"]["resources"]["memory"] = json!({ "limit": MEMORY_LIMIT_BYTES });

@@ -102,6 +102,7 @@ impl Runner {
                 match kind {
                     BundleKind::LimitsProbe => command.args(["sleep", "1"]),
                     BundleKind::Sleep => command.args(["sleep", "60"]),
+                    BundleKind::LongSleep => command.args(["sleep", "3600"]),
                     BundleKind::Plain | BundleKind::Limits => command.arg("true"),
                 };
                 command

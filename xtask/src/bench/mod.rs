@@ -16,6 +16,10 @@
 //!   creates, with and without `-p 8080:80`, beside `--net none`; and the
 //!   IPAM API timed alone (a whole /16 in one transaction, one commit per
 //!   allocation).
+//! - `scale` ([`scale`], only when asked for): `--scale N` (500) detached
+//!   containers, berth on its bridge beside crun: the Nth start against the
+//!   1st, the listing of N, the monitors' memory, the parallel removal of
+//!   all and what it left behind.
 //! - `checkpoint` ([`checkpoint`], only when asked for): `berth
 //!   checkpoint` + `restore` of a container with 256 MiB of touched memory
 //!   beside podman's with runc and with berth-runtime; in the cgroup v2 VM
@@ -69,6 +73,7 @@ mod images;
 mod latency;
 mod network;
 mod report;
+mod scale;
 mod system;
 mod throughput;
 
@@ -116,10 +121,12 @@ pub struct BenchArgs {
     /// a 10-layer against a 1-layer image), `cp` (a 1 GiB tree out of a
     /// container against tar | tar; only when asked for), `engines`
     /// (`podman run --rm` and `ctr run --rm` with berth-runtime against
-    /// runc and crun; only when asked for), `checkpoint` (checkpoint +
-    /// restore of 256 MiB of touched memory against podman with runc; only
-    /// when asked for; where criu does not work on this kernel, the whole
-    /// bench runs in the project's cgroup v2 VM).
+    /// runc and crun; only when asked for), `scale` (--scale detached
+    /// containers: start, list, monitor memory, parallel removal; only when
+    /// asked for), `checkpoint` (checkpoint + restore of 256 MiB of touched
+    /// memory against podman with runc; only when asked for; where criu
+    /// does not work on this kernel, the whole bench runs in the project's
+    /// cgroup v2 VM).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network, Scenario::Images])]
     scenarios: Vec<Scenario>,
     /// Regimes of the latency scenarios: `cold` (interleaved, paced), `warm`
@@ -144,6 +151,9 @@ pub struct BenchArgs {
     /// Throughput scenario: rounds (tools interleaved, order rotated).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Scale scenario: detached containers per tool (--quick: at most 20).
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    scale: usize,
     /// Put berth's --root on a private tmpfs instead of $TMPDIR's
     /// filesystem. By default it is on disk, like /var/lib/berth, while
     /// crun/runc keep their state on tmpfs, like /run; this shows what the
@@ -180,6 +190,7 @@ enum Scenario {
     Images,
     Cp,
     Engines,
+    Scale,
     Checkpoint,
 }
 
@@ -218,6 +229,7 @@ impl Scenario {
             Scenario::Images => "images",
             Scenario::Cp => "cp",
             Scenario::Engines => "engines",
+            Scenario::Scale => "scale",
             Scenario::Checkpoint => "checkpoint",
         }
     }
@@ -266,6 +278,8 @@ struct Settings {
     /// Throughput: containers per tool and round, rounds.
     count: usize,
     rounds: usize,
+    /// Scale: detached containers per tool.
+    scale: usize,
     /// Network: IPAM allocations timed with one commit each.
     ipam_single_commits: usize,
     quick: bool,
@@ -316,6 +330,11 @@ impl Settings {
             baseline_berth,
             count,
             rounds,
+            scale: if args.quick {
+                args.scale.clamp(1, Self::QUICK_MAX_COUNT)
+            } else {
+                args.scale.max(1)
+            },
             ipam_single_commits: if args.quick {
                 Self::QUICK_IPAM_SINGLE_COMMITS
             } else {
@@ -446,14 +465,18 @@ enum BundleKind {
     /// `sleep 60`, default config: the detached containers of the
     /// throughput scenario.
     Sleep,
+    /// `sleep 3600`, default config: the scale scenario's containers, which
+    /// must outlive the minutes their N starts take.
+    LongSleep,
 }
 
 impl BundleKind {
-    const ALL: [BundleKind; 4] = [
+    const ALL: [BundleKind; 5] = [
         BundleKind::Plain,
         BundleKind::Limits,
         BundleKind::LimitsProbe,
         BundleKind::Sleep,
+        BundleKind::LongSleep,
     ];
 }
 
@@ -464,6 +487,7 @@ impl BundleKind {
             BundleKind::Limits => "limits",
             BundleKind::LimitsProbe => "limits-probe",
             BundleKind::Sleep => "sleep",
+            BundleKind::LongSleep => "long-sleep",
         }
     }
 }
@@ -684,12 +708,13 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     }
     report.probes = probes;
     type MeasureFn = fn(&Settings, &Runner) -> Result<Section>;
-    let others: [(Scenario, &str, MeasureFn); 6] = [
+    let others: [(Scenario, &str, MeasureFn); 7] = [
         (Scenario::Throughput, "throughput", throughput::measure),
         (Scenario::Network, "network", network::measure),
         (Scenario::Images, "images", images::measure),
         (Scenario::Cp, "cp", files::measure),
         (Scenario::Engines, "engines", engines::measure),
+        (Scenario::Scale, "scale", scale::measure),
         (Scenario::Checkpoint, "checkpoint", checkpoint::measure),
     ];
     for (scenario, name, measure) in others {

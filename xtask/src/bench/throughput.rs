@@ -10,8 +10,8 @@
 //! Tools are interleaved over the rounds, the order rotated every round.
 //! While the containers are up (untimed) we count the helper processes (all
 //! but the `sleep` payloads and us) and, for berth, read each monitor's PSS
-//! from /proc/PID/smaps_rollup (the pid from `berth inspect`, field
-//! `monitor_pid`).
+//! from /proc/PID/smaps_rollup (the monitor is the parent of the PID 1
+//! `berth inspect` shows).
 //!
 //! We are PID 1 of the namespace, so what the tools leave running is
 //! reparented to us: berth's monitors, crun's and runc's container inits.
@@ -319,20 +319,20 @@ fn one_round(runner: &Runner, row: Row, round: usize, count: usize, tag: &str) -
 /// stdout and stderr of a command, through files on our tmpfs rather than
 /// pipes: a detached container (crun's, with no terminal) inherits its
 /// runtime's stdio, and a pipe it holds would never reach end-of-file.
-struct Capture {
+pub(super) struct Capture {
     stdout: std::path::PathBuf,
     stderr: std::path::PathBuf,
 }
 
-struct Outcome {
-    status: ExitStatus,
-    stdout: String,
+pub(super) struct Outcome {
+    pub(super) status: ExitStatus,
+    pub(super) stdout: String,
     stderr: String,
     command: String,
 }
 
 impl Outcome {
-    fn failure(&self) -> String {
+    pub(super) fn failure(&self) -> String {
         let line = self
             .stderr
             .lines()
@@ -344,7 +344,7 @@ impl Outcome {
 }
 
 impl Capture {
-    fn new(dir: &Path) -> Result<Self> {
+    pub(super) fn new(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Capture {
             stdout: dir.join("throughput.stdout"),
@@ -352,7 +352,7 @@ impl Capture {
         })
     }
 
-    fn run(&self, command: &mut Command) -> Result<Outcome> {
+    pub(super) fn run(&self, command: &mut Command) -> Result<Outcome> {
         let description = display_command(command);
         let create = |path: &Path| {
             fs::File::create(path).with_context(|| format!("creating {}", path.display()))
@@ -372,7 +372,7 @@ impl Capture {
         })
     }
 
-    fn remove(&self) {
+    pub(super) fn remove(&self) {
         let _ = fs::remove_file(&self.stdout);
         let _ = fs::remove_file(&self.stderr);
     }
@@ -415,7 +415,7 @@ fn helper_processes() -> (usize, u64, u64) {
 }
 
 /// `Name:   1234 kB` from a /proc file.
-fn kib_field(path: &str, name: &str) -> Option<u64> {
+pub(super) fn kib_field(path: &str, name: &str) -> Option<u64> {
     fs::read_to_string(path)
         .ok()?
         .lines()
@@ -427,9 +427,9 @@ fn kib_field(path: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
-/// The PSS of each container's monitor: `berth inspect ID...`, field
-/// `monitor_pid`, then /proc/PID/smaps_rollup.
-fn monitor_pss(runner: &Runner, capture: &Capture, ids: &[String]) -> Result<Vec<u64>> {
+/// The PSS of each container's monitor: the parent of its PID 1 (the
+/// `State.Pid` of `berth inspect ID...`), from /proc/PID/smaps_rollup.
+pub(super) fn monitor_pss(runner: &Runner, capture: &Capture, ids: &[String]) -> Result<Vec<u64>> {
     let outcome = capture.run(runner.berth_command().arg("inspect").args(ids))?;
     if !outcome.status.success() {
         bail!("{}", outcome.failure());
@@ -441,15 +441,25 @@ fn monitor_pss(runner: &Runner, capture: &Capture, ids: &[String]) -> Result<Vec
         .context("`berth inspect` did not print a JSON array")?;
     let mut pss = Vec::new();
     for record in records {
-        let pid = record["monitor_pid"]
+        let pid = record["State"]["Pid"]
             .as_u64()
-            .with_context(|| format!("no monitor_pid in the record of {}", record["id"]))?;
+            .with_context(|| format!("no State.Pid in the record of {}", record["Id"]))?;
+        let monitor = parent_of(pid)
+            .with_context(|| format!("no parent of PID 1 {pid} of {}", record["Id"]))?;
         pss.push(
-            kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
-                .with_context(|| format!("no Pss in /proc/{pid}/smaps_rollup"))?,
+            kib_field(&format!("/proc/{monitor}/smaps_rollup"), "Pss:")
+                .with_context(|| format!("no Pss in /proc/{monitor}/smaps_rollup"))?,
         );
     }
     Ok(pss)
+}
+
+/// The parent process of `pid`, from /proc/PID/stat.
+fn parent_of(pid: u64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (in parentheses) may hold spaces: count after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -617,6 +627,14 @@ mod tests {
         let table = "NAME PID STATUS\nbench-x-1 42 running\nbench-x-10 43 running\n";
         assert!(Row::Crun.listed(table, "bench-x-1"));
         assert!(!Row::Crun.listed(table, "bench-x-2"));
+    }
+
+    #[test]
+    fn parents_come_from_proc() {
+        let own = u64::from(std::process::id());
+        let parent = u64::from(std::os::unix::process::parent_id());
+        assert_eq!(parent_of(own), Some(parent));
+        assert_eq!(parent_of(u64::MAX), None);
     }
 
     #[test]
