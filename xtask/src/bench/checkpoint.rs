@@ -78,9 +78,9 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
             bail!("the checkpoint scenario needs {tool} (apt-get install criu podman runc)");
         }
     }
-    if !criu_works() {
-        bail!("criu does not work on this kernel (`criu check` fails)");
-    }
+    // Not `criu check` here: in the bench's PID namespace it fails checks
+    // a dump of a container below it does not need; the host stage chose
+    // a machine where criu works.
     let base = runner.work.root.join("checkpoint");
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let masks = MaskedDirs::mount()?;
