@@ -7,7 +7,11 @@
 //! berth that only had iptables) still loses every rule of a removed
 //! container or network.
 //!
-//! - Network teardown (rare) removes the network's rules from both.
+//! - Network teardown (rare) removes the network's rules, IPv4 and IPv6,
+//!   from nf_tables (tables `ip` and `ip6`), and from iptables and
+//!   ip6tables whenever they may hold some: the iptables backend was in
+//!   use, its marker file is there, or iptables' nf_tables form shows
+//!   berth's IPv4 DNAT or IPv6 POSTROUTING chain.
 //! - A container's ports go from the backend in use, and from the other
 //!   one only when it may hold some: iptables when berth recorded using
 //!   it (a marker file in the state directory) or when its nf_tables
@@ -34,12 +38,12 @@ use std::path::{Path, PathBuf};
 use crate::errors::ErrorList;
 use crate::firewall::{
     Firewall, FirewallError, IptablesFirewall, Position, Rule, Table, TeardownErrors,
-    DNAT_CHAIN as IPTABLES_DNAT_CHAIN,
+    DNAT_CHAIN as IPTABLES_DNAT_CHAIN, POSTROUTING_CHAIN as IPTABLES_POSTROUTING_CHAIN,
 };
 use crate::ipam::PortForward;
 use crate::network::NetworkConfig;
 use crate::nftables::NftablesFirewall;
-use crate::nftables_msg::{attr, Attrs, MsgType, NfSocket, NFPROTO_IPV4};
+use crate::nftables_msg::{attr, Attrs, MsgType, NfSocket, NFPROTO_IPV4, NFPROTO_IPV6};
 
 /// The environment variable that picks the backend.
 pub const FIREWALL_ENV: &str = "BERTH_FIREWALL";
@@ -132,7 +136,9 @@ impl HostFirewall {
 
     /// Whether iptables may hold berth's rules though nftables is in use.
     fn iptables_may_hold_rules(&self) -> bool {
-        self.marker().exists() || iptables_nft_chain_exists("nat", IPTABLES_DNAT_CHAIN)
+        self.marker().exists()
+            || iptables_nft_chain_exists(NFPROTO_IPV4, "nat", IPTABLES_DNAT_CHAIN)
+            || iptables_nft_chain_exists(NFPROTO_IPV6, "nat", IPTABLES_POSTROUTING_CHAIN)
     }
 
     /// When iptables' FORWARD policy is DROP, its accepts for `network`.
@@ -184,16 +190,17 @@ pub fn forward_accepts(network: &NetworkConfig) -> Vec<Rule> {
     ]
 }
 
-/// Whether iptables' nf_tables form has `chain` in table `ip <table>`
-/// (how iptables-nft keeps its chains); false when it cannot tell.
-fn iptables_nft_chain_exists(table: &str, chain: &str) -> bool {
+/// Whether iptables' (or ip6tables') nf_tables form has `chain` in table
+/// `ip <table>` (`ip6 <table>` for [`NFPROTO_IPV6`]), as iptables-nft
+/// keeps its chains; false when it cannot tell.
+fn iptables_nft_chain_exists(family: u8, table: &str, chain: &str) -> bool {
     let Ok(mut socket) = NfSocket::open() else {
         return false;
     };
     let mut filter = Attrs::new();
     filter.str(attr::CHAIN_TABLE, table);
     socket
-        .dump(MsgType::GetChain, NFPROTO_IPV4, &filter)
+        .dump(MsgType::GetChain, family, &filter)
         .map(|chains| {
             chains.iter().any(|c| {
                 c.get_str(attr::CHAIN_TABLE) == Some(table)
