@@ -31,7 +31,10 @@
 //! is skipped when no iptables is installed (then nothing can hold such a
 //! policy but another nftables table, which berth cannot override either:
 //! see the README). A DROP policy set after the network was set up is
-//! not noticed until the network is set up again.
+//! not noticed until the network is set up again. The same for an IPv6
+//! network and ip6tables' FORWARD policy (docker sets that too): the
+//! replies to the bridge and anything from it are accepted there (no
+//! published ports over IPv6).
 
 use std::path::{Path, PathBuf};
 
@@ -141,20 +144,65 @@ impl HostFirewall {
             || iptables_nft_chain_exists(NFPROTO_IPV6, "nat", IPTABLES_POSTROUTING_CHAIN)
     }
 
-    /// When iptables' FORWARD policy is DROP, its accepts for `network`.
+    /// When iptables' FORWARD policy is DROP, its accepts for `network`;
+    /// the same in ip6tables for an IPv6 network.
     fn forward_drop_accepts(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
-        match self.iptables.policy(Table::Filter, "FORWARD") {
-            // No marker: these go with the network, whose teardown always
-            // looks for them; per-container work stays off iptables.
-            Ok(Some(policy)) if policy == "DROP" => {
-                self.iptables.ensure_rules(&forward_accepts(network))
-            }
-            Ok(_) => Ok(()),
-            // No iptables: nothing of it can drop packets.
-            Err(FirewallError::Spawn { .. }) => Ok(()),
-            Err(e) => Err(e),
+        accept_under_drop_policy(&self.iptables, &forward_accepts(network))?;
+        let accepts6 = forward_accepts6(network);
+        if accepts6.is_empty() {
+            return Ok(());
         }
+        accept_under_drop_policy(&self.iptables.ipv6_sibling(), &accepts6)
     }
+
+    /// Remove what [`Self::forward_drop_accepts`] may have added; a
+    /// missing iptables or ip6tables program counts as nothing to remove.
+    fn remove_forward_drop_accepts(&self, network: &NetworkConfig) -> Result<(), TeardownErrors> {
+        let accepts6 = forward_accepts6(network);
+        let six = if accepts6.is_empty() {
+            Ok(())
+        } else {
+            ignore_missing_program(self.iptables.ipv6_sibling().remove_rules(&accepts6))
+        };
+        merge([
+            ignore_missing_program(self.iptables.remove_rules(&forward_accepts(network))),
+            six,
+        ])
+    }
+}
+
+/// Insert `accepts` with `iptables` (or its ip6tables sibling) when its
+/// FORWARD policy is DROP.
+fn accept_under_drop_policy(
+    iptables: &IptablesFirewall,
+    accepts: &[Rule],
+) -> Result<(), FirewallError> {
+    match iptables.policy(Table::Filter, "FORWARD") {
+        // No marker: these go with the network, whose teardown always
+        // looks for them; per-container work stays off iptables.
+        Ok(Some(policy)) if policy == "DROP" => iptables.ensure_rules(accepts),
+        Ok(_) => Ok(()),
+        // No iptables: nothing of it can drop packets.
+        Err(FirewallError::Spawn { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The accepts berth inserts into ip6tables' FORWARD chain for an IPv6
+/// network when that chain's policy is DROP: those of [`forward_accepts`]
+/// but for published ports (IPv4 only); none without an IPv6 subnet.
+pub fn forward_accepts6(network: &NetworkConfig) -> Vec<Rule> {
+    if network.ipv6_subnet.is_none() {
+        return Vec::new();
+    }
+    forward_accepts(network)
+        .into_iter()
+        .filter(|rule| !rule.spec.iter().any(|word| word == "DNAT"))
+        .map(|rule| Rule {
+            family: crate::firewall::Family::Ipv6,
+            ..rule
+        })
+        .collect()
 }
 
 /// The accepts berth inserts into iptables' FORWARD chain for a network
@@ -262,6 +310,9 @@ impl Firewall for HostFirewall {
             let result = merge([
                 self.iptables.teardown_network(network),
                 self.iptables.remove_rules(&forward_accepts(network)),
+                self.iptables
+                    .ipv6_sibling()
+                    .remove_rules(&forward_accepts6(network)),
             ]);
             let result = if self.kind == FirewallKind::Iptables {
                 result
@@ -275,7 +326,7 @@ impl Firewall for HostFirewall {
             result
         } else {
             // Only the FORWARD accepts of a DROP policy, if any.
-            ignore_missing_program(self.iptables.remove_rules(&forward_accepts(network)))
+            self.remove_forward_drop_accepts(network)
         };
         merge([nftables, iptables])
     }
@@ -405,6 +456,42 @@ mod tests {
             lines(forward_accepts(&network)),
             ["-w -t filter -I FORWARD 1 -i br-web -o br-web -m comment --comment berth:web -j ACCEPT"]
         );
+    }
+
+    #[test]
+    fn ipv6_forward_accepts_are_for_ipv6_networks_and_have_no_dnat() {
+        let mut network = NetworkConfig {
+            name: "six".into(),
+            id: "0123456789ab".repeat(5) + "cdef",
+            driver: "bridge".into(),
+            subnet: "10.10.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 10, 0, 1),
+            bridge: "br-six".into(),
+            internal: false,
+            labels: Default::default(),
+            ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
+        };
+        assert!(forward_accepts6(&network).is_empty());
+        network.ipv6_subnet = Some("fd00:1::/64".parse().unwrap());
+        let accepts = forward_accepts6(&network);
+        assert!(accepts
+            .iter()
+            .all(|r| r.family == crate::firewall::Family::Ipv6));
+        let lines: Vec<String> = accepts
+            .iter()
+            .map(|r| r.args(crate::firewall::RuleOp::Add).join(" "))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "-w -t filter -I FORWARD 1 -o br-six -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:six -j ACCEPT",
+                "-w -t filter -I FORWARD 1 -i br-six -m comment --comment berth:six -j ACCEPT",
+            ]
+        );
+        network.internal = true;
+        assert_eq!(forward_accepts6(&network).len(), 1);
     }
 
     #[test]

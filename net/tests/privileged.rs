@@ -1196,8 +1196,8 @@ fn nftables_ipv6_rules_live_in_an_ip6_table_that_goes_with_the_last_of_them() {
 }
 
 #[test]
-fn ip6tables_rules_of_the_iptables_backend_go_with_an_nftables_teardown() {
-    if skip_unless_root("ip6tables_rules_of_the_iptables_backend_go_with_an_nftables_teardown") {
+fn ipv6_rules_of_either_backend_go_with_a_teardown_by_the_other() {
+    if skip_unless_root("ipv6_rules_of_either_backend_go_with_a_teardown_by_the_other") {
         return;
     }
     let have = |program: &str| {
@@ -1243,6 +1243,26 @@ fn ip6tables_rules_of_the_iptables_backend_go_with_an_nftables_teardown() {
         old.teardown_network(&dual).unwrap();
         assert_eq!(nft_family_rules("ip6", "berthtest7"), None);
         assert_eq!(nft_rules("berthtest7"), None);
+        // Under ip6tables' FORWARD policy DROP (as docker sets it) the
+        // nftables backend accepts the network's IPv6 traffic there too,
+        // and takes that back with the network.
+        let policy = |program: &str, verdict: &str| {
+            let status = Command::new(program)
+                .args(["-w", "-P", "FORWARD", verdict])
+                .status()
+                .unwrap();
+            assert!(status.success(), "{program} -P FORWARD {verdict}");
+        };
+        policy("ip6tables", "DROP");
+        new.setup_network(&dual).unwrap();
+        let saved = saved_rules("ip6tables-save");
+        assert_eq!(count(&saved, "berth:fwswitch"), 2, "{saved}");
+        assert!(saved.contains("-A FORWARD -i br-fwswitch"), "{saved}");
+        new.teardown_network(&dual).unwrap();
+        let saved = saved_rules("ip6tables-save");
+        assert!(!saved.to_lowercase().contains("berth"), "{saved}");
+        assert_eq!(nft_family_rules("ip6", "berthtest7"), None);
+        policy("ip6tables", "ACCEPT");
     });
     assert_eq!(HostState::capture(), before);
 }
