@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use berth_e2e::netns_tools::{
     exec, firewall_backend, holder_pid, ip, ip6tables, iptables, network_inspect,
-    outside_namespace, sh_ok, FakeDns,
+    outside_namespace, FakeDns,
 };
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
