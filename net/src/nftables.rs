@@ -419,8 +419,8 @@ impl NftablesFirewall {
         }
     }
 
-    /// Drop berth's whole table if it holds nothing but the shared jumps
-    /// (or nothing at all).
+    /// Drop berth's `ip` table if it holds nothing but the shared jumps
+    /// (or nothing at all), and its `ip6` table if it holds no rule.
     pub fn remove_table_if_unused(&self) -> Result<(), FirewallError> {
         let _lock = self.lock()?;
         self.remove_tagged(&[], true)
