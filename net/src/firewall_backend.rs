@@ -7,7 +7,11 @@
 //! berth that only had iptables) still loses every rule of a removed
 //! container or network.
 //!
-//! - Network teardown (rare) removes the network's rules from both.
+//! - Network teardown (rare) removes the network's rules, IPv4 and IPv6,
+//!   from nf_tables (tables `ip` and `ip6`), and from iptables and
+//!   ip6tables whenever they may hold some: the iptables backend was in
+//!   use, its marker file is there, or iptables' nf_tables form shows
+//!   berth's IPv4 DNAT or IPv6 POSTROUTING chain.
 //! - A container's ports go from the backend in use, and from the other
 //!   one only when it may hold some: iptables when berth recorded using
 //!   it (a marker file in the state directory) or when its nf_tables
@@ -27,19 +31,22 @@
 //! is skipped when no iptables is installed (then nothing can hold such a
 //! policy but another nftables table, which berth cannot override either:
 //! see the README). A DROP policy set after the network was set up is
-//! not noticed until the network is set up again.
+//! not noticed until the network is set up again. The same for an IPv6
+//! network and ip6tables' FORWARD policy (docker sets that too): the
+//! replies to the bridge and anything from it are accepted there (no
+//! published ports over IPv6).
 
 use std::path::{Path, PathBuf};
 
 use crate::errors::ErrorList;
 use crate::firewall::{
     Firewall, FirewallError, IptablesFirewall, Position, Rule, Table, TeardownErrors,
-    DNAT_CHAIN as IPTABLES_DNAT_CHAIN,
+    DNAT_CHAIN as IPTABLES_DNAT_CHAIN, POSTROUTING_CHAIN as IPTABLES_POSTROUTING_CHAIN,
 };
 use crate::ipam::PortForward;
 use crate::network::NetworkConfig;
 use crate::nftables::NftablesFirewall;
-use crate::nftables_msg::{attr, Attrs, MsgType, NfSocket, NFPROTO_IPV4};
+use crate::nftables_msg::{attr, Attrs, MsgType, NfSocket, NFPROTO_IPV4, NFPROTO_IPV6};
 
 /// The environment variable that picks the backend.
 pub const FIREWALL_ENV: &str = "BERTH_FIREWALL";
@@ -132,23 +139,70 @@ impl HostFirewall {
 
     /// Whether iptables may hold berth's rules though nftables is in use.
     fn iptables_may_hold_rules(&self) -> bool {
-        self.marker().exists() || iptables_nft_chain_exists("nat", IPTABLES_DNAT_CHAIN)
+        self.marker().exists()
+            || iptables_nft_chain_exists(NFPROTO_IPV4, "nat", IPTABLES_DNAT_CHAIN)
+            || iptables_nft_chain_exists(NFPROTO_IPV6, "nat", IPTABLES_POSTROUTING_CHAIN)
     }
 
-    /// When iptables' FORWARD policy is DROP, its accepts for `network`.
+    /// When iptables' FORWARD policy is DROP, its accepts for `network`;
+    /// the same in ip6tables for an IPv6 network.
     fn forward_drop_accepts(&self, network: &NetworkConfig) -> Result<(), FirewallError> {
-        match self.iptables.policy(Table::Filter, "FORWARD") {
-            // No marker: these go with the network, whose teardown always
-            // looks for them; per-container work stays off iptables.
-            Ok(Some(policy)) if policy == "DROP" => {
-                self.iptables.ensure_rules(&forward_accepts(network))
-            }
-            Ok(_) => Ok(()),
-            // No iptables: nothing of it can drop packets.
-            Err(FirewallError::Spawn { .. }) => Ok(()),
-            Err(e) => Err(e),
+        accept_under_drop_policy(&self.iptables, &forward_accepts(network))?;
+        let accepts6 = forward_accepts6(network);
+        if accepts6.is_empty() {
+            return Ok(());
         }
+        accept_under_drop_policy(&self.iptables.ipv6_sibling(), &accepts6)
     }
+
+    /// Remove what [`Self::forward_drop_accepts`] may have added; a
+    /// missing iptables or ip6tables program counts as nothing to remove.
+    fn remove_forward_drop_accepts(&self, network: &NetworkConfig) -> Result<(), TeardownErrors> {
+        let accepts6 = forward_accepts6(network);
+        let six = if accepts6.is_empty() {
+            Ok(())
+        } else {
+            ignore_missing_program(self.iptables.ipv6_sibling().remove_rules(&accepts6))
+        };
+        merge([
+            ignore_missing_program(self.iptables.remove_rules(&forward_accepts(network))),
+            six,
+        ])
+    }
+}
+
+/// Insert `accepts` with `iptables` (or its ip6tables sibling) when its
+/// FORWARD policy is DROP.
+fn accept_under_drop_policy(
+    iptables: &IptablesFirewall,
+    accepts: &[Rule],
+) -> Result<(), FirewallError> {
+    match iptables.policy(Table::Filter, "FORWARD") {
+        // No marker: these go with the network, whose teardown always
+        // looks for them; per-container work stays off iptables.
+        Ok(Some(policy)) if policy == "DROP" => iptables.ensure_rules(accepts),
+        Ok(_) => Ok(()),
+        // No iptables: nothing of it can drop packets.
+        Err(FirewallError::Spawn { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The accepts berth inserts into ip6tables' FORWARD chain for an IPv6
+/// network when that chain's policy is DROP: those of [`forward_accepts`]
+/// but for published ports (IPv4 only); none without an IPv6 subnet.
+pub fn forward_accepts6(network: &NetworkConfig) -> Vec<Rule> {
+    if network.ipv6_subnet.is_none() {
+        return Vec::new();
+    }
+    forward_accepts(network)
+        .into_iter()
+        .filter(|rule| !rule.spec.iter().any(|word| word == "DNAT"))
+        .map(|rule| Rule {
+            family: crate::firewall::Family::Ipv6,
+            ..rule
+        })
+        .collect()
 }
 
 /// The accepts berth inserts into iptables' FORWARD chain for a network
@@ -184,16 +238,17 @@ pub fn forward_accepts(network: &NetworkConfig) -> Vec<Rule> {
     ]
 }
 
-/// Whether iptables' nf_tables form has `chain` in table `ip <table>`
-/// (how iptables-nft keeps its chains); false when it cannot tell.
-fn iptables_nft_chain_exists(table: &str, chain: &str) -> bool {
+/// Whether iptables' (or ip6tables') nf_tables form has `chain` in table
+/// `ip <table>` (`ip6 <table>` for [`NFPROTO_IPV6`]), as iptables-nft
+/// keeps its chains; false when it cannot tell.
+fn iptables_nft_chain_exists(family: u8, table: &str, chain: &str) -> bool {
     let Ok(mut socket) = NfSocket::open() else {
         return false;
     };
     let mut filter = Attrs::new();
     filter.str(attr::CHAIN_TABLE, table);
     socket
-        .dump(MsgType::GetChain, NFPROTO_IPV4, &filter)
+        .dump(MsgType::GetChain, family, &filter)
         .map(|chains| {
             chains.iter().any(|c| {
                 c.get_str(attr::CHAIN_TABLE) == Some(table)
@@ -255,6 +310,9 @@ impl Firewall for HostFirewall {
             let result = merge([
                 self.iptables.teardown_network(network),
                 self.iptables.remove_rules(&forward_accepts(network)),
+                self.iptables
+                    .ipv6_sibling()
+                    .remove_rules(&forward_accepts6(network)),
             ]);
             let result = if self.kind == FirewallKind::Iptables {
                 result
@@ -268,7 +326,7 @@ impl Firewall for HostFirewall {
             result
         } else {
             // Only the FORWARD accepts of a DROP policy, if any.
-            ignore_missing_program(self.iptables.remove_rules(&forward_accepts(network)))
+            self.remove_forward_drop_accepts(network)
         };
         merge([nftables, iptables])
     }
@@ -398,6 +456,42 @@ mod tests {
             lines(forward_accepts(&network)),
             ["-w -t filter -I FORWARD 1 -i br-web -o br-web -m comment --comment berth:web -j ACCEPT"]
         );
+    }
+
+    #[test]
+    fn ipv6_forward_accepts_are_for_ipv6_networks_and_have_no_dnat() {
+        let mut network = NetworkConfig {
+            name: "six".into(),
+            id: "0123456789ab".repeat(5) + "cdef",
+            driver: "bridge".into(),
+            subnet: "10.10.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 10, 0, 1),
+            bridge: "br-six".into(),
+            internal: false,
+            labels: Default::default(),
+            ip_range: None,
+            ipv6_subnet: None,
+            ipv6_gateway: None,
+        };
+        assert!(forward_accepts6(&network).is_empty());
+        network.ipv6_subnet = Some("fd00:1::/64".parse().unwrap());
+        let accepts = forward_accepts6(&network);
+        assert!(accepts
+            .iter()
+            .all(|r| r.family == crate::firewall::Family::Ipv6));
+        let lines: Vec<String> = accepts
+            .iter()
+            .map(|r| r.args(crate::firewall::RuleOp::Add).join(" "))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "-w -t filter -I FORWARD 1 -o br-six -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment berth:six -j ACCEPT",
+                "-w -t filter -I FORWARD 1 -i br-six -m comment --comment berth:six -j ACCEPT",
+            ]
+        );
+        network.internal = true;
+        assert_eq!(forward_accepts6(&network).len(), 1);
     }
 
     #[test]

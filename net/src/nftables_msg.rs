@@ -43,6 +43,8 @@ const NLA_F_NESTED: u16 = 1 << 15;
 
 /// `nfgen_family` of an `ip` table.
 pub const NFPROTO_IPV4: u8 = 2;
+/// `nfgen_family` of an `ip6` table.
+pub const NFPROTO_IPV6: u8 = 10;
 
 /// nf_tables message types (`enum nf_tables_msg_types`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,9 +18,9 @@ use std::time::Duration;
 use berth_net::netlink::VethPeer;
 use berth_net::netns::run_in_netns;
 use berth_net::{
-    BridgeDriver, DriverError, Firewall, Ipam, IpamError, IptablesFirewall, MacAddr, Netlink,
-    NetlinkError, NetworkConfig, NetworkDriver, NetworkRequest, NetworkStore, NftablesFirewall,
-    PortForward, PortMapping, Protocol,
+    BridgeDriver, DriverError, Firewall, FirewallKind, HostFirewall, Ipam, IpamError,
+    IptablesFirewall, MacAddr, Netlink, NetlinkError, NetworkConfig, NetworkDriver, NetworkRequest,
+    NetworkStore, NftablesFirewall, PortForward, PortMapping, Protocol,
 };
 use ipnet::Ipv4Net;
 use nix::sched::{unshare, CloneFlags};
@@ -927,8 +927,13 @@ fn connect_and_disconnect_add_and_remove_one_interface_and_lease() {
 /// `nft -j list table ip TABLE` in the current namespace: each rule as
 /// (chain, comment), in order; `None` when the table does not exist.
 fn nft_rules(table: &str) -> Option<Vec<(String, String)>> {
+    nft_family_rules("ip", table)
+}
+
+/// [`nft_rules`] for a table of `family` (`ip`, `ip6`).
+fn nft_family_rules(family: &str, table: &str) -> Option<Vec<(String, String)>> {
     let output = Command::new("nft")
-        .args(["-j", "list", "table", "ip", table])
+        .args(["-j", "list", "table", family, table])
         .output()
         .expect("run nft");
     if !output.status.success() {
@@ -953,8 +958,13 @@ fn nft_rules(table: &str) -> Option<Vec<(String, String)>> {
 
 /// `nft list table ip TABLE` as text, for rule-by-rule comparison.
 fn nft_text(table: &str) -> String {
+    nft_family_text("ip", table)
+}
+
+/// [`nft_text`] for a table of `family` (`ip`, `ip6`).
+fn nft_family_text(family: &str, table: &str) -> String {
     let output = Command::new("nft")
-        .args(["list", "table", "ip", table])
+        .args(["list", "table", family, table])
         .output()
         .expect("run nft");
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -1068,6 +1078,191 @@ fn nftables_rules_appear_in_one_table_and_disappear_exactly() {
         assert_eq!(nft_rules("berthtest"), None, "{}", nft_text("berthtest"));
         // The foreign table was not touched.
         assert!(nft_text("other").contains("counter"));
+    });
+    assert_eq!(HostState::capture(), before);
+}
+
+#[test]
+fn nftables_ipv6_rules_live_in_an_ip6_table_that_goes_with_the_last_of_them() {
+    if skip_unless_root("nftables_ipv6_rules_live_in_an_ip6_table_that_goes_with_the_last_of_them")
+    {
+        return;
+    }
+    if Command::new("nft").arg("-v").output().is_err() {
+        eprintln!("skipping: no nft binary to read the rules back");
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().to_owned();
+    in_ns(&host, move || {
+        let firewall = NftablesFirewall::new("berthtest6", &lock_dir);
+        let dual = NetworkConfig {
+            ipv6_subnet: Some("fd00:88::/64".parse().unwrap()),
+            ipv6_gateway: Some("fd00:88::1".parse().unwrap()),
+            ..test_network("fwsix", "10.86.0.0/24", "br-fwsix")
+        };
+        let isolated = NetworkConfig {
+            internal: true,
+            ipv6_subnet: Some("fd00:89::/64".parse().unwrap()),
+            ipv6_gateway: Some("fd00:89::1".parse().unwrap()),
+            ..test_network("fwsixint", "10.85.0.0/24", "br-fwsixint")
+        };
+        let plain = test_network("fwfour", "10.84.0.0/24", "br-fwfour");
+        // A port of a container on the dual-stack network: IPv4 only.
+        let web = PortForward {
+            owner: "c0ffee".to_owned(),
+            network: "fwsix".to_owned(),
+            bridge: "br-fwsix".to_owned(),
+            container_ip: Ipv4Addr::new(10, 86, 0, 2),
+            mapping: "8080:80".parse().unwrap(),
+        };
+
+        // An IPv4-only network makes no ip6 table.
+        firewall.setup_network(&plain).unwrap();
+        assert_eq!(nft_family_rules("ip6", "berthtest6"), None);
+        assert!(!firewall.table6_exists().unwrap());
+        // Twice: idempotent.
+        for _ in 0..2 {
+            firewall.setup_network(&dual).unwrap();
+            firewall.setup_network(&isolated).unwrap();
+        }
+        firewall.add_port_forward(&web).unwrap();
+        let rules = nft_family_rules("ip6", "berthtest6").unwrap();
+        let tagged = |comment: &str| rules.iter().filter(|(_, c)| c == comment).count();
+        assert_eq!(tagged("berth:fwsix"), 3, "{rules:?}");
+        assert_eq!(tagged("berth:fwsixint"), 3, "{rules:?}");
+        assert_eq!(rules.len(), 6, "{rules:?}");
+        assert_eq!(firewall.installed_rules6().unwrap().len(), 6);
+        // The IPv4 side is unchanged by IPv6: the same rules as before.
+        let rules4 = nft_rules("berthtest6").unwrap();
+        let tagged4 = |comment: &str| rules4.iter().filter(|(_, c)| c == comment).count();
+        assert_eq!(tagged4("berth:fwsix"), 6, "{rules4:?}");
+        assert_eq!(tagged4("berth:fwsixint"), 4, "{rules4:?}");
+        assert_eq!(tagged4("berth:c0ffee 0.0.0.0:8080/tcp"), 2, "{rules4:?}");
+        // What nft reads back is what the rules say.
+        let text = nft_family_text("ip6", "berthtest6");
+        for expected in [
+            "type nat hook postrouting priority srcnat; policy accept;",
+            "type filter hook forward priority filter; policy accept;",
+            "ip6 saddr fd00:88::/64 oifname != \"br-fwsix\" masquerade comment \"berth:fwsix\"",
+            "oifname \"br-fwsix\" ct state established,related accept comment \"berth:fwsix\"",
+            "iifname \"br-fwsix\" accept comment \"berth:fwsix\"",
+            "iifname \"br-fwsixint\" oifname \"br-fwsixint\" accept comment \"berth:fwsixint\"",
+            "iifname \"br-fwsixint\" oifname != \"br-fwsixint\" drop comment \"berth:fwsixint\"",
+            "iifname != \"br-fwsixint\" oifname \"br-fwsixint\" drop comment \"berth:fwsixint\"",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(!text.contains("dnat"), "{text}");
+
+        // A port going touches no IPv6 rule.
+        firewall.remove_port_forward(&web).unwrap();
+        assert_eq!(nft_family_rules("ip6", "berthtest6").unwrap().len(), 6);
+        // A network's teardown takes exactly its rules; twice is fine.
+        firewall.teardown_network(&isolated).unwrap();
+        firewall.teardown_network(&isolated).unwrap();
+        let rules = nft_family_rules("ip6", "berthtest6").unwrap();
+        assert!(rules.iter().all(|(_, c)| c == "berth:fwsix"), "{rules:?}");
+        assert_eq!(rules.len(), 3);
+        // The last IPv6 network takes the ip6 table, though the ip table
+        // stays for the IPv4 network.
+        firewall.teardown_network(&dual).unwrap();
+        assert_eq!(
+            nft_family_rules("ip6", "berthtest6"),
+            None,
+            "{}",
+            nft_family_text("ip6", "berthtest6")
+        );
+        assert!(nft_rules("berthtest6")
+            .unwrap()
+            .iter()
+            .any(|(_, c)| c == "berth:fwfour"));
+        // An ip6 table left with empty chains goes with the next network
+        // teardown, and a missing ip table does not stop that.
+        firewall.setup_network(&dual).unwrap();
+        let flushed = Command::new("nft")
+            .args(["flush table ip6 berthtest6; delete table ip berthtest6"])
+            .status()
+            .unwrap();
+        assert!(flushed.success());
+        firewall.teardown_network(&plain).unwrap();
+        assert_eq!(nft_family_rules("ip6", "berthtest6"), None);
+        assert_eq!(nft_rules("berthtest6"), None);
+        firewall.teardown_network(&dual).unwrap();
+    });
+    assert_eq!(HostState::capture(), before);
+}
+
+#[test]
+fn ipv6_rules_of_either_backend_go_with_a_teardown_by_the_other() {
+    if skip_unless_root("ipv6_rules_of_either_backend_go_with_a_teardown_by_the_other") {
+        return;
+    }
+    let have = |program: &str| {
+        Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("ip6tables") || !have("nft") {
+        eprintln!("skipping: no ip6tables or nft");
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("networks");
+    in_ns(&host, move || {
+        let dual = NetworkConfig {
+            ipv6_subnet: Some("fd00:87::/64".parse().unwrap()),
+            ipv6_gateway: Some("fd00:87::1".parse().unwrap()),
+            ..test_network("fwswitch", "10.83.0.0/24", "br-fwswitch")
+        };
+        let old = HostFirewall::new(FirewallKind::Iptables, "berthtest7", &state);
+        old.setup_network(&dual).unwrap();
+        let saved = saved_rules("ip6tables-save");
+        assert!(
+            saved.contains("-s fd00:87::/64 ! -o br-fwswitch") && saved.contains("MASQUERADE"),
+            "{saved}"
+        );
+        // The backend switched to nftables: its teardown still finds the
+        // ip6tables rules, and its own ip6 table has none to leave.
+        let new = HostFirewall::new(FirewallKind::Nftables, "berthtest7", &state);
+        new.teardown_network(&dual).unwrap();
+        let saved = saved_rules("ip6tables-save");
+        assert!(!saved.to_lowercase().contains("berth"), "{saved}");
+        let saved = saved_rules("iptables-save");
+        assert!(!saved.to_lowercase().contains("berth"), "{saved}");
+        assert_eq!(nft_family_rules("ip6", "berthtest7"), None);
+        // And the other way round: nftables' IPv6 rules go with an
+        // iptables teardown.
+        new.setup_network(&dual).unwrap();
+        assert_eq!(nft_family_rules("ip6", "berthtest7").unwrap().len(), 3);
+        old.teardown_network(&dual).unwrap();
+        assert_eq!(nft_family_rules("ip6", "berthtest7"), None);
+        assert_eq!(nft_rules("berthtest7"), None);
+        // Under ip6tables' FORWARD policy DROP (as docker sets it) the
+        // nftables backend accepts the network's IPv6 traffic there too,
+        // and takes that back with the network.
+        let policy = |program: &str, verdict: &str| {
+            let status = Command::new(program)
+                .args(["-w", "-P", "FORWARD", verdict])
+                .status()
+                .unwrap();
+            assert!(status.success(), "{program} -P FORWARD {verdict}");
+        };
+        policy("ip6tables", "DROP");
+        new.setup_network(&dual).unwrap();
+        let saved = saved_rules("ip6tables-save");
+        assert_eq!(count(&saved, "berth:fwswitch"), 2, "{saved}");
+        assert!(saved.contains("-A FORWARD -i br-fwswitch"), "{saved}");
+        new.teardown_network(&dual).unwrap();
+        let saved = saved_rules("ip6tables-save");
+        assert!(!saved.to_lowercase().contains("berth"), "{saved}");
+        assert_eq!(nft_family_rules("ip6", "berthtest7"), None);
+        policy("ip6tables", "ACCEPT");
     });
     assert_eq!(HostState::capture(), before);
 }

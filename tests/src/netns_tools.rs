@@ -90,9 +90,12 @@ pub fn iptables(berth: &Berth) -> String {
     lines.join("\n")
 }
 
-/// [`iptables`] for IPv6 (`ip6tables-save`).
+/// [`iptables`] for IPv6: `ip6tables-save`, then berth's `ip6` nftables
+/// table, if any.
 pub fn ip6tables(berth: &Berth) -> String {
-    rules_saved_by(berth, "ip6tables-save").join("\n")
+    let mut lines = rules_saved_by(berth, "ip6tables-save");
+    lines.extend(nft_table6(berth.netns()));
+    lines.join("\n")
 }
 
 fn rules_saved_by(berth: &Berth, program: &str) -> Vec<String> {
@@ -109,7 +112,20 @@ fn rules_saved_by(berth: &Berth, program: &str) -> Vec<String> {
 /// berth's nftables table in `ns` (`nft list table ip berth`), trimmed
 /// lines; empty when there is none (or no `nft`).
 pub fn nft_table(ns: &NetSandbox) -> Vec<String> {
-    match ns.command("nft", ["list", "table", "ip", "berth"]).output() {
+    nft_family_table(ns, "ip")
+}
+
+/// berth's IPv6 nftables table in `ns` (`nft list table ip6 berth`), as
+/// [`nft_table`].
+pub fn nft_table6(ns: &NetSandbox) -> Vec<String> {
+    nft_family_table(ns, "ip6")
+}
+
+fn nft_family_table(ns: &NetSandbox, family: &str) -> Vec<String> {
+    match ns
+        .command("nft", ["list", "table", family, "berth"])
+        .output()
+    {
         Ok(out) if out.status.success() => stdout(&out)
             .lines()
             .map(|l| l.trim().to_owned())

@@ -14,7 +14,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use berth_e2e::netns_tools::{
-    exec, holder_pid, ip, ip6tables, iptables, network_inspect, outside_namespace, sh_ok, FakeDns,
+    exec, firewall_backend, holder_pid, ip, ip6tables, iptables, network_inspect,
+    outside_namespace, FakeDns,
 };
 use berth_e2e::{describe, require_root, stderr, stdout, wait_until, Berth, NetSandbox};
 
@@ -1054,11 +1055,17 @@ fn ipv6_networks_give_dual_stack_addresses_names_and_reachability() {
     );
     let out = exec(&berth, "a6", &["ping", "-c", "1", "-W", "2", "fd00:99::2"]);
     assert!(out.status.success(), "a6 -> outside\n{}", describe(&out));
+    // In the backend in use, and only there.
     let rules = ip6tables(&berth);
-    assert!(
-        rules.contains("-A BERTH-POSTROUTING -s fd00:7::/64 ! -o ") && rules.contains("MASQUERADE"),
-        "{rules}"
-    );
+    let in_iptables =
+        rules.contains("-A BERTH-POSTROUTING -s fd00:7::/64 ! -o ") && rules.contains("MASQUERADE");
+    let in_nftables = rules.contains(&format!(
+        "ip6 saddr fd00:7::/64 oifname != \"{bridge}\" masquerade comment \"berth:six\""
+    ));
+    match firewall_backend() {
+        "iptables" => assert!(in_iptables && !in_nftables, "{rules}"),
+        _ => assert!(in_nftables && !in_iptables, "{rules}"),
+    }
     // `network connect` to the IPv6 network gives an eth1 with both
     // families; `disconnect` gives both leases back.
     berth.run_ok(["network", "create", "--subnet", "10.96.5.0/24", "four"]);

@@ -42,11 +42,16 @@ impl LeakProbe {
             ("runtime state dir", runtime_state_dirs()),
         ];
         // Without iptables berth cannot have added rules, so nothing to check.
-        if let Some(rules) = iptables_rules() {
+        if let Some(rules) = iptables_rules("iptables-save") {
             kinds.push(("iptables rule", rules));
         }
-        // berth's nftables table, chains and rules (its netlink backend);
-        // read with the `nft` program when there is one.
+        // IPv6 networks' rules of the iptables backend.
+        if let Some(rules) = iptables_rules("ip6tables-save") {
+            kinds.push(("ip6tables rule", rules));
+        }
+        // berth's nftables tables (`ip berth`, and `ip6 berth` of IPv6
+        // networks), chains and rules (its netlink backend); read with the
+        // `nft` program when there is one.
         if let Some(objects) = nftables_objects() {
             kinds.push(("nftables object", objects));
         }
@@ -214,10 +219,11 @@ fn network_namespaces() -> BTreeSet<String> {
         .collect()
 }
 
-/// `iptables-save` lines mentioning berth, packet counters removed so that
-/// traffic during the run does not look like a new rule.
-fn iptables_rules() -> Option<BTreeSet<String>> {
-    let lines = command_lines("iptables-save", &[])?;
+/// `program`'s (`iptables-save`, `ip6tables-save`) lines mentioning
+/// berth, packet counters removed so that traffic during the run does not
+/// look like a new rule.
+fn iptables_rules(program: &str) -> Option<BTreeSet<String>> {
+    let lines = command_lines(program, &[])?;
     Some(
         lines
             .iter()
@@ -331,6 +337,11 @@ table ip berth {
 	chain published {
 		tcp dport 8080 dnat to 10.0.0.2:80 comment \"berth:c0ffee 0.0.0.0:8080/tcp\"
 	}
+}
+table ip6 berth {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+	}
 }";
         let lines: Vec<String> = ruleset.lines().map(str::to_owned).collect();
         let keys: Vec<String> = berth_nft_lines(&lines).into_iter().collect();
@@ -341,6 +352,9 @@ table ip berth {
                 "table ip berth / published: chain published {",
                 "table ip berth / published: tcp dport 8080 dnat to 10.0.0.2:80 comment \"berth:c0ffee 0.0.0.0:8080/tcp\"",
                 "table ip filter / FORWARD: iifname \"br-x\" accept comment \"berth:x\"",
+                "table ip6 berth / : table ip6 berth {",
+                "table ip6 berth / forward: chain forward {",
+                "table ip6 berth / forward: type filter hook forward priority filter; policy accept;",
             ]
         );
     }
