@@ -81,7 +81,8 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
     // Not `criu check` here: in the bench's PID namespace it fails checks
     // a dump of a container below it does not need; the host stage chose
     // a machine where criu works.
-    let base = runner.work.root.join("checkpoint");
+    // Short: podman refuses a runroot longer than 50 characters.
+    let base = runner.work.root.join("ck");
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let masks = MaskedDirs::mount()?;
     let result = measure_in(settings, runner, &base);
@@ -102,7 +103,7 @@ fn measure_in(settings: &Settings, runner: &Runner, base: &Path) -> Result<Secti
     let archive = base.join("busybox.oci.tar");
     write_busybox_archive(runner, &base.join("layout"), &archive)?;
     let cgroup_parent = format!("/{}", runner.work.id_prefix());
-    let podman = Podman::new(&base.join("podman"), &archive, &cgroup_parent, &runc)?;
+    let podman = Podman::new(&base.join("p"), &archive, &cgroup_parent, &runc)?;
     let result = measure_rounds(settings, runner, &podman, &runc, &berth_runtime);
     let mut failures = podman.remove_all();
     failures.extend(remove_cgroup_parents(&[&podman.cgroup_parent]));
