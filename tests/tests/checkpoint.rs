@@ -335,13 +335,13 @@ fn checkpoint_interrupted_by_sigkill_leaves_the_container_running() {
     require_root!();
     require_criu!();
     let berth = Berth::new();
-    // 256 MB in a tmpfs (which criu archives): the dump takes long enough
+    // 128 MB in a tmpfs (which criu archives): the dump takes long enough
     // to be killed in the middle.
-    let script = "dd if=/dev/zero of=/big/fill bs=1M count=256 2>/dev/null; \
+    let script = "dd if=/dev/zero of=/big/fill bs=1M count=128 2>/dev/null; \
         i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done";
     let id = run_counter_script(
         &berth,
-        &["--net", "none", "--tmpfs", "/big:size=300m"],
+        &["--net", "none", "--tmpfs", "/big:size=200m"],
         script,
     );
     let mut checkpoint = berth.spawn(["checkpoint", &id]);
