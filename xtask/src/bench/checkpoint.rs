@@ -228,10 +228,13 @@ fn wait_for_touched_memory() -> Result<()> {
 fn dd_resident_bytes() -> Option<u64> {
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let dir: PathBuf = entry.path();
-        if fs::read_to_string(dir.join("comm")).ok()?.trim() != "dd" {
+        let is_dd = fs::read_to_string(dir.join("comm")).is_ok_and(|comm| comm.trim() == "dd");
+        let Some(status) = is_dd
+            .then(|| fs::read_to_string(dir.join("status")).ok())
+            .flatten()
+        else {
             continue;
-        }
-        let status = fs::read_to_string(dir.join("status")).ok()?;
+        };
         let kib: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))?
