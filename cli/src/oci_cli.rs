@@ -540,16 +540,7 @@ fn forwarded_signals() -> anyhow::Result<nix::sys::signalfd::SignalFd> {
     use nix::sys::signal::{SigSet, SigmaskHow};
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let mut forwarded = SigSet::empty();
-    for signal in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-        Signal::SIGCHLD,
-    ] {
+    for signal in cli::supervise::RELAYED_SIGNALS {
         forwarded.add(signal);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)?;

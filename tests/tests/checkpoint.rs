@@ -68,6 +68,25 @@ fn assert_continued(before: &[u64], after: &[u64]) {
     );
 }
 
+/// `checkpoint [FLAGS] C`, then `restore [FLAGS] C`: the counter goes on
+/// from where it was.
+fn round_trip(berth: &Berth, id: &str, checkpoint_flags: &[&str], restore_flags: &[&str]) {
+    let mut checkpoint = vec!["checkpoint"];
+    checkpoint.extend_from_slice(checkpoint_flags);
+    checkpoint.push(id);
+    berth.run_ok(checkpoint);
+    let before = logs(berth, id);
+    let mut restore = vec!["restore"];
+    restore.extend_from_slice(restore_flags);
+    restore.push(id);
+    berth.run_ok(restore);
+    assert!(
+        wait_until(STEP, || logs(berth, id).len() >= before.len() + 5),
+        "the restored container does not count"
+    );
+    assert_continued(&before, &logs(berth, id));
+}
+
 fn start_counter(berth: &Berth, extra: &[&str]) -> String {
     let mut args = vec!["run", "-d", "--pull", "never", "--net", "none"];
     args.extend_from_slice(extra);
@@ -273,14 +292,7 @@ fn checkpoint_of_a_paused_container_restores_it_running() {
     let berth = Berth::new();
     let id = start_counter(&berth, &[]);
     berth.run_ok(["pause", &id]);
-    berth.run_ok(["checkpoint", &id]);
-    let before = logs(&berth, &id);
-    berth.run_ok(["restore", &id]);
-    assert!(
-        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
-        "the restored counter does not count"
-    );
-    assert_continued(&before, &logs(&berth, &id));
+    round_trip(&berth, &id, &[], &[]);
     berth.run_ok(["rm", "-f", &id]);
     berth.assert_clean();
 }
@@ -295,14 +307,7 @@ fn checkpoint_keeps_an_open_file_and_a_pipe() {
         (i=0; while :; do i=$((i+1)); echo $i; sleep 0.05; done) | \
         while read n; do echo $n >&3; echo $n; done";
     let id = run_counter_script(&berth, &["--net", "none"], script);
-    berth.run_ok(["checkpoint", &id]);
-    let before = logs(&berth, &id);
-    berth.run_ok(["restore", &id]);
-    assert!(
-        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
-        "the restored pipeline does not count"
-    );
-    assert_continued(&before, &logs(&berth, &id));
+    round_trip(&berth, &id, &[], &[]);
     let file = numbers(&berth.run_ok(["exec", &id, "cat", "/counted"]));
     let expected: Vec<u64> = (1..=file.len() as u64).collect();
     assert_eq!(file, expected, "the open file lost or repeated numbers");
@@ -316,14 +321,7 @@ fn checkpoint_of_a_container_with_a_terminal_restores_its_terminal() {
     require_criu!();
     let berth = Berth::new();
     let id = start_counter(&berth, &["-t"]);
-    berth.run_ok(["checkpoint", &id]);
-    let before = logs(&berth, &id);
-    berth.run_ok(["restore", &id]);
-    assert!(
-        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
-        "the restored counter does not write to its terminal"
-    );
-    assert_continued(&before, &logs(&berth, &id));
+    round_trip(&berth, &id, &[], &[]);
     let tty = berth.run_ok(["exec", &id, "sh", "-c", "tty </proc/1/fd/0"]);
     assert!(tty.starts_with("/dev/pts/"), "PID 1 has no terminal: {tty}");
     berth.run_ok(["rm", "-f", &id]);
@@ -516,8 +514,7 @@ fn checkpoint_restore_keeps_the_memory_limit_and_the_cgroup_view() {
     let berth = Berth::new();
     let id = start_counter(&berth, &["-m", "64m"]);
     let view = cgroup_view(&berth, &id);
-    berth.run_ok(["checkpoint", &id]);
-    berth.run_ok(["restore", &id]);
+    round_trip(&berth, &id, &[], &[]);
     let limit = berth.run_ok([
         "exec",
         &id,

@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use berth_cgroup::{Cgroup, Controller, Hierarchies, Version};
+use berth_cgroup::{Cgroup, Controller, Version};
 use berth_ns::Namespace;
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
@@ -302,11 +302,7 @@ impl Runtime {
                     source,
                 })
             })?;
-        let linux = spec.linux().as_ref();
-        let mut resources = convert::resources(linux.and_then(|l| l.resources().as_ref()))?;
-        resources.devices = convert::device_cgroup(spec)?;
-        let hierarchies = Hierarchies::from_host()?;
-        hierarchies.check(&resources)?;
+        let (resources, hierarchies) = super::lifecycle::checked_resources(spec)?;
         let rootfs = state::rootfs_path(bundle, spec);
         let overlay = super::rootfs::overlay_request(spec)
             .map_err(|e| RuntimeError::invalid(format!("the rootfs overlay annotation: {e}")))?;
@@ -334,15 +330,7 @@ impl Runtime {
             },
         };
 
-        self.ensure_root()?;
-        let dir = self.container_dir(id);
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(RuntimeError::Exists { id: id.to_owned() })
-            }
-            Err(e) => return Err(RuntimeError::io(&dir, e)),
-        }
+        let dir = self.new_container_dir(id)?;
         let mut unwind = super::lifecycle::Unwind {
             dir: &dir,
             pid: None,

@@ -171,7 +171,21 @@ impl Runtime {
         self.root.join("empty@layer")
     }
 
-    pub(super) fn ensure_root(&self) -> Result<()> {
+    /// The directory of a new container `id`, made (mode 0700) or
+    /// [`RuntimeError::Exists`].
+    pub(super) fn new_container_dir(&self, id: &str) -> Result<PathBuf> {
+        self.ensure_root()?;
+        let dir = self.container_dir(id);
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(RuntimeError::Exists { id: id.to_owned() })
+            }
+            Err(e) => Err(RuntimeError::io(&dir, e)),
+        }
+    }
+
+    fn ensure_root(&self) -> Result<()> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -253,10 +267,7 @@ impl Runtime {
             return Err(RuntimeError::invalid("the spec has no process"));
         }
         let linux = spec.linux().as_ref();
-        let mut resources = convert::resources(linux.and_then(|l| l.resources().as_ref()))?;
-        resources.devices = convert::device_cgroup(spec)?;
-        let hierarchies = Hierarchies::from_host()?;
-        hierarchies.check(&resources)?;
+        let (resources, hierarchies) = checked_resources(spec)?;
         let cgroup_path = convert::cgroup_path(spec, id);
         let rootfs = state::rootfs_path(bundle, spec);
         let mounts_root = rootfs.clone();
@@ -267,15 +278,7 @@ impl Runtime {
             )));
         }
 
-        self.ensure_root()?;
-        let dir = self.container_dir(id);
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(RuntimeError::Exists { id: id.to_owned() })
-            }
-            Err(e) => return Err(RuntimeError::io(&dir, e)),
-        }
+        let dir = self.new_container_dir(id)?;
         let mut unwind = Unwind {
             dir: &dir,
             pid: None,
@@ -645,6 +648,17 @@ impl Runtime {
     pub fn cgroup(&self, id: &str) -> Result<Option<Cgroup>> {
         Ok(self.load(id)?.cgroup)
     }
+}
+
+/// The spec's resources (device rules included) and the host's
+/// hierarchies, checked to be able to enforce them.
+pub(super) fn checked_resources(spec: &Spec) -> Result<(berth_cgroup::Resources, Hierarchies)> {
+    let linux = spec.linux().as_ref();
+    let mut resources = convert::resources(linux.and_then(|l| l.resources().as_ref()))?;
+    resources.devices = convert::device_cgroup(spec)?;
+    let hierarchies = Hierarchies::from_host()?;
+    hierarchies.check(&resources)?;
+    Ok((resources, hierarchies))
 }
 
 /// The container's directory on each cgroup v1 hierarchy (and on the
