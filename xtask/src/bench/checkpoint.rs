@@ -81,6 +81,9 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
     // Not `criu check` here: in the bench's PID namespace it fails checks
     // a dump of a container below it does not need; the host stage chose
     // a machine where criu works.
+    // criu binds sockets on loopback (its own checks), which the bench's
+    // fresh network namespace has down.
+    run_checked(Command::new("ip").args(["link", "set", "lo", "up"]))?;
     // Short: podman refuses a runroot longer than 50 characters.
     let base = runner.work.root.join("ck");
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
