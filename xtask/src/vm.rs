@@ -356,10 +356,11 @@ ip link set lo up
 hostname berth-e2e-vm
 # The tests' state roots on a disk filesystem (ext4 in a loop file), as on
 # a real host: tmpfs takes ID-mapped mounts (user namespaces) only from
-# Linux 6.3, ext4 from 5.12.
+# Linux 6.3, ext4 from 5.12. discard: what is deleted gives the guest's
+# memory (the loop file is on tmpfs) back.
 if modprobe -a loop ext4 && truncate -s 4G /tmp/e2e-disk.img \
     && mkfs.ext4 -q -F /tmp/e2e-disk.img && mkdir -p /tmp/d \
-    && mount -o loop /tmp/e2e-disk.img /tmp/d && chmod 1777 /tmp/d; then
+    && mount -o loop,discard /tmp/e2e-disk.img /tmp/d && chmod 1777 /tmp/d; then
     # A short path: podman refuses a runroot longer than 50 characters.
     export TMPDIR=/tmp/d
 else
