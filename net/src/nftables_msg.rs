@@ -555,27 +555,34 @@ impl NfSocket {
     /// its parent can see it end. After a transaction that deleted rules
     /// the socket therefore goes to a short-lived grandchild that closes
     /// every other descriptor it inherited (so that no pipe or lock stays
-    /// open for it), then this one, and exits; the child between them
-    /// exits at once and is reaped here, the grandchild by init. If the
-    /// fork fails the socket is closed here, waiting.
+    /// open for it) but a pipe, waits until this process has dropped its
+    /// own copy of the socket (end of file on the pipe), so that the
+    /// grandchild's close is the last one, then closes it and exits; the
+    /// child between them exits at once and is reaped here, the grandchild
+    /// by init. If a pipe or the fork fails the socket is closed here,
+    /// waiting.
     pub fn close_without_waiting(self) {
         let fd = self.fd.as_raw_fd();
+        let mut pipe = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two-element array it is given.
+        if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return;
+        }
+        let (released, released_write) = (pipe[0], pipe[1]);
         // SAFETY: fork in a process that may have other threads: the
         // children only make async-signal-safe calls (fork, close_range,
-        // close, _exit) before exiting, and touch no memory the parent
-        // shares.
+        // read, close, _exit) before exiting, and touch no memory the
+        // parent shares.
         let child = unsafe { libc::fork() };
         match child {
             0 => {
                 // SAFETY: as above; only async-signal-safe calls.
                 unsafe {
                     if libc::fork() == 0 {
-                        let last = libc::c_uint::MAX;
-                        let raw = fd as libc::c_uint;
-                        if raw > 0 {
-                            libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, raw - 1, 0);
-                        }
-                        libc::syscall(libc::SYS_close_range, raw + 1, last, 0);
+                        close_all_but(fd.min(released), fd.max(released));
+                        let mut byte = 0u8;
+                        // End of file once the parent closed its end.
+                        while libc::read(released, (&mut byte as *mut u8).cast(), 1) > 0 {}
                         libc::close(fd);
                     }
                     libc::_exit(0);
@@ -583,9 +590,21 @@ impl NfSocket {
             }
             pid if pid > 0 => {
                 drop(self);
+                // SAFETY: the pipe's descriptors are this function's own.
+                unsafe {
+                    libc::close(released_write);
+                    libc::close(released);
+                }
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
             }
-            _ => drop(self),
+            _ => {
+                drop(self);
+                // SAFETY: as above.
+                unsafe {
+                    libc::close(released_write);
+                    libc::close(released);
+                }
+            }
         }
     }
 
@@ -593,6 +612,26 @@ impl NfSocket {
     pub fn probe(&mut self) -> Result<(), NfError> {
         self.dump(MsgType::GetTable, NFPROTO_IPV4, &Attrs::new())
             .map(|_| ())
+    }
+}
+
+/// Close every descriptor of the process but `low` and `high` (low <
+/// high). Only async-signal-safe calls (for a forked child).
+///
+/// # Safety
+/// Closes descriptors that other code of the process may own: only for
+/// a child that execs or exits right after.
+unsafe fn close_all_but(low: libc::c_int, high: libc::c_int) {
+    let (low, high) = (low as libc::c_uint, high as libc::c_uint);
+    // SAFETY: close_range only closes descriptors (the caller's promise).
+    unsafe {
+        if low > 0 {
+            libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, low - 1, 0);
+        }
+        if high > low + 1 {
+            libc::syscall(libc::SYS_close_range, low + 1, high - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, high + 1, libc::c_uint::MAX, 0);
     }
 }
 
