@@ -90,11 +90,6 @@ pub trait Firewall {
     /// Remove the network's rules; remove berth's chains and jumps when no
     /// network rule is left in them.
     fn teardown_network(&self, network: &NetworkConfig) -> Result<(), TeardownErrors>;
-    /// Publish one port of a container.
-    fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError>;
-    /// Withdraw one published port.
-    fn remove_port_forward(&self, forward: &PortForward) -> Result<(), TeardownErrors>;
-
     /// Publish all the ports of one container. `absent`: the caller knows
     /// that none of their rules exist (the container held no address or
     /// port before this attach, and rules are only ever added after the
@@ -104,20 +99,19 @@ pub trait Firewall {
         &self,
         forwards: &[PortForward],
         absent: bool,
-    ) -> Result<(), FirewallError> {
-        let _ = absent;
-        forwards.iter().try_for_each(|f| self.add_port_forward(f))
-    }
+    ) -> Result<(), FirewallError>;
 
     /// Withdraw all the given published ports (idempotent).
-    fn remove_port_forwards(&self, forwards: &[PortForward]) -> Result<(), TeardownErrors> {
-        let mut errors = Vec::new();
-        for forward in forwards {
-            if let Err(e) = self.remove_port_forward(forward) {
-                errors.extend(e.0);
-            }
-        }
-        ErrorList(errors).into_result()
+    fn remove_port_forwards(&self, forwards: &[PortForward]) -> Result<(), TeardownErrors>;
+
+    /// Publish one port of a container.
+    fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError> {
+        self.add_port_forwards(std::slice::from_ref(forward), false)
+    }
+
+    /// Withdraw one published port.
+    fn remove_port_forward(&self, forward: &PortForward) -> Result<(), TeardownErrors> {
+        self.remove_port_forwards(std::slice::from_ref(forward))
     }
 }
 
@@ -737,34 +731,7 @@ impl IptablesFirewall {
                 errors.push(e);
             }
         }
-        for (table, chain) in chains6() {
-            match six.list_chain(table, chain) {
-                Ok(Some(listing)) if listing.lines().any(|l| l.starts_with("-A ")) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    errors.push(e);
-                    return;
-                }
-            }
-        }
-        for rule in jump_rules6() {
-            if let Err(e) = six.remove_rule(&rule) {
-                errors.push(e);
-            }
-        }
-        for (table, chain) in chains6() {
-            match six.list_chain(table, chain) {
-                Ok(Some(_)) => {
-                    if let Err(e) =
-                        six.run(&strings(&["-w", "-t", table.as_str(), "-X", chain]), false)
-                    {
-                        errors.push(e);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
-        }
+        six.remove_chains_if_unused(&chains6(), &jump_rules6(), errors);
     }
 
     fn lock(&self) -> Result<FileLock, FirewallError> {
@@ -965,10 +932,15 @@ impl IptablesFirewall {
         Ok(())
     }
 
-    /// Remove the jumps and chains when none of berth's chains holds a
-    /// rule any more.
-    fn remove_chains_if_unused(&self, errors: &mut Vec<FirewallError>) {
-        for (table, chain) in chains() {
+    /// Remove `jumps` and `chains` when none of the chains holds a rule
+    /// any more (berth's IPv4 chains, or its IPv6 ones).
+    fn remove_chains_if_unused(
+        &self,
+        chains: &[(Table, &str)],
+        jumps: &[Rule],
+        errors: &mut Vec<FirewallError>,
+    ) {
+        for &(table, chain) in chains {
             match self.list_chain(table, chain) {
                 Ok(Some(listing)) if listing.lines().any(|l| l.starts_with("-A ")) => return,
                 Ok(_) => {}
@@ -978,12 +950,12 @@ impl IptablesFirewall {
                 }
             }
         }
-        for rule in jump_rules().iter().chain(&legacy_jump_rules()) {
+        for rule in jumps {
             if let Err(e) = self.remove_rule(rule) {
                 errors.push(e);
             }
         }
-        for (table, chain) in chains() {
+        for &(table, chain) in chains {
             match self.list_chain(table, chain) {
                 Ok(Some(_)) => {
                     if let Err(e) =
@@ -1060,17 +1032,13 @@ impl Firewall for IptablesFirewall {
                 errors.push(e);
             }
         }
-        self.remove_chains_if_unused(&mut errors);
+        let jumps: Vec<Rule> = jump_rules()
+            .into_iter()
+            .chain(legacy_jump_rules())
+            .collect();
+        self.remove_chains_if_unused(&chains(), &jumps, &mut errors);
         self.teardown6_locked(network, &mut errors);
         ErrorList(errors).into_result()
-    }
-
-    fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError> {
-        self.add_port_forwards(std::slice::from_ref(forward), false)
-    }
-
-    fn remove_port_forward(&self, forward: &PortForward) -> Result<(), TeardownErrors> {
-        self.remove_port_forwards(std::slice::from_ref(forward))
     }
 
     fn add_port_forwards(

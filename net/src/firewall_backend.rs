@@ -331,14 +331,6 @@ impl Firewall for HostFirewall {
         merge([nftables, iptables])
     }
 
-    fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError> {
-        self.add_port_forwards(std::slice::from_ref(forward), false)
-    }
-
-    fn remove_port_forward(&self, forward: &PortForward) -> Result<(), TeardownErrors> {
-        self.remove_port_forwards(std::slice::from_ref(forward))
-    }
-
     fn add_port_forwards(
         &self,
         forwards: &[PortForward],

@@ -768,12 +768,33 @@ impl Netlink {
         gateway: Ipv4Addr,
         index: u32,
     ) -> Result<bool, NetlinkError> {
+        self.add_default_route_via(gateway.into(), index)
+    }
+
+    /// [`Netlink::add_default_route`] of either family.
+    fn add_default_route_via(
+        &mut self,
+        gateway: std::net::IpAddr,
+        index: u32,
+    ) -> Result<bool, NetlinkError> {
+        let (family, octets, subject) = match gateway {
+            std::net::IpAddr::V4(v4) => (
+                RtAddrFamily::Inet,
+                v4.octets().to_vec(),
+                format!("default route via {gateway}"),
+            ),
+            std::net::IpAddr::V6(v6) => (
+                RtAddrFamily::Inet6,
+                v6.octets().to_vec(),
+                format!("IPv6 default route via {gateway}"),
+            ),
+        };
         let message = (|| {
             let mut attrs = RtBuffer::new();
-            attrs.push(attr(Rta::Gateway, gateway.octets())?);
+            attrs.push(attr(Rta::Gateway, octets)?);
             attrs.push(attr(Rta::Oif, index)?);
             RtmsgBuilder::default()
-                .rtm_family(RtAddrFamily::Inet)
+                .rtm_family(family)
                 .rtm_dst_len(0)
                 .rtm_src_len(0)
                 .rtm_tos(0)
@@ -785,7 +806,6 @@ impl Netlink {
                 .build()
                 .map_err(|e| e.to_string())
         })();
-        let subject = format!("default route via {gateway}");
         self.create_unless_exists(&subject, Rtm::Newroute, message)
     }
 
@@ -823,25 +843,7 @@ impl Netlink {
         gateway: std::net::Ipv6Addr,
         index: u32,
     ) -> Result<bool, NetlinkError> {
-        let message = (|| {
-            let mut attrs = RtBuffer::new();
-            attrs.push(attr(Rta::Gateway, gateway.octets())?);
-            attrs.push(attr(Rta::Oif, index)?);
-            RtmsgBuilder::default()
-                .rtm_family(RtAddrFamily::Inet6)
-                .rtm_dst_len(0)
-                .rtm_src_len(0)
-                .rtm_tos(0)
-                .rtm_table(RtTable::Main)
-                .rtm_protocol(Rtprot::Boot)
-                .rtm_scope(RtScope::Universe)
-                .rtm_type(Rtn::Unicast)
-                .rtattrs(attrs)
-                .build()
-                .map_err(|e| e.to_string())
-        })();
-        let subject = format!("IPv6 default route via {gateway}");
-        self.create_unless_exists(&subject, Rtm::Newroute, message)
+        self.add_default_route_via(gateway.into(), index)
     }
 }
 

@@ -455,14 +455,6 @@ impl Firewall for NftablesFirewall {
         result.map_err(|e| ErrorList(vec![e]))
     }
 
-    fn add_port_forward(&self, forward: &PortForward) -> Result<(), FirewallError> {
-        self.add_port_forwards(std::slice::from_ref(forward), false)
-    }
-
-    fn remove_port_forward(&self, forward: &PortForward) -> Result<(), TeardownErrors> {
-        self.remove_port_forwards(std::slice::from_ref(forward))
-    }
-
     fn add_port_forwards(
         &self,
         forwards: &[PortForward],
