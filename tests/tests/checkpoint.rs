@@ -87,16 +87,11 @@ fn round_trip(berth: &Berth, id: &str, checkpoint_flags: &[&str], restore_flags:
     assert_continued(&before, &logs(berth, id));
 }
 
+/// [`COUNTER`] in a detached container without a network.
 fn start_counter(berth: &Berth, extra: &[&str]) -> String {
-    let mut args = vec!["run", "-d", "--pull", "never", "--net", "none"];
-    args.extend_from_slice(extra);
-    args.extend(["busybox", "sh", "-c", COUNTER]);
-    let id = berth.run_ok(args).trim().to_owned();
-    assert!(
-        wait_until(STEP, || logs(berth, &id).len() >= 5),
-        "the counter does not count"
-    );
-    id
+    let mut flags = vec!["--net", "none"];
+    flags.extend_from_slice(extra);
+    run_counter_script(berth, &flags, COUNTER)
 }
 
 #[test]
@@ -169,6 +164,8 @@ fn checkpoint_without_a_working_criu_fails_in_one_line_and_leaves_it_running() {
     berth.assert_clean();
 }
 
+/// `script` (which prints numbers) in a detached container with `extra`
+/// flags, once it has printed five.
 fn run_counter_script(berth: &Berth, extra: &[&str], script: &str) -> String {
     let mut args = vec!["run", "-d", "--pull", "never"];
     args.extend_from_slice(extra);
