@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use berth_state::{ContainerRecord, ContainerStore, LogWriter};
-use cli::monitor_handoff::{FinishPlan, RelayOutput, RelayPlan, FINISH_ENTRY, MONITOR_PROGRAM};
+use cli::monitor_handoff::{
+    DnsHandoff, FinishPlan, RelayOutput, RelayPlan, FINISH_ENTRY, MONITOR_PROGRAM,
+};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::signalfd::SignalFd;
 use nix::unistd::{fork, ForkResult, Pid};
@@ -266,6 +268,7 @@ fn hand_over(
     };
     let mut handed = handed;
     handed.extend(launched.held_ports.iter().map(|held| held.socket.as_fd()));
+    handed.extend(launched.dns.iter().map(|dns| dns.socket().as_fd()));
     let plan = RelayPlan {
         pid: launched.pid().as_raw(),
         container_dir: store.container_dir(&record.id),
@@ -281,6 +284,11 @@ fn hand_over(
             .iter()
             .map(|held| held.socket.as_raw_fd())
             .collect(),
+        dns: launched.dns.as_ref().map(|dns| DnsHandoff {
+            socket: dns.socket().as_raw_fd(),
+            upstreams: dns.upstreams().to_vec(),
+            search_domains: dns.search_domains().to_vec(),
+        }),
     };
     let mut argv = vec![program.clone().into_os_string()];
     argv.extend(plan.to_args());

@@ -64,6 +64,18 @@ pub struct RelayPlan {
     /// Sockets holding the container's published host ports: kept while
     /// it runs, closed when it ends (before berth records the end).
     pub held: Vec<RawFd>,
+    /// The container's embedded DNS responder's socket, served by the
+    /// monitor while the container runs.
+    pub dns: Option<DnsHandoff>,
+}
+
+/// The embedded DNS responder handed over: its socket and the servers
+/// it relays other names to (its hosts file is the container's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsHandoff {
+    pub socket: RawFd,
+    pub upstreams: Vec<std::net::SocketAddr>,
+    pub search_domains: Vec<String>,
 }
 
 /// How the container's PID 1 ended.
@@ -143,6 +155,12 @@ impl RelayPlan {
             let list: Vec<String> = self.held.iter().map(ToString::to_string).collect();
             args.push("--held", list.join(","));
         }
+        if let Some(dns) = &self.dns {
+            args.push("--dns", dns.socket.to_string());
+            let list: Vec<String> = dns.upstreams.iter().map(ToString::to_string).collect();
+            args.push("--dns-upstreams", list.join(","));
+            args.push("--dns-search", dns.search_domains.join(","));
+        }
         args.0
     }
 
@@ -178,6 +196,22 @@ impl RelayPlan {
                     .map(|fd| number(OsStr::new(fd), "--held"))
                     .collect::<anyhow::Result<_>>()?,
                 None => Vec::new(),
+            },
+            dns: match given.take("--dns") {
+                Some(fd) => Some(DnsHandoff {
+                    socket: number(&fd, "--dns")?,
+                    upstreams: text(&given.required("--dns-upstreams")?, "--dns-upstreams")?
+                        .split(',')
+                        .filter(|address| !address.is_empty())
+                        .map(|address| number(OsStr::new(address), "--dns-upstreams"))
+                        .collect::<anyhow::Result<_>>()?,
+                    search_domains: text(&given.required("--dns-search")?, "--dns-search")?
+                        .split(',')
+                        .filter(|domain| !domain.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                }),
+                None => None,
             },
         };
         given.finish()?;
@@ -321,6 +355,7 @@ mod tests {
             id: "abc".into(),
             restart_delay: Duration::from_millis(400),
             held: vec![9, 10],
+            dns: None,
         }
     }
 
@@ -340,6 +375,24 @@ mod tests {
             },
         ] {
             let plan = relay_plan(output);
+            assert_eq!(RelayPlan::parse(&plan.to_args()).unwrap(), plan);
+        }
+        let mut plan = relay_plan(RelayOutput::Terminal(5));
+        for (upstreams, search_domains) in [
+            (vec![], vec![]),
+            (
+                vec![
+                    "10.98.0.53:53".parse().unwrap(),
+                    "[fd00::35]:53".parse().unwrap(),
+                ],
+                vec!["corp.test".to_owned(), "lab.test".to_owned()],
+            ),
+        ] {
+            plan.dns = Some(DnsHandoff {
+                socket: 11,
+                upstreams,
+                search_domains,
+            });
             assert_eq!(RelayPlan::parse(&plan.to_args()).unwrap(), plan);
         }
     }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::Context;
 use berth_state::{LogWriter, Stream};
 use cli::attach_server::AttachServer;
-use cli::monitor_handoff::{ContainerEnd, RelayOutput, RelayPlan, FINISH_ENTRY};
+use cli::monitor_handoff::{ContainerEnd, DnsHandoff, RelayOutput, RelayPlan, FINISH_ENTRY};
 use cli::supervise::{supervise, Attachment, Output, RELAYED_SIGNALS};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -22,6 +22,11 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 fn main() -> ExitCode {
+    // One malloc arena: the DNS responder's threads would otherwise each
+    // touch an arena of their own, paid per container.
+    // SAFETY: mallopt only changes the allocator's tuning; it is called
+    // before any other thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let plan = match RelayPlan::parse(&args) {
         Ok(plan) => plan,
@@ -104,6 +109,18 @@ fn relay(plan: &RelayPlan, pid: Pid) -> anyhow::Result<ContainerEnd> {
         .with_context(|| format!("cannot open the log {}", plan.log.display()))?;
     // Without the socket the container still runs; only attach is lost.
     let mut server = AttachServer::listen(&plan.container_dir).ok();
+    // Served until the container ended. Without it the container still
+    // runs; its DNS queries fail.
+    let _dns = plan
+        .dns
+        .as_ref()
+        .and_then(|dns| match serve_dns(plan, dns) {
+            Ok(serving) => Some(serving),
+            Err(error) => {
+                log_line(plan, &format!("berth: the DNS responder: {error:#}\n"));
+                None
+            }
+        });
     let attach = Attachment {
         echo: false,
         forward_stdin: false,
@@ -118,6 +135,14 @@ fn relay(plan: &RelayPlan, pid: Pid) -> anyhow::Result<ContainerEnd> {
         server.as_mut(),
     )?;
     ContainerEnd::from_wait_status(status).context("the container's PID 1 did not end")
+}
+
+fn serve_dns(plan: &RelayPlan, dns: &DnsHandoff) -> anyhow::Result<berth_net::dns::Serving> {
+    let socket = std::net::UdpSocket::from(inherited(dns.socket)?);
+    let hosts = plan.container_dir.join("hosts");
+    let responder = berth_net::dns::Responder::new(socket, hosts, dns.upstreams.clone())
+        .with_search_domains(dns.search_domains.clone());
+    Ok(responder.spawn()?)
 }
 
 /// A descriptor berth handed over, kept from what berth is executed with

@@ -265,31 +265,22 @@ impl EtcFiles {
         own_ip: Option<Ipv4Addr>,
         others: &[HostsEntry],
     ) -> anyhow::Result<()> {
-        let host_resolv = host_resolv_conf();
         let names = [record.name.as_str()];
         let mut entries = others.to_vec();
         for entry in &record.extra_hosts {
             let (name, ip) = parse_extra_host(entry)?;
             entries.push(HostsEntry::new(ip, [name]));
         }
-        let dns = berth_net::DnsSettings {
-            servers: record
-                .dns
-                .iter()
-                .map(|s| {
-                    s.parse()
-                        .with_context(|| format!("invalid --dns {s:?}: not an IP address"))
-                })
-                .collect::<anyhow::Result<_>>()?,
-            search: record.dns_search.clone(),
-            options: record.dns_options.clone(),
-        };
+        let mut resolv = resolv_conf(record)?;
+        if is_user_defined(&record.network_mode) {
+            resolv = berth_net::render_embedded_resolv_conf(&resolv);
+        }
         for (name, text) in [
             (
                 "hosts",
                 render_hosts(&record.hostname, own_ip, &names, &entries),
             ),
-            ("resolv.conf", render_resolv_conf_with(&host_resolv, &dns)),
+            ("resolv.conf", resolv),
             ("hostname", render_hostname(&record.hostname)),
         ] {
             let path = self.dir.join(name);
@@ -298,6 +289,74 @@ impl EtcFiles {
         }
         Ok(())
     }
+}
+
+/// The resolv.conf `record` gets without the embedded responder: the
+/// host's, with `--dns`, `--dns-search` and `--dns-option` in place of
+/// its lines of that kind.
+fn resolv_conf(record: &ContainerRecord) -> anyhow::Result<String> {
+    let settings = berth_net::DnsSettings {
+        servers: record
+            .dns
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .with_context(|| format!("invalid --dns {s:?}: not an IP address"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        search: record.dns_search.clone(),
+        options: record.dns_options.clone(),
+    };
+    Ok(render_resolv_conf_with(&host_resolv_conf(), &settings))
+}
+
+/// Whether `net` (a `--net` value) names a user-defined network, where
+/// docker gives aliases, `--ip` and its embedded DNS server.
+pub fn is_user_defined(net: &str) -> bool {
+    !matches!(net, DEFAULT_NETWORK | "none" | "host" | "") && !net.starts_with("container:")
+}
+
+/// The embedded DNS responder of a container on a user-defined network
+/// (docker's 127.0.0.11), bound in the network namespace of its init
+/// `pid` but not serving yet: whoever supervises the container serves it. It answers
+/// from the container's live /etc/hosts ([`crate::network_hosts`]) and
+/// relays other names to the servers the container would have had;
+/// on an `--internal` network to none.
+pub fn embedded_dns(
+    containers: &ContainerStore,
+    mode: &NetworkMode,
+    record: &ContainerRecord,
+    pid: i32,
+) -> anyhow::Result<Option<berth_net::dns::Responder>> {
+    let NetworkMode::Bridge {
+        network: Some(network),
+        ..
+    } = mode
+    else {
+        return Ok(None);
+    };
+    if !is_user_defined(&record.network_mode) {
+        return Ok(None);
+    }
+    let resolv = resolv_conf(record)?;
+    let upstreams = if network.internal {
+        Vec::new()
+    } else {
+        berth_net::nameservers(&resolv)
+            .into_iter()
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+            .collect()
+    };
+    let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
+        Path::new("/proc"),
+        pid as u32,
+    ))?;
+    let socket = berth_net::dns::bind_embedded(netns.as_fd())?;
+    let hosts = containers.container_dir(&record.id).join("hosts");
+    Ok(Some(
+        berth_net::dns::Responder::new(socket, hosts, upstreams)
+            .with_search_domains(berth_net::search_domains(&resolv)),
+    ))
 }
 
 /// The host's resolver configuration as containers start from it:
@@ -658,9 +717,7 @@ pub fn check_aliases(network: &str, aliases: &[String]) -> anyhow::Result<Vec<St
     if aliases.is_empty() {
         return Ok(Vec::new());
     }
-    if matches!(network, DEFAULT_NETWORK | "none" | "host" | "")
-        || network.starts_with("container:")
-    {
+    if !is_user_defined(network) {
         bail!("network-scoped aliases are supported only for containers in user-defined networks (not {:?})", if network.is_empty() { DEFAULT_NETWORK } else { network });
     }
     let mut kept: Vec<String> = Vec::new();
@@ -690,7 +747,7 @@ pub fn check_requested_ip(
     let Some(text) = ip else {
         return Ok(None);
     };
-    if matches!(net, DEFAULT_NETWORK | "none" | "host" | "") || net.starts_with("container:") {
+    if !is_user_defined(net) {
         bail!("user specified IP address is supported on user defined networks only");
     }
     let network = store(paths).get(net)?;

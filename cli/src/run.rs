@@ -503,8 +503,20 @@ pub fn supervise_to_the_end(
     // Without the socket the container still runs; only attach is lost.
     let mut server =
         cli::attach_server::AttachServer::listen(&store.container_dir(&record.id)).ok();
+    let pid = launched.pid();
+    // Without its thread the container still runs; its DNS queries fail.
+    let dns = launched.dns.and_then(|responder| match responder.spawn() {
+        Ok(serving) => Some(serving),
+        Err(error) => {
+            let _ = log.write(
+                berth_state::Stream::Stderr,
+                format!("berth: {error}\n").as_bytes(),
+            );
+            None
+        }
+    });
     let status = supervise(
-        launched.pid(),
+        pid,
         launched.output,
         signals,
         Some(log),
@@ -512,6 +524,8 @@ pub fn supervise_to_the_end(
         server.as_mut(),
     );
     drop(server);
+    // Its socket would keep the ended container's network namespace.
+    drop(dns);
     // The ports are free for the host again before the end is recorded.
     drop(launched.held_ports);
     launched.child.reaped.set(status.is_ok());
@@ -1131,6 +1145,9 @@ pub struct Launched {
     /// The published host ports, bound so that host processes cannot take
     /// them while the container runs (closed when it ends).
     pub held_ports: Vec<berth_net::HeldPort>,
+    /// Its embedded DNS responder (user-defined networks), for whoever
+    /// supervises it to serve until it ends.
+    pub dns: Option<berth_net::dns::Responder>,
 }
 
 impl Launched {
@@ -1187,7 +1204,9 @@ pub fn launch(
     if let Some(request) = &plan.restore {
         let (pid, terminal, held_ports) =
             crate::checkpoint::restore_process(paths, store, record, &plan, request, stdio)?;
-        return launched(ChildGuard::new(pid), terminal, output_reads, held_ports);
+        let guard = ChildGuard::new(pid);
+        let dns = crate::network::embedded_dns(store, &plan.network, record, pid.as_raw())?;
+        return launched(guard, terminal, output_reads, held_ports, dns);
     }
     let options = CreateOptions {
         stdio,
@@ -1205,12 +1224,14 @@ pub fn launch(
             record.cgroup = Some(serde_json::to_value(cgroup)?);
         }
         let held_ports = crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
+        // Bound before the command runs, so its first query is answered.
+        let dns = crate::network::embedded_dns(store, &plan.network, record, pid.as_raw())?;
         record_running(store, record, pid)?;
         created.start().map_err(coded)?;
-        Ok(held_ports)
+        Ok((held_ports, dns))
     })();
-    let held_ports = match started {
-        Ok(held_ports) => held_ports,
+    let (held_ports, dns) = match started {
+        Ok(started) => started,
         Err(error) => {
             drop(guard);
             let _ = runtime.delete(&record.id, true);
@@ -1218,7 +1239,7 @@ pub fn launch(
             return Err(error);
         }
     };
-    launched(guard, terminal, output_reads, held_ports)
+    launched(guard, terminal, output_reads, held_ports, dns)
 }
 
 /// The container's output read ends, as [`launch`] made them.
@@ -1229,6 +1250,7 @@ fn launched(
     terminal: Option<OwnedFd>,
     output_reads: OutputReads,
     held_ports: Vec<berth_net::HeldPort>,
+    dns: Option<berth_net::dns::Responder>,
 ) -> anyhow::Result<Launched> {
     let output = match (terminal, output_reads) {
         (Some(master), _) => Output::Terminal(master),
@@ -1243,6 +1265,7 @@ fn launched(
         child: guard,
         output,
         held_ports,
+        dns,
     })
 }
 

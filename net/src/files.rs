@@ -208,6 +208,61 @@ pub fn render_resolv_conf_with(host: &str, settings: &DnsSettings) -> String {
     text
 }
 
+/// The `resolv.conf` of a container whose names the embedded responder
+/// answers (docker's on user-defined networks): `resolv` (what the
+/// container would have had) with its nameservers replaced by
+/// [`EMBEDDED_DNS_ADDRESS`](crate::dns::EMBEDDED_DNS_ADDRESS), noted in a
+/// comment as docker does, and `ndots:0` unless `resolv` sets `ndots`, so
+/// that a container's name is asked for as it is before any search
+/// domain is tried.
+pub fn render_embedded_resolv_conf(resolv: &str) -> String {
+    let upstreams: Vec<String> = nameservers(resolv).iter().map(IpAddr::to_string).collect();
+    let mut text = format!("nameserver {}\n", crate::dns::EMBEDDED_DNS_ADDRESS);
+    let mut options: Vec<&str> = Vec::new();
+    for line in resolv.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") | None => {}
+            Some("options") => options.extend(words),
+            Some(_) => {
+                let _ = writeln!(text, "{line}");
+            }
+        }
+    }
+    if !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.push("ndots:0");
+    }
+    let _ = writeln!(text, "options {}", options.join(" "));
+    let _ = writeln!(text, "\n# ExtServers: [{}]", upstreams.join(" "));
+    text
+}
+
+/// The addresses of the `nameserver` lines of a resolv.conf text (an
+/// IPv6 zone dropped; lines that are not an address skipped).
+pub fn nameservers(resolv: &str) -> Vec<IpAddr> {
+    resolv
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver")).then_some(())?;
+            words.next()?.split('%').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// The domains of a resolv.conf text's `search` (or `domain`) line; the
+/// last such line counts, as in glibc.
+pub fn search_domains(resolv: &str) -> Vec<String> {
+    let mut domains = Vec::new();
+    for line in resolv.lines() {
+        let mut words = line.split_whitespace();
+        if let Some("search" | "domain") = words.next() {
+            domains = words.map(str::to_owned).collect();
+        }
+    }
+    domains
+}
+
 /// Render `/etc/hostname`.
 pub fn render_hostname(hostname: &str) -> String {
     format!("{hostname}\n")
@@ -216,6 +271,33 @@ pub fn render_hostname(hostname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_responder_replaces_the_nameservers_and_keeps_the_rest() {
+        let resolv = "# made by berth\nnameserver 10.98.0.53\nnameserver fe80::1%eth0\nsearch corp.test\noptions edns0\n";
+        assert_eq!(
+            nameservers(resolv),
+            vec![
+                "10.98.0.53".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            render_embedded_resolv_conf(resolv),
+            "nameserver 127.0.0.11\n# made by berth\nsearch corp.test\noptions edns0 ndots:0\n\n# ExtServers: [10.98.0.53 fe80::1]\n"
+        );
+        assert_eq!(search_domains(resolv), vec!["corp.test".to_owned()]);
+        assert_eq!(
+            search_domains("domain a.test\nsearch b.test c.test\n"),
+            vec!["b.test".to_owned(), "c.test".to_owned()]
+        );
+        // A user's ndots is kept.
+        let text = render_embedded_resolv_conf("nameserver 1.1.1.1\noptions ndots:3\n");
+        assert!(
+            text.contains("options ndots:3\n") && !text.contains("ndots:0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn dns_settings_replace_the_hosts_lines_of_their_kind() {

@@ -24,6 +24,8 @@
 //!   ([`HeldPort`]), for the caller to hold while the container runs.
 //!   Networks with an IPv6 subnet give IPv6 addresses too.
 //! - [`render_hosts`], [`render_resolv_conf`], [`render_hostname`].
+//! - [`dns`]: the embedded DNS responder (docker's 127.0.0.11), a thread
+//!   of the container's supervisor answering from its hosts file.
 //!
 //! A container's life, as the CLI drives it:
 //!
@@ -65,6 +67,7 @@
 //! # Ok::<(), berth_net::NetError>(())
 //! ```
 
+pub mod dns;
 mod driver;
 mod errors;
 mod files;
@@ -87,8 +90,9 @@ pub use driver::{
 };
 pub use errors::ErrorList;
 pub use files::{
-    render_hostname, render_hosts, render_resolv_conf, render_resolv_conf_with,
-    with_upstream_nameservers, DnsSettings, HostsEntry, DEFAULT_NAMESERVERS,
+    nameservers, render_embedded_resolv_conf, render_hostname, render_hosts, render_resolv_conf,
+    render_resolv_conf_with, search_domains, with_upstream_nameservers, DnsSettings, HostsEntry,
+    DEFAULT_NAMESERVERS,
 };
 pub use firewall::{
     enable_ip_forward, set_route_localnet, Firewall, FirewallError, IptablesFirewall,

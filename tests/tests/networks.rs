@@ -849,8 +849,30 @@ fn run_with_resolvers(berth: &Berth, name: &str, net: &str, stub: &Path, upstrea
     assert!(out.status.success(), "run {name}\n{}", describe(&out));
 }
 
+/// `container`'s address on `network`, as inspect reports it.
+fn ip_of_on(berth: &Berth, container: &str, network: &str) -> String {
+    networks_of(berth, container)[network]["IPAddress"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{container} has no address on {network}"))
+        .to_owned()
+}
+
+/// `nslookup NAME` in `container` (busybox's asks DNS, never /etc/hosts):
+/// the address it printed for the name, if any.
+fn dns_lookup(berth: &Berth, container: &str, name: &str) -> Option<String> {
+    let out = exec(berth, container, &["nslookup", name]);
+    let text = stdout(&out);
+    // busybox: "Name:\tNAME\nAddress: IP" after the server's lines.
+    let answer = text.split_once("Name:")?.1;
+    answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Address:"))
+        .map(|ip| ip.trim().to_owned())
+        .filter(|_| out.status.success())
+}
+
 #[test]
-fn names_outside_the_network_resolve_through_the_hosts_upstream_servers() {
+fn the_embedded_dns_answers_the_networks_names_live_and_relays_the_rest_upstream() {
     require_root!();
     let berth = Berth::new();
     // The fake upstream resolver, in a namespace of its own that only the
@@ -882,24 +904,51 @@ fn names_outside_the_network_resolve_through_the_hosts_upstream_servers() {
     berth.run_detached([
         "--name", "peer", "--net", "dnsnet", "busybox", "sleep", "60",
     ]);
+    // docker's file: the embedded server, the host's search and options
+    // (plus ndots:0), the servers it relays to in a comment.
     let resolv = stdout(&exec(&berth, "asker", &["cat", "/etc/resolv.conf"]));
-    assert!(resolv.contains("nameserver 10.98.0.53\n"), "{resolv}");
+    assert!(resolv.starts_with("nameserver 127.0.0.11\n"), "{resolv}");
+    assert!(resolv.contains("# ExtServers: [10.98.0.53]"), "{resolv}");
+    assert_eq!(resolv.matches("nameserver").count(), 1, "{resolv}");
     assert!(
-        !resolv.contains("127.0.0.53") && !resolv.contains("8.8."),
-        "{resolv}"
-    );
-    assert!(
-        resolv.contains("search corp.test") && resolv.contains("options edns0"),
+        resolv.contains("search corp.test") && resolv.contains("options edns0 ndots:0"),
         "{resolv}"
     );
 
-    // A name only the upstream knows resolves inside; the network's own
-    // names still come from /etc/hosts.
-    let looked_up = exec(&berth, "asker", &["nslookup", "upstream-only.test"]);
+    // The network's names are answered by the embedded server, not asked
+    // upstream: one started after the asker, then gone with it.
+    let peer_ip = ip_of_on(&berth, "peer", "dnsnet");
+    assert_eq!(dns_lookup(&berth, "asker", "peer"), Some(peer_ip));
+    berth.run_detached([
+        "--name",
+        "late",
+        "--net",
+        "dnsnet",
+        "--network-alias",
+        "cache",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let late_ip = ip_of_on(&berth, "late", "dnsnet");
+    assert_eq!(dns_lookup(&berth, "asker", "late"), Some(late_ip.clone()));
+    assert_eq!(dns_lookup(&berth, "asker", "cache"), Some(late_ip));
     assert!(
-        looked_up.status.success() && stdout(&looked_up).contains("10.98.0.99"),
-        "{}",
-        describe(&looked_up)
+        !dns.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|n| ["peer", "late", "cache"].contains(&n.as_str())),
+        "a network name was asked upstream: {:?}",
+        dns.asked.lock().unwrap()
+    );
+    berth.run_ok(["rm", "-f", "late"]);
+    assert_eq!(dns_lookup(&berth, "asker", "late"), None);
+
+    // Any other name goes to the host's upstream server.
+    assert_eq!(
+        dns_lookup(&berth, "asker", "upstream-only.test").as_deref(),
+        Some("10.98.0.99")
     );
     assert!(dns
         .asked
@@ -907,29 +956,63 @@ fn names_outside_the_network_resolve_through_the_hosts_upstream_servers() {
         .unwrap()
         .iter()
         .any(|n| n == "upstream-only.test"));
-    let unknown = exec(&berth, "asker", &["nslookup", "nowhere.test"]);
-    assert!(
-        !stdout(&unknown).contains("10.98.0.99"),
-        "{}",
-        describe(&unknown)
-    );
+    assert_eq!(dns_lookup(&berth, "asker", "nowhere.test"), None);
     assert!(
         pings(&berth, "asker", "peer"),
         "asker cannot reach peer by name"
     );
 
-    // No upstream file: docker's defaults are written (never contacted).
+    // An internal network's server answers its own names and relays
+    // nothing: no name leaves it.
+    berth.run_ok([
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.95.0.0/24",
+        "quiet",
+    ]);
+    run_with_resolvers(&berth, "hermit", "quiet", &stub, &upstream);
+    let asked_before = dns.asked.lock().unwrap().len();
+    assert_eq!(
+        dns_lookup(&berth, "hermit", "hermit"),
+        Some(ip_of_on(&berth, "hermit", "quiet"))
+    );
+    assert_eq!(dns_lookup(&berth, "hermit", "upstream-only.test"), None);
+    assert_eq!(dns.asked.lock().unwrap().len(), asked_before);
+
+    // No upstream file: docker's defaults are named (never contacted).
     let missing = files.path().join("no-such-file");
     run_with_resolvers(&berth, "fallback", "dnsnet", &stub, &missing);
     let resolv = stdout(&exec(&berth, "fallback", &["cat", "/etc/resolv.conf"]));
     assert!(
-        resolv.contains("nameserver 8.8.8.8\nnameserver 8.8.4.4\n")
-            && !resolv.contains("nameserver 127."),
+        resolv.contains("# ExtServers: [8.8.8.8 8.8.4.4]")
+            && !resolv.contains("nameserver 8.")
+            && !resolv.contains("nameserver 127.0.0.53"),
         "{resolv}"
     );
 
-    berth.run_ok(["rm", "-f", "asker", "peer", "fallback"]);
-    berth.run_ok(["network", "rm", "dnsnet"]);
+    // On the default network: the host's servers, as docker has it.
+    let mut cmd = berth.cmd([
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    cmd.env("BERTH_RESOLV_CONF", &stub)
+        .env("BERTH_UPSTREAM_RESOLV_CONF", &upstream);
+    let out = berth_e2e::run_command(cmd);
+    assert!(
+        stdout(&out).contains("nameserver 10.98.0.53\n") && !stdout(&out).contains("127.0.0.11"),
+        "{}",
+        describe(&out)
+    );
+
+    berth.run_ok(["rm", "-f", "asker", "peer", "fallback", "hermit"]);
+    berth.run_ok(["network", "rm", "dnsnet", "quiet"]);
     drop(dns);
     berth.assert_clean();
 }

@@ -24,6 +24,9 @@
 //!   checkpoint` + `restore` of a container with 256 MiB of touched memory
 //!   beside podman's with runc and with berth-runtime; in the cgroup v2 VM
 //!   where criu does not work on the host's kernel.
+//! - `dns` ([`dns`], only when asked for): the answer time of berth's
+//!   embedded DNS server for a container's name, asked from inside another
+//!   container on the same network.
 //! - `engines` ([`engines`], only when asked for): berth as the OCI
 //!   runtime of podman and containerd (`berth-runtime`), `run --rm IMAGE
 //!   true` beside runc and crun under the same engine, interleaved round
@@ -66,6 +69,7 @@
 //! [`system`] (mounts, cgroups, processes).
 
 mod checkpoint;
+mod dns;
 mod engines;
 mod files;
 mod host;
@@ -192,6 +196,7 @@ enum Scenario {
     Engines,
     Scale,
     Checkpoint,
+    Dns,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -231,6 +236,7 @@ impl Scenario {
             Scenario::Engines => "engines",
             Scenario::Scale => "scale",
             Scenario::Checkpoint => "checkpoint",
+            Scenario::Dns => "dns",
         }
     }
 
@@ -708,7 +714,7 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     }
     report.probes = probes;
     type MeasureFn = fn(&Settings, &Runner) -> Result<Section>;
-    let others: [(Scenario, &str, MeasureFn); 7] = [
+    let others: [(Scenario, &str, MeasureFn); 8] = [
         (Scenario::Throughput, "throughput", throughput::measure),
         (Scenario::Network, "network", network::measure),
         (Scenario::Images, "images", images::measure),
@@ -716,6 +722,7 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
         (Scenario::Engines, "engines", engines::measure),
         (Scenario::Scale, "scale", scale::measure),
         (Scenario::Checkpoint, "checkpoint", checkpoint::measure),
+        (Scenario::Dns, "dns", dns::measure),
     ];
     for (scenario, name, measure) in others {
         if !settings.has(scenario) {
