@@ -4,12 +4,10 @@
 //! of its user-defined networks, so that a container started later is
 //! resolvable from one started earlier, and a removed one stops being.
 //!
-//! Why the hosts file and not an embedded DNS responder: it needs no
-//! process per network (nothing to supervise, restart or leak), answers
-//! in the container's own libc without a packet, and works with every
-//! resolver that reads /etc/hosts (busybox, musl, glibc). What it lacks
-//! against docker's 127.0.0.11: names are not forwarded or round-robined,
-//! and a program that caches /etc/hosts forever misses later changes.
+//! The hosts file is also what the embedded DNS server answers from
+//! ([`berth_net::dns`], set up in [`crate::network::embedded_dns`]): one
+//! source of names, kept live here, for programs that read /etc/hosts and
+//! for those that ask DNS.
 //!
 //! Correct under concurrent starts and stops: membership comes from the
 //! IPAM leases (taken and given back under the IPAM lock, before a

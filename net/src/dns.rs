@@ -61,6 +61,9 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_FORWARDS: usize = 32;
 /// Largest message relayed (EDNS0 answers may exceed 512 bytes).
 const MAX_MESSAGE: usize = 4096;
+/// The most of a hosts file read (berth's own are a few KiB even with
+/// hundreds of containers on a network).
+const MAX_HOSTS_FILE: u64 = 1 << 20;
 /// Stack of the responder's threads: they parse one small message.
 const THREAD_STACK: usize = 64 * 1024;
 
@@ -191,7 +194,7 @@ impl Responder {
             };
             let query = &buffer[..len];
             // Read for every query: the file is what berth keeps live.
-            let hosts = std::fs::read_to_string(&self.hosts_file).unwrap_or_default();
+            let hosts = read_hosts(&self.hosts_file);
             let names = LocalNames {
                 hosts: &hosts,
                 search_domains: &self.search_domains,
@@ -241,6 +244,17 @@ impl Responder {
             refuse(&self.socket);
         }
     }
+}
+
+/// The hosts file's text, at most [`MAX_HOSTS_FILE`] bytes of it: the
+/// container can write its /etc/hosts, and must not make its monitor
+/// read gigabytes per query. Unreadable or not UTF-8: what can be read.
+fn read_hosts(path: &std::path::Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = io::Read::read_to_end(&mut io::Read::take(file, MAX_HOSTS_FILE), &mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A responder serving on its thread; dropping it stops the thread and

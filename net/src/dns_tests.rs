@@ -266,3 +266,18 @@ fn an_upstream_that_never_answers_gives_servfail() {
     assert_eq!(decode(&buffer[..len], &asked), (RCODE_SERVFAIL, Vec::new()));
     drop(silent);
 }
+
+#[test]
+fn a_huge_or_binary_hosts_file_is_read_only_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hosts");
+    let mut text = String::from("10.85.0.2\tweb\n\u{0}\u{ff}\n");
+    text.push_str(&"#".repeat(2 << 20));
+    text.push_str("\n10.85.0.9\tbeyond\n");
+    std::fs::write(&path, text).unwrap();
+    let read = read_hosts(&path);
+    assert_eq!(read.len() as u64, MAX_HOSTS_FILE);
+    assert!(addresses_of(&read, "web").is_some());
+    assert!(addresses_of(&read, "beyond").is_none());
+    assert_eq!(read_hosts(&dir.path().join("missing")), "");
+}
