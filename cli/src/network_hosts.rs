@@ -162,13 +162,13 @@ pub fn refresh_also(
     {
         let txn = Ipam::new(dir.join("ipam")).transaction()?;
         for network in NetworkStore::new(&dir).list()? {
-            for lease in txn.leases(&network.name) {
+            for lease in txn.leases(&network.name)? {
                 leases
                     .entry(lease.owner)
                     .or_default()
                     .insert(network.name.clone(), lease.ip);
             }
-            for (owner, ip) in txn.leases6(&network.name) {
+            for (owner, ip) in txn.leases6(&network.name)? {
                 leases6
                     .entry(owner)
                     .or_default()

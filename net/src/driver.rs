@@ -585,7 +585,7 @@ impl<F: Firewall> BridgeDriver<F> {
         // The address and the host ports, in one locked transaction: on
         // any refusal nothing is consumed.
         let mut txn = self.ipam.transaction()?;
-        let fresh = !txn.holds_anything(container_id);
+        let fresh = !txn.holds_anything(container_id)?;
         let ip = txn.allocate(&network.pool(), container_id)?;
         let ipv6 = match network.pool6() {
             Some(pool) => Some(txn.allocate6(&pool, container_id)?),
@@ -729,13 +729,13 @@ impl<F: Firewall> BridgeDriver<F> {
         let released = (|| -> Result<(), IpamError> {
             let mut txn = self.ipam.transaction()?;
             for forward in &withdrawn {
-                txn.release_port(forward);
+                txn.release_port(forward)?;
             }
             if all_rules_gone {
-                if let Some(ip) = txn.release(network, container_id) {
+                if let Some(ip) = txn.release(network, container_id)? {
                     report.addresses.push((network.to_owned(), ip));
                 }
-                txn.release6(network, container_id);
+                txn.release6(network, container_id)?;
             }
             txn.commit()
         })();
@@ -823,10 +823,10 @@ impl<F: Firewall> BridgeDriver<F> {
         let released = (|| -> Result<(), IpamError> {
             let mut txn = self.ipam.transaction()?;
             for forward in &withdrawn {
-                txn.release_port(forward);
+                txn.release_port(forward)?;
             }
             if all_rules_gone {
-                report.addresses = txn.release_owner(container_id).addresses;
+                report.addresses = txn.release_owner(container_id)?.addresses;
             }
             txn.commit()
         })();

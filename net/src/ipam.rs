@@ -1,27 +1,51 @@
 //! IP address management: which address of a network's subnet belongs to
 //! which container, and which host ports are published by whom.
 //!
-//! All of it lives in one JSON file (`<dir>/ipam.json`) guarded by an
-//! exclusive `flock` on `<dir>/ipam.lock`, so concurrent `berth run`s
-//! never hand out the same address or host port. On disk each pool keeps
-//! its leases (owner -> address) and a next-free hint; in memory a bitmap
-//! over the subnet makes an allocation O(1) amortised (a word-at-a-time
-//! scan from the hint). Every commit replaces the file atomically.
-//! IPv6 pools ([`AddressPool6`], a /64 or smaller) live in the same file:
-//! too large for a bitmap, they search from a next-free hint past the
-//! offsets their leases hold.
+//! The state is a directory of small records under an exclusive `flock`
+//! on `<dir>/ipam.lock`, so concurrent `berth run`s never hand out the
+//! same address or host port. Every record is a symbolic link whose
+//! target is its value (created in one atomic, exclusive step: never
+//! torn, see `Store`):
+//!
+//! - `v4/<network>/pool` (`SUBNET GATEWAY`), `v4/<network>/next` (the
+//!   offset the next free-address search starts at) and
+//!   `v4/<network>/leases/<address>` -> owner, one per lease (as CNI's
+//!   host-local plugin keeps its leases); the same under `v6/` for IPv6
+//!   pools ([`AddressPool6`], a /64 or smaller);
+//! - `macs/<network>/<mac>` -> owner, MAC addresses asked for;
+//! - `ports/<protocol>-<port>/<host address>` -> owner, published ports;
+//! - `owners/<owner>/<kind>,<group>,<item>`: each owner's index of what it
+//!   holds (a published port's entry holds the whole [`PortForward`]), so
+//!   that releasing an owner reads what it holds and nothing else.
+//!
+//! So one allocation or release costs the same with ten leases held or
+//! ten thousand: it reads and writes a handful of records (the owner's
+//! index, the pool record, one lease) and never the others. A search
+//! from the hint tries a few addresses; only when the pool has wrapped
+//! around and is nearly full does it list the pool's leases into a
+//! bitmap. Listing a network's leases or removing a pool reads them all.
 //!
 //! Work happens in an [`IpamTxn`]: take the lock, make any number of
-//! changes, [`IpamTxn::commit`] once. Dropping a transaction without
-//! committing leaves the state exactly as it was, which is how a failed
-//! `run` consumes no lease. The [`Ipam`] methods are one-change
-//! transactions for convenience.
+//! changes, [`IpamTxn::commit`] once. Changes go to disk as they are
+//! made, each with its inverse in an undo log: dropping a transaction
+//! without committing undoes them, which is how a failed `run` consumes
+//! no lease; commit writes the next-free hints and keeps the rest. A
+//! record an owner holds is written after its index entry and removed
+//! before it, so a process killed at any point leaves nothing that the
+//! owner's [`IpamTxn::release_owner`] does not find and remove. Nothing
+//! is fsynced: leases do not outlive a reboot (every container is dead
+//! then and gives its leases back when removed). The [`Ipam`] methods
+//! are one-change transactions for convenience. A state file of the
+//! earlier format (`ipam.json`) is imported once and removed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +76,8 @@ pub enum IpamError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("IPAM state {path} is malformed: {what}")]
+    Malformed { path: PathBuf, what: String },
     #[error("invalid network name {name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*")]
     InvalidName { name: String },
     #[error("subnet {subnet} of network {network}: the prefix must be /{MIN_PREFIX} to /{MAX_PREFIX} and the address the network address ({})", subnet.trunc())]
@@ -133,6 +159,10 @@ pub enum IpamError {
     },
     #[error("cannot publish on {host_ip}: it is not an address of this host")]
     NotAHostAddress { host_ip: Ipv4Addr },
+    #[error(
+        "invalid lease owner {owner:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 64 characters)"
+    )]
+    InvalidOwner { owner: String },
     #[error("network {network} still has {count} address lease(s) (first: {first_owner})")]
     InUse {
         network: String,
@@ -333,37 +363,38 @@ pub struct Released {
     pub ports: Vec<PortForward>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PoolRecord {
+// ---------------------------------------------------------------------------
+// The earlier single-file format, imported once (see `IpamTxn::import`).
+// ---------------------------------------------------------------------------
+
+/// The file the whole state lived in before the store below.
+const LEGACY_FILE: &str = "ipam.json";
+
+#[derive(Debug, Deserialize)]
+struct LegacyPool {
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
-    /// Offset at which the next free-address search starts.
     next: u32,
-    /// owner -> address
     leases: BTreeMap<String, Ipv4Addr>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pool6Record {
+#[derive(Debug, Deserialize)]
+struct LegacyPool6 {
     subnet: Ipv6Net,
     gateway: Ipv6Addr,
-    /// Offset at which the next free-address search starts.
     next: u64,
-    /// owner -> address
     leases: BTreeMap<String, Ipv6Addr>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct IpamRecord {
+#[derive(Debug, Default, Deserialize)]
+struct LegacyRecord {
     #[serde(default)]
-    pools: BTreeMap<String, PoolRecord>,
+    pools: BTreeMap<String, LegacyPool>,
     #[serde(default)]
     ports: Vec<PortForward>,
-    /// IPv6 pools, in the same file (one atomic write covers both).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pools6: BTreeMap<String, Pool6Record>,
-    /// MAC addresses asked for (`--mac-address`): network -> owner -> MAC.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
+    pools6: BTreeMap<String, LegacyPool6>,
+    #[serde(default)]
     macs: BTreeMap<String, BTreeMap<String, MacAddr>>,
 }
 
@@ -423,22 +454,392 @@ impl Bitmap {
         self.first_clear_between(start, last)
             .or_else(|| self.first_clear_between(first, start.saturating_sub(1)))
     }
+}
 
-    /// First clear bit at or after `start`, wrapping around once.
-    fn first_clear_from(&self, start: u32) -> Option<u32> {
-        let count = self.words.len();
-        let mut index = (start as usize / 64) % count;
-        let mut mask = !0u64 << (start % 64);
-        for _ in 0..=count {
-            let free = !self.words[index] & mask;
-            if free != 0 {
-                return Some((index * 64) as u32 + free.trailing_zeros());
-            }
-            index = (index + 1) % count;
-            mask = !0;
+// ---------------------------------------------------------------------------
+// The store: one small record per lease, claim and owner (module docs).
+// ---------------------------------------------------------------------------
+
+const LOCK_FILE: &str = "ipam.lock";
+const OWNERS: &str = "owners";
+const PORTS: &str = "ports";
+/// Prefix of the names replacements are written under before the rename;
+/// listings skip them (one is left only by a crash between the two steps).
+const TEMP_PREFIX: &str = ".tmp.";
+/// Values up to this long are symbolic links, longer ones (an owner with
+/// hundreds of ports) regular files: a link's target is at most
+/// PATH_MAX - 1 bytes.
+const LINK_VALUE_MAX: usize = 4000;
+/// Offsets an IPv4 allocation tries from the hint before it lists the
+/// pool's leases into a bitmap: past the hint the addresses are free
+/// unless the pool wrapped around, so the listing (O(leases)) is for
+/// nearly full pools only.
+const PROBES: u32 = 64;
+
+/// What an owner holds, as named in its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Mac,
+    Port,
+    V4,
+    V6,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Kind::Mac => "mac",
+            Kind::Port => "port",
+            Kind::V4 => "v4",
+            Kind::V6 => "v6",
         }
-        None
     }
+
+    fn from_tag(tag: &str) -> Option<Kind> {
+        [Kind::Mac, Kind::Port, Kind::V4, Kind::V6]
+            .into_iter()
+            .find(|kind| kind.tag() == tag)
+    }
+}
+
+/// One entry of an owner's index, written `<kind>,<group>,<item>`: the
+/// group is a network name (a port's `<protocol>-<port>`), which has no
+/// comma, and the item an address, a MAC address or a port's host address.
+/// It locates the record it indexes ([`Entry::record`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    kind: Kind,
+    group: String,
+    item: String,
+}
+
+impl Entry {
+    fn new(kind: Kind, group: &str, item: impl ToString) -> Self {
+        Entry {
+            kind,
+            group: group.to_owned(),
+            item: item.to_string(),
+        }
+    }
+
+    fn port(mapping: &PortMapping) -> Self {
+        Entry::new(Kind::Port, &port_group(mapping), mapping.host_ip)
+    }
+
+    fn token(&self) -> String {
+        format!("{},{},{}", self.kind.tag(), self.group, self.item)
+    }
+
+    fn parse(token: &str) -> Option<Self> {
+        let mut parts = token.splitn(3, ',');
+        let kind = Kind::from_tag(parts.next()?)?;
+        let group = parts.next()?;
+        let item = parts.next()?;
+        let valid_group = match kind {
+            Kind::Port => port_group_valid(group),
+            _ => is_valid_name(group),
+        };
+        let valid_item = !item.is_empty()
+            && item
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b'.' | b':'));
+        (valid_group && valid_item).then(|| Entry::new(kind, group, item))
+    }
+
+    /// The record this entry indexes: a lease or MAC claim whose value is
+    /// the owner, or the claims on a host port.
+    fn record(&self) -> PathBuf {
+        match self.kind {
+            Kind::V4 => lease_path("v4", &self.group, &self.item),
+            Kind::V6 => lease_path("v6", &self.group, &self.item),
+            Kind::Mac => ["macs", &self.group, &self.item].iter().collect(),
+            Kind::Port => Path::new(PORTS).join(&self.group),
+        }
+    }
+}
+
+/// `<family>/<network>/leases/<address>`.
+fn lease_path(family: &str, network: &str, ip: &str) -> PathBuf {
+    [family, network, "leases", ip].iter().collect()
+}
+
+/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `next`.
+fn pool_path(family: &str, network: &str, file: &str) -> PathBuf {
+    [family, network, file].iter().collect()
+}
+
+fn index_path(owner: &str) -> PathBuf {
+    Path::new(OWNERS).join(owner)
+}
+
+/// The record of the claims on one host port and protocol,
+/// `ports/<protocol>-<port>`: a JSON list of forwards (one per host
+/// address the port is published on).
+fn port_group(mapping: &PortMapping) -> String {
+    format!("{}-{}", mapping.protocol, mapping.host_port)
+}
+
+fn port_group_valid(group: &str) -> bool {
+    group.split_once('-').is_some_and(|(protocol, port)| {
+        ["tcp", "udp"].contains(&protocol) && port.parse::<u16>().is_ok()
+    })
+}
+
+fn check_owner(owner: &str) -> Result<(), IpamError> {
+    if is_valid_name(owner) {
+        Ok(())
+    } else {
+        Err(IpamError::InvalidOwner {
+            owner: owner.to_owned(),
+        })
+    }
+}
+
+fn check_network(network: &str) -> Result<(), IpamError> {
+    if is_valid_name(network) {
+        Ok(())
+    } else {
+        Err(IpamError::InvalidName {
+            name: network.to_owned(),
+        })
+    }
+}
+
+fn malformed(path: &Path, what: &str) -> IpamError {
+    IpamError::Malformed {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    }
+}
+
+/// Parse a record's value (or name) read from `path`.
+fn parse_at<T: std::str::FromStr>(text: &str, path: &Path, what: &str) -> Result<T, IpamError> {
+    text.parse()
+        .map_err(|_| malformed(path, &format!("{what} expected, found {text:?}")))
+}
+
+/// A lease's value: the owner, a container id (64 hex digits) as `=`
+/// and its 32 bytes in URL-safe base64 (44 characters). File systems
+/// keep a link target this short in the inode (ext4 below 60 bytes, XFS
+/// and btrfs likewise) where 64 characters take a data block of their
+/// own, to allocate, and to free (and discard) on release.
+fn encode_owner(owner: &str) -> String {
+    let digits = owner.as_bytes();
+    if digits.len() != 64
+        || !digits
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return owner.to_owned();
+    }
+    let nibble = |b: u8| {
+        if b.is_ascii_digit() {
+            b - b'0'
+        } else {
+            b - b'a' + 10
+        }
+    };
+    let bytes: Vec<u8> = digits
+        .chunks(2)
+        .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
+        .collect();
+    format!("={}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn decode_owner(value: &str, path: &Path) -> Result<String, IpamError> {
+    let Some(encoded) = value.strip_prefix('=') else {
+        return if is_valid_name(value) {
+            Ok(value.to_owned())
+        } else {
+            Err(malformed(
+                path,
+                &format!("an owner expected, found {value:?}"),
+            ))
+        };
+    };
+    match URL_SAFE_NO_PAD.decode(encoded) {
+        Ok(bytes) if bytes.len() == 32 => Ok(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        _ => Err(malformed(
+            path,
+            &format!("an owner expected, found {value:?}"),
+        )),
+    }
+}
+
+fn is_errno(error: &io::Error, errno: i32) -> bool {
+    error.raw_os_error() == Some(errno)
+}
+
+/// The records under the IPAM directory. A record is a symbolic link
+/// whose target is its value: `symlink(2)` creates it with its value in
+/// one step and exclusively (EEXIST), so a crash never leaves a torn or
+/// empty record and creating one needs no temp file (Emacs' lock files
+/// use links the same way); it costs an inode and, for a short value,
+/// nothing else. Replacing one is a link under a temp name and a
+/// `rename(2)`. A value too long for a link is a regular file, written
+/// under a temp name and then linked (create) or renamed (replace) into
+/// place. Nothing ever follows these links.
+#[derive(Debug)]
+struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    fn path(&self, rel: &Path) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// The value of a record, `None` if there is none.
+    fn read(&self, rel: &Path) -> Result<Option<String>, IpamError> {
+        let path = self.path(rel);
+        let value = match fs::read_link(&path) {
+            Ok(target) => target.into_os_string().into_string().ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // A regular file: a long value.
+            Err(e) if is_errno(&e, libc::EINVAL) => {
+                let bytes = fs::read(&path).map_err(|e| IpamError::io(&path, e))?;
+                String::from_utf8(bytes).ok()
+            }
+            Err(e) => return Err(IpamError::io(&path, e)),
+        };
+        match value {
+            Some(value) if !value.is_empty() => Ok(Some(value)),
+            _ => Err(malformed(&path, "a record's value is empty or not UTF-8")),
+        }
+    }
+
+    fn exists(&self, rel: &Path) -> Result<bool, IpamError> {
+        let path = self.path(rel);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(IpamError::io(&path, e)),
+        }
+    }
+
+    /// Run `make` (which creates `path`), creating the directory (0700)
+    /// first if it is missing.
+    fn in_dir(path: &Path, make: impl Fn() -> io::Result<()>) -> io::Result<()> {
+        match make() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = path.parent() {
+                    persist::ensure_dir(parent)?;
+                }
+                make()
+            }
+            other => other,
+        }
+    }
+
+    /// Write `value` at the temp name of `path` as a link or, too long for
+    /// one, a file; the temp name.
+    fn write_temp(path: &Path, value: &str) -> Result<PathBuf, IpamError> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let temp = path.with_file_name(format!("{TEMP_PREFIX}{name}"));
+        let write = || {
+            if value.len() <= LINK_VALUE_MAX {
+                std::os::unix::fs::symlink(value, &temp)
+            } else {
+                fs::write(&temp, value)
+            }
+        };
+        match Self::in_dir(&temp, write) {
+            // Left by a crash before its rename: replaced.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fs::remove_file(&temp).and_then(|()| write())
+            }
+            other => other,
+        }
+        .map_err(|e| IpamError::io(&temp, e))?;
+        Ok(temp)
+    }
+
+    /// Create a record; `false` if one exists (it is left alone).
+    fn create(&self, rel: &Path, value: &str) -> Result<bool, IpamError> {
+        let path = self.path(rel);
+        let result = if value.len() <= LINK_VALUE_MAX {
+            Self::in_dir(&path, || std::os::unix::fs::symlink(value, &path))
+        } else {
+            let temp = Self::write_temp(&path, value)?;
+            let linked = fs::hard_link(&temp, &path);
+            fs::remove_file(&temp).map_err(|e| IpamError::io(&temp, e))?;
+            linked
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(IpamError::io(&path, e)),
+        }
+    }
+
+    /// Create or replace a record atomically.
+    fn replace(&self, rel: &Path, value: &str) -> Result<(), IpamError> {
+        let path = self.path(rel);
+        let temp = Self::write_temp(&path, value)?;
+        fs::rename(&temp, &path).map_err(|e| IpamError::io(&path, e))
+    }
+
+    /// Remove a record; `false` if there was none.
+    fn remove(&self, rel: &Path) -> Result<bool, IpamError> {
+        let path = self.path(rel);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(IpamError::io(&path, e)),
+        }
+    }
+
+    /// The names in a directory (none if it is missing), without the
+    /// temp names of replacements.
+    fn list(&self, rel: &Path) -> Result<Vec<String>, IpamError> {
+        let path = self.path(rel);
+        let entries = match fs::read_dir(&path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(IpamError::io(&path, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| IpamError::io(&path, e))?;
+            let name = entry
+                .file_name()
+                .into_string()
+                .map_err(|name| malformed(&path.join(name), "a name that is not UTF-8"))?;
+            if !name.starts_with(TEMP_PREFIX) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Whether a directory has any record, reading a few entries at most.
+    fn has_records(&self, rel: &Path) -> Result<bool, IpamError> {
+        let path = self.path(rel);
+        match fs::read_dir(&path) {
+            Ok(mut entries) => Ok(entries.any(|entry| {
+                entry.map_or(true, |e| {
+                    !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                })
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(IpamError::io(&path, e)),
+        }
+    }
+
+    /// Remove a directory if it is empty (a removed pool's). Best effort:
+    /// one left behind is harmless.
+    fn remove_dir_if_empty(&self, rel: &Path) {
+        let _ = fs::remove_dir(self.path(rel));
+    }
+}
+
+/// How to undo one change of a transaction.
+#[derive(Debug)]
+enum Undo {
+    /// Remove the record the transaction created.
+    Created(PathBuf),
+    /// Put back the value a record had.
+    Restore(PathBuf, String),
 }
 
 /// The IPAM store in a directory (e.g. `<state root>/networks/ipam`).
@@ -457,27 +858,32 @@ impl Ipam {
         &self.dir
     }
 
-    /// Take the lock and read the state: the start of a transaction.
+    /// Take the lock: the start of a transaction. Nothing is read yet
+    /// (each change reads the few records it needs), except a state file
+    /// of the earlier format, which is imported here once.
     pub fn transaction(&self) -> Result<IpamTxn, IpamError> {
         persist::ensure_dir(&self.dir).map_err(|e| IpamError::io(&self.dir, e))?;
-        let lock_path = self.dir.join("ipam.lock");
+        let lock_path = self.dir.join(LOCK_FILE);
         let lock = FileLock::exclusive(&lock_path).map_err(|e| IpamError::io(&lock_path, e))?;
-        let path = self.dir.join("ipam.json");
-        let record = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| IpamError::Corrupt {
-                path: path.clone(),
-                source,
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => IpamRecord::default(),
-            Err(e) => return Err(IpamError::io(&path, e)),
-        };
-        Ok(IpamTxn {
-            path,
+        let mut txn = IpamTxn {
+            store: Store {
+                dir: self.dir.clone(),
+            },
             _lock: lock,
-            record,
+            undo: Vec::new(),
+            pools: HashMap::new(),
+            pools6: HashMap::new(),
+            hints: HashMap::new(),
+            dirty_hints: Vec::new(),
             bitmaps: HashMap::new(),
-            dirty: false,
-        })
+        };
+        let legacy = self.dir.join(LEGACY_FILE);
+        match fs::read(&legacy) {
+            Ok(bytes) => txn.import(&legacy, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IpamError::io(&legacy, e)),
+        }
+        Ok(txn)
     }
 
     /// Lease an address of `pool` to `owner` (the same one again if it
@@ -492,7 +898,7 @@ impl Ipam {
     /// Give back `owner`'s address in `network`, if it has one.
     pub fn release(&self, network: &str, owner: &str) -> Result<Option<Ipv4Addr>, IpamError> {
         let mut txn = self.transaction()?;
-        let ip = txn.release(network, owner);
+        let ip = txn.release(network, owner)?;
         txn.commit()?;
         Ok(ip)
     }
@@ -501,19 +907,19 @@ impl Ipam {
     /// network (crash cleanup).
     pub fn release_owner(&self, owner: &str) -> Result<Released, IpamError> {
         let mut txn = self.transaction()?;
-        let released = txn.release_owner(owner);
+        let released = txn.release_owner(owner)?;
         txn.commit()?;
         Ok(released)
     }
 
     /// The leases of `network`, in owner order.
     pub fn leases(&self, network: &str) -> Result<Vec<Lease>, IpamError> {
-        Ok(self.transaction()?.leases(network))
+        self.transaction()?.leases(network)
     }
 
     /// The host ports `owner` publishes.
     pub fn port_forwards(&self, owner: &str) -> Result<Vec<PortForward>, IpamError> {
-        Ok(self.transaction()?.port_forwards(owner))
+        self.transaction()?.port_forwards(owner)
     }
 
     /// Forget `network`'s pool; refused while it has leases.
@@ -527,14 +933,395 @@ impl Ipam {
 /// A locked view of the IPAM state; see the module docs.
 #[derive(Debug)]
 pub struct IpamTxn {
-    path: PathBuf,
+    store: Store,
     _lock: FileLock,
-    record: IpamRecord,
+    /// The inverse of every change made so far, applied newest first if
+    /// the transaction is dropped without commit.
+    undo: Vec<Undo>,
+    /// IPv4 pool records read or written: network -> (subnet, gateway).
+    pools: HashMap<String, Option<(Ipv4Net, Ipv4Addr)>>,
+    pools6: HashMap<String, Option<(Ipv6Net, Ipv6Addr)>>,
+    /// Next-free hints read or set (path of the `next` record -> offset);
+    /// written at commit only, the ones in `dirty_hints`.
+    hints: HashMap<PathBuf, u64>,
+    dirty_hints: Vec<PathBuf>,
+    /// IPv4 pools listed into a bitmap in this transaction (nearly full
+    /// ones, see [`PROBES`]), kept up to date by its changes.
     bitmaps: HashMap<String, Bitmap>,
-    dirty: bool,
+}
+
+impl Drop for IpamTxn {
+    fn drop(&mut self) {
+        // Best effort: a change that cannot be undone was made in the
+        // index-first order, so the owner's `release_owner` still finds
+        // and removes what it left.
+        while let Some(undo) = self.undo.pop() {
+            let _ = match undo {
+                Undo::Created(rel) => self.store.remove(&rel).map(drop),
+                Undo::Restore(rel, value) => self.store.replace(&rel, &value),
+            };
+        }
+    }
 }
 
 impl IpamTxn {
+    // --- changes, each recorded for the undo ---
+
+    /// Set `rel`, whose value is `old`, to `value`.
+    fn set(&mut self, rel: PathBuf, old: Option<String>, value: &str) -> Result<(), IpamError> {
+        match old {
+            Some(old) if old == value => {}
+            Some(old) => {
+                self.store.replace(&rel, value)?;
+                self.undo.push(Undo::Restore(rel, old));
+            }
+            None => {
+                if self.store.create(&rel, value)? {
+                    self.undo.push(Undo::Created(rel));
+                } else {
+                    // There after all (the caller did not read it).
+                    let old = self.store.read(&rel)?;
+                    if old.is_some() {
+                        return self.set(rel, old, value);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Give `rel` the value `value`, creating it if there is none.
+    fn put(&mut self, rel: PathBuf, value: &str) -> Result<(), IpamError> {
+        self.set(rel, None, value)
+    }
+
+    /// Remove `rel`, whose value is `old`.
+    fn delete(&mut self, rel: PathBuf, old: String) -> Result<(), IpamError> {
+        if self.store.remove(&rel)? {
+            self.undo.push(Undo::Restore(rel, old));
+        }
+        Ok(())
+    }
+
+    /// `owner`'s index: its value and entries, in order (by kind, then
+    /// network), including entries a crash may have left.
+    fn index(&self, owner: &str) -> Result<(Option<String>, Vec<Entry>), IpamError> {
+        check_owner(owner)?;
+        let rel = index_path(owner);
+        let Some(text) = self.store.read(&rel)? else {
+            return Ok((None, Vec::new()));
+        };
+        let mut entries = Vec::new();
+        for token in text.split(' ') {
+            let entry = Entry::parse(token).ok_or_else(|| {
+                malformed(
+                    &self.store.path(&rel),
+                    &format!("an index entry (<kind>,<group>,<item>) expected, found {token:?}"),
+                )
+            })?;
+            entries.push(entry);
+        }
+        entries.sort();
+        entries.dedup();
+        Ok((Some(text), entries))
+    }
+
+    fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
+        Ok(self.index(owner)?.1)
+    }
+
+    /// Add `new` to `owner`'s index: before the records they index are
+    /// written, so that a crash in between leaves entries that
+    /// `release_owner` cleans up, never a record nobody can find.
+    fn index_add(&mut self, owner: &str, new: &[Entry]) -> Result<(), IpamError> {
+        let (old, mut entries) = self.index(owner)?;
+        let before = entries.len();
+        for entry in new {
+            if !entries.contains(entry) {
+                entries.push(entry.clone());
+            }
+        }
+        if entries.len() == before {
+            return Ok(());
+        }
+        entries.sort();
+        let text: Vec<String> = entries.iter().map(Entry::token).collect();
+        self.set(index_path(owner), old, &text.join(" "))
+    }
+
+    /// Take `gone` out of `owner`'s index: after their records are gone.
+    fn index_remove(&mut self, owner: &str, gone: &[Entry]) -> Result<(), IpamError> {
+        let (old, mut entries) = self.index(owner)?;
+        let Some(old) = old else {
+            return Ok(());
+        };
+        entries.retain(|entry| !gone.contains(entry));
+        if entries.is_empty() {
+            return self.delete(index_path(owner), old);
+        }
+        let text: Vec<String> = entries.iter().map(Entry::token).collect();
+        self.set(index_path(owner), Some(old), &text.join(" "))
+    }
+
+    /// The owner of an address lease or MAC claim.
+    fn holder(&self, entry: &Entry) -> Result<Option<String>, IpamError> {
+        let rel = entry.record();
+        match self.store.read(&rel)? {
+            Some(value) => decode_owner(&value, &self.store.path(&rel)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Record that `owner` holds the lease or MAC claim `entry`, index
+    /// first.
+    fn hold(&mut self, owner: &str, entry: &Entry) -> Result<(), IpamError> {
+        self.index_add(owner, std::slice::from_ref(entry))?;
+        self.put(entry.record(), &encode_owner(owner))
+    }
+
+    /// Remove the lease or MAC claim `entry` if it is `owner`'s (an entry
+    /// left by a crash may index a record since given to another), not
+    /// its index entry; whether it was `owner`'s.
+    fn drop_record(&mut self, owner: &str, entry: &Entry) -> Result<bool, IpamError> {
+        let mine = self.holder(entry)?.is_some_and(|holder| holder == owner);
+        if mine {
+            self.delete(entry.record(), encode_owner(owner))?;
+        }
+        Ok(mine)
+    }
+
+    /// The forwards published on a host port and protocol (`group`), and
+    /// the record's value.
+    fn claims(&self, group: &str) -> Result<(Option<String>, Vec<PortForward>), IpamError> {
+        let rel = Path::new(PORTS).join(group);
+        let Some(json) = self.store.read(&rel)? else {
+            return Ok((None, Vec::new()));
+        };
+        let claims = serde_json::from_str(&json).map_err(|source| IpamError::Corrupt {
+            path: self.store.path(&rel),
+            source,
+        })?;
+        Ok((Some(json), claims))
+    }
+
+    fn set_claims(
+        &mut self,
+        group: &str,
+        old: Option<String>,
+        claims: &[PortForward],
+    ) -> Result<(), IpamError> {
+        let rel = Path::new(PORTS).join(group);
+        if claims.is_empty() {
+            return match old {
+                Some(old) => self.delete(rel, old),
+                None => Ok(()),
+            };
+        }
+        let json = serde_json::to_string(claims).map_err(|source| IpamError::Corrupt {
+            path: self.store.path(&rel),
+            source,
+        })?;
+        self.set(rel, old, &json)
+    }
+
+    /// Remove `owner`'s claim of the port `entry` (not its index entry);
+    /// the forward, if it was there.
+    fn drop_port(&mut self, owner: &str, entry: &Entry) -> Result<Option<PortForward>, IpamError> {
+        let (old, mut claims) = self.claims(&entry.group)?;
+        let Some(position) = claims
+            .iter()
+            .position(|f| f.owner == owner && f.mapping.host_ip.to_string() == entry.item)
+        else {
+            return Ok(None);
+        };
+        let forward = claims.remove(position);
+        self.set_claims(&entry.group, old, &claims)?;
+        Ok(Some(forward))
+    }
+
+    /// The entries of `kind` in `group` that `owner` really holds (leases
+    /// and MAC claims).
+    fn held(&self, owner: &str, kind: Kind, group: &str) -> Result<Vec<Entry>, IpamError> {
+        let mut held = Vec::new();
+        for entry in self.entries(owner)? {
+            if entry.kind == kind
+                && entry.group == group
+                && self.holder(&entry)?.is_some_and(|o| o == owner)
+            {
+                held.push(entry);
+            }
+        }
+        Ok(held)
+    }
+
+    fn hint(&mut self, rel: PathBuf) -> Result<u64, IpamError> {
+        if let Some(next) = self.hints.get(&rel) {
+            return Ok(*next);
+        }
+        let next = match self.store.read(&rel)? {
+            Some(text) => parse_at(&text, &self.store.path(&rel), "an offset")?,
+            None => 1,
+        };
+        self.hints.insert(rel, next);
+        Ok(next)
+    }
+
+    fn set_hint(&mut self, rel: PathBuf, next: u64) {
+        if !self.dirty_hints.contains(&rel) {
+            self.dirty_hints.push(rel.clone());
+        }
+        self.hints.insert(rel, next);
+    }
+
+    /// A pool record, `SUBNET GATEWAY`.
+    fn read_pool<N: std::str::FromStr, A: std::str::FromStr>(
+        &self,
+        family: &str,
+        network: &str,
+    ) -> Result<Option<(N, A)>, IpamError> {
+        let rel = pool_path(family, network, "pool");
+        let Some(text) = self.store.read(&rel)? else {
+            return Ok(None);
+        };
+        let path = self.store.path(&rel);
+        let (subnet, gateway) = text
+            .split_once(' ')
+            .ok_or_else(|| malformed(&path, "\"SUBNET GATEWAY\" expected"))?;
+        Ok(Some((
+            parse_at(subnet, &path, "a subnet")?,
+            parse_at(gateway, &path, "a gateway")?,
+        )))
+    }
+
+    /// `pool`'s record: the one there if it matches, a fresh one (hint
+    /// at the start) if there is none or an empty one that changed.
+    fn ensure_pool4(&mut self, pool: &AddressPool) -> Result<(), IpamError> {
+        let name = pool.network.as_str();
+        let record = match self.pools.get(name) {
+            Some(record) => *record,
+            None => {
+                let record = self.read_pool("v4", name)?;
+                self.pools.insert(name.to_owned(), record);
+                record
+            }
+        };
+        match record {
+            Some(record) if record == (pool.subnet, pool.gateway) => return Ok(()),
+            Some((existing, _)) if self.store.has_records(&pool_path("v4", name, "leases"))? => {
+                return Err(IpamError::PoolMismatch {
+                    network: name.to_owned(),
+                    existing,
+                    requested: pool.subnet,
+                })
+            }
+            _ => {}
+        }
+        let value = format!("{} {}", pool.subnet, pool.gateway);
+        self.put(pool_path("v4", name, "pool"), &value)?;
+        self.pools
+            .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
+        self.set_hint(pool_path("v4", name, "next"), 1);
+        self.bitmaps.remove(name);
+        Ok(())
+    }
+
+    fn ensure_pool6(&mut self, pool: &AddressPool6) -> Result<(), IpamError> {
+        let name = pool.network.as_str();
+        let record = match self.pools6.get(name) {
+            Some(record) => *record,
+            None => {
+                let record = self.read_pool("v6", name)?;
+                self.pools6.insert(name.to_owned(), record);
+                record
+            }
+        };
+        match record {
+            Some(record) if record == (pool.subnet, pool.gateway) => return Ok(()),
+            Some((existing, _)) if self.store.has_records(&pool_path("v6", name, "leases"))? => {
+                return Err(IpamError::Pool6Mismatch {
+                    network: name.to_owned(),
+                    existing,
+                    requested: pool.subnet,
+                })
+            }
+            _ => {}
+        }
+        let value = format!("{} {}", pool.subnet, pool.gateway);
+        self.put(pool_path("v6", name, "pool"), &value)?;
+        self.pools6
+            .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
+        self.set_hint(pool_path("v6", name, "next"), 1);
+        Ok(())
+    }
+
+    /// Every lease of `pool` in a bitmap, with the addresses never handed
+    /// out.
+    fn list_into_bitmap(&self, pool: &AddressPool) -> Result<Bitmap, IpamError> {
+        let size = pool.size();
+        let mut bitmap = Bitmap::new(size);
+        bitmap.set(0);
+        bitmap.set(size - 1);
+        bitmap.set(pool.offset(pool.gateway));
+        let dir = pool_path("v4", &pool.network, "leases");
+        for name in self.store.list(&dir)? {
+            let ip: Ipv4Addr = parse_at(&name, &self.store.path(&dir), "IPv4 lease names")?;
+            if pool.subnet.contains(&ip) {
+                bitmap.set(pool.offset(ip));
+            }
+        }
+        Ok(bitmap)
+    }
+
+    /// Mark `ip` of `network` taken or free in the bitmap of this
+    /// transaction, if it made one.
+    fn update_bitmap(&mut self, network: &str, ip: Ipv4Addr, taken: bool) {
+        let (Some(bitmap), Some(Some((subnet, _)))) =
+            (self.bitmaps.get_mut(network), self.pools.get(network))
+        else {
+            return;
+        };
+        if subnet.contains(&ip) {
+            let offset = u32::from(ip).wrapping_sub(u32::from(subnet.network()));
+            if taken {
+                bitmap.set(offset);
+            } else {
+                bitmap.clear(offset);
+            }
+        }
+    }
+
+    /// The first free offset of `pool` at or after `start` in its choice
+    /// bounds, wrapping around once.
+    fn find_free(&mut self, pool: &AddressPool, start: u32) -> Result<Option<u32>, IpamError> {
+        let name = pool.network.as_str();
+        let (first, last) = pool.choice_bounds();
+        let start = start.clamp(first, last);
+        if let Some(bitmap) = self.bitmaps.get(name) {
+            return Ok(bitmap.first_clear_in(first, last, start));
+        }
+        let span = last - first + 1;
+        let (size, gateway) = (pool.size(), pool.offset(pool.gateway));
+        for step in 0..span.min(PROBES) {
+            let offset = first + (start - first + step) % span;
+            if offset == 0 || offset == size - 1 || offset == gateway {
+                continue;
+            }
+            let ip = pool.address(offset).to_string();
+            if !self.store.exists(&lease_path("v4", name, &ip))? {
+                return Ok(Some(offset));
+            }
+        }
+        if span <= PROBES {
+            return Ok(None);
+        }
+        let bitmap = self.list_into_bitmap(pool)?;
+        let found = bitmap.first_clear_in(first, last, start);
+        self.bitmaps.insert(name.to_owned(), bitmap);
+        Ok(found)
+    }
+
+    // --- the API ---
+
     /// Lease an address of `pool` to `owner`: the lease it already holds
     /// there, or the next free host address after the last one handed out.
     pub fn allocate(&mut self, pool: &AddressPool, owner: &str) -> Result<Ipv4Addr, IpamError> {
@@ -551,42 +1338,22 @@ impl IpamTxn {
         wanted: Option<Ipv4Addr>,
     ) -> Result<Ipv4Addr, IpamError> {
         pool.validate()?;
+        check_owner(owner)?;
         let name = pool.network.as_str();
-        let matches =
-            |record: &PoolRecord| record.subnet == pool.subnet && record.gateway == pool.gateway;
-        match self.record.pools.get(name) {
-            Some(record) if matches(record) => {}
-            Some(record) if !record.leases.is_empty() => {
-                return Err(IpamError::PoolMismatch {
-                    network: name.to_owned(),
-                    existing: record.subnet,
-                    requested: pool.subnet,
-                })
-            }
-            _ => {
-                // New pool, or an empty one that changed: start afresh.
-                self.record.pools.insert(
-                    name.to_owned(),
-                    PoolRecord {
-                        subnet: pool.subnet,
-                        gateway: pool.gateway,
-                        next: 1,
-                        leases: BTreeMap::new(),
-                    },
-                );
-                self.bitmaps.remove(name);
+        self.ensure_pool4(pool)?;
+        let current = match self.held(owner, Kind::V4, name)?.first() {
+            Some(entry) => Some(parse_at::<Ipv4Addr>(
+                &entry.item,
+                &self.store.path(&entry.record()),
+                "an IPv4 address",
+            )?),
+            None => None,
+        };
+        if let Some(ip) = current {
+            if wanted.map_or(true, |wanted| wanted == ip) {
+                return Ok(ip);
             }
         }
-        let record = self.record.pools.get_mut(name).expect("inserted above");
-        if let Some(ip) = record.leases.get(owner) {
-            if wanted.map_or(true, |wanted| wanted == *ip) {
-                return Ok(*ip);
-            }
-        }
-        let bitmap = self
-            .bitmaps
-            .entry(name.to_owned())
-            .or_insert_with(|| build_bitmap(pool, record));
         if let Some(wanted) = wanted {
             let usable = pool.subnet.contains(&wanted)
                 && ![pool.subnet.network(), pool.subnet.broadcast(), pool.gateway]
@@ -598,38 +1365,37 @@ impl IpamTxn {
                     ip: wanted,
                 });
             }
-            if let Some((holder, _)) = record.leases.iter().find(|(_, ip)| **ip == wanted) {
+            let entry = Entry::new(Kind::V4, name, wanted);
+            if let Some(holder) = self.holder(&entry)? {
                 return Err(IpamError::AddressTaken {
                     network: name.to_owned(),
                     ip: wanted,
-                    owner: holder.clone(),
+                    owner: holder,
                 });
             }
-            if let Some(old) = record.leases.insert(owner.to_owned(), wanted) {
-                bitmap.clear(pool.offset(old));
+            self.hold(owner, &entry)?;
+            self.update_bitmap(name, wanted, true);
+            if let Some(old) = current {
+                let old_entry = Entry::new(Kind::V4, name, old);
+                self.drop_record(owner, &old_entry)?;
+                self.index_remove(owner, &[old_entry])?;
+                self.update_bitmap(name, old, false);
             }
-            bitmap.set(pool.offset(wanted));
-            self.dirty = true;
             return Ok(wanted);
         }
-        let found = match pool.range {
-            None => bitmap.first_clear_from(record.next),
-            Some(_) => {
-                let (first, last) = pool.choice_bounds();
-                bitmap.first_clear_in(first, last, record.next)
-            }
-        };
-        let Some(offset) = found else {
+        let next_path = pool_path("v4", name, "next");
+        let hint = self.hint(next_path.clone())?;
+        let start = u32::try_from(hint).unwrap_or(u32::MAX);
+        let Some(offset) = self.find_free(pool, start)? else {
             return Err(IpamError::Full {
                 network: name.to_owned(),
                 subnet: pool.subnet,
             });
         };
-        bitmap.set(offset);
         let ip = pool.address(offset);
-        record.leases.insert(owner.to_owned(), ip);
-        record.next = (offset + 1) % pool.size();
-        self.dirty = true;
+        self.hold(owner, &Entry::new(Kind::V4, name, ip))?;
+        self.update_bitmap(name, ip, true);
+        self.set_hint(next_path, u64::from((offset + 1) % pool.size()));
         Ok(ip)
     }
 
@@ -637,52 +1403,42 @@ impl IpamTxn {
     /// holds there, or the next free one after the last handed out.
     pub fn allocate6(&mut self, pool: &AddressPool6, owner: &str) -> Result<Ipv6Addr, IpamError> {
         pool.validate()?;
+        check_owner(owner)?;
         let name = pool.network.as_str();
-        match self.record.pools6.get(name) {
-            Some(record) if record.subnet == pool.subnet && record.gateway == pool.gateway => {}
-            Some(record) if !record.leases.is_empty() => {
-                return Err(IpamError::Pool6Mismatch {
-                    network: name.to_owned(),
-                    existing: record.subnet,
-                    requested: pool.subnet,
-                })
-            }
-            _ => {
-                self.record.pools6.insert(
-                    name.to_owned(),
-                    Pool6Record {
-                        subnet: pool.subnet,
-                        gateway: pool.gateway,
-                        next: 1,
-                        leases: BTreeMap::new(),
-                    },
-                );
-            }
+        self.ensure_pool6(pool)?;
+        if let Some(entry) = self.held(owner, Kind::V6, name)?.first() {
+            return parse_at(
+                &entry.item,
+                &self.store.path(&entry.record()),
+                "an IPv6 address",
+            );
         }
-        let record = self.record.pools6.get_mut(name).expect("inserted above");
-        if let Some(ip) = record.leases.get(owner) {
-            return Ok(*ip);
-        }
-        let taken: std::collections::HashSet<u64> =
-            record.leases.values().map(|ip| pool.offset(*ip)).collect();
+        let next_path = pool_path("v6", name, "next");
         let gateway = pool.offset(pool.gateway);
         let last = pool.last_offset();
-        // At most one offset per lease (and the two reserved) is skipped.
-        let mut offset = record.next.clamp(1, last);
-        for _ in 0..=taken.len() + 2 {
-            if offset != gateway && !taken.contains(&offset) {
+        // Offsets 1..=last, each tried once at most; past the hint they
+        // are free unless the pool wrapped around.
+        let mut offset = self.hint(next_path.clone())?.clamp(1, last);
+        let mut tried = 0u64;
+        loop {
+            if offset != gateway {
                 let ip = pool.address(offset);
-                record.leases.insert(owner.to_owned(), ip);
-                record.next = if offset == last { 1 } else { offset + 1 };
-                self.dirty = true;
-                return Ok(ip);
+                let entry = Entry::new(Kind::V6, name, ip);
+                if !self.store.exists(&entry.record())? {
+                    self.hold(owner, &entry)?;
+                    self.set_hint(next_path, if offset == last { 1 } else { offset + 1 });
+                    return Ok(ip);
+                }
+            }
+            tried += 1;
+            if tried >= last {
+                return Err(IpamError::Full6 {
+                    network: name.to_owned(),
+                    subnet: pool.subnet,
+                });
             }
             offset = if offset == last { 1 } else { offset + 1 };
         }
-        Err(IpamError::Full6 {
-            network: name.to_owned(),
-            subnet: pool.subnet,
-        })
     }
 
     /// Claim `mac` for `owner` on `pool`'s network: refused when another
@@ -694,112 +1450,173 @@ impl IpamTxn {
         owner: &str,
         mac: MacAddr,
     ) -> Result<(), IpamError> {
+        check_owner(owner)?;
         let network = pool.network.as_str();
-        let claimed = self.record.macs.get(network);
-        let asked = claimed
-            .into_iter()
-            .flatten()
-            .find(|(o, m)| *o != owner && **m == mac)
-            .map(|(o, _)| o);
-        let derived = || {
-            let record = self.record.pools.get(network)?;
-            record
-                .leases
-                .iter()
-                .find(|(o, ip)| {
-                    *o != owner
-                        && MacAddr::from_ipv4(**ip) == mac
-                        && !claimed.is_some_and(|c| c.contains_key(*o))
-                })
-                .map(|(o, _)| o)
+        check_network(network)?;
+        let entry = Entry::new(Kind::Mac, network, mac);
+        let taken = |holder: String| IpamError::MacTaken {
+            network: network.to_owned(),
+            mac,
+            owner: holder,
         };
-        if let Some(holder) = asked.or_else(derived) {
-            return Err(IpamError::MacTaken {
-                network: network.to_owned(),
-                mac,
-                owner: holder.clone(),
-            });
+        match self.holder(&entry)? {
+            Some(holder) if holder == owner => return Ok(()),
+            Some(holder) => return Err(taken(holder)),
+            None => {}
         }
-        let mine = self.record.macs.entry(network.to_owned()).or_default();
-        if mine.insert(owner.to_owned(), mac) != Some(mac) {
-            self.dirty = true;
+        // The owner of the address this MAC is derived from, unless it
+        // asked for a MAC of its own.
+        if let [0x02, 0x42, a, b, c, d] = mac.0 {
+            let lease = Entry::new(Kind::V4, network, Ipv4Addr::new(a, b, c, d));
+            if let Some(holder) = self.holder(&lease)? {
+                if holder != owner && self.held(&holder, Kind::Mac, network)?.is_empty() {
+                    return Err(taken(holder));
+                }
+            }
         }
-        Ok(())
+        let earlier = self.held(owner, Kind::Mac, network)?;
+        self.hold(owner, &entry)?;
+        for old in &earlier {
+            self.drop_record(owner, old)?;
+        }
+        self.index_remove(owner, &earlier)
+    }
+
+    /// Remove the records of `entries` that `owner` holds, then the
+    /// entries from its index; what was `owner`'s: each entry with the
+    /// forward of a port.
+    fn release_entries(
+        &mut self,
+        owner: &str,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<(Entry, Option<PortForward>)>, IpamError> {
+        let mut released = Vec::new();
+        for entry in &entries {
+            if entry.kind == Kind::Port {
+                if let Some(forward) = self.drop_port(owner, entry)? {
+                    released.push((entry.clone(), Some(forward)));
+                }
+            } else if self.drop_record(owner, entry)? {
+                if entry.kind == Kind::V4 {
+                    let ip = parse_at(
+                        &entry.item,
+                        &self.store.path(&entry.record()),
+                        "an IPv4 address",
+                    )?;
+                    self.update_bitmap(&entry.group, ip, false);
+                }
+                released.push((entry.clone(), None));
+            }
+        }
+        self.index_remove(owner, &entries)?;
+        Ok(released)
     }
 
     /// Give back `owner`'s IPv6 address in `network`.
-    pub fn release6(&mut self, network: &str, owner: &str) -> Option<Ipv6Addr> {
-        let ip = self.record.pools6.get_mut(network)?.leases.remove(owner)?;
-        self.dirty = true;
-        Some(ip)
+    pub fn release6(&mut self, network: &str, owner: &str) -> Result<Option<Ipv6Addr>, IpamError> {
+        check_network(network)?;
+        let mine: Vec<Entry> = self
+            .entries(owner)?
+            .into_iter()
+            .filter(|e| e.kind == Kind::V6 && e.group == network)
+            .collect();
+        let released = self.release_entries(owner, mine)?;
+        match released.first() {
+            Some((entry, _)) => parse_at(
+                &entry.item,
+                &self.store.path(&entry.record()),
+                "an IPv6 address",
+            )
+            .map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The IPv6 leases of `network`, owner -> address.
-    pub fn leases6(&self, network: &str) -> BTreeMap<String, Ipv6Addr> {
-        self.record
-            .pools6
-            .get(network)
-            .map(|pool| pool.leases.clone())
-            .unwrap_or_default()
-    }
-
-    /// Give back `owner`'s address in `network`.
-    pub fn release(&mut self, network: &str, owner: &str) -> Option<Ipv4Addr> {
-        if let Some(claims) = self.record.macs.get_mut(network) {
-            if claims.remove(owner).is_some() {
-                self.dirty = true;
-            }
-            if claims.is_empty() {
-                self.record.macs.remove(network);
+    pub fn leases6(&self, network: &str) -> Result<BTreeMap<String, Ipv6Addr>, IpamError> {
+        check_network(network)?;
+        let dir = pool_path("v6", network, "leases");
+        let mut leases = BTreeMap::new();
+        for name in self.store.list(&dir)? {
+            let entry = Entry::new(Kind::V6, network, &name);
+            let ip = parse_at(&name, &self.store.path(&entry.record()), "an IPv6 address")?;
+            if let Some(owner) = self.holder(&entry)? {
+                leases.insert(owner, ip);
             }
         }
-        let record = self.record.pools.get_mut(network)?;
-        let ip = record.leases.remove(owner)?;
-        self.dirty = true;
-        if let Some(bitmap) = self.bitmaps.get_mut(network) {
-            let offset = u32::from(ip).wrapping_sub(u32::from(record.subnet.network()));
-            bitmap.clear(offset);
-        }
-        Some(ip)
+        Ok(leases)
     }
 
-    /// Give back everything `owner` holds: addresses in every network and
-    /// published host ports.
-    pub fn release_owner(&mut self, owner: &str) -> Released {
-        let networks: Vec<String> = self
-            .record
-            .pools
-            .iter()
-            .filter(|(_, pool)| pool.leases.contains_key(owner))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let addresses = networks
+    /// Give back `owner`'s address in `network` (and the MAC address it
+    /// claimed there).
+    pub fn release(&mut self, network: &str, owner: &str) -> Result<Option<Ipv4Addr>, IpamError> {
+        check_network(network)?;
+        let mine: Vec<Entry> = self
+            .entries(owner)?
             .into_iter()
-            .filter_map(|network| {
-                let ip = self.release(&network, owner)?;
-                Some((network, ip))
-            })
+            .filter(|e| matches!(e.kind, Kind::V4 | Kind::Mac) && e.group == network)
             .collect();
-        let ports = self.release_ports(owner);
-        for pool in self.record.pools6.values_mut() {
-            if pool.leases.remove(owner).is_some() {
-                self.dirty = true;
+        for (entry, _) in self.release_entries(owner, mine)? {
+            if entry.kind == Kind::V4 {
+                return parse_at(
+                    &entry.item,
+                    &self.store.path(&entry.record()),
+                    "an IPv4 address",
+                )
+                .map(Some);
             }
         }
-        for claims in self.record.macs.values_mut() {
-            if claims.remove(owner).is_some() {
-                self.dirty = true;
+        Ok(None)
+    }
+
+    /// Give back everything `owner` holds: addresses in every network,
+    /// MAC addresses and published host ports. Also removes what a crash
+    /// left of an unfinished change of `owner`'s.
+    pub fn release_owner(&mut self, owner: &str) -> Result<Released, IpamError> {
+        let entries = self.entries(owner)?;
+        let mut released = Released::default();
+        for (entry, forward) in self.release_entries(owner, entries)? {
+            match (entry.kind, forward) {
+                (Kind::V4, _) => {
+                    let path = self.store.path(&entry.record());
+                    let ip = parse_at(&entry.item, &path, "an IPv4 address")?;
+                    released.addresses.push((entry.group, ip));
+                }
+                (Kind::Port, Some(forward)) => released.ports.push(forward),
+                _ => {}
             }
         }
-        self.record.macs.retain(|_, claims| !claims.is_empty());
-        Released { addresses, ports }
+        sort_forwards(&mut released.ports);
+        Ok(released)
+    }
+
+    /// Whether any host port forward (other than `except`, an identical
+    /// one) clashes with `mapping`; its owner.
+    fn port_clash(
+        &self,
+        mapping: &PortMapping,
+        except: Option<&PortForward>,
+    ) -> Result<Option<String>, IpamError> {
+        let (_, claims) = self.claims(&port_group(mapping))?;
+        Ok(claims
+            .into_iter()
+            .find(|held| held.mapping.clashes_with(mapping) && Some(held) != except)
+            .map(|held| held.owner))
+    }
+
+    /// Whether exactly `forward` is reserved.
+    fn holds_forward(&self, forward: &PortForward) -> Result<bool, IpamError> {
+        let (_, claims) = self.claims(&port_group(&forward.mapping))?;
+        Ok(claims.contains(forward))
     }
 
     /// Reserve host ports; all or none. A port held by another owner on
     /// the same address (or where either is on every address), or given
     /// twice, is refused. Re-reserving an identical forward is a no-op.
     pub fn reserve_ports(&mut self, forwards: &[PortForward]) -> Result<(), IpamError> {
+        let mut new: BTreeMap<&str, Vec<&PortForward>> = BTreeMap::new();
         for (i, forward) in forwards.iter().enumerate() {
+            check_owner(&forward.owner)?;
             let mapping = &forward.mapping;
             if forwards[..i]
                 .iter()
@@ -811,24 +1628,26 @@ impl IpamTxn {
                     protocol: mapping.protocol,
                 });
             }
-            if let Some(held) = self
-                .record
-                .ports
-                .iter()
-                .find(|held| held.mapping.clashes_with(mapping) && *held != forward)
-            {
+            if let Some(owner) = self.port_clash(mapping, Some(forward))? {
                 return Err(IpamError::PortTaken {
                     host_ip: mapping.host_ip,
                     port: mapping.host_port,
                     protocol: mapping.protocol,
-                    owner: held.owner.clone(),
+                    owner,
                 });
             }
+            if !self.holds_forward(forward)? {
+                new.entry(&forward.owner).or_default().push(forward);
+            }
         }
-        for forward in forwards {
-            if !self.record.ports.contains(forward) {
-                self.record.ports.push(forward.clone());
-                self.dirty = true;
+        for (owner, forwards) in new {
+            let entries: Vec<Entry> = forwards.iter().map(|f| Entry::port(&f.mapping)).collect();
+            self.index_add(owner, &entries)?;
+            for forward in forwards {
+                let group = port_group(&forward.mapping);
+                let (old, mut claims) = self.claims(&group)?;
+                claims.push(forward.clone());
+                self.set_claims(&group, old, &claims)?;
             }
         }
         Ok(())
@@ -854,8 +1673,7 @@ impl IpamTxn {
             } = wanted;
             let candidates = match wanted.host_port_choices() {
                 Some(ports) if ports.start() == ports.end() => {
-                    let republished = self.record.ports.contains(&forwards[i]);
-                    if republished {
+                    if self.holds_forward(&forwards[i])? {
                         continue;
                     }
                     match probe(host_ip, wanted.host_port, protocol) {
@@ -875,24 +1693,20 @@ impl IpamTxn {
                 Some(ports) => ports,
                 None => range.clone(),
             };
-            let held = |port: u16| {
+            let mut chosen = None;
+            for port in candidates.clone() {
                 let candidate = PortMapping {
                     host_port: port,
                     ..wanted
                 };
                 // Others of this request count once their port is fixed.
-                let settled = forwards.iter().enumerate().filter(|&(j, f)| {
-                    j != i && f.mapping.host_port != 0 && f.mapping.host_port_end == 0
+                let settled = forwards.iter().enumerate().any(|(j, f)| {
+                    j != i
+                        && f.mapping.host_port != 0
+                        && f.mapping.host_port_end == 0
+                        && f.mapping.clashes_with(&candidate)
                 });
-                self.record
-                    .ports
-                    .iter()
-                    .chain(settled.map(|(_, f)| f))
-                    .any(|f| f.mapping.clashes_with(&candidate))
-            };
-            let mut chosen = None;
-            for port in candidates.clone() {
-                if held(port) {
+                if settled || self.port_clash(&candidate, None)?.is_some() {
                     continue;
                 }
                 match probe(host_ip, port, protocol) {
@@ -916,130 +1730,186 @@ impl IpamTxn {
     }
 
     /// Give back the host ports `owner` publishes.
-    pub fn release_ports(&mut self, owner: &str) -> Vec<PortForward> {
-        let (released, kept) = std::mem::take(&mut self.record.ports)
+    pub fn release_ports(&mut self, owner: &str) -> Result<Vec<PortForward>, IpamError> {
+        let ports: Vec<Entry> = self
+            .entries(owner)?
             .into_iter()
-            .partition(|forward| forward.owner == owner);
-        self.record.ports = kept;
-        let released: Vec<PortForward> = released;
-        if !released.is_empty() {
-            self.dirty = true;
-        }
-        released
+            .filter(|e| e.kind == Kind::Port)
+            .collect();
+        let mut released: Vec<PortForward> = self
+            .release_entries(owner, ports)?
+            .into_iter()
+            .filter_map(|(_, forward)| forward)
+            .collect();
+        sort_forwards(&mut released);
+        Ok(released)
     }
 
-    /// Give back one host port reservation.
-    pub fn release_port(&mut self, forward: &PortForward) -> bool {
-        let before = self.record.ports.len();
-        self.record.ports.retain(|held| held != forward);
-        let removed = self.record.ports.len() != before;
-        self.dirty |= removed;
-        removed
+    /// Give back one host port reservation; whether it was held.
+    pub fn release_port(&mut self, forward: &PortForward) -> Result<bool, IpamError> {
+        check_owner(&forward.owner)?;
+        let group = port_group(&forward.mapping);
+        let (old, mut claims) = self.claims(&group)?;
+        let before = claims.len();
+        claims.retain(|held| held != forward);
+        if claims.len() == before {
+            return Ok(false);
+        }
+        self.set_claims(&group, old, &claims)?;
+        self.index_remove(&forward.owner, &[Entry::port(&forward.mapping)])?;
+        Ok(true)
     }
 
     /// Whether `owner` holds an address in any network or any host port:
     /// `false` means no trace of an earlier (possibly crashed) attach of
     /// the same owner can exist.
-    pub fn holds_anything(&self, owner: &str) -> bool {
-        self.record
-            .pools
-            .values()
-            .any(|pool| pool.leases.contains_key(owner))
-            || self
-                .record
-                .ports
-                .iter()
-                .any(|forward| forward.owner == owner)
-            || self
-                .record
-                .pools6
-                .values()
-                .any(|pool| pool.leases.contains_key(owner))
+    pub fn holds_anything(&self, owner: &str) -> Result<bool, IpamError> {
+        Ok(self
+            .entries(owner)?
+            .iter()
+            .any(|entry| matches!(entry.kind, Kind::V4 | Kind::V6 | Kind::Port)))
     }
 
     /// The host ports `owner` publishes.
-    pub fn port_forwards(&self, owner: &str) -> Vec<PortForward> {
-        self.record
-            .ports
-            .iter()
-            .filter(|forward| forward.owner == owner)
-            .cloned()
-            .collect()
+    pub fn port_forwards(&self, owner: &str) -> Result<Vec<PortForward>, IpamError> {
+        let mut forwards = Vec::new();
+        for entry in self.entries(owner)? {
+            if entry.kind == Kind::Port {
+                let (_, claims) = self.claims(&entry.group)?;
+                forwards.extend(
+                    claims.into_iter().filter(|f| {
+                        f.owner == owner && f.mapping.host_ip.to_string() == entry.item
+                    }),
+                );
+            }
+        }
+        sort_forwards(&mut forwards);
+        Ok(forwards)
     }
 
     /// The leases of `network`, in owner order.
-    pub fn leases(&self, network: &str) -> Vec<Lease> {
-        self.record
-            .pools
-            .get(network)
-            .map(|pool| {
-                pool.leases
-                    .iter()
-                    .map(|(owner, ip)| Lease {
-                        owner: owner.clone(),
-                        ip: *ip,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+    pub fn leases(&self, network: &str) -> Result<Vec<Lease>, IpamError> {
+        check_network(network)?;
+        let dir = pool_path("v4", network, "leases");
+        let mut leases = Vec::new();
+        for name in self.store.list(&dir)? {
+            let entry = Entry::new(Kind::V4, network, &name);
+            let ip = parse_at(&name, &self.store.path(&entry.record()), "an IPv4 address")?;
+            if let Some(owner) = self.holder(&entry)? {
+                leases.push(Lease { owner, ip });
+            }
+        }
+        leases.sort_by(|a, b| (&a.owner, a.ip).cmp(&(&b.owner, b.ip)));
+        Ok(leases)
     }
 
     /// Forget `network`'s pool; refused while it has leases.
     pub fn remove_pool(&mut self, network: &str) -> Result<(), IpamError> {
-        if let Some(pool) = self.record.pools.get(network) {
-            if let Some(first_owner) = pool.leases.keys().next() {
+        check_network(network)?;
+        let v4: Vec<String> = self.leases(network)?.into_iter().map(|l| l.owner).collect();
+        let v6: Vec<String> = self.leases6(network)?.into_keys().collect();
+        for owners in [v4, v6] {
+            if let Some(first_owner) = owners.first() {
                 return Err(IpamError::InUse {
                     network: network.to_owned(),
-                    count: pool.leases.len(),
+                    count: owners.len(),
                     first_owner: first_owner.clone(),
                 });
             }
-            self.record.pools.remove(network);
-            self.bitmaps.remove(network);
-            self.dirty = true;
         }
-        if let Some(pool) = self.record.pools6.get(network) {
-            if let Some(first_owner) = pool.leases.keys().next() {
-                return Err(IpamError::InUse {
-                    network: network.to_owned(),
-                    count: pool.leases.len(),
-                    first_owner: first_owner.clone(),
-                });
+        for family in ["v4", "v6"] {
+            for file in ["pool", "next"] {
+                let rel = pool_path(family, network, file);
+                if let Some(old) = self.store.read(&rel)? {
+                    self.delete(rel.clone(), old)?;
+                }
+                self.hints.remove(&rel);
+                self.dirty_hints.retain(|dirty| *dirty != rel);
             }
-            self.record.pools6.remove(network);
-            self.dirty = true;
+            self.store
+                .remove_dir_if_empty(&pool_path(family, network, "leases"));
+            self.store
+                .remove_dir_if_empty(&Path::new(family).join(network));
+        }
+        self.pools.remove(network);
+        self.pools6.remove(network);
+        self.bitmaps.remove(network);
+        Ok(())
+    }
+
+    /// Make the changes permanent and release the lock. The changes are
+    /// on disk already; what is left to write are the next-free hints.
+    pub fn commit(mut self) -> Result<(), IpamError> {
+        self.write_hints()?;
+        self.undo.clear();
+        Ok(())
+    }
+
+    fn write_hints(&mut self) -> Result<(), IpamError> {
+        for rel in std::mem::take(&mut self.dirty_hints) {
+            if let Some(next) = self.hints.get(&rel) {
+                self.store.replace(&rel, &next.to_string())?;
+            }
         }
         Ok(())
     }
 
-    /// Write the changes (atomically) and release the lock.
-    pub fn commit(self) -> Result<(), IpamError> {
-        if !self.dirty {
-            return Ok(());
+    /// Import the state file of the earlier format (`ipam.json` at
+    /// `path`, holding `bytes`), then remove it. A record that exists is
+    /// set, so an import that a crash interrupted is simply done again
+    /// (the file goes last); a failed one is undone with the transaction.
+    fn import(&mut self, path: &Path, bytes: &[u8]) -> Result<(), IpamError> {
+        let record: LegacyRecord =
+            serde_json::from_slice(bytes).map_err(|source| IpamError::Corrupt {
+                path: path.to_owned(),
+                source,
+            })?;
+        for (name, pool) in &record.pools {
+            check_network(name)?;
+            let value = format!("{} {}", pool.subnet, pool.gateway);
+            self.put(pool_path("v4", name, "pool"), &value)?;
+            self.set_hint(pool_path("v4", name, "next"), u64::from(pool.next));
+            for (owner, ip) in &pool.leases {
+                check_owner(owner)?;
+                self.hold(owner, &Entry::new(Kind::V4, name, ip))?;
+            }
         }
-        let bytes = serde_json::to_vec(&self.record).map_err(|source| IpamError::Corrupt {
-            path: self.path.clone(),
-            source,
-        })?;
-        // Leases do not outlive a reboot (every container is dead then and
-        // gives its leases back when removed): no directory fsync.
-        persist::replace_file_data_synced(&self.path, &bytes)
-            .map_err(|e| IpamError::io(&self.path, e))
+        for (name, pool) in &record.pools6 {
+            check_network(name)?;
+            let value = format!("{} {}", pool.subnet, pool.gateway);
+            self.put(pool_path("v6", name, "pool"), &value)?;
+            self.set_hint(pool_path("v6", name, "next"), pool.next);
+            for (owner, ip) in &pool.leases {
+                check_owner(owner)?;
+                self.hold(owner, &Entry::new(Kind::V6, name, ip))?;
+            }
+        }
+        for (network, claims) in &record.macs {
+            check_network(network)?;
+            for (owner, mac) in claims {
+                check_owner(owner)?;
+                self.hold(owner, &Entry::new(Kind::Mac, network, mac))?;
+            }
+        }
+        self.reserve_ports(&record.ports)?;
+        self.write_hints()?;
+        fs::remove_file(path).map_err(|e| IpamError::io(path, e))?;
+        self.pools.clear();
+        self.pools6.clear();
+        self.undo.clear();
+        Ok(())
     }
 }
 
-fn build_bitmap(pool: &AddressPool, record: &PoolRecord) -> Bitmap {
-    let size = pool.size();
-    let mut bitmap = Bitmap::new(size);
-    bitmap.set(0);
-    bitmap.set(size - 1);
-    bitmap.set(pool.offset(pool.gateway));
-    for ip in record.leases.values() {
-        if pool.subnet.contains(ip) {
-            bitmap.set(pool.offset(*ip));
-        }
-    }
-    bitmap
+/// Forwards in host port, protocol, host address order.
+fn sort_forwards(forwards: &mut [PortForward]) {
+    forwards.sort_by_key(|f| {
+        (
+            f.mapping.host_port,
+            f.mapping.protocol.as_str(),
+            f.mapping.host_ip,
+        )
+    });
 }
 
 #[cfg(test)]

@@ -19,14 +19,6 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     berth_state::replace_file(path, contents, Durability::Full)
 }
 
-/// Replace `path` atomically; after a crash of the machine the file is
-/// the old or the new one and the rename may be lost. For state that a
-/// reboot makes stale anyway (address leases: every container is dead
-/// then, and its leases are given back by `rm`), this halves the cost.
-pub(crate) fn replace_file_data_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
-    berth_state::replace_file(path, contents, Durability::Data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,9 +30,6 @@ mod tests {
         write_atomic(&path, b"one").unwrap();
         write_atomic(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        replace_file_data_synced(&path, b"three").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"three");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
