@@ -40,6 +40,9 @@ pub(super) fn host_stage(args: &BenchArgs, settings: &Settings) -> Result<()> {
             bail!("`{tool}` is needed and not installed");
         }
     }
+    if settings.scenarios == [super::Scenario::Ipam] {
+        return super::network::ipam_alone(settings, &out_dir);
+    }
     let berth = match &args.berth {
         Some(path) => fs::canonicalize(path).with_context(|| format!("{}", path.display()))?,
         None => build_release_berth(&workspace)?,

@@ -130,7 +130,8 @@ pub struct BenchArgs {
     /// asked for), `checkpoint` (checkpoint + restore of 256 MiB of touched
     /// memory against podman with runc; only when asked for; where criu
     /// does not work on this kernel, the whole bench runs in the project's
-    /// cgroup v2 VM).
+    /// cgroup v2 VM), `ipam` (the IPAM rows of `network` alone, on the
+    /// host: no berth build, no containers; only alone).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network, Scenario::Images])]
     scenarios: Vec<Scenario>,
     /// Regimes of the latency scenarios: `cold` (interleaved, paced), `warm`
@@ -197,6 +198,7 @@ enum Scenario {
     Scale,
     Checkpoint,
     Dns,
+    Ipam,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -237,6 +239,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Checkpoint => "checkpoint",
             Scenario::Dns => "dns",
+            Scenario::Ipam => "ipam",
         }
     }
 
@@ -286,19 +289,22 @@ struct Settings {
     rounds: usize,
     /// Scale: detached containers per tool.
     scale: usize,
-    /// Network: IPAM allocations timed with one commit each.
+    /// Network: IPAM calls timed with one commit each, per leases held.
     ipam_single_commits: usize,
     quick: bool,
 }
 
 impl Settings {
-    /// Full runs time the first 1000 single-commit allocations (the issue's
-    /// "per-call cost"); --quick the first 200.
-    const IPAM_SINGLE_COMMITS: usize = 1000;
-    const QUICK_IPAM_SINGLE_COMMITS: usize = 200;
+    /// IPAM calls (allocate, then release) timed at each number of leases
+    /// held (the "per-call cost"); fewer with --quick.
+    const IPAM_SINGLE_COMMITS: usize = 200;
+    const QUICK_IPAM_SINGLE_COMMITS: usize = 50;
     const QUICK_MAX_COUNT: usize = 20;
 
     fn from_args(args: &BenchArgs) -> Result<Self> {
+        if args.scenarios.contains(&Scenario::Ipam) && args.scenarios.len() > 1 {
+            bail!("--scenarios ipam runs alone (the network scenario includes its rows)");
+        }
         let (runs, warmup, rounds, count) = if args.quick {
             (5, 1, 1, args.count.clamp(1, Self::QUICK_MAX_COUNT))
         } else {

@@ -12,9 +12,10 @@
 //!   the median of the per-round differences).
 //! - IPAM, through the `berth_net` API in a scratch dir (plain files, no
 //!   privilege needed): every address of a /16 in one transaction and one
-//!   commit, then one transaction and commit per allocation for the first
-//!   1000 (200 with --quick), which shows the per-call cost (lock, read and
-//!   parse the state, write it back).
+//!   commit, then with 100, 1,000 and 10,000 leases held, 200 (50 with
+//!   --quick) calls of `Ipam::allocate` and then of `Ipam::release`, one
+//!   transaction and commit each: the per-call cost and whether it grows
+//!   with the leases held. `--scenarios ipam` runs this part alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -385,7 +386,7 @@ fn time_ipam(
     let expected = (1usize << (32 - pool.subnet.prefix_len())) - 3;
     let _ = writeln!(
         out,
-        "## IPAM (`berth_net::Ipam` API, state in a scratch dir on {}; owners are 64-character ids)\n",
+        "## IPAM (`berth_net::Ipam` API, state in a scratch dir on {}; owners are 64-character ids; xtask's build profile)\n",
         crate::mounts::filesystem_of(&work.root).unwrap_or_else(|_| "?".to_owned())
     );
     out.push_str("| operation | result | time |\n|---|---|---|\n");
@@ -397,7 +398,6 @@ fn time_ipam(
         // The state as read back: every lease there, all distinct.
         let leases = ipam.leases(&pool.network)?;
         let distinct: BTreeSet<_> = leases.iter().map(|lease| lease.ip).collect();
-        let size = fs::metadata(dir.join("ipam.json")).map_or(0, |meta| meta.len());
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         if allocated != expected || leases.len() != expected || distinct.len() != expected {
             bail!(
@@ -412,10 +412,10 @@ fn time_ipam(
             (allocating + committing).as_micros(),
             allocating.as_micros()
         );
-        fills.push((allocating, committing, size));
+        fills.push((allocating, committing));
     }
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
-    let totals: Vec<f64> = fills.iter().map(|(a, c, _)| ms(*a + *c)).collect();
+    let totals: Vec<f64> = fills.iter().map(|(a, c)| ms(*a + *c)).collect();
     let best = fills
         .iter()
         .min_by(|x, y| ms(x.0 + x.1).total_cmp(&ms(y.0 + y.1)))
@@ -424,47 +424,108 @@ fn time_ipam(
     let total = median(&totals).unwrap_or(f64::NAN);
     let _ = writeln!(
         out,
-        "| every address of a /16 ({IPAM_SUBNET}) in one transaction + one commit | {expected} leases, all distinct, read back | median {total:.0} ms of {IPAM_FILL_REPEATS} (best: {:.0} ms allocating = {:.2} µs each, {:.0} ms committing {:.1} MB); target < 1000 ms: {} |",
+        "| every address of a /16 ({IPAM_SUBNET}) in one transaction + one commit | {expected} leases, all distinct, read back | median {total:.0} ms of {IPAM_FILL_REPEATS} (best: {:.0} ms allocating = {:.2} µs each, {:.0} ms committing); target < 1000 ms: {} |",
         ms(best.0),
         ms(best.0) * 1000.0 / expected as f64,
         ms(best.1),
-        best.2 as f64 / 1e6,
         if total < 1000.0 { "met" } else { "NOT met" }
     );
+    for held in IPAM_HELD {
+        time_calls_at(settings, work, &pool, held, out, raw)?;
+    }
+    out.push_str("\nPer call: wall time of each call, and the CPU time (user + system, getrusage) of all calls / calls. Target: at most 1 ms per call at 10,000 held, and no growth with the leases held. The scratch dirs are removed afterwards. Raw: network.tsv (kind ipam-*; micros; for ipam-allocate/ipam-release the case column is the leases held).\n\n");
+    Ok(())
+}
 
-    let dir = work.ipam_dir("single");
+/// Leases held when single-call allocation and release are timed.
+const IPAM_HELD: [usize; 3] = [100, 1_000, 10_000];
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |usage| {
+        let micros = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+        };
+        micros(usage.user_time()) + micros(usage.system_time())
+    })
+}
+
+/// With `held` leases (made in one transaction), `settings.ipam_single_commits`
+/// calls of `Ipam::allocate` (lock, allocate, commit) each, then as many of
+/// `Ipam::release`: one row.
+fn time_calls_at(
+    settings: &Settings,
+    work: &WorkDir,
+    pool: &AddressPool,
+    held: usize,
+    out: &mut String,
+    raw: &mut String,
+) -> Result<()> {
+    let dir = work.ipam_dir(&format!("held-{held}"));
     let ipam = Ipam::new(&dir);
-    let count = settings.ipam_single_commits;
-    let mut per_call = Vec::with_capacity(count);
-    let started = Instant::now();
-    for index in 0..count {
-        let call = Instant::now();
-        ipam.allocate(&pool, &owner(index))?;
-        per_call.push(ms(call.elapsed()));
+    let mut txn = ipam.transaction()?;
+    for index in 0..held {
+        txn.allocate(pool, &owner(index))?;
     }
-    let elapsed = ms(started.elapsed());
-    let leases = ipam.leases(&pool.network)?.len();
+    txn.commit()?;
+    let calls = settings.ipam_single_commits;
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let timed = |release: bool| -> Result<(Vec<f64>, f64)> {
+        let mut per_call = Vec::with_capacity(calls);
+        let cpu = cpu_time();
+        for index in held..held + calls {
+            let call = Instant::now();
+            if release {
+                ipam.release(&pool.network, &owner(index))?
+                    .with_context(|| format!("IPAM: {} had no lease to release", owner(index)))?;
+            } else {
+                ipam.allocate(pool, &owner(index))?;
+            }
+            per_call.push(ms(call.elapsed()));
+        }
+        Ok((per_call, ms(cpu_time() - cpu) / calls as f64))
+    };
+    let (allocations, allocation_cpu) = timed(false)?;
+    let leases_then = ipam.leases(&pool.network)?.len();
+    let (releases, release_cpu) = timed(true)?;
+    let leases_after = ipam.leases(&pool.network)?.len();
     fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    if leases != count {
-        bail!("IPAM: {count} single-commit allocations, {leases} leases read back");
+    if leases_then != held + calls || leases_after != held {
+        bail!("IPAM at {held} held: {leases_then} leases after {calls} allocations, {leases_after} after as many releases");
     }
-    for (index, millis) in per_call.iter().enumerate() {
-        let _ = writeln!(
-            raw,
-            "ipam-single\t{index}\t{IPAM_SUBNET}\t0\t{:.0}\t",
-            millis * 1000.0
-        );
+    for (kind, samples) in [("allocate", &allocations), ("release", &releases)] {
+        for (index, millis) in samples.iter().enumerate() {
+            let _ = writeln!(
+                raw,
+                "ipam-{kind}\t{index}\t{held}\t0\t{:.0}\t",
+                millis * 1000.0
+            );
+        }
     }
-    let stats = Stats::of(&per_call).context("no single-commit allocation timed")?;
-    let tenth = (count / 10).max(1);
-    let first = median(&per_call[..tenth]).unwrap_or(f64::NAN);
-    let last = median(&per_call[count - tenth..]).unwrap_or(f64::NAN);
+    let allocation = Stats::of(&allocations).context("no allocation timed")?;
+    let release = Stats::of(&releases).context("no release timed")?;
     let _ = writeln!(
         out,
-        "| first {count} addresses, one `Ipam::allocate` (lock, read, allocate, commit) each | {count} leases | {elapsed:.0} ms in all; per call median {:.3} ms, p95 {:.3}, max {:.3}; median of the first {tenth} {first:.3} ms, of the last {tenth} {last:.3} ms (the state file grows) |",
-        stats.median, stats.p95, stats.max
+        "| one `Ipam::allocate`, then one `Ipam::release` (each: lock, change, commit) with {held} leases held | {calls} calls each | allocate: median {:.3} ms, p95 {:.3}, max {:.3}, CPU {allocation_cpu:.3} ms/call; release: median {:.3} ms, p95 {:.3}, CPU {release_cpu:.3} ms/call |",
+        allocation.median, allocation.p95, allocation.max, release.median, release.p95,
     );
-    out.push_str("\nA commit replaces ipam.json atomically (write, fsync of the file, rename); the scratch dirs are removed afterwards. Raw: network.tsv (kind ipam-*; micros).\n\n");
+    Ok(())
+}
+
+/// `--scenarios ipam`: the IPAM rows alone, on the host (plain files in a
+/// scratch dir under $TMPDIR; no berth binary, no namespaces).
+pub(super) fn ipam_alone(settings: &Settings, out_dir: &std::path::Path) -> Result<()> {
+    let work = WorkDir::create()?;
+    let mut out = String::new();
+    let mut raw = String::from("kind\tround\tcase\texit_code\tmicros\tleftover\n");
+    let result = time_ipam(settings, &work, &mut out, &mut raw);
+    fs::remove_dir_all(&work.root).with_context(|| format!("removing {}", work.root.display()))?;
+    result?;
+    print!("{out}");
+    fs::write(out_dir.join("ipam.md"), &out)?;
+    fs::write(out_dir.join("ipam.tsv"), &raw)?;
+    println!("xtask: results in {}", out_dir.join("ipam.md").display());
     Ok(())
 }
 
