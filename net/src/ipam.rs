@@ -7,8 +7,8 @@
 //! target is its value (created in one atomic, exclusive step: never
 //! torn, see `Store`):
 //!
-//! - `v4/<network>/pool` (`SUBNET GATEWAY`), `v4/<network>/next` (the
-//!   offset the next free-address search starts at) and
+//! - `v4/<network>/pool` (`SUBNET GATEWAY`), `v4/<network>/next-<offset>`
+//!   (the offset the next free-address search starts at, in the name) and
 //!   `v4/<network>/leases/<address>` -> owner, one per lease (as CNI's
 //!   host-local plugin keeps its leases); the same under `v6/` for IPv6
 //!   pools ([`AddressPool6`], a /64 or smaller);
@@ -563,9 +563,14 @@ fn lease_path(family: &str, network: &str, ip: &str) -> PathBuf {
     [family, network, "leases", ip].iter().collect()
 }
 
-/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `next`.
+/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `leases`.
 fn pool_path(family: &str, network: &str, file: &str) -> PathBuf {
     [family, network, file].iter().collect()
+}
+
+/// `<family>/<network>`: a pool's directory.
+fn pool_dir(family: &str, network: &str) -> PathBuf {
+    [family, network].iter().collect()
 }
 
 fn index_path(owner: &str) -> PathBuf {
@@ -833,6 +838,18 @@ impl Store {
     }
 }
 
+/// A pool's next-free hint: the offset the next search starts at, kept
+/// in the *name* of a record, `next-<offset>` in the pool's directory, so
+/// that moving it on is one `rename(2)` and no new inode (a commit per
+/// allocation would otherwise create and free one for the hint alone).
+#[derive(Debug, Clone, Copy)]
+struct Hint {
+    on_disk: Option<u64>,
+    next: u64,
+}
+
+const HINT_PREFIX: &str = "next-";
+
 /// How to undo one change of a transaction.
 #[derive(Debug)]
 enum Undo {
@@ -941,9 +958,9 @@ pub struct IpamTxn {
     /// IPv4 pool records read or written: network -> (subnet, gateway).
     pools: HashMap<String, Option<(Ipv4Net, Ipv4Addr)>>,
     pools6: HashMap<String, Option<(Ipv6Net, Ipv6Addr)>>,
-    /// Next-free hints read or set (path of the `next` record -> offset);
-    /// written at commit only, the ones in `dirty_hints`.
-    hints: HashMap<PathBuf, u64>,
+    /// Next-free hints read or set, by pool directory; written at commit
+    /// only, the ones in `dirty_hints`.
+    hints: HashMap<PathBuf, Hint>,
     dirty_hints: Vec<PathBuf>,
     /// IPv4 pools listed into a bitmap in this transaction (nearly full
     /// ones, see [`PROBES`]), kept up to date by its changes.
@@ -1154,23 +1171,31 @@ impl IpamTxn {
         Ok(held)
     }
 
-    fn hint(&mut self, rel: PathBuf) -> Result<u64, IpamError> {
-        if let Some(next) = self.hints.get(&rel) {
-            return Ok(*next);
+    /// The next-free hint of the pool in `dir` (1 if it has none).
+    fn hint(&mut self, dir: &Path) -> Result<u64, IpamError> {
+        if let Some(hint) = self.hints.get(dir) {
+            return Ok(hint.next);
         }
-        let next = match self.store.read(&rel)? {
-            Some(text) => parse_at(&text, &self.store.path(&rel), "an offset")?,
-            None => 1,
-        };
-        self.hints.insert(rel, next);
+        let mut on_disk = None;
+        for name in self.store.list(dir)? {
+            if let Some(offset) = name.strip_prefix(HINT_PREFIX) {
+                on_disk = Some(parse_at(offset, &self.store.path(dir), "a hint offset")?);
+            }
+        }
+        let next = on_disk.unwrap_or(1);
+        self.hints.insert(dir.to_owned(), Hint { on_disk, next });
         Ok(next)
     }
 
-    fn set_hint(&mut self, rel: PathBuf, next: u64) {
-        if !self.dirty_hints.contains(&rel) {
-            self.dirty_hints.push(rel.clone());
+    fn set_hint(&mut self, dir: &Path, next: u64) -> Result<(), IpamError> {
+        self.hint(dir)?;
+        if let Some(hint) = self.hints.get_mut(dir) {
+            hint.next = next;
         }
-        self.hints.insert(rel, next);
+        if !self.dirty_hints.iter().any(|dirty| dirty == dir) {
+            self.dirty_hints.push(dir.to_owned());
+        }
+        Ok(())
     }
 
     /// A pool record, `SUBNET GATEWAY`.
@@ -1220,7 +1245,7 @@ impl IpamTxn {
         self.put(pool_path("v4", name, "pool"), &value)?;
         self.pools
             .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
-        self.set_hint(pool_path("v4", name, "next"), 1);
+        self.set_hint(&pool_dir("v4", name), 1)?;
         self.bitmaps.remove(name);
         Ok(())
     }
@@ -1250,7 +1275,7 @@ impl IpamTxn {
         self.put(pool_path("v6", name, "pool"), &value)?;
         self.pools6
             .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
-        self.set_hint(pool_path("v6", name, "next"), 1);
+        self.set_hint(&pool_dir("v6", name), 1)?;
         Ok(())
     }
 
@@ -1383,8 +1408,8 @@ impl IpamTxn {
             }
             return Ok(wanted);
         }
-        let next_path = pool_path("v4", name, "next");
-        let hint = self.hint(next_path.clone())?;
+        let pool_dir = pool_dir("v4", name);
+        let hint = self.hint(&pool_dir)?;
         let start = u32::try_from(hint).unwrap_or(u32::MAX);
         let Some(offset) = self.find_free(pool, start)? else {
             return Err(IpamError::Full {
@@ -1395,7 +1420,7 @@ impl IpamTxn {
         let ip = pool.address(offset);
         self.hold(owner, &Entry::new(Kind::V4, name, ip))?;
         self.update_bitmap(name, ip, true);
-        self.set_hint(next_path, u64::from((offset + 1) % pool.size()));
+        self.set_hint(&pool_dir, u64::from((offset + 1) % pool.size()))?;
         Ok(ip)
     }
 
@@ -1413,12 +1438,12 @@ impl IpamTxn {
                 "an IPv6 address",
             );
         }
-        let next_path = pool_path("v6", name, "next");
+        let pool_dir = pool_dir("v6", name);
         let gateway = pool.offset(pool.gateway);
         let last = pool.last_offset();
         // Offsets 1..=last, each tried once at most; past the hint they
         // are free unless the pool wrapped around.
-        let mut offset = self.hint(next_path.clone())?.clamp(1, last);
+        let mut offset = self.hint(&pool_dir)?.clamp(1, last);
         let mut tried = 0u64;
         loop {
             if offset != gateway {
@@ -1426,7 +1451,7 @@ impl IpamTxn {
                 let entry = Entry::new(Kind::V6, name, ip);
                 if !self.store.exists(&entry.record())? {
                     self.hold(owner, &entry)?;
-                    self.set_hint(next_path, if offset == last { 1 } else { offset + 1 });
+                    self.set_hint(&pool_dir, if offset == last { 1 } else { offset + 1 })?;
                     return Ok(ip);
                 }
             }
@@ -1818,18 +1843,20 @@ impl IpamTxn {
             }
         }
         for family in ["v4", "v6"] {
-            for file in ["pool", "next"] {
-                let rel = pool_path(family, network, file);
-                if let Some(old) = self.store.read(&rel)? {
-                    self.delete(rel.clone(), old)?;
+            let dir = pool_dir(family, network);
+            for name in self.store.list(&dir)? {
+                if name == "pool" || name.starts_with(HINT_PREFIX) {
+                    let rel = dir.join(&name);
+                    if let Some(old) = self.store.read(&rel)? {
+                        self.delete(rel, old)?;
+                    }
                 }
-                self.hints.remove(&rel);
-                self.dirty_hints.retain(|dirty| *dirty != rel);
             }
+            self.hints.remove(&dir);
+            self.dirty_hints.retain(|dirty| *dirty != dir);
             self.store
                 .remove_dir_if_empty(&pool_path(family, network, "leases"));
-            self.store
-                .remove_dir_if_empty(&Path::new(family).join(network));
+            self.store.remove_dir_if_empty(&dir);
         }
         self.pools.remove(network);
         self.pools6.remove(network);
@@ -1846,10 +1873,23 @@ impl IpamTxn {
     }
 
     fn write_hints(&mut self) -> Result<(), IpamError> {
-        for rel in std::mem::take(&mut self.dirty_hints) {
-            if let Some(next) = self.hints.get(&rel) {
-                self.store.replace(&rel, &next.to_string())?;
+        for dir in std::mem::take(&mut self.dirty_hints) {
+            let Some(hint) = self.hints.get_mut(&dir) else {
+                continue;
+            };
+            let new = dir.join(format!("{HINT_PREFIX}{}", hint.next));
+            match hint.on_disk {
+                Some(old) if old == hint.next => {}
+                Some(old) => {
+                    let old = self.store.path(&dir.join(format!("{HINT_PREFIX}{old}")));
+                    let new = self.store.path(&new);
+                    fs::rename(&old, &new).map_err(|e| IpamError::io(&old, e))?;
+                }
+                None => {
+                    self.store.create(&new, "hint")?;
+                }
             }
+            hint.on_disk = Some(hint.next);
         }
         Ok(())
     }
@@ -1868,7 +1908,7 @@ impl IpamTxn {
             check_network(name)?;
             let value = format!("{} {}", pool.subnet, pool.gateway);
             self.put(pool_path("v4", name, "pool"), &value)?;
-            self.set_hint(pool_path("v4", name, "next"), u64::from(pool.next));
+            self.set_hint(&pool_dir("v4", name), u64::from(pool.next))?;
             for (owner, ip) in &pool.leases {
                 check_owner(owner)?;
                 self.hold(owner, &Entry::new(Kind::V4, name, ip))?;
@@ -1878,7 +1918,7 @@ impl IpamTxn {
             check_network(name)?;
             let value = format!("{} {}", pool.subnet, pool.gateway);
             self.put(pool_path("v6", name, "pool"), &value)?;
-            self.set_hint(pool_path("v6", name, "next"), pool.next);
+            self.set_hint(&pool_dir("v6", name), pool.next)?;
             for (owner, ip) in &pool.leases {
                 check_owner(owner)?;
                 self.hold(owner, &Entry::new(Kind::V6, name, ip))?;
