@@ -1051,7 +1051,17 @@ impl IpamTxn {
     /// written, so that a crash in between leaves entries that
     /// `release_owner` cleans up, never a record nobody can find.
     fn index_add(&mut self, owner: &str, new: &[Entry]) -> Result<(), IpamError> {
-        let (old, mut entries) = self.index(owner)?;
+        let index = self.index(owner)?;
+        self.index_add_to(owner, index, new)
+    }
+
+    /// [`IpamTxn::index_add`] to `index`, `owner`'s index as just read.
+    fn index_add_to(
+        &mut self,
+        owner: &str,
+        (old, mut entries): (Option<String>, Vec<Entry>),
+        new: &[Entry],
+    ) -> Result<(), IpamError> {
         let before = entries.len();
         for entry in new {
             if !entries.contains(entry) {
@@ -1092,7 +1102,18 @@ impl IpamTxn {
     /// Record that `owner` holds the lease or MAC claim `entry`, index
     /// first.
     fn hold(&mut self, owner: &str, entry: &Entry) -> Result<(), IpamError> {
-        self.index_add(owner, std::slice::from_ref(entry))?;
+        let index = self.index(owner)?;
+        self.hold_in(owner, index, entry)
+    }
+
+    /// [`IpamTxn::hold`] with `index`, `owner`'s index as just read.
+    fn hold_in(
+        &mut self,
+        owner: &str,
+        index: (Option<String>, Vec<Entry>),
+        entry: &Entry,
+    ) -> Result<(), IpamError> {
+        self.index_add_to(owner, index, std::slice::from_ref(entry))?;
         self.put(entry.record(), &encode_owner(owner))
     }
 
@@ -1159,13 +1180,24 @@ impl IpamTxn {
     /// The entries of `kind` in `group` that `owner` really holds (leases
     /// and MAC claims).
     fn held(&self, owner: &str, kind: Kind, group: &str) -> Result<Vec<Entry>, IpamError> {
+        self.held_in(owner, &self.entries(owner)?, kind, group)
+    }
+
+    /// [`IpamTxn::held`] of `entries`, `owner`'s index.
+    fn held_in(
+        &self,
+        owner: &str,
+        entries: &[Entry],
+        kind: Kind,
+        group: &str,
+    ) -> Result<Vec<Entry>, IpamError> {
         let mut held = Vec::new();
-        for entry in self.entries(owner)? {
+        for entry in entries {
             if entry.kind == kind
                 && entry.group == group
-                && self.holder(&entry)?.is_some_and(|o| o == owner)
+                && self.holder(entry)?.is_some_and(|o| o == owner)
             {
-                held.push(entry);
+                held.push(entry.clone());
             }
         }
         Ok(held)
@@ -1366,7 +1398,9 @@ impl IpamTxn {
         check_owner(owner)?;
         let name = pool.network.as_str();
         self.ensure_pool4(pool)?;
-        let current = match self.held(owner, Kind::V4, name)?.first() {
+        // Read once: the allocation below adds to it.
+        let index = self.index(owner)?;
+        let current = match self.held_in(owner, &index.1, Kind::V4, name)?.first() {
             Some(entry) => Some(parse_at::<Ipv4Addr>(
                 &entry.item,
                 &self.store.path(&entry.record()),
@@ -1418,7 +1452,7 @@ impl IpamTxn {
             });
         };
         let ip = pool.address(offset);
-        self.hold(owner, &Entry::new(Kind::V4, name, ip))?;
+        self.hold_in(owner, index, &Entry::new(Kind::V4, name, ip))?;
         self.update_bitmap(name, ip, true);
         self.set_hint(&pool_dir, u64::from((offset + 1) % pool.size()))?;
         Ok(ip)
