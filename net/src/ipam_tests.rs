@@ -1086,7 +1086,10 @@ fn an_ipam_json_of_the_earlier_format_is_imported_once() {
         );
         assert!(!file.exists());
         let txn = ipam.transaction().unwrap();
-        assert_eq!(txn.port_forwards(&a).unwrap(), std::slice::from_ref(&forward_a));
+        assert_eq!(
+            txn.port_forwards(&a).unwrap(),
+            std::slice::from_ref(&forward_a)
+        );
         assert_eq!(
             txn.leases6("net").unwrap(),
             BTreeMap::from([(a.clone(), "fd00:1::2".parse().unwrap())])
@@ -1152,4 +1155,50 @@ fn owners_and_networks_that_are_not_names_are_refused() {
         txn.release("../net", "a"),
         Err(IpamError::InvalidName { .. })
     ));
+}
+
+#[test]
+fn the_index_is_written_before_what_it_indexes_and_trimmed_after() {
+    // The undo log lists the changes in the order they were made.
+    fn order(txn: &IpamTxn) -> Vec<String> {
+        txn.undo
+            .iter()
+            .map(|undo| match undo {
+                Undo::Created(path) | Undo::Restore(path, _) => path.display().to_string(),
+            })
+            .collect()
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let net = pool("10.0.0.0/24");
+    let mut txn = ipam.transaction().unwrap();
+    txn.allocate(&net, "o").unwrap();
+    txn.reserve_ports(&[forward("o", 8080, Protocol::Tcp)])
+        .unwrap();
+    txn.allocate6(&pool6("net"), "o").unwrap();
+    assert_eq!(
+        order(&txn),
+        [
+            "v4/net/pool",
+            "owners/o",
+            "v4/net/leases/10.0.0.2",
+            "owners/o",
+            "ports/tcp-8080",
+            "v6/net/pool",
+            "owners/o",
+            "v6/net/leases/fd00:1::2",
+        ]
+    );
+    txn.commit().unwrap();
+    let mut txn = ipam.transaction().unwrap();
+    txn.release_owner("o").unwrap();
+    assert_eq!(
+        order(&txn),
+        [
+            "ports/tcp-8080",
+            "v4/net/leases/10.0.0.2",
+            "v6/net/leases/fd00:1::2",
+            "owners/o",
+        ]
+    );
 }
