@@ -553,9 +553,16 @@ fn connect_and_disconnect_running_and_stopped_containers() {
     berth.run_ok(["network", "rm", "front", "back"]);
     let settled = wait_until(STEP, || links(berth.netns()) == links_before);
     assert!(settled, "links left: {:?}", links(berth.netns()));
-    let leases =
-        std::fs::read_to_string(berth.root().join("networks/ipam/ipam.json")).unwrap_or_default();
-    assert!(!leases.contains("10.87.0."), "leases left:\n{leases}");
+    // No lease, port claim or owner index left in the IPAM store.
+    let ipam = berth.root().join("networks/ipam");
+    assert!(ipam.join("ipam.lock").exists(), "no IPAM store at {ipam:?}");
+    let left: Vec<String> = ["owners", "ports", "v4/front/leases", "v4/back/leases"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(ipam.join(dir)).ok())
+        .flatten()
+        .map(|entry| entry.unwrap().path().display().to_string())
+        .collect();
+    assert!(left.is_empty(), "IPAM records left: {left:?}");
     berth.assert_clean();
 }
 
