@@ -42,6 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -687,6 +688,10 @@ fn is_errno(error: &io::Error, errno: i32) -> bool {
 #[derive(Debug)]
 struct Store {
     dir: PathBuf,
+    /// Directories the last changes created (parents first), for the
+    /// transaction to undo with them: a rolled-back change leaves no
+    /// empty directory behind either.
+    made_dirs: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 impl Store {
@@ -723,12 +728,22 @@ impl Store {
     }
 
     /// Run `make` (which creates `path`), creating the directory (0700)
-    /// first if it is missing.
-    fn in_dir(path: &Path, make: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    /// and any missing parent first if it is missing.
+    fn in_dir(&self, path: &Path, make: impl Fn() -> io::Result<()>) -> io::Result<()> {
         match make() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = path.parent() {
-                    persist::ensure_dir(parent)?;
+                let mut missing = Vec::new();
+                let mut dir = path.parent();
+                while let Some(parent) = dir.filter(|d| *d != self.dir && !d.exists()) {
+                    missing.push(parent.to_owned());
+                    dir = parent.parent();
+                }
+                for dir in missing.into_iter().rev() {
+                    match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                        Ok(()) => self.made_dirs.borrow_mut().push(dir),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 make()
             }
@@ -738,7 +753,7 @@ impl Store {
 
     /// Write `value` at the temp name of `path` as a link or, too long for
     /// one, a file; the temp name.
-    fn write_temp(path: &Path, value: &str) -> Result<PathBuf, IpamError> {
+    fn write_temp(&self, path: &Path, value: &str) -> Result<PathBuf, IpamError> {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = path.with_file_name(format!("{TEMP_PREFIX}{name}"));
         let write = || {
@@ -748,7 +763,7 @@ impl Store {
                 fs::write(&temp, value)
             }
         };
-        match Self::in_dir(&temp, write) {
+        match self.in_dir(&temp, write) {
             // Left by a crash before its rename: replaced.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 fs::remove_file(&temp).and_then(|()| write())
@@ -763,9 +778,9 @@ impl Store {
     fn create(&self, rel: &Path, value: &str) -> Result<bool, IpamError> {
         let path = self.path(rel);
         let result = if value.len() <= LINK_VALUE_MAX {
-            Self::in_dir(&path, || std::os::unix::fs::symlink(value, &path))
+            self.in_dir(&path, || std::os::unix::fs::symlink(value, &path))
         } else {
-            let temp = Self::write_temp(&path, value)?;
+            let temp = self.write_temp(&path, value)?;
             let linked = fs::hard_link(&temp, &path);
             fs::remove_file(&temp).map_err(|e| IpamError::io(&temp, e))?;
             linked
@@ -780,7 +795,7 @@ impl Store {
     /// Create or replace a record atomically.
     fn replace(&self, rel: &Path, value: &str) -> Result<(), IpamError> {
         let path = self.path(rel);
-        let temp = Self::write_temp(&path, value)?;
+        let temp = self.write_temp(&path, value)?;
         fs::rename(&temp, &path).map_err(|e| IpamError::io(&path, e))
     }
 
@@ -853,6 +868,8 @@ const HINT_PREFIX: &str = "next-";
 /// How to undo one change of a transaction.
 #[derive(Debug)]
 enum Undo {
+    /// Remove a directory the transaction created, if it is empty.
+    MadeDir(PathBuf),
     /// Remove the record the transaction created.
     Created(PathBuf),
     /// Put back the value a record had.
@@ -885,6 +902,7 @@ impl Ipam {
         let mut txn = IpamTxn {
             store: Store {
                 dir: self.dir.clone(),
+                made_dirs: Default::default(),
             },
             _lock: lock,
             undo: Vec::new(),
@@ -975,6 +993,9 @@ impl Drop for IpamTxn {
         while let Some(undo) = self.undo.pop() {
             let _ = match undo {
                 Undo::Created(rel) => self.store.remove(&rel).map(drop),
+                Undo::MadeDir(dir) => {
+                    fs::remove_dir(dir).map_err(|e| IpamError::io(&self.store.dir, e))
+                }
                 Undo::Restore(rel, value) => self.store.replace(&rel, &value),
             };
         }
@@ -993,7 +1014,10 @@ impl IpamTxn {
                 self.undo.push(Undo::Restore(rel, old));
             }
             None => {
-                if self.store.create(&rel, value)? {
+                let created = self.store.create(&rel, value)?;
+                let made = self.store.made_dirs.take();
+                self.undo.extend(made.into_iter().map(Undo::MadeDir));
+                if created {
                     self.undo.push(Undo::Created(rel));
                 } else {
                     // There after all (the caller did not read it).
@@ -1925,6 +1949,8 @@ impl IpamTxn {
             }
             hint.on_disk = Some(hint.next);
         }
+        // Kept with the hints, not undone.
+        self.store.made_dirs.take();
         Ok(())
     }
 

@@ -819,7 +819,8 @@ fn a_mac_address_is_claimed_once_per_network_and_freed_with_the_lease() {
     txn.claim_mac(&net, "e", mac).unwrap();
 }
 
-/// Every record under `dir` (relative path -> value), temp names included.
+/// Every record under `dir` (relative path -> value; "/" for a directory),
+/// temp names included.
 fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -827,6 +828,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
             let rel = path.strip_prefix(root).unwrap().display().to_string();
             let meta = std::fs::symlink_metadata(&path).unwrap();
             if meta.is_dir() {
+                out.insert(rel, "/".to_owned());
                 walk(root, &path, out);
             } else if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&path).unwrap();
@@ -879,6 +881,8 @@ fn a_dropped_transaction_puts_every_record_back() {
         .unwrap();
     txn.allocate6(&pool6("net"), "c").unwrap();
     txn.remove_pool("gone").unwrap();
+    let fresh = AddressPool::with_first_gateway("fresh", "10.5.0.0/24".parse().unwrap()).unwrap();
+    txn.allocate(&fresh, "c").unwrap();
     assert_ne!(snapshot(dir.path()), before, "the changes are on disk");
     drop(txn);
     assert_eq!(snapshot(dir.path()), before);
@@ -942,7 +946,7 @@ fn release_owner_cleans_whatever_a_crash_left() {
     // Only the pool records the dead transaction created stay (an IPv6
     // pool with no lease), and no hint moved.
     let mut left = snapshot(dir.path());
-    left.retain(|path, _| !clean.contains_key(path));
+    left.retain(|path, value| !clean.contains_key(path) && value != "/");
     assert_eq!(left.keys().collect::<Vec<_>>(), ["v6/net/pool"]);
 }
 
@@ -991,7 +995,9 @@ fn every_record_a_sigkill_leaves_is_found_by_release_owner() {
         ipam.release_owner(owner).unwrap();
     }
     let mut left = snapshot(dir.path());
-    left.retain(|path, _| !path.contains(TEMP_PREFIX) && !path.contains("/next-"));
+    left.retain(|path, value| {
+        value != "/" && !path.contains(TEMP_PREFIX) && !path.contains("/next-")
+    });
     assert_eq!(
         left.keys().collect::<Vec<_>>(),
         ["v4/net/pool"],
@@ -1159,12 +1165,14 @@ fn owners_and_networks_that_are_not_names_are_refused() {
 
 #[test]
 fn the_index_is_written_before_what_it_indexes_and_trimmed_after() {
-    // The undo log lists the changes in the order they were made.
+    // The undo log lists the changes to records in the order they were
+    // made (and the directories made for them).
     fn order(txn: &IpamTxn) -> Vec<String> {
         txn.undo
             .iter()
-            .map(|undo| match undo {
-                Undo::Created(path) | Undo::Restore(path, _) => path.display().to_string(),
+            .filter_map(|undo| match undo {
+                Undo::Created(path) | Undo::Restore(path, _) => Some(path.display().to_string()),
+                Undo::MadeDir(_) => None,
             })
             .collect()
     }
