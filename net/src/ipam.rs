@@ -3,20 +3,22 @@
 //!
 //! The state is a directory of small records under an exclusive `flock`
 //! on `<dir>/ipam.lock`, so concurrent `berth run`s never hand out the
-//! same address or host port. Every record is a symbolic link whose
-//! target is its value (created in one atomic, exclusive step: never
-//! torn, see `Store`):
+//! same address or host port. A record is a symbolic link whose target is
+//! its value, created in one atomic and exclusive step, so never torn
+//! (a value too long for a link is a regular file put in place by link
+//! or rename; see `Store`):
 //!
 //! - `v4/<network>/pool` (`SUBNET GATEWAY`), `v4/<network>/next-<offset>`
-//!   (the offset the next free-address search starts at, in the name) and
-//!   `v4/<network>/leases/<address>` -> owner, one per lease (as CNI's
-//!   host-local plugin keeps its leases); the same under `v6/` for IPv6
-//!   pools ([`AddressPool6`], a /64 or smaller);
+//!   (where the next free-address search starts, in the name: moved on by
+//!   a rename) and `v4/<network>/leases/<address>` -> owner, one per lease
+//!   (as CNI's host-local plugin keeps its leases); the same under `v6/`
+//!   for IPv6 pools ([`AddressPool6`], a /64 or smaller);
 //! - `macs/<network>/<mac>` -> owner, MAC addresses asked for;
-//! - `ports/<protocol>-<port>/<host address>` -> owner, published ports;
-//! - `owners/<owner>/<kind>,<group>,<item>`: each owner's index of what it
-//!   holds (a published port's entry holds the whole [`PortForward`]), so
-//!   that releasing an owner reads what it holds and nothing else.
+//! - `ports/<protocol>-<port>` -> the [`PortForward`]s published on that
+//!   host port (one per host address), as JSON;
+//! - `owners/<owner>` -> `<kind>,<group>,<item> ...`: each owner's index of
+//!   the leases, claims and ports it holds, so that releasing an owner
+//!   reads what it holds and nothing else.
 //!
 //! So one allocation or release costs the same with ten leases held or
 //! ten thousand: it reads and writes a handful of records (the owner's
