@@ -435,7 +435,7 @@ fn time_ipam(
         ms(best.1),
         if total < 1000.0 { "met" } else { "NOT met" }
     );
-    out.push_str("\nPer call: wall time of each call, and the CPU time (user + system, getrusage) of all calls / calls. Target: at most 1 ms per call at 10,000 held, and no growth with the leases held. The scratch dirs are removed afterwards. Raw: network.tsv (kind ipam-*; micros; for ipam-allocate/ipam-release the case column is the leases held).\n\n");
+    out.push_str("\nPer call: wall time of each call, and the CPU time (user + system, getrusage) of all calls / calls. Target: at most 1 ms per call at 10,000 held, and no growth with the leases held. The scratch dirs are removed afterwards. Raw: network.tsv (ipam.tsv with --scenarios ipam; kind ipam-*; micros; for ipam-allocate/ipam-release the case column is the leases held).\n\n");
     Ok(())
 }
 
