@@ -73,6 +73,14 @@ pub enum CgroupError {
         /// The cause.
         source: io::Error,
     },
+    /// Opening a cgroup's directory failed.
+    #[error("opening cgroup {path}: {source}")]
+    OpenDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
     /// Writing a cgroup file failed.
     #[error("writing {value:?} to {path}: {source}")]
     Write {

@@ -50,7 +50,11 @@
 //! resources before creating anything, then [`Cgroup::create_at`] (or
 //! [`Cgroup::create`] for `<own cgroup>/berth/<id>`), [`Cgroup::apply`],
 //! [`Cgroup::add_task`] (or [`join_self`]) for the container's init before
-//! it runs user code, and [`Cgroup::remove`] when it is gone. Keep the
+//! it runs user code, and [`Cgroup::remove`] when it is gone. On a host with
+//! a cgroup2 mount, [`Cgroup::open_unified_dir`] gives what clone3(2) with
+//! `CLONE_INTO_CGROUP` takes for the init to be born in its cgroup2
+//! directory; [`Cgroup::add_task_v1`] or [`Cgroup::v1_self_attach_files`]
+//! then place it on the v1 hierarchies only. Keep the
 //! [`Cgroup`] (it is serde-serializable) in the container's record to reach
 //! it again from another process.
 

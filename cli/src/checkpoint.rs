@@ -108,6 +108,11 @@ pub fn checkpoint(paths: &Paths, args: &CheckpointArgs) -> anyhow::Result<i32> {
     }
     if !args.leave_running {
         wait_until_ended(&store, &record.id)?;
+        // A `--rm` container's layer was mounted volatile: kept to be
+        // restored, it must be on disk and mountable again.
+        let [upper, work, _] = crate::container_spec::layer_dirs(&dir);
+        berth_fs::settle_volatile_layer(&upper, &work)
+            .with_context(|| format!("cannot keep the files of container {}", record.name))?;
     }
     if let Some(target) = &args.export {
         export(paths, &store, &record.id, target)?;

@@ -46,6 +46,8 @@ pub struct ContainerPlan<'a> {
     pub mounts: &'a [Mount],
     /// Its own user namespace with these maps (`None`: the host's).
     pub id_maps: Option<&'a berth_state::IdMaps>,
+    /// `--rm`: the container's write layer goes with it.
+    pub auto_remove: bool,
 }
 
 /// What docker's flags beyond the basics put in the spec.
@@ -89,10 +91,13 @@ pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
     spec.set_root(Some(root));
     spec.set_hostname(Some(plan.hostname.to_owned()));
     spec.set_domainname(None);
+    // The write layer of a `--rm` container goes with it: no sync of the
+    // disk when its overlay is unmounted (see `OverlayRootfs::volatile`).
     let overlay = serde_json::json!({
         "lower": plan.layers,
         "upper": upper,
         "work": work,
+        "volatile": plan.auto_remove,
     });
     let mut annotations =
         HashMap::from([(OVERLAY_ROOTFS_ANNOTATION.to_owned(), overlay.to_string())]);
@@ -388,6 +393,7 @@ mod tests {
         };
         let spec = build(&ContainerPlan {
             id_maps: Some(&id_maps),
+            auto_remove: false,
             id: "c1",
             hostname: "c1host",
             command: &["sh".into(), "-c".into(), "echo hi".into()],

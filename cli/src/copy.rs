@@ -117,6 +117,7 @@ fn open_container_root(paths: &Paths, record: &ContainerRecord) -> anyhow::Resul
         upper,
         work,
         target: target.clone(),
+        volatile: false,
     }
     .mount()
     .with_context(|| format!("cannot mount the files of container {}", record.name))?;

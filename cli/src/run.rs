@@ -295,6 +295,7 @@ fn create_container<'a>(
         extras: &extras,
         mounts: &mounts.oci,
         id_maps: record.id_maps.as_ref(),
+        auto_remove: record.auto_remove,
     })?;
     save_spec(&dir, &spec)?;
     let launch = LaunchPlan {

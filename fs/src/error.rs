@@ -118,6 +118,24 @@ pub enum FsError {
         source: nix::Error,
     },
 
+    /// The filesystem of a path could not be synced.
+    #[error("cannot sync the filesystem of {path}: {source}")]
+    Sync {
+        /// The path.
+        path: PathBuf,
+        /// The errno returned by syncfs(2).
+        source: nix::Error,
+    },
+
+    /// The marker a volatile overlay mount left could not be removed.
+    #[error("cannot remove overlay's volatile marker {path}: {source}")]
+    RemoveMarker {
+        /// The marker directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+
     /// A path could not be stat'ed.
     #[error("cannot stat {path}: {source}")]
     Stat {

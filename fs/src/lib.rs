@@ -112,6 +112,7 @@
 //!     upper: c.join("upper"),
 //!     work: c.join("work"),
 //!     target: c.join("merged"),
+//!     volatile: false,
 //! };
 //! rootfs.mount()?;
 //! mount_kernel_filesystems(&rootfs.target)?;
@@ -157,5 +158,8 @@ pub use pivot::{
 pub use resolve::{
     ensure_dir_in_root, enter_workdir, open_in_root, resolve_in_root, Create, MAX_SYMLINKS,
 };
-pub use union::{detect_union_fs, detect_union_fs_at, OverlayRootfs, UnionFs, PROC_FILESYSTEMS};
+pub use union::{
+    detect_union_fs, detect_union_fs_at, settle_volatile_layer, OverlayRootfs, UnionFs,
+    PROC_FILESYSTEMS,
+};
 pub use volume::{mount_volumes, parse_volume, prepare_volume_sources, Volume};

@@ -18,6 +18,42 @@ pub const PROC_FILESYSTEMS: &str = "/proc/filesystems";
 /// with its terminating NUL.
 const MAX_MOUNT_DATA: usize = 4095;
 
+/// See [`OverlayRootfs::volatile`]; always last in the mount data.
+const VOLATILE_OPTION: &[u8] = b",volatile";
+
+/// Where overlay marks a work directory that a volatile mount used.
+const VOLATILE_MARKER: &str = "work/incompat/volatile";
+
+/// Make the writable layer of a volatile overlay (see
+/// [`OverlayRootfs::volatile`]) mountable again once that mount is gone
+/// (its container ended, e.g. by a checkpoint that keeps it to be
+/// restored): sync the filesystem of `upper`, as the unmount of a
+/// volatile overlay did not, then remove the marker overlay left in
+/// `work`. Nothing to do for a layer that was not mounted volatile.
+pub fn settle_volatile_layer(upper: &Path, work: &Path) -> Result<(), FsError> {
+    let marker = work.join(VOLATILE_MARKER);
+    if !marker.exists() {
+        return Ok(());
+    }
+    let dir = nix::fcntl::open(
+        upper,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|source| FsError::Open {
+        path: upper.to_path_buf(),
+        source,
+    })?;
+    nix::unistd::syncfs(&dir).map_err(|source| FsError::Sync {
+        path: upper.to_path_buf(),
+        source,
+    })?;
+    std::fs::remove_dir_all(&marker).map_err(|source| FsError::RemoveMarker {
+        path: marker.clone(),
+        source,
+    })
+}
+
 /// A union filesystem the kernel offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnionFs {
@@ -78,6 +114,16 @@ pub struct OverlayRootfs {
     pub work: PathBuf,
     /// Mount point (created if missing).
     pub target: PathBuf,
+    /// The writable layer dies with the container (`run --rm`): overlay's
+    /// `volatile` option (Linux 5.10), which leaves out every sync of the
+    /// upper filesystem, the one at unmount in particular: unmounting an
+    /// overlay otherwise syncs the whole filesystem `upper` is on, however
+    /// much other work has dirtied it. After a volatile mount overlay
+    /// leaves a marker in `work` and refuses to mount the layer again (a
+    /// crash may have lost its writes) until [`settle_volatile_layer`]
+    /// took it away. Kernels without the option mount without it; aufs
+    /// ignores it.
+    pub volatile: bool,
 }
 
 impl OverlayRootfs {
@@ -166,14 +212,25 @@ impl OverlayRootfs {
             })?;
         }
         let mount_union = || {
-            mount(
-                Some(kind.fstype()),
-                &self.target,
-                Some(kind.fstype()),
-                MsFlags::empty(),
-                Some(data.as_os_str()),
-            )
-            .map_err(|source| FsError::Mount {
+            let mount_data = |data: &OsString| {
+                mount(
+                    Some(kind.fstype()),
+                    &self.target,
+                    Some(kind.fstype()),
+                    MsFlags::empty(),
+                    Some(data.as_os_str()),
+                )
+            };
+            let mounted = match mount_data(&data) {
+                // A kernel before 5.10 does not know the option.
+                Err(Errno::EINVAL) if self.volatile && kind == UnionFs::Overlay => {
+                    let mut bytes = data.clone().into_vec();
+                    bytes.truncate(bytes.len() - VOLATILE_OPTION.len());
+                    mount_data(&OsString::from_vec(bytes))
+                }
+                other => other,
+            };
+            mounted.map_err(|source| FsError::Mount {
                 target: self.target.clone(),
                 fstype: kind.fstype().to_owned(),
                 source,
@@ -192,6 +249,11 @@ impl OverlayRootfs {
             .map(|p| p.as_os_str().len() + 1)
             .sum::<usize>()
             + "lowerdir=,upperdir=,workdir=".len()
+            + if self.volatile {
+                VOLATILE_OPTION.len()
+            } else {
+                0
+            }
     }
 
     /// overlay's options with the lower layers relative to `base` (their
@@ -227,6 +289,9 @@ impl OverlayRootfs {
             check_branch_path(path)?;
             data.extend_from_slice(key);
             data.extend_from_slice(path.as_os_str().as_bytes());
+        }
+        if self.volatile {
+            data.extend_from_slice(VOLATILE_OPTION);
         }
         if data.len() > MAX_MOUNT_DATA {
             return Err(FsError::MountOptionsTooLong {
@@ -300,6 +365,9 @@ impl OverlayRootfs {
                 data.extend_from_slice(self.upper.as_os_str().as_bytes());
                 data.extend_from_slice(b",workdir=");
                 data.extend_from_slice(self.work.as_os_str().as_bytes());
+                if self.volatile {
+                    data.extend_from_slice(VOLATILE_OPTION);
+                }
             }
             UnionFs::Aufs => {
                 data.extend_from_slice(b"br=");
@@ -391,7 +459,29 @@ mod tests {
             upper: "/c/upper".into(),
             work: "/c/work".into(),
             target: "/c/merged".into(),
+            volatile: false,
         }
+    }
+
+    #[test]
+    fn a_volatile_overlay_says_so_last_in_both_forms() {
+        let volatile = OverlayRootfs {
+            volatile: true,
+            ..rootfs()
+        };
+        let data = volatile.mount_data(UnionFs::Overlay).unwrap();
+        assert_eq!(
+            data,
+            "lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work,volatile"
+        );
+        let relative = volatile.relative_mount_data(Path::new("/l")).unwrap();
+        assert_eq!(
+            relative,
+            "lowerdir=top:base,upperdir=/c/upper,workdir=/c/work,volatile"
+        );
+        // aufs has no such option.
+        let aufs = volatile.mount_data(UnionFs::Aufs).unwrap();
+        assert!(!aufs.to_string_lossy().contains("volatile"), "{aufs:?}");
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use berth_fs::{
     ensure_dir_in_root, enter_workdir, make_mounts_private, mount_kernel_filesystems, pivot_root,
-    OverlayRootfs,
+    settle_volatile_layer, OverlayRootfs,
 };
-use common::{in_mount_namespace, mount_points};
+use common::{in_mount_namespace, mount_lines, mount_points};
 use nix::sys::stat::{major, minor};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::geteuid;
@@ -130,6 +130,7 @@ fn full_rootfs_sequence_in_a_mount_namespace() {
         upper: base.join("upper"),
         work: base.join("work"),
         target: base.join("merged"),
+        volatile: false,
     };
 
     in_mount_namespace(base, || in_container(&rootfs, base));
@@ -188,6 +189,7 @@ fn many_layers_mount_relative_to_their_common_parent() {
         upper: base.join("upper"),
         work: base.join("work"),
         target: base.join("merged"),
+        volatile: false,
     };
     assert!(
         rootfs.mount_data(berth_fs::UnionFs::Overlay).is_err(),
@@ -212,5 +214,68 @@ fn many_layers_mount_relative_to_their_common_parent() {
             return Err(format!("the topmost layer does not win: {top}"));
         }
         Ok(())
+    });
+}
+
+/// A volatile overlay (a `--rm` container's): mounted with the option, its
+/// writes reach the upper layer, and once unmounted it can be mounted
+/// again only after `settle_volatile_layer` (overlay refuses a work dir
+/// that a volatile mount used, since a crash may have lost its writes).
+#[test]
+fn a_volatile_layer_mounts_again_only_once_settled() {
+    if !geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().to_path_buf();
+    let lower = base.join("lower");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::write(lower.join("image-file"), "image").unwrap();
+    let rootfs = OverlayRootfs {
+        lower: vec![lower],
+        upper: base.join("upper"),
+        work: base.join("work"),
+        target: base.join("merged"),
+        volatile: true,
+    };
+    let target = rootfs.target.clone();
+    let (upper, work) = (rootfs.upper.clone(), rootfs.work.clone());
+    let never_volatile = base.join("lower");
+    in_mount_namespace(&base, move || {
+        let unmount = |target: &Path| {
+            nix::mount::umount2(target, nix::mount::MntFlags::empty())
+                .map_err(|e| format!("umount: {e}"))
+        };
+        rootfs.mount().map_err(|e| e.to_string())?;
+        let options = mount_lines()
+            .into_iter()
+            .find(|m| Path::new(&m.mount_point) == target)
+            .map(|m| m.super_options)
+            .ok_or("the overlay is not mounted")?;
+        // Linux 6.8 and later show it as `fsync=volatile`.
+        if !options
+            .iter()
+            .any(|o| o == "volatile" || o == "fsync=volatile")
+        {
+            return Err(format!("not volatile: {options:?}"));
+        }
+        std::fs::write(target.join("written"), "by the container").map_err(|e| e.to_string())?;
+        unmount(&target)?;
+        if std::fs::read_to_string(upper.join("written"))
+            .ok()
+            .as_deref()
+            != Some("by the container")
+        {
+            return Err("the write did not reach the upper layer".into());
+        }
+        if rootfs.mount().is_ok() {
+            return Err("overlay mounted a used volatile layer again unsettled".into());
+        }
+        settle_volatile_layer(&upper, &work).map_err(|e| e.to_string())?;
+        rootfs.mount().map_err(|e| format!("after settling: {e}"))?;
+        unmount(&target)?;
+        // A layer that was never volatile has nothing to settle.
+        settle_volatile_layer(&never_volatile, &never_volatile).map_err(|e| e.to_string())
     });
 }

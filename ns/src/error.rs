@@ -9,6 +9,14 @@ pub enum NsError {
         #[source]
         source: nix::Error,
     },
+    #[error(
+        "cannot create a process in new {namespaces} namespaces in the cgroup given: {source}"
+    )]
+    CloneIntoCgroup {
+        namespaces: String,
+        #[source]
+        source: nix::Error,
+    },
     #[error("cannot open namespace {path}: {source}")]
     Open {
         path: PathBuf,

@@ -43,4 +43,4 @@ pub use capabilities::{Capability, CapabilitySet, CapabilitySets};
 pub use channel::{channel, Channel};
 pub use error::NsError;
 pub use namespace::{join, join_paths, Namespace};
-pub use spawn::{spawn, spawn_with_channel};
+pub use spawn::{spawn, spawn_with_channel, spawn_with_channel_in, Birthplace};

@@ -125,6 +125,33 @@ fn checkpoint_and_restore_continue_a_counter() {
     berth.assert_clean();
 }
 
+/// A `--rm` container's write layer is mounted volatile (no sync at its
+/// unmount); a checkpoint keeps the container to be restored, so the
+/// layer must be mountable again, with what the container wrote in it.
+#[test]
+fn checkpoint_of_a_rm_container_restores_it_with_its_files() {
+    require_root!();
+    require_criu!();
+    let berth = Berth::new();
+    let id = run_counter_script(
+        &berth,
+        &["--rm", "--net", "none"],
+        &format!("echo kept > /written; {COUNTER}"),
+    );
+    round_trip(&berth, &id, &[], &[]);
+    let written = berth.run_ok(["exec", &id, "cat", "/written"]);
+    assert_eq!(written.trim(), "kept");
+    // Killed, a --rm container may be removed by its monitor before `rm`
+    // gets to it: either way it goes.
+    let _ = berth.output(["rm", "-f", &id]);
+    assert!(
+        wait_until(STEP, || berth.container_ids().is_empty()),
+        "left: {:?}",
+        berth.container_ids()
+    );
+    berth.assert_clean();
+}
+
 #[test]
 fn checkpoint_without_a_working_criu_fails_in_one_line_and_leaves_it_running() {
     require_root!();

@@ -7,6 +7,8 @@ mod stats;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -403,6 +405,46 @@ impl Cgroup {
                 Version::V2 => dir.path.join("cgroup.procs"),
             })
             .collect()
+    }
+
+    /// The cgroup's directory on the cgroup2 hierarchy, if it has one,
+    /// opened `O_PATH` (it grants nothing but naming the directory): what
+    /// clone3(2) with `CLONE_INTO_CGROUP` takes to start a child there.
+    pub fn open_unified_dir(&self) -> Result<Option<OwnedFd>> {
+        let Some(dir) = self.unified_dir() else {
+            return Ok(None);
+        };
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir.path)
+            .map_err(|source| CgroupError::OpenDir {
+                path: dir.path.clone(),
+                source,
+            })?;
+        Ok(Some(opened.into()))
+    }
+
+    /// [`self_attach_files`](Self::self_attach_files) for a process that
+    /// was born in the cgroup's cgroup2 directory (see
+    /// [`open_unified_dir`](Self::open_unified_dir)): the cgroup v1 ones
+    /// only.
+    pub fn v1_self_attach_files(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .filter(|dir| dir.version == Version::V1)
+            .map(|dir| dir.path.join("tasks"))
+            .collect()
+    }
+
+    /// [`add_task`](Self::add_task) on the cgroup v1 hierarchies only, for
+    /// a process that was born in the cgroup's cgroup2 directory.
+    pub fn add_task_v1(&self, pid: libc::pid_t) -> Result<()> {
+        let value = pid.to_string();
+        for dir in self.dirs.iter().filter(|dir| dir.version == Version::V1) {
+            fsio::write(&dir.path.join("cgroup.procs"), &value)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Running another process in a container: join its cgroup and every
 //! namespace its init is in, then start the given spec process there.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use berth_ns::Namespace;
@@ -10,7 +10,9 @@ use oci_spec::runtime::Process;
 
 use super::convert::{compile_seccomp, Namespaces};
 use super::init::{self, ProcessPlan, ToInit};
-use super::lifecycle::{await_exec, with_pid_namespace, write_pid_file, wrong_status, Stdio};
+use super::lifecycle::{
+    attach_to_cgroup, await_exec, with_pid_namespace, write_pid_file, wrong_status, Stdio,
+};
 use super::state::Status;
 use super::{Result, Runtime};
 
@@ -66,20 +68,26 @@ impl Runtime {
             .iter()
             .find(|(kind, _)| *kind == Namespace::Pid)
             .map(|(_, path)| path.clone());
-        let (pid, channel) = with_pid_namespace(pid_namespace.as_deref(), || {
-            berth_ns::spawn_with_channel(&[], |channel| {
-                init::run_exec(&joined, process, &plan, channel)
-            })
+        // Born in the container's cgroup2 directory, as its init was (see
+        // `Runtime::create`).
+        let unified_dir = match &file.cgroup {
+            Some(cgroup) => cgroup.open_unified_dir()?,
+            None => None,
+        };
+        let (pid, channel, birthplace) = with_pid_namespace(pid_namespace.as_deref(), || {
+            berth_ns::spawn_with_channel_in(
+                &[],
+                unified_dir.as_ref().map(|fd| fd.as_fd()),
+                |channel| init::run_exec(&joined, process, &plan, channel),
+            )
         })??;
+        drop(unified_dir);
         drop(options.stdio);
         let guard = KillUnlessDisarmed(Some(pid));
-        let in_user_namespace = namespaces.has(Namespace::User);
         let cgroup = match &file.cgroup {
-            Some(cgroup) if in_user_namespace => {
-                cgroup.add_task(pid.as_raw())?;
-                Vec::new()
+            Some(cgroup) => {
+                attach_to_cgroup(cgroup, pid, birthplace, namespaces.has(Namespace::User))?
             }
-            Some(cgroup) => cgroup.self_attach_files(),
             None => Vec::new(),
         };
         channel.send(&ToInit::Start {

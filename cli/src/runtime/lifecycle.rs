@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_cgroup::{Cgroup, Hierarchies};
-use berth_ns::{Channel, Namespace};
+use berth_ns::{Birthplace, Channel, Namespace};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -333,12 +333,24 @@ impl Runtime {
             .into_iter()
             .find(|(kind, _)| *kind == Namespace::Pid)
             .map(|(_, path)| path);
+        // The cgroup is made and limited before the init exists, so that
+        // the init is born in it on the cgroup2 hierarchy (see
+        // `spawn_with_channel_in`): moving it there afterwards would wait
+        // for an RCU grace period. runc and crun make it before the
+        // container's process too; the spec only orders the hooks.
+        let cgroup = Cgroup::create_at(&hierarchies, &cgroup_path)?;
+        unwind.cgroup = Some(cgroup.clone());
+        cgroup.apply(&resources)?;
+        let unified_dir = cgroup.open_unified_dir()?;
         let spawned = with_pid_namespace(pid_namespace.as_deref(), || {
-            berth_ns::spawn_with_channel(&namespaces.new_ones(), |channel| {
-                init::run_init(&plan, channel)
-            })
+            berth_ns::spawn_with_channel_in(
+                &namespaces.new_ones(),
+                unified_dir.as_ref().map(|fd| fd.as_fd()),
+                |channel| init::run_init(&plan, channel),
+            )
         })?;
-        let (pid, channel) = spawned?;
+        drop(unified_dir);
+        let (pid, channel, birthplace) = spawned?;
         unwind.pid = Some(pid);
         drop(options.stdio);
 
@@ -364,17 +376,12 @@ impl Runtime {
         if let (Some(overlay), true) = (&plan.overlay, plan.overlay_mounted_by_runtime) {
             self.mount_idmapped_overlay(pid, overlay)?;
         }
-        let cgroup = Cgroup::create_at(&hierarchies, &cgroup_path)?;
-        unwind.cgroup = Some(cgroup.clone());
-        cgroup.apply(&resources)?;
-        // A process in a user namespace cannot write the host's cgroup
-        // files itself: place it from here.
-        let attach_files = if namespaces.creates(Namespace::User) {
-            cgroup.add_task(pid.as_raw())?;
-            Vec::new()
-        } else {
-            cgroup.self_attach_files()
-        };
+        let attach_files = attach_to_cgroup(
+            &cgroup,
+            pid,
+            birthplace,
+            namespaces.creates(Namespace::User),
+        )?;
 
         let mut file = ContainerFile {
             id: id.to_owned(),
@@ -648,6 +655,33 @@ impl Runtime {
     pub fn cgroup(&self, id: &str) -> Result<Option<Cgroup>> {
         Ok(self.load(id)?.cgroup)
     }
+}
+
+/// Put the process `pid`, born in `birthplace`, into `cgroup` on the
+/// hierarchies it is not in yet. Returns the files through which it must
+/// move itself (see [`berth_cgroup::join_self`]): a single-threaded process
+/// moving itself into a v1 cgroup skips the global lock that a move by
+/// another process takes. A process in a new user namespace cannot write
+/// the host's cgroup files: it is placed from here.
+pub(super) fn attach_to_cgroup(
+    cgroup: &Cgroup,
+    pid: Pid,
+    birthplace: Birthplace,
+    in_user_namespace: bool,
+) -> Result<Vec<PathBuf>> {
+    let born_in_unified = birthplace == Birthplace::GivenCgroup;
+    Ok(match (in_user_namespace, born_in_unified) {
+        (true, true) => {
+            cgroup.add_task_v1(pid.as_raw())?;
+            Vec::new()
+        }
+        (true, false) => {
+            cgroup.add_task(pid.as_raw())?;
+            Vec::new()
+        }
+        (false, true) => cgroup.v1_self_attach_files(),
+        (false, false) => cgroup.self_attach_files(),
+    })
 }
 
 /// The spec's resources (device rules included) and the host's

@@ -19,6 +19,9 @@ pub(crate) struct OverlayRequest {
     pub lower: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// See [`OverlayRootfs::volatile`] (absent: not volatile).
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 impl OverlayRequest {
@@ -29,6 +32,7 @@ impl OverlayRequest {
             upper: self.upper,
             work: self.work,
             target: rootfs.to_path_buf(),
+            volatile: self.volatile,
         }
     }
 }
