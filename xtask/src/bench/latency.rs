@@ -94,7 +94,10 @@ impl Runner {
         match case.tool {
             Tool::Berth | Tool::BerthBaseline => {
                 let mut command = self.berth_tool_command(case.tool);
-                command.args(["run", "--rm"]);
+                // The namespaces crun's and runc's bundles get: a network
+                // namespace with only `lo`. What berth's default bridge
+                // adds is the network scenario's row.
+                command.args(["run", "--rm", "--net", "none"]);
                 if case.scenario == Scenario::Limits {
                     command.args(BERTH_LIMIT_FLAGS);
                 }

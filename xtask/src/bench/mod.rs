@@ -2,8 +2,9 @@
 //! on this host, in four scenarios:
 //!
 //! - `plain` and `limits` ([`latency`]): start-to-exit latency of one `true`
-//!   container, `berth run --rm busybox true` side by side with `crun run`
-//!   and `runc run` on an equivalent OCI bundle, with and without resource
+//!   container, `berth run --rm --net none busybox true` side by side with
+//!   `crun run` and `runc run` on an equivalent OCI bundle (the same
+//!   namespaces: a network namespace with only `lo`), with and without resource
 //!   limits (`-m 64m --cpus 1`); with `--baseline-berth PATH` also a
 //!   `berth-baseline` row (another berth binary, e.g. from before a change)
 //!   and the ratio berth / berth-baseline.
@@ -643,6 +644,11 @@ fn namespace_stage(settings: &Settings, work: WorkDir, berth: &Path, out_dir: &P
     Ok(())
 }
 
+fn is_tmpfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+}
+
 /// Set-up shared by the scenarios (state tmpfs, first berth runs, the cgroup
 /// view crun accepts), then each selected scenario. Returns the failures of
 /// scenarios that could not finish; an error here means none could start.
@@ -651,6 +657,18 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     // Runtime state on a tmpfs of this mount namespace: gone with it.
     mount_tmpfs(&state, "berth-bench-state", "mode=0700,size=64m")?;
+    // berth keeps its runtime state in /run/berth, a tmpfs where /run is
+    // one (systemd's hosts); where it is not (this VM's /run is on its
+    // disk), it gets one here, as crun's and runc's state does above.
+    let run_berth = Path::new("/run/berth");
+    if !is_tmpfs(Path::new("/run")) {
+        fs::create_dir_all(run_berth)
+            .with_context(|| format!("creating {}", run_berth.display()))?;
+        mount_tmpfs(run_berth, "berth-bench-run", "mode=0755,size=64m")?;
+        report.section(
+            "- /run is not a tmpfs on this host: berth's /run/berth is one in the measuring namespace, as on a systemd host\n".to_owned(),
+        );
+    }
 
     report.host_facts(settings, &runner.berth);
     let host_cgroups =
