@@ -31,7 +31,7 @@ use super::{BundleKind, Runner, Section, Settings, Tool};
 
 /// Removals running at once: parallel like a script's `xargs -P`, bounded
 /// so that the machine is not swamped by N berth processes at a time.
-const PARALLEL_REMOVALS: usize = 16;
+pub(super) const PARALLEL_REMOVALS: usize = 16;
 
 /// Listings timed per tool (the median is reported).
 const LISTINGS: usize = 5;
@@ -344,7 +344,11 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
 /// each). stderr goes to a file per command in `scratch`. Every child is
 /// waited for with `waitpid(-1)`, which also reaps the orphans reparented
 /// to us (we are PID 1 of the sandbox).
-fn run_in_parallel(commands: Vec<Command>, parallel: usize, scratch: &Path) -> Result<Vec<String>> {
+pub(super) fn run_in_parallel(
+    commands: Vec<Command>,
+    parallel: usize,
+    scratch: &Path,
+) -> Result<Vec<String>> {
     use nix::sys::wait::{waitpid, WaitStatus};
     let mut pending = commands.into_iter().enumerate();
     let mut running: HashMap<u32, (String, std::path::PathBuf)> = HashMap::new();
