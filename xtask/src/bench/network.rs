@@ -555,16 +555,29 @@ fn reaped_ticks(stat: &str) -> Option<u64> {
 /// the next.
 fn wait_for_veths_to_go() {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let any_left = || {
-        fs::read_dir("/sys/class/net").is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|entry| entry.file_name().to_string_lossy().starts_with("vb"))
-        })
-    };
+    let any_left = || network_links().iter().any(|link| link.starts_with("vb"));
     while any_left() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// The network interfaces of our network namespace, from /proc/net/dev
+/// (which follows the reader's namespace; /sys/class/net shows the
+/// namespace of whoever mounted /sys, here the host's).
+pub(super) fn network_links() -> Vec<String> {
+    fs::read_to_string("/proc/net/dev")
+        .map(|text| interface_names(&text))
+        .unwrap_or_default()
+}
+
+/// The interface names of a /proc/net/dev text (two header lines, then
+/// `name: counters...`).
+fn interface_names(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .filter(|name| !name.is_empty())
+        .collect()
 }
 
 fn render_parallel(out: &mut String, runner: &Runner, count: usize, batches: &[Batch]) {
@@ -807,6 +820,13 @@ fn time_ipam(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_come_from_proc_net_dev() {
+        let text = "Inter-|   Receive                            |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\nvb0123456789abc: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n";
+        assert_eq!(interface_names(text), ["lo", "vb0123456789abc"]);
+        assert!(network_links().iter().any(|link| link == "lo"));
+    }
 
     #[test]
     fn reaped_cpu_comes_from_cutime_and_cstime() {
