@@ -265,21 +265,12 @@ impl EtcFiles {
         own_ip: Option<Ipv4Addr>,
         others: &[HostsEntry],
     ) -> anyhow::Result<()> {
-        let names = [record.name.as_str()];
-        let mut entries = others.to_vec();
-        for entry in &record.extra_hosts {
-            let (name, ip) = parse_extra_host(entry)?;
-            entries.push(HostsEntry::new(ip, [name]));
-        }
         let mut resolv = resolv_conf(record)?;
         if is_user_defined(&record.network_mode) {
             resolv = berth_net::render_embedded_resolv_conf(&resolv);
         }
+        self.write_hosts(record, own_ip, others)?;
         for (name, text) in [
-            (
-                "hosts",
-                render_hosts(&record.hostname, own_ip, &names, &entries),
-            ),
             ("resolv.conf", resolv),
             ("hostname", render_hostname(&record.hostname)),
         ] {
@@ -288,6 +279,28 @@ impl EtcFiles {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// Write /etc/hosts alone: the container's own address (if it has
+    /// one) with its hostname and name, `others`, its `--add-host` entries.
+    pub fn write_hosts(
+        &self,
+        record: &ContainerRecord,
+        own_ip: Option<Ipv4Addr>,
+        others: &[HostsEntry],
+    ) -> anyhow::Result<()> {
+        let names = [record.name.as_str()];
+        let mut entries = others.to_vec();
+        for entry in &record.extra_hosts {
+            let (name, ip) = parse_extra_host(entry)?;
+            entries.push(HostsEntry::new(ip, [name]));
+        }
+        let path = self.dir.join("hosts");
+        std::fs::write(
+            &path,
+            render_hosts(&record.hostname, own_ip, &names, &entries),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))
     }
 }
 
@@ -484,12 +497,15 @@ pub fn attach_to(
         let saved = record.connections.clone();
         containers.update(&record.id, |r| r.connections = saved)?;
     }
-    let others = neighbours(containers, &network.name, &record.id);
-    EtcFiles::new(&containers.container_dir(&record.id)).write(
-        record,
-        Some(endpoint.ip),
-        &others,
-    )?;
+    let etc_files = EtcFiles::new(&containers.container_dir(&record.id));
+    if network.name == DEFAULT_NETWORK {
+        // Its own address and names only, as docker's default network
+        // has it (reading every record for neighbours made each start
+        // slower the more containers ran).
+        etc_files.write_hosts(record, Some(endpoint.ip), &[])?;
+    }
+    // On a user-defined network the refresh writes this container's file
+    // too (it holds a lease there now), with the other members.
     crate::network_hosts::refresh(paths, containers, &joined)?;
     Ok(held_ports)
 }
@@ -622,25 +638,6 @@ pub fn main_network_name(record: &ContainerRecord) -> String {
     } else {
         record.network_mode.clone()
     }
-}
-
-/// Running containers on `network`, for /etc/hosts. None on the default
-/// network: docker names no other container there, and reading every
-/// record made each start slower the more containers ran.
-fn neighbours(containers: &ContainerStore, network: &str, own_id: &str) -> Vec<HostsEntry> {
-    if network == DEFAULT_NETWORK {
-        return Vec::new();
-    }
-    let records = containers.list().unwrap_or_default();
-    records
-        .iter()
-        .filter(|r| r.id != own_id && r.is_active())
-        .filter_map(|r| {
-            let endpoint = endpoint_of(r)?;
-            (endpoint.network == network)
-                .then(|| HostsEntry::new(endpoint.ip, [r.name.clone(), r.hostname.clone()]))
-        })
-        .collect()
 }
 
 pub fn endpoint_of(record: &ContainerRecord) -> Option<Endpoint> {

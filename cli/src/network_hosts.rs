@@ -13,7 +13,10 @@
 //! IPAM leases (taken and given back under the IPAM lock, before a
 //! refresh runs), and refreshes are serialised by a lock file, so the
 //! last refresh after any change sees every lease and rewrites every
-//! member's file.
+//! member's file. Containers that join one network at once share
+//! refreshes: one that began after a change covers it (numbered
+//! refreshes, see [`refresh_also`]), so N parallel starts cost a few
+//! rounds of N writes rather than N rounds.
 //!
 //! The file is bind-mounted into the container from its directory, so it
 //! is rewritten in place (a rename would leave the container on the old
@@ -21,14 +24,16 @@
 //! cut; a reader in the container sees the old or the new text except in
 //! that instant, and the file is tiny.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context;
 use berth_net::{render_hosts, HostsEntry, Ipam, NetworkStore};
 use berth_state::{ContainerRecord, ContainerStore, FileLock};
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::paths::Paths;
 
@@ -139,29 +144,79 @@ pub fn refresh(
 
 /// [`refresh`], and the file of container `also` too (one that just left
 /// `networks` and must stop naming their members).
+///
+/// Concurrent joins share refreshes: a refresh of a network that began
+/// after the caller's change (its lease, its record) and has ended saw that
+/// change and rewrote every member's file, so the caller has nothing left
+/// to do there. Without that, N containers starting at once on one network
+/// each rewrote all members' files in turn under the lock, N² writes and
+/// record reads. The caller still returns only once its change is in every
+/// member's file.
 pub fn refresh_also(
     paths: &Paths,
     containers: &ContainerStore,
     networks: &[String],
     also: Option<&str>,
 ) -> anyhow::Result<()> {
-    let networks: Vec<&String> = networks
+    let networks: Vec<String> = networks
         .iter()
         .filter(|n| n.as_str() != crate::network::DEFAULT_NETWORK)
+        .cloned()
         .collect();
     if networks.is_empty() {
         return Ok(());
     }
+    // Read before waiting for the lock, after the caller's change.
+    let seen = Generations::read(&paths.networks_dir().join(GENERATIONS_FILE));
+    refresh_after(paths, containers, &networks, also, &seen)
+}
+
+/// [`refresh_also`] of the user-defined `networks` for a caller that
+/// read `seen` after its change.
+fn refresh_after(
+    paths: &Paths,
+    containers: &ContainerStore,
+    networks: &[String],
+    also: Option<&str>,
+    seen: &Generations,
+) -> anyhow::Result<()> {
     let dir = paths.networks_dir();
+    let generations_path = dir.join(GENERATIONS_FILE);
     let lock_path = dir.join("hosts.lock");
     let _lock = FileLock::exclusive(&lock_path)
         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    let mut generations = Generations::read(&generations_path);
+    let networks = match also {
+        // The container that left is no member any more: only its own
+        // refresh rewrites its file.
+        Some(_) => networks.to_vec(),
+        None => generations.not_refreshed_since(seen, networks),
+    };
+    if networks.is_empty() {
+        return Ok(());
+    }
+    generations.begin(&networks);
+    generations.write(&generations_path)?;
+    rewrite_members(&dir, containers, &networks, also)?;
+    generations.end(&networks);
+    generations.write(&generations_path)
+}
+
+/// Under the hosts lock: rewrite the file of every container with an
+/// address on one of `networks` (and of `also`), from the leases.
+fn rewrite_members(
+    dir: &Path,
+    containers: &ContainerStore,
+    networks: &[String],
+    also: Option<&str>,
+) -> anyhow::Result<()> {
+    let all_networks = NetworkStore::new(dir).list()?;
     // owner -> network -> address, over every network of this root.
     let mut leases: BTreeMap<String, BTreeMap<String, Ipv4Addr>> = BTreeMap::new();
     let mut leases6: BTreeMap<String, BTreeMap<String, Ipv6Addr>> = BTreeMap::new();
     {
         let txn = Ipam::new(dir.join("ipam")).transaction()?;
-        for network in NetworkStore::new(&dir).list()? {
+        for network in &all_networks {
             for lease in txn.leases(&network.name)? {
                 leases
                     .entry(lease.owner)
@@ -176,13 +231,26 @@ pub fn refresh_also(
             }
         }
     }
-    let no_leases6 = BTreeMap::new();
     if let Some(id) = also {
         leases.entry(id.to_owned()).or_default();
     }
-    let mut first_error = None;
+    let affected = |id: &str, by_network: &BTreeMap<String, Ipv4Addr>| {
+        also == Some(id) || networks.iter().any(|n| by_network.contains_key(n))
+    };
+    // The files to write name the members of every network an affected
+    // container is on: only their records are read (not, say, those of
+    // the hundreds on the default network beside them).
+    let relevant: BTreeSet<&str> = leases
+        .iter()
+        .filter(|(id, by_network)| affected(id, by_network))
+        .flat_map(|(_, by_network)| by_network.keys().map(String::as_str))
+        .collect();
+    let no_leases6 = BTreeMap::new();
     let members: Vec<HostsMember> = leases
         .iter()
+        .filter(|(id, by_network)| {
+            affected(id, by_network) || by_network.keys().any(|n| relevant.contains(n.as_str()))
+        })
         .filter_map(|(id, by_network)| {
             let record = containers.load(id).ok()?;
             Some(member(
@@ -192,11 +260,10 @@ pub fn refresh_also(
             ))
         })
         .collect();
+    let mut first_error = None;
     for me in &members {
-        let affected = networks
-            .iter()
-            .any(|n| me.addresses.contains_key(n.as_str()));
-        if !affected && also != Some(me.id.as_str()) {
+        let is_affected = networks.iter().any(|n| me.addresses.contains_key(n));
+        if !is_affected && also != Some(me.id.as_str()) {
             continue;
         }
         let path = containers.container_dir(&me.id).join("hosts");
@@ -207,6 +274,97 @@ pub fn refresh_also(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The file, beside `hosts.lock`, that numbers the refreshes of each
+/// network (see [`Generations`]).
+const GENERATIONS_FILE: &str = "hosts.generations";
+
+/// Which refresh of each network began last and which ended last: refresh
+/// `n` of a network is begun (recorded) before it reads any lease or
+/// record, and ended once every member's file is written. A caller that
+/// read the generations after its change, saw `started = s`, and then
+/// finds `completed > s` under the lock knows that a refresh begun after
+/// its change has ended.
+///
+/// The file is rewritten in place (a new file per write would allocate an
+/// inode twice per refresh, which ext4 pays for) under an exclusive
+/// `flock` of it, and read under a shared one: readers see the old or the
+/// new numbers, never a torn text. Not synced: a file lost with the
+/// machine only means one refresh more.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Generations {
+    started: BTreeMap<String, u64>,
+    completed: BTreeMap<String, u64>,
+}
+
+impl Generations {
+    /// The numbers in `path`; none when it is missing or unreadable (the
+    /// next refresh then runs in full).
+    fn read(path: &Path) -> Self {
+        let read = || -> Option<Self> {
+            let file = std::fs::File::open(path).ok()?;
+            let mut file = Flock::lock(file, FlockArg::LockShared).ok()?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        read().unwrap_or_default()
+    }
+
+    /// Replace the numbers in `path` (created 0600 if missing).
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(self)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let file = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))
+            .with_context(|| format!("cannot lock {}", path.display()))?;
+        file.write_all_at(&bytes, 0)
+            .and_then(|()| file.set_len(bytes.len() as u64))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The networks of `wanted` for which no refresh begun after `seen`
+    /// has ended.
+    fn not_refreshed_since(&self, seen: &Generations, wanted: &[String]) -> Vec<String> {
+        let get = |map: &BTreeMap<String, u64>, network: &str| map.get(network).copied();
+        wanted
+            .iter()
+            .filter(|network| {
+                get(&self.completed, network).unwrap_or(0)
+                    <= get(&seen.started, network).unwrap_or(0)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Number a new refresh of `networks`, after every earlier one.
+    fn begin(&mut self, networks: &[String]) {
+        for network in networks {
+            let last = self
+                .started
+                .get(network)
+                .copied()
+                .unwrap_or(0)
+                .max(self.completed.get(network).copied().unwrap_or(0));
+            self.started.insert(network.clone(), last + 1);
+        }
+    }
+
+    /// The refresh [`Generations::begin`] numbered has ended.
+    fn end(&mut self, networks: &[String]) {
+        for network in networks {
+            if let Some(started) = self.started.get(network).copied() {
+                self.completed.insert(network.clone(), started);
+            }
+        }
+    }
 }
 
 /// Replace the contents of `path` without replacing the file (it is
@@ -308,6 +466,126 @@ mod tests {
         a.extra_hosts = vec![HostsEntry::new(Ipv4Addr::new(192, 0, 2, 1), ["gw.example"])];
         let text = hosts_file(&a, std::slice::from_ref(&a));
         assert_eq!(text, format!("{HEADER}192.0.2.1\tgw.example\n"));
+    }
+
+    /// A store with containers `ids` on network `front` (10.1.0.0/24),
+    /// each with a hosts file saying "stale".
+    fn fixture(ids: &[&str]) -> (tempfile::TempDir, Paths, ContainerStore) {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path().to_owned());
+        let containers = paths.containers().unwrap();
+        let request = berth_net::NetworkRequest {
+            name: "front".into(),
+            driver: None,
+            subnet: Some("10.1.0.0/24".into()),
+            gateway: None,
+            internal: false,
+            labels: BTreeMap::new(),
+            ip_range: None,
+            ipv6: false,
+            ipv6_subnet: None,
+            in_use: Vec::new(),
+        };
+        let network = NetworkStore::new(paths.networks_dir())
+            .create(&request)
+            .unwrap();
+        let mut txn = Ipam::new(paths.networks_dir().join("ipam"))
+            .transaction()
+            .unwrap();
+        for id in ids {
+            let mut record =
+                ContainerRecord::new((*id).to_owned(), format!("name-{id}"), "busybox".into());
+            record.hostname = format!("{id}-host");
+            record.network_mode = "front".into();
+            containers.create(&record).unwrap();
+            std::fs::write(containers.container_dir(id).join("hosts"), "stale\n").unwrap();
+            txn.allocate(&network.pool(), id).unwrap();
+        }
+        txn.commit().unwrap();
+        (root, paths, containers)
+    }
+
+    fn hosts_of(containers: &ContainerStore, id: &str) -> String {
+        std::fs::read_to_string(containers.container_dir(id).join("hosts")).unwrap()
+    }
+
+    #[test]
+    fn a_refresh_names_every_member_in_every_members_file() {
+        let ids = ["a".repeat(64), "b".repeat(64)];
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (_root, paths, containers) = fixture(&ids);
+        refresh(&paths, &containers, &["front".to_owned()]).unwrap();
+        for (me, other) in [(ids[0], ids[1]), (ids[1], ids[0])] {
+            let text = hosts_of(&containers, me);
+            assert!(text.contains(&format!("name-{other}")), "{text}");
+            assert!(text.contains(&format!("{me}-host")), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_begun_after_the_callers_change_covers_it() {
+        let ids = ["a".repeat(64), "b".repeat(64)];
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (_root, paths, containers) = fixture(&ids);
+        let front = ["front".to_owned()];
+        let path = paths.networks_dir().join(GENERATIONS_FILE);
+        // The caller read the numbers after its change; another process's
+        // refresh then began, and ended.
+        let seen = Generations::read(&path);
+        refresh(&paths, &containers, &front).unwrap();
+        std::fs::write(containers.container_dir(ids[0]).join("hosts"), "stale\n").unwrap();
+        refresh_after(&paths, &containers, &front, None, &seen).unwrap();
+        assert_eq!(hosts_of(&containers, ids[0]), "stale\n", "refreshed again");
+        // A caller whose change came after that refresh began is not covered.
+        refresh(&paths, &containers, &front).unwrap();
+        assert!(hosts_of(&containers, ids[0]).contains(&format!("name-{}", ids[1])));
+        // Nor is a container that left (`also`): its own file must go.
+        std::fs::write(containers.container_dir(ids[0]).join("hosts"), "stale\n").unwrap();
+        refresh_after(&paths, &containers, &front, Some(ids[0]), &seen).unwrap();
+        assert_ne!(hosts_of(&containers, ids[0]), "stale\n");
+    }
+
+    #[test]
+    fn generations_tell_which_refreshes_began_after_a_read() {
+        let mut now = Generations::default();
+        let front = ["front".to_owned()];
+        let seen = now.clone();
+        assert_eq!(now.not_refreshed_since(&seen, &front), front);
+        now.begin(&front);
+        // Begun after `seen` but not ended: not yet covered.
+        assert_eq!(now.not_refreshed_since(&seen, &front), front);
+        let during = now.clone();
+        now.end(&front);
+        assert!(now.not_refreshed_since(&seen, &front).is_empty());
+        // Read while that refresh ran: it may have read before the change.
+        assert_eq!(now.not_refreshed_since(&during, &front), front);
+        // A refresh that died half-way is numbered past.
+        now.begin(&front);
+        now.begin(&front);
+        assert_eq!(now.started["front"], 3);
+        now.end(&front);
+        assert!(now.not_refreshed_since(&during, &front).is_empty());
+    }
+
+    #[test]
+    fn generations_are_rewritten_in_place_and_read_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(GENERATIONS_FILE);
+        assert_eq!(Generations::read(&path), Generations::default());
+        let mut long = Generations::default();
+        for i in 0..20 {
+            long.begin(&[format!("network-{i}")]);
+        }
+        long.write(&path).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let mut short = Generations::default();
+        short.begin(&["one".to_owned()]);
+        short.write(&path).unwrap();
+        assert_eq!(Generations::read(&path), short);
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+        std::fs::write(&path, "garbage").unwrap();
+        assert_eq!(Generations::read(&path), Generations::default());
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //!   round, before each run no stray process and `--gap-ms` idle. Reported:
 //!   the extra milliseconds over `--net none` (difference of medians, and
 //!   the median of the per-round differences).
+//! - Parallel starts (issue 15): `--count` (50) `berth run -d busybox
+//!   sleep 3600` started at once, on benchnet and with `--net none`, rounds
+//!   interleaved (order swapped every round), each batch timed until the
+//!   last `run -d` returned, with its CPU time (the `run -d` processes,
+//!   and the monitors and containers they left running); then all removed
+//!   (`rm -f`, in parallel) and, before the next batch, no process left
+//!   and the kernel done deleting the veths. Reported: the median of the
+//!   per-round ratios network / none, wall and CPU.
 //! - IPAM, through the `berth_net` API in a scratch dir (plain files, no
 //!   privilege needed): every address of a /16 in one transaction and one
 //!   commit, then with 100, 1,000 and 10,000 leases held, 200 (50 with
@@ -114,7 +122,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
         bail!("the network scenario measures berth: leave berth in --tools");
     }
     let mut out = String::new();
-    let mut raw = String::from("kind\tround\tcase\texit_code\tmicros\tleftover\n");
+    let mut raw = String::from("kind\tround\tcase\texit_code\tmicros\tleftover\tcpu_micros\n");
     let latency = network_latency(settings, runner, &mut out, &mut raw);
     // The IPAM timing stands alone: report it even if the runs failed.
     let ipam = time_ipam(settings, &runner.work, &mut out, &mut raw);
@@ -160,7 +168,8 @@ fn network_latency(
         );
         bail!("creating network {BENCH_NETWORK}: {line}");
     }
-    let measured = measure_cases(settings, runner, out, raw);
+    let measured = measure_cases(settings, runner, out, raw)
+        .and_then(|()| parallel_starts(settings, runner, out, raw));
     let removed_started = Instant::now();
     let removed = probe(
         runner
@@ -310,6 +319,346 @@ fn render_cases(
     }
     out.push_str("\nTarget (issue 6): `--net NET -p` under 10 ms extra over `--net none` (podman's bridge path: ~190 ms extra). \"paired\": median over rounds of the case's run minus the `--net none` run of the same round.\n\nCommands:\n\n");
     for &case in cases {
+        let _ = writeln!(
+            out,
+            "    {}: {}",
+            case.label(),
+            display_command(&case.command(runner))
+        );
+    }
+    out.push('\n');
+}
+
+// ---------------------------------------------------------------------------
+// Parallel starts
+// ---------------------------------------------------------------------------
+
+/// Issue 15's target for the parallel row: at most this many times the
+/// time of the same starts with `--net none`.
+const PARALLEL_TARGET: f64 = 1.2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParallelCase {
+    None,
+    Network,
+}
+
+impl ParallelCase {
+    const ALL: [ParallelCase; 2] = [ParallelCase::None, ParallelCase::Network];
+
+    fn label(self) -> String {
+        match self {
+            ParallelCase::None => "--net none".to_owned(),
+            ParallelCase::Network => format!("--net {BENCH_NETWORK}"),
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            ParallelCase::None => "parallel-none",
+            ParallelCase::Network => "parallel-net",
+        }
+    }
+
+    fn command(self, runner: &Runner) -> Command {
+        let net = match self {
+            ParallelCase::None => "none",
+            ParallelCase::Network => BENCH_NETWORK,
+        };
+        let mut command = runner.berth_command();
+        command.args(["run", "-d", "--net", net, "busybox", "sleep", "3600"]);
+        command
+    }
+}
+
+/// One batch of parallel starts.
+#[derive(Debug, Clone)]
+struct Batch {
+    round: usize,
+    case: ParallelCase,
+    wall: Duration,
+    cpu: Duration,
+    /// Starts that failed (their first stderr line in `errors`).
+    failed: usize,
+    errors: Vec<String>,
+}
+
+/// `--count` starts at once per case and round, `--runs / 3` rounds (at
+/// least 2), the cases' order swapped every round.
+fn parallel_starts(
+    settings: &Settings,
+    runner: &Runner,
+    out: &mut String,
+    raw: &mut String,
+) -> Result<()> {
+    let count = settings.count;
+    let rounds = (settings.runs / 3).max(2);
+    let scratch = runner.work.runtime_state();
+    eprintln!("xtask: network: {rounds} rounds of {count} parallel starts per case");
+    let mut batches = Vec::new();
+    for round in 0..rounds {
+        for offset in 0..ParallelCase::ALL.len() {
+            let case = ParallelCase::ALL[(round + offset) % ParallelCase::ALL.len()];
+            settle();
+            wait_for_veths_to_go();
+            std::thread::sleep(settings.gap);
+            let (batch, ids) = start_batch(runner, case, count, round, &scratch)?;
+            batches.push(batch);
+            let removals = ids
+                .iter()
+                .map(|id| {
+                    let mut command = runner.berth_command();
+                    command.args(["rm", "-f", id]);
+                    command
+                })
+                .collect();
+            let failures =
+                super::scale::run_in_parallel(removals, super::scale::PARALLEL_REMOVALS, &scratch)?;
+            if let Some(failure) = failures.first() {
+                bail!("removing the parallel batch: {failure}");
+            }
+            remove_leftovers(runner);
+        }
+    }
+    settle();
+    wait_for_veths_to_go();
+    for batch in &batches {
+        let _ = writeln!(
+            raw,
+            "parallel\t{}\t{}\t{}\t{}\t{}\t{}",
+            batch.round,
+            batch.case.slug(),
+            i32::from(batch.failed > 0),
+            batch.wall.as_micros(),
+            batch.failed,
+            batch.cpu.as_micros()
+        );
+    }
+    render_parallel(out, runner, count, &batches);
+    Ok(())
+}
+
+/// Start `count` containers of `case` at once and wait until every `run
+/// -d` returned: the batch, and the ids of the containers started.
+fn start_batch(
+    runner: &Runner,
+    case: ParallelCase,
+    count: usize,
+    round: usize,
+    scratch: &std::path::Path,
+) -> Result<(Batch, Vec<String>)> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let children_cpu = || -> Result<Duration> {
+        let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
+        Ok(timeval(usage.user_time()) + timeval(usage.system_time()))
+    };
+    let cpu_before = children_cpu()?;
+    let started = Instant::now();
+    let mut running = BTreeMap::new();
+    for index in 0..count {
+        let stdout = scratch.join(format!("parallel-{index}.stdout"));
+        let stderr = scratch.join(format!("parallel-{index}.stderr"));
+        let create = |path: &std::path::Path| {
+            fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+        };
+        let child = case
+            .command(runner)
+            .stdin(std::process::Stdio::null())
+            .stdout(create(&stdout)?)
+            .stderr(create(&stderr)?)
+            .spawn()
+            .context("starting berth run -d")?;
+        running.insert(child.id(), (stdout, stderr));
+    }
+    let mut ids = Vec::new();
+    let mut errors = Vec::new();
+    // waitpid(-1): also reaps whatever orphan ends meanwhile (we are PID 1).
+    while !running.is_empty() {
+        let (pid, success) = match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code == 0),
+            Ok(WaitStatus::Signaled(pid, _, _)) => (pid, false),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => bail!("waiting for the parallel starts: {err}"),
+        };
+        let Some((stdout, stderr)) = running.remove(&(pid.as_raw() as u32)) else {
+            continue;
+        };
+        let id = fs::read_to_string(&stdout).unwrap_or_default();
+        let message = fs::read_to_string(&stderr).unwrap_or_default();
+        let _ = fs::remove_file(&stdout);
+        let _ = fs::remove_file(&stderr);
+        if success && !id.trim().is_empty() {
+            ids.push(id.trim().to_owned());
+        } else {
+            errors.push(message.lines().next().unwrap_or("").trim().to_owned());
+        }
+    }
+    let wall = started.elapsed();
+    // The `run -d` processes (reaped), and what they left running: the
+    // monitors and the containers, all of this namespace but us.
+    let cpu = children_cpu()?.saturating_sub(cpu_before) + running_cpu();
+    let batch = Batch {
+        round,
+        case,
+        wall,
+        cpu,
+        failed: errors.len(),
+        errors,
+    };
+    Ok((batch, ids))
+}
+
+fn timeval(value: nix::sys::time::TimeVal) -> Duration {
+    Duration::from_secs(u64::try_from(value.tv_sec()).unwrap_or(0))
+        + Duration::from_micros(u64::try_from(value.tv_usec()).unwrap_or(0))
+}
+
+/// CPU time of every process of our PID namespace but us: its own (from
+/// schedstat, in ns) and that of its children it reaped (clock ticks).
+fn running_cpu() -> Duration {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = u64::try_from(unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    let mut total = Duration::ZERO;
+    for (pid, _) in super::system::processes() {
+        if pid == 1 {
+            continue;
+        }
+        let own = fs::read_to_string(format!("/proc/{pid}/schedstat"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let reaped = fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|text| reaped_ticks(&text))
+            .unwrap_or(0);
+        total += Duration::from_nanos(own) + Duration::from_millis(reaped * 1000 / ticks);
+    }
+    total
+}
+
+/// The CPU time, in clock ticks, of the children a process reaped:
+/// cutime + cstime (fields 16 and 17 of `/proc/PID/stat`, counted after
+/// the command's closing parenthesis, since the command may hold spaces
+/// and parentheses).
+fn reaped_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // The first field after the parenthesis is the state, field 3.
+    let field = |number: usize| fields.get(number - 3)?.parse::<u64>().ok();
+    Some(field(16)? + field(17)?)
+}
+
+/// The kernel deletes a container's veth pair with its network namespace,
+/// after the container is gone: wait (at most 30 s) until no veth of
+/// berth's (`vb...`) is left, so that one batch's teardown does not slow
+/// the next.
+fn wait_for_veths_to_go() {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let any_left = || network_links().iter().any(|link| link.starts_with("vb"));
+    while any_left() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The network interfaces of our network namespace, from /proc/net/dev
+/// (which follows the reader's namespace; /sys/class/net shows the
+/// namespace of whoever mounted /sys, here the host's).
+pub(super) fn network_links() -> Vec<String> {
+    fs::read_to_string("/proc/net/dev")
+        .map(|text| interface_names(&text))
+        .unwrap_or_default()
+}
+
+/// The interface names of a /proc/net/dev text (two header lines, then
+/// `name: counters...`).
+fn interface_names(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| Some(line.split_once(':')?.0.trim().to_owned()))
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+fn render_parallel(out: &mut String, runner: &Runner, count: usize, batches: &[Batch]) {
+    let _ = writeln!(
+        out,
+        "## Network: {count} parallel `berth run -d ... busybox sleep 3600` (ms until the last returned; CPU: the `run -d` processes and the monitors and containers they started; rounds interleaved, order swapped every round; then `rm -f` of all, and before each batch no process and no veth left)\n"
+    );
+    out.push_str("| case | batches ok | wall median | wall min / max | CPU median | wall / --net none (median of paired rounds) | CPU / --net none (paired) |\n|---|---|---|---|---|---|---|\n");
+    let ok = |case: ParallelCase| -> BTreeMap<usize, &Batch> {
+        batches
+            .iter()
+            .filter(|batch| batch.case == case && batch.failed == 0)
+            .map(|batch| (batch.round, batch))
+            .collect()
+    };
+    let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
+    let none = ok(ParallelCase::None);
+    let mut verdict = None;
+    for case in ParallelCase::ALL {
+        let done = ok(case);
+        let total = batches.iter().filter(|batch| batch.case == case).count();
+        let walls: Vec<f64> = done.values().map(|batch| ms(batch.wall)).collect();
+        let cpus: Vec<f64> = done.values().map(|batch| ms(batch.cpu)).collect();
+        let Some(wall) = Stats::of(&walls) else {
+            let _ = writeln!(out, "| {} | 0/{total} | | | | | |", case.label());
+            continue;
+        };
+        let cpu = median(&cpus).unwrap_or(f64::NAN);
+        let (wall_ratio, cpu_ratio) = if case == ParallelCase::None {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            let paired = |of: fn(&Batch) -> Duration| -> Option<f64> {
+                let ratios: Vec<f64> = done
+                    .iter()
+                    .filter_map(|(round, batch)| Some(ms(of(batch)) / ms(of(none.get(round)?))))
+                    .collect();
+                median(&ratios)
+            };
+            let wall_ratio = paired(|batch| batch.wall);
+            verdict = wall_ratio;
+            let show = |ratio: Option<f64>| ratio.map_or("-".to_owned(), |r| format!("{r:.2}x"));
+            (show(wall_ratio), show(paired(|batch| batch.cpu)))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {}/{total} | {:.0} | {:.0} / {:.0} | {cpu:.0} | {wall_ratio} | {cpu_ratio} |",
+            case.label(),
+            done.len(),
+            wall.median,
+            wall.min,
+            wall.max,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nTarget (issue 15): {count} parallel `run -d` on one network at most {PARALLEL_TARGET}x the same with `--net none`: {}.",
+        match verdict {
+            Some(ratio) if ratio <= PARALLEL_TARGET => "met",
+            Some(_) => "NOT met",
+            None => "not measured",
+        }
+    );
+    let errors: Vec<String> =
+        batches
+            .iter()
+            .flat_map(|batch| {
+                batch.errors.iter().take(3).map(move |error| {
+                    format!("round {} {}: {error}", batch.round, batch.case.label())
+                })
+            })
+            .take(5)
+            .collect();
+    if !errors.is_empty() {
+        out.push_str("\nFailed starts (at most 5):\n\n");
+        for error in errors {
+            let _ = writeln!(out, "- {}", error.replace('|', "\\|"));
+        }
+    }
+    out.push_str("\nCommands (each batch: all started at once):\n\n");
+    for case in ParallelCase::ALL {
         let _ = writeln!(
             out,
             "    {}: {}",
@@ -534,6 +883,21 @@ pub(super) fn ipam_alone(settings: &Settings, out_dir: &std::path::Path) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interface_names_come_from_proc_net_dev() {
+        let text = "Inter-|   Receive                            |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0\nvb0123456789abc: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n";
+        assert_eq!(interface_names(text), ["lo", "vb0123456789abc"]);
+        assert!(network_links().iter().any(|link| link == "lo"));
+    }
+
+    #[test]
+    fn reaped_cpu_comes_from_cutime_and_cstime() {
+        // tpgid -1 (no terminal) and a command with a space and a ')'.
+        let stat = "4242 (berth (x) y) S 1 4242 4242 0 -1 4194560 120 7 0 0 3 4 11 22 20 0 1 0 9999 1000000 200 18446744073709551615";
+        assert_eq!(reaped_ticks(stat), Some(33));
+        assert_eq!(reaped_ticks("4242 (cut short) S 1"), None);
+    }
 
     /// The /16 fill is also a correctness check; run it small and unprivileged.
     #[test]

@@ -31,7 +31,7 @@ use super::{BundleKind, Runner, Section, Settings, Tool};
 
 /// Removals running at once: parallel like a script's `xargs -P`, bounded
 /// so that the machine is not swamped by N berth processes at a time.
-const PARALLEL_REMOVALS: usize = 16;
+pub(super) const PARALLEL_REMOVALS: usize = 16;
 
 /// Listings timed per tool (the median is reported).
 const LISTINGS: usize = 5;
@@ -105,14 +105,8 @@ impl Snapshot {
             .filter(|(pid, _)| *pid != 1)
             .map(|(pid, command)| format!("{pid} {command}"))
             .collect();
-        let links = fs::read_dir("/sys/class/net")
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Our namespace's, not the host's (/sys is the host's mount).
+        let links = super::network::network_links().into_iter().collect();
         // Rules and chains, without the packet counters.
         let rules = Command::new("iptables-save")
             .stderr(Stdio::null())
@@ -328,7 +322,15 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
     run.remove_all = started.elapsed();
     run.errors.extend(failures);
     settle_sparing(&first_processes);
-    run.left = Snapshot::take().added_since(&before, &ids);
+    // The kernel deletes the veths with the namespaces, after the
+    // containers are gone: give it time before calling a link left over.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = Snapshot::take();
+    while !after.links.is_subset(&before.links) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        after = Snapshot::take();
+    }
+    run.left = after.added_since(&before, &ids);
     let last = capture.run(&mut remove_command(runner, tool, &first_id))?;
     if !last.status.success() {
         run.errors.push(last.failure());
@@ -344,7 +346,11 @@ fn one_tool(runner: &Runner, tool: Tool, count: usize) -> Result<ToolRun> {
 /// each). stderr goes to a file per command in `scratch`. Every child is
 /// waited for with `waitpid(-1)`, which also reaps the orphans reparented
 /// to us (we are PID 1 of the sandbox).
-fn run_in_parallel(commands: Vec<Command>, parallel: usize, scratch: &Path) -> Result<Vec<String>> {
+pub(super) fn run_in_parallel(
+    commands: Vec<Command>,
+    parallel: usize,
+    scratch: &Path,
+) -> Result<Vec<String>> {
     use nix::sys::wait::{waitpid, WaitStatus};
     let mut pending = commands.into_iter().enumerate();
     let mut running: HashMap<u32, (String, std::path::PathBuf)> = HashMap::new();
