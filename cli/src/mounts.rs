@@ -564,10 +564,24 @@ pub fn for_run(
     }
     let list = combine(own, from, image_volumes(image_volume_paths)?)?;
     let store = crate::volume::store(paths)?;
-    let lock = store.lock()?;
+    // Only a run that uses a volume must keep `volume rm` and `prune` away
+    // until its record names it; the others (most) do not wait on the
+    // lock, which parallel starts would otherwise take one at a time.
+    let lock = if uses_volumes(&list) {
+        Some(store.lock()?)
+    } else {
+        None
+    };
     let mut resolved = resolve(&store, lock, &list)?;
     resolved.created.containers = Some(containers.clone());
     Ok(resolved)
+}
+
+/// Whether any of `requests` is a volume (made or used from the store).
+fn uses_volumes(requests: &[MountRequest]) -> bool {
+    requests
+        .iter()
+        .any(|m| matches!(m.source, MountSource::Volume { .. }))
 }
 
 /// The mounts ready for the spec and the record.
@@ -703,18 +717,18 @@ const TMPFS_DEFAULTS: [&str; 3] = ["nosuid", "nodev", "noexec"];
 /// Make the volumes the list names (a new anonymous one gets a 64-hex
 /// name), create missing `-v` host directories, and build the OCI mounts
 /// and the record's `Mounts`.
-/// `lock` is the store's lock, held by the result until
-/// [`CreatedVolumes::unlock`].
+/// `lock` is the store's lock (needed when a request is a volume), held by
+/// the result until [`CreatedVolumes::unlock`].
 pub fn resolve(
     store: &VolumeStore,
-    lock: VolumeLock,
+    lock: Option<VolumeLock>,
     requests: &[MountRequest],
 ) -> anyhow::Result<ResolvedMounts> {
     let mut resolved = ResolvedMounts {
         created: CreatedVolumes {
             store: Some(store.clone()),
             containers: None,
-            lock: Some(lock),
+            lock,
             names: Vec::new(),
         },
         ..ResolvedMounts::default()
@@ -1070,7 +1084,7 @@ mod tests {
             v(&format!("{}:/data:ro", host.display())).unwrap(),
             parse_tmpfs_flag("/run:size=1m,exec").unwrap(),
         ];
-        let mut resolved = resolve(&store, store.lock().unwrap(), &requests).unwrap();
+        let mut resolved = resolve(&store, Some(store.lock().unwrap()), &requests).unwrap();
         assert!(host.is_dir(), "a -v host directory is made");
         let targets: Vec<String> = resolved
             .oci
@@ -1096,7 +1110,7 @@ mod tests {
         drop(resolved);
         assert!(store.list().unwrap().is_empty());
 
-        let again = resolve(&store, store.lock().unwrap(), &requests[..1]).unwrap();
+        let again = resolve(&store, Some(store.lock().unwrap()), &requests[..1]).unwrap();
         let mut created = again.created;
         created.keep();
         drop(created);
@@ -1105,14 +1119,35 @@ mod tests {
             v("/x").unwrap(),
             m("type=bind,source=/no/such/dir,target=/y").unwrap(),
         ];
-        assert!(resolve(&store, store.lock().unwrap(), &bad).is_err());
+        assert!(resolve(&store, Some(store.lock().unwrap()), &bad).is_err());
         assert_eq!(
             store.list().unwrap().len(),
             1,
             "the anonymous volume stayed"
         );
-        resolved = resolve(&store, store.lock().unwrap(), &[]).unwrap();
+        resolved = resolve(&store, Some(store.lock().unwrap()), &[]).unwrap();
         assert!(resolved.oci.is_empty());
+    }
+
+    #[test]
+    fn only_runs_with_volumes_take_the_volume_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = VolumeStore::open(tmp.path().join("volumes")).unwrap();
+        let source = tmp.path().join("src");
+        let binds = [
+            v(&format!("{}:/srv", source.display())).unwrap(),
+            parse_tmpfs_flag("/run").unwrap(),
+        ];
+        assert!(!uses_volumes(&binds) && !uses_volumes(&[]));
+        assert!(uses_volumes(&[v("data:/data").unwrap()]));
+        assert!(uses_volumes(&[v("/anonymous").unwrap()]));
+        // Held by another process meanwhile: a run without volumes is
+        // resolved all the same.
+        let _held = store.lock().unwrap();
+        let resolved = resolve(&store, None, &binds).unwrap();
+        assert_eq!(resolved.oci.len(), 2);
+        // A volume without the lock is refused, never made unguarded.
+        assert!(resolve(&store, None, &[v("data:/data").unwrap()]).is_err());
     }
 
     #[test]
@@ -1122,7 +1157,7 @@ mod tests {
         let containers = berth_state::ContainerStore::open(tmp.path().join("containers")).unwrap();
         let mut resolved = resolve(
             &store,
-            store.lock().unwrap(),
+            Some(store.lock().unwrap()),
             &[v("taken:/a").unwrap(), v("free:/b").unwrap()],
         )
         .unwrap();
