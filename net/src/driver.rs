@@ -182,6 +182,12 @@ pub enum DriverError {
         subnet: Ipv4Net,
         used: Ipv4Net,
     },
+    #[error("cannot turn IPv6 off on interface {interface} of an IPv4-only network: {source}")]
+    Ipv6Off {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("bridge {bridge} belongs to another berth state root ({owner}); refusing to use or remove it")]
     BridgeOwnedElsewhere { bridge: String, owner: String },
     #[error("container id {id:?} cannot name a network interface (it needs letters or digits)")]
@@ -200,6 +206,24 @@ pub type DriverErrors = crate::errors::ErrorList<DriverError>;
 impl From<TeardownErrors> for DriverErrors {
     fn from(errors: TeardownErrors) -> Self {
         crate::errors::ErrorList(errors.0.into_iter().map(DriverError::Firewall).collect())
+    }
+}
+
+/// `disable_ipv6` on `interface` in the calling thread's network
+/// namespace; nothing to do on a kernel without IPv6.
+fn turn_off_ipv6(interface: &str) -> Result<(), DriverError> {
+    let path = format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6");
+    match std::fs::write(&path, "1\n") {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        result => result.map_err(|source| DriverError::Ipv6Off {
+            interface: interface.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -380,6 +404,15 @@ impl<F: Firewall> BridgeDriver<F> {
             }
             result => result?,
         }
+        // On a network without IPv6 both ends go without it, as docker's
+        // do: no link-local address, so no duplicate-address probe or
+        // multicast report from each new container, which the bridge
+        // would flood to every other container's port (work that grew
+        // with the containers on the network).
+        let ipv4_only = endpoint.ipv6.is_none();
+        if ipv4_only {
+            turn_off_ipv6(&endpoint.host_veth)?;
+        }
         if !endpoint.ports.is_empty() {
             // A container reaching its own published port through a host
             // address is routed back out of the bridge port it came from.
@@ -387,6 +420,17 @@ impl<F: Firewall> BridgeDriver<F> {
             host.set_hairpin(port, true)?;
         }
 
+        if ipv4_only {
+            // Before it is up; /proc/sys/net is the one of the thread's
+            // network namespace.
+            let interface = endpoint.container_ifname.clone();
+            crate::netns::run_in_netns(netns, move || turn_off_ipv6(&interface)).map_err(
+                |errno| DriverError::Ipv6Off {
+                    interface: endpoint.container_ifname.clone(),
+                    source: errno.into(),
+                },
+            )??;
+        }
         let description = format!("of container {}", endpoint.container_id);
         let mut inside = Netlink::connect_in(netns, &description)?;
         let index = inside.link_index(&endpoint.container_ifname)?;

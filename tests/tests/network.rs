@@ -319,6 +319,17 @@ fn containers_on_one_network_reach_each_other_by_ip_and_name() {
         .filter_map(|l| l.trim_start().strip_prefix("nameserver "))
         .collect();
     assert_eq!(servers, ["127.0.0.11"], "{resolv}");
+    // An IPv4-only network: no IPv6 on the container's interface, not even
+    // a link-local address (docker's choice: nothing multicast to flood).
+    let v6 = stdout(&exec(
+        &berth,
+        "second",
+        &["ip", "-6", "addr", "show", "dev", "eth0"],
+    ));
+    assert!(
+        v6.trim().is_empty(),
+        "eth0 has IPv6 on an IPv4-only network:\n{v6}"
+    );
     let looked_up = exec(&berth, "second", &["nslookup", "first"]);
     assert!(
         looked_up.status.success() && stdout(&looked_up).contains(&format!("Address: {ip1}")),
