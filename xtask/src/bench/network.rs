@@ -318,15 +318,12 @@ fn render_cases(
         );
     }
     out.push_str("\nTarget (issue 6): `--net NET -p` under 10 ms extra over `--net none` (podman's bridge path: ~190 ms extra). \"paired\": median over rounds of the case's run minus the `--net none` run of the same round.\n\nCommands:\n\n");
-    for &case in cases {
-        let _ = writeln!(
-            out,
-            "    {}: {}",
-            case.label(),
-            display_command(&case.command(runner))
-        );
-    }
-    out.push('\n');
+    write_commands(
+        out,
+        cases
+            .iter()
+            .map(|case| (case.label(), case.command(runner))),
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -658,13 +655,19 @@ fn render_parallel(out: &mut String, runner: &Runner, count: usize, batches: &[B
         }
     }
     out.push_str("\nCommands (each batch: all started at once):\n\n");
-    for case in ParallelCase::ALL {
-        let _ = writeln!(
-            out,
-            "    {}: {}",
-            case.label(),
-            display_command(&case.command(runner))
-        );
+    write_commands(
+        out,
+        ParallelCase::ALL
+            .iter()
+            .map(|case| (case.label(), case.command(runner))),
+    );
+}
+
+/// The measured commands, one indented line each (markdown code), then a
+/// blank line.
+fn write_commands(out: &mut String, commands: impl Iterator<Item = (String, Command)>) {
+    for (label, command) in commands {
+        let _ = writeln!(out, "    {label}: {}", display_command(&command));
     }
     out.push('\n');
 }
