@@ -89,6 +89,8 @@ pub enum DnsError {
     },
     #[error("cannot start the DNS responder's thread: {0}")]
     Thread(#[source] io::Error),
+    #[error("cannot duplicate the DNS responder's socket: {0}")]
+    Socket(#[source] io::Error),
 }
 
 /// A UDP socket on `127.0.0.11:53` inside the network namespace `netns`
@@ -160,7 +162,7 @@ impl Responder {
     /// Serve on a thread of its own until the returned [`Serving`] is
     /// dropped (when the container ended).
     pub fn spawn(self) -> Result<Serving, DnsError> {
-        let socket = self.socket.try_clone().map_err(DnsError::Thread)?;
+        let socket = self.socket.try_clone().map_err(DnsError::Socket)?;
         let stop = Arc::clone(&self.stop);
         let thread = std::thread::Builder::new()
             .name("dns".into())
