@@ -110,7 +110,7 @@ pub fn checkpoint(paths: &Paths, args: &CheckpointArgs) -> anyhow::Result<i32> {
         wait_until_ended(&store, &record.id)?;
         // A `--rm` container's layer was mounted volatile: kept to be
         // restored, it must be on disk and mountable again.
-        let [upper, work, _] = crate::container_spec::layer_dirs(&dir);
+        let [upper, work, _] = crate::container_spec::layer_dirs(&store, &record.id);
         berth_fs::settle_volatile_layer(&upper, &work)
             .with_context(|| format!("cannot keep the files of container {}", record.name))?;
     }
@@ -176,7 +176,7 @@ fn export(paths: &Paths, store: &ContainerStore, id: &str, target: &Path) -> any
         let spec = std::fs::read(dir.join(crate::run::SPEC_FILE))
             .with_context(|| format!("cannot read the spec of container {}", record.name))?;
         add(EXPORT_SPEC, &spec)?;
-        let [upper, ..] = crate::container_spec::layer_dirs(&dir);
+        let [upper, ..] = crate::container_spec::layer_dirs(store, id);
         let mut layer = Vec::new();
         berth_image::write_diff_tar(&upper, &mut layer)?;
         add(EXPORT_LAYER, &layer)?;
@@ -386,15 +386,15 @@ fn import(
         Some(name) => name.to_owned(),
         None => old.name.clone(),
     };
-    store
-        .create(&record)
+    crate::run::store_record(store, &record)
         .with_context(|| format!("cannot import container {}", record.name))?;
     let mut guard = RemoveOnFailure::disarmed(paths, store, &id);
     guard.armed = true;
     let dir = store.container_dir(&id);
-    let [upper, work, rootfs] = crate::container_spec::layer_dirs(&dir);
-    berth_image::extract_diff(&layer[..], &upper).with_context(|| corrupt(EXPORT_LAYER))?;
-    for path in [&work, &rootfs] {
+    let layer_dirs = crate::container_spec::layer_dirs(store, &id);
+    let [upper, work, rootfs] = &layer_dirs;
+    berth_image::extract_diff(&layer[..], upper).with_context(|| corrupt(EXPORT_LAYER))?;
+    for path in [work, rootfs] {
         std::fs::create_dir(path).with_context(|| format!("cannot create {}", path.display()))?;
     }
     // The spec names the old root's and container's paths: the same
@@ -409,8 +409,11 @@ fn import(
             &paths.root().to_string_lossy(),
         )
         .replace(&origin.id, &id);
-    let spec: oci_spec::runtime::Spec =
+    let mut spec: oci_spec::runtime::Spec =
         serde_json::from_str(&moved).with_context(|| corrupt(EXPORT_SPEC))?;
+    // Where the layer lives depends on how the store keeps this container
+    // (see `ContainerStore::create_transient`), not on where it was.
+    crate::container_spec::relocate_layer(&mut spec, &layer_dirs)?;
     crate::run::save_spec(&dir, &spec)?;
     std::fs::rename(root.join(CHECKPOINT_DIR), dir.join(CHECKPOINT_DIR))
         .context("cannot move the checkpoint into the container")?;

@@ -183,11 +183,24 @@ pub(crate) fn remove_one(
                 record.name
             );
         }
-        if let Some(running) = mark_manually_stopped(store, &record.id)? {
-            crate::pause::thaw_for_signal(store, &running)?;
-            kill_and_wait(&running)?;
-            // Let the monitor record the end and release what it holds.
-            refresh(store, running)?;
+        let stopped = (|| {
+            if let Some(running) = mark_manually_stopped(store, &record.id)? {
+                crate::pause::thaw_for_signal(store, &running)?;
+                kill_and_wait(&running)?;
+                // Let the monitor record the end and release what it holds.
+                refresh(store, running)?;
+            }
+            anyhow::Ok(())
+        })();
+        if let Err(e) = stopped {
+            // A `--rm` container's monitor removes it as soon as it ends,
+            // which may be before this got to it: then it is done.
+            let vanished = std::fs::symlink_metadata(store.container_dir(&record.id)).is_err();
+            return if record.auto_remove && vanished {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
     }
     // A container whose monitor died still has its cgroup, address and

@@ -2,7 +2,10 @@
 //! spec: everything the runtime will do for the container is in it.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_state::ContainerStore;
 
 use berth_ns::{Capability, CapabilitySet};
 use cli::runtime::{OVERLAY_ROOTFS_ANNOTATION, REAPING_INIT_ANNOTATION};
@@ -25,7 +28,8 @@ pub struct ContainerPlan<'a> {
     pub console_size: Option<(u16, u16)>,
     /// The image's layers, topmost first (overlay's lowerdir order).
     pub layers: &'a [PathBuf],
-    pub container_dir: &'a Path,
+    /// Its write layer and root mount point, from [`layer_dirs`].
+    pub layer_dirs: &'a [PathBuf; 3],
     /// Binds: /etc files and `-v` volumes, in mount order.
     pub volumes: &'a [berth_fs::Volume],
     pub capabilities: &'a CapabilitySet,
@@ -71,18 +75,42 @@ pub struct Extras {
     pub init: bool,
 }
 
-/// The container's write layer: overlay's upper and work dirs and the
-/// mount point of its root, inside the container's own directory.
-pub fn layer_dirs(container_dir: &Path) -> [PathBuf; 3] {
+/// The container's write layer: overlay's upper and work dirs (on disk,
+/// see [`ContainerStore::layer_dir`]) and the mount point of its root, in
+/// the container's own directory.
+pub fn layer_dirs(store: &ContainerStore, id: &str) -> [PathBuf; 3] {
+    let layer = store.layer_dir(id);
     [
-        container_dir.join("upper"),
-        container_dir.join("work"),
-        container_dir.join("rootfs"),
+        layer.join("upper"),
+        layer.join("work"),
+        store.container_dir(id).join("rootfs"),
     ]
 }
 
+/// Point a container's spec at its write layer and root mount point
+/// `[upper, work, rootfs]` (an imported checkpoint's spec names the old
+/// container's).
+pub fn relocate_layer(spec: &mut Spec, [upper, work, rootfs]: &[PathBuf; 3]) -> anyhow::Result<()> {
+    if let Some(root) = spec.root_mut() {
+        root.set_path(rootfs.clone());
+    }
+    let Some(overlay) = spec
+        .annotations_mut()
+        .as_mut()
+        .and_then(|a| a.get_mut(OVERLAY_ROOTFS_ANNOTATION))
+    else {
+        return Ok(());
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_str(overlay).context("the spec's overlay annotation is corrupt")?;
+    value["upper"] = serde_json::json!(upper);
+    value["work"] = serde_json::json!(work);
+    *overlay = value.to_string();
+    Ok(())
+}
+
 pub fn build(plan: &ContainerPlan<'_>) -> anyhow::Result<Spec> {
-    let [upper, work, rootfs] = layer_dirs(plan.container_dir);
+    let [upper, work, rootfs] = plan.layer_dirs.clone();
     let mut spec = Spec::default();
     spec.set_version(OCI_VERSION.to_owned());
     let mut root = Root::default();
@@ -402,7 +430,11 @@ mod tests {
             tty: true,
             console_size: Some((24, 80)),
             layers: &layers,
-            container_dir: Path::new("/var/lib/berth/containers/c1"),
+            layer_dirs: &[
+                "/var/lib/berth/containers/c1/upper".into(),
+                "/var/lib/berth/containers/c1/work".into(),
+                "/var/lib/berth/containers/c1/rootfs".into(),
+            ],
             volumes: &volumes,
             capabilities: &CapabilitySet::docker_default(),
             privileged: false,

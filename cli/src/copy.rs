@@ -88,7 +88,7 @@ fn open_container_root(paths: &Paths, record: &ContainerRecord) -> anyhow::Resul
         .resolve(&record.image_id)
         .with_context(|| format!("the image of container {} is gone", record.name))?;
     let dir = containers.container_dir(&record.id);
-    let [upper, work, target] = crate::container_spec::layer_dirs(&dir);
+    let [upper, work, target] = crate::container_spec::layer_dirs(&containers, &record.id);
     let mut volumes = crate::network::EtcFiles::new(&dir).volumes();
     if record.mounts.is_empty() {
         // A record from before `mounts`: its `-v` were host binds.

@@ -19,8 +19,12 @@ pub fn diff(paths: &Paths, query: &str) -> anyhow::Result<i32> {
         .into_iter()
         .map(|v| v.target.into())
         .collect();
-    let changes = berth_fs::layer_changes(&dir.join("upper"), &image.lower_dirs(), &hidden)
-        .with_context(|| format!("cannot read the changes of container {}", record.name))?;
+    let changes = berth_fs::layer_changes(
+        &containers.layer_dir(&record.id).join("upper"),
+        &image.lower_dirs(),
+        &hidden,
+    )
+    .with_context(|| format!("cannot read the changes of container {}", record.name))?;
     let mut out = String::new();
     for change in changes {
         out.push(change.kind.letter());

@@ -714,7 +714,7 @@ pub fn export(paths: &Paths, args: &ExportArgs) -> anyhow::Result<i32> {
     let image = images
         .resolve(&record.image_id)
         .with_context(|| format!("the image of container {} is gone", record.name))?;
-    let upper = containers.container_dir(&record.id).join("upper");
+    let [upper, ..] = crate::container_spec::layer_dirs(&containers, &record.id);
     let mut layers = vec![upper];
     layers.extend(image.lower_dirs());
     let layer_refs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
@@ -742,7 +742,7 @@ pub fn commit(paths: &Paths, args: &CommitArgs) -> anyhow::Result<i32> {
         .resolve(&record.image_id)
         .or_else(|_| images.resolve(&record.image))
         .with_context(|| format!("the image of container {} is gone", record.name))?;
-    let upper = containers.container_dir(&record.id).join("upper");
+    let [upper, ..] = crate::container_spec::layer_dirs(&containers, &record.id);
     let mut config = base.run_config();
     config.set_entrypoint(None);
     config.set_cmd(Some(record.command.clone()));

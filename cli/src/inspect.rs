@@ -56,7 +56,7 @@ pub fn inspect(paths: &Paths, args: &InspectArgs) -> anyhow::Result<i32> {
             }
             add_paths(&mut value, &record, &dir);
             if args.size {
-                let written = crate::ps::tree_size(&dir.join("upper"));
+                let written = crate::ps::tree_size(&store.layer_dir(&record.id).join("upper"));
                 let image = images
                     .resolve(&record.image_id)
                     .map(|i| i.size())

@@ -25,8 +25,9 @@ impl Paths {
     pub fn containers(&self) -> anyhow::Result<ContainerStore> {
         self.ensure_root()?;
         let dir = self.root.join("containers");
-        ContainerStore::open(&dir)
-            .with_context(|| format!("cannot open the container store {}", dir.display()))
+        let store = ContainerStore::open(&dir)
+            .with_context(|| format!("cannot open the container store {}", dir.display()))?;
+        Ok(store.with_transient_dir(self.runtime().transient_containers()))
     }
 
     pub fn images(&self) -> anyhow::Result<ImageStore> {

@@ -148,7 +148,7 @@ fn prune_containers(paths: &Paths, filter: &PruneFilter) -> anyhow::Result<(Vec<
         if record.is_active() || !filter.matches(container_created(&record), &record.labels) {
             continue;
         }
-        let size = tree_bytes(&store.container_dir(&record.id).join("upper"));
+        let size = tree_bytes(&store.layer_dir(&record.id).join("upper"));
         let id = record.id.clone();
         crate::container::remove_one(paths, &store, record, false)?;
         removed.push(id);
@@ -344,7 +344,7 @@ pub fn system_df(paths: &Paths, args: &DfArgs) -> anyhow::Result<i32> {
 
     let sizes: Vec<u64> = containers
         .iter()
-        .map(|c| tree_bytes(&store.container_dir(&c.id).join("upper")))
+        .map(|c| tree_bytes(&store.layer_dir(&c.id).join("upper")))
         .collect();
     let containers_size: u64 = sizes.iter().sum();
     let containers_reclaimable: u64 = containers

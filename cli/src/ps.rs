@@ -79,7 +79,7 @@ pub fn ps(paths: &Paths, args: &PsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|record| {
             let size = args.size.then(|| {
-                let written = tree_size(&store.container_dir(&record.id).join("upper"));
+                let written = tree_size(&store.layer_dir(&record.id).join("upper"));
                 let image = images
                     .resolve(&record.image_id)
                     .map(|i| i.size())

@@ -249,7 +249,8 @@ fn create_container<'a>(
         volumes: std::mem::take(&mut mounts.created),
     };
     let dir = containers.container_dir(&id);
-    prepare_layer_dirs(&dir)?;
+    let layer_dirs = crate::container_spec::layer_dirs(containers, &id);
+    prepare_layer_dirs(&layer_dirs)?;
     // /etc/hosts, resolv.conf and hostname first, so that a user's -v can
     // still replace one of them.
     crate::network::prepare(paths, &mut network)?;
@@ -259,7 +260,7 @@ fn create_container<'a>(
     }
     let volumes = etc_files.volumes();
     if let Some(root) = record.id_maps.as_ref().and_then(|m| m.root()) {
-        let [upper, _work, rootfs] = crate::container_spec::layer_dirs(&dir);
+        let [upper, _work, rootfs] = layer_dirs.clone();
         let mut owned = vec![upper, rootfs];
         if !network.shares_another_container() {
             owned.extend(volumes.iter().map(|v| v.source.clone()));
@@ -282,7 +283,7 @@ fn create_container<'a>(
             .iter()
             .map(|link| images.root().join(link))
             .collect::<Vec<_>>(),
-        container_dir: &dir,
+        layer_dirs: &layer_dirs,
         volumes: &volumes,
         capabilities: &capabilities,
         privileged: args.privileged,
@@ -1092,19 +1093,19 @@ fn create_record(
 ) -> anyhow::Result<()> {
     if let Some(name) = name {
         record.name = name.to_owned();
-        return match store.create(record) {
+        return match store_record(store, record) {
             // Its holder may be a --rm container whose berth was killed:
             // looking it up carries that out, then the name may be free.
             Err(StateError::NameInUse { .. }) => {
                 let _ = crate::container::find(store, name);
-                store.create(record).map_err(Into::into)
+                store_record(store, record).map_err(Into::into)
             }
             other => other.map_err(Into::into),
         };
     }
     for _ in 0..16 {
         record.name = generate_name();
-        match store.create(record) {
+        match store_record(store, record) {
             Err(StateError::NameInUse { .. }) => continue,
             other => return other.map_err(Into::into),
         }
@@ -1113,15 +1114,29 @@ fn create_record(
 }
 
 /// The container's write layer (see [`crate::container_spec::layer_dirs`]).
-fn prepare_layer_dirs(dir: &Path) -> anyhow::Result<()> {
-    for path in crate::container_spec::layer_dirs(dir) {
+fn prepare_layer_dirs(dirs: &[std::path::PathBuf; 3]) -> anyhow::Result<()> {
+    for path in dirs {
         // The upper dir's mode becomes the mode of the container's "/".
         std::fs::DirBuilder::new()
             .mode(0o755)
-            .create(&path)
+            .create(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Add `record` to the store: a `--rm` container as a transient one (its
+/// files on the runtime's tmpfs, its write layer on disk), unless its root
+/// is mapped (a user namespace's root could not reach that tmpfs).
+pub(crate) fn store_record(
+    store: &ContainerStore,
+    record: &ContainerRecord,
+) -> Result<(), StateError> {
+    if record.auto_remove && record.id_maps.is_none() {
+        store.create_transient(record)
+    } else {
+        store.create(record)
+    }
 }
 
 /// Block the signals berth relays (and SIGCHLD) and collect them in a

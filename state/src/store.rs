@@ -31,12 +31,25 @@ const LOCK_FILE: &str = ".lock";
 /// link left by a crash (or a remove) never holds a name.
 const NAME_INDEX: &str = ".names";
 
+/// `<dir>/.<id>.layer`: the write layer of a transient container, on
+/// disk beside the link to its directory (see [`ContainerStore::create_transient`]).
+const LAYER_SUFFIX: &str = ".layer";
+
 /// The directory of container records: `<dir>/<id>/config.json`, one
 /// directory per container, which is also where the container's write
 /// layer and other per-container files live.
+///
+/// A transient container (`--rm`: nothing of it outlives it, nor a
+/// reboot) keeps its directory in the store's transient directory, a tmpfs
+/// like runc's and crun's state, and `<dir>/<id>` is a symlink to it; only
+/// its write layer, which can grow large, stays on disk in
+/// `<dir>/.<id>.layer` ([`ContainerStore::layer_dir`]). Creating and deleting
+/// files on a tmpfs costs a fraction of a disk filesystem's, and a short
+/// `run --rm` makes a dozen of them.
 #[derive(Debug, Clone)]
 pub struct ContainerStore {
     dir: PathBuf,
+    transient: Option<PathBuf>,
 }
 
 /// A container whose record cannot be read.
@@ -60,12 +73,38 @@ impl ContainerStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StateError> {
         let dir = dir.into();
         crate::ensure_private_dir(&dir)?;
-        Ok(ContainerStore { dir })
+        Ok(ContainerStore {
+            dir,
+            transient: None,
+        })
     }
 
-    /// Directory holding everything of container `id`.
+    /// Keep transient containers' directories in `dir` (made private,
+    /// mode 0700, by the first such container; normally on a tmpfs): see
+    /// [`ContainerStore::create_transient`].
+    pub fn with_transient_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.transient = Some(dir.into());
+        self
+    }
+
+    /// Directory holding everything of container `id` (for a transient
+    /// container, a link to its directory in the transient directory).
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
+    }
+
+    /// Where container `id`'s write layer lives: its own directory, or for
+    /// a transient container `<dir>/.<id>.layer` on disk. One `lstat`.
+    pub fn layer_dir(&self, id: &str) -> PathBuf {
+        let dir = self.container_dir(id);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_symlink() => self.transient_layer(id),
+            _ => dir,
+        }
+    }
+
+    fn transient_layer(&self, id: &str) -> PathBuf {
+        self.dir.join(format!(".{id}{LAYER_SUFFIX}"))
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -85,6 +124,19 @@ impl ContainerStore {
     /// container directory appears complete or not at all: it is filled
     /// under a hidden name and renamed into place.
     pub fn create(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        self.create_in_place(record, false)
+    }
+
+    /// [`Self::create`] for a container that nothing keeps once it ends: its
+    /// directory goes to the transient directory (when the store has one)
+    /// and its write layer to `<dir>/.<id>.layer`; `<dir>/<id>`, a symlink to
+    /// the directory, made last, publishes it. After a reboot the link
+    /// dangles and the next create sweeps it and the layer away.
+    pub fn create_transient(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        self.create_in_place(record, self.transient.is_some())
+    }
+
+    fn create_in_place(&self, record: &ContainerRecord, transient: bool) -> Result<(), StateError> {
         validate_name(&record.name)?;
         let _lock = self.lock()?;
         self.sweep_leftovers();
@@ -95,6 +147,9 @@ impl ContainerStore {
             });
         }
         self.link_name(&record.name, &record.id)?;
+        if transient {
+            return self.create_transient_dirs(record);
+        }
         let staging = self.dir.join(format!(".{}.new", record.id));
         let result = (|| {
             DirBuilder::new()
@@ -113,6 +168,35 @@ impl ContainerStore {
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+
+    /// The transient directory, its record, the layer directory on disk,
+    /// then the link that makes it a container; undone on failure.
+    fn create_transient_dirs(&self, record: &ContainerRecord) -> Result<(), StateError> {
+        let Some(transient) = &self.transient else {
+            unreachable!("only called with a transient directory");
+        };
+        let target = transient.join(&record.id);
+        let layer = self.transient_layer(&record.id);
+        let link = self.container_dir(&record.id);
+        crate::ensure_private_dir(transient)?;
+        let result = (|| {
+            for dir in [&target, &layer] {
+                DirBuilder::new()
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| StateError::io(dir, e))?;
+            }
+            let path = target.join(RECORD_FILE);
+            crate::replace_file(&path, &to_json(record), Durability::Volatile)
+                .map_err(|e| StateError::io(&path, e))?;
+            std::os::unix::fs::symlink(&target, &link).map_err(|e| StateError::io(&link, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&target);
+            let _ = fs::remove_dir_all(&layer);
         }
         result
     }
@@ -200,9 +284,13 @@ impl ContainerStore {
             let entry = entry.map_err(|e| StateError::io(&self.dir, e))?;
             let name = entry.file_name();
             let Some(id) = name.to_str() else { continue };
-            // The entry's own type (no stat per container); a directory
-            // is never a link here.
-            if id.starts_with('.') || !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            // The entry's own type (no stat per container): a directory,
+            // or a transient container's link.
+            if id.starts_with('.')
+                || !entry
+                    .file_type()
+                    .is_ok_and(|kind| kind.is_dir() || kind.is_symlink())
+            {
                 continue;
             }
             match self.load(id) {
@@ -280,7 +368,7 @@ impl ContainerStore {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(StateError::io(&dir, e)),
         }
-        remove_tree(&doomed)?;
+        self.remove_entry(&doomed, id)?;
         remove_tree(&self.dir.join(format!(".{id}.new")))?;
         if let Some(name) = name {
             // Under the lock: a create may be taking the name over now.
@@ -288,6 +376,26 @@ impl ContainerStore {
             self.unlink_name(&name, id);
         }
         Ok(())
+    }
+
+    /// Delete a container's (hidden) entry: a directory, or a transient
+    /// container's link, whose directory and layer go first so that a
+    /// crash half-way leaves the link for the next sweep. A link is only
+    /// followed into this store's transient directory.
+    fn remove_entry(&self, entry: &Path, id: &str) -> Result<(), StateError> {
+        let Ok(target) = fs::read_link(entry) else {
+            return remove_tree(entry);
+        };
+        if let Some(transient) = &self.transient {
+            if target == transient.join(id) {
+                remove_tree(&target)?;
+            }
+        }
+        remove_tree(&self.transient_layer(id))?;
+        match fs::remove_file(entry) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(StateError::io(entry, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Give container `id` a new name, refused when invalid or taken.
@@ -366,10 +474,12 @@ impl ContainerStore {
         }
     }
 
-    /// Finish what killed commands left: `.<id>.new` (a create, which
-    /// holds the lock this runs under, so none is in progress) and
-    /// `.<id>.removing` (a remove; deleting it twice is harmless). Best
-    /// effort: a leftover that cannot go now goes next time.
+    /// Finish what killed commands left: `.<id>.new` and a `.<id>.layer`
+    /// without its link (a create, which holds the lock this runs under,
+    /// so none is in progress), `.<id>.removing` (a remove; deleting it
+    /// twice is harmless), and the links of transient containers whose
+    /// directory a reboot took. Best effort: a leftover that cannot go now
+    /// goes next time.
     fn sweep_leftovers(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
@@ -377,8 +487,28 @@ impl ContainerStore {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') && (name.ends_with(".new") || name.ends_with(".removing")) {
+            if let Some(id) = name
+                .strip_prefix('.')
+                .and_then(|rest| rest.strip_suffix(".removing"))
+            {
+                let _ = self.remove_entry(&entry.path(), id);
+            } else if name.starts_with('.') && name.ends_with(".new") {
                 let _ = fs::remove_dir_all(entry.path());
+            } else if let Some(id) = name
+                .strip_prefix('.')
+                .and_then(|rest| rest.strip_suffix(LAYER_SUFFIX))
+            {
+                // A layer without its link: a create killed before the
+                // link was made.
+                if fs::symlink_metadata(self.container_dir(id)).is_err() {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            } else if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                // A transient container whose directory is gone (a reboot
+                // emptied the tmpfs): nothing of it is left to run.
+                if !entry.path().join(RECORD_FILE).exists() {
+                    let _ = self.remove_entry(&entry.path(), name);
+                }
             }
         }
     }
@@ -606,5 +736,113 @@ mod tests {
         store.create(&record("new-name")).unwrap();
         assert!(store.create(&record("ghost")).is_err());
         assert!(store.create(&record("old")).is_err());
+    }
+
+    fn transient_store() -> (tempfile::TempDir, ContainerStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(dir.path().join("containers"))
+            .unwrap()
+            .with_transient_dir(dir.path().join("run"));
+        (dir, store)
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".lock" && n != NAME_INDEX)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn transient_containers_live_in_the_transient_dir_with_their_layer_on_disk() {
+        let (dir, store) = transient_store();
+        let kept = record("kept");
+        store.create(&kept).unwrap();
+        let mut gone = record("gone");
+        gone.auto_remove = true;
+        store.create_transient(&gone).unwrap();
+
+        let link = store.container_dir(&gone.id);
+        let target = dir.path().join("run").join(&gone.id);
+        assert_eq!(fs::read_link(&link).unwrap(), target);
+        assert!(target.join(RECORD_FILE).is_file());
+        let layer = store.layer_dir(&gone.id);
+        assert_eq!(layer, store.dir().join(format!(".{}.layer", gone.id)));
+        assert!(layer.is_dir());
+        assert_eq!(store.layer_dir(&kept.id), store.container_dir(&kept.id));
+
+        // Read, listed, found and updated through the link like any other.
+        assert_eq!(store.find("gone").unwrap().id, gone.id);
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["kept", "gone"]);
+        store.update(&gone.id, |r| r.pid = Some(42)).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), target);
+        assert_eq!(store.load(&gone.id).unwrap().pid, Some(42));
+
+        store.remove(&gone.id).unwrap();
+        assert!(!target.exists() && !layer.exists());
+        assert!(fs::symlink_metadata(&link).is_err());
+        assert_eq!(entries(store.dir()), vec![kept.id.clone()]);
+        assert!(entries(&dir.path().join("run")).is_empty());
+        assert!(
+            store.create(&record("gone")).is_ok(),
+            "the name is free again"
+        );
+    }
+
+    #[test]
+    fn without_a_transient_dir_transient_containers_are_ordinary() {
+        let (_dir, store) = store();
+        let r = record("plain");
+        store.create_transient(&r).unwrap();
+        assert!(store.container_dir(&r.id).is_dir());
+        assert_eq!(store.layer_dir(&r.id), store.container_dir(&r.id));
+        store.remove(&r.id).unwrap();
+        assert!(!store.container_dir(&r.id).exists());
+    }
+
+    #[test]
+    fn what_a_reboot_or_a_kill_leaves_of_transient_containers_is_swept() {
+        let (dir, store) = transient_store();
+        // A reboot: the tmpfs is empty, the links and layers are left.
+        let rebooted = record("rebooted");
+        store.create_transient(&rebooted).unwrap();
+        fs::write(store.layer_dir(&rebooted.id).join("big"), "data").unwrap();
+        fs::remove_dir_all(dir.path().join("run").join(&rebooted.id)).unwrap();
+        assert!(
+            store.list().unwrap().is_empty(),
+            "a dangling link is no container"
+        );
+        // A remove killed after its rename, and a create killed before its link.
+        let removing = record("removing");
+        store.create_transient(&removing).unwrap();
+        let doomed = store.dir().join(format!(".{}.removing", removing.id));
+        fs::rename(store.container_dir(&removing.id), &doomed).unwrap();
+        fs::create_dir_all(store.dir().join(".feed.layer/upper")).unwrap();
+
+        let next = record("next");
+        store.create(&next).unwrap();
+        assert_eq!(entries(store.dir()), vec![next.id.clone()]);
+        assert!(entries(&dir.path().join("run")).is_empty());
+    }
+
+    #[test]
+    fn a_link_is_never_followed_out_of_the_transient_dir() {
+        let (dir, store) = transient_store();
+        let elsewhere = dir.path().join("precious");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join(RECORD_FILE), to_json(&record("fake"))).unwrap();
+        let id = generate_id();
+        std::os::unix::fs::symlink(&elsewhere, store.container_dir(&id)).unwrap();
+        store.remove(&id).unwrap();
+        assert!(
+            elsewhere.join(RECORD_FILE).is_file(),
+            "outside files are kept"
+        );
+        assert!(fs::symlink_metadata(store.container_dir(&id)).is_err());
     }
 }

@@ -535,6 +535,24 @@ impl Berth {
             dirs.is_empty(),
             "container directories left after rm: {dirs:?}"
         );
+        // Nor a transient container's layer, nor a half-made or
+        // half-removed container (hidden names).
+        let hidden: Vec<String> = fs::read_dir(self.root().join("containers"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".lock" && n != ".names")
+            .collect();
+        assert!(
+            hidden.is_empty(),
+            "hidden container entries left: {hidden:?}"
+        );
+        let transient = self.entries("runtime/containers@transient");
+        assert!(
+            transient.is_empty(),
+            "transient container directories left: {transient:?}"
+        );
         let tmp = self.entries("images/tmp");
         assert!(tmp.is_empty(), "temporary image files left: {tmp:?}");
         // The runtime's state of every container (on tmpfs, linked from
@@ -558,8 +576,9 @@ impl Berth {
 }
 
 /// What a root's runtime-state directory holds for all its containers:
-/// compiled seccomp programs and the empty layer of exec's sealed overlay.
-const RUNTIME_SHARED: [&str; 2] = ["seccomp@cache", "empty@layer"];
+/// compiled seccomp programs, the empty layer of exec's sealed overlay and
+/// the directory of transient (`--rm`) containers.
+const RUNTIME_SHARED: [&str; 3] = ["seccomp@cache", "empty@layer", "containers@transient"];
 
 impl Drop for Berth {
     fn drop(&mut self) {

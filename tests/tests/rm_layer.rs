@@ -1,6 +1,8 @@
 //! The write layer of a `--rm` container dies with it: its overlay is
 //! mounted `volatile` (no sync of the host's disk when it is unmounted at
-//! the container's end), that of any other container is not.
+//! the container's end), that of any other container is not; and its
+//! directory is a transient one, on the runtime's tmpfs, with only the
+//! write layer on disk.
 
 use std::time::Duration;
 
@@ -50,10 +52,62 @@ fn only_a_rm_containers_write_layer_is_volatile() {
     // What it writes is there for the container all the same.
     let written = berth.run_ok(["exec", "removed", "cat", "/written"]);
     assert_eq!(written.trim(), "x");
+    // Its directory lives in the runtime's state (<root>/runtime is the
+    // link to it below /run), its write layer on disk beside the link.
+    let id_of = |name: &str| {
+        berth
+            .run_ok(["inspect", "-f", "{{.Id}}", name])
+            .trim()
+            .to_owned()
+    };
+    let (removed_id, kept_id) = (id_of("removed"), id_of("kept"));
+    let containers = berth.root().join("containers");
+    let link = std::fs::read_link(containers.join(&removed_id)).expect("a --rm container's link");
+    assert_eq!(
+        link,
+        berth
+            .root()
+            .join("runtime/containers@transient")
+            .join(&removed_id)
+    );
+    assert!(link.join("config.json").is_file() && link.join("hosts").is_file());
+    let layer = containers.join(format!(".{removed_id}.layer"));
+    assert_eq!(
+        std::fs::read_to_string(layer.join("upper/written")).unwrap(),
+        "x\n"
+    );
+    let kept_dir = std::fs::symlink_metadata(containers.join(&kept_id)).unwrap();
+    assert!(kept_dir.is_dir(), "a kept container's directory is on disk");
+    // `ps -s` and `diff` read the layer where it is.
+    let diff = berth.run_ok(["diff", "removed"]);
+    assert!(diff.lines().any(|l| l == "A /written"), "{diff}");
     berth.run_ok(["rm", "-f", "kept"]);
-    // Killed, a --rm container may be removed by its monitor before `rm`
-    // gets to it: either way it goes.
-    let _ = berth.output(["rm", "-f", "removed"]);
+    // Killed, a --rm container is removed by its monitor, perhaps before
+    // `rm` gets to it: either way `rm -f` succeeds.
+    assert_eq!(berth.run_ok(["rm", "-f", "removed"]).trim(), "removed");
+    assert!(
+        wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
+        "left: {:?}",
+        berth.container_ids()
+    );
+    berth.assert_clean();
+}
+
+/// `rm -f` of a running `--rm` container races its monitor, which removes
+/// the container as soon as it ends: `rm -f` must succeed (exit 0, the
+/// name printed) whoever wins, as docker's does.
+#[test]
+fn rm_f_of_a_running_rm_container_succeeds_whoever_removes_it() {
+    require_root!();
+    let berth = Berth::new();
+    for round in 0..5 {
+        let name = format!("racer{round}");
+        berth.run_ok([
+            "run", "-d", "--rm", "--name", &name, "--net", "none", "--pull", "never", "busybox",
+            "sleep", "60",
+        ]);
+        assert_eq!(berth.run_ok(["rm", "-f", &name]).trim(), name);
+    }
     assert!(
         wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
         "left: {:?}",

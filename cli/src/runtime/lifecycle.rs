@@ -164,6 +164,13 @@ impl Runtime {
         self.root.join("seccomp@cache")
     }
 
+    /// The directories of the engine's transient (`--rm`) containers (see
+    /// [`berth_state::ContainerStore::create_transient`]): this root's
+    /// directory is the tmpfs they belong on.
+    pub fn transient_containers(&self) -> PathBuf {
+        self.root.join("containers@transient")
+    }
+
     /// The empty bottom layer of the read-only overlay a process that
     /// enters a container re-executes from (see
     /// [`berth_ns::sealed::reexec_from_sealed_copy`]).

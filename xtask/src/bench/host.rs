@@ -367,7 +367,7 @@ fn clean_up_on_host(
         .filter(|e| e.path_is_symlink() && e.file_name() == "runtime")
     {
         if let Ok(target) = fs::read_link(entry.path()) {
-            for shared in ["seccomp@cache", "empty@layer"] {
+            for shared in ["seccomp@cache", "empty@layer", "containers@transient"] {
                 let _ = fs::remove_dir_all(target.join(shared));
             }
             let _ = fs::remove_dir(target);
