@@ -194,13 +194,19 @@ pub(crate) fn remove_one(
         })();
         if let Err(e) = stopped {
             // A `--rm` container's monitor removes it as soon as it ends,
-            // which may be before this got to it: then it is done.
+            // which may be before this got to it: then it is done once
+            // the monitor is (what it has left is finished here too).
             let vanished = std::fs::symlink_metadata(store.container_dir(&record.id)).is_err();
-            return if record.auto_remove && vanished {
-                Ok(())
-            } else {
-                Err(e)
-            };
+            if !(record.auto_remove && vanished) {
+                return Err(e);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while monitor_alive(&record) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return store
+                .remove(&record.id)
+                .with_context(|| format!("cannot remove container {}", record.name));
         }
     }
     // A container whose monitor died still has its cgroup, address and
