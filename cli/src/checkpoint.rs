@@ -26,7 +26,8 @@ use crate::network::NetworkMode;
 use crate::paths::Paths;
 use crate::run::{coded, require_root, LaunchPlan, RemoveOnFailure};
 
-/// The checkpoint's images, in the container's directory.
+/// The checkpoint's images, beside the container's write layer (on disk
+/// also for a transient container: they are as large as its memory).
 const CHECKPOINT_DIR: &str = "checkpoint";
 /// Where they are written until complete.
 const STAGING_DIR: &str = "checkpoint.tmp";
@@ -67,7 +68,7 @@ pub fn checkpoint(paths: &Paths, args: &CheckpointArgs) -> anyhow::Result<i32> {
     if !record.is_active() {
         bail!("container {} is not running", record.name);
     }
-    let dir = store.container_dir(&record.id);
+    let dir = store.layer_dir(&record.id);
     let staging = dir.join(STAGING_DIR);
     let images = dir.join(CHECKPOINT_DIR);
     let work = dir.join(CRIU_DIR);
@@ -162,7 +163,7 @@ fn export(paths: &Paths, store: &ContainerStore, id: &str, target: &Path) -> any
         let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
         let mut tar = tar::Builder::new(gzip);
         tar.follow_symlinks(false);
-        tar.append_dir_all(CHECKPOINT_DIR, dir.join(CHECKPOINT_DIR))?;
+        tar.append_dir_all(CHECKPOINT_DIR, store.layer_dir(id).join(CHECKPOINT_DIR))?;
         let mut add = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
             let mut header = tar::Header::new_gnu();
             header.set_size(bytes.len() as u64);
@@ -221,7 +222,7 @@ pub fn restore(paths: &Paths, args: &RestoreArgs) -> anyhow::Result<i32> {
     if record.is_active() {
         bail!("container {} is running", record.name);
     }
-    let dir = store.container_dir(&record.id);
+    let dir = store.layer_dir(&record.id);
     let images = dir.join(CHECKPOINT_DIR);
     if !images.is_dir() {
         bail!(
@@ -415,8 +416,11 @@ fn import(
     // (see `ContainerStore::create_transient`), not on where it was.
     crate::container_spec::relocate_layer(&mut spec, &layer_dirs)?;
     crate::run::save_spec(&dir, &spec)?;
-    std::fs::rename(root.join(CHECKPOINT_DIR), dir.join(CHECKPOINT_DIR))
-        .context("cannot move the checkpoint into the container")?;
+    std::fs::rename(
+        root.join(CHECKPOINT_DIR),
+        store.layer_dir(&id).join(CHECKPOINT_DIR),
+    )
+    .context("cannot move the checkpoint into the container")?;
     if root.join(EXPORT_LOG).is_file() {
         let log = crate::run::log_path(store, &id);
         std::fs::rename(root.join(EXPORT_LOG), &log)

@@ -138,12 +138,27 @@ fn checkpoint_of_a_rm_container_restores_it_with_its_files() {
         &["--rm", "--net", "none"],
         &format!("echo kept > /written; {COUNTER}"),
     );
-    round_trip(&berth, &id, &[], &[]);
+    berth.run_ok(["checkpoint", &id]);
+    // Its images are on disk beside its write layer, not on the tmpfs that
+    // holds a --rm container's other files.
+    let layer = berth.root().join("containers").join(format!(".{id}.layer"));
+    assert!(
+        layer.join("checkpoint").is_dir(),
+        "no checkpoint in {}",
+        layer.display()
+    );
+    let before = logs(&berth, &id);
+    berth.run_ok(["restore", &id]);
+    assert!(
+        wait_until(STEP, || logs(&berth, &id).len() >= before.len() + 5),
+        "the restored container does not count"
+    );
+    assert_continued(&before, &logs(&berth, &id));
     let written = berth.run_ok(["exec", &id, "cat", "/written"]);
     assert_eq!(written.trim(), "kept");
-    // Killed, a --rm container may be removed by its monitor before `rm`
-    // gets to it: either way it goes.
-    let _ = berth.output(["rm", "-f", &id]);
+    // Killed, a --rm container is removed by its monitor, perhaps before
+    // `rm` gets to it: either way `rm -f` succeeds.
+    berth.run_ok(["rm", "-f", &id]);
     assert!(
         wait_until(STEP, || berth.container_ids().is_empty()),
         "left: {:?}",
