@@ -30,7 +30,7 @@ const SMALL_FILES_PER_DIR: usize = 500;
 const SMALL_FILE_BYTES: usize = 8 << 10;
 
 /// Pseudo-random bytes (xorshift), incompressible and different per seed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
@@ -89,14 +89,14 @@ fn tar_pipe(from: &Path, to: &Path) -> Command {
     command
 }
 
-fn fresh_dir(path: &Path) -> Result<PathBuf> {
+pub(super) fn fresh_dir(path: &Path) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(path);
     fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     Ok(path.to_path_buf())
 }
 
 /// The one container directory below `root` whose record names `name`.
-fn container_dir(root: &Path, name: &str) -> Result<PathBuf> {
+pub(super) fn container_dir(root: &Path, name: &str) -> Result<PathBuf> {
     for entry in fs::read_dir(root.join("containers"))? {
         let dir = entry?.path();
         let config = fs::read_to_string(dir.join("config.json")).unwrap_or_default();

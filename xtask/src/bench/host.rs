@@ -70,7 +70,7 @@ pub(super) fn host_stage(args: &BenchArgs, settings: &Settings) -> Result<()> {
     if result.is_ok() {
         append(&summary, &leftover_text)?;
         println!(
-            "xtask: results in {} (raw data beside it: samples.tsv, throughput.tsv, network.tsv)",
+            "xtask: results in {} (beside it: latency.svg and the raw data, samples.tsv and one .tsv per other scenario)",
             summary.display()
         );
     }

@@ -28,6 +28,11 @@
 //! - `dns` ([`dns`], only when asked for): the answer time of berth's
 //!   embedded DNS server for a container's name, asked from inside another
 //!   container on the same network.
+//! - `exec` ([`exec`], only when asked for): `berth exec C true` into a
+//!   running container beside `crun exec`/`runc exec` into an equivalent
+//!   one, with the CVE-2019-5736 protection berth used.
+//! - `commit` ([`commit`], only when asked for): `berth commit` of a
+//!   ~100 MiB write layer beside `tar -czf`/`tar -cf` of the same dir.
 //! - `engines` ([`engines`], only when asked for): berth as the OCI
 //!   runtime of podman and containerd (`berth-runtime`), `run --rm IMAGE
 //!   true` beside runc and crun under the same engine, interleaved round
@@ -61,8 +66,9 @@
 //!   medians. The network scenario uses the cold procedure; throughput
 //!   interleaves whole rounds of the tools, as peer-bench.sh does.
 //!
-//! Results: target/bench/summary.md (the tables, also printed), and the raw
-//! data: samples.tsv (every latency run), throughput.tsv, network.tsv.
+//! Results: target/bench/summary.md (the tables, also printed), latency.svg
+//! ([`plot`]: the latency distributions), and the raw data: samples.tsv
+//! (every latency run), throughput.tsv, network.tsv, exec.tsv, commit.tsv.
 //!
 //! Layout: this module (arguments, work dir, the namespace stage and its
 //! cleanup), [`host`] (host stage), [`latency`], [`throughput`],
@@ -70,13 +76,16 @@
 //! [`system`] (mounts, cgroups, processes).
 
 mod checkpoint;
+mod commit;
 mod dns;
 mod engines;
+mod exec;
 mod files;
 mod host;
 mod images;
 mod latency;
 mod network;
+mod plot;
 mod report;
 mod scale;
 mod system;
@@ -132,7 +141,10 @@ pub struct BenchArgs {
     /// memory against podman with runc; only when asked for; where criu
     /// does not work on this kernel, the whole bench runs in the project's
     /// cgroup v2 VM), `ipam` (the IPAM rows of `network` alone, on the
-    /// host: no berth build, no containers; only alone).
+    /// host: no berth build, no containers; only alone), `exec` (`exec C
+    /// true` into a running container against `crun exec`/`runc exec`;
+    /// only when asked for), `commit` (commit of a ~100 MiB write layer
+    /// against `tar -czf`/`tar -cf` of it; only when asked for).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Plain, Scenario::Limits, Scenario::Throughput, Scenario::Network, Scenario::Images])]
     scenarios: Vec<Scenario>,
     /// Regimes of the latency scenarios: `cold` (interleaved, paced), `warm`
@@ -200,6 +212,8 @@ enum Scenario {
     Checkpoint,
     Dns,
     Ipam,
+    Exec,
+    Commit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -241,6 +255,8 @@ impl Scenario {
             Scenario::Checkpoint => "checkpoint",
             Scenario::Dns => "dns",
             Scenario::Ipam => "ipam",
+            Scenario::Exec => "exec",
+            Scenario::Commit => "commit",
         }
     }
 
@@ -632,6 +648,9 @@ fn namespace_stage(settings: &Settings, work: WorkDir, berth: &Path, out_dir: &P
     print!("{text}");
     fs::write(out_dir.join("summary.md"), &text).context("writing summary.md")?;
     report::write_samples(&out_dir.join("samples.tsv"), &report.samples)?;
+    if let Some(svg) = plot::latency_svg(&report.samples)? {
+        fs::write(out_dir.join(report::LATENCY_PLOT), svg).context("writing latency.svg")?;
+    }
     for section in &report.scenario_sections {
         if let Some((name, raw)) = &section.raw {
             let path = out_dir.join(name);
@@ -738,7 +757,7 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
     }
     report.probes = probes;
     type MeasureFn = fn(&Settings, &Runner) -> Result<Section>;
-    let others: [(Scenario, &str, MeasureFn); 8] = [
+    let others: [(Scenario, &str, MeasureFn); 10] = [
         (Scenario::Throughput, "throughput", throughput::measure),
         (Scenario::Network, "network", network::measure),
         (Scenario::Images, "images", images::measure),
@@ -747,6 +766,8 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
         (Scenario::Scale, "scale", scale::measure),
         (Scenario::Checkpoint, "checkpoint", checkpoint::measure),
         (Scenario::Dns, "dns", dns::measure),
+        (Scenario::Exec, "exec", exec::measure),
+        (Scenario::Commit, "commit", commit::measure),
     ];
     for (scenario, name, measure) in others {
         if !settings.has(scenario) {

@@ -15,6 +15,9 @@ use super::latency::{
 use super::system::stdout_lines;
 use super::{Regime, Scenario, Section, Settings, Tool};
 
+/// The plot of the latency samples ([`super::plot`]), beside summary.md.
+pub(super) const LATENCY_PLOT: &str = "latency.svg";
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Stats {
     pub(super) min: f64,
@@ -207,7 +210,7 @@ impl Report {
         }
         let _ = write!(
             out,
-            "\"+ limits\": berth `{}`; crun/runc with linux.resources memory.limit {MEMORY_LIMIT_BYTES}, cpu quota {CPU_QUOTA_US} period {CPU_PERIOD_US}. Ratios are against crun in the same scenario. Raw samples: samples.tsv.\n\nCommands (ID unique per run; crun/runc `run` creates, starts, waits for and deletes; cold: `state ID` checked afterwards, untimed):\n\n",
+            "\"+ limits\": berth `{}`; crun/runc with linux.resources memory.limit {MEMORY_LIMIT_BYTES}, cpu quota {CPU_QUOTA_US} period {CPU_PERIOD_US}. Ratios are against crun in the same scenario. Raw samples: samples.tsv; plot of the distributions: [{LATENCY_PLOT}]({LATENCY_PLOT}).\n\nCommands (ID unique per run; crun/runc `run` creates, starts, waits for and deletes; cold: `state ID` checked afterwards, untimed):\n\n",
             BERTH_LIMIT_FLAGS.join(" ")
         );
         for (case, command) in &self.commands {
