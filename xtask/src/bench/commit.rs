@@ -77,9 +77,11 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
     if find_in_path("tar").is_none() || find_in_path("gzip").is_none() {
         bail!("the commit scenario needs tar and gzip");
     }
-    let base = runner.work.root.join("commit-bench");
-    let out_dir = fresh_dir(&base)?;
     let root = runner.work.berth_root();
+    // tar's archives go to the filesystem berth's layer store is on (a
+    // tmpfs with --berth-root-on-tmpfs): both write to the same disk.
+    let base = root.join("bench-commit-out");
+    let out_dir = fresh_dir(&base)?;
     run_checked(quiet(runner.berth_command().args([
         "run", "--pull", "never", "--net", "none", "--name", CONTAINER, "busybox", "true",
     ])))?;
