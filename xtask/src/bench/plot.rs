@@ -1,6 +1,7 @@
 //! latency.svg: the latency distributions of the `plain` and `limits`
 //! scenarios at a glance, one panel per regime (cold/paced, warm), one box
-//! plot per case (berth, crun, runc, each also "+ limits") with every
+//! plot per case (berth, crun, runc, each also "+ limits": quartile box,
+//! median line, whiskers to the fastest and slowest run) with every
 //! successful run drawn over it as a dot.
 //!
 //! Drawn with plotters' SVG backend alone (no default features): no font
@@ -78,19 +79,25 @@ where
         Regime::Cold => "cold/paced: start to exit, ms",
         Regime::Warm => "warm/back-to-back: start to exit, ms",
     };
+    // Each case gets three segments of the x axis: its box spans the
+    // middle one, its whiskers and dots sit at that segment's centre, and
+    // only that centre is labelled.
+    let slots = cases.len() * 3;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(48)
-        .build_cartesian_2d((0..cases.len()).into_segmented(), 0f32..top)
+        .build_cartesian_2d((0..slots).into_segmented(), 0f32..top)
         .map_err(|err| anyhow::anyhow!("drawing the plot: {err}"))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(cases.len())
+        .x_labels(slots)
         .x_label_formatter(&|value| match value {
-            SegmentValue::CenterOf(index) => labels.get(*index).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(slot) if slot % 3 == 1 => {
+                labels.get(slot / 3).cloned().unwrap_or_default()
+            }
             _ => String::new(),
         })
         .y_desc("ms")
@@ -98,23 +105,55 @@ where
         .map_err(|err| anyhow::anyhow!("drawing the plot: {err}"))?;
     for (index, (case, values)) in cases.iter().enumerate() {
         let color = color_of(case.tool);
-        let x = SegmentValue::CenterOf(index);
+        let slot = index * 3 + 1;
+        let centre = SegmentValue::CenterOf(slot);
+        let [min, q1, median, q3, max] = five_numbers(values);
+        // Box from the lower to the upper quartile, a line at the median,
+        // whiskers to the smallest and largest run (plotters' own Boxplot
+        // draws them to the 1.5 IQR fences even where no run is, even
+        // below zero).
+        let (left, right) = (SegmentValue::Exact(slot), SegmentValue::Exact(slot + 1));
+        let lines = [
+            vec![(centre.clone(), min), (centre.clone(), q1)],
+            vec![(centre.clone(), q3), (centre.clone(), max)],
+            vec![(left.clone(), median), (right.clone(), median)],
+        ];
         chart
-            .draw_series(std::iter::once(
-                Boxplot::new_vertical(x.clone(), &Quartiles::new(values))
-                    .width(28)
-                    .style(color.stroke_width(2)),
-            ))
+            .draw_series(std::iter::once(Rectangle::new(
+                [(left, q1), (right, q3)],
+                color.mix(0.15).filled(),
+            )))
+            .map_err(|err| anyhow::anyhow!("drawing the plot: {err}"))?;
+        chart
+            .draw_series(
+                lines
+                    .into_iter()
+                    .map(|line| PathElement::new(line, color.stroke_width(2))),
+            )
             .map_err(|err| anyhow::anyhow!("drawing the plot: {err}"))?;
         chart
             .draw_series(
                 values
                     .iter()
-                    .map(|value| Circle::new((x.clone(), *value), 2, color.mix(0.45).filled())),
+                    .map(|value| Circle::new((centre.clone(), *value), 2, color.mix(0.5).filled())),
             )
             .map_err(|err| anyhow::anyhow!("drawing the plot: {err}"))?;
     }
     Ok(())
+}
+
+/// min, lower quartile, median, upper quartile, max (quartiles
+/// interpolated linearly between the sorted values); `values` not empty.
+fn five_numbers(values: &[f32]) -> [f32; 5] {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let at = |fraction: f32| {
+        let position = fraction * (sorted.len() - 1) as f32;
+        let below = position.floor() as usize;
+        let above = position.ceil() as usize;
+        sorted[below] + (sorted[above] - sorted[below]) * (position - below as f32)
+    };
+    [at(0.0), at(0.25), at(0.5), at(0.75), at(1.0)]
 }
 
 #[cfg(test)]
@@ -210,6 +249,16 @@ mod tests {
         // One dot per sample.
         assert_eq!(svg.matches("<circle").count(), samples.len());
         assert!(!tags_balance("<svg><g></svg>"));
+    }
+
+    #[test]
+    fn five_numbers_interpolate() {
+        assert_eq!(
+            five_numbers(&[4.0, 1.0, 3.0, 2.0, 5.0]),
+            [1.0, 2.0, 3.0, 4.0, 5.0]
+        );
+        assert_eq!(five_numbers(&[2.0, 1.0]), [1.0, 1.25, 1.5, 1.75, 2.0]);
+        assert_eq!(five_numbers(&[7.0]), [7.0; 5]);
     }
 
     #[test]
