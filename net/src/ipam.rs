@@ -57,6 +57,8 @@ use crate::network::is_valid_name;
 use crate::persist::{self, FileLock};
 use crate::ports::{PortMapping, PortProbe, Protocol};
 
+use self::log::Log;
+
 /// Smallest and largest prefix length a pool may have: /8 .. /30.
 pub const MIN_PREFIX: u8 = 8;
 pub const MAX_PREFIX: u8 = 30;
@@ -449,14 +451,6 @@ impl Bitmap {
         }
         None
     }
-
-    /// First clear bit in `first..=last` at or after `start`, wrapping
-    /// around to `first` once.
-    fn first_clear_in(&self, first: u32, last: u32, start: u32) -> Option<u32> {
-        let start = start.clamp(first, last);
-        self.first_clear_between(start, last)
-            .or_else(|| self.first_clear_between(first, start.saturating_sub(1)))
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -464,7 +458,19 @@ impl Bitmap {
 // ---------------------------------------------------------------------------
 
 const LOCK_FILE: &str = "ipam.lock";
-const OWNERS: &str = "owners";
+/// The owner index buckets, `index/<bucket>` (see [`bucket_path`]).
+const INDEX: &str = "index";
+/// How many buckets the owners are hashed into: with 10,000 owners a
+/// bucket holds about ten (a few hundred bytes to read), and filling a
+/// /16 in one transaction writes 1024 bucket files, not 65,533.
+const INDEX_BUCKETS: u64 = 1024;
+/// The per-owner index of the previous format, `owners/<owner>`, which
+/// a transaction migrates (see [`IpamTxn::migrate_links`]).
+const LEGACY_OWNERS: &str = "owners";
+/// The per-address leases of the previous format,
+/// `<family>/<network>/leases/<address>`.
+const LEGACY_LEASES: &str = "leases";
+const BLOCKS: &str = "blocks";
 const PORTS: &str = "ports";
 /// Prefix of the names replacements are written under before the rename;
 /// listings skip them (one is left only by a crash between the two steps).
@@ -473,14 +479,17 @@ const TEMP_PREFIX: &str = ".tmp.";
 /// hundreds of ports) regular files: a link's target is at most
 /// PATH_MAX - 1 bytes.
 const LINK_VALUE_MAX: usize = 4000;
-/// Offsets an IPv4 allocation tries from the hint before it lists the
-/// pool's leases into a bitmap: past the hint the addresses are free
-/// unless the pool wrapped around, so the listing (O(leases)) is for
-/// nearly full pools only.
-const PROBES: u32 = 64;
+/// Addresses per lease block: a block is the aligned /24 (IPv4) or /120
+/// (IPv6) around an address.
+const BLOCK_SIZE: u128 = 256;
+/// Blocks a free-address search reads one by one before it lists the
+/// pool's block files instead: past the hint the blocks are free unless
+/// the pool wrapped around, so the listing (O(blocks)) is for nearly
+/// full pools only.
+const PROBED_BLOCKS: u32 = 2;
 
 /// What an owner holds, as named in its index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
     Mac,
     Port,
@@ -502,6 +511,24 @@ impl Kind {
         [Kind::Mac, Kind::Port, Kind::V4, Kind::V6]
             .into_iter()
             .find(|kind| kind.tag() == tag)
+    }
+
+    /// An address of this family (V4 or V6) as a number.
+    fn parse_addr(self, text: &str) -> Option<u128> {
+        match self {
+            Kind::V4 => text.parse::<Ipv4Addr>().ok().map(|a| u128::from(u32::from(a))),
+            Kind::V6 => text.parse::<Ipv6Addr>().ok().map(u128::from),
+            Kind::Mac | Kind::Port => None,
+        }
+    }
+
+    /// The canonical text of an address of this family (V4 or V6).
+    fn addr_text(self, addr: u128) -> String {
+        match self {
+            // Truncation cannot happen: IPv4 addresses are below 2^32.
+            Kind::V4 => Ipv4Addr::from(addr as u32).to_string(),
+            _ => Ipv6Addr::from(addr).to_string(),
+        }
     }
 }
 
@@ -549,24 +576,39 @@ impl Entry {
         (valid_group && valid_item).then(|| Entry::new(kind, group, item))
     }
 
-    /// The record this entry indexes: a lease or MAC claim whose value is
-    /// the owner, or the claims on a host port.
+    /// The address of a lease entry, if it is one of a valid address.
+    fn addr(&self) -> Option<u128> {
+        self.kind.parse_addr(&self.item)
+    }
+
+    /// The record this entry indexes: the block of an address lease
+    /// (which names its owner), a MAC claim whose value is the owner, or
+    /// the claims on a host port.
     fn record(&self) -> PathBuf {
-        match self.kind {
-            Kind::V4 => lease_path("v4", &self.group, &self.item),
-            Kind::V6 => lease_path("v6", &self.group, &self.item),
-            Kind::Mac => ["macs", &self.group, &self.item].iter().collect(),
-            Kind::Port => Path::new(PORTS).join(&self.group),
+        match (self.kind, self.addr()) {
+            (Kind::V4 | Kind::V6, Some(addr)) => block_path(self.kind, &self.group, addr),
+            (Kind::V4 | Kind::V6, None) => {
+                [self.kind.tag(), &self.group, BLOCKS, &self.item].iter().collect()
+            }
+            (Kind::Mac, _) => ["macs", &self.group, &self.item].iter().collect(),
+            (Kind::Port, _) => Path::new(PORTS).join(&self.group),
         }
     }
 }
 
-/// `<family>/<network>/leases/<address>`.
-fn lease_path(family: &str, network: &str, ip: &str) -> PathBuf {
-    [family, network, "leases", ip].iter().collect()
+/// `<family>/<network>/blocks/<first address>`: the leases of the block
+/// of [`BLOCK_SIZE`] addresses around `addr`.
+fn block_path(kind: Kind, network: &str, addr: u128) -> PathBuf {
+    let first = kind.addr_text(addr - addr % BLOCK_SIZE);
+    [kind.tag(), network, BLOCKS, &first].iter().collect()
 }
 
-/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `leases`.
+/// `<family>/<network>/leases/<address>`: a lease of the previous format.
+fn legacy_lease_path(family: &str, network: &str, ip: &str) -> PathBuf {
+    [family, network, LEGACY_LEASES, ip].iter().collect()
+}
+
+/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `blocks`.
 fn pool_path(family: &str, network: &str, file: &str) -> PathBuf {
     [family, network, file].iter().collect()
 }
@@ -576,8 +618,13 @@ fn pool_dir(family: &str, network: &str) -> PathBuf {
     [family, network].iter().collect()
 }
 
-fn index_path(owner: &str) -> PathBuf {
-    Path::new(OWNERS).join(owner)
+/// `index/<bucket>`: the index bucket `owner` is hashed into (FNV-1a:
+/// stable across builds and versions, unlike std's hasher).
+fn bucket_path(owner: &str) -> PathBuf {
+    let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Path::new(INDEX).join(format!("{:03x}", hash % INDEX_BUCKETS))
 }
 
 /// The record of the claims on one host port and protocol,
@@ -720,15 +767,6 @@ impl Store {
         }
     }
 
-    fn exists(&self, rel: &Path) -> Result<bool, IpamError> {
-        let path = self.path(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(IpamError::io(&path, e)),
-        }
-    }
-
     /// Run `make` (which creates `path`), creating the directory (0700)
     /// and any missing parent first if it is missing.
     fn in_dir(&self, path: &Path, make: impl Fn() -> io::Result<()>) -> io::Result<()> {
@@ -756,11 +794,23 @@ impl Store {
     /// Write `value` at the temp name of `path` as a link or, too long for
     /// one, a file; the temp name.
     fn write_temp(&self, path: &Path, value: &str) -> Result<PathBuf, IpamError> {
+        self.write_temp_bytes(path, value.as_bytes(), value.len() <= LINK_VALUE_MAX)
+    }
+
+    /// Write `value` at the temp name of `path`, as a link if `as_link`,
+    /// else as a regular file; the temp name.
+    fn write_temp_bytes(
+        &self,
+        path: &Path,
+        value: &[u8],
+        as_link: bool,
+    ) -> Result<PathBuf, IpamError> {
+        use std::os::unix::ffi::OsStrExt;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = path.with_file_name(format!("{TEMP_PREFIX}{name}"));
         let write = || {
-            if value.len() <= LINK_VALUE_MAX {
-                std::os::unix::fs::symlink(value, &temp)
+            if as_link {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(value), &temp)
             } else {
                 fs::write(&temp, value)
             }
@@ -774,6 +824,76 @@ impl Store {
         }
         .map_err(|e| IpamError::io(&temp, e))?;
         Ok(temp)
+    }
+
+    /// Replace the regular file `rel` with `bytes` atomically (a log
+    /// rewritten, or put back by an undo).
+    fn replace_file(&self, rel: &Path, bytes: &[u8]) -> Result<(), IpamError> {
+        let path = self.path(rel);
+        let temp = self.write_temp_bytes(&path, bytes, false)?;
+        fs::rename(&temp, &path).map_err(|e| IpamError::io(&path, e))
+    }
+
+    /// A log record, parsed (an empty one if there is no file).
+    fn read_log(
+        &self,
+        rel: &Path,
+        valid: impl Fn(&str, &str) -> bool,
+    ) -> Result<Log, IpamError> {
+        let path = self.path(rel);
+        match fs::read(&path) {
+            Ok(bytes) => Log::parse(&bytes, &path, valid),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Log::missing()),
+            Err(e) => Err(IpamError::io(&path, e)),
+        }
+    }
+
+    /// The first `len` bytes of the file `rel`.
+    fn read_prefix(&self, rel: &Path, len: u64) -> Result<Vec<u8>, IpamError> {
+        let path = self.path(rel);
+        let mut bytes = fs::read(&path).map_err(|e| IpamError::io(&path, e))?;
+        bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(bytes)
+    }
+
+    /// Append `text` to the log file `rel` whose complete lines are
+    /// `len` bytes (a torn tail past them is cut off first), or create
+    /// it with `text` if `len` is `None`. In place: no inode is made
+    /// except for a new file.
+    fn append(&self, rel: &Path, len: Option<u64>, text: &str) -> Result<(), IpamError> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let path = self.path(rel);
+        let io = |e| IpamError::io(&path, e);
+        match len {
+            None => {
+                let create = || {
+                    let mut file = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)?;
+                    io::Write::write_all(&mut file, text.as_bytes())
+                };
+                self.in_dir(&path, create).map_err(io)
+            }
+            Some(len) => {
+                let file = fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+                if file.metadata().map_err(io)?.len() != len {
+                    file.set_len(len).map_err(io)?;
+                }
+                file.write_all_at(text.as_bytes(), len).map_err(io)
+            }
+        }
+    }
+
+    /// Cut the log file `rel` back to `len` bytes (an undo).
+    fn truncate(&self, rel: &Path, len: u64) -> Result<(), IpamError> {
+        let path = self.path(rel);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(len))
+            .map_err(|e| IpamError::io(&path, e))
     }
 
     /// Create a record; `false` if one exists (it is left alone).
@@ -834,20 +954,6 @@ impl Store {
         Ok(names)
     }
 
-    /// Whether a directory has any record, reading a few entries at most.
-    fn has_records(&self, rel: &Path) -> Result<bool, IpamError> {
-        let path = self.path(rel);
-        match fs::read_dir(&path) {
-            Ok(mut entries) => Ok(entries.any(|entry| {
-                entry.map_or(true, |e| {
-                    !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-                })
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(IpamError::io(&path, e)),
-        }
-    }
-
     /// Remove a directory if it is empty (a removed pool's). Best effort:
     /// one left behind is harmless.
     fn remove_dir_if_empty(&self, rel: &Path) {
@@ -876,6 +982,10 @@ enum Undo {
     Created(PathBuf),
     /// Put back the value a record had.
     Restore(PathBuf, String),
+    /// Cut a log back to the length it had.
+    Truncate(PathBuf, u64),
+    /// Put back the bytes of a log file rewritten or removed.
+    RestoreFile(PathBuf, Vec<u8>),
 }
 
 /// The IPAM store in a directory (e.g. `<state root>/networks/ipam`).
@@ -895,8 +1005,9 @@ impl Ipam {
     }
 
     /// Take the lock: the start of a transaction. Nothing is read yet
-    /// (each change reads the few records it needs), except a state file
-    /// of the earlier format, which is imported here once.
+    /// (each change reads the few records it needs), except state of an
+    /// earlier format, which is migrated here once: a state file
+    /// (`ipam.json`) or per-address links (`owners/`, `.../leases/`).
     pub fn transaction(&self) -> Result<IpamTxn, IpamError> {
         persist::ensure_dir(&self.dir).map_err(|e| IpamError::io(&self.dir, e))?;
         let lock_path = self.dir.join(LOCK_FILE);
@@ -912,13 +1023,19 @@ impl Ipam {
             pools6: HashMap::new(),
             hints: HashMap::new(),
             dirty_hints: Vec::new(),
-            bitmaps: HashMap::new(),
+            logs: Default::default(),
         };
         let legacy = self.dir.join(LEGACY_FILE);
         match fs::read(&legacy) {
             Ok(bytes) => txn.import(&legacy, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(IpamError::io(&legacy, e)),
+        }
+        let owners = self.dir.join(LEGACY_OWNERS);
+        match fs::symlink_metadata(&owners) {
+            Ok(_) => txn.migrate_links()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IpamError::io(&owners, e)),
         }
         Ok(txn)
     }
@@ -967,13 +1084,103 @@ impl Ipam {
     }
 }
 
+/// The log records a transaction read or changed: lease blocks and
+/// owner-index buckets, by path, and which block files exist.
+#[derive(Debug, Default)]
+struct Logs {
+    logs: HashMap<PathBuf, Log>,
+    /// The taken addresses of each block read, by offset in the block.
+    taken: HashMap<PathBuf, Bitmap>,
+    /// The block files of a pool's `blocks` directory, listed once (a
+    /// block neither there nor in `logs` has no lease).
+    listed: HashMap<PathBuf, std::collections::HashSet<String>>,
+}
+
+/// The two kinds of pool, for the code they share.
+trait PoolKind {
+    type Net: Copy + Eq + std::fmt::Display + std::str::FromStr;
+    type Addr: Copy + Eq + std::fmt::Display + std::str::FromStr;
+    const KIND: Kind;
+
+    fn network(&self) -> &str;
+    fn record(&self) -> (Self::Net, Self::Addr);
+    /// The transaction's copy of this kind's pool records.
+    fn records(
+        txn: &mut IpamTxn,
+    ) -> &mut HashMap<String, Option<(Self::Net, Self::Addr)>>;
+    fn mismatch(network: &str, existing: Self::Net, requested: Self::Net) -> IpamError;
+}
+
+impl PoolKind for AddressPool {
+    type Net = Ipv4Net;
+    type Addr = Ipv4Addr;
+    const KIND: Kind = Kind::V4;
+
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn record(&self) -> (Ipv4Net, Ipv4Addr) {
+        (self.subnet, self.gateway)
+    }
+
+    fn records(txn: &mut IpamTxn) -> &mut HashMap<String, Option<(Ipv4Net, Ipv4Addr)>> {
+        &mut txn.pools
+    }
+
+    fn mismatch(network: &str, existing: Ipv4Net, requested: Ipv4Net) -> IpamError {
+        IpamError::PoolMismatch {
+            network: network.to_owned(),
+            existing,
+            requested,
+        }
+    }
+}
+
+impl PoolKind for AddressPool6 {
+    type Net = Ipv6Net;
+    type Addr = Ipv6Addr;
+    const KIND: Kind = Kind::V6;
+
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn record(&self) -> (Ipv6Net, Ipv6Addr) {
+        (self.subnet, self.gateway)
+    }
+
+    fn records(txn: &mut IpamTxn) -> &mut HashMap<String, Option<(Ipv6Net, Ipv6Addr)>> {
+        &mut txn.pools6
+    }
+
+    fn mismatch(network: &str, existing: Ipv6Net, requested: Ipv6Net) -> IpamError {
+        IpamError::Pool6Mismatch {
+            network: network.to_owned(),
+            existing,
+            requested,
+        }
+    }
+}
+
+/// Where a free-address search looks: the subnet's first address, the
+/// offsets it may choose from (`first..=last`), where it starts, and
+/// the offsets it never hands out.
+struct Search<'a> {
+    base: u128,
+    first: u128,
+    last: u128,
+    start: u128,
+    reserved: &'a [u128],
+}
+
 /// A locked view of the IPAM state; see the module docs.
 #[derive(Debug)]
 pub struct IpamTxn {
     store: Store,
     _lock: FileLock,
-    /// The inverse of every change made so far, applied newest first if
-    /// the transaction is dropped without commit.
+    /// The inverse of every change written so far, applied newest first
+    /// if the transaction is dropped without commit.
     undo: Vec<Undo>,
     /// IPv4 pool records read or written: network -> (subnet, gateway).
     pools: HashMap<String, Option<(Ipv4Net, Ipv4Addr)>>,
@@ -982,16 +1189,17 @@ pub struct IpamTxn {
     /// only, the ones in `dirty_hints`.
     hints: HashMap<PathBuf, Hint>,
     dirty_hints: Vec<PathBuf>,
-    /// IPv4 pools listed into a bitmap in this transaction (nearly full
-    /// ones, see [`PROBES`]), kept up to date by its changes.
-    bitmaps: HashMap<String, Bitmap>,
+    /// Lease blocks and index buckets read, with the changes not written
+    /// yet (in a cell: reading one through `&self` caches it).
+    logs: std::cell::RefCell<Logs>,
 }
 
 impl Drop for IpamTxn {
     fn drop(&mut self) {
         // Best effort: a change that cannot be undone was made in the
         // index-first order, so the owner's `release_owner` still finds
-        // and removes what it left.
+        // and removes what it left. Changes to logs not written yet
+        // simply go with the transaction.
         while let Some(undo) = self.undo.pop() {
             let _ = match undo {
                 Undo::Created(rel) => self.store.remove(&rel).map(drop),
@@ -999,13 +1207,15 @@ impl Drop for IpamTxn {
                     fs::remove_dir(dir).map_err(|e| IpamError::io(&self.store.dir, e))
                 }
                 Undo::Restore(rel, value) => self.store.replace(&rel, &value),
+                Undo::Truncate(rel, len) => self.store.truncate(&rel, len),
+                Undo::RestoreFile(rel, bytes) => self.store.replace_file(&rel, &bytes),
             };
         }
     }
 }
 
 impl IpamTxn {
-    // --- changes, each recorded for the undo ---
+    // --- changes to link records, each recorded for the undo ---
 
     /// Set `rel`, whose value is `old`, to `value`.
     fn set(&mut self, rel: PathBuf, old: Option<String>, value: &str) -> Result<(), IpamError> {
@@ -1046,101 +1256,335 @@ impl IpamTxn {
         Ok(())
     }
 
-    /// `owner`'s index: its value and entries, in order (by kind, then
-    /// network), including entries a crash may have left.
-    fn index(&self, owner: &str) -> Result<(Option<String>, Vec<Entry>), IpamError> {
-        check_owner(owner)?;
-        let rel = index_path(owner);
-        let Some(text) = self.store.read(&rel)? else {
-            return Ok((None, Vec::new()));
-        };
-        let mut entries = Vec::new();
-        for token in text.split(' ') {
-            let entry = Entry::parse(token).ok_or_else(|| {
-                malformed(
-                    &self.store.path(&rel),
-                    &format!("an index entry (<kind>,<group>,<item>) expected, found {token:?}"),
-                )
-            })?;
-            entries.push(entry);
+    // --- log records: lease blocks and index buckets ---
+
+    /// Read the log `rel` into the transaction's copy, if it has not: an
+    /// index bucket, or a lease block (with its taken addresses). A block
+    /// the pool's listing does not have is empty, without a read.
+    fn load(&self, logs: &mut Logs, rel: &Path) -> Result<(), IpamError> {
+        if logs.logs.contains_key(rel) {
+            return Ok(());
         }
-        entries.sort();
-        entries.dedup();
-        Ok((Some(text), entries))
-    }
-
-    fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
-        Ok(self.index(owner)?.1)
-    }
-
-    /// Add `new` to `owner`'s index: before the records they index are
-    /// written, so that a crash in between leaves entries that
-    /// `release_owner` cleans up, never a record nobody can find.
-    fn index_add(&mut self, owner: &str, new: &[Entry]) -> Result<(), IpamError> {
-        let index = self.index(owner)?;
-        self.index_add_to(owner, index, new)
-    }
-
-    /// [`IpamTxn::index_add`] to `index`, `owner`'s index as just read.
-    fn index_add_to(
-        &mut self,
-        owner: &str,
-        (old, mut entries): (Option<String>, Vec<Entry>),
-        new: &[Entry],
-    ) -> Result<(), IpamError> {
-        let before = entries.len();
-        for entry in new {
-            if !entries.contains(entry) {
-                entries.push(entry.clone());
+        let path = self.store.path(rel);
+        if rel.starts_with(INDEX) {
+            let log = self.store.read_log(rel, |owner, token| {
+                decode_owner(owner, &path).is_ok() && Entry::parse(token).is_some()
+            })?;
+            logs.logs.insert(rel.to_owned(), log);
+            return Ok(());
+        }
+        let kind = match rel.iter().next().and_then(|tag| tag.to_str()) {
+            Some("v6") => Kind::V6,
+            _ => Kind::V4,
+        };
+        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let first = kind
+            .parse_addr(name)
+            .filter(|first| first % BLOCK_SIZE == 0)
+            .ok_or_else(|| malformed(&path, "a block named by its first address expected"))?;
+        let unlisted = rel
+            .parent()
+            .and_then(|dir| logs.listed.get(dir))
+            .is_some_and(|names| !names.contains(name));
+        let log = if unlisted {
+            Log::missing()
+        } else {
+            self.store.read_log(rel, |addr, owner| {
+                kind.parse_addr(addr).is_some_and(|a| {
+                    a - a % BLOCK_SIZE == first && kind.addr_text(a) == addr
+                }) && decode_owner(owner, &path).is_ok()
+            })?
+        };
+        let mut taken = Bitmap::new(BLOCK_SIZE as u32);
+        for (addr, _) in log.pairs() {
+            if let Some(addr) = kind.parse_addr(addr) {
+                taken.set((addr - first) as u32);
             }
         }
-        if entries.len() == before {
-            return Ok(());
-        }
-        entries.sort();
-        let text: Vec<String> = entries.iter().map(Entry::token).collect();
-        self.set(index_path(owner), old, &text.join(" "))
+        logs.taken.insert(rel.to_owned(), taken);
+        logs.logs.insert(rel.to_owned(), log);
+        Ok(())
     }
 
-    /// Take `gone` out of `owner`'s index: after their records are gone.
-    fn index_remove(&mut self, owner: &str, gone: &[Entry]) -> Result<(), IpamError> {
-        let (old, mut entries) = self.index(owner)?;
-        let Some(old) = old else {
+    /// Run `change` on the log `rel`, read first if need be.
+    fn with_log<R>(
+        &self,
+        rel: &Path,
+        change: impl FnOnce(&mut Log) -> R,
+    ) -> Result<R, IpamError> {
+        let mut logs = self.logs.borrow_mut();
+        self.load(&mut logs, rel)?;
+        let log = logs
+            .logs
+            .get_mut(rel)
+            .ok_or_else(|| malformed(&self.store.path(rel), "a log that could not be read"))?;
+        Ok(change(log))
+    }
+
+    /// The owner of the lease of `addr` in `network`.
+    fn lease_holder(
+        &self,
+        kind: Kind,
+        network: &str,
+        addr: u128,
+    ) -> Result<Option<String>, IpamError> {
+        let rel = block_path(kind, network, addr);
+        let key = kind.addr_text(addr);
+        let value = self.with_log(&rel, |log| {
+            log.values(&key).and_then(|owners| owners.first().cloned())
+        })?;
+        value
+            .map(|value| decode_owner(&value, &self.store.path(&rel)))
+            .transpose()
+    }
+
+    /// Add (`taken`) or remove the lease of `addr` in `network` to the
+    /// owner `value` (encoded) in its block, written at commit.
+    fn set_lease(
+        &self,
+        kind: Kind,
+        network: &str,
+        addr: u128,
+        value: &str,
+        taken: bool,
+    ) -> Result<(), IpamError> {
+        let rel = block_path(kind, network, addr);
+        let key = kind.addr_text(addr);
+        let held = self.with_log(&rel, |log| {
+            if taken {
+                log.add(&key, value);
+            } else {
+                log.remove(&key, value);
+            }
+            log.values(&key).is_some()
+        })?;
+        if let Some(bits) = self.logs.borrow_mut().taken.get_mut(&rel) {
+            let bit = (addr % BLOCK_SIZE) as u32;
+            if held {
+                bits.set(bit);
+            } else {
+                bits.clear(bit);
+            }
+        }
+        Ok(())
+    }
+
+    /// List the block files of `network`'s pool of `kind`, once.
+    fn list_blocks(&self, kind: Kind, network: &str) -> Result<(), IpamError> {
+        let dir = pool_path(kind.tag(), network, BLOCKS);
+        if self.logs.borrow().listed.contains_key(&dir) {
+            return Ok(());
+        }
+        let names = self.store.list(&dir)?;
+        self.logs
+            .borrow_mut()
+            .listed
+            .insert(dir, names.into_iter().collect());
+        Ok(())
+    }
+
+    /// Every block of `network`'s pool of `kind` on disk or made in this
+    /// transaction, in path order.
+    fn blocks(&self, kind: Kind, network: &str) -> Result<Vec<PathBuf>, IpamError> {
+        self.list_blocks(kind, network)?;
+        let dir = pool_path(kind.tag(), network, BLOCKS);
+        let logs = self.logs.borrow();
+        let mut blocks: Vec<PathBuf> = logs
+            .listed
+            .get(&dir)
+            .into_iter()
+            .flatten()
+            .map(|name| dir.join(name))
+            .chain(
+                logs.logs
+                    .keys()
+                    .filter(|rel| rel.parent() == Some(dir.as_path()))
+                    .cloned(),
+            )
+            .collect();
+        blocks.sort();
+        blocks.dedup();
+        Ok(blocks)
+    }
+
+    /// The leases of one block: (address, owner).
+    fn block_leases(&self, kind: Kind, rel: &Path) -> Result<Vec<(u128, String)>, IpamError> {
+        let path = self.store.path(rel);
+        let pairs: Vec<(String, String)> = self.with_log(rel, |log| {
+            log.pairs()
+                .map(|(addr, owner)| (addr.to_owned(), owner.to_owned()))
+                .collect()
+        })?;
+        pairs
+            .into_iter()
+            .map(|(addr, owner)| {
+                let addr = kind
+                    .parse_addr(&addr)
+                    .ok_or_else(|| malformed(&path, "an address expected"))?;
+                Ok((addr, decode_owner(&owner, &path)?))
+            })
+            .collect()
+    }
+
+    /// Whether `network`'s pool of `kind` has any lease.
+    fn has_leases(&self, kind: Kind, network: &str) -> Result<bool, IpamError> {
+        for rel in self.blocks(kind, network)? {
+            if !self.with_log(&rel, |log| log.is_empty())? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Write what changed of the log `rel`: the additions only
+    /// (`Some(true)`), or all of it (`None`), rewriting a log that is
+    /// mostly dead lines. Recorded for the undo.
+    fn write_log(&mut self, rel: &Path, which: Option<bool>) -> Result<(), IpamError> {
+        let mut logs = self.logs.borrow_mut();
+        let logs = &mut *logs;
+        let Some(log) = logs.logs.get_mut(rel) else {
             return Ok(());
         };
-        entries.retain(|entry| !gone.contains(entry));
-        if entries.is_empty() {
-            return self.delete(index_path(owner), old);
+        if !log.is_dirty() {
+            return Ok(());
         }
-        let text: Vec<String> = entries.iter().map(Entry::token).collect();
-        self.set(index_path(owner), Some(old), &text.join(" "))
+        if which.is_none() && log.wants_rewrite() {
+            let old = self.store.read_prefix(rel, log.disk_len.unwrap_or(0))?;
+            let text = log.live_text();
+            self.store.replace_file(rel, text.as_bytes())?;
+            log.rewritten(&text);
+            self.undo.push(Undo::RestoreFile(rel.to_owned(), old));
+            return Ok(());
+        }
+        let text = log.take_pending(which);
+        if text.is_empty() {
+            return Ok(());
+        }
+        let len = log.disk_len;
+        let written = self.store.append(rel, len, &text);
+        let made = self.store.made_dirs.take();
+        self.undo.extend(made.into_iter().map(Undo::MadeDir));
+        // Before the result: a write cut short is undone as well.
+        self.undo.push(match len {
+            None => Undo::Created(rel.to_owned()),
+            Some(len) => Undo::Truncate(rel.to_owned(), len),
+        });
+        written?;
+        log.appended(&text);
+        if let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) {
+            if let Some(names) = logs.listed.get_mut(dir) {
+                names.insert(name.to_string_lossy().into_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Write every changed log: index additions first, then the lease
+    /// blocks, then index removals, so that a process killed in between
+    /// leaves index entries without their leases (which `release_owner`
+    /// cleans up), never a lease no index names.
+    fn flush_logs(&mut self) -> Result<(), IpamError> {
+        let mut dirty: Vec<PathBuf> = self
+            .logs
+            .borrow()
+            .logs
+            .iter()
+            .filter(|(_, log)| log.is_dirty())
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        dirty.sort();
+        let (buckets, blocks): (Vec<PathBuf>, Vec<PathBuf>) =
+            dirty.into_iter().partition(|rel| rel.starts_with(INDEX));
+        for rel in &buckets {
+            self.write_log(rel, Some(true))?;
+        }
+        for rel in blocks.iter().chain(&buckets) {
+            self.write_log(rel, None)?;
+        }
+        Ok(())
+    }
+
+    /// Write the index entries added to `owner`'s bucket now: before a
+    /// record written at once (a MAC or port claim) that they index.
+    fn flush_index_adds(&mut self, owner: &str) -> Result<(), IpamError> {
+        self.write_log(&bucket_path(owner), Some(true))
+    }
+
+    // --- the owner index ---
+
+    /// `owner`'s index entries, in order (by kind, then network),
+    /// including entries a crash may have left.
+    fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
+        check_owner(owner)?;
+        let key = encode_owner(owner);
+        let mut entries: Vec<Entry> = self.with_log(&bucket_path(owner), |log| {
+            log.values(&key)
+                .into_iter()
+                .flatten()
+                .filter_map(|token| Entry::parse(token))
+                .collect()
+        })?;
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// Add `new` to `owner`'s index: written before the records they
+    /// index (see [`IpamTxn::flush_logs`]).
+    fn index_add(&mut self, owner: &str, new: &[Entry]) -> Result<(), IpamError> {
+        self.change_index(owner, new, true)
+    }
+
+    /// Take `gone` out of `owner`'s index: written after their records.
+    fn index_remove(&mut self, owner: &str, gone: &[Entry]) -> Result<(), IpamError> {
+        self.change_index(owner, gone, false)
+    }
+
+    fn change_index(&mut self, owner: &str, entries: &[Entry], add: bool) -> Result<(), IpamError> {
+        check_owner(owner)?;
+        let key = encode_owner(owner);
+        self.with_log(&bucket_path(owner), |log| {
+            for entry in entries {
+                if add {
+                    log.add(&key, &entry.token());
+                } else {
+                    log.remove(&key, &entry.token());
+                }
+            }
+        })
     }
 
     /// The owner of an address lease or MAC claim.
     fn holder(&self, entry: &Entry) -> Result<Option<String>, IpamError> {
-        let rel = entry.record();
-        match self.store.read(&rel)? {
-            Some(value) => decode_owner(&value, &self.store.path(&rel)).map(Some),
-            None => Ok(None),
+        match (entry.kind, entry.addr()) {
+            (Kind::V4 | Kind::V6, Some(addr)) => self.lease_holder(entry.kind, &entry.group, addr),
+            (Kind::V4 | Kind::V6, None) => Err(malformed(
+                &self.store.path(&entry.record()),
+                &format!("an address expected, found {:?}", entry.item),
+            )),
+            _ => {
+                let rel = entry.record();
+                match self.store.read(&rel)? {
+                    Some(value) => decode_owner(&value, &self.store.path(&rel)).map(Some),
+                    None => Ok(None),
+                }
+            }
         }
     }
 
     /// Record that `owner` holds the lease or MAC claim `entry`, index
     /// first.
     fn hold(&mut self, owner: &str, entry: &Entry) -> Result<(), IpamError> {
-        let index = self.index(owner)?;
-        self.hold_in(owner, index, entry)
-    }
-
-    /// [`IpamTxn::hold`] with `index`, `owner`'s index as just read.
-    fn hold_in(
-        &mut self,
-        owner: &str,
-        index: (Option<String>, Vec<Entry>),
-        entry: &Entry,
-    ) -> Result<(), IpamError> {
-        self.index_add_to(owner, index, std::slice::from_ref(entry))?;
-        self.put(entry.record(), &encode_owner(owner))
+        self.index_add(owner, std::slice::from_ref(entry))?;
+        let value = encode_owner(owner);
+        match (entry.kind, entry.addr()) {
+            (Kind::V4 | Kind::V6, Some(addr)) => {
+                self.set_lease(entry.kind, &entry.group, addr, &value, true)
+            }
+            _ => {
+                self.flush_index_adds(owner)?;
+                self.put(entry.record(), &value)
+            }
+        }
     }
 
     /// Remove the lease or MAC claim `entry` if it is `owner`'s (an entry
@@ -1149,7 +1593,13 @@ impl IpamTxn {
     fn drop_record(&mut self, owner: &str, entry: &Entry) -> Result<bool, IpamError> {
         let mine = self.holder(entry)?.is_some_and(|holder| holder == owner);
         if mine {
-            self.delete(entry.record(), encode_owner(owner))?;
+            let value = encode_owner(owner);
+            match (entry.kind, entry.addr()) {
+                (Kind::V4 | Kind::V6, Some(addr)) => {
+                    self.set_lease(entry.kind, &entry.group, addr, &value, false)?
+                }
+                _ => self.delete(entry.record(), value)?,
+            }
         }
         Ok(mine)
     }
@@ -1203,32 +1653,6 @@ impl IpamTxn {
         Ok(Some(forward))
     }
 
-    /// The entries of `kind` in `group` that `owner` really holds (leases
-    /// and MAC claims).
-    fn held(&self, owner: &str, kind: Kind, group: &str) -> Result<Vec<Entry>, IpamError> {
-        self.held_in(owner, &self.entries(owner)?, kind, group)
-    }
-
-    /// [`IpamTxn::held`] of `entries`, `owner`'s index.
-    fn held_in(
-        &self,
-        owner: &str,
-        entries: &[Entry],
-        kind: Kind,
-        group: &str,
-    ) -> Result<Vec<Entry>, IpamError> {
-        let mut held = Vec::new();
-        for entry in entries {
-            if entry.kind == kind
-                && entry.group == group
-                && self.holder(entry)?.is_some_and(|o| o == owner)
-            {
-                held.push(entry.clone());
-            }
-        }
-        Ok(held)
-    }
-
     /// The next-free hint of the pool in `dir` (1 if it has none).
     fn hint(&mut self, dir: &Path) -> Result<u64, IpamError> {
         if let Some(hint) = self.hints.get(dir) {
@@ -1276,131 +1700,98 @@ impl IpamTxn {
         )))
     }
 
+    /// The entries of `kind` in `group` that `owner` really holds (leases
+    /// and MAC claims).
+    fn held(&self, owner: &str, kind: Kind, group: &str) -> Result<Vec<Entry>, IpamError> {
+        let mut held = Vec::new();
+        for entry in self.entries(owner)? {
+            if entry.kind == kind
+                && entry.group == group
+                && self.holder(&entry)?.is_some_and(|o| o == owner)
+            {
+                held.push(entry);
+            }
+        }
+        Ok(held)
+    }
+
     /// `pool`'s record: the one there if it matches, a fresh one (hint
     /// at the start) if there is none or an empty one that changed.
-    fn ensure_pool4(&mut self, pool: &AddressPool) -> Result<(), IpamError> {
-        let name = pool.network.as_str();
-        let record = match self.pools.get(name) {
+    fn ensure_pool<P: PoolKind>(&mut self, pool: &P) -> Result<(), IpamError> {
+        let name = pool.network();
+        let family = P::KIND.tag();
+        let record = match P::records(self).get(name) {
             Some(record) => *record,
             None => {
-                let record = self.read_pool("v4", name)?;
-                self.pools.insert(name.to_owned(), record);
+                let record = self.read_pool::<P::Net, P::Addr>(family, name)?;
+                P::records(self).insert(name.to_owned(), record);
                 record
             }
         };
+        let (subnet, gateway) = pool.record();
         match record {
-            Some(record) if record == (pool.subnet, pool.gateway) => return Ok(()),
-            Some((existing, _)) if self.store.has_records(&pool_path("v4", name, "leases"))? => {
-                return Err(IpamError::PoolMismatch {
-                    network: name.to_owned(),
-                    existing,
-                    requested: pool.subnet,
-                })
+            Some(record) if record == (subnet, gateway) => return Ok(()),
+            Some((existing, _)) if self.has_leases(P::KIND, name)? => {
+                return Err(P::mismatch(name, existing, subnet))
             }
             _ => {}
         }
-        let value = format!("{} {}", pool.subnet, pool.gateway);
-        self.put(pool_path("v4", name, "pool"), &value)?;
-        self.pools
-            .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
-        self.set_hint(&pool_dir("v4", name), 1)?;
-        self.bitmaps.remove(name);
-        Ok(())
+        self.put(pool_path(family, name, "pool"), &format!("{subnet} {gateway}"))?;
+        P::records(self).insert(name.to_owned(), Some((subnet, gateway)));
+        self.set_hint(&pool_dir(family, name), 1)
     }
 
-    fn ensure_pool6(&mut self, pool: &AddressPool6) -> Result<(), IpamError> {
-        let name = pool.network.as_str();
-        let record = match self.pools6.get(name) {
-            Some(record) => *record,
-            None => {
-                let record = self.read_pool("v6", name)?;
-                self.pools6.insert(name.to_owned(), record);
-                record
-            }
-        };
-        match record {
-            Some(record) if record == (pool.subnet, pool.gateway) => return Ok(()),
-            Some((existing, _)) if self.store.has_records(&pool_path("v6", name, "leases"))? => {
-                return Err(IpamError::Pool6Mismatch {
-                    network: name.to_owned(),
-                    existing,
-                    requested: pool.subnet,
-                })
-            }
-            _ => {}
-        }
-        let value = format!("{} {}", pool.subnet, pool.gateway);
-        self.put(pool_path("v6", name, "pool"), &value)?;
-        self.pools6
-            .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
-        self.set_hint(&pool_dir("v6", name), 1)?;
-        Ok(())
-    }
-
-    /// Every lease of `pool` in a bitmap, with the addresses never handed
-    /// out.
-    fn list_into_bitmap(&self, pool: &AddressPool) -> Result<Bitmap, IpamError> {
-        let size = pool.size();
-        let mut bitmap = Bitmap::new(size);
-        bitmap.set(0);
-        bitmap.set(size - 1);
-        bitmap.set(pool.offset(pool.gateway));
-        let dir = pool_path("v4", &pool.network, "leases");
-        for name in self.store.list(&dir)? {
-            let ip: Ipv4Addr = parse_at(&name, &self.store.path(&dir), "IPv4 lease names")?;
-            if pool.subnet.contains(&ip) {
-                bitmap.set(pool.offset(ip));
-            }
-        }
-        Ok(bitmap)
-    }
-
-    /// Mark `ip` of `network` taken or free in the bitmap of this
-    /// transaction, if it made one.
-    fn update_bitmap(&mut self, network: &str, ip: Ipv4Addr, taken: bool) {
-        let (Some(bitmap), Some(Some((subnet, _)))) =
-            (self.bitmaps.get_mut(network), self.pools.get(network))
-        else {
-            return;
-        };
-        if subnet.contains(&ip) {
-            let offset = u32::from(ip).wrapping_sub(u32::from(subnet.network()));
-            if taken {
-                bitmap.set(offset);
-            } else {
-                bitmap.clear(offset);
-            }
-        }
-    }
-
-    /// The first free offset of `pool` at or after `start` in its choice
-    /// bounds, wrapping around once.
-    fn find_free(&mut self, pool: &AddressPool, start: u32) -> Result<Option<u32>, IpamError> {
-        let name = pool.network.as_str();
-        let (first, last) = pool.choice_bounds();
-        let start = start.clamp(first, last);
-        if let Some(bitmap) = self.bitmaps.get(name) {
-            return Ok(bitmap.first_clear_in(first, last, start));
-        }
+    /// The first free offset of `search` at or after its start, wrapping
+    /// around once. Block by block: past the hint the first block tried
+    /// has room unless the pool wrapped around; after a few full ones the
+    /// pool's block files are listed, so that a block without one is
+    /// known empty without a read.
+    fn find_free(
+        &self,
+        kind: Kind,
+        network: &str,
+        search: &Search<'_>,
+    ) -> Result<Option<u128>, IpamError> {
+        let Search {
+            base,
+            first,
+            last,
+            start,
+            reserved,
+        } = *search;
         let span = last - first + 1;
-        let (size, gateway) = (pool.size(), pool.offset(pool.gateway));
-        for step in 0..span.min(PROBES) {
-            let offset = first + (start - first + step) % span;
-            if offset == 0 || offset == size - 1 || offset == gateway {
-                continue;
+        let (mut offset, mut seen, mut blocks) = (start.clamp(first, last), 0u128, 0u32);
+        while seen < span {
+            let addr = base + offset;
+            let block = addr - addr % BLOCK_SIZE;
+            // This stretch ends with the block, the bounds, or where the
+            // search began.
+            let end = (block + BLOCK_SIZE - 1 - base)
+                .min(last)
+                .min(offset + (span - seen) - 1);
+            if blocks == PROBED_BLOCKS {
+                self.list_blocks(kind, network)?;
             }
-            let ip = pool.address(offset).to_string();
-            if !self.store.exists(&lease_path("v4", name, &ip))? {
-                return Ok(Some(offset));
+            blocks += 1;
+            let rel = block_path(kind, network, addr);
+            let mut logs = self.logs.borrow_mut();
+            self.load(&mut logs, &rel)?;
+            let (mut low, high) = ((addr - block) as u32, (base + end - block) as u32);
+            while let Some(bit) = logs
+                .taken
+                .get(&rel)
+                .and_then(|taken| taken.first_clear_between(low, high))
+            {
+                let candidate = block + u128::from(bit) - base;
+                if !reserved.contains(&candidate) {
+                    return Ok(Some(candidate));
+                }
+                low = bit + 1;
             }
+            seen += end - offset + 1;
+            offset = if end == last { first } else { end + 1 };
         }
-        if span <= PROBES {
-            return Ok(None);
-        }
-        let bitmap = self.list_into_bitmap(pool)?;
-        let found = bitmap.first_clear_in(first, last, start);
-        self.bitmaps.insert(name.to_owned(), bitmap);
-        Ok(found)
+        Ok(None)
     }
 
     // --- the API ---
@@ -1423,13 +1814,11 @@ impl IpamTxn {
         pool.validate()?;
         check_owner(owner)?;
         let name = pool.network.as_str();
-        self.ensure_pool4(pool)?;
-        // Read once: the allocation below adds to it.
-        let index = self.index(owner)?;
-        let current = match self.held_in(owner, &index.1, Kind::V4, name)?.first() {
+        self.ensure_pool(pool)?;
+        let current = match self.held(owner, Kind::V4, name)?.first() {
             Some(entry) => Some(parse_at::<Ipv4Addr>(
                 &entry.item,
-                &self.store.path(&entry.record()),
+                &self.store.path(&bucket_path(owner)),
                 "an IPv4 address",
             )?),
             None => None,
@@ -1459,28 +1848,36 @@ impl IpamTxn {
                 });
             }
             self.hold(owner, &entry)?;
-            self.update_bitmap(name, wanted, true);
             if let Some(old) = current {
                 let old_entry = Entry::new(Kind::V4, name, old);
                 self.drop_record(owner, &old_entry)?;
                 self.index_remove(owner, &[old_entry])?;
-                self.update_bitmap(name, old, false);
             }
             return Ok(wanted);
         }
         let pool_dir = pool_dir("v4", name);
         let hint = self.hint(&pool_dir)?;
-        let start = u32::try_from(hint).unwrap_or(u32::MAX);
-        let Some(offset) = self.find_free(pool, start)? else {
+        let (first, last) = pool.choice_bounds();
+        let size = pool.size();
+        let reserved = [0, size - 1, pool.offset(pool.gateway)].map(u128::from);
+        let search = Search {
+            base: u128::from(u32::from(pool.subnet.network())),
+            first: first.into(),
+            last: last.into(),
+            start: hint.into(),
+            reserved: &reserved,
+        };
+        let Some(offset) = self.find_free(Kind::V4, name, &search)? else {
             return Err(IpamError::Full {
                 network: name.to_owned(),
                 subnet: pool.subnet,
             });
         };
+        // Below the pool's size, a u32.
+        let offset = offset as u32;
         let ip = pool.address(offset);
-        self.hold_in(owner, index, &Entry::new(Kind::V4, name, ip))?;
-        self.update_bitmap(name, ip, true);
-        self.set_hint(&pool_dir, u64::from((offset + 1) % pool.size()))?;
+        self.hold(owner, &Entry::new(Kind::V4, name, ip))?;
+        self.set_hint(&pool_dir, u64::from((offset + 1) % size))?;
         Ok(ip)
     }
 
@@ -1490,40 +1887,37 @@ impl IpamTxn {
         pool.validate()?;
         check_owner(owner)?;
         let name = pool.network.as_str();
-        self.ensure_pool6(pool)?;
+        self.ensure_pool(pool)?;
         if let Some(entry) = self.held(owner, Kind::V6, name)?.first() {
             return parse_at(
                 &entry.item,
-                &self.store.path(&entry.record()),
+                &self.store.path(&bucket_path(owner)),
                 "an IPv6 address",
             );
         }
         let pool_dir = pool_dir("v6", name);
-        let gateway = pool.offset(pool.gateway);
         let last = pool.last_offset();
-        // Offsets 1..=last, each tried once at most; past the hint they
-        // are free unless the pool wrapped around.
-        let mut offset = self.hint(&pool_dir)?.clamp(1, last);
-        let mut tried = 0u64;
-        loop {
-            if offset != gateway {
-                let ip = pool.address(offset);
-                let entry = Entry::new(Kind::V6, name, ip);
-                if !self.store.exists(&entry.record())? {
-                    self.hold(owner, &entry)?;
-                    self.set_hint(&pool_dir, if offset == last { 1 } else { offset + 1 })?;
-                    return Ok(ip);
-                }
-            }
-            tried += 1;
-            if tried >= last {
-                return Err(IpamError::Full6 {
-                    network: name.to_owned(),
-                    subnet: pool.subnet,
-                });
-            }
-            offset = if offset == last { 1 } else { offset + 1 };
-        }
+        let reserved = [u128::from(pool.offset(pool.gateway))];
+        // Offsets 1..=last (0 is the subnet-router anycast address).
+        let search = Search {
+            base: u128::from(pool.subnet.network()),
+            first: 1,
+            last: last.into(),
+            start: self.hint(&pool_dir)?.into(),
+            reserved: &reserved,
+        };
+        let Some(offset) = self.find_free(Kind::V6, name, &search)? else {
+            return Err(IpamError::Full6 {
+                network: name.to_owned(),
+                subnet: pool.subnet,
+            });
+        };
+        // At most `last`, a u64.
+        let offset = offset as u64;
+        let ip = pool.address(offset);
+        self.hold(owner, &Entry::new(Kind::V6, name, ip))?;
+        self.set_hint(&pool_dir, if offset == last { 1 } else { offset + 1 })?;
+        Ok(ip)
     }
 
     /// Claim `mac` for `owner` on `pool`'s network: refused when another
@@ -1582,14 +1976,6 @@ impl IpamTxn {
                     released.push((entry.clone(), Some(forward)));
                 }
             } else if self.drop_record(owner, entry)? {
-                if entry.kind == Kind::V4 {
-                    let ip = parse_at(
-                        &entry.item,
-                        &self.store.path(&entry.record()),
-                        "an IPv4 address",
-                    )?;
-                    self.update_bitmap(&entry.group, ip, false);
-                }
                 released.push((entry.clone(), None));
             }
         }
@@ -1620,13 +2006,10 @@ impl IpamTxn {
     /// The IPv6 leases of `network`, owner -> address.
     pub fn leases6(&self, network: &str) -> Result<BTreeMap<String, Ipv6Addr>, IpamError> {
         check_network(network)?;
-        let dir = pool_path("v6", network, "leases");
         let mut leases = BTreeMap::new();
-        for name in self.store.list(&dir)? {
-            let entry = Entry::new(Kind::V6, network, &name);
-            let ip = parse_at(&name, &self.store.path(&entry.record()), "an IPv6 address")?;
-            if let Some(owner) = self.holder(&entry)? {
-                leases.insert(owner, ip);
+        for rel in self.blocks(Kind::V6, network)? {
+            for (addr, owner) in self.block_leases(Kind::V6, &rel)? {
+                leases.insert(owner, Ipv6Addr::from(addr));
             }
         }
         Ok(leases)
@@ -1728,6 +2111,7 @@ impl IpamTxn {
         for (owner, forwards) in new {
             let entries: Vec<Entry> = forwards.iter().map(|f| Entry::port(&f.mapping)).collect();
             self.index_add(owner, &entries)?;
+            self.flush_index_adds(owner)?;
             for forward in forwards {
                 let group = port_group(&forward.mapping);
                 let (old, mut claims) = self.claims(&group)?;
@@ -1875,12 +2259,11 @@ impl IpamTxn {
     /// The leases of `network`, in owner order.
     pub fn leases(&self, network: &str) -> Result<Vec<Lease>, IpamError> {
         check_network(network)?;
-        let dir = pool_path("v4", network, "leases");
         let mut leases = Vec::new();
-        for name in self.store.list(&dir)? {
-            let entry = Entry::new(Kind::V4, network, &name);
-            let ip = parse_at(&name, &self.store.path(&entry.record()), "an IPv4 address")?;
-            if let Some(owner) = self.holder(&entry)? {
+        for rel in self.blocks(Kind::V4, network)? {
+            for (addr, owner) in self.block_leases(Kind::V4, &rel)? {
+                // An IPv4 block's addresses are below 2^32.
+                let ip = Ipv4Addr::from(addr as u32);
                 leases.push(Lease { owner, ip });
             }
         }
@@ -1902,7 +2285,8 @@ impl IpamTxn {
                 });
             }
         }
-        for family in ["v4", "v6"] {
+        for kind in [Kind::V4, Kind::V6] {
+            let family = kind.tag();
             let dir = pool_dir(family, network);
             for name in self.store.list(&dir)? {
                 if name == "pool" || name.starts_with(HINT_PREFIX) {
@@ -1914,19 +2298,31 @@ impl IpamTxn {
             }
             self.hints.remove(&dir);
             self.dirty_hints.retain(|dirty| *dirty != dir);
-            self.store
-                .remove_dir_if_empty(&pool_path(family, network, "leases"));
+            // The (empty) block files, put back by an undo.
+            for rel in self.blocks(kind, network)? {
+                let mut logs = self.logs.borrow_mut();
+                logs.taken.remove(&rel);
+                if logs.logs.remove(&rel).is_some_and(|log| log.disk_len.is_some()) {
+                    let path = self.store.path(&rel);
+                    let bytes = fs::read(&path).map_err(|e| IpamError::io(&path, e))?;
+                    self.store.remove(&rel)?;
+                    self.undo.push(Undo::RestoreFile(rel, bytes));
+                }
+            }
+            let blocks = pool_path(family, network, BLOCKS);
+            self.logs.borrow_mut().listed.remove(&blocks);
+            self.store.remove_dir_if_empty(&blocks);
             self.store.remove_dir_if_empty(&dir);
         }
         self.pools.remove(network);
         self.pools6.remove(network);
-        self.bitmaps.remove(network);
         Ok(())
     }
 
-    /// Make the changes permanent and release the lock. The changes are
-    /// on disk already; what is left to write are the next-free hints.
+    /// Make the changes permanent and release the lock: write the changed
+    /// logs (see [`IpamTxn::flush_logs`]) and the next-free hints.
     pub fn commit(mut self) -> Result<(), IpamError> {
+        self.flush_logs()?;
         self.write_hints()?;
         self.undo.clear();
         Ok(())
@@ -1994,10 +2390,91 @@ impl IpamTxn {
             }
         }
         self.reserve_ports(&record.ports)?;
+        self.flush_logs()?;
         self.write_hints()?;
         fs::remove_file(path).map_err(|e| IpamError::io(path, e))?;
         self.pools.clear();
         self.pools6.clear();
+        self.undo.clear();
+        Ok(())
+    }
+
+    /// Migrate the per-address links of the previous format: each lease
+    /// `<family>/<network>/leases/<address>` (a link to its owner) into
+    /// its block and its owner's index bucket, and the MAC and port
+    /// entries of each owner's index `owners/<owner>` into its bucket (the
+    /// MAC and port records keep their format). The new logs are written
+    /// first, then the old links go, leases before indexes: a crash part
+    /// way leaves old links that the next transaction migrates again, and
+    /// adding what is there already changes nothing.
+    fn migrate_links(&mut self) -> Result<(), IpamError> {
+        let mut old = Vec::new();
+        let mut lease_dirs = Vec::new();
+        for kind in [Kind::V4, Kind::V6] {
+            let family = kind.tag();
+            for network in self.store.list(Path::new(family))? {
+                let dir = pool_path(family, &network, LEGACY_LEASES);
+                let names = self.store.list(&dir)?;
+                if names.is_empty() {
+                    lease_dirs.push(dir);
+                    continue;
+                }
+                check_network(&network)?;
+                for name in names {
+                    let rel = legacy_lease_path(family, &network, &name);
+                    let path = self.store.path(&rel);
+                    let addr = kind
+                        .parse_addr(&name)
+                        .ok_or_else(|| malformed(&path, "a lease named by its address expected"))?;
+                    if let Some(value) = self.store.read(&rel)? {
+                        let owner = decode_owner(&value, &path)?;
+                        let entry = Entry::new(kind, &network, kind.addr_text(addr));
+                        self.hold(&owner, &entry)?;
+                    }
+                    old.push(rel);
+                }
+                lease_dirs.push(dir);
+            }
+        }
+        for owner in self.store.list(Path::new(LEGACY_OWNERS))? {
+            let rel = Path::new(LEGACY_OWNERS).join(&owner);
+            let path = self.store.path(&rel);
+            if !is_valid_name(&owner) {
+                return Err(malformed(&path, "an owner's index named by the owner expected"));
+            }
+            let Some(text) = self.store.read(&rel)? else {
+                continue;
+            };
+            let mut entries = Vec::new();
+            for token in text.split(' ') {
+                let entry = Entry::parse(token).ok_or_else(|| {
+                    malformed(
+                        &path,
+                        &format!("an index entry (<kind>,<group>,<item>) expected, found {token:?}"),
+                    )
+                })?;
+                // The leases came with their records, above.
+                if matches!(entry.kind, Kind::Mac | Kind::Port) {
+                    entries.push(entry);
+                }
+            }
+            self.index_add(&owner, &entries)?;
+            old.push(rel);
+        }
+        self.flush_logs()?;
+        for rel in &old {
+            self.store.remove(rel)?;
+        }
+        // With any temp name a crash left in them.
+        for dir in lease_dirs.iter().map(PathBuf::as_path).chain([Path::new(LEGACY_OWNERS)]) {
+            let path = self.store.path(dir);
+            match fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(IpamError::io(&path, e))
+                }
+                _ => {}
+            }
+        }
         self.undo.clear();
         Ok(())
     }
@@ -2013,6 +2490,9 @@ fn sort_forwards(forwards: &mut [PortForward]) {
         )
     });
 }
+
+#[path = "ipam_log.rs"]
+mod log;
 
 #[cfg(test)]
 #[path = "ipam_tests.rs"]
