@@ -403,56 +403,6 @@ struct LegacyRecord {
     macs: BTreeMap<String, BTreeMap<String, MacAddr>>,
 }
 
-/// A fixed-size bitmap; bits past `len` are permanently set so that the
-/// search never returns them.
-#[derive(Debug, Clone)]
-struct Bitmap {
-    words: Vec<u64>,
-}
-
-impl Bitmap {
-    fn new(len: u32) -> Self {
-        let len = len as usize;
-        let mut words = vec![0u64; len.div_ceil(64)];
-        if len % 64 != 0 {
-            if let Some(last) = words.last_mut() {
-                *last = !0u64 << (len % 64);
-            }
-        }
-        Bitmap { words }
-    }
-
-    fn set(&mut self, bit: u32) {
-        self.words[bit as usize / 64] |= 1u64 << (bit % 64);
-    }
-
-    fn clear(&mut self, bit: u32) {
-        self.words[bit as usize / 64] &= !(1u64 << (bit % 64));
-    }
-
-    /// First clear bit in `first..=last`.
-    fn first_clear_between(&self, first: u32, last: u32) -> Option<u32> {
-        if first > last {
-            return None;
-        }
-        let (first_word, last_word) = (first as usize / 64, last as usize / 64);
-        for index in first_word..=last_word.min(self.words.len().saturating_sub(1)) {
-            let mut mask = !0u64;
-            if index == first_word {
-                mask &= !0u64 << (first % 64);
-            }
-            if index == last_word && last % 64 != 63 {
-                mask &= !(!0u64 << (last % 64 + 1));
-            }
-            let free = !self.words[index] & mask;
-            if free != 0 {
-                return Some((index * 64) as u32 + free.trailing_zeros());
-            }
-        }
-        None
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The store: one small record per lease, claim and owner (module docs).
 // ---------------------------------------------------------------------------
@@ -461,16 +411,17 @@ const LOCK_FILE: &str = "ipam.lock";
 /// The owner index buckets, `index/<bucket>` (see [`bucket_path`]).
 const INDEX: &str = "index";
 /// How many buckets the owners are hashed into: with 10,000 owners a
-/// bucket holds about ten (a few hundred bytes to read), and filling a
-/// /16 in one transaction writes 1024 bucket files, not 65,533.
-const INDEX_BUCKETS: u64 = 1024;
+/// bucket holds about 40 (a few kB to read), and a store has 256 bucket
+/// files whatever its size, all made at once (see
+/// [`IpamTxn::make_buckets`]).
+const INDEX_BUCKETS: u64 = 256;
 /// The per-owner index of the previous format, `owners/<owner>`, which
 /// a transaction migrates (see [`IpamTxn::migrate_links`]).
 const LEGACY_OWNERS: &str = "owners";
 /// The per-address leases of the previous format,
 /// `<family>/<network>/leases/<address>`.
 const LEGACY_LEASES: &str = "leases";
-const BLOCKS: &str = "blocks";
+const TABLES: &str = "tables";
 const PORTS: &str = "ports";
 /// Prefix of the names replacements are written under before the rename;
 /// listings skip them (one is left only by a crash between the two steps).
@@ -479,14 +430,18 @@ const TEMP_PREFIX: &str = ".tmp.";
 /// hundreds of ports) regular files: a link's target is at most
 /// PATH_MAX - 1 bytes.
 const LINK_VALUE_MAX: usize = 4000;
-/// Addresses per lease block: a block is the aligned /24 (IPv4) or /120
-/// (IPv6) around an address.
-const BLOCK_SIZE: u128 = 256;
-/// Blocks a free-address search reads one by one before it lists the
-/// pool's block files instead: past the hint the blocks are free unless
-/// the pool wrapped around, so the listing (O(blocks)) is for nearly
-/// full pools only.
-const PROBED_BLOCKS: u32 = 2;
+/// Addresses per lease table: a table is the aligned /16 (IPv4) or /112
+/// (IPv6) around an address, a sparse file of [`SLOT`]-byte slots, one
+/// per address, so that a lease is found, taken and freed in place (a
+/// pool of any size takes no inode per lease, a /16 one file).
+const TABLE_SLOTS: u128 = 1 << 16;
+/// A slot: the owner (encoded, at most 64 bytes) and `\n`, then zeros;
+/// all zeros when the address is free. A power of two, so that no slot
+/// straddles a page.
+const SLOT: usize = 128;
+/// The unit tables are read, cached and written in.
+const PAGE: usize = 4096;
+const SLOTS_PER_PAGE: u128 = (PAGE / SLOT) as u128;
 
 /// What an owner holds, as named in its index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -516,7 +471,10 @@ impl Kind {
     /// An address of this family (V4 or V6) as a number.
     fn parse_addr(self, text: &str) -> Option<u128> {
         match self {
-            Kind::V4 => text.parse::<Ipv4Addr>().ok().map(|a| u128::from(u32::from(a))),
+            Kind::V4 => text
+                .parse::<Ipv4Addr>()
+                .ok()
+                .map(|a| u128::from(u32::from(a))),
             Kind::V6 => text.parse::<Ipv6Addr>().ok().map(u128::from),
             Kind::Mac | Kind::Port => None,
         }
@@ -586,21 +544,62 @@ impl Entry {
     /// the claims on a host port.
     fn record(&self) -> PathBuf {
         match (self.kind, self.addr()) {
-            (Kind::V4 | Kind::V6, Some(addr)) => block_path(self.kind, &self.group, addr),
-            (Kind::V4 | Kind::V6, None) => {
-                [self.kind.tag(), &self.group, BLOCKS, &self.item].iter().collect()
-            }
+            (Kind::V4 | Kind::V6, Some(addr)) => table_path(self.kind, &self.group, addr).into(),
+            (Kind::V4 | Kind::V6, None) => [self.kind.tag(), &self.group, TABLES, &self.item]
+                .iter()
+                .collect(),
             (Kind::Mac, _) => ["macs", &self.group, &self.item].iter().collect(),
             (Kind::Port, _) => Path::new(PORTS).join(&self.group),
         }
     }
 }
 
-/// `<family>/<network>/blocks/<first address>`: the leases of the block
-/// of [`BLOCK_SIZE`] addresses around `addr`.
-fn block_path(kind: Kind, network: &str, addr: u128) -> PathBuf {
-    let first = kind.addr_text(addr - addr % BLOCK_SIZE);
-    [kind.tag(), network, BLOCKS, &first].iter().collect()
+/// `<family>/<network>/tables/<first address>`: the lease table of
+/// the addresses around `addr`.
+fn table_path(kind: Kind, network: &str, addr: u128) -> String {
+    let first = kind.addr_text(addr - addr % TABLE_SLOTS);
+    format!("{}/{network}/{TABLES}/{first}", kind.tag())
+}
+
+/// The page of `addr`'s slot in its table, and where in the page it is.
+fn slot_of(addr: u128) -> (u32, usize) {
+    let slot = addr % TABLE_SLOTS;
+    // Below 2^16 / 32.
+    (
+        (slot / SLOTS_PER_PAGE) as u32,
+        (slot % SLOTS_PER_PAGE) as usize * SLOT,
+    )
+}
+
+/// The owner (encoded) in a slot, `None` if it is free; what is wrong
+/// with it if it is neither.
+fn slot_value(slot: &[u8]) -> Result<Option<&str>, &'static str> {
+    if slot.first().map_or(true, |b| *b == 0) {
+        return Ok(None);
+    }
+    let end = slot
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or("an owner and a newline expected")?;
+    std::str::from_utf8(&slot[..end])
+        .map(Some)
+        .map_err(|_| "an owner that is not UTF-8")
+}
+
+/// Read into `buf` from `offset` until it is full or the file ends; the
+/// bytes read (the rest of `buf` stays as it was).
+fn read_full_at(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// `<family>/<network>/leases/<address>`: a lease of the previous format.
@@ -608,7 +607,7 @@ fn legacy_lease_path(family: &str, network: &str, ip: &str) -> PathBuf {
     [family, network, LEGACY_LEASES, ip].iter().collect()
 }
 
-/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `blocks`.
+/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `tables`.
 fn pool_path(family: &str, network: &str, file: &str) -> PathBuf {
     [family, network, file].iter().collect()
 }
@@ -620,11 +619,15 @@ fn pool_dir(family: &str, network: &str) -> PathBuf {
 
 /// `index/<bucket>`: the index bucket `owner` is hashed into (FNV-1a:
 /// stable across builds and versions, unlike std's hasher).
-fn bucket_path(owner: &str) -> PathBuf {
+fn bucket_path(owner: &str) -> String {
     let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    Path::new(INDEX).join(format!("{:03x}", hash % INDEX_BUCKETS))
+    format!("{INDEX}/{}", bucket_name(hash % INDEX_BUCKETS))
+}
+
+fn bucket_name(bucket: u64) -> String {
+    format!("{bucket:02x}")
 }
 
 /// The record of the claims on one host port and protocol,
@@ -769,7 +772,7 @@ impl Store {
 
     /// Run `make` (which creates `path`), creating the directory (0700)
     /// and any missing parent first if it is missing.
-    fn in_dir(&self, path: &Path, make: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    fn in_dir(&self, path: &Path, mut make: impl FnMut() -> io::Result<()>) -> io::Result<()> {
         match make() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut missing = Vec::new();
@@ -835,11 +838,7 @@ impl Store {
     }
 
     /// A log record, parsed (an empty one if there is no file).
-    fn read_log(
-        &self,
-        rel: &Path,
-        valid: impl Fn(&str, &str) -> bool,
-    ) -> Result<Log, IpamError> {
+    fn read_log(&self, rel: &Path, valid: impl Fn(&str, &str) -> bool) -> Result<Log, IpamError> {
         let path = self.path(rel);
         match fs::read(&path) {
             Ok(bytes) => Log::parse(&bytes, &path, valid),
@@ -884,6 +883,17 @@ impl Store {
                 file.write_all_at(text.as_bytes(), len).map_err(io)
             }
         }
+    }
+
+    /// Write `bytes` into the file `rel` at `offset` (an undo).
+    fn write_at(&self, rel: &Path, offset: u64, bytes: &[u8]) -> Result<(), IpamError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(rel);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.write_all_at(bytes, offset))
+            .map_err(|e| IpamError::io(&path, e))
     }
 
     /// Cut the log file `rel` back to `len` bytes (an undo).
@@ -986,6 +996,8 @@ enum Undo {
     Truncate(PathBuf, u64),
     /// Put back the bytes of a log file rewritten or removed.
     RestoreFile(PathBuf, Vec<u8>),
+    /// Put back the bytes of a table at an offset.
+    RestoreRange(PathBuf, u64, Vec<u8>),
 }
 
 /// The IPAM store in a directory (e.g. `<state root>/networks/ipam`).
@@ -1084,16 +1096,22 @@ impl Ipam {
     }
 }
 
-/// The log records a transaction read or changed: lease blocks and
-/// owner-index buckets, by path, and which block files exist.
+/// The lease tables and index buckets a transaction read or changed,
+/// by path, with the changes not written yet.
 #[derive(Debug, Default)]
 struct Logs {
-    logs: HashMap<PathBuf, Log>,
-    /// The taken addresses of each block read, by offset in the block.
-    taken: HashMap<PathBuf, Bitmap>,
-    /// The block files of a pool's `blocks` directory, listed once (a
-    /// block neither there nor in `logs` has no lease).
-    listed: HashMap<PathBuf, std::collections::HashSet<String>>,
+    buckets: HashMap<String, Log>,
+    tables: HashMap<String, Table>,
+}
+
+/// The pages of a lease table read in a transaction.
+#[derive(Debug)]
+struct Table {
+    /// `None`: there is no file (yet).
+    file: Option<fs::File>,
+    pages: HashMap<u32, Box<[u8]>>,
+    /// Pages changed and not written yet.
+    dirty: std::collections::BTreeSet<u32>,
 }
 
 /// The two kinds of pool, for the code they share.
@@ -1105,9 +1123,7 @@ trait PoolKind {
     fn network(&self) -> &str;
     fn record(&self) -> (Self::Net, Self::Addr);
     /// The transaction's copy of this kind's pool records.
-    fn records(
-        txn: &mut IpamTxn,
-    ) -> &mut HashMap<String, Option<(Self::Net, Self::Addr)>>;
+    fn records(txn: &mut IpamTxn) -> &mut HashMap<String, Option<(Self::Net, Self::Addr)>>;
     fn mismatch(network: &str, existing: Self::Net, requested: Self::Net) -> IpamError;
 }
 
@@ -1189,7 +1205,7 @@ pub struct IpamTxn {
     /// only, the ones in `dirty_hints`.
     hints: HashMap<PathBuf, Hint>,
     dirty_hints: Vec<PathBuf>,
-    /// Lease blocks and index buckets read, with the changes not written
+    /// Lease tables and index buckets read, with the changes not written
     /// yet (in a cell: reading one through `&self` caches it).
     logs: std::cell::RefCell<Logs>,
 }
@@ -1209,6 +1225,7 @@ impl Drop for IpamTxn {
                 Undo::Restore(rel, value) => self.store.replace(&rel, &value),
                 Undo::Truncate(rel, len) => self.store.truncate(&rel, len),
                 Undo::RestoreFile(rel, bytes) => self.store.replace_file(&rel, &bytes),
+                Undo::RestoreRange(rel, offset, bytes) => self.store.write_at(&rel, offset, &bytes),
             };
         }
     }
@@ -1256,69 +1273,77 @@ impl IpamTxn {
         Ok(())
     }
 
-    // --- log records: lease blocks and index buckets ---
+    // --- lease tables and index buckets ---
 
-    /// Read the log `rel` into the transaction's copy, if it has not: an
-    /// index bucket, or a lease block (with its taken addresses). A block
-    /// the pool's listing does not have is empty, without a read.
-    fn load(&self, logs: &mut Logs, rel: &Path) -> Result<(), IpamError> {
-        if logs.logs.contains_key(rel) {
+    /// Read the index bucket `rel` into the transaction's copy, if it has
+    /// not.
+    fn load_bucket(&self, logs: &mut Logs, rel: &str) -> Result<(), IpamError> {
+        if logs.buckets.contains_key(rel) {
             return Ok(());
         }
-        let path = self.store.path(rel);
-        if rel.starts_with(INDEX) {
-            let log = self.store.read_log(rel, |owner, token| {
-                decode_owner(owner, &path).is_ok() && Entry::parse(token).is_some()
-            })?;
-            logs.logs.insert(rel.to_owned(), log);
-            return Ok(());
-        }
-        let kind = match rel.iter().next().and_then(|tag| tag.to_str()) {
-            Some("v6") => Kind::V6,
-            _ => Kind::V4,
-        };
-        let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let first = kind
-            .parse_addr(name)
-            .filter(|first| first % BLOCK_SIZE == 0)
-            .ok_or_else(|| malformed(&path, "a block named by its first address expected"))?;
-        let unlisted = rel
-            .parent()
-            .and_then(|dir| logs.listed.get(dir))
-            .is_some_and(|names| !names.contains(name));
-        let log = if unlisted {
-            Log::missing()
-        } else {
-            self.store.read_log(rel, |addr, owner| {
-                kind.parse_addr(addr).is_some_and(|a| {
-                    a - a % BLOCK_SIZE == first && kind.addr_text(a) == addr
-                }) && decode_owner(owner, &path).is_ok()
-            })?
-        };
-        let mut taken = Bitmap::new(BLOCK_SIZE as u32);
-        for (addr, _) in log.pairs() {
-            if let Some(addr) = kind.parse_addr(addr) {
-                taken.set((addr - first) as u32);
-            }
-        }
-        logs.taken.insert(rel.to_owned(), taken);
-        logs.logs.insert(rel.to_owned(), log);
+        let path = self.store.path(Path::new(rel));
+        let log = self.store.read_log(Path::new(rel), |owner, token| {
+            decode_owner(owner, &path).is_ok() && Entry::parse(token).is_some()
+        })?;
+        logs.buckets.insert(rel.to_owned(), log);
         Ok(())
     }
 
-    /// Run `change` on the log `rel`, read first if need be.
-    fn with_log<R>(
+    /// Run `change` on the index bucket `rel`, read first if need be.
+    fn with_bucket<R>(
         &self,
-        rel: &Path,
+        rel: &str,
         change: impl FnOnce(&mut Log) -> R,
     ) -> Result<R, IpamError> {
         let mut logs = self.logs.borrow_mut();
-        self.load(&mut logs, rel)?;
-        let log = logs
-            .logs
-            .get_mut(rel)
-            .ok_or_else(|| malformed(&self.store.path(rel), "a log that could not be read"))?;
+        self.load_bucket(&mut logs, rel)?;
+        let log = logs.buckets.get_mut(rel).ok_or_else(|| {
+            malformed(
+                &self.store.path(Path::new(rel)),
+                "a log that could not be read",
+            )
+        })?;
         Ok(change(log))
+    }
+
+    /// Run `work` on page `page` of the lease table `rel` (read first if
+    /// need be; a page past the end of the file, or of no file, is free
+    /// slots).
+    fn with_page<R>(
+        &self,
+        rel: &str,
+        page: u32,
+        work: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, IpamError> {
+        let mut logs = self.logs.borrow_mut();
+        let path = self.store.path(Path::new(rel));
+        let table = match logs.tables.entry(rel.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(table) => table.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+                    Ok(file) => Some(file),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(IpamError::io(&path, e)),
+                };
+                vacant.insert(Table {
+                    file,
+                    pages: HashMap::new(),
+                    dirty: Default::default(),
+                })
+            }
+        };
+        let bytes = match table.pages.entry(page) {
+            std::collections::hash_map::Entry::Occupied(bytes) => bytes.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let mut bytes = vec![0u8; PAGE].into_boxed_slice();
+                if let Some(file) = &table.file {
+                    read_full_at(file, &mut bytes, u64::from(page) * PAGE as u64)
+                        .map_err(|e| IpamError::io(&path, e))?;
+                }
+                vacant.insert(bytes)
+            }
+        };
+        Ok(work(bytes))
     }
 
     /// The owner of the lease of `addr` in `network`.
@@ -1328,132 +1353,141 @@ impl IpamTxn {
         network: &str,
         addr: u128,
     ) -> Result<Option<String>, IpamError> {
-        let rel = block_path(kind, network, addr);
-        let key = kind.addr_text(addr);
-        let value = self.with_log(&rel, |log| {
-            log.values(&key).and_then(|owners| owners.first().cloned())
+        let rel = table_path(kind, network, addr);
+        let (page, at) = slot_of(addr);
+        let value = self.with_page(&rel, page, |bytes| {
+            slot_value(&bytes[at..at + SLOT]).map(|value| value.map(str::to_owned))
         })?;
-        value
-            .map(|value| decode_owner(&value, &self.store.path(&rel)))
-            .transpose()
+        let path = self.store.path(Path::new(&rel));
+        match value {
+            Ok(Some(value)) => decode_owner(&value, &path).map(Some),
+            Ok(None) => Ok(None),
+            Err(what) => Err(malformed(
+                &path,
+                &format!("slot of {}: {what}", kind.addr_text(addr)),
+            )),
+        }
     }
 
-    /// Add (`taken`) or remove the lease of `addr` in `network` to the
-    /// owner `value` (encoded) in its block, written at commit.
+    /// Give the lease of `addr` in `network` to the owner `value`
+    /// (encoded), or free it (`None`), in its table; written at commit.
     fn set_lease(
         &self,
         kind: Kind,
         network: &str,
         addr: u128,
-        value: &str,
-        taken: bool,
+        value: Option<&str>,
     ) -> Result<(), IpamError> {
-        let rel = block_path(kind, network, addr);
-        let key = kind.addr_text(addr);
-        let held = self.with_log(&rel, |log| {
-            if taken {
-                log.add(&key, value);
-            } else {
-                log.remove(&key, value);
+        let rel = table_path(kind, network, addr);
+        let (page, at) = slot_of(addr);
+        self.with_page(&rel, page, |bytes| {
+            let slot = &mut bytes[at..at + SLOT];
+            slot.fill(0);
+            if let Some(value) = value {
+                slot[..value.len()].copy_from_slice(value.as_bytes());
+                slot[value.len()] = b'\n';
             }
-            log.values(&key).is_some()
         })?;
-        if let Some(bits) = self.logs.borrow_mut().taken.get_mut(&rel) {
-            let bit = (addr % BLOCK_SIZE) as u32;
-            if held {
-                bits.set(bit);
-            } else {
-                bits.clear(bit);
-            }
+        if let Some(table) = self.logs.borrow_mut().tables.get_mut(&rel) {
+            table.dirty.insert(page);
         }
         Ok(())
     }
 
-    /// List the block files of `network`'s pool of `kind`, once.
-    fn list_blocks(&self, kind: Kind, network: &str) -> Result<(), IpamError> {
-        let dir = pool_path(kind.tag(), network, BLOCKS);
-        if self.logs.borrow().listed.contains_key(&dir) {
-            return Ok(());
-        }
-        let names = self.store.list(&dir)?;
-        self.logs
-            .borrow_mut()
-            .listed
-            .insert(dir, names.into_iter().collect());
-        Ok(())
-    }
-
-    /// Every block of `network`'s pool of `kind` on disk or made in this
-    /// transaction, in path order.
-    fn blocks(&self, kind: Kind, network: &str) -> Result<Vec<PathBuf>, IpamError> {
-        self.list_blocks(kind, network)?;
-        let dir = pool_path(kind.tag(), network, BLOCKS);
-        let logs = self.logs.borrow();
-        let mut blocks: Vec<PathBuf> = logs
-            .listed
-            .get(&dir)
+    /// Every lease table of `network`'s pool of `kind` on disk or made in
+    /// this transaction, in path order.
+    fn tables(&self, kind: Kind, network: &str) -> Result<Vec<String>, IpamError> {
+        let dir = pool_path(kind.tag(), network, TABLES);
+        let prefix = format!("{}/", dir.display());
+        let mut tables: Vec<String> = self
+            .store
+            .list(&dir)?
             .into_iter()
-            .flatten()
-            .map(|name| dir.join(name))
-            .chain(
-                logs.logs
-                    .keys()
-                    .filter(|rel| rel.parent() == Some(dir.as_path()))
-                    .cloned(),
-            )
+            .map(|name| format!("{prefix}{name}"))
             .collect();
-        blocks.sort();
-        blocks.dedup();
-        Ok(blocks)
+        tables.extend(
+            self.logs
+                .borrow()
+                .tables
+                .keys()
+                .filter(|rel| rel.strip_prefix(&prefix).is_some_and(|n| !n.contains('/')))
+                .cloned(),
+        );
+        tables.sort();
+        tables.dedup();
+        Ok(tables)
     }
 
-    /// The leases of one block: (address, owner).
-    fn block_leases(&self, kind: Kind, rel: &Path) -> Result<Vec<(u128, String)>, IpamError> {
-        let path = self.store.path(rel);
-        let pairs: Vec<(String, String)> = self.with_log(rel, |log| {
-            log.pairs()
-                .map(|(addr, owner)| (addr.to_owned(), owner.to_owned()))
-                .collect()
-        })?;
-        pairs
-            .into_iter()
-            .map(|(addr, owner)| {
-                let addr = kind
-                    .parse_addr(&addr)
-                    .ok_or_else(|| malformed(&path, "an address expected"))?;
-                Ok((addr, decode_owner(&owner, &path)?))
-            })
-            .collect()
+    /// The leases of one table: (address, owner). Reads it whole.
+    fn table_leases(&self, kind: Kind, rel: &str) -> Result<Vec<(u128, String)>, IpamError> {
+        let path = self.store.path(Path::new(rel));
+        let name = rel.rsplit('/').next().unwrap_or_default();
+        let first = kind
+            .parse_addr(name)
+            .filter(|first| first % TABLE_SLOTS == 0)
+            .ok_or_else(|| malformed(&path, "a lease table named by its first address expected"))?;
+        let mut bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(IpamError::io(&path, e)),
+        };
+        // This transaction's pages over the file's.
+        if let Some(table) = self.logs.borrow().tables.get(rel) {
+            for (page, cached) in &table.pages {
+                let at = *page as usize * PAGE;
+                if bytes.len() < at + PAGE {
+                    bytes.resize(at + PAGE, 0);
+                }
+                bytes[at..at + PAGE].copy_from_slice(cached);
+            }
+        }
+        let mut leases = Vec::new();
+        for (index, slot) in bytes.chunks(SLOT).enumerate() {
+            let addr = first + index as u128;
+            match slot_value(slot) {
+                Ok(Some(value)) => leases.push((addr, decode_owner(value, &path)?)),
+                Ok(None) => {}
+                Err(what) => {
+                    return Err(malformed(
+                        &path,
+                        &format!("slot of {}: {what}", kind.addr_text(addr)),
+                    ))
+                }
+            }
+        }
+        Ok(leases)
     }
 
     /// Whether `network`'s pool of `kind` has any lease.
     fn has_leases(&self, kind: Kind, network: &str) -> Result<bool, IpamError> {
-        for rel in self.blocks(kind, network)? {
-            if !self.with_log(&rel, |log| log.is_empty())? {
+        for rel in self.tables(kind, network)? {
+            if !self.table_leases(kind, &rel)?.is_empty() {
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// Write what changed of the log `rel`: the additions only
+    /// Write what changed of the index bucket `rel`: the additions only
     /// (`Some(true)`), or all of it (`None`), rewriting a log that is
     /// mostly dead lines. Recorded for the undo.
-    fn write_log(&mut self, rel: &Path, which: Option<bool>) -> Result<(), IpamError> {
+    fn write_bucket(&mut self, rel: &str, which: Option<bool>) -> Result<(), IpamError> {
         let mut logs = self.logs.borrow_mut();
-        let logs = &mut *logs;
-        let Some(log) = logs.logs.get_mut(rel) else {
+        let Some(log) = logs.buckets.get_mut(rel) else {
             return Ok(());
         };
         if !log.is_dirty() {
             return Ok(());
         }
+        let rel_path = Path::new(rel);
         if which.is_none() && log.wants_rewrite() {
-            let old = self.store.read_prefix(rel, log.disk_len.unwrap_or(0))?;
+            let old = self
+                .store
+                .read_prefix(rel_path, log.disk_len.unwrap_or(0))?;
             let text = log.live_text();
-            self.store.replace_file(rel, text.as_bytes())?;
+            self.store.replace_file(rel_path, text.as_bytes())?;
             log.rewritten(&text);
-            self.undo.push(Undo::RestoreFile(rel.to_owned(), old));
+            self.undo.push(Undo::RestoreFile(rel.into(), old));
             return Ok(());
         }
         let text = log.take_pending(which);
@@ -1461,45 +1495,138 @@ impl IpamTxn {
             return Ok(());
         }
         let len = log.disk_len;
-        let written = self.store.append(rel, len, &text);
-        let made = self.store.made_dirs.take();
-        self.undo.extend(made.into_iter().map(Undo::MadeDir));
+        if len.is_none() {
+            self.make_buckets()?;
+        }
+        let written = self.store.append(rel_path, len.or(Some(0)), &text);
         // Before the result: a write cut short is undone as well.
-        self.undo.push(match len {
-            None => Undo::Created(rel.to_owned()),
-            Some(len) => Undo::Truncate(rel.to_owned(), len),
-        });
+        self.undo.push(Undo::Truncate(rel.into(), len.unwrap_or(0)));
         written?;
         log.appended(&text);
-        if let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) {
-            if let Some(names) = logs.listed.get_mut(dir) {
-                names.insert(name.to_string_lossy().into_owned());
+        Ok(())
+    }
+
+    /// Create every index bucket file (empty) that is missing: once per
+    /// store, so that later allocations only ever append to one (a new
+    /// inode can cost most of a millisecond, see the log module). Not
+    /// undone: an empty bucket holds nothing.
+    fn make_buckets(&self) -> Result<(), IpamError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        for bucket in 0..INDEX_BUCKETS {
+            let path = self.store.path(&Path::new(INDEX).join(bucket_name(bucket)));
+            let create = || {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map(drop)
+            };
+            match self.store.in_dir(&path, create) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(IpamError::io(&path, e))
+                }
+                _ => {}
             }
+        }
+        // Kept with the buckets.
+        self.store.made_dirs.take();
+        Ok(())
+    }
+
+    /// Write the changed pages of the lease table `rel`, each contiguous
+    /// run in one `pwrite`: the kernel copies a write page by page, so a
+    /// kill can cut it between pages only, and a slot (within one page)
+    /// is written whole or not at all. Recorded for the undo.
+    fn write_table(&mut self, rel: &str) -> Result<(), IpamError> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let mut logs = self.logs.borrow_mut();
+        let Some(table) = logs.tables.get_mut(rel) else {
+            return Ok(());
+        };
+        if table.dirty.is_empty() {
+            return Ok(());
+        }
+        let path = self.store.path(Path::new(rel));
+        let io = |e| IpamError::io(&path, e);
+        if table.file.is_none() {
+            let open = || {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+            };
+            let mut file = None;
+            let made = self.store.in_dir(&path, || open().map(|f| file = Some(f)));
+            self.undo
+                .extend(self.store.made_dirs.take().into_iter().map(Undo::MadeDir));
+            made.map_err(io)?;
+            self.undo.push(Undo::Created(rel.into()));
+            table.file = file;
+        } else if let Some(file) = &table.file {
+            // Pages past the end are put back by cutting it back.
+            let len = file.metadata().map_err(io)?.len();
+            self.undo.push(Undo::Truncate(rel.into(), len));
+        }
+        let Some(file) = &table.file else {
+            return Ok(());
+        };
+        let dirty: Vec<u32> = std::mem::take(&mut table.dirty).into_iter().collect();
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for page in dirty {
+            match runs.last_mut() {
+                Some((_, end)) if *end + 1 == page => *end = page,
+                _ => runs.push((page, page)),
+            }
+        }
+        for (start, end) in runs {
+            let offset = u64::from(start) * PAGE as u64;
+            let mut bytes = Vec::with_capacity((end - start + 1) as usize * PAGE);
+            for page in start..=end {
+                bytes.extend_from_slice(&table.pages[&page]);
+            }
+            let mut old = vec![0u8; bytes.len()];
+            let on_disk = read_full_at(file, &mut old, offset).map_err(io)?;
+            old.truncate(on_disk);
+            self.undo.push(Undo::RestoreRange(rel.into(), offset, old));
+            file.write_all_at(&bytes, offset).map_err(io)?;
         }
         Ok(())
     }
 
-    /// Write every changed log: index additions first, then the lease
-    /// blocks, then index removals, so that a process killed in between
-    /// leaves index entries without their leases (which `release_owner`
-    /// cleans up), never a lease no index names.
+    /// Write every change of the lease tables and index buckets: index
+    /// additions first, then the tables, then index removals, so that a
+    /// process killed in between leaves index entries without their
+    /// leases (which `release_owner` cleans up), never a lease no index
+    /// names.
     fn flush_logs(&mut self) -> Result<(), IpamError> {
-        let mut dirty: Vec<PathBuf> = self
-            .logs
-            .borrow()
-            .logs
-            .iter()
-            .filter(|(_, log)| log.is_dirty())
-            .map(|(rel, _)| rel.clone())
-            .collect();
-        dirty.sort();
-        let (buckets, blocks): (Vec<PathBuf>, Vec<PathBuf>) =
-            dirty.into_iter().partition(|rel| rel.starts_with(INDEX));
+        let (mut buckets, mut tables): (Vec<String>, Vec<String>) = {
+            let logs = self.logs.borrow();
+            (
+                logs.buckets
+                    .iter()
+                    .filter(|(_, log)| log.is_dirty())
+                    .map(|(rel, _)| rel.clone())
+                    .collect(),
+                logs.tables
+                    .iter()
+                    .filter(|(_, table)| !table.dirty.is_empty())
+                    .map(|(rel, _)| rel.clone())
+                    .collect(),
+            )
+        };
+        buckets.sort();
+        tables.sort();
         for rel in &buckets {
-            self.write_log(rel, Some(true))?;
+            self.write_bucket(rel, Some(true))?;
         }
-        for rel in blocks.iter().chain(&buckets) {
-            self.write_log(rel, None)?;
+        for rel in &tables {
+            self.write_table(rel)?;
+        }
+        for rel in &buckets {
+            self.write_bucket(rel, None)?;
         }
         Ok(())
     }
@@ -1507,7 +1634,7 @@ impl IpamTxn {
     /// Write the index entries added to `owner`'s bucket now: before a
     /// record written at once (a MAC or port claim) that they index.
     fn flush_index_adds(&mut self, owner: &str) -> Result<(), IpamError> {
-        self.write_log(&bucket_path(owner), Some(true))
+        self.write_bucket(&bucket_path(owner), Some(true))
     }
 
     // --- the owner index ---
@@ -1517,7 +1644,7 @@ impl IpamTxn {
     fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
         check_owner(owner)?;
         let key = encode_owner(owner);
-        let mut entries: Vec<Entry> = self.with_log(&bucket_path(owner), |log| {
+        let mut entries: Vec<Entry> = self.with_bucket(&bucket_path(owner), |log| {
             log.values(&key)
                 .into_iter()
                 .flatten()
@@ -1542,7 +1669,7 @@ impl IpamTxn {
     fn change_index(&mut self, owner: &str, entries: &[Entry], add: bool) -> Result<(), IpamError> {
         check_owner(owner)?;
         let key = encode_owner(owner);
-        self.with_log(&bucket_path(owner), |log| {
+        self.with_bucket(&bucket_path(owner), |log| {
             for entry in entries {
                 if add {
                     log.add(&key, &entry.token());
@@ -1578,7 +1705,7 @@ impl IpamTxn {
         let value = encode_owner(owner);
         match (entry.kind, entry.addr()) {
             (Kind::V4 | Kind::V6, Some(addr)) => {
-                self.set_lease(entry.kind, &entry.group, addr, &value, true)
+                self.set_lease(entry.kind, &entry.group, addr, Some(&value))
             }
             _ => {
                 self.flush_index_adds(owner)?;
@@ -1596,7 +1723,7 @@ impl IpamTxn {
             let value = encode_owner(owner);
             match (entry.kind, entry.addr()) {
                 (Kind::V4 | Kind::V6, Some(addr)) => {
-                    self.set_lease(entry.kind, &entry.group, addr, &value, false)?
+                    self.set_lease(entry.kind, &entry.group, addr, None)?
                 }
                 _ => self.delete(entry.record(), value)?,
             }
@@ -1736,16 +1863,17 @@ impl IpamTxn {
             }
             _ => {}
         }
-        self.put(pool_path(family, name, "pool"), &format!("{subnet} {gateway}"))?;
+        self.put(
+            pool_path(family, name, "pool"),
+            &format!("{subnet} {gateway}"),
+        )?;
         P::records(self).insert(name.to_owned(), Some((subnet, gateway)));
         self.set_hint(&pool_dir(family, name), 1)
     }
 
     /// The first free offset of `search` at or after its start, wrapping
-    /// around once. Block by block: past the hint the first block tried
-    /// has room unless the pool wrapped around; after a few full ones the
-    /// pool's block files are listed, so that a block without one is
-    /// known empty without a read.
+    /// around once, a page of slots at a time: past the hint the first
+    /// page tried has room unless the pool wrapped around.
     fn find_free(
         &self,
         kind: Kind,
@@ -1760,33 +1888,25 @@ impl IpamTxn {
             reserved,
         } = *search;
         let span = last - first + 1;
-        let (mut offset, mut seen, mut blocks) = (start.clamp(first, last), 0u128, 0u32);
+        let (mut offset, mut seen) = (start.clamp(first, last), 0u128);
         while seen < span {
             let addr = base + offset;
-            let block = addr - addr % BLOCK_SIZE;
-            // This stretch ends with the block, the bounds, or where the
+            let (page, _) = slot_of(addr);
+            let page_first = addr - addr % SLOTS_PER_PAGE;
+            // This stretch ends with the page, the bounds, or where the
             // search began.
-            let end = (block + BLOCK_SIZE - 1 - base)
+            let end = (page_first + SLOTS_PER_PAGE - 1 - base)
                 .min(last)
                 .min(offset + (span - seen) - 1);
-            if blocks == PROBED_BLOCKS {
-                self.list_blocks(kind, network)?;
-            }
-            blocks += 1;
-            let rel = block_path(kind, network, addr);
-            let mut logs = self.logs.borrow_mut();
-            self.load(&mut logs, &rel)?;
-            let (mut low, high) = ((addr - block) as u32, (base + end - block) as u32);
-            while let Some(bit) = logs
-                .taken
-                .get(&rel)
-                .and_then(|taken| taken.first_clear_between(low, high))
-            {
-                let candidate = block + u128::from(bit) - base;
-                if !reserved.contains(&candidate) {
-                    return Ok(Some(candidate));
-                }
-                low = bit + 1;
+            let rel = table_path(kind, network, addr);
+            let found = self.with_page(&rel, page, |bytes| {
+                (offset..=end).find(|candidate| {
+                    let at = (base + candidate - page_first) as usize * SLOT;
+                    bytes[at] == 0 && !reserved.contains(candidate)
+                })
+            })?;
+            if found.is_some() {
+                return Ok(found);
             }
             seen += end - offset + 1;
             offset = if end == last { first } else { end + 1 };
@@ -1818,7 +1938,7 @@ impl IpamTxn {
         let current = match self.held(owner, Kind::V4, name)?.first() {
             Some(entry) => Some(parse_at::<Ipv4Addr>(
                 &entry.item,
-                &self.store.path(&bucket_path(owner)),
+                &self.store.path(Path::new(&bucket_path(owner))),
                 "an IPv4 address",
             )?),
             None => None,
@@ -1891,7 +2011,7 @@ impl IpamTxn {
         if let Some(entry) = self.held(owner, Kind::V6, name)?.first() {
             return parse_at(
                 &entry.item,
-                &self.store.path(&bucket_path(owner)),
+                &self.store.path(Path::new(&bucket_path(owner))),
                 "an IPv6 address",
             );
         }
@@ -2007,8 +2127,8 @@ impl IpamTxn {
     pub fn leases6(&self, network: &str) -> Result<BTreeMap<String, Ipv6Addr>, IpamError> {
         check_network(network)?;
         let mut leases = BTreeMap::new();
-        for rel in self.blocks(Kind::V6, network)? {
-            for (addr, owner) in self.block_leases(Kind::V6, &rel)? {
+        for rel in self.tables(Kind::V6, network)? {
+            for (addr, owner) in self.table_leases(Kind::V6, &rel)? {
                 leases.insert(owner, Ipv6Addr::from(addr));
             }
         }
@@ -2260,9 +2380,9 @@ impl IpamTxn {
     pub fn leases(&self, network: &str) -> Result<Vec<Lease>, IpamError> {
         check_network(network)?;
         let mut leases = Vec::new();
-        for rel in self.blocks(Kind::V4, network)? {
-            for (addr, owner) in self.block_leases(Kind::V4, &rel)? {
-                // An IPv4 block's addresses are below 2^32.
+        for rel in self.tables(Kind::V4, network)? {
+            for (addr, owner) in self.table_leases(Kind::V4, &rel)? {
+                // An IPv4 table's addresses are below 2^32.
                 let ip = Ipv4Addr::from(addr as u32);
                 leases.push(Lease { owner, ip });
             }
@@ -2298,20 +2418,19 @@ impl IpamTxn {
             }
             self.hints.remove(&dir);
             self.dirty_hints.retain(|dirty| *dirty != dir);
-            // The (empty) block files, put back by an undo.
-            for rel in self.blocks(kind, network)? {
-                let mut logs = self.logs.borrow_mut();
-                logs.taken.remove(&rel);
-                if logs.logs.remove(&rel).is_some_and(|log| log.disk_len.is_some()) {
+            // The (empty) lease tables, put back by an undo.
+            for rel in self.tables(kind, network)? {
+                let table = self.logs.borrow_mut().tables.remove(&rel);
+                if table.map_or(true, |table| table.file.is_some()) {
+                    let rel = PathBuf::from(rel);
                     let path = self.store.path(&rel);
                     let bytes = fs::read(&path).map_err(|e| IpamError::io(&path, e))?;
                     self.store.remove(&rel)?;
                     self.undo.push(Undo::RestoreFile(rel, bytes));
                 }
             }
-            let blocks = pool_path(family, network, BLOCKS);
-            self.logs.borrow_mut().listed.remove(&blocks);
-            self.store.remove_dir_if_empty(&blocks);
+            self.store
+                .remove_dir_if_empty(&pool_path(family, network, TABLES));
             self.store.remove_dir_if_empty(&dir);
         }
         self.pools.remove(network);
@@ -2440,7 +2559,10 @@ impl IpamTxn {
             let rel = Path::new(LEGACY_OWNERS).join(&owner);
             let path = self.store.path(&rel);
             if !is_valid_name(&owner) {
-                return Err(malformed(&path, "an owner's index named by the owner expected"));
+                return Err(malformed(
+                    &path,
+                    "an owner's index named by the owner expected",
+                ));
             }
             let Some(text) = self.store.read(&rel)? else {
                 continue;
@@ -2450,7 +2572,9 @@ impl IpamTxn {
                 let entry = Entry::parse(token).ok_or_else(|| {
                     malformed(
                         &path,
-                        &format!("an index entry (<kind>,<group>,<item>) expected, found {token:?}"),
+                        &format!(
+                            "an index entry (<kind>,<group>,<item>) expected, found {token:?}"
+                        ),
                     )
                 })?;
                 // The leases came with their records, above.
@@ -2466,7 +2590,11 @@ impl IpamTxn {
             self.store.remove(rel)?;
         }
         // With any temp name a crash left in them.
-        for dir in lease_dirs.iter().map(PathBuf::as_path).chain([Path::new(LEGACY_OWNERS)]) {
+        for dir in lease_dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new(LEGACY_OWNERS)])
+        {
             let path = self.store.path(dir);
             match fs::remove_dir_all(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {

@@ -295,15 +295,19 @@ fn state_round_trips_through_the_file() {
         txn.allocate(&pool, "ghost").unwrap();
     }
     assert_eq!(ipam.leases("net").unwrap().len(), 3);
-    // One block record for the /24, a line per lease naming its owner;
-    // the ghost's was never written, and no temp file is left anywhere.
-    let block = dir.path().join("v4/net/blocks/10.7.0.0");
+    // One lease table for the /16 around, a slot per address naming its
+    // owner; the ghost's was never written, and no temp file is left
+    // anywhere.
+    let table = std::fs::read(dir.path().join("v4/net/tables/10.7.0.0")).unwrap();
+    let slot = |index: usize| &table[index * SLOT..(index + 1) * SLOT];
+    for (index, owner) in [(2, "a"), (3, "b"), (4, "c")] {
+        assert_eq!(slot_value(slot(index)), Ok(Some(owner)));
+        assert!(slot(index)[owner.len() + 1..].iter().all(|b| *b == 0));
+    }
+    assert_eq!(slot_value(slot(5)), Ok(None));
+    assert_eq!(table.len(), PAGE);
     assert_eq!(
-        std::fs::read_to_string(block).unwrap(),
-        "+10.7.0.2 a\n+10.7.0.3 b\n+10.7.0.4 c\n"
-    );
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("v4/net/blocks"))
+        std::fs::read_dir(dir.path().join("v4/net/tables"))
             .unwrap()
             .count(),
         1
@@ -418,30 +422,6 @@ fn pools_in_use_cannot_be_removed_or_changed() {
         ipam.allocate(&pool("10.5.0.0/24"), "b").unwrap(),
         ip("10.5.0.2")
     );
-}
-
-#[test]
-fn bitmap_search_respects_bounds_and_length() {
-    let mut bitmap = Bitmap::new(4);
-    assert_eq!(bitmap.first_clear_between(3, 3), Some(3));
-    bitmap.set(3);
-    assert_eq!(bitmap.first_clear_between(0, 3), Some(0));
-    for bit in 0..3 {
-        bitmap.set(bit);
-    }
-    assert_eq!(bitmap.first_clear_between(0, 3), None);
-    bitmap.clear(1);
-    assert_eq!(bitmap.first_clear_between(2, 3), None);
-    assert_eq!(bitmap.first_clear_between(0, 3), Some(1));
-    assert_eq!(bitmap.first_clear_between(3, 2), None);
-    let mut block = Bitmap::new(256);
-    for bit in 0..256 {
-        block.set(bit);
-    }
-    block.clear(64);
-    assert_eq!(block.first_clear_between(0, 255), Some(64));
-    assert_eq!(block.first_clear_between(64, 64), Some(64));
-    assert_eq!(block.first_clear_between(65, 255), None);
 }
 
 #[test]
@@ -859,8 +839,17 @@ fn logical(dir: &Path) -> BTreeMap<String, String> {
         if value == "/" {
             return false;
         }
-        let log = rel.starts_with("index/") || rel.contains("/blocks/");
-        if log && !rel.contains(TEMP_PREFIX) {
+        if rel.contains("/tables/") {
+            let mut live = String::new();
+            for (index, slot) in value.as_bytes().chunks(SLOT).enumerate() {
+                if let Some(owner) = slot_value(slot).unwrap() {
+                    live.push_str(&format!("{index} {owner}\n"));
+                }
+            }
+            *value = live;
+            return !value.is_empty();
+        }
+        if rel.starts_with("index/") && !rel.contains(TEMP_PREFIX) {
             *value = Log::parse(value.as_bytes(), Path::new(rel), |_, _| true)
                 .unwrap()
                 .live_text();
@@ -916,7 +905,7 @@ fn a_dropped_transaction_puts_every_record_back() {
     txn.claim_mac(&net, "b", mac).unwrap();
     txn.commit().unwrap();
     let before = snapshot(dir.path());
-    assert!(before.contains_key("v4/net/blocks/10.4.0.0"), "{before:?}");
+    assert!(before.contains_key("v4/net/tables/10.4.0.0"), "{before:?}");
 
     let mut txn = ipam.transaction().unwrap();
     txn.allocate(&net, "new").unwrap();
@@ -1007,7 +996,12 @@ fn release_owner_cleans_whatever_a_crash_left() {
     let released = ipam.release_owner("dead").unwrap();
     assert_eq!(released.addresses, [("net".to_owned(), ip("10.3.0.3"))]);
     assert_eq!(released.ports, [forward("dead", 8080, Protocol::Tcp)]);
-    assert!(ipam.transaction().unwrap().leases6("net").unwrap().is_empty());
+    assert!(ipam
+        .transaction()
+        .unwrap()
+        .leases6("net")
+        .unwrap()
+        .is_empty());
     // Only the pool records the dead transactions created stay (an IPv6
     // pool with no lease), and no hint moved.
     let mut left = logical(dir.path());
@@ -1046,7 +1040,18 @@ fn every_record_a_sigkill_leaves_is_found_by_release_owner() {
         }
         nix::unistd::ForkResult::Parent { child } => child,
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Until some transactions are through (the first one makes the index
+    // buckets, which can take long on a file system that recently freed
+    // many inodes), then a little more, so that the kill lands anywhere.
+    let started = Instant::now();
+    while Ipam::new(dir.path()).leases("net").map_or(0, |l| l.len()) < 10
+        && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(u64::from(
+        started.elapsed().subsec_millis() % 50,
+    )));
     nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL).unwrap();
     nix::sys::wait::waitpid(child, None).unwrap();
 
@@ -1095,23 +1100,26 @@ fn a_corrupt_record_is_a_typed_error_naming_it() {
             std::fs::write(&path, value).unwrap();
         }
     };
-    let block = "v4/net/blocks/10.1.0.0";
-    let bucket = bucket_path("a").display().to_string();
-    let good_block = std::fs::read_to_string(dir.path().join(block)).unwrap();
+    let table = "v4/net/tables/10.1.0.0";
+    let bucket = bucket_path("a");
+    let good_table = std::fs::read(dir.path().join(table)).unwrap();
     let good_bucket = std::fs::read_to_string(dir.path().join(&bucket)).unwrap();
+    let table_with = |slot: &[u8]| {
+        let mut bytes = good_table.clone();
+        bytes[2 * SLOT..2 * SLOT + slot.len()].copy_from_slice(slot);
+        let path = dir.path().join(table);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    };
 
-    // A lease block: a line that is no change, a lease of a bad owner,
-    // an address of another block, an address not in canonical form.
-    for bad in [
-        "+10.1.0.2 a\nnonsense\n",
-        "+10.1.0.2 ../../x\n",
-        "+10.1.1.2 a\n",
-        "+10.1.0.02 a\n",
-    ] {
-        replace(block, bad, false);
-        expect_malformed(ipam.leases("net").map(drop), block);
+    // A lease table: a slot of a bad owner, one with no end of line
+    // (which a torn write would leave), one that is not UTF-8.
+    for bad in [&b"../../x\n"[..], &[b'a'; SLOT], b"\xff\xfe\n"] {
+        table_with(bad);
+        expect_malformed(ipam.leases("net").map(drop), table);
+        expect_malformed(ipam.release("net", "a").map(drop), table);
     }
-    replace(block, &good_block, false);
+    table_with(&good_table[2 * SLOT..3 * SLOT]);
     // The index bucket, the pool record, the port claims.
     replace(&bucket, "+a v4,net,10.1.0.2\n+a nonsense\n", false);
     expect_malformed(ipam.release_owner("a").map(drop), &bucket);
@@ -1126,17 +1134,16 @@ fn a_corrupt_record_is_a_typed_error_naming_it() {
         &serde_json::to_string(&[forward("a", 8080, Protocol::Tcp)]).unwrap(),
         true,
     );
-    // A block whose last line was torn by a kill is fine: the line is
+    // A bucket whose last line was torn by a kill is fine: the line is
     // left out, and cut off before the next append.
-    replace(block, &format!("{good_block}+10.1.0.9 "), false);
-    assert_eq!(ipam.leases("net").unwrap().len(), 1);
+    replace(&bucket, &format!("{good_bucket}+a v4,net,10.1"), false);
+    assert_eq!(ipam.transaction().unwrap().entries("a").unwrap().len(), 2);
     // Mended, all of it works again.
     assert_eq!(ipam.release_owner("a").unwrap().ports.len(), 1);
     assert_eq!(ipam.allocate(&net, "b").unwrap(), ip("10.1.0.3"));
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join(block)).unwrap(),
-        "+10.1.0.2 a\n-10.1.0.2 a\n+10.1.0.3 b\n"
-    );
+    assert!(!std::fs::read_to_string(dir.path().join(&bucket))
+        .unwrap()
+        .contains("10.1\n"));
 }
 
 #[test]
@@ -1257,15 +1264,22 @@ fn the_index_is_written_before_what_it_indexes_and_trimmed_after() {
                 Undo::Created(path)
                 | Undo::Restore(path, _)
                 | Undo::Truncate(path, _)
-                | Undo::RestoreFile(path, _) => Some(path.display().to_string()),
+                | Undo::RestoreFile(path, _)
+                | Undo::RestoreRange(path, _, _) => Some(path.display().to_string()),
                 Undo::MadeDir(_) => None,
             })
-            .collect()
+            .fold(Vec::new(), |mut order, path| {
+                // A table's restores and the truncation before them.
+                if order.last() != Some(&path) {
+                    order.push(path);
+                }
+                order
+            })
     }
     let dir = tempfile::tempdir().unwrap();
     let ipam = Ipam::new(dir.path());
     let net = pool("10.0.0.0/24");
-    let bucket = bucket_path("o").display().to_string();
+    let bucket = bucket_path("o");
     let mut txn = ipam.transaction().unwrap();
     txn.allocate(&net, "o").unwrap();
     txn.reserve_ports(&[forward("o", 8080, Protocol::Tcp)])
@@ -1281,10 +1295,10 @@ fn the_index_is_written_before_what_it_indexes_and_trimmed_after() {
             &bucket,
             "ports/tcp-8080",
             "v6/net/pool",
-            // The IPv6 lease's entry before the blocks.
+            // The IPv6 lease's entry before the tables.
             &bucket,
-            "v4/net/blocks/10.0.0.0",
-            "v6/net/blocks/fd00:1::",
+            "v4/net/tables/10.0.0.0",
+            "v6/net/tables/fd00:1::",
         ]
     );
     txn.commit().unwrap();
@@ -1295,15 +1309,15 @@ fn the_index_is_written_before_what_it_indexes_and_trimmed_after() {
         order(&txn),
         [
             "ports/tcp-8080",
-            "v4/net/blocks/10.0.0.0",
-            "v6/net/blocks/fd00:1::",
+            "v4/net/tables/10.0.0.0",
+            "v6/net/tables/fd00:1::",
             &bucket,
         ]
     );
 }
 
 /// Write a store in the format of per-address links (before the lease
-/// blocks and index buckets), as that code wrote it.
+/// tables and index buckets), as that code wrote it.
 fn write_link_format(dir: &Path, a: &str) {
     let link = |rel: &str, value: &str| {
         let path = dir.join(rel);
@@ -1374,7 +1388,10 @@ fn a_store_of_per_address_links_is_migrated_under_the_lock() {
         );
         assert_eq!(indexed_owners(dir.path()), [a.clone(), "b".to_owned()]);
         for gone in ["owners", "v4/net/leases", "v6/net/leases"] {
-            assert!(std::fs::symlink_metadata(dir.path().join(gone)).is_err(), "{gone}");
+            assert!(
+                std::fs::symlink_metadata(dir.path().join(gone)).is_err(),
+                "{gone}"
+            );
         }
     };
     check();
@@ -1416,7 +1433,10 @@ fn a_corrupt_link_of_the_old_format_is_a_typed_error_naming_it() {
     std::os::unix::fs::symlink("../x", &lease).unwrap();
     let error = Ipam::new(dir.path()).transaction().unwrap_err();
     assert!(matches!(error, IpamError::Malformed { .. }), "{error}");
-    assert!(error.to_string().contains("v4/net/leases/10.6.0.3"), "{error}");
+    assert!(
+        error.to_string().contains("v4/net/leases/10.6.0.3"),
+        "{error}"
+    );
     // Nothing was migrated: the old links are all there.
     assert!(std::fs::symlink_metadata(dir.path().join("owners/b")).is_ok());
     assert!(!dir.path().join(INDEX).exists() || indexed_owners(dir.path()).is_empty());
@@ -1447,7 +1467,11 @@ fn one_allocation_creates_no_inode_once_its_block_and_bucket_exist() {
                 let ino = std::fs::symlink_metadata(dir.join(&rel)).unwrap().ino();
                 // The hint moves on by a rename: its name changes, not
                 // its inode.
-                let name = if rel.contains("/next-") { "hint".to_owned() } else { rel };
+                let name = if rel.contains("/next-") {
+                    "hint".to_owned()
+                } else {
+                    rel
+                };
                 (name, ino)
             })
             .collect()
