@@ -46,6 +46,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -704,6 +705,20 @@ fn encode_owner(owner: &str) -> String {
     format!("={}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// Whether `value` is an owner as [`encode_owner`] writes it, checked
+/// without decoding it (a bucket's lines are checked on every read).
+fn owner_value_valid(value: &str) -> bool {
+    match value.strip_prefix('=') {
+        Some(encoded) => {
+            encoded.len() == 43
+                && encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        }
+        None => is_valid_name(value),
+    }
+}
+
 fn decode_owner(value: &str, path: &Path) -> Result<String, IpamError> {
     let Some(encoded) = value.strip_prefix('=') else {
         return if is_valid_name(value) {
@@ -1036,6 +1051,7 @@ impl Ipam {
             hints: HashMap::new(),
             dirty_hints: Vec::new(),
             logs: Default::default(),
+            last_owner: Default::default(),
         };
         let legacy = self.dir.join(LEGACY_FILE);
         match fs::read(&legacy) {
@@ -1208,6 +1224,15 @@ pub struct IpamTxn {
     /// Lease tables and index buckets read, with the changes not written
     /// yet (in a cell: reading one through `&self` caches it).
     logs: std::cell::RefCell<Logs>,
+    /// The last owner asked for, with its key.
+    last_owner: std::cell::RefCell<Option<(String, Rc<OwnerKey>)>>,
+}
+
+/// An owner's value in records and its index bucket.
+#[derive(Debug)]
+struct OwnerKey {
+    value: String,
+    bucket: String,
 }
 
 impl Drop for IpamTxn {
@@ -1281,9 +1306,8 @@ impl IpamTxn {
         if logs.buckets.contains_key(rel) {
             return Ok(());
         }
-        let path = self.store.path(Path::new(rel));
         let log = self.store.read_log(Path::new(rel), |owner, token| {
-            decode_owner(owner, &path).is_ok() && Entry::parse(token).is_some()
+            owner_value_valid(owner) && Entry::parse(token).is_some()
         })?;
         logs.buckets.insert(rel.to_owned(), log);
         Ok(())
@@ -1346,7 +1370,7 @@ impl IpamTxn {
         Ok(work(bytes))
     }
 
-    /// The owner of the lease of `addr` in `network`.
+    /// The owner of the lease of `addr` in `network`, encoded.
     fn lease_holder(
         &self,
         kind: Kind,
@@ -1360,8 +1384,14 @@ impl IpamTxn {
         })?;
         let path = self.store.path(Path::new(&rel));
         match value {
-            Ok(Some(value)) => decode_owner(&value, &path).map(Some),
-            Ok(None) => Ok(None),
+            Ok(Some(value)) if !owner_value_valid(&value) => Err(malformed(
+                &path,
+                &format!(
+                    "slot of {}: an owner expected, found {value:?}",
+                    kind.addr_text(addr)
+                ),
+            )),
+            Ok(value) => Ok(value),
             Err(what) => Err(malformed(
                 &path,
                 &format!("slot of {}: {what}", kind.addr_text(addr)),
@@ -1634,18 +1664,35 @@ impl IpamTxn {
     /// Write the index entries added to `owner`'s bucket now: before a
     /// record written at once (a MAC or port claim) that they index.
     fn flush_index_adds(&mut self, owner: &str) -> Result<(), IpamError> {
-        self.write_bucket(&bucket_path(owner), Some(true))
+        let key = self.owner_key(owner)?;
+        self.write_bucket(&key.bucket, Some(true))
     }
 
     // --- the owner index ---
 
+    /// `owner`'s value in records and its index bucket, checked; the
+    /// last one is kept, as a change asks for it a few times.
+    fn owner_key(&self, owner: &str) -> Result<Rc<OwnerKey>, IpamError> {
+        if let Some((name, key)) = &*self.last_owner.borrow() {
+            if name == owner {
+                return Ok(Rc::clone(key));
+            }
+        }
+        check_owner(owner)?;
+        let key = Rc::new(OwnerKey {
+            value: encode_owner(owner),
+            bucket: bucket_path(owner),
+        });
+        *self.last_owner.borrow_mut() = Some((owner.to_owned(), Rc::clone(&key)));
+        Ok(key)
+    }
+
     /// `owner`'s index entries, in order (by kind, then network),
     /// including entries a crash may have left.
     fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
-        check_owner(owner)?;
-        let key = encode_owner(owner);
-        let mut entries: Vec<Entry> = self.with_bucket(&bucket_path(owner), |log| {
-            log.values(&key)
+        let key = self.owner_key(owner)?;
+        let mut entries: Vec<Entry> = self.with_bucket(&key.bucket, |log| {
+            log.values(&key.value)
                 .into_iter()
                 .flatten()
                 .filter_map(|token| Entry::parse(token))
@@ -1667,49 +1714,56 @@ impl IpamTxn {
     }
 
     fn change_index(&mut self, owner: &str, entries: &[Entry], add: bool) -> Result<(), IpamError> {
-        check_owner(owner)?;
-        let key = encode_owner(owner);
-        self.with_bucket(&bucket_path(owner), |log| {
+        let key = self.owner_key(owner)?;
+        self.with_bucket(&key.bucket, |log| {
             for entry in entries {
                 if add {
-                    log.add(&key, &entry.token());
+                    log.add(&key.value, &entry.token());
                 } else {
-                    log.remove(&key, &entry.token());
+                    log.remove(&key.value, &entry.token());
                 }
             }
         })
     }
 
-    /// The owner of an address lease or MAC claim.
-    fn holder(&self, entry: &Entry) -> Result<Option<String>, IpamError> {
+    /// The owner of an address lease or MAC claim, as its record has it
+    /// (encoded, see [`encode_owner`]).
+    fn holder_value(&self, entry: &Entry) -> Result<Option<String>, IpamError> {
         match (entry.kind, entry.addr()) {
             (Kind::V4 | Kind::V6, Some(addr)) => self.lease_holder(entry.kind, &entry.group, addr),
             (Kind::V4 | Kind::V6, None) => Err(malformed(
                 &self.store.path(&entry.record()),
                 &format!("an address expected, found {:?}", entry.item),
             )),
-            _ => {
-                let rel = entry.record();
-                match self.store.read(&rel)? {
-                    Some(value) => decode_owner(&value, &self.store.path(&rel)).map(Some),
-                    None => Ok(None),
-                }
-            }
+            _ => self.store.read(&entry.record()),
         }
+    }
+
+    /// The owner of an address lease or MAC claim.
+    fn holder(&self, entry: &Entry) -> Result<Option<String>, IpamError> {
+        self.holder_value(entry)?
+            .map(|value| decode_owner(&value, &self.store.path(&entry.record())))
+            .transpose()
+    }
+
+    /// Whether `owner` holds the lease or MAC claim `entry`.
+    fn holds(&self, owner: &str, entry: &Entry) -> Result<bool, IpamError> {
+        let key = self.owner_key(owner)?;
+        Ok(self.holder_value(entry)?.is_some_and(|value| value == key.value))
     }
 
     /// Record that `owner` holds the lease or MAC claim `entry`, index
     /// first.
     fn hold(&mut self, owner: &str, entry: &Entry) -> Result<(), IpamError> {
         self.index_add(owner, std::slice::from_ref(entry))?;
-        let value = encode_owner(owner);
+        let key = self.owner_key(owner)?;
         match (entry.kind, entry.addr()) {
             (Kind::V4 | Kind::V6, Some(addr)) => {
-                self.set_lease(entry.kind, &entry.group, addr, Some(&value))
+                self.set_lease(entry.kind, &entry.group, addr, Some(&key.value))
             }
             _ => {
                 self.flush_index_adds(owner)?;
-                self.put(entry.record(), &value)
+                self.put(entry.record(), &key.value)
             }
         }
     }
@@ -1718,14 +1772,16 @@ impl IpamTxn {
     /// left by a crash may index a record since given to another), not
     /// its index entry; whether it was `owner`'s.
     fn drop_record(&mut self, owner: &str, entry: &Entry) -> Result<bool, IpamError> {
-        let mine = self.holder(entry)?.is_some_and(|holder| holder == owner);
+        let mine = self.holds(owner, entry)?;
         if mine {
-            let value = encode_owner(owner);
             match (entry.kind, entry.addr()) {
                 (Kind::V4 | Kind::V6, Some(addr)) => {
                     self.set_lease(entry.kind, &entry.group, addr, None)?
                 }
-                _ => self.delete(entry.record(), value)?,
+                _ => {
+                    let value = self.owner_key(owner)?.value.clone();
+                    self.delete(entry.record(), value)?
+                }
             }
         }
         Ok(mine)
@@ -1832,10 +1888,7 @@ impl IpamTxn {
     fn held(&self, owner: &str, kind: Kind, group: &str) -> Result<Vec<Entry>, IpamError> {
         let mut held = Vec::new();
         for entry in self.entries(owner)? {
-            if entry.kind == kind
-                && entry.group == group
-                && self.holder(&entry)?.is_some_and(|o| o == owner)
-            {
+            if entry.kind == kind && entry.group == group && self.holds(owner, &entry)? {
                 held.push(entry);
             }
         }
