@@ -684,25 +684,24 @@ fn parse_at<T: std::str::FromStr>(text: &str, path: &Path, what: &str) -> Result
 /// own, to allocate, and to free (and discard) on release.
 fn encode_owner(owner: &str) -> String {
     let digits = owner.as_bytes();
-    if digits.len() != 64
-        || !digits
-            .iter()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    let mut bytes = [0u8; 32];
+    if digits.len() != 64 {
         return owner.to_owned();
     }
-    let nibble = |b: u8| {
-        if b.is_ascii_digit() {
-            b - b'0'
-        } else {
-            b - b'a' + 10
-        }
-    };
-    let bytes: Vec<u8> = digits
-        .chunks(2)
-        .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
-        .collect();
-    format!("={}", URL_SAFE_NO_PAD.encode(bytes))
+    // A plain loop: this runs once per owner of a change, and an
+    // unoptimised build is slow with iterator adaptors.
+    for (i, digit) in digits.iter().enumerate() {
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return owner.to_owned(),
+        };
+        bytes[i / 2] |= nibble << (4 * (1 - i % 2));
+    }
+    let mut value = String::with_capacity(44);
+    value.push('=');
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut value);
+    value
 }
 
 /// Whether `value` is an owner as [`encode_owner`] writes it, checked
@@ -1219,7 +1218,8 @@ pub struct IpamTxn {
     pools6: HashMap<String, Option<(Ipv6Net, Ipv6Addr)>>,
     /// Next-free hints read or set, by pool directory; written at commit
     /// only, the ones in `dirty_hints`.
-    hints: HashMap<PathBuf, Hint>,
+    /// (By the path's bytes: hashing a `Path` walks its components.)
+    hints: HashMap<std::ffi::OsString, Hint>,
     dirty_hints: Vec<PathBuf>,
     /// Lease tables and index buckets read, with the changes not written
     /// yet (in a cell: reading one through `&self` caches it).
@@ -1506,11 +1506,11 @@ impl IpamTxn {
         let Some(log) = logs.buckets.get_mut(rel) else {
             return Ok(());
         };
-        if !log.is_dirty() {
+        if !log.is_changed() {
             return Ok(());
         }
         let rel_path = Path::new(rel);
-        if which.is_none() && log.wants_rewrite() {
+        if which.is_none() && log.wants_rewrite() && log.is_dirty() {
             let old = self
                 .store
                 .read_prefix(rel_path, log.disk_len.unwrap_or(0))?;
@@ -1637,7 +1637,7 @@ impl IpamTxn {
             (
                 logs.buckets
                     .iter()
-                    .filter(|(_, log)| log.is_dirty())
+                    .filter(|(_, log)| log.is_changed())
                     .map(|(rel, _)| rel.clone())
                     .collect(),
                 logs.tables
@@ -1838,7 +1838,7 @@ impl IpamTxn {
 
     /// The next-free hint of the pool in `dir` (1 if it has none).
     fn hint(&mut self, dir: &Path) -> Result<u64, IpamError> {
-        if let Some(hint) = self.hints.get(dir) {
+        if let Some(hint) = self.hints.get(dir.as_os_str()) {
             return Ok(hint.next);
         }
         let mut on_disk = None;
@@ -1848,13 +1848,14 @@ impl IpamTxn {
             }
         }
         let next = on_disk.unwrap_or(1);
-        self.hints.insert(dir.to_owned(), Hint { on_disk, next });
+        self.hints
+            .insert(dir.as_os_str().to_owned(), Hint { on_disk, next });
         Ok(next)
     }
 
     fn set_hint(&mut self, dir: &Path, next: u64) -> Result<(), IpamError> {
         self.hint(dir)?;
-        if let Some(hint) = self.hints.get_mut(dir) {
+        if let Some(hint) = self.hints.get_mut(dir.as_os_str()) {
             hint.next = next;
         }
         if !self.dirty_hints.iter().any(|dirty| dirty == dir) {
@@ -1985,7 +1986,8 @@ impl IpamTxn {
         wanted: Option<Ipv4Addr>,
     ) -> Result<Ipv4Addr, IpamError> {
         pool.validate()?;
-        check_owner(owner)?;
+        // Checks it, and is kept for the changes below.
+        self.owner_key(owner)?;
         let name = pool.network.as_str();
         self.ensure_pool(pool)?;
         let current = match self.held(owner, Kind::V4, name)?.first() {
@@ -2058,7 +2060,7 @@ impl IpamTxn {
     /// holds there, or the next free one after the last handed out.
     pub fn allocate6(&mut self, pool: &AddressPool6, owner: &str) -> Result<Ipv6Addr, IpamError> {
         pool.validate()?;
-        check_owner(owner)?;
+        self.owner_key(owner)?;
         let name = pool.network.as_str();
         self.ensure_pool(pool)?;
         if let Some(entry) = self.held(owner, Kind::V6, name)?.first() {
@@ -2469,7 +2471,7 @@ impl IpamTxn {
                     }
                 }
             }
-            self.hints.remove(&dir);
+            self.hints.remove(dir.as_os_str());
             self.dirty_hints.retain(|dirty| *dirty != dir);
             // The (empty) lease tables, put back by an undo.
             for rel in self.tables(kind, network)? {
@@ -2502,7 +2504,7 @@ impl IpamTxn {
 
     fn write_hints(&mut self) -> Result<(), IpamError> {
         for dir in std::mem::take(&mut self.dirty_hints) {
-            let Some(hint) = self.hints.get_mut(&dir) else {
+            let Some(hint) = self.hints.get_mut(dir.as_os_str()) else {
                 continue;
             };
             let new = dir.join(format!("{HINT_PREFIX}{}", hint.next));

@@ -32,10 +32,14 @@ pub(super) struct Log {
     pub(super) disk_len: Option<u64>,
     /// Lines in the file (for when to rewrite it).
     disk_lines: usize,
-    /// Changes not written yet: pair -> added (true) or removed (false).
-    /// A change and its inverse cancel out, so the order of the pending
-    /// changes of one pair never matters.
-    pending: BTreeMap<(String, String), bool>,
+    /// The values on disk of each key this transaction changed, as they
+    /// were: what to write is the difference to the live values. So a
+    /// change and its inverse cancel out, and the order of the changes
+    /// of a pair never matters.
+    disk: BTreeMap<String, BTreeSet<String>>,
+    /// Whether a change was made since the last write of all of it
+    /// (cheaper than [`Log::is_dirty`], which compares).
+    changed: bool,
 }
 
 impl Log {
@@ -109,35 +113,32 @@ impl Log {
         removed
     }
 
-    fn note(&mut self, key: &str, value: &str, added: bool) {
-        let pair = (key.to_owned(), value.to_owned());
-        match self.pending.get(&pair) {
-            // The inverse of a change not written yet: both go.
-            Some(earlier) if *earlier != added => {
-                self.pending.remove(&pair);
-            }
-            _ => {
-                self.pending.insert(pair, added);
-            }
+    /// Keep the values of `key` on disk before its first change.
+    fn touch(&mut self, key: &str) {
+        if !self.disk.contains_key(key) {
+            let values = self.pairs.get(key).cloned().unwrap_or_default();
+            self.disk.insert(key.to_owned(), values);
         }
     }
 
     /// Add a pair; whether it was not there.
     pub(super) fn add(&mut self, key: &str, value: &str) -> bool {
-        let added = self.insert(key, value);
-        if added {
-            self.note(key, value, true);
+        if self.pairs.get(key).is_some_and(|values| values.contains(value)) {
+            return false;
         }
-        added
+        self.touch(key);
+        self.changed = true;
+        self.insert(key, value)
     }
 
     /// Remove a pair; whether it was there.
     pub(super) fn remove(&mut self, key: &str, value: &str) -> bool {
-        let removed = self.take(key, value);
-        if removed {
-            self.note(key, value, false);
+        if !self.pairs.get(key).is_some_and(|values| values.contains(value)) {
+            return false;
         }
-        removed
+        self.touch(key);
+        self.changed = true;
+        self.take(key, value)
     }
 
     pub(super) fn values(&self, key: &str) -> Option<&BTreeSet<String>> {
@@ -151,31 +152,61 @@ impl Log {
             .flat_map(|(key, values)| values.iter().map(move |v| (key.as_str(), v.as_str())))
     }
 
+    /// Whether anything was changed since all was written (the changes
+    /// may cancel out).
+    pub(super) fn is_changed(&self) -> bool {
+        self.changed
+    }
+
+    /// Whether what is live differs from what is written.
     pub(super) fn is_dirty(&self) -> bool {
-        !self.pending.is_empty()
+        self.disk
+            .iter()
+            .any(|(key, disk)| self.pairs.get(key).map_or(!disk.is_empty(), |live| live != disk))
     }
 
     /// Whether writing the pending changes should rewrite the log instead
     /// of appending to it.
     pub(super) fn wants_rewrite(&self) -> bool {
-        self.disk_len.is_some() && self.disk_lines + self.pending.len() > 2 * self.live + SLACK
+        // A line per changed key, as a rule.
+        self.disk_len.is_some() && self.disk_lines + self.disk.len() > 2 * self.live + SLACK
     }
 
-    /// The pending lines of additions (`Some(true)`), of removals
-    /// (`Some(false)`) or of both (`None`), taken out of the pending set.
+    /// The lines of the additions (`Some(true)`), of the removals
+    /// (`Some(false)`) or of both (`None`) not written yet, which then
+    /// count as written.
     pub(super) fn take_pending(&mut self, which: Option<bool>) -> String {
         let mut text = String::new();
-        self.pending.retain(|(key, value), added| {
-            if which.is_some_and(|which| which != *added) {
-                return true;
-            }
-            text.push(if *added { '+' } else { '-' });
+        let mut line = |sign: char, key: &str, value: &str| {
+            text.push(sign);
             text.push_str(key);
             text.push(' ');
             text.push_str(value);
             text.push('\n');
-            false
-        });
+        };
+        let empty = BTreeSet::new();
+        for (key, disk) in &mut self.disk {
+            let live = self.pairs.get(key).unwrap_or(&empty);
+            if which != Some(false) {
+                for value in live.difference(disk) {
+                    line('+', key, value);
+                }
+            }
+            if which != Some(true) {
+                for value in disk.difference(live) {
+                    line('-', key, value);
+                }
+            }
+            match which {
+                Some(true) => disk.extend(live.iter().cloned()),
+                Some(false) => disk.retain(|value| live.contains(value)),
+                None => disk.clone_from(live),
+            }
+        }
+        if which.is_none() {
+            self.disk.clear();
+            self.changed = false;
+        }
         text
     }
 
@@ -201,7 +232,8 @@ impl Log {
     /// Note that the file was rewritten with `text` (its live pairs),
     /// with nothing left pending.
     pub(super) fn rewritten(&mut self, text: &str) {
-        self.pending.clear();
+        self.disk.clear();
+        self.changed = false;
         self.disk_len = Some(text.len() as u64);
         self.disk_lines = self.live;
     }
