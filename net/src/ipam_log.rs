@@ -123,7 +123,11 @@ impl Log {
 
     /// Add a pair; whether it was not there.
     pub(super) fn add(&mut self, key: &str, value: &str) -> bool {
-        if self.pairs.get(key).is_some_and(|values| values.contains(value)) {
+        if self
+            .pairs
+            .get(key)
+            .is_some_and(|values| values.contains(value))
+        {
             return false;
         }
         self.touch(key);
@@ -133,7 +137,11 @@ impl Log {
 
     /// Remove a pair; whether it was there.
     pub(super) fn remove(&mut self, key: &str, value: &str) -> bool {
-        if !self.pairs.get(key).is_some_and(|values| values.contains(value)) {
+        if !self
+            .pairs
+            .get(key)
+            .is_some_and(|values| values.contains(value))
+        {
             return false;
         }
         self.touch(key);
@@ -158,11 +166,22 @@ impl Log {
         self.changed
     }
 
+    /// Whether a pair on disk was removed and that is not written yet.
+    pub(super) fn has_removals(&self) -> bool {
+        self.disk.iter().any(|(key, disk)| {
+            self.pairs
+                .get(key)
+                .map_or(!disk.is_empty(), |live| !disk.is_subset(live))
+        })
+    }
+
     /// Whether what is live differs from what is written.
     pub(super) fn is_dirty(&self) -> bool {
-        self.disk
-            .iter()
-            .any(|(key, disk)| self.pairs.get(key).map_or(!disk.is_empty(), |live| live != disk))
+        self.disk.iter().any(|(key, disk)| {
+            self.pairs
+                .get(key)
+                .map_or(!disk.is_empty(), |live| live != disk)
+        })
     }
 
     /// Whether writing the pending changes should rewrite the log instead
@@ -197,10 +216,11 @@ impl Log {
                     line('-', key, value);
                 }
             }
+            // With all of it written, `disk` is cleared below.
             match which {
                 Some(true) => disk.extend(live.iter().cloned()),
                 Some(false) => disk.retain(|value| live.contains(value)),
-                None => disk.clone_from(live),
+                None => {}
             }
         }
         if which.is_none() {

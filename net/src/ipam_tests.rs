@@ -1418,7 +1418,10 @@ fn a_store_of_per_address_links_is_migrated_under_the_lock() {
     let released = txn.release_owner("b").unwrap();
     assert_eq!(released.addresses, [("net".to_owned(), ip("10.6.0.3"))]);
     assert!(txn.leases6("net").unwrap().is_empty());
-    assert_eq!(txn.release_owner(&a).unwrap().ports, [forward_a.clone()]);
+    assert_eq!(
+        txn.release_owner(&a).unwrap().ports,
+        std::slice::from_ref(&forward_a)
+    );
     txn.commit().unwrap();
     assert!(std::fs::symlink_metadata(dir.path().join("macs/net/92:d0:c6:0a:29:33")).is_err());
 }
