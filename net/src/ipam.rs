@@ -574,6 +574,28 @@ fn table_path(kind: Kind, network: &str, addr: u128) -> String {
     format!("{}/{network}/{TABLES}/{first}", kind.tag())
 }
 
+/// The last table path made, kept: an allocation asks for it a few
+/// times, and a transaction that fills a pool for every address.
+#[derive(Debug, Default)]
+struct LastTable {
+    key: Option<(Kind, String, u128)>,
+    path: Rc<str>,
+}
+
+impl LastTable {
+    fn path(&mut self, kind: Kind, network: &str, addr: u128) -> Rc<str> {
+        let first = addr - addr % TABLE_SLOTS;
+        match &self.key {
+            Some((k, n, f)) if *k == kind && n == network && *f == first => {}
+            _ => {
+                self.path = table_path(kind, network, addr).into();
+                self.key = Some((kind, network.to_owned(), first));
+            }
+        }
+        Rc::clone(&self.path)
+    }
+}
+
 /// The page of `addr`'s slot in its table, and where in the page it is.
 fn slot_of(addr: u128) -> (u32, usize) {
     let slot = addr % TABLE_SLOTS;
@@ -585,15 +607,16 @@ fn slot_of(addr: u128) -> (u32, usize) {
 }
 
 /// The owner (encoded) in a slot, `None` if it is free; what is wrong
-/// with it if it is neither.
+/// with it if it is neither. A slot without its newline is free: only a
+/// write that a kill cut short leaves one (the bytes before the newline
+/// are written first), and that write was of a transaction not committed.
 fn slot_value(slot: &[u8]) -> Result<Option<&str>, &'static str> {
     if slot.first().map_or(true, |b| *b == 0) {
         return Ok(None);
     }
-    let end = slot
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or("an owner and a newline expected")?;
+    let Some(end) = slot.iter().position(|b| *b == b'\n') else {
+        return Ok(None);
+    };
     std::str::from_utf8(&slot[..end])
         .map(Some)
         .map_err(|_| "an owner that is not UTF-8")
@@ -864,11 +887,11 @@ impl Store {
     }
 
     /// A log record, parsed (an empty one if there is no file).
-    fn read_log(&self, rel: &Path, valid: impl Fn(&str, &str) -> bool) -> Result<Log, IpamError> {
+    fn read_log(&self, rel: &Path, valid: log::Valid) -> Result<Log, IpamError> {
         let path = self.path(rel);
         match fs::read(&path) {
-            Ok(bytes) => Log::parse(&bytes, &path, valid),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Log::missing()),
+            Ok(bytes) => Log::parse(bytes, &path, valid),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Log::missing(&path, valid)),
             Err(e) => Err(IpamError::io(&path, e)),
         }
     }
@@ -1063,6 +1086,7 @@ impl Ipam {
             dirty_hints: Vec::new(),
             logs: Default::default(),
             last_owner: Default::default(),
+            last_table: Default::default(),
         };
         let legacy = self.dir.join(LEGACY_FILE);
         match fs::read(&legacy) {
@@ -1242,6 +1266,7 @@ pub struct IpamTxn {
     logs: std::cell::RefCell<Logs>,
     /// The last owner asked for, with its key.
     last_owner: std::cell::RefCell<Option<(String, Rc<OwnerKey>)>>,
+    last_table: std::cell::RefCell<LastTable>,
 }
 
 /// An owner's value in records and its index bucket.
@@ -1325,6 +1350,7 @@ impl IpamTxn {
         let log = self.store.read_log(Path::new(rel), |owner, token| {
             owner_value_valid(owner) && Entry::parse(token).is_some()
         })?;
+        // (A closure that captures nothing is a `fn`.)
         logs.buckets.insert(rel.to_owned(), log);
         Ok(())
     }
@@ -1393,12 +1419,12 @@ impl IpamTxn {
         network: &str,
         addr: u128,
     ) -> Result<Option<String>, IpamError> {
-        let rel = table_path(kind, network, addr);
+        let rel = self.last_table.borrow_mut().path(kind, network, addr);
         let (page, at) = slot_of(addr);
         let value = self.with_page(&rel, page, |bytes| {
             slot_value(&bytes[at..at + SLOT]).map(|value| value.map(str::to_owned))
         })?;
-        let path = self.store.path(Path::new(&rel));
+        let path = self.store.path(Path::new(&*rel));
         match value {
             Ok(Some(value)) if !owner_value_valid(&value) => Err(malformed(
                 &path,
@@ -1424,7 +1450,7 @@ impl IpamTxn {
         addr: u128,
         value: Option<&str>,
     ) -> Result<(), IpamError> {
-        let rel = table_path(kind, network, addr);
+        let rel = self.last_table.borrow_mut().path(kind, network, addr);
         let (page, at) = slot_of(addr);
         self.with_page(&rel, page, |bytes| {
             let slot = &mut bytes[at..at + SLOT];
@@ -1434,7 +1460,7 @@ impl IpamTxn {
                 slot[value.len()] = b'\n';
             }
         })?;
-        if let Some(table) = self.logs.borrow_mut().tables.get_mut(&rel) {
+        if let Some(table) = self.logs.borrow_mut().tables.get_mut(&*rel) {
             table.dirty.insert(page);
         }
         Ok(())
@@ -1530,9 +1556,9 @@ impl IpamTxn {
             let old = self
                 .store
                 .read_prefix(rel_path, log.disk_len.unwrap_or(0))?;
-            let text = log.live_text();
+            let text = log.live_text()?;
             self.store.replace_file(rel_path, text.as_bytes())?;
-            log.rewritten(&text);
+            log.rewritten(text);
             self.undo.push(Undo::RestoreFile(rel.into(), old));
             return Ok(());
         }
@@ -1715,12 +1741,14 @@ impl IpamTxn {
     fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
         let key = self.owner_key(owner)?;
         let mut entries: Vec<Entry> = self.with_bucket(&key.bucket, |log| {
-            log.values(&key.value)
-                .into_iter()
-                .flatten()
-                .filter_map(|token| Entry::parse(token))
-                .collect()
-        })?;
+            let values = log.values(&key.value)?;
+            Ok::<_, IpamError>(
+                values
+                    .iter()
+                    .filter_map(|token| Entry::parse(token))
+                    .collect(),
+            )
+        })??;
         entries.sort();
         Ok(entries)
     }
@@ -1741,12 +1769,13 @@ impl IpamTxn {
         self.with_bucket(&key.bucket, |log| {
             for entry in entries {
                 if add {
-                    log.add(&key.value, &entry.token());
+                    log.add(&key.value, &entry.token())?;
                 } else {
-                    log.remove(&key.value, &entry.token());
+                    log.remove(&key.value, &entry.token())?;
                 }
             }
-        })
+            Ok(())
+        })?
     }
 
     /// The owner of an address lease or MAC claim, as its record has it
@@ -1977,11 +2006,14 @@ impl IpamTxn {
             let end = (page_first + SLOTS_PER_PAGE - 1 - base)
                 .min(last)
                 .min(offset + (span - seen) - 1);
-            let rel = table_path(kind, network, addr);
+            let rel = self.last_table.borrow_mut().path(kind, network, addr);
             let found = self.with_page(&rel, page, |bytes| {
                 (offset..=end).find(|candidate| {
                     let at = (base + candidate - page_first) as usize * SLOT;
-                    bytes[at] == 0 && !reserved.contains(candidate)
+                    // Free: zeros, or torn (see `slot_value`).
+                    !reserved.contains(candidate)
+                        && (bytes[at] == 0
+                            || slot_value(&bytes[at..at + SLOT]).is_ok_and(|v| v.is_none()))
                 })
             })?;
             if found.is_some() {

@@ -13,8 +13,8 @@
 //! than twice the live pairs (plus [`SLACK`]), the log is rewritten with
 //! the live pairs only, under a temp name and renamed into place.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use super::{malformed, IpamError};
 
@@ -22,142 +22,224 @@ use super::{malformed, IpamError};
 /// rewritten: small logs are never rewritten for a handful of changes.
 const SLACK: usize = 64;
 
-/// A log's live pairs (key -> values), what is on disk, and the changes
-/// of this transaction that are not.
-#[derive(Debug, Default)]
+/// The values of one key, sorted: a key has a few (an owner's entries),
+/// and a vector of them is cheaper to make, search and drop than a
+/// B-tree set (a node of its own for each key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Values(Vec<String>);
+
+impl Values {
+    fn contains(&self, value: &str) -> bool {
+        self.0.binary_search_by(|v| v.as_str().cmp(value)).is_ok()
+    }
+
+    fn insert(&mut self, value: &str) -> bool {
+        match self.0.binary_search_by(|v| v.as_str().cmp(value)) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, value.to_owned());
+                true
+            }
+        }
+    }
+
+    fn remove(&mut self, value: &str) -> bool {
+        match self.0.binary_search_by(|v| v.as_str().cmp(value)) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.0.iter()
+    }
+
+    /// The values not in `other`.
+    fn difference<'a>(&'a self, other: &'a Values) -> impl Iterator<Item = &'a String> {
+        self.0.iter().filter(move |v| !other.contains(v))
+    }
+}
+
+impl<'a> IntoIterator for &'a Values {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Whether a pair may be in a log (checked when its key is read).
+pub(super) type Valid = fn(&str, &str) -> bool;
+
+/// A log as far as a transaction read it: its complete lines, the keys
+/// asked for (replayed from their lines only, so that a read costs a scan
+/// of the lines and not a parse of every pair), and the changes of this
+/// transaction that are not written yet.
+#[derive(Debug)]
 pub(super) struct Log {
-    pairs: BTreeMap<String, BTreeSet<String>>,
-    live: usize,
+    path: PathBuf,
+    valid: Valid,
+    /// The complete lines of the file.
+    text: String,
     /// Length of the complete lines in the file; `None`: no file.
     pub(super) disk_len: Option<u64>,
     /// Lines in the file (for when to rewrite it).
     disk_lines: usize,
-    /// The values on disk of each key this transaction changed, as they
-    /// were: what to write is the difference to the live values. So a
-    /// change and its inverse cancel out, and the order of the changes
-    /// of a pair never matters.
-    disk: BTreeMap<String, BTreeSet<String>>,
+    /// Live pairs: the file's `+` lines less its `-` lines (each `-`
+    /// removes a pair a `+` added), and this transaction's changes.
+    live: usize,
+    /// The keys read or changed: their live values and their values on
+    /// disk. What to write is the difference, so a change and its
+    /// inverse cancel out, and the order of the changes of a pair never
+    /// matters.
+    keys: BTreeMap<String, (Values, Values)>,
     /// Whether a change was made since the last write of all of it
     /// (cheaper than [`Log::is_dirty`], which compares).
     changed: bool,
 }
 
 impl Log {
-    /// Parse a log's bytes read from `path`; `valid` says whether a
-    /// pair may be in it. A torn last line (no `\n`) is left out.
-    pub(super) fn parse(
-        bytes: &[u8],
-        path: &Path,
-        valid: impl Fn(&str, &str) -> bool,
-    ) -> Result<Log, IpamError> {
+    /// A log's bytes read from `path`, its lines checked for their form
+    /// (a pair is checked with `valid` when its key is read). A torn last
+    /// line (no `\n`) is left out.
+    pub(super) fn parse(bytes: Vec<u8>, path: &Path, valid: Valid) -> Result<Log, IpamError> {
+        let mut bytes = bytes;
         let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let text = std::str::from_utf8(&bytes[..end])
-            .map_err(|_| malformed(path, "a log that is not UTF-8"))?;
+        bytes.truncate(end);
+        let text =
+            String::from_utf8(bytes).map_err(|_| malformed(path, "a log that is not UTF-8"))?;
         let mut log = Log {
             disk_len: Some(end as u64),
-            ..Log::default()
+            ..Log::missing(path, valid)
         };
+        let (mut added, mut removed) = (0usize, 0usize);
         for (number, line) in text.lines().enumerate() {
-            let bad = || {
-                malformed(
-                    path,
-                    &format!(
-                        "line {}: \"+KEY VALUE\" or \"-KEY VALUE\" expected, found {line:?}",
-                        number + 1
-                    ),
-                )
-            };
-            let (sign, rest) = line.split_at_checked(1).ok_or_else(bad)?;
-            let (key, value) = rest.split_once(' ').ok_or_else(bad)?;
-            if key.is_empty() || value.is_empty() || value.contains(' ') || !valid(key, value) {
-                return Err(bad());
+            let (sign, key, value) = split_line(line).ok_or_else(|| log.bad_line(number, line))?;
+            if sign == '+' {
+                added += 1;
+            } else {
+                removed += 1;
             }
-            match sign {
-                "+" => {
-                    log.insert(key, value);
-                }
-                "-" => {
-                    log.take(key, value);
-                }
-                _ => return Err(bad()),
+            if key.is_empty() || value.is_empty() {
+                return Err(log.bad_line(number, line));
             }
             log.disk_lines += 1;
         }
+        log.live = added.saturating_sub(removed);
+        log.text = text;
         Ok(log)
     }
 
     /// A log with no file.
-    pub(super) fn missing() -> Log {
-        Log::default()
-    }
-
-    fn insert(&mut self, key: &str, value: &str) -> bool {
-        let added = self
-            .pairs
-            .entry(key.to_owned())
-            .or_default()
-            .insert(value.to_owned());
-        self.live += usize::from(added);
-        added
-    }
-
-    fn take(&mut self, key: &str, value: &str) -> bool {
-        let Some(values) = self.pairs.get_mut(key) else {
-            return false;
-        };
-        let removed = values.remove(value);
-        if values.is_empty() {
-            self.pairs.remove(key);
+    pub(super) fn missing(path: &Path, valid: Valid) -> Log {
+        Log {
+            path: path.to_owned(),
+            valid,
+            text: String::new(),
+            disk_len: None,
+            disk_lines: 0,
+            live: 0,
+            keys: BTreeMap::new(),
+            changed: false,
         }
-        self.live -= usize::from(removed);
-        removed
     }
 
-    /// Keep the values of `key` on disk before its first change.
-    fn touch(&mut self, key: &str) {
-        if !self.disk.contains_key(key) {
-            let values = self.pairs.get(key).cloned().unwrap_or_default();
-            self.disk.insert(key.to_owned(), values);
+    fn bad_line(&self, number: usize, line: &str) -> IpamError {
+        malformed(
+            &self.path,
+            &format!(
+                "line {}: \"+KEY VALUE\" or \"-KEY VALUE\" expected, found {line:?}",
+                number + 1
+            ),
+        )
+    }
+
+    /// The values of `key` (live, on disk), replayed from its lines the
+    /// first time.
+    fn key(&mut self, key: &str) -> Result<&mut (Values, Values), IpamError> {
+        if !self.keys.contains_key(key) {
+            let mut values = Values::default();
+            for (number, line) in self.text.lines().enumerate() {
+                let rest = &line[1..];
+                if rest.len() <= key.len()
+                    || rest.as_bytes()[key.len()] != b' '
+                    || !rest.starts_with(key)
+                {
+                    continue;
+                }
+                let value = &rest[key.len() + 1..];
+                if !(self.valid)(key, value) {
+                    return Err(self.bad_line(number, line));
+                }
+                if line.starts_with('+') {
+                    values.insert(value);
+                } else {
+                    values.remove(value);
+                }
+            }
+            self.keys.insert(key.to_owned(), (values.clone(), values));
         }
+        self.keys
+            .get_mut(key)
+            .ok_or_else(|| malformed(&self.path, "a key that could not be read"))
+    }
+
+    /// The live values of `key`.
+    pub(super) fn values(&mut self, key: &str) -> Result<&Values, IpamError> {
+        Ok(&self.key(key)?.0)
     }
 
     /// Add a pair; whether it was not there.
-    pub(super) fn add(&mut self, key: &str, value: &str) -> bool {
-        if self
-            .pairs
-            .get(key)
-            .is_some_and(|values| values.contains(value))
-        {
-            return false;
+    pub(super) fn add(&mut self, key: &str, value: &str) -> Result<bool, IpamError> {
+        let added = self.key(key)?.0.insert(value);
+        if added {
+            self.live += 1;
+            self.changed = true;
         }
-        self.touch(key);
-        self.changed = true;
-        self.insert(key, value)
+        Ok(added)
     }
 
     /// Remove a pair; whether it was there.
-    pub(super) fn remove(&mut self, key: &str, value: &str) -> bool {
-        if !self
-            .pairs
-            .get(key)
-            .is_some_and(|values| values.contains(value))
-        {
-            return false;
+    pub(super) fn remove(&mut self, key: &str, value: &str) -> Result<bool, IpamError> {
+        let removed = self.key(key)?.0.remove(value);
+        if removed {
+            self.live -= 1;
+            self.changed = true;
         }
-        self.touch(key);
-        self.changed = true;
-        self.take(key, value)
+        Ok(removed)
     }
 
-    pub(super) fn values(&self, key: &str) -> Option<&BTreeSet<String>> {
-        self.pairs.get(key)
-    }
-
-    /// The live pairs, in key order.
-    pub(super) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs
-            .iter()
-            .flat_map(|(key, values)| values.iter().map(move |v| (key.as_str(), v.as_str())))
+    /// Every live pair, in key order; every line checked.
+    pub(super) fn pairs(&self) -> Result<Vec<(String, String)>, IpamError> {
+        let mut all: BTreeMap<&str, Values> = BTreeMap::new();
+        for (number, line) in self.text.lines().enumerate() {
+            let (sign, key, value) = split_line(line).ok_or_else(|| self.bad_line(number, line))?;
+            if !(self.valid)(key, value) {
+                return Err(self.bad_line(number, line));
+            }
+            let values = all.entry(key).or_default();
+            if sign == '+' {
+                values.insert(value);
+            } else {
+                values.remove(value);
+            }
+        }
+        for (key, (live, _)) in &self.keys {
+            all.insert(key, live.clone());
+        }
+        Ok(all
+            .into_iter()
+            .flat_map(|(key, values)| {
+                values
+                    .0
+                    .into_iter()
+                    .map(move |value| (key.to_owned(), value))
+            })
+            .collect())
     }
 
     /// Whether anything was changed since all was written (the changes
@@ -168,32 +250,26 @@ impl Log {
 
     /// Whether a pair on disk was removed and that is not written yet.
     pub(super) fn has_removals(&self) -> bool {
-        self.disk.iter().any(|(key, disk)| {
-            self.pairs
-                .get(key)
-                .map_or(!disk.is_empty(), |live| !disk.is_subset(live))
-        })
+        self.keys
+            .values()
+            .any(|(live, disk)| disk.difference(live).next().is_some())
     }
 
     /// Whether what is live differs from what is written.
     pub(super) fn is_dirty(&self) -> bool {
-        self.disk.iter().any(|(key, disk)| {
-            self.pairs
-                .get(key)
-                .map_or(!disk.is_empty(), |live| live != disk)
-        })
+        self.keys.values().any(|(live, disk)| live != disk)
     }
 
     /// Whether writing the pending changes should rewrite the log instead
     /// of appending to it.
     pub(super) fn wants_rewrite(&self) -> bool {
         // A line per changed key, as a rule.
-        self.disk_len.is_some() && self.disk_lines + self.disk.len() > 2 * self.live + SLACK
+        self.disk_len.is_some() && self.disk_lines + self.keys.len() > 2 * self.live + SLACK
     }
 
     /// The lines of the additions (`Some(true)`), of the removals
     /// (`Some(false)`) or of both (`None`) not written yet, which then
-    /// count as written.
+    /// count as written (see [`Log::appended`]).
     pub(super) fn take_pending(&mut self, which: Option<bool>) -> String {
         let mut text = String::new();
         let mut line = |sign: char, key: &str, value: &str| {
@@ -203,9 +279,7 @@ impl Log {
             text.push_str(value);
             text.push('\n');
         };
-        let empty = BTreeSet::new();
-        for (key, disk) in &mut self.disk {
-            let live = self.pairs.get(key).unwrap_or(&empty);
+        for (key, (live, disk)) in &mut self.keys {
             if which != Some(false) {
                 for value in live.difference(disk) {
                     line('+', key, value);
@@ -216,65 +290,91 @@ impl Log {
                     line('-', key, value);
                 }
             }
-            // With all of it written, `disk` is cleared below.
+            // With all of it written, the keys are read again from the
+            // lines.
             match which {
-                Some(true) => disk.extend(live.iter().cloned()),
-                Some(false) => disk.retain(|value| live.contains(value)),
+                Some(true) => {
+                    let added: Vec<String> = live.difference(disk).cloned().collect();
+                    for value in added {
+                        disk.insert(&value);
+                    }
+                }
+                Some(false) => disk.0.retain(|value| live.contains(value)),
                 None => {}
             }
         }
         if which.is_none() {
-            self.disk.clear();
+            self.keys.clear();
             self.changed = false;
         }
         text
     }
 
     /// The whole log as a rewrite writes it: the live pairs.
-    pub(super) fn live_text(&self) -> String {
+    pub(super) fn live_text(&self) -> Result<String, IpamError> {
         let mut text = String::new();
-        for (key, value) in self.pairs() {
+        for (key, value) in self.pairs()? {
             text.push('+');
-            text.push_str(key);
+            text.push_str(&key);
             text.push(' ');
-            text.push_str(value);
+            text.push_str(&value);
             text.push('\n');
         }
-        text
+        Ok(text)
     }
 
-    /// Note that `text` was appended.
+    /// Note that `text` (from [`Log::take_pending`]) was appended.
     pub(super) fn appended(&mut self, text: &str) {
         self.disk_len = Some(self.disk_len.unwrap_or(0) + text.len() as u64);
         self.disk_lines += text.lines().count();
+        self.text.push_str(text);
     }
 
     /// Note that the file was rewritten with `text` (its live pairs),
     /// with nothing left pending.
-    pub(super) fn rewritten(&mut self, text: &str) {
-        self.disk.clear();
+    pub(super) fn rewritten(&mut self, text: String) {
+        self.keys.clear();
         self.changed = false;
         self.disk_len = Some(text.len() as u64);
         self.disk_lines = self.live;
+        self.text = text;
     }
+}
+
+/// A line's sign, key and value, if it has the form `+KEY VALUE` or
+/// `-KEY VALUE` (no space in either).
+fn split_line(line: &str) -> Option<(char, &str, &str)> {
+    let sign = match line.as_bytes().first()? {
+        b'+' => '+',
+        b'-' => '-',
+        _ => return None,
+    };
+    let (key, value) = line[1..].split_once(' ')?;
+    (!value.contains(' ')).then_some((sign, key, value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn any(_: &str, _: &str) -> bool {
+        true
+    }
+
     fn parse(text: &str) -> Result<Log, IpamError> {
-        Log::parse(text.as_bytes(), Path::new("x/log"), |_, _| true)
+        Log::parse(text.as_bytes().to_vec(), Path::new("x/log"), any)
     }
 
     #[test]
     fn lines_replay_in_order_and_a_torn_tail_is_ignored() {
-        let log = parse("+a 1\n+a 2\n+b 3\n-a 1\n+c 4").unwrap();
-        let pairs: Vec<_> = log.pairs().collect();
-        assert_eq!(pairs, [("a", "2"), ("b", "3")]);
+        let mut log = parse("+a 1\n+a 2\n+b 3\n-a 1\n+c 4").unwrap();
+        let pairs = log.pairs().unwrap();
+        assert_eq!(pairs, [("a".into(), "2".into()), ("b".into(), "3".into())]);
+        assert_eq!(log.values("a").unwrap().iter().collect::<Vec<_>>(), ["2"]);
+        assert!(log.values("c").unwrap().iter().next().is_none());
         // The torn "+c 4" is not counted in the length to append at.
         assert_eq!(log.disk_len, Some(20));
-        assert_eq!(log.disk_lines, 4);
+        assert_eq!((log.disk_lines, log.live), (4, 2));
     }
 
     #[test]
@@ -284,40 +384,49 @@ mod tests {
             assert!(error.contains("x/log"), "{error}");
             assert!(error.contains("line"), "{error}");
         }
-        let refused = Log::parse(b"+a 1\n", Path::new("x/log"), |key, _| key != "a");
-        assert!(refused.is_err());
+        // A pair `valid` refuses, when its key is read.
+        let refuse_a: Valid = |key, _| key != "a";
+        let mut log = Log::parse(b"+b 1\n+a 1\n".to_vec(), Path::new("x/log"), refuse_a).unwrap();
+        assert!(log.values("b").is_ok());
+        let error = log.values("a").unwrap_err().to_string();
+        assert!(
+            error.contains("x/log") && error.contains("line 2"),
+            "{error}"
+        );
+        assert!(log.pairs().is_err());
     }
 
     #[test]
     fn a_change_and_its_inverse_cancel_out() {
         let mut log = parse("+a 1\n").unwrap();
-        assert!(log.remove("a", "1"));
-        assert!(log.add("a", "1"));
+        assert!(log.remove("a", "1").unwrap());
+        assert!(log.add("a", "1").unwrap());
         assert!(!log.is_dirty());
-        assert!(!log.add("a", "1"), "already there");
-        assert!(log.add("b", "2"));
-        assert!(log.remove("a", "1"));
+        assert!(!log.add("a", "1").unwrap(), "already there");
+        assert!(log.add("b", "2").unwrap());
+        assert!(log.remove("a", "1").unwrap());
+        assert!(log.has_removals());
         assert_eq!(log.take_pending(Some(true)), "+b 2\n");
         assert_eq!(log.take_pending(None), "-a 1\n");
-        assert!(!log.is_dirty());
+        assert!(!log.is_dirty() && !log.is_changed());
     }
 
     #[test]
     fn a_log_is_rewritten_once_mostly_dead() {
         let mut log = parse("").unwrap();
         for i in 0..SLACK {
-            log.add(&i.to_string(), "o");
+            log.add(&i.to_string(), "o").unwrap();
         }
         let text = log.take_pending(None);
         log.appended(&text);
         assert!(!log.wants_rewrite());
         for i in 0..SLACK {
-            log.remove(&i.to_string(), "o");
+            log.remove(&i.to_string(), "o").unwrap();
         }
         assert!(log.wants_rewrite());
-        assert_eq!(log.live_text(), "");
-        log.rewritten("");
+        assert_eq!(log.live_text().unwrap(), "");
+        log.rewritten(String::new());
         assert!(!log.wants_rewrite() && !log.is_dirty());
-        assert_eq!(log.pairs().count(), 0);
+        assert_eq!(log.pairs().unwrap(), []);
     }
 }
