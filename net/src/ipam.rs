@@ -427,7 +427,7 @@ const INDEX: &str = "index";
 /// bucket holds about 40 (a few kB to read), and a store has 256 bucket
 /// files whatever its size, all made at once (see
 /// [`IpamTxn::make_buckets`]).
-const INDEX_BUCKETS: u64 = 256;
+const INDEX_BUCKETS: u64 = 64;
 /// The per-owner index of the previous format, `owners/<owner>`, which
 /// a transaction migrates (see [`IpamTxn::migrate_links`]).
 const LEGACY_OWNERS: &str = "owners";
