@@ -103,9 +103,9 @@ pub(super) struct Log {
 }
 
 impl Log {
-    /// A log's bytes read from `path`, its lines checked for their form
-    /// (a pair is checked with `valid` when its key is read). A torn last
-    /// line (no `\n`) is left out.
+    /// A log's bytes read from `path` (its lines are checked when read,
+    /// see [`Log::key`] and [`Log::pairs`]). A torn last line (no `\n`)
+    /// is left out.
     pub(super) fn parse(bytes: Vec<u8>, path: &Path, valid: Valid) -> Result<Log, IpamError> {
         let mut bytes = bytes;
         let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
@@ -116,20 +116,12 @@ impl Log {
             disk_len: Some(end as u64),
             ..Log::missing(path, valid)
         };
-        let (mut added, mut removed) = (0usize, 0usize);
-        for (number, line) in text.lines().enumerate() {
-            let (sign, key, value) = split_line(line).ok_or_else(|| log.bad_line(number, line))?;
-            if sign == '+' {
-                added += 1;
-            } else {
-                removed += 1;
-            }
-            if key.is_empty() || value.is_empty() {
-                return Err(log.bad_line(number, line));
-            }
-            log.disk_lines += 1;
-        }
-        log.live = added.saturating_sub(removed);
+        // Counted by std's searches (optimised code even in a debug
+        // build), not line by line: the lines are checked where they are
+        // read, a key's when it is asked for, all of them by `pairs`.
+        log.disk_lines = text.matches('\n').count();
+        let removed = text.matches("\n-").count() + usize::from(text.starts_with('-'));
+        log.live = log.disk_lines.saturating_sub(2 * removed);
         log.text = text;
         Ok(log)
     }
@@ -163,19 +155,26 @@ impl Log {
     fn key(&mut self, key: &str) -> Result<&mut (Values, Values), IpamError> {
         if !self.keys.contains_key(key) {
             let mut values = Values::default();
-            for (number, line) in self.text.lines().enumerate() {
-                let rest = &line[1..];
-                if rest.len() <= key.len()
-                    || rest.as_bytes()[key.len()] != b' '
-                    || !rest.starts_with(key)
-                {
+            // The key's lines found by std's substring search (optimised
+            // code even in a debug build): a match counts where it follows
+            // a line's sign and is followed by the space.
+            let text = self.text.as_str();
+            for (at, _) in text.match_indices(key) {
+                let bytes = text.as_bytes();
+                let starts_line = at == 1 || (at >= 2 && bytes[at - 2] == b'\n');
+                if !starts_line || !matches!(bytes[at - 1], b'+' | b'-') {
                     continue;
                 }
-                let value = &rest[key.len() + 1..];
+                let Some(rest) = text[at + key.len()..].strip_prefix(' ') else {
+                    continue;
+                };
+                let value = &rest[..rest.find('\n').unwrap_or(rest.len())];
                 if !(self.valid)(key, value) {
+                    let number = text[..at].matches('\n').count();
+                    let line = &text[at - 1..at + key.len() + 1 + value.len()];
                     return Err(self.bad_line(number, line));
                 }
-                if line.starts_with('+') {
+                if bytes[at - 1] == b'+' {
                     values.insert(value);
                 } else {
                     values.remove(value);
@@ -218,7 +217,7 @@ impl Log {
         let mut all: BTreeMap<&str, Values> = BTreeMap::new();
         for (number, line) in self.text.lines().enumerate() {
             let (sign, key, value) = split_line(line).ok_or_else(|| self.bad_line(number, line))?;
-            if !(self.valid)(key, value) {
+            if key.is_empty() || value.is_empty() || !(self.valid)(key, value) {
                 return Err(self.bad_line(number, line));
             }
             let values = all.entry(key).or_default();
@@ -380,7 +379,7 @@ mod tests {
     #[test]
     fn a_bad_line_names_the_file_and_the_line() {
         for text in ["+a 1\nnonsense\n", "*a 1\n", "+a\n", "+ 1\n", "+a 1 2\n"] {
-            let error = parse(text).unwrap_err().to_string();
+            let error = parse(text).unwrap().pairs().unwrap_err().to_string();
             assert!(error.contains("x/log"), "{error}");
             assert!(error.contains("line"), "{error}");
         }
