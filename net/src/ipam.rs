@@ -1727,9 +1727,14 @@ impl IpamTxn {
                 return Ok(Rc::clone(key));
             }
         }
-        check_owner(owner)?;
+        let value = encode_owner(owner);
+        // A container id (encoded as `=...`) is a valid name: 64 hex
+        // digits; anything else is checked.
+        if !value.starts_with('=') {
+            check_owner(owner)?;
+        }
         let key = Rc::new(OwnerKey {
-            value: encode_owner(owner),
+            value,
             bucket: bucket_path(owner),
         });
         *self.last_owner.borrow_mut() = Some((owner.to_owned(), Rc::clone(&key)));
@@ -1908,9 +1913,14 @@ impl IpamTxn {
     }
 
     fn set_hint(&mut self, dir: &Path, next: u64) -> Result<(), IpamError> {
-        self.hint(dir)?;
-        if let Some(hint) = self.hints.get_mut(dir.as_os_str()) {
-            hint.next = next;
+        match self.hints.get_mut(dir.as_os_str()) {
+            Some(hint) => hint.next = next,
+            None => {
+                self.hint(dir)?;
+                if let Some(hint) = self.hints.get_mut(dir.as_os_str()) {
+                    hint.next = next;
+                }
+            }
         }
         if !self.dirty_hints.iter().any(|dirty| dirty == dir) {
             self.dirty_hints.push(dir.to_owned());
