@@ -1637,10 +1637,15 @@ impl IpamTxn {
             made.map_err(io)?;
             self.undo.push(Undo::Created(rel.into()));
             table.file = file;
-        } else if let Some(file) = &table.file {
-            // Pages past the end are put back by cutting it back.
-            let len = file.metadata().map_err(io)?.len();
-            self.undo.push(Undo::Truncate(rel.into(), len));
+        }
+        // What the file had, to put back: its length (pages past the end
+        // are put back by cutting it back) and the pages written over.
+        let mut old_len = 0;
+        if let Some(file) = &table.file {
+            old_len = file.metadata().map_err(io)?.len();
+            if old_len > 0 {
+                self.undo.push(Undo::Truncate(rel.into(), old_len));
+            }
         }
         let Some(file) = &table.file else {
             return Ok(());
@@ -1659,10 +1664,12 @@ impl IpamTxn {
             for page in start..=end {
                 bytes.extend_from_slice(&table.pages[&page]);
             }
-            let mut old = vec![0u8; bytes.len()];
-            let on_disk = read_full_at(file, &mut old, offset).map_err(io)?;
-            old.truncate(on_disk);
-            self.undo.push(Undo::RestoreRange(rel.into(), offset, old));
+            if offset < old_len {
+                let mut old = vec![0u8; bytes.len().min((old_len - offset) as usize)];
+                let on_disk = read_full_at(file, &mut old, offset).map_err(io)?;
+                old.truncate(on_disk);
+                self.undo.push(Undo::RestoreRange(rel.into(), offset, old));
+            }
             file.write_all_at(&bytes, offset).map_err(io)?;
         }
         Ok(())

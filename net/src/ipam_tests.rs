@@ -1499,3 +1499,26 @@ fn one_allocation_creates_no_inode_once_its_block_and_bucket_exist() {
     assert_eq!(inodes(dir.path()), before);
     assert_eq!(ipam.leases("net").unwrap().len(), 21);
 }
+
+#[test]
+fn a_transaction_dropped_after_its_writes_puts_tables_and_buckets_back() {
+    // As when a commit fails part way: the tables and buckets written
+    // are put back, byte for byte, by the undo.
+    let dir = tempfile::tempdir().unwrap();
+    let ipam = Ipam::new(dir.path());
+    let net = pool("10.12.0.0/16");
+    ipam.allocate(&net, "a").unwrap();
+    ipam.allocate(&net, "b").unwrap();
+    let before = snapshot(dir.path());
+    let mut txn = ipam.transaction().unwrap();
+    txn.release("net", "a").unwrap();
+    txn.allocate(&net, "c").unwrap();
+    // A page far past the end of the table file.
+    txn.allocate_address(&net, "d", Some(ip("10.12.200.7")))
+        .unwrap();
+    txn.flush_logs().unwrap();
+    assert_ne!(snapshot(dir.path()), before);
+    drop(txn);
+    assert_eq!(snapshot(dir.path()), before);
+    assert_eq!(ipam.leases("net").unwrap().len(), 2);
+}
