@@ -1,5 +1,6 @@
-//! A record kept as a small append-only log, for the IPAM records that
-//! change on every allocation (a block's leases, an owner-index bucket).
+//! A record kept as a small append-only log, for the IPAM records of
+//! variable length that change on every allocation: the owner-index
+//! buckets.
 //!
 //! The file is lines `+KEY VALUE` (the pair is there) and `-KEY VALUE`
 //! (it is gone), replayed in order. Changes are appended in place, so an
