@@ -1,44 +1,56 @@
 //! IP address management: which address of a network's subnet belongs to
 //! which container, and which host ports are published by whom.
 //!
-//! The state is a directory of small records under an exclusive `flock`
-//! on `<dir>/ipam.lock`, so concurrent `berth run`s never hand out the
-//! same address or host port. A record is a symbolic link whose target is
-//! its value, created in one atomic and exclusive step, so never torn
-//! (a value too long for a link is a regular file put in place by link
-//! or rename; see `Store`):
+//! The state is a directory of records under an exclusive `flock` on
+//! `<dir>/ipam.lock`, so concurrent `berth run`s never hand out the same
+//! address or host port:
 //!
 //! - `v4/<network>/pool` (`SUBNET GATEWAY`), `v4/<network>/next-<offset>`
 //!   (where the next free-address search starts, in the name: moved on by
-//!   a rename) and `v4/<network>/leases/<address>` -> owner, one per lease
-//!   (as CNI's host-local plugin keeps its leases); the same under `v6/`
-//!   for IPv6 pools ([`AddressPool6`], a /64 or smaller);
-//! - `macs/<network>/<mac>` -> owner, MAC addresses asked for;
-//! - `ports/<protocol>-<port>` -> the [`PortForward`]s published on that
-//!   host port (one per host address), as JSON;
-//! - `owners/<owner>` -> `<kind>,<group>,<item> ...`: each owner's index of
-//!   the leases, claims and ports it holds, so that releasing an owner
-//!   reads what it holds and nothing else.
+//!   a rename) and `v4/<network>/tables/<first address>`, the lease table
+//!   of the /16 of addresses from there: a sparse file with a slot of
+//!   [`SLOT`] bytes per address, its owner or zeros, read and written in
+//!   place a page at a time; the same under `v6/` for IPv6 pools
+//!   ([`AddressPool6`], a /64 or smaller; a table per /112);
+//! - `index/<bucket>`: the owner index, owners hashed into
+//!   [`INDEX_BUCKETS`] append-only logs of `+OWNER KIND,GROUP,ITEM` and
+//!   `-OWNER ...` lines (see the `ipam_log` module): what each owner
+//!   holds (its leases, MAC claims and host ports), so that releasing an
+//!   owner reads what it holds and nothing else;
+//! - `macs/<network>/<mac>` -> owner, MAC addresses asked for, and
+//!   `ports/<protocol>-<port>` -> the [`PortForward`]s published on that
+//!   host port (one per host address), as JSON: a record each, a symbolic
+//!   link whose target is its value (see `Store`).
 //!
 //! So one allocation or release costs the same with ten leases held or
-//! ten thousand: it reads and writes a handful of records (the owner's
-//! index, the pool record, one lease) and never the others. A search
-//! from the hint tries a few addresses; only when the pool has wrapped
-//! around and is nearly full does it list the pool's leases into a
-//! bitmap. Listing a network's leases or removing a pool reads them all.
+//! ten thousand: it reads a page of a table and one index bucket, and
+//! writes them in place. It makes no inode either: on ext4 without a
+//! journal each new inode skips every inode freed in the last 12 hours
+//! (`recently_deleted()` in `find_inode_bit`), which cost about 0.7 ms
+//! per record while each lease was a link of its own. Filling a /16 in
+//! one transaction writes one table and the index buckets. A search from
+//! the hint looks at a page of slots; only a pool that wrapped around and
+//! is nearly full makes it read more. Listing a network's leases or
+//! removing a pool reads its tables whole.
 //!
 //! Work happens in an [`IpamTxn`]: take the lock, make any number of
-//! changes, [`IpamTxn::commit`] once. Changes go to disk as they are
-//! made, each with its inverse in an undo log: dropping a transaction
-//! without committing undoes them, which is how a failed `run` consumes
-//! no lease; commit writes the next-free hints and keeps the rest. A
-//! record an owner holds is written after its index entry and removed
-//! before it, so a process killed at any point leaves nothing that the
-//! owner's [`IpamTxn::release_owner`] does not find and remove. Nothing
-//! is fsynced: leases do not outlive a reboot (every container is dead
-//! then and gives its leases back when removed). The [`Ipam`] methods
-//! are one-change transactions for convenience. A state file of the
-//! earlier format (`ipam.json`) is imported once and removed.
+//! changes, [`IpamTxn::commit`] once. The changes to tables and index
+//! buckets are kept in the transaction and written at commit: index
+//! additions first, then the tables, then index removals; MAC and port
+//! records are written as they are made, after the index entries that
+//! name them. Every write has its inverse in an undo log: dropping a
+//! transaction without committing undoes what was written (and the rest
+//! was never written), which is how a failed `run` consumes no lease. So
+//! a process killed at any point leaves nothing that the owner's
+//! [`IpamTxn::release_owner`] does not find and remove: a torn write
+//! leaves whole slots (a slot never straddles a page, and the kernel
+//! copies a write page by page) and whole log lines (a torn last line is
+//! ignored). Nothing is fsynced: leases do not outlive a reboot (every
+//! container is dead then and gives its leases back when removed). The
+//! [`Ipam`] methods are one-change transactions for convenience. State
+//! of an earlier format is migrated under the lock when a transaction
+//! starts: a state file (`ipam.json`), or per-address lease links and
+//! per-owner index links (`<family>/<network>/leases/`, `owners/`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -46,6 +58,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -56,6 +69,8 @@ use crate::netlink::MacAddr;
 use crate::network::is_valid_name;
 use crate::persist::{self, FileLock};
 use crate::ports::{PortMapping, PortProbe, Protocol};
+
+use self::log::Log;
 
 /// Smallest and largest prefix length a pool may have: /8 .. /30.
 pub const MIN_PREFIX: u8 = 8;
@@ -401,70 +416,27 @@ struct LegacyRecord {
     macs: BTreeMap<String, BTreeMap<String, MacAddr>>,
 }
 
-/// A fixed-size bitmap; bits past `len` are permanently set so that the
-/// search never returns them.
-#[derive(Debug, Clone)]
-struct Bitmap {
-    words: Vec<u64>,
-}
-
-impl Bitmap {
-    fn new(len: u32) -> Self {
-        let len = len as usize;
-        let mut words = vec![0u64; len.div_ceil(64)];
-        if len % 64 != 0 {
-            if let Some(last) = words.last_mut() {
-                *last = !0u64 << (len % 64);
-            }
-        }
-        Bitmap { words }
-    }
-
-    fn set(&mut self, bit: u32) {
-        self.words[bit as usize / 64] |= 1u64 << (bit % 64);
-    }
-
-    fn clear(&mut self, bit: u32) {
-        self.words[bit as usize / 64] &= !(1u64 << (bit % 64));
-    }
-
-    /// First clear bit in `first..=last`.
-    fn first_clear_between(&self, first: u32, last: u32) -> Option<u32> {
-        if first > last {
-            return None;
-        }
-        let (first_word, last_word) = (first as usize / 64, last as usize / 64);
-        for index in first_word..=last_word.min(self.words.len().saturating_sub(1)) {
-            let mut mask = !0u64;
-            if index == first_word {
-                mask &= !0u64 << (first % 64);
-            }
-            if index == last_word && last % 64 != 63 {
-                mask &= !(!0u64 << (last % 64 + 1));
-            }
-            let free = !self.words[index] & mask;
-            if free != 0 {
-                return Some((index * 64) as u32 + free.trailing_zeros());
-            }
-        }
-        None
-    }
-
-    /// First clear bit in `first..=last` at or after `start`, wrapping
-    /// around to `first` once.
-    fn first_clear_in(&self, first: u32, last: u32, start: u32) -> Option<u32> {
-        let start = start.clamp(first, last);
-        self.first_clear_between(start, last)
-            .or_else(|| self.first_clear_between(first, start.saturating_sub(1)))
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The store: one small record per lease, claim and owner (module docs).
 // ---------------------------------------------------------------------------
 
 const LOCK_FILE: &str = "ipam.lock";
-const OWNERS: &str = "owners";
+/// The owner index buckets, `index/<bucket>` (see [`bucket_path`]).
+const INDEX: &str = "index";
+/// How many buckets the owners are hashed into: with 10,000 owners a
+/// bucket holds about 160 (some 15 kB, read and searched for one owner's
+/// lines in tens of microseconds), and a store has 64 bucket files
+/// whatever its size, all made at once (see [`IpamTxn::make_buckets`]):
+/// more would make each read smaller, but a new store (the /16 fill of
+/// the bench) would pay for more new inodes.
+const INDEX_BUCKETS: u64 = 64;
+/// The per-owner index of the previous format, `owners/<owner>`, which
+/// a transaction migrates (see [`IpamTxn::migrate_links`]).
+const LEGACY_OWNERS: &str = "owners";
+/// The per-address leases of the previous format,
+/// `<family>/<network>/leases/<address>`.
+const LEGACY_LEASES: &str = "leases";
+const TABLES: &str = "tables";
 const PORTS: &str = "ports";
 /// Prefix of the names replacements are written under before the rename;
 /// listings skip them (one is left only by a crash between the two steps).
@@ -473,14 +445,21 @@ const TEMP_PREFIX: &str = ".tmp.";
 /// hundreds of ports) regular files: a link's target is at most
 /// PATH_MAX - 1 bytes.
 const LINK_VALUE_MAX: usize = 4000;
-/// Offsets an IPv4 allocation tries from the hint before it lists the
-/// pool's leases into a bitmap: past the hint the addresses are free
-/// unless the pool wrapped around, so the listing (O(leases)) is for
-/// nearly full pools only.
-const PROBES: u32 = 64;
+/// Addresses per lease table: a table is the aligned /16 (IPv4) or /112
+/// (IPv6) around an address, a sparse file of [`SLOT`]-byte slots, one
+/// per address, so that a lease is found, taken and freed in place (a
+/// pool of any size takes no inode per lease, a /16 one file).
+const TABLE_SLOTS: u128 = 1 << 16;
+/// A slot: the owner (encoded, at most 64 bytes) and `\n`, then zeros;
+/// all zeros when the address is free. A power of two, so that no slot
+/// straddles a page.
+const SLOT: usize = 128;
+/// The unit tables are read, cached and written in.
+const PAGE: usize = 4096;
+const SLOTS_PER_PAGE: u128 = (PAGE / SLOT) as u128;
 
 /// What an owner holds, as named in its index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Kind {
     Mac,
     Port,
@@ -502,6 +481,27 @@ impl Kind {
         [Kind::Mac, Kind::Port, Kind::V4, Kind::V6]
             .into_iter()
             .find(|kind| kind.tag() == tag)
+    }
+
+    /// An address of this family (V4 or V6) as a number.
+    fn parse_addr(self, text: &str) -> Option<u128> {
+        match self {
+            Kind::V4 => text
+                .parse::<Ipv4Addr>()
+                .ok()
+                .map(|a| u128::from(u32::from(a))),
+            Kind::V6 => text.parse::<Ipv6Addr>().ok().map(u128::from),
+            Kind::Mac | Kind::Port => None,
+        }
+    }
+
+    /// The canonical text of an address of this family (V4 or V6).
+    fn addr_text(self, addr: u128) -> String {
+        match self {
+            // Truncation cannot happen: IPv4 addresses are below 2^32.
+            Kind::V4 => Ipv4Addr::from(addr as u32).to_string(),
+            _ => Ipv6Addr::from(addr).to_string(),
+        }
     }
 }
 
@@ -549,24 +549,103 @@ impl Entry {
         (valid_group && valid_item).then(|| Entry::new(kind, group, item))
     }
 
-    /// The record this entry indexes: a lease or MAC claim whose value is
-    /// the owner, or the claims on a host port.
+    /// The address of a lease entry, if it is one of a valid address.
+    fn addr(&self) -> Option<u128> {
+        self.kind.parse_addr(&self.item)
+    }
+
+    /// The record this entry indexes: the block of an address lease
+    /// (which names its owner), a MAC claim whose value is the owner, or
+    /// the claims on a host port.
     fn record(&self) -> PathBuf {
-        match self.kind {
-            Kind::V4 => lease_path("v4", &self.group, &self.item),
-            Kind::V6 => lease_path("v6", &self.group, &self.item),
-            Kind::Mac => ["macs", &self.group, &self.item].iter().collect(),
-            Kind::Port => Path::new(PORTS).join(&self.group),
+        match (self.kind, self.addr()) {
+            (Kind::V4 | Kind::V6, Some(addr)) => table_path(self.kind, &self.group, addr).into(),
+            (Kind::V4 | Kind::V6, None) => [self.kind.tag(), &self.group, TABLES, &self.item]
+                .iter()
+                .collect(),
+            (Kind::Mac, _) => ["macs", &self.group, &self.item].iter().collect(),
+            (Kind::Port, _) => Path::new(PORTS).join(&self.group),
         }
     }
 }
 
-/// `<family>/<network>/leases/<address>`.
-fn lease_path(family: &str, network: &str, ip: &str) -> PathBuf {
-    [family, network, "leases", ip].iter().collect()
+/// `<family>/<network>/tables/<first address>`: the lease table of
+/// the addresses around `addr`.
+fn table_path(kind: Kind, network: &str, addr: u128) -> String {
+    let first = kind.addr_text(addr - addr % TABLE_SLOTS);
+    format!("{}/{network}/{TABLES}/{first}", kind.tag())
 }
 
-/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `leases`.
+/// The last table path made, kept: an allocation asks for it a few
+/// times, and a transaction that fills a pool for every address.
+#[derive(Debug, Default)]
+struct LastTable {
+    key: Option<(Kind, String, u128)>,
+    path: Rc<str>,
+}
+
+impl LastTable {
+    fn path(&mut self, kind: Kind, network: &str, addr: u128) -> Rc<str> {
+        let first = addr - addr % TABLE_SLOTS;
+        match &self.key {
+            Some((k, n, f)) if *k == kind && n == network && *f == first => {}
+            _ => {
+                self.path = table_path(kind, network, addr).into();
+                self.key = Some((kind, network.to_owned(), first));
+            }
+        }
+        Rc::clone(&self.path)
+    }
+}
+
+/// The page of `addr`'s slot in its table, and where in the page it is.
+fn slot_of(addr: u128) -> (u32, usize) {
+    let slot = addr % TABLE_SLOTS;
+    // Below 2^16 / 32.
+    (
+        (slot / SLOTS_PER_PAGE) as u32,
+        (slot % SLOTS_PER_PAGE) as usize * SLOT,
+    )
+}
+
+/// The owner (encoded) in a slot, `None` if it is free; what is wrong
+/// with it if it is neither. A slot without its newline is free: only a
+/// write that a kill cut short leaves one (the bytes before the newline
+/// are written first), and that write was of a transaction not committed.
+fn slot_value(slot: &[u8]) -> Result<Option<&str>, &'static str> {
+    if slot.first().map_or(true, |b| *b == 0) {
+        return Ok(None);
+    }
+    let Some(end) = slot.iter().position(|b| *b == b'\n') else {
+        return Ok(None);
+    };
+    std::str::from_utf8(&slot[..end])
+        .map(Some)
+        .map_err(|_| "an owner that is not UTF-8")
+}
+
+/// Read into `buf` from `offset` until it is full or the file ends; the
+/// bytes read (the rest of `buf` stays as it was).
+fn read_full_at(file: &fs::File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// `<family>/<network>/leases/<address>`: a lease of the previous format.
+fn legacy_lease_path(family: &str, network: &str, ip: &str) -> PathBuf {
+    [family, network, LEGACY_LEASES, ip].iter().collect()
+}
+
+/// `<family>/<network>/<file>`: `pool` (subnet and gateway) or `tables`.
 fn pool_path(family: &str, network: &str, file: &str) -> PathBuf {
     [family, network, file].iter().collect()
 }
@@ -576,8 +655,17 @@ fn pool_dir(family: &str, network: &str) -> PathBuf {
     [family, network].iter().collect()
 }
 
-fn index_path(owner: &str) -> PathBuf {
-    Path::new(OWNERS).join(owner)
+/// `index/<bucket>`: the index bucket `owner` is hashed into (FNV-1a:
+/// stable across builds and versions, unlike std's hasher).
+fn bucket_path(owner: &str) -> String {
+    let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{INDEX}/{}", bucket_name(hash % INDEX_BUCKETS))
+}
+
+fn bucket_name(bucket: u64) -> String {
+    format!("{bucket:02x}")
 }
 
 /// The record of the claims on one host port and protocol,
@@ -633,25 +721,38 @@ fn parse_at<T: std::str::FromStr>(text: &str, path: &Path, what: &str) -> Result
 /// own, to allocate, and to free (and discard) on release.
 fn encode_owner(owner: &str) -> String {
     let digits = owner.as_bytes();
-    if digits.len() != 64
-        || !digits
-            .iter()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    let mut bytes = [0u8; 32];
+    if digits.len() != 64 {
         return owner.to_owned();
     }
-    let nibble = |b: u8| {
-        if b.is_ascii_digit() {
-            b - b'0'
-        } else {
-            b - b'a' + 10
+    // A plain loop: this runs once per owner of a change, and an
+    // unoptimised build is slow with iterator adaptors.
+    for (i, digit) in digits.iter().enumerate() {
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return owner.to_owned(),
+        };
+        bytes[i / 2] |= nibble << (4 * (1 - i % 2));
+    }
+    let mut value = String::with_capacity(44);
+    value.push('=');
+    URL_SAFE_NO_PAD.encode_string(bytes, &mut value);
+    value
+}
+
+/// Whether `value` is an owner as [`encode_owner`] writes it, checked
+/// without decoding it (a bucket's lines are checked on every read).
+fn owner_value_valid(value: &str) -> bool {
+    match value.strip_prefix('=') {
+        Some(encoded) => {
+            encoded.len() == 43
+                && encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
         }
-    };
-    let bytes: Vec<u8> = digits
-        .chunks(2)
-        .map(|pair| nibble(pair[0]) << 4 | nibble(pair[1]))
-        .collect();
-    format!("={}", URL_SAFE_NO_PAD.encode(bytes))
+        None => is_valid_name(value),
+    }
 }
 
 fn decode_owner(value: &str, path: &Path) -> Result<String, IpamError> {
@@ -720,18 +821,9 @@ impl Store {
         }
     }
 
-    fn exists(&self, rel: &Path) -> Result<bool, IpamError> {
-        let path = self.path(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(IpamError::io(&path, e)),
-        }
-    }
-
     /// Run `make` (which creates `path`), creating the directory (0700)
     /// and any missing parent first if it is missing.
-    fn in_dir(&self, path: &Path, make: impl Fn() -> io::Result<()>) -> io::Result<()> {
+    fn in_dir(&self, path: &Path, mut make: impl FnMut() -> io::Result<()>) -> io::Result<()> {
         match make() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut missing = Vec::new();
@@ -756,11 +848,23 @@ impl Store {
     /// Write `value` at the temp name of `path` as a link or, too long for
     /// one, a file; the temp name.
     fn write_temp(&self, path: &Path, value: &str) -> Result<PathBuf, IpamError> {
+        self.write_temp_bytes(path, value.as_bytes(), value.len() <= LINK_VALUE_MAX)
+    }
+
+    /// Write `value` at the temp name of `path`, as a link if `as_link`,
+    /// else as a regular file; the temp name.
+    fn write_temp_bytes(
+        &self,
+        path: &Path,
+        value: &[u8],
+        as_link: bool,
+    ) -> Result<PathBuf, IpamError> {
+        use std::os::unix::ffi::OsStrExt;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let temp = path.with_file_name(format!("{TEMP_PREFIX}{name}"));
         let write = || {
-            if value.len() <= LINK_VALUE_MAX {
-                std::os::unix::fs::symlink(value, &temp)
+            if as_link {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(value), &temp)
             } else {
                 fs::write(&temp, value)
             }
@@ -774,6 +878,83 @@ impl Store {
         }
         .map_err(|e| IpamError::io(&temp, e))?;
         Ok(temp)
+    }
+
+    /// Replace the regular file `rel` with `bytes` atomically (a log
+    /// rewritten, or put back by an undo).
+    fn replace_file(&self, rel: &Path, bytes: &[u8]) -> Result<(), IpamError> {
+        let path = self.path(rel);
+        let temp = self.write_temp_bytes(&path, bytes, false)?;
+        fs::rename(&temp, &path).map_err(|e| IpamError::io(&path, e))
+    }
+
+    /// A log record, parsed (an empty one if there is no file).
+    fn read_log(&self, rel: &Path, valid: log::Valid) -> Result<Log, IpamError> {
+        let path = self.path(rel);
+        match fs::read(&path) {
+            Ok(bytes) => Log::parse(bytes, &path, valid),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Log::missing(&path, valid)),
+            Err(e) => Err(IpamError::io(&path, e)),
+        }
+    }
+
+    /// The first `len` bytes of the file `rel`.
+    fn read_prefix(&self, rel: &Path, len: u64) -> Result<Vec<u8>, IpamError> {
+        let path = self.path(rel);
+        let mut bytes = fs::read(&path).map_err(|e| IpamError::io(&path, e))?;
+        bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(bytes)
+    }
+
+    /// Append `text` to the log file `rel` whose complete lines are
+    /// `len` bytes (a torn tail past them is cut off first), or create
+    /// it with `text` if `len` is `None`. In place: no inode is made
+    /// except for a new file.
+    fn append(&self, rel: &Path, len: Option<u64>, text: &str) -> Result<(), IpamError> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let path = self.path(rel);
+        let io = |e| IpamError::io(&path, e);
+        match len {
+            None => {
+                let create = || {
+                    let mut file = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)?;
+                    io::Write::write_all(&mut file, text.as_bytes())
+                };
+                self.in_dir(&path, create).map_err(io)
+            }
+            Some(len) => {
+                let file = fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+                if file.metadata().map_err(io)?.len() != len {
+                    file.set_len(len).map_err(io)?;
+                }
+                file.write_all_at(text.as_bytes(), len).map_err(io)
+            }
+        }
+    }
+
+    /// Write `bytes` into the file `rel` at `offset` (an undo).
+    fn write_at(&self, rel: &Path, offset: u64, bytes: &[u8]) -> Result<(), IpamError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(rel);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.write_all_at(bytes, offset))
+            .map_err(|e| IpamError::io(&path, e))
+    }
+
+    /// Cut the log file `rel` back to `len` bytes (an undo).
+    fn truncate(&self, rel: &Path, len: u64) -> Result<(), IpamError> {
+        let path = self.path(rel);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(len))
+            .map_err(|e| IpamError::io(&path, e))
     }
 
     /// Create a record; `false` if one exists (it is left alone).
@@ -834,20 +1015,6 @@ impl Store {
         Ok(names)
     }
 
-    /// Whether a directory has any record, reading a few entries at most.
-    fn has_records(&self, rel: &Path) -> Result<bool, IpamError> {
-        let path = self.path(rel);
-        match fs::read_dir(&path) {
-            Ok(mut entries) => Ok(entries.any(|entry| {
-                entry.map_or(true, |e| {
-                    !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-                })
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(IpamError::io(&path, e)),
-        }
-    }
-
     /// Remove a directory if it is empty (a removed pool's). Best effort:
     /// one left behind is harmless.
     fn remove_dir_if_empty(&self, rel: &Path) {
@@ -876,6 +1043,12 @@ enum Undo {
     Created(PathBuf),
     /// Put back the value a record had.
     Restore(PathBuf, String),
+    /// Cut a log back to the length it had.
+    Truncate(PathBuf, u64),
+    /// Put back the bytes of a log file rewritten or removed.
+    RestoreFile(PathBuf, Vec<u8>),
+    /// Put back the bytes of a table at an offset.
+    RestoreRange(PathBuf, u64, Vec<u8>),
 }
 
 /// The IPAM store in a directory (e.g. `<state root>/networks/ipam`).
@@ -895,8 +1068,9 @@ impl Ipam {
     }
 
     /// Take the lock: the start of a transaction. Nothing is read yet
-    /// (each change reads the few records it needs), except a state file
-    /// of the earlier format, which is imported here once.
+    /// (each change reads the few records it needs), except state of an
+    /// earlier format, which is migrated here once: a state file
+    /// (`ipam.json`) or per-address links (`owners/`, `.../leases/`).
     pub fn transaction(&self) -> Result<IpamTxn, IpamError> {
         persist::ensure_dir(&self.dir).map_err(|e| IpamError::io(&self.dir, e))?;
         let lock_path = self.dir.join(LOCK_FILE);
@@ -912,13 +1086,21 @@ impl Ipam {
             pools6: HashMap::new(),
             hints: HashMap::new(),
             dirty_hints: Vec::new(),
-            bitmaps: HashMap::new(),
+            logs: Default::default(),
+            last_owner: Default::default(),
+            last_table: Default::default(),
         };
         let legacy = self.dir.join(LEGACY_FILE);
         match fs::read(&legacy) {
             Ok(bytes) => txn.import(&legacy, &bytes)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(IpamError::io(&legacy, e)),
+        }
+        let owners = self.dir.join(LEGACY_OWNERS);
+        match fs::symlink_metadata(&owners) {
+            Ok(_) => txn.migrate_links()?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(IpamError::io(&owners, e)),
         }
         Ok(txn)
     }
@@ -967,31 +1149,141 @@ impl Ipam {
     }
 }
 
+/// The lease tables and index buckets a transaction read or changed,
+/// by path, with the changes not written yet.
+#[derive(Debug, Default)]
+struct Logs {
+    buckets: HashMap<String, Log>,
+    tables: HashMap<String, Table>,
+}
+
+/// The pages of a lease table read in a transaction.
+#[derive(Debug)]
+struct Table {
+    /// `None`: there is no file (yet).
+    file: Option<fs::File>,
+    pages: HashMap<u32, Box<[u8]>>,
+    /// Pages changed and not written yet.
+    dirty: std::collections::BTreeSet<u32>,
+}
+
+/// Pool records read or written in a transaction: network -> (subnet,
+/// gateway), `None` if it has none.
+type PoolRecords<N, A> = HashMap<String, Option<(N, A)>>;
+
+/// The two kinds of pool, for the code they share.
+trait PoolKind {
+    type Net: Copy + Eq + std::fmt::Display + std::str::FromStr;
+    type Addr: Copy + Eq + std::fmt::Display + std::str::FromStr;
+    const KIND: Kind;
+
+    fn network(&self) -> &str;
+    fn record(&self) -> (Self::Net, Self::Addr);
+    /// The transaction's copy of this kind's pool records.
+    fn records(txn: &mut IpamTxn) -> &mut PoolRecords<Self::Net, Self::Addr>;
+    fn mismatch(network: &str, existing: Self::Net, requested: Self::Net) -> IpamError;
+}
+
+impl PoolKind for AddressPool {
+    type Net = Ipv4Net;
+    type Addr = Ipv4Addr;
+    const KIND: Kind = Kind::V4;
+
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn record(&self) -> (Ipv4Net, Ipv4Addr) {
+        (self.subnet, self.gateway)
+    }
+
+    fn records(txn: &mut IpamTxn) -> &mut HashMap<String, Option<(Ipv4Net, Ipv4Addr)>> {
+        &mut txn.pools
+    }
+
+    fn mismatch(network: &str, existing: Ipv4Net, requested: Ipv4Net) -> IpamError {
+        IpamError::PoolMismatch {
+            network: network.to_owned(),
+            existing,
+            requested,
+        }
+    }
+}
+
+impl PoolKind for AddressPool6 {
+    type Net = Ipv6Net;
+    type Addr = Ipv6Addr;
+    const KIND: Kind = Kind::V6;
+
+    fn network(&self) -> &str {
+        &self.network
+    }
+
+    fn record(&self) -> (Ipv6Net, Ipv6Addr) {
+        (self.subnet, self.gateway)
+    }
+
+    fn records(txn: &mut IpamTxn) -> &mut HashMap<String, Option<(Ipv6Net, Ipv6Addr)>> {
+        &mut txn.pools6
+    }
+
+    fn mismatch(network: &str, existing: Ipv6Net, requested: Ipv6Net) -> IpamError {
+        IpamError::Pool6Mismatch {
+            network: network.to_owned(),
+            existing,
+            requested,
+        }
+    }
+}
+
+/// Where a free-address search looks: the subnet's first address, the
+/// offsets it may choose from (`first..=last`), where it starts, and
+/// the offsets it never hands out.
+struct Search<'a> {
+    base: u128,
+    first: u128,
+    last: u128,
+    start: u128,
+    reserved: &'a [u128],
+}
+
 /// A locked view of the IPAM state; see the module docs.
 #[derive(Debug)]
 pub struct IpamTxn {
     store: Store,
     _lock: FileLock,
-    /// The inverse of every change made so far, applied newest first if
-    /// the transaction is dropped without commit.
+    /// The inverse of every change written so far, applied newest first
+    /// if the transaction is dropped without commit.
     undo: Vec<Undo>,
     /// IPv4 pool records read or written: network -> (subnet, gateway).
     pools: HashMap<String, Option<(Ipv4Net, Ipv4Addr)>>,
     pools6: HashMap<String, Option<(Ipv6Net, Ipv6Addr)>>,
     /// Next-free hints read or set, by pool directory; written at commit
     /// only, the ones in `dirty_hints`.
-    hints: HashMap<PathBuf, Hint>,
+    /// (By the path's bytes: hashing a `Path` walks its components.)
+    hints: HashMap<std::ffi::OsString, Hint>,
     dirty_hints: Vec<PathBuf>,
-    /// IPv4 pools listed into a bitmap in this transaction (nearly full
-    /// ones, see [`PROBES`]), kept up to date by its changes.
-    bitmaps: HashMap<String, Bitmap>,
+    /// Lease tables and index buckets read, with the changes not written
+    /// yet (in a cell: reading one through `&self` caches it).
+    logs: std::cell::RefCell<Logs>,
+    /// The last owner asked for, with its key.
+    last_owner: std::cell::RefCell<Option<(String, Rc<OwnerKey>)>>,
+    last_table: std::cell::RefCell<LastTable>,
+}
+
+/// An owner's value in records and its index bucket.
+#[derive(Debug)]
+struct OwnerKey {
+    value: String,
+    bucket: String,
 }
 
 impl Drop for IpamTxn {
     fn drop(&mut self) {
         // Best effort: a change that cannot be undone was made in the
         // index-first order, so the owner's `release_owner` still finds
-        // and removes what it left.
+        // and removes what it left. Changes to logs not written yet
+        // simply go with the transaction.
         while let Some(undo) = self.undo.pop() {
             let _ = match undo {
                 Undo::Created(rel) => self.store.remove(&rel).map(drop),
@@ -999,13 +1291,16 @@ impl Drop for IpamTxn {
                     fs::remove_dir(dir).map_err(|e| IpamError::io(&self.store.dir, e))
                 }
                 Undo::Restore(rel, value) => self.store.replace(&rel, &value),
+                Undo::Truncate(rel, len) => self.store.truncate(&rel, len),
+                Undo::RestoreFile(rel, bytes) => self.store.replace_file(&rel, &bytes),
+                Undo::RestoreRange(rel, offset, bytes) => self.store.write_at(&rel, offset, &bytes),
             };
         }
     }
 }
 
 impl IpamTxn {
-    // --- changes, each recorded for the undo ---
+    // --- changes to link records, each recorded for the undo ---
 
     /// Set `rel`, whose value is `old`, to `value`.
     fn set(&mut self, rel: PathBuf, old: Option<String>, value: &str) -> Result<(), IpamError> {
@@ -1046,110 +1341,516 @@ impl IpamTxn {
         Ok(())
     }
 
-    /// `owner`'s index: its value and entries, in order (by kind, then
-    /// network), including entries a crash may have left.
-    fn index(&self, owner: &str) -> Result<(Option<String>, Vec<Entry>), IpamError> {
-        check_owner(owner)?;
-        let rel = index_path(owner);
-        let Some(text) = self.store.read(&rel)? else {
-            return Ok((None, Vec::new()));
-        };
-        let mut entries = Vec::new();
-        for token in text.split(' ') {
-            let entry = Entry::parse(token).ok_or_else(|| {
-                malformed(
-                    &self.store.path(&rel),
-                    &format!("an index entry (<kind>,<group>,<item>) expected, found {token:?}"),
-                )
-            })?;
-            entries.push(entry);
+    // --- lease tables and index buckets ---
+
+    /// Read the index bucket `rel` into the transaction's copy, if it has
+    /// not.
+    fn load_bucket(&self, logs: &mut Logs, rel: &str) -> Result<(), IpamError> {
+        if logs.buckets.contains_key(rel) {
+            return Ok(());
         }
-        entries.sort();
-        entries.dedup();
-        Ok((Some(text), entries))
+        let log = self.store.read_log(Path::new(rel), |owner, token| {
+            owner_value_valid(owner) && Entry::parse(token).is_some()
+        })?;
+        // (A closure that captures nothing is a `fn`.)
+        logs.buckets.insert(rel.to_owned(), log);
+        Ok(())
     }
 
-    fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
-        Ok(self.index(owner)?.1)
+    /// Run `change` on the index bucket `rel`, read first if need be.
+    fn with_bucket<R>(
+        &self,
+        rel: &str,
+        change: impl FnOnce(&mut Log) -> R,
+    ) -> Result<R, IpamError> {
+        let mut logs = self.logs.borrow_mut();
+        self.load_bucket(&mut logs, rel)?;
+        let log = logs.buckets.get_mut(rel).ok_or_else(|| {
+            malformed(
+                &self.store.path(Path::new(rel)),
+                "a log that could not be read",
+            )
+        })?;
+        Ok(change(log))
     }
 
-    /// Add `new` to `owner`'s index: before the records they index are
-    /// written, so that a crash in between leaves entries that
-    /// `release_owner` cleans up, never a record nobody can find.
-    fn index_add(&mut self, owner: &str, new: &[Entry]) -> Result<(), IpamError> {
-        let index = self.index(owner)?;
-        self.index_add_to(owner, index, new)
+    /// Run `work` on page `page` of the lease table `rel` (read first if
+    /// need be; a page past the end of the file, or of no file, is free
+    /// slots).
+    fn with_page<R>(
+        &self,
+        rel: &str,
+        page: u32,
+        work: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, IpamError> {
+        let mut logs = self.logs.borrow_mut();
+        let path = self.store.path(Path::new(rel));
+        let table = match logs.tables.entry(rel.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(table) => table.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let file = match fs::OpenOptions::new().read(true).write(true).open(&path) {
+                    Ok(file) => Some(file),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(IpamError::io(&path, e)),
+                };
+                vacant.insert(Table {
+                    file,
+                    pages: HashMap::new(),
+                    dirty: Default::default(),
+                })
+            }
+        };
+        let bytes = match table.pages.entry(page) {
+            std::collections::hash_map::Entry::Occupied(bytes) => bytes.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let mut bytes = vec![0u8; PAGE].into_boxed_slice();
+                if let Some(file) = &table.file {
+                    read_full_at(file, &mut bytes, u64::from(page) * PAGE as u64)
+                        .map_err(|e| IpamError::io(&path, e))?;
+                }
+                vacant.insert(bytes)
+            }
+        };
+        Ok(work(bytes))
     }
 
-    /// [`IpamTxn::index_add`] to `index`, `owner`'s index as just read.
-    fn index_add_to(
-        &mut self,
-        owner: &str,
-        (old, mut entries): (Option<String>, Vec<Entry>),
-        new: &[Entry],
+    /// The owner of the lease of `addr` in `network`, encoded.
+    fn lease_holder(
+        &self,
+        kind: Kind,
+        network: &str,
+        addr: u128,
+    ) -> Result<Option<String>, IpamError> {
+        let rel = self.last_table.borrow_mut().path(kind, network, addr);
+        let (page, at) = slot_of(addr);
+        let value = self.with_page(&rel, page, |bytes| {
+            slot_value(&bytes[at..at + SLOT]).map(|value| value.map(str::to_owned))
+        })?;
+        let path = self.store.path(Path::new(&*rel));
+        match value {
+            Ok(Some(value)) if !owner_value_valid(&value) => Err(malformed(
+                &path,
+                &format!(
+                    "slot of {}: an owner expected, found {value:?}",
+                    kind.addr_text(addr)
+                ),
+            )),
+            Ok(value) => Ok(value),
+            Err(what) => Err(malformed(
+                &path,
+                &format!("slot of {}: {what}", kind.addr_text(addr)),
+            )),
+        }
+    }
+
+    /// Give the lease of `addr` in `network` to the owner `value`
+    /// (encoded), or free it (`None`), in its table; written at commit.
+    fn set_lease(
+        &self,
+        kind: Kind,
+        network: &str,
+        addr: u128,
+        value: Option<&str>,
     ) -> Result<(), IpamError> {
-        let before = entries.len();
-        for entry in new {
-            if !entries.contains(entry) {
-                entries.push(entry.clone());
+        let rel = self.last_table.borrow_mut().path(kind, network, addr);
+        let (page, at) = slot_of(addr);
+        self.with_page(&rel, page, |bytes| {
+            let slot = &mut bytes[at..at + SLOT];
+            slot.fill(0);
+            if let Some(value) = value {
+                slot[..value.len()].copy_from_slice(value.as_bytes());
+                slot[value.len()] = b'\n';
+            }
+        })?;
+        if let Some(table) = self.logs.borrow_mut().tables.get_mut(&*rel) {
+            table.dirty.insert(page);
+        }
+        Ok(())
+    }
+
+    /// Every lease table of `network`'s pool of `kind` on disk or made in
+    /// this transaction, in path order.
+    fn tables(&self, kind: Kind, network: &str) -> Result<Vec<String>, IpamError> {
+        let dir = pool_path(kind.tag(), network, TABLES);
+        let prefix = format!("{}/", dir.display());
+        let mut tables: Vec<String> = self
+            .store
+            .list(&dir)?
+            .into_iter()
+            .map(|name| format!("{prefix}{name}"))
+            .collect();
+        tables.extend(
+            self.logs
+                .borrow()
+                .tables
+                .keys()
+                .filter(|rel| rel.strip_prefix(&prefix).is_some_and(|n| !n.contains('/')))
+                .cloned(),
+        );
+        tables.sort();
+        tables.dedup();
+        Ok(tables)
+    }
+
+    /// The leases of one table: (address, owner). Reads it whole.
+    fn table_leases(&self, kind: Kind, rel: &str) -> Result<Vec<(u128, String)>, IpamError> {
+        let path = self.store.path(Path::new(rel));
+        let name = rel.rsplit('/').next().unwrap_or_default();
+        let first = kind
+            .parse_addr(name)
+            .filter(|first| first % TABLE_SLOTS == 0)
+            .ok_or_else(|| malformed(&path, "a lease table named by its first address expected"))?;
+        let mut bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(IpamError::io(&path, e)),
+        };
+        // This transaction's pages over the file's.
+        if let Some(table) = self.logs.borrow().tables.get(rel) {
+            for (page, cached) in &table.pages {
+                let at = *page as usize * PAGE;
+                if bytes.len() < at + PAGE {
+                    bytes.resize(at + PAGE, 0);
+                }
+                bytes[at..at + PAGE].copy_from_slice(cached);
             }
         }
-        if entries.len() == before {
-            return Ok(());
+        let mut leases = Vec::new();
+        for (index, slot) in bytes.chunks(SLOT).enumerate() {
+            let addr = first + index as u128;
+            match slot_value(slot) {
+                Ok(Some(value)) => leases.push((addr, decode_owner(value, &path)?)),
+                Ok(None) => {}
+                Err(what) => {
+                    return Err(malformed(
+                        &path,
+                        &format!("slot of {}: {what}", kind.addr_text(addr)),
+                    ))
+                }
+            }
         }
-        entries.sort();
-        let text: Vec<String> = entries.iter().map(Entry::token).collect();
-        self.set(index_path(owner), old, &text.join(" "))
+        Ok(leases)
     }
 
-    /// Take `gone` out of `owner`'s index: after their records are gone.
-    fn index_remove(&mut self, owner: &str, gone: &[Entry]) -> Result<(), IpamError> {
-        let (old, mut entries) = self.index(owner)?;
-        let Some(old) = old else {
+    /// Whether `network`'s pool of `kind` has any lease.
+    fn has_leases(&self, kind: Kind, network: &str) -> Result<bool, IpamError> {
+        for rel in self.tables(kind, network)? {
+            if !self.table_leases(kind, &rel)?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Write what changed of the index bucket `rel`: the additions only
+    /// (`Some(true)`), or all of it (`None`), rewriting a log that is
+    /// mostly dead lines. Recorded for the undo.
+    fn write_bucket(&mut self, rel: &str, which: Option<bool>) -> Result<(), IpamError> {
+        let mut logs = self.logs.borrow_mut();
+        let Some(log) = logs.buckets.get_mut(rel) else {
             return Ok(());
         };
-        entries.retain(|entry| !gone.contains(entry));
-        if entries.is_empty() {
-            return self.delete(index_path(owner), old);
+        if !log.is_changed() {
+            return Ok(());
         }
-        let text: Vec<String> = entries.iter().map(Entry::token).collect();
-        self.set(index_path(owner), Some(old), &text.join(" "))
+        let rel_path = Path::new(rel);
+        if which.is_none() && log.wants_rewrite() && log.is_dirty() {
+            let old = self
+                .store
+                .read_prefix(rel_path, log.disk_len.unwrap_or(0))?;
+            let text = log.live_text()?;
+            self.store.replace_file(rel_path, text.as_bytes())?;
+            log.rewritten(text);
+            self.undo.push(Undo::RestoreFile(rel.into(), old));
+            return Ok(());
+        }
+        let text = log.take_pending(which);
+        if text.is_empty() {
+            return Ok(());
+        }
+        let len = log.disk_len;
+        if len.is_none() {
+            self.make_buckets()?;
+        }
+        let written = self.store.append(rel_path, len.or(Some(0)), &text);
+        // Before the result: a write cut short is undone as well.
+        self.undo.push(Undo::Truncate(rel.into(), len.unwrap_or(0)));
+        written?;
+        log.appended(&text);
+        Ok(())
+    }
+
+    /// Create every index bucket file (empty) that is missing: once per
+    /// store, so that later allocations only ever append to one (a new
+    /// inode can cost most of a millisecond, see the log module). Not
+    /// undone: an empty bucket holds nothing.
+    fn make_buckets(&self) -> Result<(), IpamError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        for bucket in 0..INDEX_BUCKETS {
+            let path = self.store.path(&Path::new(INDEX).join(bucket_name(bucket)));
+            let create = || {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map(drop)
+            };
+            match self.store.in_dir(&path, create) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(IpamError::io(&path, e))
+                }
+                _ => {}
+            }
+        }
+        // Kept with the buckets.
+        self.store.made_dirs.take();
+        Ok(())
+    }
+
+    /// Write the changed pages of the lease table `rel`, each contiguous
+    /// run in one `pwrite`: the kernel copies a write page by page, so a
+    /// kill can cut it between pages only, and a slot (within one page)
+    /// is written whole or not at all. Recorded for the undo.
+    fn write_table(&mut self, rel: &str) -> Result<(), IpamError> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let mut logs = self.logs.borrow_mut();
+        let Some(table) = logs.tables.get_mut(rel) else {
+            return Ok(());
+        };
+        if table.dirty.is_empty() {
+            return Ok(());
+        }
+        let path = self.store.path(Path::new(rel));
+        let io = |e| IpamError::io(&path, e);
+        if table.file.is_none() {
+            let open = || {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+            };
+            let mut file = None;
+            let made = self.store.in_dir(&path, || open().map(|f| file = Some(f)));
+            self.undo
+                .extend(self.store.made_dirs.take().into_iter().map(Undo::MadeDir));
+            made.map_err(io)?;
+            self.undo.push(Undo::Created(rel.into()));
+            table.file = file;
+        }
+        // What the file had, to put back: its length (pages past the end
+        // are put back by cutting it back) and the pages written over.
+        let mut old_len = 0;
+        if let Some(file) = &table.file {
+            old_len = file.metadata().map_err(io)?.len();
+            if old_len > 0 {
+                self.undo.push(Undo::Truncate(rel.into(), old_len));
+            }
+        }
+        let Some(file) = &table.file else {
+            return Ok(());
+        };
+        let dirty: Vec<u32> = std::mem::take(&mut table.dirty).into_iter().collect();
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for page in dirty {
+            match runs.last_mut() {
+                Some((_, end)) if *end + 1 == page => *end = page,
+                _ => runs.push((page, page)),
+            }
+        }
+        for (start, end) in runs {
+            let offset = u64::from(start) * PAGE as u64;
+            let mut bytes = Vec::with_capacity((end - start + 1) as usize * PAGE);
+            for page in start..=end {
+                bytes.extend_from_slice(&table.pages[&page]);
+            }
+            if offset < old_len {
+                let mut old = vec![0u8; bytes.len().min((old_len - offset) as usize)];
+                let on_disk = read_full_at(file, &mut old, offset).map_err(io)?;
+                old.truncate(on_disk);
+                self.undo.push(Undo::RestoreRange(rel.into(), offset, old));
+            }
+            file.write_all_at(&bytes, offset).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Write every change of the lease tables and index buckets: index
+    /// additions first, then the tables, then index removals, so that a
+    /// process killed in between leaves index entries without their
+    /// leases (which `release_owner` cleans up), never a lease no index
+    /// names.
+    fn flush_logs(&mut self) -> Result<(), IpamError> {
+        let (mut buckets, mut tables): (Vec<String>, Vec<String>) = {
+            let logs = self.logs.borrow();
+            (
+                logs.buckets
+                    .iter()
+                    .filter(|(_, log)| log.is_changed())
+                    .map(|(rel, _)| rel.clone())
+                    .collect(),
+                logs.tables
+                    .iter()
+                    .filter(|(_, table)| !table.dirty.is_empty())
+                    .map(|(rel, _)| rel.clone())
+                    .collect(),
+            )
+        };
+        buckets.sort();
+        tables.sort();
+        for rel in &buckets {
+            // A bucket with no removal is written whole at once.
+            let removals = self
+                .logs
+                .borrow()
+                .buckets
+                .get(rel)
+                .is_some_and(Log::has_removals);
+            self.write_bucket(rel, if removals { Some(true) } else { None })?;
+        }
+        for rel in &tables {
+            self.write_table(rel)?;
+        }
+        for rel in &buckets {
+            self.write_bucket(rel, None)?;
+        }
+        Ok(())
+    }
+
+    /// Write the index entries added to `owner`'s bucket now: before a
+    /// record written at once (a MAC or port claim) that they index.
+    fn flush_index_adds(&mut self, owner: &str) -> Result<(), IpamError> {
+        let key = self.owner_key(owner)?;
+        self.write_bucket(&key.bucket, Some(true))
+    }
+
+    // --- the owner index ---
+
+    /// `owner`'s value in records and its index bucket, checked; the
+    /// last one is kept, as a change asks for it a few times.
+    fn owner_key(&self, owner: &str) -> Result<Rc<OwnerKey>, IpamError> {
+        if let Some((name, key)) = &*self.last_owner.borrow() {
+            if name == owner {
+                return Ok(Rc::clone(key));
+            }
+        }
+        let value = encode_owner(owner);
+        // A container id (encoded as `=...`) is a valid name: 64 hex
+        // digits; anything else is checked.
+        if !value.starts_with('=') {
+            check_owner(owner)?;
+        }
+        let key = Rc::new(OwnerKey {
+            value,
+            bucket: bucket_path(owner),
+        });
+        *self.last_owner.borrow_mut() = Some((owner.to_owned(), Rc::clone(&key)));
+        Ok(key)
+    }
+
+    /// `owner`'s index entries, in order (by kind, then network),
+    /// including entries a crash may have left.
+    fn entries(&self, owner: &str) -> Result<Vec<Entry>, IpamError> {
+        let key = self.owner_key(owner)?;
+        let mut entries: Vec<Entry> = self.with_bucket(&key.bucket, |log| {
+            let values = log.values(&key.value)?;
+            Ok::<_, IpamError>(
+                values
+                    .iter()
+                    .filter_map(|token| Entry::parse(token))
+                    .collect(),
+            )
+        })??;
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// Add `new` to `owner`'s index: written before the records they
+    /// index (see [`IpamTxn::flush_logs`]).
+    fn index_add(&mut self, owner: &str, new: &[Entry]) -> Result<(), IpamError> {
+        self.change_index(owner, new, true)
+    }
+
+    /// Take `gone` out of `owner`'s index: written after their records.
+    fn index_remove(&mut self, owner: &str, gone: &[Entry]) -> Result<(), IpamError> {
+        self.change_index(owner, gone, false)
+    }
+
+    fn change_index(&mut self, owner: &str, entries: &[Entry], add: bool) -> Result<(), IpamError> {
+        let key = self.owner_key(owner)?;
+        self.with_bucket(&key.bucket, |log| {
+            for entry in entries {
+                if add {
+                    log.add(&key.value, &entry.token())?;
+                } else {
+                    log.remove(&key.value, &entry.token())?;
+                }
+            }
+            Ok(())
+        })?
+    }
+
+    /// The owner of an address lease or MAC claim, as its record has it
+    /// (encoded, see [`encode_owner`]).
+    fn holder_value(&self, entry: &Entry) -> Result<Option<String>, IpamError> {
+        match (entry.kind, entry.addr()) {
+            (Kind::V4 | Kind::V6, Some(addr)) => self.lease_holder(entry.kind, &entry.group, addr),
+            (Kind::V4 | Kind::V6, None) => Err(malformed(
+                &self.store.path(&entry.record()),
+                &format!("an address expected, found {:?}", entry.item),
+            )),
+            _ => self.store.read(&entry.record()),
+        }
     }
 
     /// The owner of an address lease or MAC claim.
     fn holder(&self, entry: &Entry) -> Result<Option<String>, IpamError> {
-        let rel = entry.record();
-        match self.store.read(&rel)? {
-            Some(value) => decode_owner(&value, &self.store.path(&rel)).map(Some),
-            None => Ok(None),
-        }
+        self.holder_value(entry)?
+            .map(|value| decode_owner(&value, &self.store.path(&entry.record())))
+            .transpose()
+    }
+
+    /// Whether `owner` holds the lease or MAC claim `entry`.
+    fn holds(&self, owner: &str, entry: &Entry) -> Result<bool, IpamError> {
+        let key = self.owner_key(owner)?;
+        Ok(self
+            .holder_value(entry)?
+            .is_some_and(|value| value == key.value))
     }
 
     /// Record that `owner` holds the lease or MAC claim `entry`, index
     /// first.
     fn hold(&mut self, owner: &str, entry: &Entry) -> Result<(), IpamError> {
-        let index = self.index(owner)?;
-        self.hold_in(owner, index, entry)
-    }
-
-    /// [`IpamTxn::hold`] with `index`, `owner`'s index as just read.
-    fn hold_in(
-        &mut self,
-        owner: &str,
-        index: (Option<String>, Vec<Entry>),
-        entry: &Entry,
-    ) -> Result<(), IpamError> {
-        self.index_add_to(owner, index, std::slice::from_ref(entry))?;
-        self.put(entry.record(), &encode_owner(owner))
+        self.index_add(owner, std::slice::from_ref(entry))?;
+        let key = self.owner_key(owner)?;
+        match (entry.kind, entry.addr()) {
+            (Kind::V4 | Kind::V6, Some(addr)) => {
+                self.set_lease(entry.kind, &entry.group, addr, Some(&key.value))
+            }
+            _ => {
+                self.flush_index_adds(owner)?;
+                self.put(entry.record(), &key.value)
+            }
+        }
     }
 
     /// Remove the lease or MAC claim `entry` if it is `owner`'s (an entry
     /// left by a crash may index a record since given to another), not
     /// its index entry; whether it was `owner`'s.
     fn drop_record(&mut self, owner: &str, entry: &Entry) -> Result<bool, IpamError> {
-        let mine = self.holder(entry)?.is_some_and(|holder| holder == owner);
+        let mine = self.holds(owner, entry)?;
         if mine {
-            self.delete(entry.record(), encode_owner(owner))?;
+            match (entry.kind, entry.addr()) {
+                (Kind::V4 | Kind::V6, Some(addr)) => {
+                    self.set_lease(entry.kind, &entry.group, addr, None)?
+                }
+                _ => {
+                    let value = self.owner_key(owner)?.value.clone();
+                    self.delete(entry.record(), value)?
+                }
+            }
         }
         Ok(mine)
     }
@@ -1203,35 +1904,9 @@ impl IpamTxn {
         Ok(Some(forward))
     }
 
-    /// The entries of `kind` in `group` that `owner` really holds (leases
-    /// and MAC claims).
-    fn held(&self, owner: &str, kind: Kind, group: &str) -> Result<Vec<Entry>, IpamError> {
-        self.held_in(owner, &self.entries(owner)?, kind, group)
-    }
-
-    /// [`IpamTxn::held`] of `entries`, `owner`'s index.
-    fn held_in(
-        &self,
-        owner: &str,
-        entries: &[Entry],
-        kind: Kind,
-        group: &str,
-    ) -> Result<Vec<Entry>, IpamError> {
-        let mut held = Vec::new();
-        for entry in entries {
-            if entry.kind == kind
-                && entry.group == group
-                && self.holder(entry)?.is_some_and(|o| o == owner)
-            {
-                held.push(entry.clone());
-            }
-        }
-        Ok(held)
-    }
-
     /// The next-free hint of the pool in `dir` (1 if it has none).
     fn hint(&mut self, dir: &Path) -> Result<u64, IpamError> {
-        if let Some(hint) = self.hints.get(dir) {
+        if let Some(hint) = self.hints.get(dir.as_os_str()) {
             return Ok(hint.next);
         }
         let mut on_disk = None;
@@ -1241,14 +1916,20 @@ impl IpamTxn {
             }
         }
         let next = on_disk.unwrap_or(1);
-        self.hints.insert(dir.to_owned(), Hint { on_disk, next });
+        self.hints
+            .insert(dir.as_os_str().to_owned(), Hint { on_disk, next });
         Ok(next)
     }
 
     fn set_hint(&mut self, dir: &Path, next: u64) -> Result<(), IpamError> {
-        self.hint(dir)?;
-        if let Some(hint) = self.hints.get_mut(dir) {
-            hint.next = next;
+        match self.hints.get_mut(dir.as_os_str()) {
+            Some(hint) => hint.next = next,
+            None => {
+                self.hint(dir)?;
+                if let Some(hint) = self.hints.get_mut(dir.as_os_str()) {
+                    hint.next = next;
+                }
+            }
         }
         if !self.dirty_hints.iter().any(|dirty| dirty == dir) {
             self.dirty_hints.push(dir.to_owned());
@@ -1276,131 +1957,91 @@ impl IpamTxn {
         )))
     }
 
+    /// The entries of `kind` in `group` that `owner` really holds (leases
+    /// and MAC claims).
+    fn held(&self, owner: &str, kind: Kind, group: &str) -> Result<Vec<Entry>, IpamError> {
+        let mut held = Vec::new();
+        for entry in self.entries(owner)? {
+            if entry.kind == kind && entry.group == group && self.holds(owner, &entry)? {
+                held.push(entry);
+            }
+        }
+        Ok(held)
+    }
+
     /// `pool`'s record: the one there if it matches, a fresh one (hint
     /// at the start) if there is none or an empty one that changed.
-    fn ensure_pool4(&mut self, pool: &AddressPool) -> Result<(), IpamError> {
-        let name = pool.network.as_str();
-        let record = match self.pools.get(name) {
+    fn ensure_pool<P: PoolKind>(&mut self, pool: &P) -> Result<(), IpamError> {
+        let name = pool.network();
+        let family = P::KIND.tag();
+        let record = match P::records(self).get(name) {
             Some(record) => *record,
             None => {
-                let record = self.read_pool("v4", name)?;
-                self.pools.insert(name.to_owned(), record);
+                let record = self.read_pool::<P::Net, P::Addr>(family, name)?;
+                P::records(self).insert(name.to_owned(), record);
                 record
             }
         };
+        let (subnet, gateway) = pool.record();
         match record {
-            Some(record) if record == (pool.subnet, pool.gateway) => return Ok(()),
-            Some((existing, _)) if self.store.has_records(&pool_path("v4", name, "leases"))? => {
-                return Err(IpamError::PoolMismatch {
-                    network: name.to_owned(),
-                    existing,
-                    requested: pool.subnet,
-                })
+            Some(record) if record == (subnet, gateway) => return Ok(()),
+            Some((existing, _)) if self.has_leases(P::KIND, name)? => {
+                return Err(P::mismatch(name, existing, subnet))
             }
             _ => {}
         }
-        let value = format!("{} {}", pool.subnet, pool.gateway);
-        self.put(pool_path("v4", name, "pool"), &value)?;
-        self.pools
-            .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
-        self.set_hint(&pool_dir("v4", name), 1)?;
-        self.bitmaps.remove(name);
-        Ok(())
+        self.put(
+            pool_path(family, name, "pool"),
+            &format!("{subnet} {gateway}"),
+        )?;
+        P::records(self).insert(name.to_owned(), Some((subnet, gateway)));
+        self.set_hint(&pool_dir(family, name), 1)
     }
 
-    fn ensure_pool6(&mut self, pool: &AddressPool6) -> Result<(), IpamError> {
-        let name = pool.network.as_str();
-        let record = match self.pools6.get(name) {
-            Some(record) => *record,
-            None => {
-                let record = self.read_pool("v6", name)?;
-                self.pools6.insert(name.to_owned(), record);
-                record
-            }
-        };
-        match record {
-            Some(record) if record == (pool.subnet, pool.gateway) => return Ok(()),
-            Some((existing, _)) if self.store.has_records(&pool_path("v6", name, "leases"))? => {
-                return Err(IpamError::Pool6Mismatch {
-                    network: name.to_owned(),
-                    existing,
-                    requested: pool.subnet,
-                })
-            }
-            _ => {}
-        }
-        let value = format!("{} {}", pool.subnet, pool.gateway);
-        self.put(pool_path("v6", name, "pool"), &value)?;
-        self.pools6
-            .insert(name.to_owned(), Some((pool.subnet, pool.gateway)));
-        self.set_hint(&pool_dir("v6", name), 1)?;
-        Ok(())
-    }
-
-    /// Every lease of `pool` in a bitmap, with the addresses never handed
-    /// out.
-    fn list_into_bitmap(&self, pool: &AddressPool) -> Result<Bitmap, IpamError> {
-        let size = pool.size();
-        let mut bitmap = Bitmap::new(size);
-        bitmap.set(0);
-        bitmap.set(size - 1);
-        bitmap.set(pool.offset(pool.gateway));
-        let dir = pool_path("v4", &pool.network, "leases");
-        for name in self.store.list(&dir)? {
-            let ip: Ipv4Addr = parse_at(&name, &self.store.path(&dir), "IPv4 lease names")?;
-            if pool.subnet.contains(&ip) {
-                bitmap.set(pool.offset(ip));
-            }
-        }
-        Ok(bitmap)
-    }
-
-    /// Mark `ip` of `network` taken or free in the bitmap of this
-    /// transaction, if it made one.
-    fn update_bitmap(&mut self, network: &str, ip: Ipv4Addr, taken: bool) {
-        let (Some(bitmap), Some(Some((subnet, _)))) =
-            (self.bitmaps.get_mut(network), self.pools.get(network))
-        else {
-            return;
-        };
-        if subnet.contains(&ip) {
-            let offset = u32::from(ip).wrapping_sub(u32::from(subnet.network()));
-            if taken {
-                bitmap.set(offset);
-            } else {
-                bitmap.clear(offset);
-            }
-        }
-    }
-
-    /// The first free offset of `pool` at or after `start` in its choice
-    /// bounds, wrapping around once.
-    fn find_free(&mut self, pool: &AddressPool, start: u32) -> Result<Option<u32>, IpamError> {
-        let name = pool.network.as_str();
-        let (first, last) = pool.choice_bounds();
-        let start = start.clamp(first, last);
-        if let Some(bitmap) = self.bitmaps.get(name) {
-            return Ok(bitmap.first_clear_in(first, last, start));
-        }
+    /// The first free offset of `search` at or after its start, wrapping
+    /// around once, a page of slots at a time: past the hint the first
+    /// page tried has room unless the pool wrapped around.
+    fn find_free(
+        &self,
+        kind: Kind,
+        network: &str,
+        search: &Search<'_>,
+    ) -> Result<Option<u128>, IpamError> {
+        let Search {
+            base,
+            first,
+            last,
+            start,
+            reserved,
+        } = *search;
         let span = last - first + 1;
-        let (size, gateway) = (pool.size(), pool.offset(pool.gateway));
-        for step in 0..span.min(PROBES) {
-            let offset = first + (start - first + step) % span;
-            if offset == 0 || offset == size - 1 || offset == gateway {
-                continue;
+        let (mut offset, mut seen) = (start.clamp(first, last), 0u128);
+        while seen < span {
+            let addr = base + offset;
+            let (page, _) = slot_of(addr);
+            let page_first = addr - addr % SLOTS_PER_PAGE;
+            // This stretch ends with the page, the bounds, or where the
+            // search began.
+            let end = (page_first + SLOTS_PER_PAGE - 1 - base)
+                .min(last)
+                .min(offset + (span - seen) - 1);
+            let rel = self.last_table.borrow_mut().path(kind, network, addr);
+            let found = self.with_page(&rel, page, |bytes| {
+                (offset..=end).find(|candidate| {
+                    let at = (base + candidate - page_first) as usize * SLOT;
+                    // Free: zeros, or torn (see `slot_value`).
+                    !reserved.contains(candidate)
+                        && (bytes[at] == 0
+                            || slot_value(&bytes[at..at + SLOT]).is_ok_and(|v| v.is_none()))
+                })
+            })?;
+            if found.is_some() {
+                return Ok(found);
             }
-            let ip = pool.address(offset).to_string();
-            if !self.store.exists(&lease_path("v4", name, &ip))? {
-                return Ok(Some(offset));
-            }
+            seen += end - offset + 1;
+            offset = if end == last { first } else { end + 1 };
         }
-        if span <= PROBES {
-            return Ok(None);
-        }
-        let bitmap = self.list_into_bitmap(pool)?;
-        let found = bitmap.first_clear_in(first, last, start);
-        self.bitmaps.insert(name.to_owned(), bitmap);
-        Ok(found)
+        Ok(None)
     }
 
     // --- the API ---
@@ -1421,15 +2062,14 @@ impl IpamTxn {
         wanted: Option<Ipv4Addr>,
     ) -> Result<Ipv4Addr, IpamError> {
         pool.validate()?;
-        check_owner(owner)?;
+        // Checks it, and is kept for the changes below.
+        self.owner_key(owner)?;
         let name = pool.network.as_str();
-        self.ensure_pool4(pool)?;
-        // Read once: the allocation below adds to it.
-        let index = self.index(owner)?;
-        let current = match self.held_in(owner, &index.1, Kind::V4, name)?.first() {
+        self.ensure_pool(pool)?;
+        let current = match self.held(owner, Kind::V4, name)?.first() {
             Some(entry) => Some(parse_at::<Ipv4Addr>(
                 &entry.item,
-                &self.store.path(&entry.record()),
+                &self.store.path(Path::new(&bucket_path(owner))),
                 "an IPv4 address",
             )?),
             None => None,
@@ -1459,28 +2099,36 @@ impl IpamTxn {
                 });
             }
             self.hold(owner, &entry)?;
-            self.update_bitmap(name, wanted, true);
             if let Some(old) = current {
                 let old_entry = Entry::new(Kind::V4, name, old);
                 self.drop_record(owner, &old_entry)?;
                 self.index_remove(owner, &[old_entry])?;
-                self.update_bitmap(name, old, false);
             }
             return Ok(wanted);
         }
         let pool_dir = pool_dir("v4", name);
         let hint = self.hint(&pool_dir)?;
-        let start = u32::try_from(hint).unwrap_or(u32::MAX);
-        let Some(offset) = self.find_free(pool, start)? else {
+        let (first, last) = pool.choice_bounds();
+        let size = pool.size();
+        let reserved = [0, size - 1, pool.offset(pool.gateway)].map(u128::from);
+        let search = Search {
+            base: u128::from(u32::from(pool.subnet.network())),
+            first: first.into(),
+            last: last.into(),
+            start: hint.into(),
+            reserved: &reserved,
+        };
+        let Some(offset) = self.find_free(Kind::V4, name, &search)? else {
             return Err(IpamError::Full {
                 network: name.to_owned(),
                 subnet: pool.subnet,
             });
         };
+        // Below the pool's size, a u32.
+        let offset = offset as u32;
         let ip = pool.address(offset);
-        self.hold_in(owner, index, &Entry::new(Kind::V4, name, ip))?;
-        self.update_bitmap(name, ip, true);
-        self.set_hint(&pool_dir, u64::from((offset + 1) % pool.size()))?;
+        self.hold(owner, &Entry::new(Kind::V4, name, ip))?;
+        self.set_hint(&pool_dir, u64::from((offset + 1) % size))?;
         Ok(ip)
     }
 
@@ -1488,42 +2136,39 @@ impl IpamTxn {
     /// holds there, or the next free one after the last handed out.
     pub fn allocate6(&mut self, pool: &AddressPool6, owner: &str) -> Result<Ipv6Addr, IpamError> {
         pool.validate()?;
-        check_owner(owner)?;
+        self.owner_key(owner)?;
         let name = pool.network.as_str();
-        self.ensure_pool6(pool)?;
+        self.ensure_pool(pool)?;
         if let Some(entry) = self.held(owner, Kind::V6, name)?.first() {
             return parse_at(
                 &entry.item,
-                &self.store.path(&entry.record()),
+                &self.store.path(Path::new(&bucket_path(owner))),
                 "an IPv6 address",
             );
         }
         let pool_dir = pool_dir("v6", name);
-        let gateway = pool.offset(pool.gateway);
         let last = pool.last_offset();
-        // Offsets 1..=last, each tried once at most; past the hint they
-        // are free unless the pool wrapped around.
-        let mut offset = self.hint(&pool_dir)?.clamp(1, last);
-        let mut tried = 0u64;
-        loop {
-            if offset != gateway {
-                let ip = pool.address(offset);
-                let entry = Entry::new(Kind::V6, name, ip);
-                if !self.store.exists(&entry.record())? {
-                    self.hold(owner, &entry)?;
-                    self.set_hint(&pool_dir, if offset == last { 1 } else { offset + 1 })?;
-                    return Ok(ip);
-                }
-            }
-            tried += 1;
-            if tried >= last {
-                return Err(IpamError::Full6 {
-                    network: name.to_owned(),
-                    subnet: pool.subnet,
-                });
-            }
-            offset = if offset == last { 1 } else { offset + 1 };
-        }
+        let reserved = [u128::from(pool.offset(pool.gateway))];
+        // Offsets 1..=last (0 is the subnet-router anycast address).
+        let search = Search {
+            base: u128::from(pool.subnet.network()),
+            first: 1,
+            last: last.into(),
+            start: self.hint(&pool_dir)?.into(),
+            reserved: &reserved,
+        };
+        let Some(offset) = self.find_free(Kind::V6, name, &search)? else {
+            return Err(IpamError::Full6 {
+                network: name.to_owned(),
+                subnet: pool.subnet,
+            });
+        };
+        // At most `last`, a u64.
+        let offset = offset as u64;
+        let ip = pool.address(offset);
+        self.hold(owner, &Entry::new(Kind::V6, name, ip))?;
+        self.set_hint(&pool_dir, if offset == last { 1 } else { offset + 1 })?;
+        Ok(ip)
     }
 
     /// Claim `mac` for `owner` on `pool`'s network: refused when another
@@ -1582,14 +2227,6 @@ impl IpamTxn {
                     released.push((entry.clone(), Some(forward)));
                 }
             } else if self.drop_record(owner, entry)? {
-                if entry.kind == Kind::V4 {
-                    let ip = parse_at(
-                        &entry.item,
-                        &self.store.path(&entry.record()),
-                        "an IPv4 address",
-                    )?;
-                    self.update_bitmap(&entry.group, ip, false);
-                }
                 released.push((entry.clone(), None));
             }
         }
@@ -1620,13 +2257,10 @@ impl IpamTxn {
     /// The IPv6 leases of `network`, owner -> address.
     pub fn leases6(&self, network: &str) -> Result<BTreeMap<String, Ipv6Addr>, IpamError> {
         check_network(network)?;
-        let dir = pool_path("v6", network, "leases");
         let mut leases = BTreeMap::new();
-        for name in self.store.list(&dir)? {
-            let entry = Entry::new(Kind::V6, network, &name);
-            let ip = parse_at(&name, &self.store.path(&entry.record()), "an IPv6 address")?;
-            if let Some(owner) = self.holder(&entry)? {
-                leases.insert(owner, ip);
+        for rel in self.tables(Kind::V6, network)? {
+            for (addr, owner) in self.table_leases(Kind::V6, &rel)? {
+                leases.insert(owner, Ipv6Addr::from(addr));
             }
         }
         Ok(leases)
@@ -1728,6 +2362,7 @@ impl IpamTxn {
         for (owner, forwards) in new {
             let entries: Vec<Entry> = forwards.iter().map(|f| Entry::port(&f.mapping)).collect();
             self.index_add(owner, &entries)?;
+            self.flush_index_adds(owner)?;
             for forward in forwards {
                 let group = port_group(&forward.mapping);
                 let (old, mut claims) = self.claims(&group)?;
@@ -1875,12 +2510,11 @@ impl IpamTxn {
     /// The leases of `network`, in owner order.
     pub fn leases(&self, network: &str) -> Result<Vec<Lease>, IpamError> {
         check_network(network)?;
-        let dir = pool_path("v4", network, "leases");
         let mut leases = Vec::new();
-        for name in self.store.list(&dir)? {
-            let entry = Entry::new(Kind::V4, network, &name);
-            let ip = parse_at(&name, &self.store.path(&entry.record()), "an IPv4 address")?;
-            if let Some(owner) = self.holder(&entry)? {
+        for rel in self.tables(Kind::V4, network)? {
+            for (addr, owner) in self.table_leases(Kind::V4, &rel)? {
+                // An IPv4 table's addresses are below 2^32.
+                let ip = Ipv4Addr::from(addr as u32);
                 leases.push(Lease { owner, ip });
             }
         }
@@ -1902,7 +2536,8 @@ impl IpamTxn {
                 });
             }
         }
-        for family in ["v4", "v6"] {
+        for kind in [Kind::V4, Kind::V6] {
+            let family = kind.tag();
             let dir = pool_dir(family, network);
             for name in self.store.list(&dir)? {
                 if name == "pool" || name.starts_with(HINT_PREFIX) {
@@ -1912,21 +2547,32 @@ impl IpamTxn {
                     }
                 }
             }
-            self.hints.remove(&dir);
+            self.hints.remove(dir.as_os_str());
             self.dirty_hints.retain(|dirty| *dirty != dir);
+            // The (empty) lease tables, put back by an undo.
+            for rel in self.tables(kind, network)? {
+                let table = self.logs.borrow_mut().tables.remove(&rel);
+                if table.map_or(true, |table| table.file.is_some()) {
+                    let rel = PathBuf::from(rel);
+                    let path = self.store.path(&rel);
+                    let bytes = fs::read(&path).map_err(|e| IpamError::io(&path, e))?;
+                    self.store.remove(&rel)?;
+                    self.undo.push(Undo::RestoreFile(rel, bytes));
+                }
+            }
             self.store
-                .remove_dir_if_empty(&pool_path(family, network, "leases"));
+                .remove_dir_if_empty(&pool_path(family, network, TABLES));
             self.store.remove_dir_if_empty(&dir);
         }
         self.pools.remove(network);
         self.pools6.remove(network);
-        self.bitmaps.remove(network);
         Ok(())
     }
 
-    /// Make the changes permanent and release the lock. The changes are
-    /// on disk already; what is left to write are the next-free hints.
+    /// Make the changes permanent and release the lock: write the changed
+    /// logs (see [`IpamTxn::flush_logs`]) and the next-free hints.
     pub fn commit(mut self) -> Result<(), IpamError> {
+        self.flush_logs()?;
         self.write_hints()?;
         self.undo.clear();
         Ok(())
@@ -1934,7 +2580,7 @@ impl IpamTxn {
 
     fn write_hints(&mut self) -> Result<(), IpamError> {
         for dir in std::mem::take(&mut self.dirty_hints) {
-            let Some(hint) = self.hints.get_mut(&dir) else {
+            let Some(hint) = self.hints.get_mut(dir.as_os_str()) else {
                 continue;
             };
             let new = dir.join(format!("{HINT_PREFIX}{}", hint.next));
@@ -1994,10 +2640,100 @@ impl IpamTxn {
             }
         }
         self.reserve_ports(&record.ports)?;
+        self.flush_logs()?;
         self.write_hints()?;
         fs::remove_file(path).map_err(|e| IpamError::io(path, e))?;
         self.pools.clear();
         self.pools6.clear();
+        self.undo.clear();
+        Ok(())
+    }
+
+    /// Migrate the per-address links of the previous format: each lease
+    /// `<family>/<network>/leases/<address>` (a link to its owner) into
+    /// its block and its owner's index bucket, and the MAC and port
+    /// entries of each owner's index `owners/<owner>` into its bucket (the
+    /// MAC and port records keep their format). The new logs are written
+    /// first, then the old links go, leases before indexes: a crash part
+    /// way leaves old links that the next transaction migrates again, and
+    /// adding what is there already changes nothing.
+    fn migrate_links(&mut self) -> Result<(), IpamError> {
+        let mut old = Vec::new();
+        let mut lease_dirs = Vec::new();
+        for kind in [Kind::V4, Kind::V6] {
+            let family = kind.tag();
+            for network in self.store.list(Path::new(family))? {
+                let dir = pool_path(family, &network, LEGACY_LEASES);
+                let names = self.store.list(&dir)?;
+                if names.is_empty() {
+                    lease_dirs.push(dir);
+                    continue;
+                }
+                check_network(&network)?;
+                for name in names {
+                    let rel = legacy_lease_path(family, &network, &name);
+                    let path = self.store.path(&rel);
+                    let addr = kind
+                        .parse_addr(&name)
+                        .ok_or_else(|| malformed(&path, "a lease named by its address expected"))?;
+                    if let Some(value) = self.store.read(&rel)? {
+                        let owner = decode_owner(&value, &path)?;
+                        let entry = Entry::new(kind, &network, kind.addr_text(addr));
+                        self.hold(&owner, &entry)?;
+                    }
+                    old.push(rel);
+                }
+                lease_dirs.push(dir);
+            }
+        }
+        for owner in self.store.list(Path::new(LEGACY_OWNERS))? {
+            let rel = Path::new(LEGACY_OWNERS).join(&owner);
+            let path = self.store.path(&rel);
+            if !is_valid_name(&owner) {
+                return Err(malformed(
+                    &path,
+                    "an owner's index named by the owner expected",
+                ));
+            }
+            let Some(text) = self.store.read(&rel)? else {
+                continue;
+            };
+            let mut entries = Vec::new();
+            for token in text.split(' ') {
+                let entry = Entry::parse(token).ok_or_else(|| {
+                    malformed(
+                        &path,
+                        &format!(
+                            "an index entry (<kind>,<group>,<item>) expected, found {token:?}"
+                        ),
+                    )
+                })?;
+                // The leases came with their records, above.
+                if matches!(entry.kind, Kind::Mac | Kind::Port) {
+                    entries.push(entry);
+                }
+            }
+            self.index_add(&owner, &entries)?;
+            old.push(rel);
+        }
+        self.flush_logs()?;
+        for rel in &old {
+            self.store.remove(rel)?;
+        }
+        // With any temp name a crash left in them.
+        for dir in lease_dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .chain([Path::new(LEGACY_OWNERS)])
+        {
+            let path = self.store.path(dir);
+            match fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(IpamError::io(&path, e))
+                }
+                _ => {}
+            }
+        }
         self.undo.clear();
         Ok(())
     }
@@ -2013,6 +2749,9 @@ fn sort_forwards(forwards: &mut [PortForward]) {
         )
     });
 }
+
+#[path = "ipam_log.rs"]
+mod log;
 
 #[cfg(test)]
 #[path = "ipam_tests.rs"]
