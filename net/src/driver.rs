@@ -8,6 +8,7 @@ use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
+use nix::sched::{setns, CloneFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{
@@ -410,69 +411,72 @@ impl<F: Firewall> BridgeDriver<F> {
         default_route: bool,
         embedded_dns: bool,
     ) -> Result<Option<UdpSocket>, DriverError> {
-        let peer = VethPeer {
-            name: &endpoint.container_ifname,
-            netns: Some(netns),
-            mac: Some(endpoint.mac),
-        };
-        // The host end up from the start. A pair of the same name is left by
-        // a crashed attempt for this very container, or by its previous
-        // run whose namespace the kernel is still tearing down.
-        match host.create_veth_up(&endpoint.host_veth, &peer, Some(bridge)) {
-            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
-                host.delete_link(&endpoint.host_veth)?;
-                host.create_veth_up(&endpoint.host_veth, &peer, Some(bridge))?;
-            }
-            result => result?,
-        }
         // On a network without IPv6 both ends go without it, as docker's
         // do: no link-local address, so no duplicate-address probe or
         // multicast report from each new container, which the bridge
         // would flood to every other container's port (work that grew
         // with the containers on the network).
         let ipv4_only = endpoint.ipv6.is_none();
-        if ipv4_only {
-            turn_off_ipv6(&endpoint.host_veth)?;
-        }
-        if !endpoint.ports.is_empty() {
-            // A container reaching its own published port through a host
-            // address is routed back out of the bridge port it came from.
-            let port = host.link_index(&endpoint.host_veth)?;
-            host.set_hairpin(port, true)?;
-        }
-
+        let description = format!("network namespace of container {}", endpoint.container_id);
+        let ifname = endpoint.container_ifname.as_str();
         // One visit to the container's namespace, on one thread, for all
         // that must be done from inside it: a thread per step (one for
         // the sysctl, one for the netlink socket, one for the DNS socket)
         // cost 0.2-0.5 ms each to start on this path, several ms on a
-        // busy machine. The index comes from the name without a netlink
-        // request (and without the RTNL lock).
-        let description = format!("network namespace of container {}", endpoint.container_id);
-        let ifname = endpoint.container_ifname.as_str();
-        let visit = crate::netns::run_in_netns(netns, || -> Result<_, DriverError> {
-            if ipv4_only {
-                // Before it is up; /proc/sys/net is the one of the
-                // thread's network namespace.
-                turn_off_ipv6(ifname)?;
+        // busy machine. It starts before the veth pair is made and does
+        // what needs no eth0 meanwhile; then, told the pair exists, turns
+        // eth0's IPv6 off (before it is up) and finds its index by name,
+        // without a netlink request (and without the RTNL lock).
+        let (veth_made, wait_for_veth) = std::sync::mpsc::channel::<()>();
+        let (host_side, visit) = std::thread::scope(|scope| {
+            let description = &description;
+            let visit = scope.spawn(move || -> Result<_, DriverError> {
+                setns(netns, CloneFlags::CLONE_NEWNET).map_err(|source| {
+                    NetlinkError::EnterNetns {
+                        netns: description.clone(),
+                        source,
+                    }
+                })?;
+                let mut inside = Netlink::connect_here(description.clone())?;
+                // Loopback first: the DNS socket's address is on it.
+                inside.set_up(LOOPBACK_IFINDEX)?;
+                let dns = if embedded_dns {
+                    Some(crate::dns::bind_embedded_here()?)
+                } else {
+                    None
+                };
+                if wait_for_veth.recv().is_err() {
+                    // The host side failed; it reports why.
+                    return Ok(None);
+                }
+                if ipv4_only {
+                    // /proc/sys/net is the one of the thread's namespace.
+                    turn_off_ipv6(ifname)?;
+                }
+                let index =
+                    link_index_unlocked(ifname)?.ok_or_else(|| NetlinkError::NoSuchLink {
+                        name: ifname.to_owned(),
+                        netns: description.clone(),
+                    })?;
+                Ok(Some((inside, index, dns)))
+            });
+            let host_side = self.plumb_host_end(host, bridge, endpoint, netns, ipv4_only);
+            if host_side.is_ok() {
+                // The thread is waiting (or has failed and dropped its end).
+                let _ = veth_made.send(());
             }
-            let index = link_index_unlocked(ifname)?.ok_or_else(|| NetlinkError::NoSuchLink {
-                name: ifname.to_owned(),
-                netns: description.clone(),
-            })?;
-            let mut inside = Netlink::connect_here(description.clone())?;
-            // Loopback first: the DNS socket's address is on it.
-            inside.set_up(LOOPBACK_IFINDEX)?;
-            let dns = if embedded_dns {
-                Some(crate::dns::bind_embedded_here()?)
-            } else {
-                None
+            drop(veth_made);
+            let visit = match visit.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
             };
-            Ok((inside, index, dns))
+            (host_side, visit)
         });
-        let (mut inside, index, dns) = visit.map_err(|source| NetlinkError::EnterNetns {
+        host_side?;
+        let (mut inside, index, dns) = visit?.ok_or_else(|| NetlinkError::NoSuchLink {
+            name: ifname.to_owned(),
             netns: description.clone(),
-            source,
-        })??;
+        })?;
         let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
         inside.add_address(index, address)?;
         let ipv6 = endpoint
@@ -490,6 +494,44 @@ impl<F: Firewall> BridgeDriver<F> {
             }
         }
         Ok(dns)
+    }
+
+    /// The host's part of [`Self::plumb`]: the veth pair (its other end
+    /// `endpoint.container_ifname` in `netns`), IPv6 off on the host end
+    /// when `ipv4_only`, hairpin mode when the endpoint publishes ports.
+    fn plumb_host_end(
+        &self,
+        host: &mut Netlink,
+        bridge: u32,
+        endpoint: &Endpoint,
+        netns: BorrowedFd<'_>,
+        ipv4_only: bool,
+    ) -> Result<(), DriverError> {
+        let peer = VethPeer {
+            name: &endpoint.container_ifname,
+            netns: Some(netns),
+            mac: Some(endpoint.mac),
+        };
+        // The host end up from the start. A pair of the same name is left by
+        // a crashed attempt for this very container, or by its previous
+        // run whose namespace the kernel is still tearing down.
+        match host.create_veth_up(&endpoint.host_veth, &peer, Some(bridge)) {
+            Err(e) if e.errno() == Some(nix::errno::Errno::EEXIST) => {
+                host.delete_link(&endpoint.host_veth)?;
+                host.create_veth_up(&endpoint.host_veth, &peer, Some(bridge))?;
+            }
+            result => result?,
+        }
+        if ipv4_only {
+            turn_off_ipv6(&endpoint.host_veth)?;
+        }
+        if !endpoint.ports.is_empty() {
+            // A container reaching its own published port through a host
+            // address is routed back out of the bridge port it came from.
+            let port = host.link_index(&endpoint.host_veth)?;
+            host.set_hairpin(port, true)?;
+        }
+        Ok(())
     }
 
     /// Remove the host veth `name`, unless the kernel is about to: when
