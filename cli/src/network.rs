@@ -351,6 +351,22 @@ pub fn embedded_dns(
     if !is_user_defined(&record.network_mode) {
         return Ok(None);
     }
+    let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
+        Path::new("/proc"),
+        pid as u32,
+    ))?;
+    let socket = berth_net::dns::bind_embedded(netns.as_fd())?;
+    responder(containers, network, record, socket).map(Some)
+}
+
+/// The embedded DNS responder of `record` on `network` that answers on
+/// `socket` (bound in the container's namespace).
+fn responder(
+    containers: &ContainerStore,
+    network: &NetworkConfig,
+    record: &ContainerRecord,
+    socket: std::net::UdpSocket,
+) -> anyhow::Result<berth_net::dns::Responder> {
     let resolv = resolv_conf(record)?;
     let upstreams = if network.internal {
         Vec::new()
@@ -360,16 +376,9 @@ pub fn embedded_dns(
             .map(|ip| std::net::SocketAddr::new(ip, 53))
             .collect()
     };
-    let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
-        Path::new("/proc"),
-        pid as u32,
-    ))?;
-    let socket = berth_net::dns::bind_embedded(netns.as_fd())?;
     let hosts = containers.container_dir(&record.id).join("hosts");
-    Ok(Some(
-        berth_net::dns::Responder::new(socket, hosts, upstreams)
-            .with_search_domains(berth_net::search_domains(&resolv)),
-    ))
+    Ok(berth_net::dns::Responder::new(socket, hosts, upstreams)
+        .with_search_domains(berth_net::search_domains(&resolv)))
 }
 
 /// The host's resolver configuration as containers start from it:
@@ -411,17 +420,29 @@ pub fn parse_extra_host(entry: &str) -> anyhow::Result<(String, std::net::IpAddr
     }
 }
 
+/// A container connected by [`attach`].
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// The published host ports, bound: the caller holds them while the
+    /// container runs.
+    pub held_ports: Vec<berth_net::HeldPort>,
+    /// The embedded DNS responder of a container on a user-defined
+    /// network (see [`embedded_dns`]), bound and not serving yet.
+    pub dns: Option<berth_net::dns::Responder>,
+}
+
 /// Connect the container whose init is `pid` and record the endpoint; the
 /// /etc/hosts file gets its address and the other containers on the network.
-/// Returns the published host ports, bound: the caller holds them while
-/// the container runs.
+/// On a user-defined network the embedded DNS responder is bound in the
+/// same visit to the container's namespace (what [`embedded_dns`] does
+/// on its own).
 pub fn attach(
     paths: &Paths,
     containers: &ContainerStore,
     mode: &NetworkMode,
     record: &mut ContainerRecord,
     pid: i32,
-) -> anyhow::Result<Vec<berth_net::HeldPort>> {
+) -> anyhow::Result<Attached> {
     if !matches!(
         mode,
         NetworkMode::Bridge {
@@ -429,16 +450,17 @@ pub fn attach(
             ..
         }
     ) {
-        return Ok(Vec::new());
+        return Ok(Attached::default());
     }
     let netns = berth_net::netns::open_netns(&berth_net::netns::netns_path(
         Path::new("/proc"),
         pid as u32,
     ))?;
-    attach_to(paths, containers, mode, record, netns.as_fd())
+    attach_in(paths, containers, mode, record, netns.as_fd(), true)
 }
 
-/// [`attach`] to the network namespace `netns`.
+/// [`attach`] to the network namespace `netns`, without the embedded DNS
+/// responder. Returns the published host ports, bound.
 pub fn attach_to(
     paths: &Paths,
     containers: &ContainerStore,
@@ -446,12 +468,25 @@ pub fn attach_to(
     record: &mut ContainerRecord,
     netns: std::os::fd::BorrowedFd<'_>,
 ) -> anyhow::Result<Vec<berth_net::HeldPort>> {
+    attach_in(paths, containers, mode, record, netns, false).map(|a| a.held_ports)
+}
+
+/// [`attach`] to `netns`; with `with_dns`, the embedded DNS responder too
+/// (on a user-defined network).
+fn attach_in(
+    paths: &Paths,
+    containers: &ContainerStore,
+    mode: &NetworkMode,
+    record: &mut ContainerRecord,
+    netns: std::os::fd::BorrowedFd<'_>,
+    with_dns: bool,
+) -> anyhow::Result<Attached> {
     let NetworkMode::Bridge {
         network: Some(network),
         ports,
     } = mode
     else {
-        return Ok(Vec::new());
+        return Ok(Attached::default());
     };
     let mac = match &record.mac_address {
         Some(text) => {
@@ -476,8 +511,16 @@ pub fn attach_to(
         txn.allocate_address(&network.pool(), &record.id, Some(wanted))?;
         txn.commit()?;
     }
-    let request = berth_net::AttachRequest { ports, mac };
-    let (endpoint, held_ports) = driver.attach_holding(network, &record.id, netns, &request)?;
+    let request = berth_net::AttachRequest {
+        ports,
+        mac,
+        embedded_dns: with_dns && is_user_defined(&record.network_mode),
+    };
+    let berth_net::Attachment {
+        endpoint,
+        held_ports,
+        dns_socket,
+    } = driver.attach_holding(network, &record.id, netns, &request)?;
     record.network = Some(serde_json::to_value(&endpoint)?);
     let mut joined = vec![network.name.clone()];
     // The networks `network connect` added while it was not running.
@@ -507,7 +550,10 @@ pub fn attach_to(
     // On a user-defined network the refresh writes this container's file
     // too (it holds a lease there now), with the other members.
     crate::network_hosts::refresh(paths, containers, &joined)?;
-    Ok(held_ports)
+    let dns = dns_socket
+        .map(|socket| responder(containers, network, record, socket))
+        .transpose()?;
+    Ok(Attached { held_ports, dns })
 }
 
 /// docker 25's long form `--network name=NET[,alias=A][,ip=IP][,mac-address=MAC]`:

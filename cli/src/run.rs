@@ -1239,12 +1239,12 @@ pub fn launch(
         if let Some(cgroup) = created.cgroup() {
             record.cgroup = Some(serde_json::to_value(cgroup)?);
         }
-        let held_ports = crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
-        // Bound before the command runs, so its first query is answered.
-        let dns = crate::network::embedded_dns(store, &plan.network, record, pid.as_raw())?;
+        // The DNS responder is bound by the attach, before the command
+        // runs, so its first query is answered.
+        let attached = crate::network::attach(paths, store, &plan.network, record, pid.as_raw())?;
         record_running(store, record, pid)?;
         created.start().map_err(coded)?;
-        Ok((held_ports, dns))
+        Ok((attached.held_ports, attached.dns))
     })();
     let (held_ports, dns) = match started {
         Ok(started) => started,

@@ -96,10 +96,15 @@ pub enum DnsError {
 /// A UDP socket on `127.0.0.11:53` inside the network namespace `netns`
 /// (whose `lo` must be up). The socket stays in that namespace.
 pub fn bind_embedded(netns: BorrowedFd<'_>) -> Result<UdpSocket, DnsError> {
+    crate::netns::run_in_netns(netns, bind_embedded_here).map_err(DnsError::Netns)?
+}
+
+/// [`bind_embedded`] for code already running in the namespace (such as
+/// the driver's one visit to a new container's namespace, which binds it
+/// there rather than entering the namespace again).
+pub fn bind_embedded_here() -> Result<UdpSocket, DnsError> {
     let address = SocketAddr::from((EMBEDDED_DNS_ADDRESS, 53));
-    crate::netns::run_in_netns(netns, move || UdpSocket::bind(address))
-        .map_err(DnsError::Netns)?
-        .map_err(|source| DnsError::Bind { address, source })
+    UdpSocket::bind(address).map_err(|source| DnsError::Bind { address, source })
 }
 
 /// One container's responder; see the module docs.

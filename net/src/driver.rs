@@ -3,11 +3,12 @@
 
 use crate::errors::ErrorList;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
+use nix::sched::{setns, CloneFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::firewall::{
@@ -123,6 +124,22 @@ pub struct AttachRequest<'a> {
     pub ports: &'a [PortMapping],
     /// docker's `--mac-address`; `None`: derived from the address.
     pub mac: Option<MacAddr>,
+    /// Bind the embedded DNS server's socket (127.0.0.11:53, see
+    /// [`crate::dns`]) inside the container's namespace, in the same visit
+    /// that sets up its interfaces.
+    pub embedded_dns: bool,
+}
+
+/// A container attached to its main network ([`BridgeDriver::attach_holding`]).
+#[derive(Debug)]
+pub struct Attachment {
+    pub endpoint: Endpoint,
+    /// The published host ports, bound: the caller holds them while the
+    /// container runs, so that host processes cannot bind them.
+    pub held_ports: Vec<HeldPort>,
+    /// With [`AttachRequest::embedded_dns`]: the bound UDP socket of the
+    /// embedded DNS server, inside the container's namespace.
+    pub dns_socket: Option<UdpSocket>,
 }
 
 /// What [`NetworkDriver::setup`] changed on the host.
@@ -160,6 +177,8 @@ pub enum DriverError {
     Firewall(#[from] FirewallError),
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
     #[error("cannot enable IPv4 forwarding: {source}")]
     IpForward {
         #[source]
@@ -381,6 +400,8 @@ impl<F: Firewall> BridgeDriver<F> {
     /// `netns` with the endpoint's name, MAC and address), loopback up,
     /// and, when `default_route`, the default route via the gateway. An
     /// endpoint that publishes ports gets hairpin mode on its bridge port.
+    /// With `embedded_dns`, returns the embedded DNS server's socket,
+    /// bound in `netns`.
     fn plumb(
         &self,
         host: &mut Netlink,
@@ -388,6 +409,103 @@ impl<F: Firewall> BridgeDriver<F> {
         endpoint: &Endpoint,
         netns: BorrowedFd<'_>,
         default_route: bool,
+        embedded_dns: bool,
+    ) -> Result<Option<UdpSocket>, DriverError> {
+        // On a network without IPv6 both ends go without it, as docker's
+        // do: no link-local address, so no duplicate-address probe or
+        // multicast report from each new container, which the bridge
+        // would flood to every other container's port (work that grew
+        // with the containers on the network).
+        let ipv4_only = endpoint.ipv6.is_none();
+        let description = format!("network namespace of container {}", endpoint.container_id);
+        let ifname = endpoint.container_ifname.as_str();
+        // One visit to the container's namespace, on one thread, for all
+        // that must be done from inside it: a thread per step (one for
+        // the sysctl, one for the netlink socket, one for the DNS socket)
+        // cost 0.2-0.5 ms each to start on this path, several ms on a
+        // busy machine. It starts before the veth pair is made and does
+        // what needs no eth0 meanwhile; then, told the pair exists, turns
+        // eth0's IPv6 off (before it is up) and finds its index by name,
+        // without a netlink request (and without the RTNL lock).
+        let (veth_made, wait_for_veth) = std::sync::mpsc::channel::<()>();
+        let (host_side, visit) = std::thread::scope(|scope| {
+            let description = &description;
+            let visit = scope.spawn(move || -> Result<_, DriverError> {
+                setns(netns, CloneFlags::CLONE_NEWNET).map_err(|source| {
+                    NetlinkError::EnterNetns {
+                        netns: description.clone(),
+                        source,
+                    }
+                })?;
+                let mut inside = Netlink::connect_here(description.clone())?;
+                // Loopback first: the DNS socket's address is on it.
+                inside.set_up(LOOPBACK_IFINDEX)?;
+                let dns = if embedded_dns {
+                    Some(crate::dns::bind_embedded_here()?)
+                } else {
+                    None
+                };
+                if wait_for_veth.recv().is_err() {
+                    // The host side failed; it reports why.
+                    return Ok(None);
+                }
+                if ipv4_only {
+                    // /proc/sys/net is the one of the thread's namespace.
+                    turn_off_ipv6(ifname)?;
+                }
+                let index =
+                    link_index_unlocked(ifname)?.ok_or_else(|| NetlinkError::NoSuchLink {
+                        name: ifname.to_owned(),
+                        netns: description.clone(),
+                    })?;
+                Ok(Some((inside, index, dns)))
+            });
+            let host_side = self.plumb_host_end(host, bridge, endpoint, netns, ipv4_only);
+            if host_side.is_ok() {
+                // The thread is waiting (or has failed and dropped its end).
+                let _ = veth_made.send(());
+            }
+            drop(veth_made);
+            let visit = match visit.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (host_side, visit)
+        });
+        host_side?;
+        let (mut inside, index, dns) = visit?.ok_or_else(|| NetlinkError::NoSuchLink {
+            name: ifname.to_owned(),
+            netns: description.clone(),
+        })?;
+        let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
+        inside.add_address(index, address)?;
+        let ipv6 = endpoint
+            .ipv6
+            .zip(endpoint.ipv6_prefix_len)
+            .and_then(|(ip, prefix)| ipnet::Ipv6Net::new(ip, prefix).ok());
+        if let Some(address) = ipv6 {
+            inside.add_address6(index, address)?;
+        }
+        inside.set_up(index)?;
+        if default_route {
+            inside.add_default_route(endpoint.gateway, index)?;
+            if let (Some(_), Some(gateway)) = (endpoint.ipv6, endpoint.ipv6_gateway) {
+                inside.add_default_route6(gateway, index)?;
+            }
+        }
+        Ok(dns)
+    }
+
+    /// The host's part of [`Self::plumb`]: the veth pair (its other end
+    /// `endpoint.container_ifname` in `netns`), IPv6 off on the host end
+    /// when `ipv4_only`, hairpin mode when the endpoint publishes ports.
+    fn plumb_host_end(
+        &self,
+        host: &mut Netlink,
+        bridge: u32,
+        endpoint: &Endpoint,
+        netns: BorrowedFd<'_>,
+        ipv4_only: bool,
     ) -> Result<(), DriverError> {
         let peer = VethPeer {
             name: &endpoint.container_ifname,
@@ -404,12 +522,6 @@ impl<F: Firewall> BridgeDriver<F> {
             }
             result => result?,
         }
-        // On a network without IPv6 both ends go without it, as docker's
-        // do: no link-local address, so no duplicate-address probe or
-        // multicast report from each new container, which the bridge
-        // would flood to every other container's port (work that grew
-        // with the containers on the network).
-        let ipv4_only = endpoint.ipv6.is_none();
         if ipv4_only {
             turn_off_ipv6(&endpoint.host_veth)?;
         }
@@ -418,38 +530,6 @@ impl<F: Firewall> BridgeDriver<F> {
             // address is routed back out of the bridge port it came from.
             let port = host.link_index(&endpoint.host_veth)?;
             host.set_hairpin(port, true)?;
-        }
-
-        if ipv4_only {
-            // Before it is up; /proc/sys/net is the one of the thread's
-            // network namespace.
-            let interface = endpoint.container_ifname.clone();
-            crate::netns::run_in_netns(netns, move || turn_off_ipv6(&interface)).map_err(
-                |errno| DriverError::Ipv6Off {
-                    interface: endpoint.container_ifname.clone(),
-                    source: errno.into(),
-                },
-            )??;
-        }
-        let description = format!("of container {}", endpoint.container_id);
-        let mut inside = Netlink::connect_in(netns, &description)?;
-        let index = inside.link_index(&endpoint.container_ifname)?;
-        let address = Ipv4Net::new(endpoint.ip, endpoint.prefix_len).expect("valid prefix");
-        inside.add_address(index, address)?;
-        let ipv6 = endpoint
-            .ipv6
-            .zip(endpoint.ipv6_prefix_len)
-            .and_then(|(ip, prefix)| ipnet::Ipv6Net::new(ip, prefix).ok());
-        if let Some(address) = ipv6 {
-            inside.add_address6(index, address)?;
-        }
-        inside.set_up(index)?;
-        inside.set_up(LOOPBACK_IFINDEX)?;
-        if default_route {
-            inside.add_default_route(endpoint.gateway, index)?;
-            if let (Some(_), Some(gateway)) = (endpoint.ipv6, endpoint.ipv6_gateway) {
-                inside.add_default_route6(gateway, index)?;
-            }
         }
         Ok(())
     }
@@ -600,7 +680,7 @@ impl<F: Firewall> NetworkDriver for BridgeDriver<F> {
             ..AttachRequest::default()
         };
         self.attach_holding(network, container_id, netns, &request)
-            .map(|(endpoint, _held)| endpoint)
+            .map(|attachment| attachment.endpoint)
     }
 
     fn detach(&self, container_id: &str) -> Result<DetachReport, DriverErrors> {
@@ -620,11 +700,18 @@ impl<F: Firewall> BridgeDriver<F> {
         container_id: &str,
         netns: BorrowedFd<'_>,
         request: &AttachRequest<'_>,
-    ) -> Result<(Endpoint, Vec<HeldPort>), DriverError> {
+    ) -> Result<Attachment, DriverError> {
         let ports = request.ports;
         let host_veth = host_veth_name(container_id)?;
         let mut host = Netlink::connect()?;
         let bridge = self.bridge_index(&mut host, network)?;
+        // Read before the IPAM lock, not while other starts wait for it;
+        // only a port published without a host port needs it.
+        let ephemeral = if ports.is_empty() {
+            DEFAULT_EPHEMERAL_PORTS
+        } else {
+            ephemeral_port_range(&self.proc_sys)
+        };
 
         // The address and the host ports, in one locked transaction: on
         // any refusal nothing is consumed.
@@ -651,7 +738,7 @@ impl<F: Firewall> BridgeDriver<F> {
         let mut held = Vec::new();
         txn.choose_host_ports(
             &mut forwards,
-            ephemeral_port_range(&self.proc_sys),
+            ephemeral,
             |ip, port, protocol| match hold_host_port(ip, port, protocol) {
                 Ok(socket) => {
                     held.push(socket);
@@ -678,16 +765,32 @@ impl<F: Firewall> BridgeDriver<F> {
         // rule of an earlier attempt can exist (see
         // [`Firewall::add_port_forwards`]).
         let plumbed = self
-            .plumb(&mut host, bridge, &endpoint, netns, !network.internal)
-            .and_then(|()| Ok(self.firewall.add_port_forwards(&forwards, fresh)?));
-        if let Err(error) = plumbed {
-            let cleanup = match self.detach(container_id) {
-                Ok(_) => Vec::new(),
-                Err(errors) => errors.0,
-            };
-            return Err(with_cleanup(error, cleanup));
+            .plumb(
+                &mut host,
+                bridge,
+                &endpoint,
+                netns,
+                !network.internal,
+                request.embedded_dns,
+            )
+            .and_then(|dns_socket| {
+                self.firewall.add_port_forwards(&forwards, fresh)?;
+                Ok(dns_socket)
+            });
+        match plumbed {
+            Ok(dns_socket) => Ok(Attachment {
+                endpoint,
+                held_ports: held,
+                dns_socket,
+            }),
+            Err(error) => {
+                let cleanup = match self.detach(container_id) {
+                    Ok(_) => Vec::new(),
+                    Err(errors) => errors.0,
+                };
+                Err(with_cleanup(error, cleanup))
+            }
         }
-        Ok((endpoint, held))
     }
 
     /// Connect a container that already has its main network to another
@@ -725,7 +828,7 @@ impl<F: Firewall> BridgeDriver<F> {
             Vec::new(),
         )
         .with_ipv6(ipv6);
-        if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, false) {
+        if let Err(error) = self.plumb(&mut host, bridge, &endpoint, netns, false, false) {
             let cleanup =
                 match self.disconnect(&endpoint.network, container_id, &endpoint.host_veth) {
                     Ok(_) => Vec::new(),
@@ -806,6 +909,9 @@ fn enable_ipv6_forward(proc_sys: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Linux's default `ip_local_port_range`.
+const DEFAULT_EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32768..=60999;
+
 /// The kernel's range for ephemeral ports (`ip_local_port_range`), where
 /// docker also picks host ports it chooses; Linux's default if unreadable.
 fn ephemeral_port_range(proc_sys: &Path) -> std::ops::RangeInclusive<u16> {
@@ -816,7 +922,7 @@ fn ephemeral_port_range(proc_sys: &Path) -> std::ops::RangeInclusive<u16> {
         .filter_map(|n| n.parse::<u16>().ok());
     match (bounds.next(), bounds.next()) {
         (Some(first), Some(last)) if first > 0 && first <= last => first..=last,
-        _ => 32768..=60999,
+        _ => DEFAULT_EPHEMERAL_PORTS,
     }
 }
 

@@ -84,8 +84,8 @@ mod persist;
 mod ports;
 
 pub use driver::{
-    bridge_owner_alias, extra_host_veth_name, host_veth_name, AttachRequest, BridgeDriver,
-    DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport,
+    bridge_owner_alias, extra_host_veth_name, host_veth_name, AttachRequest, Attachment,
+    BridgeDriver, DetachReport, DriverError, DriverErrors, Endpoint, NetworkDriver, SetupReport,
     CONTAINER_IFNAME,
 };
 pub use errors::ErrorList;

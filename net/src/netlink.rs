@@ -291,6 +291,14 @@ impl Netlink {
         }
     }
 
+    /// A socket in the calling thread's network namespace, described as
+    /// `netns` in errors: for code running on a thread that entered
+    /// another namespace (see [`crate::netns::run_in_netns`]) to do more
+    /// there than open this socket.
+    pub fn connect_here(netns: String) -> Result<Self, NetlinkError> {
+        Self::open(netns)
+    }
+
     fn open(netns: String) -> Result<Self, NetlinkError> {
         let socket =
             NlSocketHandle::connect(NlFamily::Route, None, Groups::empty()).map_err(|source| {

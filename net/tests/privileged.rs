@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,9 +18,9 @@ use std::time::Duration;
 use berth_net::netlink::VethPeer;
 use berth_net::netns::run_in_netns;
 use berth_net::{
-    BridgeDriver, DriverError, Firewall, FirewallKind, HostFirewall, Ipam, IpamError,
-    IptablesFirewall, MacAddr, Netlink, NetlinkError, NetworkConfig, NetworkDriver, NetworkRequest,
-    NetworkStore, NftablesFirewall, PortForward, PortMapping, Protocol,
+    AttachRequest, BridgeDriver, DriverError, Firewall, FirewallKind, HostFirewall, Ipam,
+    IpamError, IptablesFirewall, MacAddr, Netlink, NetlinkError, NetworkConfig, NetworkDriver,
+    NetworkRequest, NetworkStore, NftablesFirewall, PortForward, PortMapping, Protocol,
 };
 use ipnet::Ipv4Net;
 use nix::sched::{unshare, CloneFlags};
@@ -921,6 +921,73 @@ fn connect_and_disconnect_add_and_remove_one_interface_and_lease() {
         driver.teardown(&main).unwrap();
     });
     drop((host, container));
+    assert_eq!(HostState::capture(), before);
+}
+
+#[test]
+fn attach_binds_the_embedded_dns_socket_in_the_container_namespace() {
+    if skip_unless_root("attach_binds_the_embedded_dns_socket_in_the_container_namespace") {
+        return;
+    }
+    let before = HostState::capture();
+    let host = fake_host();
+    let container = new_netns();
+    let plain = new_netns();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_owned();
+    let network = test_network("dnsnet", "10.71.0.0/24", "br-dnsnet");
+    in_ns(&host, || {
+        let driver = driver(&state);
+        let request = AttachRequest {
+            embedded_dns: true,
+            ..AttachRequest::default()
+        };
+        let attachment = driver
+            .attach_holding(&network, "d1", container.as_fd(), &request)
+            .unwrap();
+        let socket = attachment.dns_socket.expect("the DNS socket, as asked");
+        assert_eq!(
+            socket.local_addr().unwrap(),
+            "127.0.0.11:53".parse::<SocketAddr>().unwrap()
+        );
+        // Bound in the container's namespace: a query from there arrives.
+        in_ns(&container, || {
+            let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+            client.send_to(b"query", "127.0.0.11:53").unwrap();
+        });
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buffer = [0u8; 16];
+        let (length, _) = socket.recv_from(&mut buffer).unwrap();
+        assert_eq!(&buffer[..length], b"query");
+        // The same visit left eth0 up with its address, lo up, and no
+        // IPv6 on the IPv4-only network.
+        in_ns(&container, || {
+            let mut inside = Netlink::connect().unwrap();
+            assert!(inside.link("eth0").unwrap().unwrap().up);
+            assert!(inside.link("lo").unwrap().unwrap().up);
+            if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+                let off = std::fs::read_to_string("/proc/sys/net/ipv6/conf/eth0/disable_ipv6");
+                assert_eq!(off.unwrap().trim(), "1");
+            }
+            let route = Command::new("ip")
+                .args(["-4", "route", "show", "default"])
+                .output()
+                .unwrap();
+            let route = String::from_utf8_lossy(&route.stdout);
+            assert!(route.contains("via 10.71.0.1 dev eth0"), "{route}");
+        });
+        // Not asked: no socket, and 127.0.0.11:53 stays free there.
+        let attachment = driver
+            .attach_holding(&network, "d2", plain.as_fd(), &AttachRequest::default())
+            .unwrap();
+        assert!(attachment.dns_socket.is_none());
+        in_ns(&plain, || UdpSocket::bind("127.0.0.11:53").unwrap());
+        drop(socket);
+        driver.detach("d1").unwrap();
+        driver.detach("d2").unwrap();
+        driver.teardown(&network).unwrap();
+    });
+    drop((host, container, plain));
     assert_eq!(HostState::capture(), before);
 }
 
