@@ -387,7 +387,7 @@ fn import(
         Some(name) => name.to_owned(),
         None => old.name.clone(),
     };
-    crate::run::store_record(store, &record)
+    crate::run::store_record(paths, store, &record)
         .with_context(|| format!("cannot import container {}", record.name))?;
     let mut guard = RemoveOnFailure::disarmed(paths, store, &id);
     guard.armed = true;

@@ -27,7 +27,10 @@ impl Paths {
         let dir = self.root.join("containers");
         let store = ContainerStore::open(&dir)
             .with_context(|| format!("cannot open the container store {}", dir.display()))?;
-        Ok(store.with_transient_dir(self.runtime().transient_containers()))
+        // Only a path: reading the store must not make the runtime's
+        // directory (`store_record` does, for a transient container).
+        let runtime = Runtime::new(self.root.join("runtime"));
+        Ok(store.with_transient_dir(runtime.transient_containers()))
     }
 
     pub fn images(&self) -> anyhow::Result<ImageStore> {

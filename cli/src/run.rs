@@ -236,7 +236,7 @@ fn create_container<'a>(
     record.volumes = args.volume.clone();
     record.mounts = std::mem::take(&mut mounts.record);
     record.anonymous_volumes = mounts.anonymous.clone();
-    create_record(containers, &mut record, args.name.as_deref())?;
+    create_record(paths, containers, &mut record, args.name.as_deref())?;
     // The record names its volumes now: they are in use.
     mounts.created.unlock();
 
@@ -1087,25 +1087,26 @@ pub fn merge_env(mut env: Vec<String>, entries: &[String]) -> anyhow::Result<Vec
 /// Store the record under the requested name, or a generated one (retrying
 /// the rare collision).
 fn create_record(
+    paths: &Paths,
     store: &ContainerStore,
     record: &mut ContainerRecord,
     name: Option<&str>,
 ) -> anyhow::Result<()> {
     if let Some(name) = name {
         record.name = name.to_owned();
-        return match store_record(store, record) {
+        return match store_record(paths, store, record) {
             // Its holder may be a --rm container whose berth was killed:
             // looking it up carries that out, then the name may be free.
             Err(StateError::NameInUse { .. }) => {
                 let _ = crate::container::find(store, name);
-                store_record(store, record).map_err(Into::into)
+                store_record(paths, store, record).map_err(Into::into)
             }
             other => other.map_err(Into::into),
         };
     }
     for _ in 0..16 {
         record.name = generate_name();
-        match store_record(store, record) {
+        match store_record(paths, store, record) {
             Err(StateError::NameInUse { .. }) => continue,
             other => return other.map_err(Into::into),
         }
@@ -1129,10 +1130,14 @@ fn prepare_layer_dirs(dirs: &[std::path::PathBuf; 3]) -> anyhow::Result<()> {
 /// files on the runtime's tmpfs, its write layer on disk), unless its root
 /// is mapped (a user namespace's root could not reach that tmpfs).
 pub(crate) fn store_record(
+    paths: &Paths,
     store: &ContainerStore,
     record: &ContainerRecord,
 ) -> Result<(), StateError> {
     if record.auto_remove && record.id_maps.is_none() {
+        // The runtime's directory, which the transient one is in (made
+        // again after a reboot emptied /run).
+        paths.runtime();
         store.create_transient(record)
     } else {
         store.create(record)

@@ -114,4 +114,10 @@ fn rm_f_of_a_running_rm_container_succeeds_whoever_removes_it() {
         berth.container_ids()
     );
     berth.assert_clean();
+    // Reading the store makes nothing: not the runtime's directory (a
+    // command run after its root's cleanup would leave it behind).
+    let runtime = std::fs::read_link(berth.root().join("runtime")).expect("the runtime link");
+    std::fs::remove_dir_all(&runtime).expect("remove the runtime's directory");
+    berth.run_ok(["ps", "-a"]);
+    assert!(!runtime.exists(), "`ps` made {}", runtime.display());
 }
