@@ -12,55 +12,30 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::exec::timed;
-use super::files::{container_dir, fresh_dir, noise};
+use super::files::{container_dir, fresh_dir, write_tree, TreeShape};
 use super::report::median;
 use super::system::{display_command, find_in_path, quiet, run_checked};
 use super::{Runner, Section, Settings};
 
-const BIG_FILES: usize = 4;
-const BIG_FILE_BYTES: usize = 20 << 20;
-const SMALL_DIRS: usize = 8;
-const SMALL_FILES_PER_DIR: usize = 500;
-const SMALL_FILE_BYTES: usize = 5 << 10;
+/// About 100 MiB: four 20 MiB files and 4,000 of 5 KiB.
+const TREE: TreeShape = TreeShape {
+    big_files: 4,
+    big_file_bytes: 20 << 20,
+    small_dirs: 8,
+    small_files_per_dir: 500,
+    small_file_bytes: 5 << 10,
+    seed: 23,
+};
 const CONTAINER: &str = "bench-commit-src";
 
 /// The cases, in table order.
 const CASES: [&str; 3] = ["berth commit", "tar -czf", "tar -cf"];
-
-fn write_tree(dir: &Path) -> Result<u64> {
-    let mut bytes = 0;
-    let block = noise(1 << 20, 23);
-    for i in 0..BIG_FILES {
-        let path = dir.join(format!("big-{i}.bin"));
-        let mut file =
-            fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        // Each MiB rotated differently: nothing for a compressor to find.
-        for m in 0..(BIG_FILE_BYTES >> 20) {
-            let shift = (i * 131 + m * 7 + 1) % block.len();
-            file.write_all(&block[shift..])?;
-            file.write_all(&block[..shift])?;
-        }
-        bytes += BIG_FILE_BYTES as u64;
-    }
-    for d in 0..SMALL_DIRS {
-        let sub = dir.join(format!("small-{d}"));
-        fs::create_dir_all(&sub)?;
-        for f in 0..SMALL_FILES_PER_DIR {
-            let data = noise(SMALL_FILE_BYTES, (d * SMALL_FILES_PER_DIR + f) as u64 + 7);
-            fs::write(sub.join(format!("f{f:04}")), data)?;
-        }
-        bytes += (SMALL_FILES_PER_DIR * SMALL_FILE_BYTES) as u64;
-    }
-    Ok(bytes)
-}
 
 /// One timed case: (wall, CPU) after writing back the page cache.
 fn timed_after_sync(command: &mut Command) -> Result<(Duration, Duration)> {
@@ -86,7 +61,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
         "run", "--pull", "never", "--net", "none", "--name", CONTAINER, "busybox", "true",
     ])))?;
     let upper = container_dir(&root, CONTAINER)?.join("upper");
-    let bytes = write_tree(&fresh_dir(&upper.join("data"))?)?;
+    let bytes = write_tree(&fresh_dir(&upper.join("data"))?, &TREE)?;
     let tar = |flags: &str, out: &str| {
         let mut command = Command::new("tar");
         command
@@ -179,10 +154,11 @@ fn render(
     let mut out = String::from("## commit: a container's ~100 MiB write layer\n\n");
     let _ = writeln!(
         out,
-        "{rounds} rounds after a warm-up round, cases interleaved, order rotated; {} MiB in {} files ({BIG_FILES} pseudo-random of {} MiB), page cache written back before each case; every committed image removed again (untimed). Ratios: median of per-round paired ratios. Raw: commit.tsv.\n",
+        "{rounds} rounds after a warm-up round, cases interleaved, order rotated; {} MiB in {} files ({} pseudo-random of {} MiB), page cache written back before each case; every committed image removed again (untimed). Ratios: median of per-round paired ratios. Raw: commit.tsv.\n",
         bytes >> 20,
-        BIG_FILES + SMALL_DIRS * SMALL_FILES_PER_DIR,
-        BIG_FILE_BYTES >> 20
+        TREE.files(),
+        TREE.big_files,
+        TREE.big_file_bytes >> 20
     );
     out.push_str("| case | wall median ms | CPU median ms | wall vs tar -czf | wall vs tar -cf | CPU vs tar -czf |\n|---|---:|---:|---:|---:|---:|\n");
     for (i, name) in CASES.iter().enumerate() {

@@ -23,11 +23,15 @@ use super::report::median;
 use super::system::{find_in_path, quiet, run_checked};
 use super::{Runner, Section, Settings};
 
-const BIG_FILES: usize = 12;
-const BIG_FILE_BYTES: usize = 80 << 20;
-const SMALL_DIRS: usize = 8;
-const SMALL_FILES_PER_DIR: usize = 500;
-const SMALL_FILE_BYTES: usize = 8 << 10;
+/// 1 GiB: twelve 80 MiB files and 4,000 of 8 KiB.
+const TREE: TreeShape = TreeShape {
+    big_files: 12,
+    big_file_bytes: 80 << 20,
+    small_dirs: 8,
+    small_files_per_dir: 500,
+    small_file_bytes: 8 << 10,
+    seed: 11,
+};
 
 /// Pseudo-random bytes (xorshift), incompressible and different per seed.
 pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -43,29 +47,52 @@ pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn write_tree(dir: &Path) -> Result<u64> {
+/// The shape of a tree of pseudo-random files: a few big ones and many
+/// small ones in a few directories (the `cp` and `commit` scenarios').
+pub(super) struct TreeShape {
+    pub big_files: usize,
+    pub big_file_bytes: usize,
+    pub small_dirs: usize,
+    pub small_files_per_dir: usize,
+    pub small_file_bytes: usize,
+    /// Different trees get different bytes.
+    pub seed: u64,
+}
+
+impl TreeShape {
+    pub fn files(&self) -> usize {
+        self.big_files + self.small_dirs * self.small_files_per_dir
+    }
+}
+
+/// Write `shape` into `dir`; the bytes written.
+pub(super) fn write_tree(dir: &Path, shape: &TreeShape) -> Result<u64> {
     let mut bytes = 0;
-    let block = noise(1 << 20, 11);
-    for i in 0..BIG_FILES {
+    let block = noise(1 << 20, shape.seed);
+    for i in 0..shape.big_files {
         let path = dir.join(format!("big-{i:02}.bin"));
         let mut file =
             fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        // Each MiB rotated differently, so no two are alike.
-        for m in 0..(BIG_FILE_BYTES >> 20) {
+        // Each MiB rotated differently, so no two are alike: nothing for a
+        // compressor to find.
+        for m in 0..(shape.big_file_bytes >> 20) {
             let shift = (i * 131 + m * 7) % block.len();
             file.write_all(&block[shift..])?;
             file.write_all(&block[..shift])?;
         }
-        bytes += BIG_FILE_BYTES as u64;
+        bytes += shape.big_file_bytes as u64;
     }
-    for d in 0..SMALL_DIRS {
+    for d in 0..shape.small_dirs {
         let sub = dir.join(format!("small-{d}"));
         fs::create_dir_all(&sub)?;
-        for f in 0..SMALL_FILES_PER_DIR {
-            let data = noise(SMALL_FILE_BYTES, (d * SMALL_FILES_PER_DIR + f) as u64 + 1);
-            fs::write(sub.join(format!("f{f:04}")), data)?;
+        for f in 0..shape.small_files_per_dir {
+            let seed = (d * shape.small_files_per_dir + f) as u64 + shape.seed;
+            fs::write(
+                sub.join(format!("f{f:04}")),
+                noise(shape.small_file_bytes, seed),
+            )?;
         }
-        bytes += (SMALL_FILES_PER_DIR * SMALL_FILE_BYTES) as u64;
+        bytes += (shape.small_files_per_dir * shape.small_file_bytes) as u64;
     }
     Ok(bytes)
 }
@@ -120,7 +147,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
         command
     };
     let src = fresh_dir(&base.join("src"))?;
-    let bytes = write_tree(&src)?;
+    let bytes = write_tree(&src, &TREE)?;
     run_checked(quiet(&mut berth(&[
         "run", "--pull", "never", "--net", "none", "--name", "stopped", "busybox", "true",
     ])))?;
@@ -197,10 +224,11 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
     let mut out = String::from("## cp: a 1 GiB tree out of (and into) a container\n\n");
     let _ = writeln!(
         out,
-        "{rounds} rounds after a warm-up round, {} MiB in {} files ({BIG_FILES} of {} MiB), page cache written back before each copy.\n",
+        "{rounds} rounds after a warm-up round, {} MiB in {} files ({} of {} MiB), page cache written back before each copy.\n",
         bytes >> 20,
-        BIG_FILES + SMALL_DIRS * SMALL_FILES_PER_DIR,
-        BIG_FILE_BYTES >> 20
+        TREE.files(),
+        TREE.big_files,
+        TREE.big_file_bytes >> 20
     );
     let _ = writeln!(
         out,
