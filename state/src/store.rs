@@ -484,6 +484,10 @@ impl ContainerStore {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
+        // A reboot empties the transient directory's tmpfs, and the first
+        // transient container after it makes the directory again (after
+        // this sweep): one check for all links, none per container.
+        let rebooted = self.transient.as_ref().is_some_and(|dir| !dir.exists());
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -503,12 +507,13 @@ impl ContainerStore {
                 if fs::symlink_metadata(self.container_dir(id)).is_err() {
                     let _ = fs::remove_dir_all(entry.path());
                 }
-            } else if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_symlink()) {
-                // A transient container whose directory is gone (a reboot
-                // emptied the tmpfs): nothing of it is left to run.
-                if !entry.path().join(RECORD_FILE).exists() {
-                    let _ = self.remove_entry(&entry.path(), name);
-                }
+            } else if rebooted
+                && !name.starts_with('.')
+                && entry.file_type().is_ok_and(|t| t.is_symlink())
+            {
+                // A transient container from before a reboot: nothing of
+                // it is left to run.
+                let _ = self.remove_entry(&entry.path(), name);
             }
         }
     }
@@ -808,26 +813,34 @@ mod tests {
     #[test]
     fn what_a_reboot_or_a_kill_leaves_of_transient_containers_is_swept() {
         let (dir, store) = transient_store();
-        // A reboot: the tmpfs is empty, the links and layers are left.
-        let rebooted = record("rebooted");
-        store.create_transient(&rebooted).unwrap();
-        fs::write(store.layer_dir(&rebooted.id).join("big"), "data").unwrap();
-        fs::remove_dir_all(dir.path().join("run").join(&rebooted.id)).unwrap();
-        assert!(
-            store.list().unwrap().is_empty(),
-            "a dangling link is no container"
-        );
         // A remove killed after its rename, and a create killed before its link.
         let removing = record("removing");
         store.create_transient(&removing).unwrap();
         let doomed = store.dir().join(format!(".{}.removing", removing.id));
         fs::rename(store.container_dir(&removing.id), &doomed).unwrap();
         fs::create_dir_all(store.dir().join(".feed.layer/upper")).unwrap();
+        let alive = record("alive");
+        store.create_transient(&alive).unwrap();
+        store.create(&record("next")).unwrap();
+        assert_eq!(store.list().unwrap().len(), 2);
+        assert_eq!(entries(&dir.path().join("run")), vec![alive.id.clone()]);
+        assert!(!doomed.exists() && !store.dir().join(".feed.layer").exists());
 
-        let next = record("next");
-        store.create(&next).unwrap();
-        assert_eq!(entries(store.dir()), vec![next.id.clone()]);
-        assert!(entries(&dir.path().join("run")).is_empty());
+        // A reboot: the tmpfs is empty, the links and layers are left.
+        fs::write(store.layer_dir(&alive.id).join("big"), "data").unwrap();
+        fs::remove_dir_all(dir.path().join("run")).unwrap();
+        assert_eq!(
+            store.list().unwrap().len(),
+            1,
+            "a dangling link is no container"
+        );
+        let after = record("after");
+        store.create_transient(&after).unwrap();
+        let names: Vec<String> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["next", "after"]);
+        assert!(!store.dir().join(format!(".{}.layer", alive.id)).exists());
+        assert!(fs::symlink_metadata(store.container_dir(&alive.id)).is_err());
+        assert_eq!(entries(&dir.path().join("run")), vec![after.id.clone()]);
     }
 
     #[test]
