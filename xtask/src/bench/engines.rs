@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::images::write_layout;
-use super::report::median;
+use super::report::{median, median_paired_ratio};
 use super::system::{
     cgroup_dirs, find_in_path, mount_tmpfs, mounts_below, probe, processes, remove_cgroups_named,
     run_checked, settle_sparing, stdout_lines, ProbeResult,
@@ -380,18 +380,13 @@ fn paired_ratio(
     runtime: OciRuntime,
     against: OciRuntime,
 ) -> Option<f64> {
-    let of = |which: OciRuntime, round: usize| {
+    let of = |which: OciRuntime| {
         samples
             .iter()
-            .find(|s| s.engine == engine && s.runtime == which && s.round == round && s.ok)
-            .map(|s| s.millis)
+            .filter(move |s| s.engine == engine && s.runtime == which && s.ok)
+            .map(|s| (s.round, s.millis))
     };
-    let ratios: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.engine == engine && s.runtime == runtime && s.ok)
-        .filter_map(|s| Some(s.millis / of(against, s.round)?))
-        .collect();
-    median(&ratios)
+    median_paired_ratio(of(runtime), of(against))
 }
 
 /// The scenario's markdown: one row per engine, the skipped runtimes and

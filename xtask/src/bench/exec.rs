@@ -23,10 +23,11 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::UsageWho;
 
-use super::report::median;
-use super::system::{display_command, processes, quiet, reap_zombies, settle_sparing};
+use super::latency::exit_code;
+use super::report::{median, median_paired_ratio};
+use super::system::{cpu_time, display_command, processes, quiet, reap_zombies, settle_sparing};
 use super::throughput::Capture;
 use super::{BundleKind, Runner, Section, Settings, Tool};
 
@@ -63,20 +64,13 @@ impl Target {
     }
 }
 
-fn cpu_of(usage: &nix::sys::resource::Usage) -> Duration {
-    let micros = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
-    };
-    micros(usage.user_time()) + micros(usage.system_time())
-}
-
 /// Run `command` (stdio on /dev/null) and wait for it with `waitpid(-1)`,
 /// reaping orphans as init would; wall time and the CPU of what was
 /// reaped meanwhile (the command and its waited-for descendants).
 pub(super) fn timed(command: &mut Command) -> Result<(ExitStatus, Duration, Duration)> {
     use nix::sys::wait::{waitpid, WaitStatus};
     let description = display_command(command);
-    let before = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
+    let before = cpu_time(UsageWho::RUSAGE_CHILDREN)?;
     let started = Instant::now();
     let child = quiet(command)
         .spawn()
@@ -95,15 +89,8 @@ pub(super) fn timed(command: &mut Command) -> Result<(ExitStatus, Duration, Dura
         }
     };
     let wall = started.elapsed();
-    let after = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
-    Ok((status, wall, cpu_of(&after).saturating_sub(cpu_of(&before))))
-}
-
-fn exit_code(status: ExitStatus) -> i32 {
-    status
-        .code()
-        .or_else(|| status.signal().map(|signal| 128 + signal))
-        .unwrap_or(-1)
+    let after = cpu_time(UsageWho::RUSAGE_CHILDREN)?;
+    Ok((status, wall, after.saturating_sub(before)))
 }
 
 /// Start the tool's detached `sleep 3600` container and check (untimed)
@@ -235,7 +222,7 @@ pub(super) fn measure(settings: &Settings, runner: &Runner) -> Result<Section> {
                 samples.push(ExecSample {
                     round: round - settings.warmup,
                     tool: target.tool,
-                    exit_code: exit_code(status),
+                    exit_code: exit_code(Some(status)),
                     wall,
                     cpu,
                 });
@@ -285,17 +272,13 @@ fn paired(
     against: Tool,
     value: fn(&ExecSample) -> f64,
 ) -> Option<f64> {
-    let ratios: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.tool == tool && s.exit_code == 0)
-        .filter_map(|s| {
-            let base = samples
-                .iter()
-                .find(|b| b.tool == against && b.round == s.round && b.exit_code == 0)?;
-            Some(value(s) / value(base))
-        })
-        .collect();
-    median(&ratios)
+    let of = |which: Tool| {
+        samples
+            .iter()
+            .filter(move |s| s.tool == which && s.exit_code == 0)
+            .map(|s| (s.round, value(s)))
+    };
+    median_paired_ratio(of(tool), of(against))
 }
 
 fn wall_ms(sample: &ExecSample) -> f64 {

@@ -36,7 +36,7 @@ use berth_net::{parse_subnet, AddressPool, Ipam, IpamError};
 
 use super::latency::{exit_code, time_run};
 use super::report::{median, Stats};
-use super::system::{display_command, probe, quiet, settle, ProbeResult};
+use super::system::{cpu_time, display_command, probe, quiet, settle, ProbeResult};
 use super::{Runner, Section, Settings, Tool, WorkDir};
 
 /// The network the scenario creates and removes.
@@ -444,12 +444,8 @@ fn start_batch(
     round: usize,
     scratch: &std::path::Path,
 ) -> Result<(Batch, Vec<String>)> {
-    use nix::sys::resource::{getrusage, UsageWho};
     use nix::sys::wait::{waitpid, WaitStatus};
-    let children_cpu = || -> Result<Duration> {
-        let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
-        Ok(timeval(usage.user_time()) + timeval(usage.system_time()))
-    };
+    let children_cpu = || cpu_time(nix::sys::resource::UsageWho::RUSAGE_CHILDREN);
     let cpu_before = children_cpu()?;
     let started = Instant::now();
     let mut running = BTreeMap::new();
@@ -504,11 +500,6 @@ fn start_batch(
         errors,
     };
     Ok((batch, ids))
-}
-
-fn timeval(value: nix::sys::time::TimeVal) -> Duration {
-    Duration::from_secs(u64::try_from(value.tv_sec()).unwrap_or(0))
-        + Duration::from_micros(u64::try_from(value.tv_usec()).unwrap_or(0))
 }
 
 /// CPU time of every process of our PID namespace but us: its own (from
@@ -715,7 +706,7 @@ fn fill_in_one_transaction(
     ipam: &Ipam,
     pool: &AddressPool,
 ) -> Result<(usize, Duration, Duration, Duration)> {
-    let cpu = cpu_time();
+    let cpu = own_cpu_time();
     let started = Instant::now();
     let mut txn = ipam.transaction()?;
     let mut allocated = 0;
@@ -730,7 +721,7 @@ fn fill_in_one_transaction(
     let committing = Instant::now();
     txn.commit()?;
     let committing = committing.elapsed();
-    Ok((allocated, allocating, committing, cpu_time() - cpu))
+    Ok((allocated, allocating, committing, own_cpu_time() - cpu))
 }
 
 fn time_ipam(
@@ -803,14 +794,8 @@ fn time_ipam(
 const IPAM_HELD: [usize; 3] = [100, 1_000, 10_000];
 
 /// User + system CPU time of this process so far.
-fn cpu_time() -> Duration {
-    use nix::sys::resource::{getrusage, UsageWho};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |usage| {
-        let micros = |t: nix::sys::time::TimeVal| {
-            Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
-        };
-        micros(usage.user_time()) + micros(usage.system_time())
-    })
+fn own_cpu_time() -> Duration {
+    cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap_or(Duration::ZERO)
 }
 
 /// With `held` leases (made in one transaction), `settings.ipam_single_commits`
@@ -835,7 +820,7 @@ fn time_calls_at(
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
     let timed = |release: bool| -> Result<(Vec<f64>, f64)> {
         let mut per_call = Vec::with_capacity(calls);
-        let cpu = cpu_time();
+        let cpu = own_cpu_time();
         for index in held..held + calls {
             let call = Instant::now();
             if release {
@@ -846,7 +831,7 @@ fn time_calls_at(
             }
             per_call.push(ms(call.elapsed()));
         }
-        Ok((per_call, ms(cpu_time() - cpu) / calls as f64))
+        Ok((per_call, ms(own_cpu_time() - cpu) / calls as f64))
     };
     let (allocations, allocation_cpu) = timed(false)?;
     let leases_then = ipam.leases(&pool.network)?.len();

@@ -67,15 +67,25 @@ fn nearest_rank(sorted: &[f64], fraction: f64) -> Option<f64> {
 /// within a second or two of each other, so drift in the machine's load
 /// cancels out.
 fn paired_ratio(samples: &[&Sample], case: Case, against: Case) -> Option<f64> {
-    let baseline: BTreeMap<usize, f64> = samples
-        .iter()
-        .filter(|sample| sample.case == against && sample.ok())
-        .map(|sample| (sample.round, sample.millis()))
-        .collect();
-    let ratios: Vec<f64> = samples
-        .iter()
-        .filter(|sample| sample.case == case && sample.ok())
-        .filter_map(|sample| Some(sample.millis() / baseline.get(&sample.round)?))
+    let of = |which: Case| {
+        samples
+            .iter()
+            .filter(move |sample| sample.case == which && sample.ok())
+            .map(|sample| (sample.round, sample.millis()))
+    };
+    median_paired_ratio(of(case), of(against))
+}
+
+/// Median over rounds of `values / baseline`, both given as (round, value)
+/// of the runs that succeeded; rounds missing on either side are skipped.
+pub(super) fn median_paired_ratio(
+    values: impl IntoIterator<Item = (usize, f64)>,
+    baseline: impl IntoIterator<Item = (usize, f64)>,
+) -> Option<f64> {
+    let baseline: BTreeMap<usize, f64> = baseline.into_iter().collect();
+    let ratios: Vec<f64> = values
+        .into_iter()
+        .filter_map(|(round, value)| Some(value / baseline.get(&round)?))
         .collect();
     median(&ratios)
 }

@@ -327,6 +327,17 @@ pub(super) fn append(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// User + system CPU time from `getrusage(who)`: this process's own
+/// (`RUSAGE_SELF`) or that of the children it reaped (`RUSAGE_CHILDREN`).
+pub(super) fn cpu_time(who: nix::sys::resource::UsageWho) -> Result<Duration> {
+    let usage = nix::sys::resource::getrusage(who).context("getrusage")?;
+    let duration = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+    };
+    Ok(duration(usage.user_time()) + duration(usage.system_time()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
