@@ -29,7 +29,7 @@ impl Paths {
             .with_context(|| format!("cannot open the container store {}", dir.display()))?;
         // Only a path: reading the store must not make the runtime's
         // directory (`store_record` does, for a transient container).
-        let runtime = Runtime::new(self.root.join("runtime"));
+        let runtime = Runtime::new(self.runtime_link());
         Ok(store.with_transient_dir(runtime.transient_containers()))
     }
 
@@ -48,7 +48,7 @@ impl Paths {
     /// filesystem's on every `run`), in a directory of this root's own that
     /// `<root>/runtime` links to.
     pub fn runtime(&self) -> Runtime {
-        let link = self.root.join("runtime");
+        let link = self.runtime_link();
         if let Ok(target) = std::fs::read_link(&link) {
             // After a reboot the tmpfs directory is gone: make it again.
             if !target.is_dir() {
@@ -62,6 +62,11 @@ impl Paths {
         }
         // Without /run (or the link), the state stays below the root.
         Runtime::new(link)
+    }
+
+    /// `<root>/runtime`: the link to the runtime's state below /run.
+    fn runtime_link(&self) -> PathBuf {
+        self.root.join("runtime")
     }
 
     /// Network records, IPAM state and the firewall lock.
