@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use berth_state::{is_same_process, ContainerRecord, ContainerStore, Status};
+use berth_state::{is_same_process, ContainerRecord, ContainerStore, StateError, Status};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -53,19 +53,29 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
     let deadline = Instant::now() + Duration::from_secs(2);
     while monitor_alive(&record) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
-        let current = store.load(&record.id)?;
-        if !current.is_active() {
-            return Ok(current);
+        match store.load(&record.id) {
+            Ok(current) if !current.is_active() => return Ok(current),
+            Ok(_) => {}
+            Err(StateError::NotFound { .. }) if record.auto_remove => {
+                return removed_by_its_monitor(store, record);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     // The monitor (or the foreground `run`) is gone, and the kernel killed
     // PID 1 with it (its parent-death signal is SIGKILL): record that, give
     // back what the container held, and carry out its --rm.
-    let ended = store.update(&record.id, |r| {
+    let ended = match store.update(&record.id, |r| {
         if r.is_active() && !is_alive(r) {
             r.mark_exited(KILLED_WITH_ITS_MONITOR);
         }
-    })?;
+    }) {
+        Ok(ended) => ended,
+        Err(StateError::NotFound { .. }) if record.auto_remove => {
+            return removed_by_its_monitor(store, record);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let paths = Paths::new(store.dir().parent().unwrap_or(store.dir()).to_path_buf());
     if let Err(e) = crate::limits::release(&paths, &ended) {
         eprintln!("berth: {e:#}");
@@ -78,6 +88,24 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
         crate::volume::remove_anonymous(&paths, &ended);
     }
     Ok(ended)
+}
+
+/// A `--rm` container's monitor removes it as soon as it ends, perhaps
+/// before the caller (`stop`, `rm -f`) looked again: done once the monitor
+/// is, with what it left finished here. Its exit code went with it.
+fn removed_by_its_monitor(
+    store: &ContainerStore,
+    mut record: ContainerRecord,
+) -> anyhow::Result<ContainerRecord> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitor_alive(&record) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    store
+        .remove(&record.id)
+        .with_context(|| format!("cannot remove container {}", record.name))?;
+    record.mark_exited(UNKNOWN_EXIT);
+    Ok(record)
 }
 
 /// 128 + SIGKILL: how a container ends when its monitor dies.
@@ -183,30 +211,11 @@ pub(crate) fn remove_one(
                 record.name
             );
         }
-        let stopped = (|| {
-            if let Some(running) = mark_manually_stopped(store, &record.id)? {
-                crate::pause::thaw_for_signal(store, &running)?;
-                kill_and_wait(&running)?;
-                // Let the monitor record the end and release what it holds.
-                refresh(store, running)?;
-            }
-            anyhow::Ok(())
-        })();
-        if let Err(e) = stopped {
-            // A `--rm` container's monitor removes it as soon as it ends,
-            // which may be before this got to it: then it is done once
-            // the monitor is (what it has left is finished here too).
-            let vanished = std::fs::symlink_metadata(store.container_dir(&record.id)).is_err();
-            if !(record.auto_remove && vanished) {
-                return Err(e);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while monitor_alive(&record) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            return store
-                .remove(&record.id)
-                .with_context(|| format!("cannot remove container {}", record.name));
+        if let Some(running) = mark_manually_stopped(store, &record.id)? {
+            crate::pause::thaw_for_signal(store, &running)?;
+            kill_and_wait(&running)?;
+            // Let the monitor record the end and release what it holds.
+            refresh(store, running)?;
         }
     }
     // A container whose monitor died still has its cgroup, address and

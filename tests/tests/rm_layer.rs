@@ -93,9 +93,9 @@ fn only_a_rm_containers_write_layer_is_volatile() {
     berth.assert_clean();
 }
 
-/// `rm -f` of a running `--rm` container races its monitor, which removes
-/// the container as soon as it ends: `rm -f` must succeed (exit 0, the
-/// name printed) whoever wins, as docker's does.
+/// `rm -f` and `stop` of a running `--rm` container race its monitor,
+/// which removes the container as soon as it ends: they must succeed
+/// (exit 0, the name printed) whoever wins, as docker's do.
 #[test]
 fn rm_f_of_a_running_rm_container_succeeds_whoever_removes_it() {
     require_root!();
@@ -107,6 +107,12 @@ fn rm_f_of_a_running_rm_container_succeeds_whoever_removes_it() {
             "sleep", "60",
         ]);
         assert_eq!(berth.run_ok(["rm", "-f", &name]).trim(), name);
+        // `stop` races the monitor the same way.
+        berth.run_ok([
+            "run", "-d", "--rm", "--name", &name, "--net", "none", "--pull", "never", "busybox",
+            "sleep", "60",
+        ]);
+        assert_eq!(berth.run_ok(["stop", "-t", "1", &name]).trim(), name);
     }
     assert!(
         wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
