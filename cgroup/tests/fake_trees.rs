@@ -703,7 +703,14 @@ fn named_hierarchy_holds_the_processes_but_no_limits() {
     }
     cgroup.remove().unwrap();
     assert!(!dir.exists());
-    assert!(!parent.exists(), "the empty shared parent goes too");
+    assert!(
+        parent.is_dir(),
+        "the shared parent stays, as docker's /docker"
+    );
+    let removed = Cgroup::remove_empty_parent(&h).unwrap();
+    assert!(removed.contains(&parent), "{removed:?}");
+    assert!(!parent.exists(), "removed once asked and empty");
+    assert!(Cgroup::remove_empty_parent(&h).unwrap().is_empty());
     assert!(fake
         .path("sys/fs/cgroup/systemd/user.slice/session-1.scope")
         .is_dir());

@@ -265,6 +265,13 @@ pub fn system_prune(paths: &Paths, args: &SystemPruneArgs) -> anyhow::Result<i32
         return Ok(0);
     }
     let (containers, container_bytes) = prune_containers(paths, &filter)?;
+    // The shared `berth` parent cgroups stay while containers come and go
+    // (as docker's /docker); with no container left in them they go here.
+    // Only a tidy-up: a host without cgroups, or one still in use by another
+    // root's containers, is no reason for prune to fail.
+    if let Ok(hierarchies) = berth_cgroup::Hierarchies::from_host() {
+        let _ = berth_cgroup::Cgroup::remove_empty_parent(&hierarchies);
+    }
     let networks = prune_networks(paths, &filter)?;
     // After the containers, so that the volumes of the ones just removed
     // count as unused; volumes have no creation filter (docker's neither).

@@ -205,6 +205,12 @@ pub fn run_suite(config: &SuiteConfig) -> Result<SuiteReport> {
     }
 
     let leaks = probe.leaks_since(&before)?;
+    // berth keeps its shared `berth` parent cgroups (as docker its /docker);
+    // the suite leaves the host as it found it. Busy (another berth's
+    // containers) or absent is fine.
+    if let Ok(hierarchies) = Hierarchies::from_host() {
+        let _ = berth_cgroup::Cgroup::remove_empty_parent(&hierarchies);
+    }
     if leaks.is_empty() {
         // Only a clean run removes the directory: leaked mounts under it
         // must stay visible for whoever investigates.

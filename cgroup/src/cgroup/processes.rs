@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use super::{Cgroup, BERTH_CGROUP};
 use crate::controller::freezer;
 use crate::error::{CgroupError, Result};
-use crate::{fsio, Controller};
+use crate::{fsio, Controller, Hierarchies};
 
 impl Cgroup {
     /// Freeze every process of the cgroup; returns once the kernel reports
@@ -97,8 +97,12 @@ impl Cgroup {
 
     /// Kill whatever still runs in the cgroup, wait (at most 5 s) until it
     /// is empty, and remove its directory on every hierarchy, cgroups below
-    /// it included. A cgroup that is already gone is fine; the shared
-    /// `berth` parent goes too once no other cgroup is in it.
+    /// it included. A cgroup that is already gone is fine. The shared
+    /// `berth` parent stays, as docker's `/docker` does: making and removing
+    /// it around every container cost each `run --rm` two cgroup mkdirs and
+    /// an rmdir per hierarchy (about 27 syscalls on a v1 host, each cgroup
+    /// mkdir allocating per-CPU state). [`Cgroup::remove_empty_parent`]
+    /// removes it when nothing uses it.
     pub fn remove(&self) -> Result<()> {
         // By the time a container is removed its processes are usually
         // gone: then one rmdir per hierarchy is all there is to do, without
@@ -106,7 +110,6 @@ impl Cgroup {
         // rmdir refuses a cgroup that still has processes or children, so
         // the first refusal hands over to the full procedure below.
         if self.dirs.iter().all(|dir| remove_if_empty(&dir.path)) {
-            self.remove_empty_parents();
             return Ok(());
         }
         let kill_result = self.kill_all(Signal::SIGKILL);
@@ -131,20 +134,30 @@ impl Cgroup {
                 first_error.get_or_insert(e);
             }
         }
-        self.remove_empty_parents();
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Leave no trace once the last container is gone: the shared `berth`
-    /// parent goes too when empty. rmdir refuses a cgroup that still has
-    /// children, so a concurrent container is safe (and its create
-    /// recreates the parent if it just vanished).
-    fn remove_empty_parents(&self) {
-        for dir in &self.dirs {
-            if let Some(parent) = dir.path.parent().filter(|p| p.ends_with(BERTH_CGROUP)) {
-                let _ = fs::remove_dir(parent);
+    /// Remove the shared `berth` parent below the caller's own cgroup on
+    /// every hierarchy where no container's cgroup is left in it (for
+    /// `berth system prune` and test suites that leave a host as they found
+    /// it); returns the directories removed. rmdir refuses a cgroup that
+    /// still has children, so a concurrent container is safe, and its
+    /// create makes the parent again if it just vanished.
+    pub fn remove_empty_parent(hierarchies: &Hierarchies) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for dir in Self::open_at(hierarchies, BERTH_CGROUP)?.dirs {
+            match fs::remove_dir(&dir.path) {
+                Ok(()) => removed.push(dir.path),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBUSY)) => {}
+                Err(source) => {
+                    return Err(CgroupError::RemoveDir {
+                        path: dir.path,
+                        source,
+                    })
+                }
             }
         }
+        Ok(removed)
     }
 }
 
