@@ -4,7 +4,8 @@
 //! - `plain` and `limits` ([`latency`]): start-to-exit latency of one `true`
 //!   container, `berth run --rm --net none busybox true` side by side with
 //!   `crun run` and `runc run` on an equivalent OCI bundle (the same
-//!   namespaces: a network namespace with only `lo`), with and without resource
+//!   namespaces: a network namespace with only `lo`; the same seccomp
+//!   profile and capabilities, taken from berth's own spec), with and without resource
 //!   limits (`-m 64m --cpus 1`); with `--baseline-berth PATH` also a
 //!   `berth-baseline` row (another berth binary, e.g. from before a change)
 //!   and the ratio berth / berth-baseline.
@@ -104,7 +105,7 @@ use self::latency::Case;
 use self::report::{ProbeTable, Report};
 use self::system::{
     berth_container_ids, find_in_path, hide_unified_hierarchy, mount_tmpfs, probe, processes,
-    quiet, remove_cgroups_named, settle, stdout_lines, ProbeResult,
+    quiet, remove_cgroups_named, run_checked, settle, stdout_lines, ProbeResult,
 };
 use crate::mounts::filesystem_of;
 use crate::suite::{describe_cgroup_layout, describe_hierarchies};
@@ -178,6 +179,13 @@ pub struct BenchArgs {
     /// disk (berth's fsyncs of its state) costs.
     #[arg(long)]
     berth_root_on_tmpfs: bool,
+    /// Leave crun's and runc's bundles as their own `spec` makes them,
+    /// without a seccomp filter. By default they get the seccomp profile
+    /// and capabilities of the spec berth makes for `busybox true`
+    /// (docker's default profile), so that all tools run the same bundle
+    /// content.
+    #[arg(long)]
+    runtimes_without_seccomp: bool,
     /// Internal: the work dir prepared by the host stage; set only when this
     /// program re-executes itself inside the private namespaces.
     #[arg(long, hide = true, value_name = "DIR")]
@@ -299,6 +307,7 @@ struct Settings {
     regimes: Vec<Regime>,
     tools: Vec<Tool>,
     berth_root_on_tmpfs: bool,
+    runtimes_without_seccomp: bool,
     /// --baseline-berth, canonical.
     baseline_berth: Option<PathBuf>,
     /// Throughput: containers per tool and round, rounds.
@@ -356,6 +365,7 @@ impl Settings {
             regimes: sorted_unique(&args.regimes),
             tools: sorted_unique(&tools),
             berth_root_on_tmpfs: args.berth_root_on_tmpfs,
+            runtimes_without_seccomp: args.runtimes_without_seccomp,
             baseline_berth,
             count,
             rounds,
@@ -733,6 +743,18 @@ fn measure(settings: &Settings, runner: &Runner, report: &mut Report) -> Result<
         }
     }
 
+    if settings.runtimes_without_seccomp {
+        report.section(
+            "- crun/runc bundles: their own `spec` defaults, without a seccomp filter (--runtimes-without-seccomp); berth loads docker's default profile\n"
+                .to_owned(),
+        );
+    } else if settings.tools.contains(&Tool::Berth) {
+        let syscall_rules = give_runtimes_berths_confinement(runner)?;
+        report.section(format!(
+            "- crun/runc bundles carry the seccomp profile ({syscall_rules} rules) and capabilities of berth's own spec for `busybox true`, so every tool loads the same filter (--runtimes-without-seccomp leaves them out)\n"
+        ));
+    }
+
     let mut probes = ProbeTable::default();
     // As the host is: berth must cope; crun 1.8 is expected to refuse.
     latency::host_view_probes(settings, runner, &mut probes);
@@ -888,4 +910,65 @@ mod tests {
         assert_eq!((settings.runs, settings.rounds, settings.count), (5, 1, 20));
         assert_eq!(settings.scenarios.len(), 5);
     }
+}
+
+/// Same bundle content for every tool: the OCI runtimes' bundles get the
+/// `linux.seccomp` and `process.capabilities` of the spec berth itself makes
+/// for `busybox true` (read from a container created for it and removed
+/// again). Returns the number of syscall rules in the profile.
+fn give_runtimes_berths_confinement(runner: &Runner) -> Result<usize> {
+    let output = runner
+        .berth_tool_command(Tool::Berth)
+        .args(["create", "busybox", "true"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running berth create")?;
+    if !output.status.success() {
+        bail!(
+            "berth create busybox true failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let spec_path = runner
+        .work
+        .berth_root()
+        .join("containers")
+        .join(&id)
+        .join("spec.json");
+    let spec = fs::read(&spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))
+        .and_then(|bytes| {
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .with_context(|| format!("parsing {}", spec_path.display()))
+        });
+    let removed = run_checked(
+        runner
+            .berth_tool_command(Tool::Berth)
+            .args(["rm", "-f", &id]),
+    );
+    let spec = spec?;
+    removed?;
+    let seccomp = &spec["linux"]["seccomp"];
+    let rules = seccomp["syscalls"]
+        .as_array()
+        .map(Vec::len)
+        .with_context(|| format!("{} has no linux.seccomp.syscalls", spec_path.display()))?;
+    let capabilities = &spec["process"]["capabilities"];
+    for runtime in [Tool::Crun, Tool::Runc] {
+        for kind in BundleKind::ALL {
+            let path = runner.work.bundle(runtime, kind).join("config.json");
+            let Ok(bytes) = fs::read(&path) else {
+                continue; // a runtime that is not installed has no bundle
+            };
+            let mut config: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            config["linux"]["seccomp"] = seccomp.clone();
+            config["process"]["capabilities"] = capabilities.clone();
+            fs::write(&path, serde_json::to_vec_pretty(&config)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(rules)
 }
