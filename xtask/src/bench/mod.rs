@@ -870,48 +870,6 @@ fn clean_up_in_namespace(settings: &Settings, runner: &Runner, report: &mut Repo
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn container_ids_carry_the_tag() {
-        let work = WorkDir::open(Path::new("/tmp/berth-bench-0123abcd")).unwrap();
-        let case = Case {
-            scenario: Scenario::Limits,
-            tool: Tool::Runc,
-        };
-        let id = work.container_id(case, "cold", 7);
-        assert_eq!(id, "bench-0123abcd-runc-limits-cold7");
-        assert!(id.starts_with(&work.id_prefix()));
-        assert!(WorkDir::open(Path::new("/tmp/elsewhere")).is_err());
-    }
-
-    #[test]
-    fn baseline_needs_its_binary() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: BenchArgs,
-        }
-        let parse = |argv: &[&str]| {
-            Settings::from_args(
-                &Cli::parse_from(std::iter::once("bench").chain(argv.iter().copied())).args,
-            )
-        };
-        assert!(parse(&["--tools", "berth,berth-baseline"]).is_err());
-        let exe = std::env::current_exe().unwrap();
-        let settings = parse(&["--baseline-berth", exe.to_str().unwrap(), "--quick"]).unwrap();
-        assert_eq!(
-            settings.tools,
-            [Tool::Berth, Tool::BerthBaseline, Tool::Crun, Tool::Runc]
-        );
-        assert_eq!((settings.runs, settings.rounds, settings.count), (5, 1, 20));
-        assert_eq!(settings.scenarios.len(), 5);
-    }
-}
-
 /// Same bundle content for every tool: the OCI runtimes' bundles get the
 /// `linux.seccomp` and `process.capabilities` of the spec berth itself makes
 /// for `busybox true` (read from a container created for it and removed
@@ -971,4 +929,46 @@ fn give_runtimes_berths_confinement(runner: &Runner) -> Result<usize> {
         }
     }
     Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_carry_the_tag() {
+        let work = WorkDir::open(Path::new("/tmp/berth-bench-0123abcd")).unwrap();
+        let case = Case {
+            scenario: Scenario::Limits,
+            tool: Tool::Runc,
+        };
+        let id = work.container_id(case, "cold", 7);
+        assert_eq!(id, "bench-0123abcd-runc-limits-cold7");
+        assert!(id.starts_with(&work.id_prefix()));
+        assert!(WorkDir::open(Path::new("/tmp/elsewhere")).is_err());
+    }
+
+    #[test]
+    fn baseline_needs_its_binary() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let parse = |argv: &[&str]| {
+            Settings::from_args(
+                &Cli::parse_from(std::iter::once("bench").chain(argv.iter().copied())).args,
+            )
+        };
+        assert!(parse(&["--tools", "berth,berth-baseline"]).is_err());
+        let exe = std::env::current_exe().unwrap();
+        let settings = parse(&["--baseline-berth", exe.to_str().unwrap(), "--quick"]).unwrap();
+        assert_eq!(
+            settings.tools,
+            [Tool::Berth, Tool::BerthBaseline, Tool::Crun, Tool::Runc]
+        );
+        assert_eq!((settings.runs, settings.rounds, settings.count), (5, 1, 20));
+        assert_eq!(settings.scenarios.len(), 5);
+    }
 }
