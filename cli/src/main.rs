@@ -97,20 +97,21 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(125));
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match quick_parse::run_command(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // docker: usage errors are berth's failure (125), and like every
-            // error one line.
-            eprintln!("berth: {}", usage_error_line(&e));
-            return ExitCode::from(125);
-        }
-    };
+    let cli =
+        match quick_parse::narrow_command(&args).map_or_else(|| Cli::try_parse_from(&args), Ok) {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => {
+                // --help and --version.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                // docker: usage errors are berth's failure (125), and like every
+                // error one line.
+                eprintln!("berth: {}", usage_error_line(&e));
+                return ExitCode::from(125);
+            }
+        };
     let code = match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {

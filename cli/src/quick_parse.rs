@@ -1,32 +1,36 @@
-//! `berth run ...` parsed with only the `run` command built. clap builds
-//! every command's arguments before it parses anything (about fifty
-//! commands, hundreds of arguments, for the one that is used), which is a
-//! measurable part of a short `run --rm`. Only a command line that this
-//! narrow parser accepts is taken from it; anything else (another command,
-//! `--help`, `--version`, a usage error) goes through the full parser, so
-//! help, completions and every error stay exactly what they were.
+//! `berth run ...` and `berth exec ...` parsed with only their own command
+//! built. clap builds every command's arguments before it parses anything
+//! (about fifty commands, hundreds of arguments, for the one that is used),
+//! which is a measurable part of a short `run --rm`, and of an `exec`, which
+//! parses twice (before and after it starts over from its sealed copy).
+//! Only a command line that this narrow parser accepts is taken from it;
+//! anything else (another command, `--help`, `--version`, a usage error)
+//! goes through the full parser, so help, completions and every error stay
+//! exactly what they were.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, FromArgMatches};
 
-use crate::args::{Cli, RunArgs};
+use crate::args::{Cli, ExecArgs, RunArgs};
 
-/// The command line as the full parser would read it, when it is a `run`
-/// command the narrow parser accepts; `None` otherwise.
-pub fn run_command(args: &[OsString]) -> Option<Cli> {
+/// The command line as the full parser would read it, when it is a `run` or
+/// `exec` command the narrow parser accepts; `None` otherwise.
+pub fn narrow_command(args: &[OsString]) -> Option<Cli> {
     let command_at = match args.get(1).and_then(|a| a.to_str()) {
         Some("--root") => 3,
         Some(a) if a.starts_with("--root=") => 2,
         _ => 1,
     };
-    if args.get(command_at).and_then(|a| a.to_str()) != Some("run") {
-        return None;
-    }
+    let subcommand = match args.get(command_at).and_then(|a| a.to_str())? {
+        "run" => RunArgs::augment_args(clap::Command::new("run")),
+        "exec" => ExecArgs::augment_args(clap::Command::new("exec")),
+        _ => return None,
+    };
     let narrow = clap::Command::new("berth")
         .arg(root_arg())
-        .subcommand(RunArgs::augment_args(clap::Command::new("run")))
+        .subcommand(subcommand)
         .subcommand_required(true);
     let matches = narrow.try_get_matches_from(args).ok()?;
     Cli::from_arg_matches(&matches).ok()
@@ -68,7 +72,23 @@ mod tests {
             "berth run --rm --security-opt no-new-privileges --cap-drop ALL busybox id",
         ] {
             let args = argv(line);
-            let quick = run_command(&args).unwrap_or_else(|| panic!("not taken: {line}"));
+            let quick = narrow_command(&args).unwrap_or_else(|| panic!("not taken: {line}"));
+            let full = Cli::try_parse_from(&args).expect(line);
+            assert_eq!(format!("{quick:?}"), format!("{full:?}"), "{line}");
+        }
+    }
+
+    /// The same for `exec` lines.
+    #[test]
+    fn exec_lines_parse_as_the_full_parser_parses_them() {
+        for line in [
+            "berth exec web true",
+            "berth --root /tmp/r exec -it web sh",
+            "berth exec -d -e A=1 -w /tmp -u 1000 web sleep 9",
+            "berth exec --privileged web ls -l --color",
+        ] {
+            let args = argv(line);
+            let quick = narrow_command(&args).unwrap_or_else(|| panic!("not taken: {line}"));
             let full = Cli::try_parse_from(&args).expect(line);
             assert_eq!(format!("{quick:?}"), format!("{full:?}"), "{line}");
         }
@@ -84,11 +104,14 @@ mod tests {
             "berth run --help",
             "berth run",
             "berth run --no-such-flag busybox",
+            "berth exec --help",
+            "berth exec web",
+            "berth exec --no-such-flag web true",
             "berth --version run busybox",
             "berth --root",
             "berth",
         ] {
-            assert!(run_command(&argv(line)).is_none(), "{line}");
+            assert!(narrow_command(&argv(line)).is_none(), "{line}");
         }
     }
 }
