@@ -686,6 +686,13 @@ pub fn main_network_name(record: &ContainerRecord) -> String {
     }
 }
 
+/// `--net none`, `host` or `container:X`: no interface, address or port of
+/// its own.
+fn has_no_network_of_its_own(record: &ContainerRecord) -> bool {
+    let main = main_network_name(record);
+    matches!(main.as_str(), "none" | "host") || main.starts_with("container:")
+}
+
 pub fn endpoint_of(record: &ContainerRecord) -> Option<Endpoint> {
     record
         .network
@@ -701,11 +708,18 @@ pub fn release(paths: &Paths, container_id: &str, ended: bool) -> anyhow::Result
     if !paths.networks_dir().exists() {
         return Ok(());
     }
-    let driver = driver(paths);
     // The veths of `network connect`: gone with the namespace once the
     // container ended; deleted here after a failed start.
     let containers = paths.containers().ok();
     let record = containers.as_ref().and_then(|c| c.load(container_id).ok());
+    // A container without a network of its own never held a lease, a port
+    // or a rule (`network connect` refuses it, and `disconnect` of the last
+    // network releases before it records `none`): nothing to look up under
+    // the IPAM lock. Without a record the full procedure runs.
+    if record.as_ref().is_some_and(has_no_network_of_its_own) {
+        return Ok(());
+    }
+    let driver = driver(paths);
     if !ended {
         for connection in record.iter().flat_map(connections_of) {
             if let Some(endpoint) = connection.endpoint {
@@ -833,7 +847,7 @@ fn connect(paths: &Paths, args: &crate::args::NetworkConnectArgs) -> anyhow::Res
     let record = crate::container::find(&containers, &args.container)?;
     let network = store(paths).get(&args.network)?;
     let main = main_network_name(&record);
-    if matches!(main.as_str(), "none" | "host") || main.starts_with("container:") {
+    if has_no_network_of_its_own(&record) {
         bail!(
             "container {} cannot be connected to network {}: it runs with --network {main}",
             record.name,
