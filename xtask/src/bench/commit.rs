@@ -168,7 +168,7 @@ fn render(
     let mut out = String::from("## commit: a container's ~100 MiB write layer\n\n");
     let _ = writeln!(
         out,
-        "{rounds} rounds after a warm-up round, cases interleaved, order rotated; {} MiB in {} files ({} pseudo-random of {} MiB), page cache written back before each case; every committed image removed again (untimed). Ratios: median of per-round paired ratios. Raw: commit.tsv.\n",
+        "{rounds} rounds after a warm-up round, cases interleaved, order rotated; {} MiB in {} files ({} pseudo-random of {} MiB), page cache written back before each case; each round adds a small file of its own to the upper dir (so every commit stores a new layer) and the committed images are removed after the last round (untimed; a removal between rounds made the next commit pay for it on ext4 without a journal). Ratios: median of per-round paired ratios. Raw: commit.tsv.\n",
         bytes >> 20,
         TREE.files(),
         TREE.big_files,
