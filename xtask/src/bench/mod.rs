@@ -908,12 +908,10 @@ fn give_runtimes_berths_confinement(runner: &Runner) -> Result<usize> {
     );
     let spec = spec?;
     removed?;
-    let seccomp = &spec["linux"]["seccomp"];
-    let rules = seccomp["syscalls"]
+    let rules = spec["linux"]["seccomp"]["syscalls"]
         .as_array()
         .map(Vec::len)
         .with_context(|| format!("{} has no linux.seccomp.syscalls", spec_path.display()))?;
-    let capabilities = &spec["process"]["capabilities"];
     for runtime in [Tool::Crun, Tool::Runc] {
         for kind in BundleKind::ALL {
             let path = runner.work.bundle(runtime, kind).join("config.json");
@@ -922,8 +920,7 @@ fn give_runtimes_berths_confinement(runner: &Runner) -> Result<usize> {
             };
             let mut config: serde_json::Value = serde_json::from_slice(&bytes)
                 .with_context(|| format!("parsing {}", path.display()))?;
-            config["linux"]["seccomp"] = seccomp.clone();
-            config["process"]["capabilities"] = capabilities.clone();
+            confine_like(&mut config, &spec);
             fs::write(&path, serde_json::to_vec_pretty(&config)?)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
@@ -931,9 +928,42 @@ fn give_runtimes_berths_confinement(runner: &Runner) -> Result<usize> {
     Ok(rules)
 }
 
+/// A runtime's bundle `config` with the seccomp profile and capabilities of
+/// berth's `spec`; the rest (root, process args, resources) stays its own.
+fn confine_like(config: &mut serde_json::Value, spec: &serde_json::Value) {
+    config["linux"]["seccomp"] = spec["linux"]["seccomp"].clone();
+    config["process"]["capabilities"] = spec["process"]["capabilities"].clone();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_bundles_get_berths_seccomp_profile_and_capabilities_only() {
+        let spec = serde_json::json!({
+            "process": { "args": ["true"], "capabilities": { "bounding": ["CAP_KILL"] } },
+            "linux": {
+                "seccomp": { "defaultAction": "SCMP_ACT_ERRNO", "syscalls": [] },
+                "maskedPaths": ["/proc/kcore"]
+            }
+        });
+        let mut config = serde_json::json!({
+            "root": { "path": "/r" },
+            "process": { "args": ["/bin/true"], "capabilities": { "bounding": ["CAP_CHOWN"] } },
+            "linux": { "resources": { "memory": { "limit": 1 } } }
+        });
+        confine_like(&mut config, &spec);
+        assert_eq!(config["linux"]["seccomp"], spec["linux"]["seccomp"]);
+        assert_eq!(
+            config["process"]["capabilities"],
+            spec["process"]["capabilities"]
+        );
+        assert_eq!(config["process"]["args"], serde_json::json!(["/bin/true"]));
+        assert_eq!(config["root"]["path"], "/r");
+        assert_eq!(config["linux"]["resources"]["memory"]["limit"], 1);
+        assert!(config["linux"].get("maskedPaths").is_none());
+    }
 
     #[test]
     fn container_ids_carry_the_tag() {
