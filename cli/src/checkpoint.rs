@@ -423,9 +423,56 @@ fn import(
     .context("cannot move the checkpoint into the container")?;
     if root.join(EXPORT_LOG).is_file() {
         let log = crate::run::log_path(store, &id);
-        std::fs::rename(root.join(EXPORT_LOG), &log)
+        move_file(&root.join(EXPORT_LOG), &log)
             .with_context(|| format!("cannot write {}", log.display()))?;
     }
     guard.armed = false;
     Ok(record)
+}
+
+/// Rename `from` to `to`, or copy and remove it when they are on different
+/// filesystems: a `--rm` container's files are on the runtime's tmpfs, an
+/// unpacked export on the disk beside the store.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(from, to)?;
+            std::fs::remove_file(from)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::move_file;
+
+    /// Within one filesystem and, where /dev/shm is another one than the
+    /// temporary directory, across two.
+    #[test]
+    fn move_file_renames_or_copies_across_filesystems() {
+        let disk = tempfile::tempdir().unwrap();
+        let from = disk.path().join("container.log");
+        std::fs::write(&from, "line\n").unwrap();
+        let to = disk.path().join("moved.log");
+        move_file(&from, &to).unwrap();
+        assert!(!from.exists());
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "line\n");
+
+        let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let other_device = |a: &std::path::Path, b: &std::path::Path| {
+            std::fs::metadata(a).unwrap().dev() != std::fs::metadata(b).unwrap().dev()
+        };
+        if !other_device(disk.path(), shm.path()) {
+            return;
+        }
+        let across = shm.path().join("container.log");
+        move_file(&to, &across).unwrap();
+        assert!(!to.exists(), "the source stays after a copy");
+        assert_eq!(std::fs::read_to_string(&across).unwrap(), "line\n");
+    }
 }

@@ -255,6 +255,64 @@ fn checkpoint_export_then_import_into_a_fresh_root_continues_the_counter() {
     target.assert_clean();
 }
 
+/// A `--rm` container's files are on the runtime's tmpfs and its write
+/// layer on disk beside them: exported, both travel in the archive, and the
+/// imported container (a `--rm` one again) gets its own layer with what the
+/// first one wrote.
+#[test]
+fn checkpoint_export_of_a_rm_container_imports_with_its_files() {
+    require_root!();
+    require_criu!();
+    let origin = Berth::new();
+    let id = run_counter_script(
+        &origin,
+        &["--rm", "--net", "none"],
+        &format!("echo kept > /written; {COUNTER}"),
+    );
+    let archive_dir = tempfile::tempdir().unwrap();
+    let archive = archive_dir.path().join("rm-counter.tar.gz");
+    let archive_text = archive.to_str().unwrap();
+    origin.run_ok(["checkpoint", "--export", archive_text, &id]);
+    let before = logs(&origin, &id);
+    origin.run_ok(["rm", "-f", &id]);
+    origin.assert_clean();
+
+    let target = Berth::new();
+    target.run_ok([
+        "run", "--rm", "--pull", "never", "--net", "none", "busybox", "true",
+    ]);
+    let new_id = target
+        .run_ok(["restore", "--import", archive_text, "--name", "moved"])
+        .trim()
+        .to_owned();
+    assert_ne!(new_id, id, "an import is a new container");
+    assert_eq!(status(&target, "moved"), "running");
+    assert!(
+        wait_until(STEP, || logs(&target, "moved").len() >= before.len() + 5),
+        "the imported counter does not count"
+    );
+    assert_continued(&before, &logs(&target, "moved"));
+    let written = target.run_ok(["exec", "moved", "cat", "/written"]);
+    assert_eq!(written.trim(), "kept", "the write layer did not travel");
+    // Its layer is its own, on disk under the importing root.
+    let layer = target
+        .root()
+        .join("containers")
+        .join(format!(".{new_id}.layer"));
+    assert!(
+        layer.join("upper").join("written").is_file(),
+        "no layer with the written file at {}",
+        layer.display()
+    );
+    target.run_ok(["rm", "-f", "moved"]);
+    assert!(
+        wait_until(STEP, || target.container_ids().is_empty()),
+        "left: {:?}",
+        target.container_ids()
+    );
+    target.assert_clean();
+}
+
 #[test]
 fn checkpoint_import_of_a_truncated_or_tampered_archive_fails_cleanly() {
     require_root!();
