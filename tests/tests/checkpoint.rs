@@ -220,18 +220,16 @@ fn run_counter_script(berth: &Berth, extra: &[&str], script: &str) -> String {
     id
 }
 
-#[test]
-fn checkpoint_export_then_import_into_a_fresh_root_continues_the_counter() {
-    require_root!();
-    require_criu!();
-    let origin = Berth::new();
-    let id = start_counter(&origin, &[]);
+/// `checkpoint --export` of `id` in `origin` (then removed there), and
+/// `restore --import --name moved` into a fresh root, where the counter goes
+/// on from where it was: the importing root and the new container's id.
+fn move_by_export(origin: &Berth, id: &str) -> (Berth, String) {
     let archive_dir = tempfile::tempdir().unwrap();
     let archive = archive_dir.path().join("counter.tar.gz");
     let archive_text = archive.to_str().unwrap();
-    origin.run_ok(["checkpoint", "--export", archive_text, &id]);
-    let before = logs(&origin, &id);
-    origin.run_ok(["rm", "-f", &id]);
+    origin.run_ok(["checkpoint", "--export", archive_text, id]);
+    let before = logs(origin, id);
+    origin.run_ok(["rm", "-f", id]);
     origin.assert_clean();
 
     let target = Berth::new();
@@ -251,6 +249,16 @@ fn checkpoint_export_then_import_into_a_fresh_root_continues_the_counter() {
         "the imported counter does not count"
     );
     assert_continued(&before, &logs(&target, "moved"));
+    (target, new_id)
+}
+
+#[test]
+fn checkpoint_export_then_import_into_a_fresh_root_continues_the_counter() {
+    require_root!();
+    require_criu!();
+    let origin = Berth::new();
+    let id = start_counter(&origin, &[]);
+    let (target, _) = move_by_export(&origin, &id);
     target.run_ok(["rm", "-f", "moved"]);
     target.assert_clean();
 }
@@ -269,29 +277,7 @@ fn checkpoint_export_of_a_rm_container_imports_with_its_files() {
         &["--rm", "--net", "none"],
         &format!("echo kept > /written; {COUNTER}"),
     );
-    let archive_dir = tempfile::tempdir().unwrap();
-    let archive = archive_dir.path().join("rm-counter.tar.gz");
-    let archive_text = archive.to_str().unwrap();
-    origin.run_ok(["checkpoint", "--export", archive_text, &id]);
-    let before = logs(&origin, &id);
-    origin.run_ok(["rm", "-f", &id]);
-    origin.assert_clean();
-
-    let target = Berth::new();
-    target.run_ok([
-        "run", "--rm", "--pull", "never", "--net", "none", "busybox", "true",
-    ]);
-    let new_id = target
-        .run_ok(["restore", "--import", archive_text, "--name", "moved"])
-        .trim()
-        .to_owned();
-    assert_ne!(new_id, id, "an import is a new container");
-    assert_eq!(status(&target, "moved"), "running");
-    assert!(
-        wait_until(STEP, || logs(&target, "moved").len() >= before.len() + 5),
-        "the imported counter does not count"
-    );
-    assert_continued(&before, &logs(&target, "moved"));
+    let (target, new_id) = move_by_export(&origin, &id);
     let written = target.run_ok(["exec", "moved", "cat", "/written"]);
     assert_eq!(written.trim(), "kept", "the write layer did not travel");
     // Its layer is its own, on disk under the importing root.
