@@ -2,7 +2,7 @@
 //! attached or in the background, or every container a restart policy
 //! wants running after a reboot) and `restart`.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use berth_state::{ContainerRecord, ContainerStore, RestartPolicy};
 
 use crate::args::{RestartArgs, StartArgs};
@@ -149,13 +149,42 @@ pub fn restart(paths: &Paths, args: &RestartArgs) -> anyhow::Result<i32> {
         &store,
         &args.containers,
         |record| {
-            let stopped = crate::container::stop_container(
-                &store,
-                record,
-                args.signal.as_deref(),
-                args.time,
-            )?;
+            let auto_remove = record.auto_remove && record.is_active();
+            let id = record.id.clone();
+            let record = if auto_remove {
+                // As docker: a `--rm` container is restarted, not removed by
+                // its stop; only the end of the run that follows removes it.
+                store.update(&id, |r| r.auto_remove = false)?
+            } else {
+                record
+            };
+            let stopped =
+                crate::container::stop_container(&store, record, args.signal.as_deref(), args.time);
+            let stopped = if auto_remove {
+                keep_for_restart(&store, &id, stopped)?
+            } else {
+                stopped?
+            };
             start_in_background(paths, &store, stopped)
         },
     ))
+}
+
+/// After the stop of a `--rm` container being restarted, whose end its
+/// monitor recorded without removing it: `--rm` again for the run that
+/// follows, and its write layer, mounted volatile, made mountable again.
+fn keep_for_restart(
+    store: &ContainerStore,
+    id: &str,
+    stopped: anyhow::Result<ContainerRecord>,
+) -> anyhow::Result<ContainerRecord> {
+    // `--rm` again whatever the stop did: a container still running is
+    // removed at its end, as before the restart.
+    let restored = store.update(id, |r| r.auto_remove = true);
+    stopped?;
+    let record = restored?;
+    let [upper, work, _] = crate::container_spec::layer_dirs(store, id);
+    berth_fs::settle_volatile_layer(&upper, &work)
+        .with_context(|| format!("cannot keep the files of container {}", record.name))?;
+    Ok(record)
 }

@@ -127,3 +127,71 @@ fn rm_f_of_a_running_rm_container_succeeds_whoever_removes_it() {
     berth.run_ok(["ps", "-a"]);
     assert!(!runtime.exists(), "`ps` made {}", runtime.display());
 }
+
+/// docker restarts a `--rm` container in place: its stop for the restart
+/// does not remove it, the files it wrote and its log stay, it is still a
+/// `--rm` container, and its next end (a plain `stop`) removes it.
+#[test]
+fn restart_of_a_rm_container_keeps_it_until_its_next_end() {
+    require_root!();
+    let berth = Berth::new();
+    let id = berth
+        .run_ok([
+            "run",
+            "-d",
+            "--rm",
+            "--name",
+            "again",
+            "--net",
+            "none",
+            "--pull",
+            "never",
+            "busybox",
+            "sh",
+            "-c",
+            "echo started; echo run >> /runs; sleep 60",
+        ])
+        .trim()
+        .to_owned();
+    assert!(
+        wait_until(Duration::from_secs(10), || berth
+            .run_ok(["logs", "again"])
+            .contains("started")),
+        "the container did not start"
+    );
+    assert_eq!(
+        berth.run_ok(["restart", "-t", "1", "again"]).trim(),
+        "again"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || berth
+            .run_ok(["exec", "again", "cat", "/runs"])
+            .lines()
+            .count()
+            == 2),
+        "the restarted container did not run again on its own files"
+    );
+    let ids = berth.container_ids();
+    assert!(
+        ids.len() == 1 && id.starts_with(&ids[0]),
+        "the same container: {ids:?}, started as {id}"
+    );
+    assert_eq!(
+        berth.run_ok(["logs", "again"]).matches("started").count(),
+        2,
+        "its log goes on"
+    );
+    assert_eq!(
+        berth
+            .run_ok(["inspect", "--format", "{{.HostConfig.AutoRemove}}", "again"])
+            .trim(),
+        "true"
+    );
+    berth.run_ok(["stop", "-t", "1", "again"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
+        "left: {:?}",
+        berth.container_ids()
+    );
+    berth.assert_clean();
+}
