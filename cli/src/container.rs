@@ -84,6 +84,9 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
         eprintln!("berth: {e:#}");
     }
     if ended.auto_remove {
+        if let Some(code) = ended.exit_code {
+            let _ = store.keep_exit_code(&ended.id, code);
+        }
         store.remove(&ended.id)?;
         crate::volume::remove_anonymous(&paths, &ended);
     }
@@ -92,7 +95,8 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
 
 /// A `--rm` container's monitor removes it as soon as it ends, perhaps
 /// before the caller (`stop`, `rm -f`) looked again: done once the monitor
-/// is, with what it left finished here. Its exit code went with it.
+/// is, with what it left finished here; its exit code is the one the monitor
+/// kept (see `ContainerStore::keep_exit_code`).
 fn removed_by_its_monitor(
     store: &ContainerStore,
     mut record: ContainerRecord,
@@ -104,7 +108,11 @@ fn removed_by_its_monitor(
     store
         .remove(&record.id)
         .with_context(|| format!("cannot remove container {}", record.name))?;
-    record.mark_exited(UNKNOWN_EXIT);
+    record.mark_exited(
+        store
+            .exit_code_of_removed(&record.id)
+            .unwrap_or(UNKNOWN_EXIT),
+    );
     Ok(record)
 }
 

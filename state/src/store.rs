@@ -31,6 +31,15 @@ const LOCK_FILE: &str = ".lock";
 /// link left by a crash (or a remove) never holds a name.
 const NAME_INDEX: &str = ".names";
 
+/// Beside the transient containers' directories (or in the store's own,
+/// for a store without one): the exit codes of removed `--rm` containers,
+/// one file per id, for `wait`.
+const EXITS_DIR: &str = ".exits";
+
+/// How long the exit code of a removed `--rm` container is kept (podman
+/// keeps them as long): for a `wait` that looks after the removal.
+const EXIT_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// `<dir>/.<id>.layer`: the write layer of a transient container, on
 /// disk beside the link to its directory (see [`ContainerStore::create_transient`]).
 const LAYER_SUFFIX: &str = ".layer";
@@ -199,6 +208,51 @@ impl ContainerStore {
             let _ = fs::remove_dir_all(&layer);
         }
         result
+    }
+
+    fn exits_dir(&self) -> PathBuf {
+        self.transient.as_ref().unwrap_or(&self.dir).join(EXITS_DIR)
+    }
+
+    /// Keep the exit code of `id`, a `--rm` container about to be removed,
+    /// for [`Self::exit_code_of_removed`] (a `wait` that asks after the
+    /// removal, as docker's daemon answers it); codes older than five
+    /// minutes are dropped here. Not synced: on the transient directory's
+    /// tmpfs, and a waiter does not outlive the machine.
+    pub fn keep_exit_code(&self, id: &str, code: i32) -> Result<(), StateError> {
+        let dir = self.exits_dir();
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => self.drop_old_exit_codes(&dir),
+            Err(e) => return Err(StateError::io(&dir, e)),
+        }
+        let path = dir.join(exit_file_name(id)?);
+        crate::replace_file(&path, format!("{code}\n").as_bytes(), Durability::Volatile)
+            .map_err(|e| StateError::io(&path, e))
+    }
+
+    /// The exit code [`Self::keep_exit_code`] kept for `id`, if any.
+    pub fn exit_code_of_removed(&self, id: &str) -> Option<i32> {
+        let path = self.exits_dir().join(exit_file_name(id).ok()?);
+        fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// Best effort: one left now goes with a later call.
+    fn drop_old_exit_codes(&self, dir: &Path) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let old = entry
+                .metadata()
+                .and_then(|meta| meta.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > EXIT_KEPT_FOR);
+            if old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Read one record by full id.
@@ -524,6 +578,16 @@ impl ContainerStore {
     }
 }
 
+/// `id` as a file name: one component, no hidden or temporary name.
+fn exit_file_name(id: &str) -> Result<&str, StateError> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StateError::NotFound {
+            query: id.to_owned(),
+        });
+    }
+    Ok(id)
+}
+
 fn remove_tree(path: &Path) -> Result<(), StateError> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
@@ -741,6 +805,38 @@ mod tests {
         store.create(&record("new-name")).unwrap();
         assert!(store.create(&record("ghost")).is_err());
         assert!(store.create(&record("old")).is_err());
+    }
+
+    #[test]
+    fn exit_codes_of_removed_containers_are_kept_for_a_while() {
+        let (tmp, transient) = transient_store();
+        fs::create_dir(tmp.path().join("run")).unwrap();
+        let id = generate_id();
+        assert_eq!(transient.exit_code_of_removed(&id), None);
+        transient.keep_exit_code(&id, 137).unwrap();
+        assert_eq!(transient.exit_code_of_removed(&id), Some(137));
+        // Beside the transient containers, not among the store's entries.
+        assert!(tmp.path().join("run").join(EXITS_DIR).join(&id).is_file());
+        assert!(transient.list().unwrap().is_empty());
+        // Five minutes on, the next one drops it.
+        let old = fs::File::options()
+            .write(true)
+            .open(tmp.path().join("run").join(EXITS_DIR).join(&id))
+            .unwrap();
+        old.set_modified(std::time::SystemTime::now() - 2 * EXIT_KEPT_FOR)
+            .unwrap();
+        let next = generate_id();
+        transient.keep_exit_code(&next, 0).unwrap();
+        assert_eq!(transient.exit_code_of_removed(&id), None);
+        assert_eq!(transient.exit_code_of_removed(&next), Some(0));
+        // An id is one plain component.
+        assert!(transient.keep_exit_code("../x", 1).is_err());
+        assert_eq!(transient.exit_code_of_removed("../x"), None);
+        // A store without a transient directory keeps them in its own.
+        let (_plain_tmp, plain) = store();
+        plain.keep_exit_code(&id, 3).unwrap();
+        assert_eq!(plain.exit_code_of_removed(&id), Some(3));
+        assert!(plain.list().unwrap().is_empty());
     }
 
     fn transient_store() -> (tempfile::TempDir, ContainerStore) {

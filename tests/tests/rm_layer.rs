@@ -195,3 +195,42 @@ fn restart_of_a_rm_container_keeps_it_until_its_next_end() {
     );
     berth.assert_clean();
 }
+
+/// `wait` of a `--rm` container prints the exit code it ended with, as
+/// docker's does, though the container is removed at that very end: its
+/// monitor keeps the code for a while.
+#[test]
+fn wait_of_a_rm_container_prints_its_exit_code() {
+    require_root!();
+    let berth = Berth::new();
+    let start = |script: &str| {
+        berth
+            .run_ok([
+                "run", "-d", "--rm", "--net", "none", "--pull", "never", "busybox", "sh", "-c",
+                script,
+            ])
+            .trim()
+            .to_owned()
+    };
+    let ending = start("sleep 1; exit 7");
+    assert_eq!(berth.run_ok(["wait", &ending]).trim(), "7");
+    let killed = start("sleep 60");
+    let mut waiter = berth.spawn(["wait", &killed]);
+    std::thread::sleep(Duration::from_millis(300));
+    berth.run_ok(["kill", &killed]);
+    let status = waiter.wait(Duration::from_secs(10));
+    let mut printed = String::new();
+    std::io::Read::read_to_string(waiter.0.stdout.as_mut().expect("piped"), &mut printed)
+        .expect("the waiter's output");
+    assert!(status.success(), "wait failed: {status}");
+    assert_eq!(printed.trim(), "137");
+    // Asked after the removal, the kept code is the answer too.
+    let quick = start("exit 5");
+    assert!(
+        wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
+        "left: {:?}",
+        berth.container_ids()
+    );
+    assert_eq!(berth.run_ok(["wait", &quick]).trim(), "5");
+    berth.assert_clean();
+}
