@@ -23,6 +23,10 @@ use crate::paths::Paths;
 /// docker's default detach sequence: Ctrl-P Ctrl-Q.
 const DEFAULT_DETACH_KEYS: &[u8] = &[0x10, 0x11];
 
+/// How long `attach` waits, once the container's output has ended, for its
+/// end to be recorded (its monitor does that right away).
+const ATTACH_END_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `--detach-keys`: docker's syntax, comma-separated `ctrl-X` or single
 /// characters (e.g. `ctrl-p,ctrl-q`, `ctrl-a,d`).
 pub fn parse_detach_keys(text: &str) -> anyhow::Result<Vec<u8>> {
@@ -260,13 +264,11 @@ pub fn attach_running(
             }
         }
     }
-    // The supervisor closes the connection when the container ends; it
-    // records the exit right after.
-    let ended = crate::container::find(store, &record.id)?;
-    Ok(match ended.exit_code {
-        Some(code) if !ended.is_active() => code,
-        _ => 0,
-    })
+    // The supervisor closes the connection when the container ends and
+    // records the exit right after (for a `--rm` one, keeps the code and
+    // removes it): its code, once recorded.
+    let ended = crate::container::wait_for_exit(store, record.clone(), Some(ATTACH_END_LIMIT))?;
+    Ok(ended.unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -119,6 +119,41 @@ fn removed_by_its_monitor(
 /// 128 + SIGKILL: how a container ends when its monitor dies.
 const KILLED_WITH_ITS_MONITOR: i32 = 137;
 
+/// Wait (at most `limit`, if given) until `record`'s container has ended,
+/// and give the code it ended with: `None` if it still runs at the limit,
+/// 255 for an end without a code. A `--rm` container removed at its end
+/// gives the code its monitor kept (`ContainerStore::keep_exit_code`).
+pub fn wait_for_exit(
+    store: &ContainerStore,
+    mut record: ContainerRecord,
+    limit: Option<Duration>,
+) -> anyhow::Result<Option<i32>> {
+    let deadline = limit.map(|limit| Instant::now() + limit);
+    while record.is_active() {
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let current = match store.load(&record.id) {
+            Ok(current) => current,
+            Err(StateError::NotFound { .. }) if record.auto_remove => {
+                return store
+                    .exit_code_of_removed(&record.id)
+                    .map(Some)
+                    .with_context(|| {
+                        format!(
+                            "container {} was removed at its end (--rm) and its exit code is gone",
+                            record.name
+                        )
+                    });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        record = refresh(store, current)?;
+    }
+    Ok(Some(record.exit_code.unwrap_or(UNKNOWN_EXIT)))
+}
+
 /// A record that [`refresh`] removed (its container had --rm).
 fn removed(store: &ContainerStore, record: &ContainerRecord) -> bool {
     record.auto_remove && !record.is_active() && !store.container_dir(&record.id).exists()

@@ -3,12 +3,10 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
-use berth_state::StateError;
 
-use crate::container::{find, refresh};
+use crate::container::{find, wait_for_exit};
 use crate::paths::Paths;
 use crate::table::render;
 
@@ -27,29 +25,12 @@ pub fn wait(paths: &Paths, containers: &[String]) -> anyhow::Result<i32> {
     let mut failed = false;
     for query in containers {
         let result = (|| -> anyhow::Result<i32> {
-            let mut record = match find(&store, query) {
+            let record = match find(&store, query) {
                 Ok(record) => record,
                 // A `--rm` container removed at its end, asked for by its id.
                 Err(e) => return store.exit_code_of_removed(query).ok_or(e),
             };
-            while record.is_active() {
-                std::thread::sleep(Duration::from_millis(50));
-                let current = match store.load(&record.id) {
-                    Ok(current) => current,
-                    // Removed at its end (`--rm`): the code its monitor kept.
-                    Err(StateError::NotFound { .. }) if record.auto_remove => {
-                        return store.exit_code_of_removed(&record.id).with_context(|| {
-                            format!(
-                                "container {} was removed at its end (--rm) and its exit code is gone",
-                                record.name
-                            )
-                        });
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                record = refresh(&store, current)?;
-            }
-            Ok(record.exit_code.unwrap_or(crate::exit::BERTH_FAILED))
+            Ok(wait_for_exit(&store, record, None)?.unwrap_or(crate::exit::BERTH_FAILED))
         })();
         match result {
             Ok(code) => {

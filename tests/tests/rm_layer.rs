@@ -196,11 +196,11 @@ fn restart_of_a_rm_container_keeps_it_until_its_next_end() {
     berth.assert_clean();
 }
 
-/// `wait` of a `--rm` container prints the exit code it ended with, as
-/// docker's does, though the container is removed at that very end: its
-/// monitor keeps the code for a while.
+/// `wait` of a `--rm` container prints the exit code it ended with, and
+/// `attach` ends with it, as docker's do, though the container is removed
+/// at that very end: its monitor keeps the code for a while.
 #[test]
-fn wait_of_a_rm_container_prints_its_exit_code() {
+fn wait_and_attach_of_a_rm_container_give_its_exit_code() {
     require_root!();
     let berth = Berth::new();
     let start = |script: &str| {
@@ -224,6 +224,11 @@ fn wait_of_a_rm_container_prints_its_exit_code() {
         .expect("the waiter's output");
     assert!(status.success(), "wait failed: {status}");
     assert_eq!(printed.trim(), "137");
+    // `attach` ends with the container's code the same way.
+    let attached = start("sleep 1; echo bye; exit 6");
+    let output = berth.output(["attach", &attached]);
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("bye"));
     // Asked after the removal, the kept code is the answer too.
     let quick = start("exit 5");
     assert!(
