@@ -516,6 +516,18 @@ impl Berth {
         Leaks::under(&self.root().to_string_lossy())
     }
 
+    /// Wait (10 s at most) until `ps -a` lists no container, then
+    /// [`Berth::assert_clean`]: a `--rm` container is removed by its
+    /// monitor a moment after the command that ended it returned.
+    pub fn assert_clean_once_all_removed(&self) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.container_ids().is_empty()),
+            "left: {:?}",
+            self.container_ids()
+        );
+        self.assert_clean();
+    }
+
     /// Remove every container, then assert that nothing made by this test
     /// remains: no container directory, no temporary import left in the
     /// image store, no mount, no process.

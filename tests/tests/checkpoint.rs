@@ -159,12 +159,7 @@ fn checkpoint_of_a_rm_container_restores_it_with_its_files() {
     // Killed, a --rm container is removed by its monitor, perhaps before
     // `rm` gets to it: either way `rm -f` succeeds.
     berth.run_ok(["rm", "-f", &id]);
-    assert!(
-        wait_until(STEP, || berth.container_ids().is_empty()),
-        "left: {:?}",
-        berth.container_ids()
-    );
-    berth.assert_clean();
+    berth.assert_clean_once_all_removed();
 }
 
 #[test]
@@ -291,12 +286,7 @@ fn checkpoint_export_of_a_rm_container_imports_with_its_files() {
         layer.display()
     );
     target.run_ok(["rm", "-f", "moved"]);
-    assert!(
-        wait_until(STEP, || target.container_ids().is_empty()),
-        "left: {:?}",
-        target.container_ids()
-    );
-    target.assert_clean();
+    target.assert_clean_once_all_removed();
 }
 
 #[test]

@@ -85,12 +85,7 @@ fn only_a_rm_containers_write_layer_is_volatile() {
     // Killed, a --rm container is removed by its monitor, perhaps before
     // `rm` gets to it: either way `rm -f` succeeds.
     assert_eq!(berth.run_ok(["rm", "-f", "removed"]).trim(), "removed");
-    assert!(
-        wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
-        "left: {:?}",
-        berth.container_ids()
-    );
-    berth.assert_clean();
+    berth.assert_clean_once_all_removed();
 }
 
 /// `rm -f` and `stop` of a running `--rm` container race its monitor,
@@ -114,12 +109,7 @@ fn rm_f_of_a_running_rm_container_succeeds_whoever_removes_it() {
         ]);
         assert_eq!(berth.run_ok(["stop", "-t", "1", &name]).trim(), name);
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
-        "left: {:?}",
-        berth.container_ids()
-    );
-    berth.assert_clean();
+    berth.assert_clean_once_all_removed();
     // Reading the store makes nothing: not the runtime's directory (a
     // command run after its root's cleanup would leave it behind).
     let runtime = std::fs::read_link(berth.root().join("runtime")).expect("the runtime link");
@@ -188,12 +178,7 @@ fn restart_of_a_rm_container_keeps_it_until_its_next_end() {
         "true"
     );
     berth.run_ok(["stop", "-t", "1", "again"]);
-    assert!(
-        wait_until(Duration::from_secs(10), || berth.container_ids().is_empty()),
-        "left: {:?}",
-        berth.container_ids()
-    );
-    berth.assert_clean();
+    berth.assert_clean_once_all_removed();
 }
 
 /// `wait` of a `--rm` container prints the exit code it ended with, and
