@@ -84,7 +84,7 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
         eprintln!("berth: {e:#}");
     }
     if ended.auto_remove {
-        if let Some(code) = ended.exit_code {
+        if let Some(code) = ended.exit_code.filter(|_| ended.detached) {
             let _ = store.keep_exit_code(&ended.id, code);
         }
         store.remove(&ended.id)?;

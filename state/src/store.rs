@@ -40,6 +40,10 @@ const EXITS_DIR: &str = ".exits";
 /// keeps them as long): for a `wait` that looks after the removal.
 const EXIT_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// In the exits directory: when old exit codes were last dropped.
+const EXITS_PRUNED: &str = ".pruned";
+const EXITS_PRUNED_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `<dir>/.<id>.layer`: the write layer of a transient container, on
 /// disk beside the link to its directory (see [`ContainerStore::create_transient`]).
 const LAYER_SUFFIX: &str = ".layer";
@@ -237,8 +241,19 @@ impl ContainerStore {
         fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
-    /// Best effort: one left now goes with a later call.
+    /// Best effort: one left now goes with a later call. At most once a
+    /// minute (a `.pruned` file's age says when it last ran), so that a
+    /// burst of ends does not read the directory once per end.
     fn drop_old_exit_codes(&self, dir: &Path) {
+        let marker = dir.join(EXITS_PRUNED);
+        let pruned_lately = fs::metadata(&marker)
+            .and_then(|meta| meta.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age < EXITS_PRUNED_EVERY);
+        if pruned_lately || fs::write(&marker, b"").is_err() {
+            return;
+        }
         let Ok(entries) = fs::read_dir(dir) else {
             return;
         };
@@ -825,9 +840,28 @@ mod tests {
             .unwrap();
         old.set_modified(std::time::SystemTime::now() - 2 * EXIT_KEPT_FOR)
             .unwrap();
+        // Pruned at most once a minute: the last time was long ago too.
+        let marker = tmp.path().join("run").join(EXITS_DIR).join(EXITS_PRUNED);
+        fs::write(&marker, b"").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * EXITS_PRUNED_EVERY)
+            .unwrap();
         let next = generate_id();
         transient.keep_exit_code(&next, 0).unwrap();
         assert_eq!(transient.exit_code_of_removed(&id), None);
+        assert_eq!(transient.exit_code_of_removed(&next), Some(0));
+        // Within the minute after a pruning, the next end does not read
+        // the directory again: an old code waits for a later one.
+        fs::File::options()
+            .write(true)
+            .open(tmp.path().join("run").join(EXITS_DIR).join(&next))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * EXIT_KEPT_FOR)
+            .unwrap();
+        transient.keep_exit_code(&generate_id(), 1).unwrap();
         assert_eq!(transient.exit_code_of_removed(&next), Some(0));
         // An id is one plain component.
         assert!(transient.keep_exit_code("../x", 1).is_err());
