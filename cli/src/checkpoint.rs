@@ -109,11 +109,8 @@ pub fn checkpoint(paths: &Paths, args: &CheckpointArgs) -> anyhow::Result<i32> {
     }
     if !args.leave_running {
         wait_until_ended(&store, &record.id)?;
-        // A `--rm` container's layer was mounted volatile: kept to be
-        // restored, it must be on disk and mountable again.
-        let [upper, work, _] = crate::container_spec::layer_dirs(&store, &record.id);
-        berth_fs::settle_volatile_layer(&upper, &work)
-            .with_context(|| format!("cannot keep the files of container {}", record.name))?;
+        // Kept to be restored.
+        crate::container_spec::keep_volatile_layer(&store, &record)?;
     }
     if let Some(target) = &args.export {
         export(paths, &store, &record.id, target)?;

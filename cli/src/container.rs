@@ -84,13 +84,36 @@ pub fn refresh(store: &ContainerStore, record: ContainerRecord) -> anyhow::Resul
         eprintln!("berth: {e:#}");
     }
     if ended.auto_remove {
-        if let Some(code) = ended.exit_code.filter(|_| ended.detached) {
-            let _ = store.keep_exit_code(&ended.id, code);
-        }
-        store.remove(&ended.id)?;
-        crate::volume::remove_anonymous(&paths, &ended);
+        remove_at_its_end(
+            &paths,
+            store,
+            &ended,
+            ended.exit_code.unwrap_or(UNKNOWN_EXIT),
+        )?;
     }
     Ok(ended)
+}
+
+/// Carry out the `--rm` of a container that ended with `code`: keep the code
+/// of a detached one for a `wait` that asks after the removal (a foreground
+/// run reports it itself), remove it, then its anonymous volumes.
+pub fn remove_at_its_end(
+    paths: &Paths,
+    store: &ContainerStore,
+    record: &ContainerRecord,
+    code: i32,
+) -> Result<(), StateError> {
+    if record.detached {
+        if let Err(e) = store.keep_exit_code(&record.id, code) {
+            eprintln!(
+                "berth: cannot keep the exit code of container {}: {e}",
+                record.name
+            );
+        }
+    }
+    store.remove(&record.id)?;
+    crate::volume::remove_anonymous(paths, record);
+    Ok(())
 }
 
 /// A `--rm` container's monitor removes it as soon as it ends, perhaps

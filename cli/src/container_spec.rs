@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use berth_state::ContainerStore;
+use berth_state::{ContainerRecord, ContainerStore};
 
 use berth_ns::{Capability, CapabilitySet};
 use cli::runtime::{OVERLAY_ROOTFS_ANNOTATION, REAPING_INIT_ANNOTATION};
@@ -85,6 +85,15 @@ pub fn layer_dirs(store: &ContainerStore, id: &str) -> [PathBuf; 3] {
         layer.join("work"),
         store.container_dir(id).join("rootfs"),
     ]
+}
+
+/// Keep the write layer of a `--rm` container that ended but stays (to be
+/// restored after a checkpoint, or started again by `restart`): its overlay
+/// was mounted volatile, so the layer is synced and made mountable again.
+pub fn keep_volatile_layer(store: &ContainerStore, record: &ContainerRecord) -> anyhow::Result<()> {
+    let [upper, work, _] = layer_dirs(store, &record.id);
+    berth_fs::settle_volatile_layer(&upper, &work)
+        .with_context(|| format!("cannot keep the files of container {}", record.name))
 }
 
 /// Point a container's spec at its write layer and root mount point

@@ -2,7 +2,7 @@
 //! attached or in the background, or every container a restart policy
 //! wants running after a reboot) and `restart`.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use berth_state::{ContainerRecord, ContainerStore, RestartPolicy};
 
 use crate::args::{RestartArgs, StartArgs};
@@ -183,8 +183,6 @@ fn keep_for_restart(
     let restored = store.update(id, |r| r.auto_remove = true);
     stopped?;
     let record = restored?;
-    let [upper, work, _] = crate::container_spec::layer_dirs(store, id);
-    berth_fs::settle_volatile_layer(&upper, &work)
-        .with_context(|| format!("cannot keep the files of container {}", record.name))?;
+    crate::container_spec::keep_volatile_layer(store, &record)?;
     Ok(record)
 }

@@ -568,20 +568,7 @@ pub fn finish(paths: &Paths, store: &ContainerStore, id: &str, status: WaitStatu
     // With --rm nothing is left to record the exit in (unless a
     // checkpoint ended it: it is kept to be restored).
     let result = if record.auto_remove && record.checkpoint.is_none() {
-        // For a `wait` that asks after the removal (a foreground run
-        // reports the code itself).
-        if let Err(e) = record
-            .detached
-            .then(|| store.keep_exit_code(id, code))
-            .transpose()
-        {
-            eprintln!("berth: cannot keep the exit code of container {id}: {e}");
-        }
-        let removed = store.remove(id);
-        if removed.is_ok() {
-            crate::volume::remove_anonymous(paths, &record);
-        }
-        removed
+        crate::container::remove_at_its_end(paths, store, &record, code)
     } else {
         store
             .update(id, |r| {
